@@ -1,0 +1,116 @@
+//! The [`Poller`] trait: the loop's only door to the operating system.
+//!
+//! A poller watches fds for readiness, sleeps until something happens or a timeout passes,
+//! can be woken from another thread ([`Notify`]), and tells the time ([`Clock`]). The loop
+//! drives it; users pick one with a Cargo feature of the `ioloop` facade (epoll, kqueue, poll,
+//! select) or write their own for an unusual platform.
+//!
+//! # The contract
+//!
+//! * **Keys.** Every registration carries an opaque `u64` key chosen by the loop (it packs a
+//!   handler slot and a generation into it). The poller reports the key back and never
+//!   interprets it.
+//! * **Interest.** The loop always passes interests with [`Interest::ERROR`] set. A poller must
+//!   report [`Readiness::ERROR`] / [`Readiness::HUP`] whenever the OS says so, whatever was
+//!   asked for, and must not report `READ` / `WRITE` that was not asked for.
+//! * **One event per key per wait.** If the OS reports several events for one fd in one wait
+//!   (kqueue's separate read and write filters), the poller ORs them into one [`PollEvent`].
+//! * **Level-triggered by default.** [`Mode::Level`] must be supported. Others are optional;
+//!   asking for one the poller lacks returns [`Error::Unsupported`].
+//! * **Duplicates.** `register` of an fd that is already registered returns
+//!   `Error::Os { errno: Errno::EEXIST }` (or `AlreadyRegistered`) and leaves the existing
+//!   registration alone. (The loop checks first, so this only happens to direct users.)
+//! * **Stale events.** After `deregister` returns, later waits never report that fd's old key.
+//!   Events already copied into the loop's buffer by an earlier wait are the loop's problem: it
+//!   drops them by generation.
+//! * **Timeouts.** `wait(None)` sleeps until an event or a notification; `wait(Some(d))` returns
+//!   no earlier than `d` unless an event, a notification or a signal (`EINTR`) came first.
+//!   Pollers with millisecond resolution round **up**, never down: a timeout rounded down to
+//!   zero would busy-poll until the deadline.
+//! * **Notifications** are consumed inside `wait` and never reported as an event; a wait that
+//!   was woken only by the notifier returns `Ok(0)`. Many notifications before a wait coalesce
+//!   into one wake.
+//! * **`EINTR`** is returned as `Err(Errno::EINTR)`; the loop restarts its iteration.
+//!
+//! [`Error::Unsupported`]: crate::Error::Unsupported
+
+use core::time::Duration;
+
+use crate::error::{Errno, Error, RawFd};
+use crate::interest::{Capabilities, Interest, Mode, Readiness};
+use crate::time::Clock;
+
+/// One ready fd, as reported by [`Poller::wait`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct PollEvent {
+    /// The key given at registration.
+    pub key: u64,
+    /// What is ready, OR-ed over everything the OS reported for this fd in this wait.
+    pub readiness: Readiness,
+}
+
+/// Wakes a poller's `wait` from another thread (or a signal handler, for implementations that
+/// document themselves async-signal-safe: eventfd, pipe and `EVFILT_USER` writes are).
+pub trait Notify: Sync {
+    /// Make the current or next `wait` return. Calls before that wait coalesce into one wake.
+    ///
+    /// # Errors
+    /// The OS error if the wake could not be delivered (never for a full pipe or counter,
+    /// which already guarantees a wake).
+    fn notify(&self) -> Result<(), Errno>;
+}
+
+/// An OS readiness API (epoll, kqueue, poll, select, or a simulation), as the loop uses it.
+///
+/// See the [module docs](self) for the contract every implementation keeps.
+pub trait Poller: Clock {
+    /// The thread-safe waker for this poller.
+    type Notifier: Notify;
+
+    /// Which trigger modes (and timeout precision) this poller offers.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Start watching `fd` for `interest`, reporting it with `key`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidFd`] for an fd this poller cannot represent (negative, or at or above
+    /// select's `FD_SETSIZE`); [`Error::Full`] when the poller's own table is full;
+    /// [`Error::Unsupported`] for a mode it lacks; [`Error::Os`] when the kernel refuses
+    /// (`EBADF` closed fd, `EPERM` regular file on epoll, `EEXIST` already registered,
+    /// `ENOSPC`/`ENOMEM` kernel limits).
+    fn register(&mut self, fd: RawFd, key: u64, interest: Interest, mode: Mode) -> Result<(), Error>;
+
+    /// Change the interest (and key) of a registered fd.
+    ///
+    /// # Errors
+    /// As [`register`](Poller::register); `Error::Os { errno: Errno::ENOENT }` if `fd` is not
+    /// registered.
+    fn modify(&mut self, fd: RawFd, key: u64, interest: Interest, mode: Mode) -> Result<(), Error>;
+
+    /// Stop watching `fd`. The fd is not closed.
+    ///
+    /// # Errors
+    /// `Error::Os { errno: Errno::ENOENT }` (or `EBADF`) if `fd` was not registered or was
+    /// already closed; the loop ignores these, as Tornado does.
+    fn deregister(&mut self, fd: RawFd) -> Result<(), Error>;
+
+    /// Wait for readiness, filling `events` from the front, and return how many were filled.
+    ///
+    /// `timeout`: `None` waits indefinitely, `Some(Duration::ZERO)` does not block.
+    /// If more fds are ready than `events` holds, the rest are reported by later waits
+    /// (level-triggered registrations stay ready).
+    ///
+    /// # Errors
+    /// `Errno::EINTR` when a signal interrupted the wait (the loop retries); any other
+    /// `Errno` is a failure of the poller itself.
+    fn wait(&mut self, events: &mut [PollEvent], timeout: Option<Duration>) -> Result<usize, Errno>;
+
+    /// The notifier that wakes this poller's `wait`.
+    fn notifier(&self) -> &Self::Notifier;
+
+    /// Close an fd whose ownership was handed to the loop (`add_owned_handler`). Called after
+    /// `deregister`, exactly once per owned fd. Errors from `close` are ignored (the fd is gone
+    /// either way on Linux and the BSDs).
+    fn close_fd(&mut self, fd: RawFd);
+}

@@ -1,0 +1,2 @@
+//! ioloop facade (work in progress)
+pub use loop_core::*;
