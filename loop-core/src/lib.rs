@@ -14,3 +14,10 @@ pub use error::{Errno, Error, HandlerError, HandlerResult, RawFd, Refused, Resou
 pub use interest::{Capabilities, Interest, Mode, Readiness};
 pub use poller::{Notify, PollEvent, Poller};
 pub use time::{duration_nanos, Clock, Instant};
+mod callback_queue;
+mod fd_index;
+mod handler_table;
+mod inline_fn;
+mod slab;
+mod timer_heap;
+mod zeroed;

@@ -1,0 +1,168 @@
+//! fd number → handler slot, in a fixed open-addressing table.
+//!
+//! Capacity `H` handlers get `2·H` positions (an array of `H` two-entry buckets, since const
+//! generics cannot say `2 * H`), so the load factor never passes ½ and linear probing stays
+//! short. fds are small, dense integers, so the "hash" is the fd itself modulo the table size:
+//! consecutive fds land in consecutive positions and never collide until the table wraps.
+//! Deletion shifts later entries back (Knuth's algorithm R) instead of leaving tombstones, so
+//! a long-running loop never degrades.
+//!
+//! An entry stores `fd + 1` (0 = empty), so all-zero bytes are an empty index.
+
+use crate::error::RawFd;
+use crate::zeroed::ZeroInit;
+
+#[derive(Clone, Copy)]
+struct Entry {
+    /// `fd + 1`, or 0 for an empty position.
+    fd_plus_one: u32,
+    slot: u32,
+}
+
+pub(crate) struct FdIndex<const H: usize> {
+    buckets: [[Entry; 2]; H],
+}
+
+// SAFETY: all-zero entries are empty positions (`fd_plus_one == 0`); plain integers.
+unsafe impl<const H: usize> ZeroInit for FdIndex<H> {}
+
+impl<const H: usize> FdIndex<H> {
+    const POSITIONS: usize = 2 * H;
+
+    #[inline]
+    fn at(&self, pos: usize) -> Entry {
+        self.buckets[pos / 2][pos % 2]
+    }
+
+    #[inline]
+    fn at_mut(&mut self, pos: usize) -> &mut Entry {
+        &mut self.buckets[pos / 2][pos % 2]
+    }
+
+    #[inline]
+    fn home(fd: RawFd) -> usize {
+        fd as u32 as usize % Self::POSITIONS
+    }
+
+    /// The slot registered for `fd`.
+    #[inline]
+    pub(crate) fn get(&self, fd: RawFd) -> Option<u32> {
+        if H == 0 || fd < 0 {
+            return None;
+        }
+        let want = fd as u32 + 1;
+        let mut pos = Self::home(fd);
+        for _ in 0..Self::POSITIONS {
+            let e = self.at(pos);
+            if e.fd_plus_one == want {
+                return Some(e.slot);
+            }
+            if e.fd_plus_one == 0 {
+                return None;
+            }
+            pos = (pos + 1) % Self::POSITIONS;
+        }
+        None
+    }
+
+    /// Record `fd → slot`. The caller has checked that `fd` is absent and that fewer than `H`
+    /// fds are recorded (so a free position always exists).
+    pub(crate) fn insert(&mut self, fd: RawFd, slot: u32) {
+        debug_assert!(fd >= 0 && self.get(fd).is_none());
+        let mut pos = Self::home(fd);
+        for _ in 0..Self::POSITIONS {
+            let e = self.at_mut(pos);
+            if e.fd_plus_one == 0 {
+                *e = Entry { fd_plus_one: fd as u32 + 1, slot };
+                return;
+            }
+            pos = (pos + 1) % Self::POSITIONS;
+        }
+        debug_assert!(false, "fd index full: the handler table let more than H fds in");
+    }
+
+    /// Forget `fd`, returning its slot.
+    pub(crate) fn remove(&mut self, fd: RawFd) -> Option<u32> {
+        if H == 0 || fd < 0 {
+            return None;
+        }
+        let want = fd as u32 + 1;
+        let n = Self::POSITIONS;
+        let mut pos = Self::home(fd);
+        let mut found = None;
+        for _ in 0..n {
+            let e = self.at(pos);
+            if e.fd_plus_one == 0 {
+                return None;
+            }
+            if e.fd_plus_one == want {
+                found = Some(e.slot);
+                break;
+            }
+            pos = (pos + 1) % n;
+        }
+        let slot = found?;
+        // Backward-shift deletion: move later members of the probe run into the hole when
+        // their home position does not lie (cyclically) between the hole and themselves.
+        let mut hole = pos;
+        let mut next = (hole + 1) % n;
+        loop {
+            let e = self.at(next);
+            if e.fd_plus_one == 0 {
+                break;
+            }
+            let home = Self::home((e.fd_plus_one - 1) as RawFd);
+            let dist_home = (next + n - home) % n;
+            let dist_hole = (next + n - hole) % n;
+            if dist_home >= dist_hole {
+                *self.at_mut(hole) = e;
+                hole = next;
+            }
+            next = (next + 1) % n;
+        }
+        *self.at_mut(hole) = Entry { fd_plus_one: 0, slot: 0 };
+        Some(slot)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zeroed::zeroed;
+
+    #[test]
+    fn finds_what_was_inserted_and_forgets_what_was_removed() {
+        let mut ix: FdIndex<4> = zeroed();
+        ix.insert(3, 30);
+        ix.insert(11, 110); // same home as 3 (11 % 8)
+        ix.insert(0, 0);
+        assert_eq!(ix.get(3), Some(30));
+        assert_eq!(ix.get(11), Some(110));
+        assert_eq!(ix.get(0), Some(0));
+        assert_eq!(ix.get(19), None);
+        assert_eq!(ix.remove(3), Some(30));
+        assert_eq!(ix.get(11), Some(110), "backward shift keeps the colliding fd reachable");
+        assert_eq!(ix.get(3), None);
+        assert_eq!(ix.remove(3), None);
+        assert_eq!(ix.get(-1), None);
+    }
+
+    #[test]
+    fn full_load_with_wrapping_collisions_stays_consistent() {
+        let mut ix: FdIndex<8> = zeroed();
+        let fds = [15, 31, 47, 63, 14, 0, 1, 2];
+        for (i, fd) in fds.iter().enumerate() {
+            ix.insert(*fd, i as u32);
+        }
+        for (i, fd) in fds.iter().enumerate() {
+            assert_eq!(ix.get(*fd), Some(i as u32));
+        }
+        for fd in [31, 0, 63] {
+            ix.remove(fd);
+        }
+        for (i, fd) in fds.iter().enumerate() {
+            let want = if [31, 0, 63].contains(fd) { None } else { Some(i as u32) };
+            assert_eq!(ix.get(*fd), want, "fd {fd}");
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! The fd handler table: fixed capacity, slots tagged with a generation.
+//!
+//! A handler's poller key is `generation << 32 | slot`. When a handler is removed its slot's
+//! generation moves on, so an event already fetched for it (or for an earlier handler of the
+//! same fd number, closed and reopened in the same iteration) no longer matches and is
+//! dropped: a removed handler is never called.
+//!
+//! While a handler runs, its closure is moved out of the slot (so the handler can take `&mut`
+//! of the loop, including this table) and moved back afterwards unless the slot was freed or
+//! reused in the meantime.
+
+use crate::error::RawFd;
+use crate::fd_index::FdIndex;
+use crate::interest::{Interest, Readiness};
+use crate::slab::Slab;
+use crate::zeroed::ZeroInit;
+
+/// Identifies one registration of one handler. Stays unique across removal and re-adding of
+/// the same fd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct HandlerId {
+    index: u32,
+    generation: u32,
+}
+
+impl HandlerId {
+    /// The key the loop registers with the poller for this handler.
+    #[inline]
+    pub const fn key(self) -> u64 {
+        ((self.generation as u64) << 32) | self.index as u64
+    }
+
+    /// The handler id a poller key stands for.
+    #[inline]
+    pub const fn from_key(key: u64) -> HandlerId {
+        HandlerId { index: key as u32, generation: (key >> 32) as u32 }
+    }
+}
+
+pub(crate) struct Slot<F> {
+    pub(crate) fd: RawFd,
+    pub(crate) interest: Interest,
+    /// The loop owns the fd and closes it when the handler is removed.
+    pub(crate) owned: bool,
+    /// `None` while the handler is running.
+    pub(crate) handler: Option<F>,
+}
+
+pub(crate) struct HandlerTable<F, const H: usize> {
+    slots: Slab<Slot<F>, H>,
+    index: FdIndex<H>,
+}
+
+// SAFETY: both parts are zero-valid (see their impls); the table adds no other state.
+unsafe impl<F, const H: usize> ZeroInit for HandlerTable<F, H> {}
+
+/// Why an insert was refused.
+pub(crate) enum InsertError {
+    Duplicate,
+    Full,
+}
+
+impl<F, const H: usize> HandlerTable<F, H> {
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The handler registered for `fd`.
+    #[inline]
+    pub(crate) fn lookup(&self, fd: RawFd) -> Option<(HandlerId, &Slot<F>)> {
+        let index = self.index.get(fd)?;
+        let (slot, generation) = self.slots.get_by_index(index)?;
+        Some((HandlerId { index, generation }, slot))
+    }
+
+    /// The slot for `fd`, mutably.
+    #[inline]
+    pub(crate) fn lookup_mut(&mut self, fd: RawFd) -> Option<(HandlerId, &mut Slot<F>)> {
+        let index = self.index.get(fd)?;
+        let (_, generation) = self.slots.get_by_index(index)?;
+        let slot = self.slots.get_mut(index, generation)?;
+        Some((HandlerId { index, generation }, slot))
+    }
+
+    /// Add a handler for `fd`. The fd must be non-negative (the loop checks).
+    pub(crate) fn insert(
+        &mut self,
+        fd: RawFd,
+        interest: Interest,
+        owned: bool,
+        handler: F,
+    ) -> Result<HandlerId, (InsertError, F)> {
+        if self.index.get(fd).is_some() {
+            return Err((InsertError::Duplicate, handler));
+        }
+        let slot = Slot { fd, interest, owned, handler: Some(handler) };
+        match self.slots.insert(slot) {
+            Ok((index, generation)) => {
+                self.index.insert(fd, index);
+                Ok(HandlerId { index, generation })
+            }
+            Err(slot) => Err((InsertError::Full, slot.handler.expect("just built with a handler"))),
+        }
+    }
+
+    /// Remove the handler of `fd`; its id is dead from now on.
+    pub(crate) fn remove(&mut self, fd: RawFd) -> Option<(HandlerId, Slot<F>)> {
+        let index = self.index.remove(fd)?;
+        let (_, generation) = self.slots.get_by_index(index)?;
+        let slot = self.slots.remove(index, generation)?;
+        Some((HandlerId { index, generation }, slot))
+    }
+
+    /// Remove by id (used to undo an insert the poller refused).
+    pub(crate) fn remove_id(&mut self, id: HandlerId) -> Option<Slot<F>> {
+        let slot = self.slots.get(id.index, id.generation)?;
+        let fd = slot.fd;
+        self.index.remove(fd);
+        self.slots.remove(id.index, id.generation)
+    }
+
+    /// Take the handler of `id` out for a call, with the readiness it may see. `None` if the
+    /// id is stale, the handler is already out (running), or nothing visible is ready.
+    #[inline]
+    pub(crate) fn take_for_call(&mut self, id: HandlerId, ready: Readiness) -> Option<(F, RawFd, Readiness)> {
+        let slot = self.slots.get_mut(id.index, id.generation)?;
+        let visible = ready & slot.interest.visible();
+        if visible.is_empty() {
+            return None;
+        }
+        let f = slot.handler.take()?;
+        Some((f, slot.fd, visible))
+    }
+
+    /// Put a handler back after its call. If its registration was removed meanwhile, the
+    /// handler is handed back to be dropped.
+    #[inline]
+    pub(crate) fn restore(&mut self, id: HandlerId, f: F) -> Result<(), F> {
+        match self.slots.get_mut(id.index, id.generation) {
+            Some(slot) if slot.handler.is_none() => {
+                slot.handler = Some(f);
+                Ok(())
+            }
+            _ => Err(f),
+        }
+    }
+
+    /// Every registration, for closing the loop.
+    pub(crate) fn drain_all(&mut self, mut each: impl FnMut(HandlerId, Slot<F>)) {
+        let mut ids: heapless::Vec<(u32, u32), 16> = heapless::Vec::new();
+        loop {
+            ids.clear();
+            for (index, generation, _) in self.slots.iter_mut() {
+                if ids.push((index, generation)).is_err() {
+                    break;
+                }
+            }
+            if ids.is_empty() {
+                return;
+            }
+            for &(index, generation) in &ids {
+                if let Some(slot) = self.slots.remove(index, generation) {
+                    self.index.remove(slot.fd);
+                    each(HandlerId { index, generation }, slot);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zeroed::zeroed;
+
+    #[test]
+    fn duplicate_fd_is_refused_and_first_handler_kept() {
+        let mut t: HandlerTable<&str, 4> = zeroed();
+        let id = t.insert(5, Interest::READ, false, "first").ok().unwrap();
+        let Err((InsertError::Duplicate, back)) = t.insert(5, Interest::WRITE, false, "second") else {
+            panic!("duplicate accepted")
+        };
+        assert_eq!(back, "second");
+        let (found, slot) = t.lookup(5).unwrap();
+        assert_eq!(found, id);
+        assert_eq!(slot.handler, Some("first"));
+        assert_eq!(slot.interest, Interest::READ);
+    }
+
+    #[test]
+    fn full_table_hands_the_handler_back() {
+        let mut t: HandlerTable<u8, 2> = zeroed();
+        t.insert(1, Interest::READ, false, 1).ok().unwrap();
+        t.insert(2, Interest::READ, false, 2).ok().unwrap();
+        assert!(matches!(t.insert(3, Interest::READ, false, 3), Err((InsertError::Full, 3))));
+        assert!(t.lookup(3).is_none());
+    }
+
+    #[test]
+    fn stale_id_after_remove_and_readd_of_same_fd_gets_nothing() {
+        let mut t: HandlerTable<&str, 4> = zeroed();
+        let old = t.insert(7, Interest::READ, false, "old").ok().unwrap();
+        t.remove(7).unwrap();
+        let new = t.insert(7, Interest::READ, false, "new").ok().unwrap();
+        assert_ne!(old, new);
+        assert!(t.take_for_call(old, Readiness::READ).is_none());
+        let (f, fd, r) = t.take_for_call(new, Readiness::READ).unwrap();
+        assert_eq!((f, fd, r), ("new", 7, Readiness::READ));
+    }
+
+    #[test]
+    fn read_only_handler_is_not_shown_write() {
+        let mut t: HandlerTable<u8, 2> = zeroed();
+        let id = t.insert(1, Interest::READ, false, 1).ok().unwrap();
+        assert!(t.take_for_call(id, Readiness::WRITE).is_none());
+        let (_, _, r) = t.take_for_call(id, Readiness::WRITE | Readiness::READ).unwrap();
+        assert_eq!(r, Readiness::READ);
+    }
+
+    #[test]
+    fn restore_after_removal_hands_the_handler_back_for_dropping() {
+        let mut t: HandlerTable<u8, 2> = zeroed();
+        let id = t.insert(1, Interest::READ, false, 9).ok().unwrap();
+        let (f, _, _) = t.take_for_call(id, Readiness::READ).unwrap();
+        t.remove(1);
+        assert_eq!(t.restore(id, f), Err(9));
+    }
+
+    #[test]
+    fn key_round_trips_through_u64() {
+        let id = HandlerId { index: 0xDEAD, generation: 0xBEEF };
+        assert_eq!(HandlerId::from_key(id.key()), id);
+    }
+
+    #[test]
+    fn drain_all_visits_every_registration_once() {
+        let mut t: HandlerTable<u32, 64> = zeroed();
+        for fd in 0..40 {
+            t.insert(fd, Interest::READ, fd % 2 == 0, fd as u32).ok().unwrap();
+        }
+        let mut seen = 0u64;
+        t.drain_all(|_, s| seen |= 1 << s.fd);
+        assert_eq!(seen, (1u64 << 40) - 1);
+        assert_eq!(t.len(), 0);
+        assert!(t.lookup(3).is_none());
+    }
+}

@@ -1,0 +1,211 @@
+//! Closures stored inline, in a fixed number of bytes, without allocation.
+//!
+//! Every handler, timer and callback of the loop is an [`InlineFn`]: the closure's captured
+//! state is written into [`INLINE_CAPTURE_BYTES`] bytes of storage next to one pointer to a
+//! static table of two functions (call and drop), generated per closure type. That keeps
+//! tables fixed-size (`[InlineFn; N]`) and the loop allocation-free.
+//!
+//! A closure that does not fit — more than [`INLINE_CAPTURE_BYTES`] bytes of captures, or an
+//! alignment above 8 — **fails to compile** (a post-monomorphisation `const` assertion), it
+//! never silently allocates. Capture a reference to a `static`, an `Rc`, or (with `alloc`) a
+//! `Box` to carry more state.
+//!
+//! ```compile_fail
+//! # use loop_core::inline_fn_fits;
+//! let big = [0u8; 200];
+//! inline_fn_fits(move || big.len()); // 200 bytes of captures: does not compile
+//! ```
+//!
+//! ```
+//! # use loop_core::inline_fn_fits;
+//! let small = [0u8; 40];
+//! inline_fn_fits(move || small.len()); // fits
+//! ```
+//!
+//! This is one of the two `unsafe` modules of the core (the other is [`crate::slab`]); the
+//! invariant is simple: `storage` always holds exactly one live value of the type the
+//! `vtable` was made for, from `new` until `drop`.
+
+use core::marker::PhantomData;
+use core::mem::{align_of, size_of, MaybeUninit};
+use core::ptr;
+
+/// How many bytes a closure may capture to be stored by the loop (handlers, timers, callbacks).
+pub const INLINE_CAPTURE_BYTES: usize = 56;
+
+/// Storage for one closure. Eight-byte alignment covers every integer and pointer type on the
+/// targets we build for (including `u64` on 32-bit ARM).
+#[repr(C, align(8))]
+struct Storage([MaybeUninit<u8>; INLINE_CAPTURE_BYTES]);
+
+struct VTable<A: ?Sized, X, R> {
+    call: unsafe fn(*mut Storage, &mut A, X) -> R,
+    drop: unsafe fn(*mut Storage),
+}
+
+/// An inline `FnMut(&mut A, X) -> R`.
+///
+/// Not `Send`: the closures it holds may capture `Rc`s, and the loop that owns them is
+/// single-threaded.
+pub(crate) struct InlineFn<A: ?Sized + 'static, X: 'static, R: 'static> {
+    vtable: &'static VTable<A, X, R>,
+    storage: Storage,
+    _not_send: PhantomData<*mut ()>,
+}
+
+struct Thunk<F, A: ?Sized, X, R>(PhantomData<(fn(&mut A, X) -> R, F)>);
+
+impl<F, A, X, R> Thunk<F, A, X, R>
+where
+    F: FnMut(&mut A, X) -> R,
+    A: ?Sized,
+{
+    const FITS: () = assert!(
+        size_of::<F>() <= INLINE_CAPTURE_BYTES && align_of::<F>() <= align_of::<Storage>(),
+        "closure too large for ioloop's inline storage (56 bytes, align 8): capture a reference, an Rc or a Box instead"
+    );
+
+    const VTABLE: VTable<A, X, R> = VTable { call: Self::call, drop: Self::drop };
+
+    /// # Safety
+    /// `s` points to a live `F` written by `InlineFn::new`.
+    unsafe fn call(s: *mut Storage, a: &mut A, x: X) -> R {
+        // SAFETY: the caller guarantees `s` holds a live, properly aligned `F` (FITS checked
+        // size and alignment when it was written), and `&mut self` on `InlineFn::call` makes
+        // this the only access.
+        let f = unsafe { &mut *s.cast::<F>() };
+        f(a, x)
+    }
+
+    /// # Safety
+    /// `s` points to a live `F`; it is dead afterwards.
+    unsafe fn drop(s: *mut Storage) {
+        // SAFETY: the caller guarantees `s` holds a live `F` and never uses it again.
+        unsafe { ptr::drop_in_place(s.cast::<F>()) }
+    }
+}
+
+impl<A: ?Sized + 'static, X: 'static, R: 'static> InlineFn<A, X, R> {
+    /// Store `f`. Fails to compile if `f` does not fit.
+    #[inline]
+    pub(crate) fn new<F>(f: F) -> Self
+    where
+        F: FnMut(&mut A, X) -> R + 'static,
+    {
+        #[allow(clippy::let_unit_value)]
+        let () = Thunk::<F, A, X, R>::FITS;
+        let mut storage = Storage([MaybeUninit::uninit(); INLINE_CAPTURE_BYTES]);
+        // SAFETY: FITS proved `F` fits in `storage` in size and alignment; the storage is
+        // fresh, so nothing is overwritten.
+        unsafe { ptr::write(storage.0.as_mut_ptr().cast::<F>(), f) };
+        InlineFn { vtable: &Thunk::<F, A, X, R>::VTABLE, storage, _not_send: PhantomData }
+    }
+
+    /// Call the closure.
+    #[inline]
+    pub(crate) fn call(&mut self, a: &mut A, x: X) -> R {
+        // SAFETY: the invariant of this type: `storage` holds the live closure `vtable` was
+        // made for.
+        unsafe { (self.vtable.call)(&mut self.storage, a, x) }
+    }
+}
+
+impl<A: ?Sized + 'static, X: 'static, R: Default + 'static> InlineFn<A, X, R> {
+    /// Store a `FnOnce`: the first call runs it, later calls return `R::default()`.
+    #[inline]
+    pub(crate) fn once<F>(f: F) -> Self
+    where
+        F: FnOnce(&mut A, X) -> R + 'static,
+    {
+        let mut f = Some(f);
+        Self::new(move |a: &mut A, x: X| match f.take() {
+            Some(f) => f(a, x),
+            None => R::default(),
+        })
+    }
+}
+
+impl<A: ?Sized + 'static, X: 'static, R: 'static> Drop for InlineFn<A, X, R> {
+    fn drop(&mut self) {
+        // SAFETY: the invariant of this type; after this the value is gone, so the closure is
+        // never used again.
+        unsafe { (self.vtable.drop)(&mut self.storage) }
+    }
+}
+
+/// Compile-time check that a closure fits the loop's inline storage; a no-op at run time.
+/// (Exists so the documentation can show the compile error.)
+#[doc(hidden)]
+pub fn inline_fn_fits<F: FnMut() -> R + 'static, R: 'static>(mut f: F) {
+    let _ = InlineFn::<(), (), R>::new(move |_: &mut (), ()| f());
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    #[test]
+    fn calls_reach_the_closure_and_keep_its_state() {
+        let mut counter = 0u32;
+        let mut f = InlineFn::<u32, u32, u32>::new(move |a: &mut u32, x| {
+            counter += x;
+            *a += 1;
+            counter
+        });
+        let mut a = 0;
+        assert_eq!(f.call(&mut a, 5), 5);
+        assert_eq!(f.call(&mut a, 7), 12);
+        assert_eq!(a, 2);
+    }
+
+    #[test]
+    fn captured_state_is_dropped_exactly_once_even_after_moves() {
+        let rc = Rc::new(());
+        let held = rc.clone();
+        let f = InlineFn::<(), (), ()>::new(move |_: &mut (), ()| {
+            let _ = &held;
+        });
+        assert_eq!(Rc::strong_count(&rc), 2);
+        let mut moved = [None, None];
+        moved[1] = Some(f);
+        let f = moved[1].take().unwrap();
+        assert_eq!(Rc::strong_count(&rc), 2);
+        drop(f);
+        assert_eq!(Rc::strong_count(&rc), 1);
+    }
+
+    #[test]
+    fn once_runs_once_then_returns_default_and_drops_its_captures_when_run() {
+        let rc = Rc::new(Cell::new(0));
+        let held = rc.clone();
+        let mut f = InlineFn::<(), (), u8>::once(move |_: &mut (), ()| {
+            held.set(held.get() + 1);
+            9
+        });
+        assert_eq!(f.call(&mut (), ()), 9);
+        // The closure was consumed by the first call: its Rc is already released.
+        assert_eq!(Rc::strong_count(&rc), 1);
+        assert_eq!(f.call(&mut (), ()), 0);
+        assert_eq!(rc.get(), 1);
+    }
+
+    #[test]
+    fn largest_closure_that_fits_round_trips_its_bytes() {
+        let data = [0xA5u8; INLINE_CAPTURE_BYTES];
+        let mut f = InlineFn::<(), usize, u8>::new(move |_: &mut (), i| data[i]);
+        for i in [0, INLINE_CAPTURE_BYTES / 2, INLINE_CAPTURE_BYTES - 1] {
+            assert_eq!(f.call(&mut (), i), 0xA5);
+        }
+    }
+
+    #[test]
+    fn zero_sized_closures_work() {
+        let mut f = InlineFn::<u8, (), ()>::new(|a: &mut u8, ()| *a = 3);
+        let mut a = 0;
+        f.call(&mut a, ());
+        assert_eq!(a, 3);
+    }
+}
