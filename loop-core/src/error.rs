@@ -36,10 +36,24 @@ impl Errno {
     /// (32 on Linux, the BSDs and macOS alike.)
     pub const EPIPE: Errno = Errno(32);
     /// `EAGAIN` / `EWOULDBLOCK` (11 on Linux, 35 on the BSDs and macOS).
-    #[cfg(not(any(target_os = "macos", target_os = "ios", target_os = "freebsd", target_os = "netbsd", target_os = "openbsd", target_os = "dragonfly")))]
+    #[cfg(not(any(
+        target_os = "macos",
+        target_os = "ios",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly"
+    )))]
     pub const EAGAIN: Errno = Errno(11);
     /// `EAGAIN` / `EWOULDBLOCK` (11 on Linux, 35 on the BSDs and macOS).
-    #[cfg(any(target_os = "macos", target_os = "ios", target_os = "freebsd", target_os = "netbsd", target_os = "openbsd", target_os = "dragonfly"))]
+    #[cfg(any(
+        target_os = "macos",
+        target_os = "ios",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly"
+    ))]
     pub const EAGAIN: Errno = Errno(35);
 
     /// The raw number.
@@ -115,6 +129,9 @@ pub enum Error {
     },
     /// The poller does not support the requested [`crate::Mode`].
     Unsupported,
+    /// `add_periodic` with a zero period (Tornado: "Periodic callback must have a positive
+    /// callback_time").
+    InvalidPeriod,
     /// `run` or `run_once` was called while the loop is already running (from a handler or
     /// callback of the same loop).
     AlreadyRunning,
@@ -137,6 +154,7 @@ impl fmt::Display for Error {
             Error::InvalidFd { fd } => write!(f, "fd {fd} cannot be registered with this poller"),
             Error::Os { errno } => write!(f, "the kernel refused: {errno}"),
             Error::Unsupported => f.write_str("the poller does not support this trigger mode"),
+            Error::InvalidPeriod => f.write_str("a periodic callback needs a period above zero"),
             Error::AlreadyRunning => f.write_str("the loop is already running"),
             Error::Closed => f.write_str("the loop is closed"),
         }
@@ -163,7 +181,9 @@ impl<T> Refused<T> {
 
 impl<T> fmt::Debug for Refused<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Refused").field("error", &self.error).finish_non_exhaustive()
+        f.debug_struct("Refused")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
     }
 }
 

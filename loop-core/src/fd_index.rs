@@ -73,12 +73,18 @@ impl<const H: usize> FdIndex<H> {
         for _ in 0..Self::POSITIONS {
             let e = self.at_mut(pos);
             if e.fd_plus_one == 0 {
-                *e = Entry { fd_plus_one: fd as u32 + 1, slot };
+                *e = Entry {
+                    fd_plus_one: fd as u32 + 1,
+                    slot,
+                };
                 return;
             }
             pos = (pos + 1) % Self::POSITIONS;
         }
-        debug_assert!(false, "fd index full: the handler table let more than H fds in");
+        debug_assert!(
+            false,
+            "fd index full: the handler table let more than H fds in"
+        );
     }
 
     /// Forget `fd`, returning its slot.
@@ -120,7 +126,10 @@ impl<const H: usize> FdIndex<H> {
             }
             next = (next + 1) % n;
         }
-        *self.at_mut(hole) = Entry { fd_plus_one: 0, slot: 0 };
+        *self.at_mut(hole) = Entry {
+            fd_plus_one: 0,
+            slot: 0,
+        };
         Some(slot)
     }
 }
@@ -141,7 +150,11 @@ mod tests {
         assert_eq!(ix.get(0), Some(0));
         assert_eq!(ix.get(19), None);
         assert_eq!(ix.remove(3), Some(30));
-        assert_eq!(ix.get(11), Some(110), "backward shift keeps the colliding fd reachable");
+        assert_eq!(
+            ix.get(11),
+            Some(110),
+            "backward shift keeps the colliding fd reachable"
+        );
         assert_eq!(ix.get(3), None);
         assert_eq!(ix.remove(3), None);
         assert_eq!(ix.get(-1), None);
@@ -161,7 +174,11 @@ mod tests {
             ix.remove(fd);
         }
         for (i, fd) in fds.iter().enumerate() {
-            let want = if [31, 0, 63].contains(fd) { None } else { Some(i as u32) };
+            let want = if [31, 0, 63].contains(fd) {
+                None
+            } else {
+                Some(i as u32)
+            };
             assert_eq!(ix.get(*fd), want, "fd {fd}");
         }
     }

@@ -34,7 +34,10 @@ impl HandlerId {
     /// The handler id a poller key stands for.
     #[inline]
     pub const fn from_key(key: u64) -> HandlerId {
-        HandlerId { index: key as u32, generation: (key >> 32) as u32 }
+        HandlerId {
+            index: key as u32,
+            generation: (key >> 32) as u32,
+        }
     }
 }
 
@@ -84,24 +87,51 @@ impl<F, const H: usize> HandlerTable<F, H> {
         Some((HandlerId { index, generation }, slot))
     }
 
-    /// Add a handler for `fd`. The fd must be non-negative (the loop checks).
+    /// Reserve a slot for `fd` with no handler yet (it is set once the poller accepted the
+    /// fd, so a refusal can hand the caller's closure back untouched). The fd must be
+    /// non-negative (the loop checks).
+    pub(crate) fn reserve(
+        &mut self,
+        fd: RawFd,
+        interest: Interest,
+        owned: bool,
+    ) -> Result<HandlerId, InsertError> {
+        if self.index.get(fd).is_some() {
+            return Err(InsertError::Duplicate);
+        }
+        let slot = Slot {
+            fd,
+            interest,
+            owned,
+            handler: None,
+        };
+        let (index, generation) = self.slots.insert(slot).map_err(|_| InsertError::Full)?;
+        self.index.insert(fd, index);
+        Ok(HandlerId { index, generation })
+    }
+
+    /// Give a reserved slot its handler.
+    pub(crate) fn set_handler(&mut self, id: HandlerId, f: F) {
+        if let Some(slot) = self.slots.get_mut(id.index, id.generation) {
+            slot.handler = Some(f);
+        }
+    }
+
+    /// Reserve and set in one step (tests).
+    #[cfg(test)]
     pub(crate) fn insert(
         &mut self,
         fd: RawFd,
         interest: Interest,
         owned: bool,
-        handler: F,
+        f: F,
     ) -> Result<HandlerId, (InsertError, F)> {
-        if self.index.get(fd).is_some() {
-            return Err((InsertError::Duplicate, handler));
-        }
-        let slot = Slot { fd, interest, owned, handler: Some(handler) };
-        match self.slots.insert(slot) {
-            Ok((index, generation)) => {
-                self.index.insert(fd, index);
-                Ok(HandlerId { index, generation })
+        match self.reserve(fd, interest, owned) {
+            Ok(id) => {
+                self.set_handler(id, f);
+                Ok(id)
             }
-            Err(slot) => Err((InsertError::Full, slot.handler.expect("just built with a handler"))),
+            Err(e) => Err((e, f)),
         }
     }
 
@@ -124,7 +154,11 @@ impl<F, const H: usize> HandlerTable<F, H> {
     /// Take the handler of `id` out for a call, with the readiness it may see. `None` if the
     /// id is stale, the handler is already out (running), or nothing visible is ready.
     #[inline]
-    pub(crate) fn take_for_call(&mut self, id: HandlerId, ready: Readiness) -> Option<(F, RawFd, Readiness)> {
+    pub(crate) fn take_for_call(
+        &mut self,
+        id: HandlerId,
+        ready: Readiness,
+    ) -> Option<(F, RawFd, Readiness)> {
         let slot = self.slots.get_mut(id.index, id.generation)?;
         let visible = ready & slot.interest.visible();
         if visible.is_empty() {
@@ -179,7 +213,8 @@ mod tests {
     fn duplicate_fd_is_refused_and_first_handler_kept() {
         let mut t: HandlerTable<&str, 4> = zeroed();
         let id = t.insert(5, Interest::READ, false, "first").ok().unwrap();
-        let Err((InsertError::Duplicate, back)) = t.insert(5, Interest::WRITE, false, "second") else {
+        let Err((InsertError::Duplicate, back)) = t.insert(5, Interest::WRITE, false, "second")
+        else {
             panic!("duplicate accepted")
         };
         assert_eq!(back, "second");
@@ -194,7 +229,10 @@ mod tests {
         let mut t: HandlerTable<u8, 2> = zeroed();
         t.insert(1, Interest::READ, false, 1).ok().unwrap();
         t.insert(2, Interest::READ, false, 2).ok().unwrap();
-        assert!(matches!(t.insert(3, Interest::READ, false, 3), Err((InsertError::Full, 3))));
+        assert!(matches!(
+            t.insert(3, Interest::READ, false, 3),
+            Err((InsertError::Full, 3))
+        ));
         assert!(t.lookup(3).is_none());
     }
 
@@ -215,7 +253,9 @@ mod tests {
         let mut t: HandlerTable<u8, 2> = zeroed();
         let id = t.insert(1, Interest::READ, false, 1).ok().unwrap();
         assert!(t.take_for_call(id, Readiness::WRITE).is_none());
-        let (_, _, r) = t.take_for_call(id, Readiness::WRITE | Readiness::READ).unwrap();
+        let (_, _, r) = t
+            .take_for_call(id, Readiness::WRITE | Readiness::READ)
+            .unwrap();
         assert_eq!(r, Readiness::READ);
     }
 
@@ -230,7 +270,10 @@ mod tests {
 
     #[test]
     fn key_round_trips_through_u64() {
-        let id = HandlerId { index: 0xDEAD, generation: 0xBEEF };
+        let id = HandlerId {
+            index: 0xDEAD,
+            generation: 0xBEEF,
+        };
         assert_eq!(HandlerId::from_key(id.key()), id);
     }
 
@@ -238,7 +281,7 @@ mod tests {
     fn drain_all_visits_every_registration_once() {
         let mut t: HandlerTable<u32, 64> = zeroed();
         for fd in 0..40 {
-            t.insert(fd, Interest::READ, fd % 2 == 0, fd as u32).ok().unwrap();
+            t.insert(fd, Interest::READ, false, fd as u32).ok().unwrap();
         }
         let mut seen = 0u64;
         t.drain_all(|_, s| seen |= 1 << s.fd);

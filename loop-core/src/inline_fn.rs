@@ -53,7 +53,10 @@ pub(crate) struct InlineFn<A: ?Sized + 'static, X: 'static, R: 'static> {
     _not_send: PhantomData<*mut ()>,
 }
 
-struct Thunk<F, A: ?Sized, X, R>(PhantomData<(fn(&mut A, X) -> R, F)>);
+/// The signature an `InlineFn` erases.
+type Signature<A, X, R> = fn(&mut A, X) -> R;
+
+struct Thunk<F, A: ?Sized, X, R>(PhantomData<(Signature<A, X, R>, F)>);
 
 impl<F, A, X, R> Thunk<F, A, X, R>
 where
@@ -65,7 +68,10 @@ where
         "closure too large for ioloop's inline storage (56 bytes, align 8): capture a reference, an Rc or a Box instead"
     );
 
-    const VTABLE: VTable<A, X, R> = VTable { call: Self::call, drop: Self::drop };
+    const VTABLE: VTable<A, X, R> = VTable {
+        call: Self::call,
+        drop: Self::drop,
+    };
 
     /// # Safety
     /// `s` points to a live `F` written by `InlineFn::new`.
@@ -98,7 +104,11 @@ impl<A: ?Sized + 'static, X: 'static, R: 'static> InlineFn<A, X, R> {
         // SAFETY: FITS proved `F` fits in `storage` in size and alignment; the storage is
         // fresh, so nothing is overwritten.
         unsafe { ptr::write(storage.0.as_mut_ptr().cast::<F>(), f) };
-        InlineFn { vtable: &Thunk::<F, A, X, R>::VTABLE, storage, _not_send: PhantomData }
+        InlineFn {
+            vtable: &Thunk::<F, A, X, R>::VTABLE,
+            storage,
+            _not_send: PhantomData,
+        }
     }
 
     /// Call the closure.

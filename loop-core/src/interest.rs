@@ -50,7 +50,9 @@ impl Interest {
     /// plus `ERROR` and `HUP`, which every handler sees.
     #[inline]
     pub const fn visible(self) -> Readiness {
-        Readiness::from_bits_truncate(self.bits()).union(Readiness::ERROR).union(Readiness::HUP)
+        Readiness::from_bits_truncate(self.bits())
+            .union(Readiness::ERROR)
+            .union(Readiness::HUP)
     }
 }
 
@@ -103,7 +105,10 @@ mod tests {
 
     #[test]
     fn registered_interest_always_has_error() {
-        assert_eq!(Interest::READ.registered(), Interest::READ | Interest::ERROR);
+        assert_eq!(
+            Interest::READ.registered(),
+            Interest::READ | Interest::ERROR
+        );
         assert_eq!(Interest::empty().registered(), Interest::ERROR);
     }
 

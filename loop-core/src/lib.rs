@@ -1,23 +1,64 @@
+//! The OS-free, allocation-free core of **ioloop**: Tornado's IOLoop semantics over
+//! fixed-capacity tables.
+//!
+//! ```
+//! use core::time::Duration;
+//! use loop_core::sim::SimPoller;
+//! use loop_core::{EventLoop, Interest, Readiness};
+//!
+//! // 16 fd handlers, 64 timers, 32 queued callbacks; all storage inline, no allocation.
+//! let mut lp: EventLoop<SimPoller, 16, 64, 32> = EventLoop::with_poller(SimPoller::new());
+//! lp.add_handler(7, Interest::READ, |lp, fd, ready| {
+//!     assert!(ready.contains(Readiness::READ));
+//!     lp.poller_mut().clear_ready(fd); // "read until EAGAIN"
+//!     lp.add_callback(|lp| lp.stop()).map_err(|_| loop_core::HandlerError::Other("queue full"))
+//! })
+//! .unwrap();
+//! lp.call_later(Duration::from_secs(1), |lp| lp.poller_mut().set_ready(7, Readiness::READ)).unwrap();
+//! lp.run().unwrap();
+//! assert_eq!(lp.now().as_nanos(), 1_000_000_000); // simulated time: no sleeping
+//! ```
+//!
+//! The pieces, one file each: [`Poller`] (the OS door, `poller.rs`), the handler table
+//! (`handler_table.rs`), the timer heap (`timer_heap.rs`), the callback queue
+//! (`callback_queue.rs`), the iteration algorithm ([`EventLoop`], `event_loop.rs`), periodic
+//! callbacks (`periodic.rs`) and the simulated poller ([`sim`], feature `sim`). `unsafe` lives
+//! only in `inline_fn.rs`, `slab.rs`, `callback_queue.rs`, `zeroed.rs` and the in-place
+//! constructor of the loop.
 #![no_std]
 #![warn(missing_docs)]
-#![doc = "ioloop core (work in progress)"]
 
+#[cfg(feature = "alloc")]
+extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
-mod error;
-mod interest;
-mod poller;
-mod time;
-
-pub use error::{Errno, Error, HandlerError, HandlerResult, RawFd, Refused, Resource};
-pub use interest::{Capabilities, Interest, Mode, Readiness};
-pub use poller::{Notify, PollEvent, Poller};
-pub use time::{duration_nanos, Clock, Instant};
 mod callback_queue;
+mod error;
+mod event_loop;
+mod fd;
 mod fd_index;
 mod handler_table;
 mod inline_fn;
+mod interest;
+mod periodic;
+mod poller;
+#[cfg(any(feature = "sim", test))]
+pub mod sim;
 mod slab;
+mod time;
 mod timer_heap;
 mod zeroed;
+
+pub use error::{Errno, Error, HandlerError, HandlerResult, RawFd, Refused, Resource};
+pub use event_loop::{EventLoop, Failure, EVENTS_PER_POLL};
+pub use fd::Fd;
+pub use handler_table::HandlerId;
+#[doc(hidden)]
+pub use inline_fn::inline_fn_fits;
+pub use inline_fn::INLINE_CAPTURE_BYTES;
+pub use interest::{Capabilities, Interest, Mode, Readiness};
+pub use periodic::Periodic;
+pub use poller::{Notify, OpenPoller, PollEvent, Poller};
+pub use time::{duration_nanos, Clock, Instant};
+pub use timer_heap::TimerHandle;

@@ -79,7 +79,13 @@ pub trait Poller: Clock {
     /// [`Error::Unsupported`] for a mode it lacks; [`Error::Os`] when the kernel refuses
     /// (`EBADF` closed fd, `EPERM` regular file on epoll, `EEXIST` already registered,
     /// `ENOSPC`/`ENOMEM` kernel limits).
-    fn register(&mut self, fd: RawFd, key: u64, interest: Interest, mode: Mode) -> Result<(), Error>;
+    fn register(
+        &mut self,
+        fd: RawFd,
+        key: u64,
+        interest: Interest,
+        mode: Mode,
+    ) -> Result<(), Error>;
 
     /// Change the interest (and key) of a registered fd.
     ///
@@ -104,7 +110,8 @@ pub trait Poller: Clock {
     /// # Errors
     /// `Errno::EINTR` when a signal interrupted the wait (the loop retries); any other
     /// `Errno` is a failure of the poller itself.
-    fn wait(&mut self, events: &mut [PollEvent], timeout: Option<Duration>) -> Result<usize, Errno>;
+    fn wait(&mut self, events: &mut [PollEvent], timeout: Option<Duration>)
+        -> Result<usize, Errno>;
 
     /// The notifier that wakes this poller's `wait`.
     fn notifier(&self) -> &Self::Notifier;
@@ -113,4 +120,13 @@ pub trait Poller: Clock {
     /// `deregister`, exactly once per owned fd. Errors from `close` are ignored (the fd is gone
     /// either way on Linux and the BSDs).
     fn close_fd(&mut self, fd: RawFd);
+}
+
+/// A poller that can be opened with default settings, so that `EventLoop::new()` can make one.
+pub trait OpenPoller: Poller + Sized {
+    /// Open the poller (create the epoll/kqueue instance and its notifier).
+    ///
+    /// # Errors
+    /// The OS error (`EMFILE`, `ENFILE`, `ENOMEM`).
+    fn open() -> Result<Self, Errno>;
 }

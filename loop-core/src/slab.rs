@@ -25,7 +25,9 @@ struct Entry<T> {
 enum State<T> {
     Occupied(T),
     /// `next_free` is the next vacant index + 1, or [`NONE`].
-    Vacant { next_free: u32 },
+    Vacant {
+        next_free: u32,
+    },
 }
 
 pub(crate) struct Slab<T, const N: usize> {
@@ -43,7 +45,10 @@ unsafe impl<T, const N: usize> ZeroInit for Slab<T, N> {}
 
 impl<T, const N: usize> Slab<T, N> {
     /// Compile-time guard: indices and `index + 1` must fit in a `u32`.
-    const CAPACITY_FITS: () = assert!(N < u32::MAX as usize, "slab capacity must be below 2^32 - 1");
+    const CAPACITY_FITS: () = assert!(
+        N < u32::MAX as usize,
+        "slab capacity must be below 2^32 - 1"
+    );
 
     /// An empty slab (by value: for small `N`).
     #[cfg(test)]
@@ -82,8 +87,12 @@ impl<T, const N: usize> Slab<T, N> {
         let () = Self::CAPACITY_FITS;
         if self.free_head != NONE {
             let index = self.free_head - 1;
-            let Some(entry) = self.entry_mut(index) else { return Err(value) };
-            let State::Vacant { next_free } = entry.state else { return Err(value) };
+            let Some(entry) = self.entry_mut(index) else {
+                return Err(value);
+            };
+            let State::Vacant { next_free } = entry.state else {
+                return Err(value);
+            };
             entry.state = State::Occupied(value);
             let generation = entry.generation;
             self.free_head = next_free;
@@ -91,7 +100,10 @@ impl<T, const N: usize> Slab<T, N> {
             Ok((index, generation))
         } else if (self.hwm as usize) < N {
             let index = self.hwm;
-            self.entries[index as usize].write(Entry { generation: 0, state: State::Occupied(value) });
+            self.entries[index as usize].write(Entry {
+                generation: 0,
+                state: State::Occupied(value),
+            });
             self.hwm += 1;
             self.len += 1;
             Ok((index, 0))
@@ -104,7 +116,10 @@ impl<T, const N: usize> Slab<T, N> {
     #[inline]
     pub(crate) fn get(&self, index: u32, generation: u32) -> Option<&T> {
         match self.entry(index) {
-            Some(Entry { generation: g, state: State::Occupied(v) }) if *g == generation => Some(v),
+            Some(Entry {
+                generation: g,
+                state: State::Occupied(v),
+            }) if *g == generation => Some(v),
             _ => None,
         }
     }
@@ -113,7 +128,10 @@ impl<T, const N: usize> Slab<T, N> {
     #[inline]
     pub(crate) fn get_mut(&mut self, index: u32, generation: u32) -> Option<&mut T> {
         match self.entry_mut(index) {
-            Some(Entry { generation: g, state: State::Occupied(v) }) if *g == generation => Some(v),
+            Some(Entry {
+                generation: g,
+                state: State::Occupied(v),
+            }) if *g == generation => Some(v),
             _ => None,
         }
     }
@@ -123,7 +141,10 @@ impl<T, const N: usize> Slab<T, N> {
     #[inline]
     pub(crate) fn get_mut_by_index(&mut self, index: u32) -> Option<&mut T> {
         match self.entry_mut(index) {
-            Some(Entry { state: State::Occupied(v), .. }) => Some(v),
+            Some(Entry {
+                state: State::Occupied(v),
+                ..
+            }) => Some(v),
             _ => None,
         }
     }
@@ -132,7 +153,10 @@ impl<T, const N: usize> Slab<T, N> {
     #[inline]
     pub(crate) fn get_by_index(&self, index: u32) -> Option<(&T, u32)> {
         match self.entry(index) {
-            Some(Entry { generation, state: State::Occupied(v) }) => Some((v, *generation)),
+            Some(Entry {
+                generation,
+                state: State::Occupied(v),
+            }) => Some((v, *generation)),
             _ => None,
         }
     }
@@ -145,7 +169,12 @@ impl<T, const N: usize> Slab<T, N> {
         if entry.generation != generation || !matches!(entry.state, State::Occupied(_)) {
             return None;
         }
-        let old = core::mem::replace(&mut entry.state, State::Vacant { next_free: free_head });
+        let old = core::mem::replace(
+            &mut entry.state,
+            State::Vacant {
+                next_free: free_head,
+            },
+        );
         entry.generation = entry.generation.wrapping_add(1);
         self.free_head = index + 1;
         self.len -= 1;
@@ -158,14 +187,17 @@ impl<T, const N: usize> Slab<T, N> {
     /// Every occupied slot as `(index, generation, &mut value)`.
     pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (u32, u32, &mut T)> {
         let hwm = self.hwm as usize;
-        self.entries[..hwm].iter_mut().enumerate().filter_map(|(i, e)| {
-            // SAFETY: entries below `hwm` are initialised (the type's invariant).
-            let e = unsafe { e.assume_init_mut() };
-            match &mut e.state {
-                State::Occupied(v) => Some((i as u32, e.generation, v)),
-                State::Vacant { .. } => None,
-            }
-        })
+        self.entries[..hwm]
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, e)| {
+                // SAFETY: entries below `hwm` are initialised (the type's invariant).
+                let e = unsafe { e.assume_init_mut() };
+                match &mut e.state {
+                    State::Occupied(v) => Some((i as u32, e.generation, v)),
+                    State::Vacant { .. } => None,
+                }
+            })
     }
 }
 

@@ -83,13 +83,22 @@ mod tests {
 
     #[test]
     fn adding_saturates_instead_of_wrapping() {
-        assert_eq!(Instant::from_nanos(u64::MAX - 1) + Duration::from_secs(1), Instant::MAX);
+        assert_eq!(
+            Instant::from_nanos(u64::MAX - 1) + Duration::from_secs(1),
+            Instant::MAX
+        );
         assert_eq!(Instant::ZERO + Duration::MAX, Instant::MAX);
     }
 
     #[test]
     fn subtracting_a_later_instant_is_zero() {
-        assert_eq!(Instant::from_nanos(5) - Instant::from_nanos(9), Duration::ZERO);
-        assert_eq!(Instant::from_nanos(9) - Instant::from_nanos(5), Duration::from_nanos(4));
+        assert_eq!(
+            Instant::from_nanos(5) - Instant::from_nanos(9),
+            Duration::ZERO
+        );
+        assert_eq!(
+            Instant::from_nanos(9) - Instant::from_nanos(5),
+            Duration::from_nanos(4)
+        );
     }
 }

@@ -89,12 +89,15 @@ impl<F, const T: usize> TimerHeap<F, T> {
 
     #[inline]
     fn seq_of(&self, slot: u32) -> u64 {
-        self.slots.get_by_index(slot).map_or(u64::MAX, |(s, _)| s.seq)
+        self.slots
+            .get_by_index(slot)
+            .map_or(u64::MAX, |(s, _)| s.seq)
     }
 
     #[inline]
     fn less(&self, a: Node, b: Node) -> bool {
-        a.deadline < b.deadline || (a.deadline == b.deadline && self.seq_of(a.slot) < self.seq_of(b.slot))
+        a.deadline < b.deadline
+            || (a.deadline == b.deadline && self.seq_of(a.slot) < self.seq_of(b.slot))
     }
 
     #[inline]
@@ -165,7 +168,10 @@ impl<F, const T: usize> TimerHeap<F, T> {
     fn push_node(&mut self, deadline: Instant, slot: u32) {
         let pos = self.len as usize;
         self.len += 1;
-        self.heap[pos] = Node { deadline: deadline.as_nanos(), slot };
+        self.heap[pos] = Node {
+            deadline: deadline.as_nanos(),
+            slot,
+        };
         self.sift_up(pos);
     }
 
@@ -174,7 +180,11 @@ impl<F, const T: usize> TimerHeap<F, T> {
         let seq = self.next_seq;
         let (index, generation) = self
             .slots
-            .insert(TimerSlot { seq, pos: self.len, f: Some(f) })
+            .insert(TimerSlot {
+                seq,
+                pos: self.len,
+                f: Some(f),
+            })
             .map_err(|s| s.f.expect("just built with a closure"))?;
         self.next_seq += 1;
         self.push_node(deadline, index);
@@ -204,7 +214,9 @@ impl<F, const T: usize> TimerHeap<F, T> {
     /// is not waiting in the heap.
     pub(crate) fn reset(&mut self, h: TimerHandle, deadline: Instant) -> bool {
         let seq = self.next_seq;
-        let Some(slot) = self.slots.get_mut(h.index, h.generation) else { return false };
+        let Some(slot) = self.slots.get_mut(h.index, h.generation) else {
+            return false;
+        };
         if slot.pos >= CANCELLED_WHILE_RUNNING {
             return false;
         }
@@ -218,7 +230,9 @@ impl<F, const T: usize> TimerHeap<F, T> {
 
     /// Whether `h` is scheduled or running (and not cancelled).
     pub(crate) fn is_pending(&self, h: TimerHandle) -> bool {
-        self.slots.get(h.index, h.generation).is_some_and(|s| s.pos != CANCELLED_WHILE_RUNNING)
+        self.slots
+            .get(h.index, h.generation)
+            .is_some_and(|s| s.pos != CANCELLED_WHILE_RUNNING)
     }
 
     /// The earliest deadline, if any timer is scheduled.
@@ -230,7 +244,11 @@ impl<F, const T: usize> TimerHeap<F, T> {
     /// Pop the head if it is due at `now` and was scheduled before `seq_limit`. Its slot stays
     /// allocated (marked running) until [`finish`](Self::finish).
     #[inline]
-    pub(crate) fn pop_due(&mut self, now: Instant, seq_limit: u64) -> Option<(TimerHandle, F, Instant)> {
+    pub(crate) fn pop_due(
+        &mut self,
+        now: Instant,
+        seq_limit: u64,
+    ) -> Option<(TimerHandle, F, Instant)> {
         if self.len == 0 {
             return None;
         }
@@ -246,7 +264,14 @@ impl<F, const T: usize> TimerHeap<F, T> {
         let slot = self.slots.get_mut(head.slot, generation)?;
         slot.pos = RUNNING;
         let f = slot.f.take()?;
-        Some((TimerHandle { index: head.slot, generation }, f, Instant::from_nanos(head.deadline)))
+        Some((
+            TimerHandle {
+                index: head.slot,
+                generation,
+            },
+            f,
+            Instant::from_nanos(head.deadline),
+        ))
     }
 
     /// Settle a timer popped by [`pop_due`](Self::pop_due) after its closure ran: re-arm it at
@@ -254,7 +279,9 @@ impl<F, const T: usize> TimerHeap<F, T> {
     /// cancelled while running.
     pub(crate) fn finish(&mut self, h: TimerHandle, f: F, next: Next) -> Option<F> {
         let seq = self.next_seq;
-        let Some(slot) = self.slots.get_mut(h.index, h.generation) else { return Some(f) };
+        let Some(slot) = self.slots.get_mut(h.index, h.generation) else {
+            return Some(f);
+        };
         match (slot.pos, next) {
             (RUNNING, Next::At(deadline)) => {
                 slot.f = Some(f);
@@ -318,7 +345,11 @@ mod tests {
         assert_eq!(h.cancel(a), None);
         assert_eq!(h.len(), 1);
         let c = h.insert(at(5), 3).unwrap(); // reuses a's slot
-        assert_eq!(h.cancel(a), None, "stale handle must not cancel the slot's new timer");
+        assert_eq!(
+            h.cancel(a),
+            None,
+            "stale handle must not cancel the slot's new timer"
+        );
         assert!(h.is_pending(c));
         assert_eq!(drain(&mut h, 100), [3, 2]);
         assert_eq!(h.cancel(b), None, "cancelling a fired timer is a no-op");
@@ -338,7 +369,10 @@ mod tests {
         h.insert(at(10), 1).unwrap();
         let limit = h.next_seq();
         h.insert(at(0), 2).unwrap();
-        assert!(h.pop_due(at(100), limit).is_none(), "the newer head blocks this round");
+        assert!(
+            h.pop_due(at(100), limit).is_none(),
+            "the newer head blocks this round"
+        );
         assert_eq!(drain(&mut h, 100), [2, 1]);
     }
 
@@ -364,7 +398,11 @@ mod tests {
         let (ha, f, _) = h.pop_due(at(20), u64::MAX).unwrap();
         assert_eq!(h.cancel(ha), None);
         assert!(!h.is_pending(a));
-        assert_eq!(h.finish(ha, f, Next::At(at(30))), Some(7), "cancelled while running: freed");
+        assert_eq!(
+            h.finish(ha, f, Next::At(at(30))),
+            Some(7),
+            "cancelled while running: freed"
+        );
         assert_eq!(h.len(), 0);
     }
 
@@ -382,7 +420,7 @@ mod tests {
                 _ if !live.is_empty() => {
                     let k = (x as usize / 3) % live.len();
                     let victim = live.swap_remove(k);
-                    if x % 2 == 0 {
+                    if x.is_multiple_of(2) {
                         assert!(h.cancel(victim).is_some());
                     } else {
                         assert!(h.reset(victim, at(x % 977)));

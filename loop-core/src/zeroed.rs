@@ -16,7 +16,8 @@ use core::mem::MaybeUninit;
 /// is sound (it owns nothing).
 pub(crate) unsafe trait ZeroInit {}
 
-/// A zeroed (empty) value, built by value: for small tables and tests.
+/// A zeroed (empty) value, built by value: for small tables in tests.
+#[cfg(test)]
 #[inline]
 pub(crate) fn zeroed<T: ZeroInit>() -> T {
     // SAFETY: `T: ZeroInit` promises all-zero bytes are a valid value of `T`.

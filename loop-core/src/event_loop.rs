@@ -1,0 +1,690 @@
+//! The event loop: Tornado's `PollIOLoop` iteration over fixed-capacity tables.
+//!
+//! # One iteration (DESIGN.md §2, Tornado 4.5 `PollIOLoop.start`)
+//!
+//! 1. count the queued callbacks: only these run in this iteration;
+//! 2. read the clock once; timers with `deadline <= now` that existed before this step are due;
+//! 3. run the counted callbacks, then the due timers in `(deadline, sequence)` order. A timer
+//!    cancelled by an earlier callback or timer of this iteration does not run;
+//! 4. poll timeout: zero if callbacks are queued, else the time to the earliest timer (read
+//!    with a fresh clock), else none (sleep until an event);
+//! 5. if `stop()` was called, leave here, before polling;
+//! 6. poll; on `EINTR` start the next iteration;
+//! 7. call each ready fd's handler once with its OR-ed readiness, looking it up at that moment:
+//!    a handler removed earlier in this step is never called, even if its fd number was
+//!    reused by a new handler in the meantime.
+//!
+//! Callbacks and timers added during an iteration run in a later one, so a callback that
+//! re-queues itself cannot starve I/O.
+//!
+//! Step 2 differs from Tornado in mechanism, not in outcome: instead of popping every due timer
+//! into a list (which would need unbounded storage), the loop notes the timer sequence number
+//! before running callbacks and runs due timers from the heap head while their sequence is
+//! below it. The one observable difference: if a callback of this iteration schedules a timer
+//! with a deadline in the past, older due timers behind it in deadline order wait for the next
+//! iteration (a zero-timeout poll later) instead of running now.
+
+use core::mem::MaybeUninit;
+use core::ptr::addr_of_mut;
+use core::time::Duration;
+
+use crate::callback_queue::CallbackQueue;
+use crate::error::{Errno, Error, HandlerError, HandlerResult, RawFd, Refused, Resource};
+use crate::fd::Fd;
+use crate::handler_table::{HandlerId, HandlerTable, InsertError};
+use crate::inline_fn::InlineFn;
+use crate::interest::{Interest, Mode, Readiness};
+use crate::periodic::{self, Periodic};
+use crate::poller::{PollEvent, Poller};
+use crate::time::Instant;
+use crate::timer_heap::{Next, TimerHandle, TimerHeap};
+use crate::zeroed::zero_in_place;
+
+/// How many ready fds one poll can report. More ready fds are reported by the next poll (the
+/// loop registers level-triggered), after the timers and callbacks of the next iteration.
+pub const EVENTS_PER_POLL: usize = 256;
+
+type HandlerFn<P, const H: usize, const T: usize, const Q: usize> =
+    InlineFn<EventLoop<P, H, T, Q>, (RawFd, Readiness), HandlerResult>;
+type TimerFn<P, const H: usize, const T: usize, const Q: usize> =
+    InlineFn<EventLoop<P, H, T, Q>, Instant, Next>;
+type CallbackFn<P, const H: usize, const T: usize, const Q: usize> =
+    InlineFn<EventLoop<P, H, T, Q>, (), ()>;
+
+/// Something that went wrong inside the running loop, reported to the error hook
+/// ([`EventLoop::set_error_hook`]) while the loop goes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum Failure {
+    /// An fd handler returned an error (other than `EPIPE`, which is ignored as in Tornado).
+    Handler {
+        /// The handler.
+        id: HandlerId,
+        /// Its fd.
+        fd: RawFd,
+        /// What it returned.
+        error: HandlerError,
+    },
+}
+
+/// A single-threaded event loop over a [`Poller`], with fixed capacities:
+/// `H` fd handlers, `T` timers (including periodic callbacks), `Q` queued callbacks.
+///
+/// Handlers, timers and callbacks are closures that receive `&mut EventLoop`, through which
+/// they add and remove handlers, schedule timers and callbacks, and stop the loop. They are
+/// stored inline, without allocation: each may capture up to
+/// [`INLINE_CAPTURE_BYTES`](crate::INLINE_CAPTURE_BYTES) bytes (a larger closure fails to
+/// compile) and must be `'static`.
+///
+/// Not `Send`: build the loop on the thread that runs it. Other threads reach it through the
+/// poller's notifier.
+///
+/// # Example
+///
+/// ```
+/// use core::time::Duration;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{EventLoop, Interest};
+///
+/// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+/// lp.add_handler(3, Interest::READ, |lp, fd, ready| {
+///     assert_eq!(fd, 3);
+///     lp.poller_mut().clear_ready(fd);
+///     lp.stop();
+///     Ok(())
+/// })
+/// .unwrap();
+/// lp.call_later(Duration::from_millis(10), |lp| lp.poller_mut().set_ready(3, loop_core::Readiness::READ))
+///     .unwrap();
+/// lp.run().unwrap();
+/// assert_eq!(lp.now().as_nanos(), 10_000_000);
+/// ```
+pub struct EventLoop<
+    P: Poller + 'static,
+    const H: usize = 64,
+    const T: usize = 256,
+    const Q: usize = 256,
+> {
+    poller: P,
+    handlers: HandlerTable<HandlerFn<P, H, T, Q>, H>,
+    timers: TimerHeap<TimerFn<P, H, T, Q>, T>,
+    callbacks: CallbackQueue<CallbackFn<P, H, T, Q>, Q>,
+    events: [PollEvent; EVENTS_PER_POLL],
+    /// Inside `run` / `run_once`.
+    active: bool,
+    /// `stop()` was called and not yet honoured.
+    stop_requested: bool,
+    error_hook: Option<InlineFn<(), Failure, ()>>,
+}
+
+impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventLoop<P, H, T, Q> {
+    /// A loop over `poller`, built by value. For large capacities use
+    /// [`init_in`](Self::init_in) or (feature `alloc`) [`boxed_with_poller`](Self::boxed_with_poller),
+    /// which never place the tables on the stack.
+    pub fn with_poller(poller: P) -> Self {
+        let mut slot = MaybeUninit::uninit();
+        Self::init_in(&mut slot, poller);
+        // SAFETY: `init_in` initialised every field.
+        unsafe { slot.assume_init() }
+    }
+
+    /// Build a loop in place, in memory the caller provides (a `static`, a `Box`, a stack
+    /// slot). Only the poller and a few words are written; the tables are zeroed in place, so a
+    /// loop with 10^6 timer slots never passes through the stack.
+    ///
+    /// The slot is overwritten without dropping what was there.
+    pub fn init_in(slot: &mut MaybeUninit<Self>, poller: P) -> &mut Self {
+        let p = slot.as_mut_ptr();
+        // SAFETY: `p` is valid for writes of one `Self` (it comes from `&mut MaybeUninit<Self>`).
+        // Each field is initialised exactly once through a raw field pointer, never read
+        // before: the tables by zeroing (their `ZeroInit` impls make zero their empty state),
+        // the rest by `write`. After the last write every field is initialised, so
+        // `assume_init_mut` is sound.
+        unsafe {
+            zero_in_place(
+                &mut *addr_of_mut!((*p).handlers)
+                    .cast::<MaybeUninit<HandlerTable<HandlerFn<P, H, T, Q>, H>>>(),
+            );
+            zero_in_place(
+                &mut *addr_of_mut!((*p).timers)
+                    .cast::<MaybeUninit<TimerHeap<TimerFn<P, H, T, Q>, T>>>(),
+            );
+            zero_in_place(
+                &mut *addr_of_mut!((*p).callbacks)
+                    .cast::<MaybeUninit<CallbackQueue<CallbackFn<P, H, T, Q>, Q>>>(),
+            );
+            addr_of_mut!((*p).events).write([PollEvent::default(); EVENTS_PER_POLL]);
+            addr_of_mut!((*p).active).write(false);
+            addr_of_mut!((*p).stop_requested).write(false);
+            addr_of_mut!((*p).error_hook).write(None);
+            addr_of_mut!((*p).poller).write(poller);
+            slot.assume_init_mut()
+        }
+    }
+
+    /// A loop over `poller` on the heap, built in place (no stack copy of the tables).
+    #[cfg(feature = "alloc")]
+    pub fn boxed_with_poller(poller: P) -> alloc::boxed::Box<Self> {
+        let mut b = alloc::boxed::Box::<Self>::new_uninit();
+        Self::init_in(&mut b, poller);
+        // SAFETY: `init_in` initialised every field.
+        unsafe { b.assume_init() }
+    }
+
+    /// A loop over a freshly opened default poller.
+    ///
+    /// # Errors
+    /// The OS error if the poller cannot be opened (`EMFILE`, `ENOMEM`).
+    pub fn new() -> Result<Self, Error>
+    where
+        P: crate::OpenPoller,
+    {
+        Ok(Self::with_poller(P::open()?))
+    }
+
+    /// A loop over a freshly opened default poller, on the heap, built in place.
+    ///
+    /// # Errors
+    /// The OS error if the poller cannot be opened.
+    #[cfg(feature = "alloc")]
+    pub fn new_boxed() -> Result<alloc::boxed::Box<Self>, Error>
+    where
+        P: crate::OpenPoller,
+    {
+        Ok(Self::boxed_with_poller(P::open()?))
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // fd handlers
+    // ---------------------------------------------------------------------------------------
+
+    /// Call `handler(loop, fd, readiness)` whenever `fd` is ready for `interest`.
+    ///
+    /// `ERROR` is always added to `interest`: the handler is also called for errors and
+    /// hang-ups ([`Readiness::ERROR`], [`Readiness::HUP`]). It is never shown READ or WRITE it
+    /// did not ask for. The loop does not own `fd`: keep it open until the handler is removed.
+    /// A handler that returns an error is reported to the error hook (`EPIPE` is ignored) and
+    /// stays registered.
+    ///
+    /// # Errors
+    /// The handler comes back inside [`Refused`] with:
+    /// [`Error::InvalidFd`] for a negative fd or one the poller cannot represent;
+    /// [`Error::AlreadyRegistered`] if `fd` has a handler (which is left untouched);
+    /// [`Error::Full`] when `H` handlers are registered;
+    /// [`Error::Os`] when the kernel refuses (`EBADF` for a closed fd, `EPERM` for a regular
+    /// file on epoll, `ENOSPC` at the kernel's watch limit).
+    pub fn add_handler<F>(
+        &mut self,
+        fd: impl Into<Fd>,
+        interest: Interest,
+        handler: F,
+    ) -> Result<HandlerId, Refused<F>>
+    where
+        F: FnMut(&mut Self, RawFd, Readiness) -> HandlerResult + 'static,
+    {
+        self.add_handler_inner(fd.into().raw(), interest, false, handler)
+    }
+
+    /// As [`add_handler`](Self::add_handler), but the loop takes ownership of `fd` and closes
+    /// it when the handler is removed or the loop is dropped.
+    ///
+    /// # Errors
+    /// As `add_handler`; the fd and the handler come back inside [`Refused`], still open.
+    #[cfg(all(feature = "std", unix))]
+    pub fn add_owned_handler<F>(
+        &mut self,
+        fd: std::os::fd::OwnedFd,
+        interest: Interest,
+        handler: F,
+    ) -> Result<HandlerId, Refused<(std::os::fd::OwnedFd, F)>>
+    where
+        F: FnMut(&mut Self, RawFd, Readiness) -> HandlerResult + 'static,
+    {
+        use std::os::fd::{AsRawFd, IntoRawFd};
+        match self.add_handler_inner(fd.as_raw_fd(), interest, true, handler) {
+            Ok(id) => {
+                // The loop owns it now; `Poller::close_fd` closes it on removal.
+                let _ = fd.into_raw_fd();
+                Ok(id)
+            }
+            Err(Refused { error, value }) => Err(Refused {
+                error,
+                value: (fd, value),
+            }),
+        }
+    }
+
+    fn add_handler_inner<F>(
+        &mut self,
+        fd: RawFd,
+        interest: Interest,
+        owned: bool,
+        handler: F,
+    ) -> Result<HandlerId, Refused<F>>
+    where
+        F: FnMut(&mut Self, RawFd, Readiness) -> HandlerResult + 'static,
+    {
+        if fd < 0 {
+            return Err(Refused {
+                error: Error::InvalidFd { fd },
+                value: handler,
+            });
+        }
+        let interest = interest.registered();
+        let id = match self.handlers.reserve(fd, interest, owned) {
+            Ok(id) => id,
+            Err(InsertError::Duplicate) => {
+                return Err(Refused {
+                    error: Error::AlreadyRegistered { fd },
+                    value: handler,
+                })
+            }
+            Err(InsertError::Full) => {
+                return Err(Refused {
+                    error: Error::Full {
+                        what: Resource::Handlers,
+                    },
+                    value: handler,
+                })
+            }
+        };
+        if let Err(error) = self.poller.register(fd, id.key(), interest, Mode::Level) {
+            self.handlers.remove_id(id);
+            return Err(Refused {
+                error,
+                value: handler,
+            });
+        }
+        let mut handler = handler;
+        self.handlers.set_handler(
+            id,
+            InlineFn::new(move |lp: &mut Self, (fd, r)| handler(lp, fd, r)),
+        );
+        Ok(id)
+    }
+
+    /// Change what the handler of `fd` is called for. `ERROR` is always added. An unchanged
+    /// interest costs no system call.
+    ///
+    /// # Errors
+    /// [`Error::NotRegistered`] if `fd` has no handler; [`Error::Os`] if the kernel refuses
+    /// (the old interest then stays in force).
+    pub fn update_handler(&mut self, fd: impl Into<Fd>, interest: Interest) -> Result<(), Error> {
+        let fd = fd.into().raw();
+        let interest = interest.registered();
+        let Some((id, slot)) = self.handlers.lookup_mut(fd) else {
+            return Err(Error::NotRegistered { fd });
+        };
+        if slot.interest == interest {
+            return Ok(());
+        }
+        self.poller.modify(fd, id.key(), interest, Mode::Level)?;
+        if let Some((_, slot)) = self.handlers.lookup_mut(fd) {
+            slot.interest = interest;
+        }
+        Ok(())
+    }
+
+    /// Stop watching `fd` and drop its handler (closing the fd if the loop owns it). Returns
+    /// whether `fd` had a handler; removing an unknown fd is a no-op, as in Tornado.
+    ///
+    /// An event already fetched for `fd` in this iteration is dropped: the handler is never
+    /// called after this returns. A handler may remove itself. Remove the handler before
+    /// closing a borrowed fd: epoll watches the open file description, and a `dup` of it would
+    /// keep reporting events.
+    pub fn remove_handler(&mut self, fd: impl Into<Fd>) -> bool {
+        let fd = fd.into().raw();
+        let Some((_, slot)) = self.handlers.remove(fd) else {
+            return false;
+        };
+        // Errors (ENOENT, EBADF: the fd was already closed) leave nothing to undo.
+        let _ = self.poller.deregister(fd);
+        if slot.owned {
+            self.poller.close_fd(fd);
+        }
+        true
+    }
+
+    /// The handler registered for `fd`.
+    pub fn handler_id(&self, fd: impl Into<Fd>) -> Option<HandlerId> {
+        self.handlers.lookup(fd.into().raw()).map(|(id, _)| id)
+    }
+
+    /// How many fd handlers are registered.
+    pub fn handler_count(&self) -> usize {
+        self.handlers.len()
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // timers
+    // ---------------------------------------------------------------------------------------
+
+    /// Run `f` once, at `deadline` on the loop's clock ([`now`](Self::now)). A deadline in
+    /// the past runs in the next iteration. Timers with equal deadlines run in the order they
+    /// were scheduled.
+    ///
+    /// # Errors
+    /// [`Error::Full`] (with `f` handed back) when `T` timers are pending.
+    pub fn call_at<F>(&mut self, deadline: Instant, f: F) -> Result<TimerHandle, Refused<F>>
+    where
+        F: FnOnce(&mut Self) + 'static,
+    {
+        if self.timers.len() >= T {
+            return Err(Refused {
+                error: Error::Full {
+                    what: Resource::Timers,
+                },
+                value: f,
+            });
+        }
+        let timer = InlineFn::once(move |lp: &mut Self, _deadline: Instant| {
+            f(lp);
+            Next::Done
+        });
+        Ok(self.schedule(deadline, timer))
+    }
+
+    /// Run `f` once, `delay` from now.
+    ///
+    /// # Errors
+    /// As [`call_at`](Self::call_at).
+    pub fn call_later<F>(&mut self, delay: Duration, f: F) -> Result<TimerHandle, Refused<F>>
+    where
+        F: FnOnce(&mut Self) + 'static,
+    {
+        let deadline = self.now() + delay;
+        self.call_at(deadline, f)
+    }
+
+    /// Call `f` periodically (Tornado 5.1's `PeriodicCallback`): first at now + period, then on
+    /// the grid `start + k·period`, skipping ticks missed while the loop was busy, never
+    /// repeating a call when the clock steps back, with the optional jitter of `periodic`.
+    /// Stop it with [`remove_timeout`](Self::remove_timeout), also from inside `f`.
+    ///
+    /// `f` may capture up to `INLINE_CAPTURE_BYTES − 16` bytes (the schedule is stored with it).
+    ///
+    /// # Errors
+    /// [`Error::InvalidPeriod`] for a zero period, [`Error::Full`] when `T` timers are
+    /// pending; `f` is handed back.
+    pub fn add_periodic<F>(
+        &mut self,
+        periodic: Periodic,
+        mut f: F,
+    ) -> Result<TimerHandle, Refused<F>>
+    where
+        F: FnMut(&mut Self) + 'static,
+    {
+        if periodic.period_ns == 0 {
+            return Err(Refused {
+                error: Error::InvalidPeriod,
+                value: f,
+            });
+        }
+        if self.timers.len() >= T {
+            return Err(Refused {
+                error: Error::Full {
+                    what: Resource::Timers,
+                },
+                value: f,
+            });
+        }
+        let now = self.now();
+        let (period_ns, jitter_ppm) = (periodic.period_ns, periodic.jitter_ppm);
+        let mut rng = periodic::seed(now, self.timers.next_seq());
+        let first = periodic::next_deadline(now, now, period_ns, jitter_ppm, &mut rng);
+        let timer = InlineFn::new(move |lp: &mut Self, deadline: Instant| {
+            f(lp);
+            // Scheduled after the call, from a fresh clock reading, as Tornado does.
+            let now = lp.now();
+            Next::At(periodic::next_deadline(
+                deadline, now, period_ns, jitter_ppm, &mut rng,
+            ))
+        });
+        Ok(self.schedule(first, timer))
+    }
+
+    fn schedule(&mut self, deadline: Instant, timer: TimerFn<P, H, T, Q>) -> TimerHandle {
+        match self.timers.insert(deadline, timer) {
+            Ok(h) => h,
+            // Capacity was checked by the caller, and nothing runs in between.
+            Err(_) => unreachable!("timer capacity checked before insert"),
+        }
+    }
+
+    /// Cancel a timer or periodic callback. Returns whether it was pending; cancelling a
+    /// timer that already fired, or was cancelled, is a no-op. A timer cancelled by an earlier
+    /// callback or timer of the same iteration does not run. The timer's slot is free again at
+    /// once (except when a periodic callback cancels itself: then when it returns).
+    pub fn remove_timeout(&mut self, h: TimerHandle) -> bool {
+        let pending = self.timers.is_pending(h);
+        drop(self.timers.cancel(h));
+        pending
+    }
+
+    /// Move a pending timer to `deadline` (O(log n), no allocation): cheaper than cancel +
+    /// schedule for timeouts that are pushed back on every activity. Returns `false` (and does
+    /// nothing) for a timer that is not waiting.
+    pub fn reset_timeout(&mut self, h: TimerHandle, deadline: Instant) -> bool {
+        self.timers.reset(h, deadline)
+    }
+
+    /// Whether `h` is still scheduled (or running and not cancelled).
+    pub fn timeout_pending(&self, h: TimerHandle) -> bool {
+        self.timers.is_pending(h)
+    }
+
+    /// How many timers are pending.
+    pub fn timer_count(&self) -> usize {
+        self.timers.len()
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // callbacks
+    // ---------------------------------------------------------------------------------------
+
+    /// Run `f` in the next iteration (or in this one, if the loop is not inside an iteration).
+    /// Callbacks run first-in first-out; one added while callbacks run waits for the next
+    /// iteration, and makes the next poll non-blocking.
+    ///
+    /// # Errors
+    /// [`Error::Full`] (with `f` handed back) when `Q` callbacks are queued.
+    pub fn add_callback<F>(&mut self, f: F) -> Result<(), Refused<F>>
+    where
+        F: FnOnce(&mut Self) + 'static,
+    {
+        if self.callbacks.len() >= Q {
+            return Err(Refused {
+                error: Error::Full {
+                    what: Resource::Callbacks,
+                },
+                value: f,
+            });
+        }
+        let queued = self
+            .callbacks
+            .push(InlineFn::once(move |lp: &mut Self, ()| f(lp)));
+        debug_assert!(queued.is_ok(), "callback capacity checked before push");
+        Ok(())
+    }
+
+    /// How many callbacks are queued.
+    pub fn callback_count(&self) -> usize {
+        self.callbacks.len()
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // running
+    // ---------------------------------------------------------------------------------------
+
+    /// Run until [`stop`](Self::stop) (Tornado's `start`).
+    ///
+    /// If `stop()` was called while the loop was not running, returns at once without running
+    /// anything (and the stop is consumed). After returning, the loop can be run again.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyRunning`] when called from inside this loop (a handler, timer or
+    /// callback); [`Error::Os`] when the poller fails with anything but `EINTR` (which is
+    /// retried). The loop stays usable after an error.
+    pub fn run(&mut self) -> Result<(), Error> {
+        self.drive(None, usize::MAX)
+    }
+
+    /// Run one iteration, polling for at most `timeout` (`None`: as long as the loop's own
+    /// rule allows; `Some(Duration::ZERO)`: never block).
+    ///
+    /// A pending `stop()` makes it return at once, as for [`run`](Self::run); `stop()` called
+    /// inside the iteration skips its poll.
+    ///
+    /// # Errors
+    /// As [`run`](Self::run).
+    pub fn run_once(&mut self, timeout: Option<Duration>) -> Result<(), Error> {
+        self.drive(timeout, 1)
+    }
+
+    fn drive(&mut self, cap: Option<Duration>, iterations: usize) -> Result<(), Error> {
+        if self.active {
+            return Err(Error::AlreadyRunning);
+        }
+        if self.stop_requested {
+            self.stop_requested = false;
+            return Ok(());
+        }
+        self.active = true;
+        let mut result = Ok(());
+        for _ in 0..iterations {
+            match self.iterate(cap) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        self.active = false;
+        self.stop_requested = false;
+        result
+    }
+
+    /// One iteration. `Ok(false)` when stopped.
+    fn iterate(&mut self, cap: Option<Duration>) -> Result<bool, Error> {
+        // 1. Only the callbacks queued now run in this iteration.
+        let ncallbacks = self.callbacks.len();
+        // 2. One clock read decides which timers are due; timers scheduled from here on
+        //    (sequence >= limit) wait for a later iteration.
+        let now = (self.timers.scheduled() > 0).then(|| self.poller.now());
+        let seq_limit = self.timers.next_seq();
+        // 3. Callbacks, then due timers.
+        for _ in 0..ncallbacks {
+            let Some(mut cb) = self.callbacks.pop() else {
+                break;
+            };
+            cb.call(self, ());
+        }
+        if let Some(now) = now {
+            while let Some((h, mut f, deadline)) = self.timers.pop_due(now, seq_limit) {
+                let next = f.call(self, deadline);
+                drop(self.timers.finish(h, f, next));
+            }
+        }
+        // 4. Poll timeout.
+        let timeout = if !self.callbacks.is_empty() {
+            Some(Duration::ZERO)
+        } else {
+            self.timers.peek_deadline().map(|d| d - self.poller.now())
+        };
+        let timeout = match (timeout, cap) {
+            (Some(t), Some(c)) => Some(t.min(c)),
+            (t, c) => t.or(c),
+        };
+        // 5. Stopped: leave before polling.
+        if self.stop_requested {
+            return Ok(false);
+        }
+        // 6. Poll.
+        let n = match self.poller.wait(&mut self.events, timeout) {
+            Ok(n) => n.min(EVENTS_PER_POLL),
+            Err(Errno::EINTR) => return Ok(true),
+            Err(errno) => return Err(Error::Os { errno }),
+        };
+        // 7. Dispatch.
+        for i in 0..n {
+            let ev = self.events[i];
+            self.dispatch(ev);
+        }
+        Ok(true)
+    }
+
+    #[inline]
+    fn dispatch(&mut self, ev: PollEvent) {
+        let id = HandlerId::from_key(ev.key);
+        let Some((mut f, fd, readiness)) = self.handlers.take_for_call(id, ev.readiness) else {
+            return;
+        };
+        let result = f.call(self, (fd, readiness));
+        // If the handler removed itself, its closure is dropped here.
+        drop(self.handlers.restore(id, f));
+        match result {
+            Ok(()) | Err(HandlerError::Os(Errno::EPIPE)) => {}
+            Err(error) => self.report(Failure::Handler { id, fd, error }),
+        }
+    }
+
+    fn report(&mut self, failure: Failure) {
+        if let Some(hook) = self.error_hook.as_mut() {
+            hook.call(&mut (), failure);
+        }
+    }
+
+    /// Make `run` return after the current iteration's work (Tornado's `stop`): the rest of
+    /// this iteration's events are dispatched, the next iteration's callbacks and due timers
+    /// run, and the loop leaves before polling again. Called while the loop is not running, it
+    /// makes the next `run` return at once.
+    pub fn stop(&mut self) {
+        self.stop_requested = true;
+    }
+
+    /// Whether the loop is inside `run` or `run_once`.
+    pub fn is_running(&self) -> bool {
+        self.active
+    }
+
+    /// Call `hook` for every [`Failure`] inside the running loop (a handler's error). By
+    /// default failures are ignored and the loop goes on. The hook cannot reach the loop: queue
+    /// work from a handler instead.
+    pub fn set_error_hook(&mut self, mut hook: impl FnMut(Failure) + 'static) {
+        self.error_hook = Some(InlineFn::new(move |_: &mut (), f| hook(f)));
+    }
+
+    /// The loop's clock (the poller's).
+    #[inline]
+    pub fn now(&self) -> Instant {
+        self.poller.now()
+    }
+
+    /// The poller.
+    pub fn poller(&self) -> &P {
+        &self.poller
+    }
+
+    /// The poller, mutably (tests drive the simulated poller through this).
+    pub fn poller_mut(&mut self) -> &mut P {
+        &mut self.poller
+    }
+}
+
+impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> Drop
+    for EventLoop<P, H, T, Q>
+{
+    /// Deregisters every handler and closes the fds the loop owns; drops every closure.
+    fn drop(&mut self) {
+        let poller = &mut self.poller;
+        self.handlers.drain_all(|_, slot| {
+            let _ = poller.deregister(slot.fd);
+            if slot.owned {
+                poller.close_fd(slot.fd);
+            }
+        });
+    }
+}

@@ -1,0 +1,137 @@
+//! Periodic callbacks with Tornado 5.1's `PeriodicCallback` timing.
+//!
+//! * The first call is at `start + period` (not immediately).
+//! * Calls stay on the grid `start + k·period`: after a slow call the next one is the first
+//!   grid point strictly after "now" — missed ticks are skipped, never caught up.
+//! * If the clock went backwards, the next call is one period after the last deadline: a call
+//!   is never repeated (Tornado #2333).
+//! * An optional jitter scales each period by `1 + jitter·(r − ½)`, `r` uniform in `[0, 1)`,
+//!   as Tornado 5.1 does (so `jitter = 0.1` spreads calls ±5 %). Integer maths only.
+
+use core::time::Duration;
+
+use crate::time::Instant;
+
+/// When and how often a periodic callback runs; see [`crate::EventLoop::add_periodic`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Periodic {
+    pub(crate) period_ns: u64,
+    pub(crate) jitter_ppm: u32,
+}
+
+impl Periodic {
+    /// Every `period`. A zero period is refused by `add_periodic` with
+    /// [`crate::Error::InvalidPeriod`].
+    pub const fn every(period: Duration) -> Periodic {
+        let ns = period.as_nanos();
+        let period_ns = if ns > u64::MAX as u128 {
+            u64::MAX
+        } else {
+            ns as u64
+        };
+        Periodic {
+            period_ns,
+            jitter_ppm: 0,
+        }
+    }
+
+    /// Add jitter, as a fraction in parts per million (`100_000` = Tornado's `jitter=0.1`,
+    /// each period scaled by a factor in `[0.95, 1.05)`). Values above 1 000 000 are clamped.
+    pub const fn with_jitter_ppm(mut self, jitter_ppm: u32) -> Periodic {
+        self.jitter_ppm = if jitter_ppm > 1_000_000 {
+            1_000_000
+        } else {
+            jitter_ppm
+        };
+        self
+    }
+
+    /// The period.
+    pub const fn period(&self) -> Duration {
+        Duration::from_nanos(self.period_ns)
+    }
+}
+
+/// The period for one step, with jitter applied. Never zero.
+fn jittered(period_ns: u64, jitter_ppm: u32, rng: &mut u32) -> u64 {
+    if jitter_ppm == 0 {
+        return period_ns;
+    }
+    // xorshift32: tiny, no_std, good enough to spread wake-ups.
+    let mut x = *rng;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    *rng = x;
+    let centred = x as i128 - (1i128 << 31); // r − ½, scaled by 2^32
+    let delta = period_ns as i128 * jitter_ppm as i128 * centred / (1_000_000i128 << 32);
+    (period_ns as i128 + delta).clamp(1, u64::MAX as i128) as u64
+}
+
+/// The next deadline after a call whose deadline was `last`, at time `now`.
+pub(crate) fn next_deadline(
+    last: Instant,
+    now: Instant,
+    period_ns: u64,
+    jitter_ppm: u32,
+    rng: &mut u32,
+) -> Instant {
+    let p = jittered(period_ns, jitter_ppm, rng).max(1);
+    let last = last.as_nanos();
+    let now = now.as_nanos();
+    let next = if last <= now {
+        let steps = (now - last) / p + 1;
+        last.saturating_add(steps.saturating_mul(p))
+    } else {
+        last.saturating_add(p)
+    };
+    Instant::from_nanos(next)
+}
+
+/// The seed for a periodic callback's jitter generator (never zero, which xorshift can't leave).
+pub(crate) fn seed(now: Instant, salt: u64) -> u32 {
+    let mixed = (now.as_nanos() ^ salt.rotate_left(29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    ((mixed >> 32) as u32) | 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(ns: u64) -> Instant {
+        Instant::from_nanos(ns)
+    }
+
+    #[test]
+    fn on_time_call_moves_one_period() {
+        assert_eq!(next_deadline(t(100), t(100), 10, 0, &mut 1), t(110));
+        assert_eq!(next_deadline(t(100), t(105), 10, 0, &mut 1), t(110));
+    }
+
+    #[test]
+    fn slow_call_skips_missed_ticks_and_stays_on_the_grid() {
+        // Tornado: a call that ends exactly on a grid point skips that point.
+        assert_eq!(next_deadline(t(100), t(130), 10, 0, &mut 1), t(140));
+        assert_eq!(next_deadline(t(100), t(137), 10, 0, &mut 1), t(140));
+    }
+
+    #[test]
+    fn clock_going_backwards_never_repeats_a_call() {
+        assert_eq!(next_deadline(t(100), t(20), 10, 0, &mut 1), t(110));
+    }
+
+    #[test]
+    fn jitter_stays_within_its_window_and_varies() {
+        let mut rng = seed(t(1), 2);
+        let mut seen_low = false;
+        let mut seen_high = false;
+        for _ in 0..1000 {
+            let p = jittered(1_000_000, 100_000, &mut rng);
+            assert!((950_000..1_050_000).contains(&p), "{p}");
+            seen_low |= p < 990_000;
+            seen_high |= p > 1_010_000;
+        }
+        assert!(seen_low && seen_high);
+    }
+}

@@ -1,0 +1,334 @@
+//! A simulated poller and manual clock, for exact, instant tests (Tornado's `FakeTimeIOLoop`).
+//!
+//! fds are virtual numbers. Tests mark them ready with [`SimPoller::set_ready`]; readiness is
+//! level-triggered (it stays until [`SimPoller::clear_ready`]). A wait that finds nothing ready
+//! and was not notified **advances the clock by its timeout** and returns no events, so timers
+//! fire at exactly their deadlines without sleeping. A wait with no timeout that finds nothing
+//! would block forever: it fails with [`SimPoller::WOULD_BLOCK_FOREVER`] instead, which turns a
+//! deadlocked test into an error rather than a hang.
+//!
+//! Faults can be queued for the next `wait` or `register` (EINTR, ENOMEM, EBADF, …), and
+//! spurious events injected. Every call is counted in [`SimStats`].
+
+use core::cell::Cell;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::time::Duration;
+
+use heapless::{Deque, Vec};
+
+use crate::error::{Errno, Error, RawFd, Resource};
+use crate::interest::{Capabilities, Interest, Mode, Readiness};
+use crate::poller::{Notify, PollEvent, Poller};
+use crate::time::{Clock, Instant};
+
+/// Counts of what the loop asked of the simulated poller.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SimStats {
+    /// `wait` calls.
+    pub waits: u64,
+    /// `register` calls (including refused ones).
+    pub registers: u64,
+    /// `modify` calls.
+    pub modifies: u64,
+    /// `deregister` calls.
+    pub deregisters: u64,
+    /// The timeout of the most recent `wait`.
+    pub last_timeout: Option<Option<Duration>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Registration {
+    fd: RawFd,
+    key: u64,
+    interest: Interest,
+}
+
+/// The simulated poller's notifier: a flag.
+#[derive(Debug, Default)]
+pub struct SimNotifier {
+    pending: AtomicBool,
+    count: AtomicU64,
+}
+
+impl SimNotifier {
+    /// How many times `notify` was called.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+impl Notify for SimNotifier {
+    fn notify(&self) -> Result<(), Errno> {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.pending.store(true, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// A simulated poller for up to `N` virtual fds. See the [module docs](self).
+pub struct SimPoller<const N: usize = 64> {
+    now: Cell<u64>,
+    regs: Vec<Registration, N>,
+    ready: Vec<(RawFd, Readiness), N>,
+    closed: Vec<RawFd, N>,
+    closed_by_loop: Vec<RawFd, N>,
+    wait_faults: Deque<Errno, 8>,
+    register_faults: Deque<Errno, 8>,
+    injected: Deque<PollEvent, 16>,
+    notifier: SimNotifier,
+    stats: SimStats,
+}
+
+impl<const N: usize> Default for SimPoller<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> SimPoller<N> {
+    /// The error a wait returns when nothing is ready and it has no timeout.
+    pub const WOULD_BLOCK_FOREVER: Errno = Errno(-1);
+
+    /// A poller with no fds, at time zero.
+    pub const fn new() -> Self {
+        SimPoller {
+            now: Cell::new(0),
+            regs: Vec::new(),
+            ready: Vec::new(),
+            closed: Vec::new(),
+            closed_by_loop: Vec::new(),
+            wait_faults: Deque::new(),
+            register_faults: Deque::new(),
+            injected: Deque::new(),
+            notifier: SimNotifier {
+                pending: AtomicBool::new(false),
+                count: AtomicU64::new(0),
+            },
+            stats: SimStats {
+                waits: 0,
+                registers: 0,
+                modifies: 0,
+                deregisters: 0,
+                last_timeout: None,
+            },
+        }
+    }
+
+    /// Move the clock forward.
+    pub fn advance(&self, d: Duration) {
+        self.now.set(
+            self.now
+                .get()
+                .saturating_add(crate::time::duration_nanos(d)),
+        );
+    }
+
+    /// Set the clock, also backwards (to test clock steps).
+    pub fn set_time(&self, t: Instant) {
+        self.now.set(t.as_nanos());
+    }
+
+    /// Mark `fd` ready for `r` (OR-ed with what it already had). Ignored if `N` fds are
+    /// already ready.
+    pub fn set_ready(&mut self, fd: RawFd, r: Readiness) {
+        if let Some((_, have)) = self.ready.iter_mut().find(|(f, _)| *f == fd) {
+            *have |= r;
+        } else {
+            let _ = self.ready.push((fd, r));
+        }
+    }
+
+    /// Clear all readiness of `fd` (as reading a socket to `EAGAIN` does).
+    pub fn clear_ready(&mut self, fd: RawFd) {
+        self.ready.retain(|(f, _)| *f != fd);
+    }
+
+    /// What `fd` is ready for.
+    pub fn readiness(&self, fd: RawFd) -> Readiness {
+        self.ready
+            .iter()
+            .find(|(f, _)| *f == fd)
+            .map_or(Readiness::empty(), |(_, r)| *r)
+    }
+
+    /// Mark `fd` closed: registering it fails with `EBADF`, and its registration and readiness
+    /// disappear (as the kernel drops a closed fd from epoll).
+    pub fn close(&mut self, fd: RawFd) {
+        self.regs.retain(|r| r.fd != fd);
+        self.clear_ready(fd);
+        if !self.closed.contains(&fd) {
+            let _ = self.closed.push(fd);
+        }
+    }
+
+    /// Mark `fd` open again (the number was reused).
+    pub fn reopen(&mut self, fd: RawFd) {
+        self.closed.retain(|f| *f != fd);
+    }
+
+    /// Fail the next `wait` with `errno`.
+    pub fn fail_next_wait(&mut self, errno: Errno) {
+        let _ = self.wait_faults.push_back(errno);
+    }
+
+    /// Fail the next `register` with `errno`.
+    pub fn fail_next_register(&mut self, errno: Errno) {
+        let _ = self.register_faults.push_back(errno);
+    }
+
+    /// Report `readiness` for `key` at the next wait, whether or not anything is registered
+    /// with that key (a spurious or stale event).
+    pub fn inject_event(&mut self, key: u64, readiness: Readiness) {
+        let _ = self.injected.push_back(PollEvent { key, readiness });
+    }
+
+    /// Whether `fd` is registered, and with what interest.
+    pub fn interest(&self, fd: RawFd) -> Option<Interest> {
+        self.regs.iter().find(|r| r.fd == fd).map(|r| r.interest)
+    }
+
+    /// The fds closed through [`Poller::close_fd`] (fds the loop owned).
+    pub fn closed_by_loop(&self) -> &[RawFd] {
+        &self.closed_by_loop
+    }
+
+    /// Call counts.
+    pub fn stats(&self) -> SimStats {
+        self.stats
+    }
+}
+
+impl<const N: usize> Clock for SimPoller<N> {
+    fn now(&self) -> Instant {
+        Instant::from_nanos(self.now.get())
+    }
+}
+
+impl<const N: usize> Poller for SimPoller<N> {
+    type Notifier = SimNotifier;
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::LEVEL | Capabilities::PRECISE_TIMEOUT
+    }
+
+    fn register(
+        &mut self,
+        fd: RawFd,
+        key: u64,
+        interest: Interest,
+        mode: Mode,
+    ) -> Result<(), Error> {
+        self.stats.registers += 1;
+        if let Some(errno) = self.register_faults.pop_front() {
+            return Err(Error::Os { errno });
+        }
+        if fd < 0 {
+            return Err(Error::InvalidFd { fd });
+        }
+        if mode != Mode::Level {
+            return Err(Error::Unsupported);
+        }
+        if self.closed.contains(&fd) {
+            return Err(Error::Os {
+                errno: Errno::EBADF,
+            });
+        }
+        if self.regs.iter().any(|r| r.fd == fd) {
+            return Err(Error::Os {
+                errno: Errno::EEXIST,
+            });
+        }
+        self.regs
+            .push(Registration { fd, key, interest })
+            .map_err(|_| Error::Full {
+                what: Resource::PollerSlots,
+            })
+    }
+
+    fn modify(&mut self, fd: RawFd, key: u64, interest: Interest, mode: Mode) -> Result<(), Error> {
+        self.stats.modifies += 1;
+        if mode != Mode::Level {
+            return Err(Error::Unsupported);
+        }
+        let reg = self.regs.iter_mut().find(|r| r.fd == fd).ok_or(Error::Os {
+            errno: Errno::ENOENT,
+        })?;
+        reg.key = key;
+        reg.interest = interest;
+        Ok(())
+    }
+
+    fn deregister(&mut self, fd: RawFd) -> Result<(), Error> {
+        self.stats.deregisters += 1;
+        let before = self.regs.len();
+        self.regs.retain(|r| r.fd != fd);
+        if self.regs.len() == before {
+            Err(Error::Os {
+                errno: Errno::ENOENT,
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    fn wait(
+        &mut self,
+        events: &mut [PollEvent],
+        timeout: Option<Duration>,
+    ) -> Result<usize, Errno> {
+        self.stats.waits += 1;
+        self.stats.last_timeout = Some(timeout);
+        if let Some(errno) = self.wait_faults.pop_front() {
+            return Err(errno);
+        }
+        let mut n = 0;
+        while n < events.len() {
+            let Some(ev) = self.injected.pop_front() else {
+                break;
+            };
+            events[n] = ev;
+            n += 1;
+        }
+        for reg in &self.regs {
+            if n == events.len() {
+                break;
+            }
+            let ready = self
+                .ready
+                .iter()
+                .find(|(f, _)| *f == reg.fd)
+                .map_or(Readiness::empty(), |(_, r)| *r);
+            let visible = ready & reg.interest.visible();
+            if !visible.is_empty() {
+                events[n] = PollEvent {
+                    key: reg.key,
+                    readiness: visible,
+                };
+                n += 1;
+            }
+        }
+        let notified = self.notifier.pending.swap(false, Ordering::Acquire);
+        if n == 0 && !notified {
+            match timeout {
+                None => return Err(Self::WOULD_BLOCK_FOREVER),
+                Some(d) => self.advance(d),
+            }
+        }
+        Ok(n)
+    }
+
+    fn notifier(&self) -> &SimNotifier {
+        &self.notifier
+    }
+
+    fn close_fd(&mut self, fd: RawFd) {
+        let _ = self.closed_by_loop.push(fd);
+        self.close(fd);
+    }
+}
+
+impl<const N: usize> crate::OpenPoller for SimPoller<N> {
+    fn open() -> Result<Self, Errno> {
+        Ok(Self::new())
+    }
+}
