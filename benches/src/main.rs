@@ -1,1 +1,162 @@
-fn main() {}
+//! ioloop's side-by-side benchmarks (issue 6): one command runs ioloop and its peers on the
+//! same workloads, in the same process, and prints one table per workload.
+//!
+//! ```text
+//! cargo run --release -p ioloop-bench -- [--quick] [--only chain,timers,callbacks,wake] [--json out.json]
+//! ```
+//!
+//! Layout: one module per workload (`chain`, `timers`, `callbacks`, `wake`), one file per peer
+//! inside it, each peer a plain function `fn(&Case) -> io::Result<Samples>` listed in the
+//! workload's `peers()`. Adding a peer is one file and one line.
+//!
+//! Not built yet (later work, issue 6): a TCP echo workload and a memory-footprint table.
+
+mod callbacks;
+mod chain;
+mod harness;
+mod sys;
+mod timers;
+mod wake;
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use harness::{json_rows, json_str, Report};
+
+/// Runs one workload (`true`: quick mode) and returns its table.
+type Runner = fn(bool) -> Report;
+
+/// The workloads, in run order: `--only` name and runner.
+const WORKLOADS: &[(&str, Runner)] = &[
+    ("chain", |q| chain::run(q, &chain::peers())),
+    ("timers", |q| timers::run(q, &timers::peers())),
+    ("callbacks", |q| callbacks::run(q, &callbacks::peers())),
+    ("wake", |q| wake::run(q, &wake::peers())),
+];
+
+struct Args {
+    quick: bool,
+    only: Option<Vec<String>>,
+    json: Option<String>,
+}
+
+const USAGE: &str =
+    "usage: ioloop-bench [--quick] [--only chain,timers,callbacks,wake] [--json FILE]
+  --quick   smoke test: small sizes, few iterations, under a minute; no thresholds
+  --only    run only these workloads (comma-separated)
+  --json    also write every row (all percentiles, ratios) to FILE";
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        quick: false,
+        only: None,
+        json: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => args.quick = true,
+            "--only" => {
+                let v = it.next().ok_or("--only needs a list")?;
+                let names: Vec<String> = v.split(',').map(|s| s.trim().to_owned()).collect();
+                for n in &names {
+                    if !WORKLOADS.iter().any(|(w, _)| w == n) {
+                        return Err(format!("unknown workload {n:?}"));
+                    }
+                }
+                args.only = Some(names);
+            }
+            "--json" => args.json = Some(it.next().ok_or("--json needs a file name")?),
+            // `cargo bench` passes this to every bench target; accept and ignore it.
+            "--bench" => {}
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(args)
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("{e}");
+            }
+            eprintln!("{USAGE}");
+            return if e.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            };
+        }
+    };
+    if cfg!(debug_assertions) {
+        eprintln!("warning: debug build; numbers are meaningless without --release");
+    }
+
+    let info = sys::machine_info();
+    let mode = if args.quick { "quick" } else { "full" };
+    println!("ioloop-bench ({mode} mode)");
+    for (k, v) in &info {
+        println!("  {k:<8} {v}");
+    }
+    println!("  {:<8} {}", "ioloop", ioloop_status());
+    println!();
+
+    let started = Instant::now();
+    let mut reports = Vec::new();
+    for (name, run) in WORKLOADS {
+        if let Some(only) = &args.only {
+            if !only.iter().any(|o| o == name) {
+                continue;
+            }
+        }
+        let t = Instant::now();
+        let report = run(args.quick);
+        print!("{}", report.render());
+        println!("  ({name}: {:.1} s)\n", t.elapsed().as_secs_f64());
+        let _ = std::io::stdout().flush();
+        reports.push(report);
+    }
+    println!("total {:.1} s", started.elapsed().as_secs_f64());
+
+    if let Some(path) = &args.json {
+        let mut rows = Vec::new();
+        for r in &reports {
+            json_rows(r, &mut rows);
+        }
+        let machine: Vec<String> = info
+            .iter()
+            .map(|(k, v)| format!("{}:{}", json_str(k), json_str(v)))
+            .collect();
+        let notes: Vec<String> = reports
+            .iter()
+            .flat_map(|r| {
+                r.notes
+                    .iter()
+                    .map(move |n| json_str(&format!("{}: {n}", r.name)))
+            })
+            .collect();
+        let body = format!(
+            "{{\"mode\":{},\"ioloop\":{},\"machine\":{{{}}},\"notes\":[{}],\"results\":[\n{}\n]}}\n",
+            json_str(mode),
+            json_str(ioloop_status()),
+            machine.join(","),
+            notes.join(","),
+            rows.join(",\n")
+        );
+        if let Err(e) = std::fs::write(path, body) {
+            eprintln!("cannot write {path}: {e}");
+            return ExitCode::FAILURE;
+        }
+        println!("wrote {path}");
+    }
+    ExitCode::SUCCESS
+}
+
+/// Whether the ioloop peer is part of this build (the ratio column's reference).
+fn ioloop_status() -> &'static str {
+    "not plugged in yet (loop-core has no EventLoop): ratios are to the floor"
+}

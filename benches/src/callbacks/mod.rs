@@ -1,0 +1,72 @@
+//! Workload 3: callbacks, ns per callback for add + run.
+//!
+//! 10^6 trivial callbacks (each bumps a counter), added in batches of 1000 and run by one loop
+//! iteration per batch: what a loop does when handlers queue follow-up work for the next
+//! iteration (Tornado's `add_callback`). Batching keeps the queue at a realistic size instead of
+//! measuring a 10^6-entry queue's cache misses; every peer uses the same batch size. The number
+//! is (time to add and run all) / 10^6, median over iterations, first dropped.
+
+pub mod floor;
+pub mod tokio_peer;
+
+use crate::harness::{run_rounds, Peer, Report, Role};
+
+/// One callbacks case.
+pub struct CallbackCase {
+    /// Callbacks in all.
+    pub total: usize,
+    /// Callbacks added before each loop iteration.
+    pub batch: usize,
+    /// Iterations per call of a peer (each runs all `total`), the first dropped.
+    pub iters: usize,
+}
+
+/// ns per callback, one entry per iteration.
+pub type CallbackSamples = Vec<f64>;
+
+/// The peers, reference first.
+pub fn peers() -> Vec<Peer<CallbackCase, CallbackSamples>> {
+    vec![
+        Peer {
+            name: "VecDeque<fn> (floor)",
+            role: Role::Floor,
+            run: floor::run,
+        },
+        Peer {
+            name: "tokio LocalSet spawn_local",
+            role: Role::Peer,
+            run: tokio_peer::run,
+        },
+    ]
+}
+
+/// Runs the workload.
+pub fn run(quick: bool, peers: &[Peer<CallbackCase, CallbackSamples>]) -> Report {
+    let (rounds, iters) = if quick { (2, 4) } else { (4, 6) };
+    let case = CallbackCase {
+        total: if quick { 100_000 } else { 1_000_000 },
+        batch: 1000,
+        iters,
+    };
+    let mut report = Report::new(
+        "callbacks",
+        format!(
+            "add + run {} trivial callbacks in batches of {}; {rounds} interleaved rounds x {} (+1 warm-up each)",
+            case.total,
+            case.batch,
+            iters - 1
+        ),
+        "ns/callback",
+    );
+    let label = format!("{} callbacks", case.total);
+    for (p, r) in peers.iter().zip(run_rounds(peers, &case, rounds, 1, || {})) {
+        match r {
+            Ok(s) => report.push(&label, p.name, p.role, s),
+            Err(e) => report.push_missing(&label, p.name, p.role, format!("error: {e}")),
+        }
+    }
+    report.notes.push(
+        "floor: a VecDeque of fn pointers, no allocation per callback; tokio: one task (one allocation) per callback".into(),
+    );
+    report
+}

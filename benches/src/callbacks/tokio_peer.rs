@@ -1,0 +1,54 @@
+//! tokio: `LocalSet::spawn_local` of a trivial task per callback, current_thread runtime.
+//!
+//! The closest tokio has to `add_callback`: a `!Send` task on the local set, run on its next
+//! turn. Each spawn allocates the task (header + future + output slot), which is how tokio
+//! schedules work, so it is part of the cost. Per batch, the timing task spawns `batch` tasks
+//! and awaits the last one's `JoinHandle` (the local queue is FIFO, so the last to finish is the
+//! last spawned); the other handles are dropped at once (detached). The counter is an `Rc<Cell>`,
+//! as in the other peers.
+
+use std::cell::Cell;
+use std::io;
+use std::rc::Rc;
+use std::time::Instant;
+
+use tokio::task::LocalSet;
+
+use super::{CallbackCase, CallbackSamples};
+
+/// Runs the case.
+pub fn run(case: &CallbackCase) -> io::Result<CallbackSamples> {
+    let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    let local = LocalSet::new();
+    let counter = Rc::new(Cell::new(0u64));
+    let out = local.block_on(&rt, async {
+        let mut out = Vec::with_capacity(case.iters);
+        for _ in 0..case.iters {
+            counter.set(0);
+            let t0 = Instant::now();
+            let mut added = 0;
+            while added < case.total {
+                let k = case.batch.min(case.total - added);
+                let mut last = None;
+                for _ in 0..k {
+                    let c = counter.clone();
+                    last = Some(tokio::task::spawn_local(async move {
+                        c.set(c.get() + 1);
+                    }));
+                }
+                added += k;
+                if let Some(h) = last {
+                    let _ = h.await;
+                }
+            }
+            let t1 = Instant::now();
+            std::hint::black_box(counter.get());
+            if counter.get() != case.total as u64 {
+                return Err(io::Error::other("lost callbacks"));
+            }
+            out.push((t1 - t0).as_nanos() as f64 / case.total as f64);
+        }
+        Ok(out)
+    })?;
+    Ok(out)
+}

@@ -1,0 +1,351 @@
+//! Workload 1: chain dispatch, after libevent's `test/bench.c` (and libev's variant of it,
+//! which reports the "total" time including the event re-registration).
+//!
+//! `n` non-blocking AF_UNIX stream socketpairs, each read end with a persistent read handler.
+//! One byte is written into `a` of them, spread evenly (pair `i * n / a`). Each handler reads
+//! its byte and, while writes remain (`w` in all), writes one byte into the next pair,
+//! `(i + 1) % n`. A run drives the loop with non-blocking passes (`wait(0)`) until `a + w`
+//! bytes have been read.
+//!
+//! * **loop** time: from just after the `a` initial writes to the last read: pure dispatch
+//!   (one `epoll_wait` plus one `recv` and one `send` per hop).
+//! * **total** time: additionally re-registers every fd's read interest before the run, as
+//!   bench.c does with `event_del` + `event_add`, and runs the one non-blocking pass bench.c
+//!   runs after re-registering. For a loop that keeps an interest table this is the price of
+//!   `n` "set interest to what it already is" calls.
+//!
+//! All peers run on the same socketpairs (opened once per `n`), in the same process, one after
+//! the other; every handler does the same bookkeeping through [`Chain`]. With `a = 1` the run
+//! is 1001 passes of one event each (per-iteration overhead); with `a = 100` each pass
+//! dispatches about 100 events (per-event overhead).
+//!
+//! The handler: bench.c's `read_cb` does one 1-byte `recv`, and relies on level-triggering
+//! to be called again when a pair holds two bytes. mio and tokio register edge-triggered only,
+//! so their handlers must read until a short read. To keep the handler's syscalls identical
+//! across peers, every peer uses the same handler, [`Chain::on_readable`]: one `recv` into 64
+//! bytes (fewer than 64 back means the queue is empty; under edge-triggering any later byte
+//! raises a new edge) and one `send` per byte read while writes remain. With `a = 1` this is
+//! exactly bench.c; with `a = 100` a pair holding two bytes is served by one callback instead
+//! of two, in every peer alike. What differs between rows is the loop, not the handler.
+
+pub mod mio_peer;
+pub mod polling_peer;
+pub mod raw_epoll;
+pub mod tokio_peer;
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::harness::{run_rounds, us, Peer, Report, Role, Samples};
+use crate::sys::{raise_nofile, recv, send_byte, Pairs};
+
+/// One chain case: the pairs (shared by all peers) and the run's shape.
+pub struct ChainCase {
+    /// The socketpairs; `pairs.len()` is bench.c's `num_pipes`.
+    pub pairs: Arc<Pairs>,
+    /// bench.c's `num_active`: how many bytes are written before a run.
+    pub active: usize,
+    /// bench.c's `num_writes`: how many bytes the handlers pass on in a run.
+    pub writes: usize,
+    /// Runs per call of a peer, the first of which is dropped as warm-up.
+    pub iters: usize,
+}
+
+/// Per-run times in µs, one entry per run.
+pub struct ChainSamples {
+    /// The dispatch passes only.
+    pub loop_us: Vec<f64>,
+    /// Re-registration + dispatch; `None` where the peer has no comparable re-registration.
+    pub total_us: Option<Vec<f64>>,
+}
+
+impl Samples for ChainSamples {
+    fn drop_warmup(&mut self, k: usize) {
+        self.loop_us.drop_warmup(k);
+        if let Some(t) = &mut self.total_us {
+            t.drop_warmup(k);
+        }
+    }
+
+    fn append(&mut self, other: Self) {
+        Samples::append(&mut self.loop_us, other.loop_us);
+        self.total_us = match (self.total_us.take(), other.total_us) {
+            (Some(mut a), Some(b)) => {
+                Samples::append(&mut a, b);
+                Some(a)
+            }
+            _ => None,
+        };
+    }
+}
+
+/// The state every peer's handler updates, exactly bench.c's globals. Relaxed atomic loads and
+/// stores (never read-modify-write) compile to plain moves, so the single-threaded peers pay
+/// what a `Cell` would cost, and the `Send` peers (tokio tasks) can share it too.
+pub struct Chain {
+    /// The write ends, by pair.
+    wr: Vec<RawFd>,
+    /// Bytes read in this run (bench.c's `count`).
+    count: AtomicUsize,
+    /// Writes left (`writes`).
+    writes: AtomicUsize,
+    /// Bytes sent in this run (`fired`); the run is over when `count == fired`.
+    fired: AtomicUsize,
+    /// Failed `recv`/`send` calls (must stay 0).
+    failures: AtomicUsize,
+}
+
+impl Chain {
+    /// The state for `pairs`.
+    pub fn new(pairs: &Pairs) -> Chain {
+        Chain {
+            wr: pairs.wr.iter().map(AsRawFd::as_raw_fd).collect(),
+            count: AtomicUsize::new(0),
+            writes: AtomicUsize::new(0),
+            fired: AtomicUsize::new(0),
+            failures: AtomicUsize::new(0),
+        }
+    }
+
+    /// bench.c's `read_cb` after its `recv` returned one byte from pair `i`.
+    #[inline]
+    pub fn on_byte(&self, i: usize) {
+        self.count.store(self.count.load(Relaxed) + 1, Relaxed);
+        let w = self.writes.load(Relaxed);
+        if w > 0 {
+            let next = if i + 1 == self.wr.len() { 0 } else { i + 1 };
+            // SAFETY: the write ends outlive every peer run (owned by the case's `Pairs`).
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.wr[next]) };
+            if !send_byte(fd) {
+                self.fail();
+            }
+            self.writes.store(w - 1, Relaxed);
+            self.fired.store(self.fired.load(Relaxed) + 1, Relaxed);
+        }
+    }
+
+    /// The read handler of pair `i`: `recv` until a short read, one `on_byte` per byte.
+    #[inline]
+    pub fn on_readable(&self, fd: impl AsFd, i: usize) {
+        let mut buf = [0u8; 64];
+        let fd = fd.as_fd();
+        loop {
+            match recv(fd, &mut buf) {
+                Ok(0) => return self.fail(),
+                Ok(k) => {
+                    for _ in 0..k {
+                        self.on_byte(i);
+                    }
+                    if k < buf.len() {
+                        return;
+                    }
+                }
+                // EAGAIN: a level-triggered report raced with nothing (not expected), or an
+                // edge with nothing left. Harmless either way.
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn fail(&self) {
+        self.failures
+            .store(self.failures.load(Relaxed) + 1, Relaxed);
+    }
+
+    /// Starts a run as bench.c does: `active` bytes spread evenly, `writes` to pass on.
+    pub fn start(&self, active: usize, writes: usize) {
+        let n = self.wr.len();
+        let space = n / active;
+        self.fired.store(0, Relaxed);
+        for i in 0..active {
+            // SAFETY: as in `on_byte`.
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.wr[i * space]) };
+            if !send_byte(fd) {
+                self.fail();
+            }
+            self.fired.store(self.fired.load(Relaxed) + 1, Relaxed);
+        }
+        self.count.store(0, Relaxed);
+        self.writes.store(writes, Relaxed);
+    }
+
+    /// Whether every byte sent in this run has been read.
+    #[inline]
+    pub fn done(&self) -> bool {
+        self.count.load(Relaxed) == self.fired.load(Relaxed)
+    }
+
+    /// Bytes read in this run.
+    pub fn count(&self) -> usize {
+        self.count.load(Relaxed)
+    }
+
+    /// An error if any `recv`/`send` failed or a run lost bytes.
+    pub fn check(&self) -> io::Result<()> {
+        match self.failures.load(Relaxed) {
+            0 => Ok(()),
+            f => Err(io::Error::other(format!("{f} failed recv/send calls"))),
+        }
+    }
+
+    /// A bound on the passes of one run; exceeding it means a lost byte, not a slow loop.
+    pub fn max_passes(active: usize, writes: usize) -> usize {
+        4 * (active + writes) + 1000
+    }
+}
+
+/// The error for a run that did not finish within [`Chain::max_passes`].
+pub fn stuck(chain: &Chain) -> io::Error {
+    io::Error::other(format!("run stuck after {} reads", chain.count()))
+}
+
+/// Times one run given the peer's three operations; returns `(loop µs, total µs)`.
+///
+/// `rearm` re-registers every fd, `pass` is one non-blocking loop iteration. Only `Instant`
+/// reads and the peer's own work are inside the timed region.
+#[inline]
+pub fn timed_run(
+    chain: &Chain,
+    case: &ChainCase,
+    mut rearm: impl FnMut() -> io::Result<()>,
+    mut pass: impl FnMut() -> io::Result<()>,
+) -> io::Result<(f64, f64)> {
+    let limit = Chain::max_passes(case.active, case.writes);
+    let t0 = Instant::now();
+    rearm()?;
+    pass()?;
+    chain.start(case.active, case.writes);
+    let t1 = Instant::now();
+    let mut passes = 0;
+    while !chain.done() {
+        pass()?;
+        passes += 1;
+        if passes > limit {
+            return Err(stuck(chain));
+        }
+    }
+    let t2 = Instant::now();
+    std::hint::black_box(chain.count());
+    Ok((us(t2 - t1), us(t2 - t0)))
+}
+
+/// The peers, reference first.
+pub fn peers() -> Vec<Peer<ChainCase, ChainSamples>> {
+    vec![
+        Peer {
+            name: "raw epoll (floor)",
+            role: Role::Floor,
+            run: raw_epoll::run,
+        },
+        Peer {
+            name: "mio",
+            role: Role::Peer,
+            run: mio_peer::run,
+        },
+        Peer {
+            name: "polling",
+            role: Role::Peer,
+            run: polling_peer::run,
+        },
+        Peer {
+            name: "tokio AsyncFd",
+            role: Role::Peer,
+            run: tokio_peer::run,
+        },
+    ]
+}
+
+/// Runs the workload.
+pub fn run(quick: bool, peers: &[Peer<ChainCase, ChainSamples>]) -> Report {
+    // Full: 5 rounds x (1 warm-up + 5) runs = 25 timed runs per peer and case.
+    let (sizes, rounds, iters): (&[usize], usize, usize) = if quick {
+        (&[100, 1000], 2, 4)
+    } else {
+        (&[100, 1000, 10_000], 5, 6)
+    };
+    let actives = [1, 100];
+    let writes = 1000;
+    let mut report = Report::new(
+        "chain",
+        format!(
+            "libevent bench.c chain dispatch, w={writes}; {rounds} interleaved rounds x {} runs (+1 warm-up each)",
+            iters - 1
+        ),
+        "µs/run",
+    );
+
+    // bench.c needs 2n + 50 fds; every peer adds a few of its own (epoll, eventfd, timerfd).
+    let want = sizes.iter().max().copied().unwrap_or(0) as u64 * 2 + 64;
+    let limit = raise_nofile(want);
+    let fit = (limit.saturating_sub(64) / 2) as usize;
+
+    for &want_n in sizes {
+        let n = want_n.min(fit);
+        if n < want_n {
+            report.notes.push(format!(
+                "n={want_n} needs {} fds but RLIMIT_NOFILE is {limit} (hard limit, not raisable here): ran n={n}, the largest that fits",
+                2 * want_n + 64
+            ));
+        }
+        let pairs = match Pairs::open(n) {
+            Ok(p) => Arc::new(p),
+            Err(e) => {
+                report
+                    .notes
+                    .push(format!("n={n}: cannot open socketpairs: {e}"));
+                continue;
+            }
+        };
+        for &active in &actives {
+            let case = ChainCase {
+                pairs: pairs.clone(),
+                active,
+                writes,
+                iters,
+            };
+            let results = run_rounds(peers, &case, rounds, 1, || pairs.drain());
+            let loop_case = format!("n={n} a={active} loop");
+            let total_case = format!("n={n} a={active} total");
+            for (peer, r) in peers.iter().zip(&results) {
+                match r {
+                    Ok(s) => report.push(&loop_case, peer.name, peer.role, s.loop_us.clone()),
+                    Err(e) => {
+                        report.push_missing(&loop_case, peer.name, peer.role, format!("error: {e}"))
+                    }
+                }
+            }
+            for (peer, r) in peers.iter().zip(&results) {
+                match r {
+                    Ok(ChainSamples {
+                        total_us: Some(t), ..
+                    }) => report.push(&total_case, peer.name, peer.role, t.clone()),
+                    Ok(_) => report.push_missing(
+                        &total_case,
+                        peer.name,
+                        peer.role,
+                        "n/a: no comparable re-registration (see notes)".into(),
+                    ),
+                    Err(_) => {
+                        report.push_missing(&total_case, peer.name, peer.role, "error".into())
+                    }
+                }
+            }
+        }
+    }
+    report.notes.push(
+        "loop = dispatch passes only; total = re-register all n fds + one empty pass + the run (bench.c's event_del/event_add)".into(),
+    );
+    report.notes.push(
+        "tokio: loop time only; re-creating n AsyncFds (EPOLL_CTL_DEL+ADD and a slab entry each) is not the same operation as re-arming an interest".into(),
+    );
+    report.notes.push(
+        "every peer's handler is one recv(64) + one send per byte read (bench.c: recv(1)); identical syscalls, see chain/mod.rs".into(),
+    );
+    report.notes.push(
+        "the floor is level-triggered like ioloop; edge-triggered peers (mio, tokio) can beat it: a level-triggered fd is re-polled by the kernel on the next epoll_wait".into(),
+    );
+    report
+}

@@ -1,0 +1,74 @@
+//! The floor: epoll through rustix with nothing on top.
+//!
+//! Level-triggered `EPOLLIN` registrations whose `data` is the fd; a pass is one
+//! `epoll_wait(ep, buf, 1024, 0)` into a fixed buffer, and dispatch is a lookup in a `Vec`
+//! indexed by fd followed by the handler body inlined (no closure, no indirect call). "total"
+//! re-arms with one `EPOLL_CTL_MOD` per fd, what a loop without an interest cache must do.
+//! Any event loop on epoll does at least this much work, so the ratios of the others to this
+//! row are the price of their abstractions.
+
+use std::io;
+use std::os::fd::AsRawFd;
+
+use rustix::event::epoll::{self, CreateFlags, Event, EventData, EventFlags};
+use rustix::event::Timespec;
+
+use super::{timed_run, Chain, ChainCase, ChainSamples};
+
+/// Events fetched per `epoll_wait` (libevent grows to 4096; a=100 needs about 200).
+const EVENTS: usize = 1024;
+
+/// Runs one chain case.
+pub fn run(case: &ChainCase) -> io::Result<ChainSamples> {
+    let pairs = &*case.pairs;
+    let chain = Chain::new(pairs);
+    let ep = epoll::create(CreateFlags::CLOEXEC)?;
+    let mut by_fd = vec![u32::MAX; pairs.max_rd() as usize + 1];
+    for (i, fd) in pairs.rd.iter().enumerate() {
+        let raw = fd.as_raw_fd();
+        epoll::add(&ep, fd, EventData::new_u64(raw as u64), EventFlags::IN)?;
+        by_fd[raw as usize] = i as u32;
+    }
+    let mut events = vec![
+        Event {
+            flags: EventFlags::empty(),
+            data: EventData::new_u64(0)
+        };
+        EVENTS
+    ];
+    let zero = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+
+    let mut loop_us = Vec::with_capacity(case.iters);
+    let mut total_us = Vec::with_capacity(case.iters);
+    for _ in 0..case.iters {
+        let (l, t) = timed_run(
+            &chain,
+            case,
+            || {
+                for fd in &pairs.rd {
+                    let data = EventData::new_u64(fd.as_raw_fd() as u64);
+                    epoll::modify(&ep, fd, data, EventFlags::IN)?;
+                }
+                Ok(())
+            },
+            || {
+                let k = epoll::wait(&ep, &mut events[..], Some(&zero))?;
+                for ev in &events[..k] {
+                    let i = by_fd[ev.data.u64() as usize] as usize;
+                    chain.on_readable(&pairs.rd[i], i);
+                }
+                Ok(())
+            },
+        )?;
+        loop_us.push(l);
+        total_us.push(t);
+    }
+    chain.check()?;
+    Ok(ChainSamples {
+        loop_us,
+        total_us: Some(total_us),
+    })
+}

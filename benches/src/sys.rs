@@ -1,0 +1,200 @@
+//! OS helpers shared by the workloads: socketpairs, the fd limit, the machine-info header, and
+//! the fixed-seed random numbers.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+
+use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
+use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+
+/// `n` non-blocking AF_UNIX stream socketpairs, as in libevent's bench.c. Pair `i` is read from
+/// `rd[i]` (bench.c's `pipes[2i]`) and written to through `wr[i]` (`pipes[2i+1]`).
+pub struct Pairs {
+    /// The read ends, watched by the loops.
+    pub rd: Vec<OwnedFd>,
+    /// The write ends.
+    pub wr: Vec<OwnedFd>,
+}
+
+impl Pairs {
+    /// Opens `n` pairs.
+    pub fn open(n: usize) -> io::Result<Pairs> {
+        let mut rd = Vec::with_capacity(n);
+        let mut wr = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (a, b) = rustix::net::socketpair(
+                AddressFamily::UNIX,
+                SocketType::STREAM,
+                SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+                None,
+            )?;
+            rd.push(a);
+            wr.push(b);
+        }
+        Ok(Pairs { rd, wr })
+    }
+
+    /// The raw read-end fds, in pair order.
+    pub fn raw_rd(&self) -> Vec<RawFd> {
+        self.rd.iter().map(AsRawFd::as_raw_fd).collect()
+    }
+
+    /// The largest read-end fd number (for fd-indexed tables).
+    pub fn max_rd(&self) -> RawFd {
+        self.rd.iter().map(AsRawFd::as_raw_fd).max().unwrap_or(0)
+    }
+
+    /// Reads and discards whatever is queued on every read end (between peers, untimed).
+    pub fn drain(&self) {
+        let mut buf = [0u8; 256];
+        for fd in &self.rd {
+            while let Ok(k) = recv(fd, &mut buf) {
+                if k == 0 {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// `recv(fd, buf, len, 0)`: the byte count.
+#[inline]
+pub fn recv(fd: impl AsFd, buf: &mut [u8]) -> rustix::io::Result<usize> {
+    rustix::net::recv(fd, buf, RecvFlags::empty()).map(|(k, _)| k)
+}
+
+/// `send(fd, "e", 1, 0)`, bench.c's write; `true` if the byte went out.
+#[inline]
+pub fn send_byte(fd: impl AsFd) -> bool {
+    matches!(rustix::net::send(fd, b"e", SendFlags::empty()), Ok(1))
+}
+
+/// Raises the soft `RLIMIT_NOFILE` (and the hard one, if allowed) to at least `want` fds.
+/// Returns the soft limit in force afterwards.
+pub fn raise_nofile(want: u64) -> u64 {
+    let cur = getrlimit(Resource::Nofile);
+    let soft = cur.current.unwrap_or(u64::MAX);
+    if soft >= want {
+        return soft;
+    }
+    let hard = cur.maximum.unwrap_or(u64::MAX);
+    if hard < want {
+        // Root (CAP_SYS_RESOURCE) may raise the hard limit, up to fs.nr_open.
+        let r = Rlimit {
+            current: Some(want),
+            maximum: Some(want),
+        };
+        if setrlimit(Resource::Nofile, r).is_ok() {
+            return want;
+        }
+    }
+    let target = want.min(hard);
+    let r = Rlimit {
+        current: Some(target),
+        maximum: cur.maximum,
+    };
+    match setrlimit(Resource::Nofile, r) {
+        Ok(()) => target,
+        Err(_) => soft,
+    }
+}
+
+/// The `--quick`/full machine-info header: CPU model, cores, kernel, compiler, load.
+pub fn machine_info() -> Vec<(&'static str, String)> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_owned())
+        .unwrap_or_else(|| "unknown".into());
+    let online = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
+    let usable = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let uts = rustix::system::uname();
+    let kernel = format!(
+        "{} {} {}",
+        uts.sysname().to_string_lossy(),
+        uts.release().to_string_lossy(),
+        uts.machine().to_string_lossy()
+    );
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default();
+    vec![
+        ("cpu", model),
+        ("cores", format!("{usable} usable ({online} online)")),
+        ("kernel", kernel),
+        ("rustc", env!("BENCH_RUSTC_VERSION").to_owned()),
+        ("loadavg", load),
+    ]
+}
+
+/// xorshift64* (Vigna): a fixed-seed generator, so every peer sees the same inputs.
+pub struct XorShift(u64);
+
+impl XorShift {
+    /// A generator from a non-zero seed.
+    pub fn new(seed: u64) -> XorShift {
+        XorShift(seed.max(1))
+    }
+
+    /// The next 64 random bits.
+    #[inline]
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform in `0..bound` (Lemire's multiply-shift; the bias is below 2^-32 for our bounds).
+    #[inline]
+    pub fn below(&mut self, bound: u64) -> u64 {
+        ((self.next_u64() as u128 * bound as u128) >> 64) as u64
+    }
+
+    /// A random permutation of `0..n` (Fisher–Yates).
+    pub fn permutation(&mut self, n: usize) -> Vec<u32> {
+        let mut v: Vec<u32> = (0..n as u32).collect();
+        for i in (1..n).rev() {
+            let j = self.below(i as u64 + 1) as usize;
+            v.swap(i, j);
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permutation_is_a_permutation() {
+        let mut p = XorShift::new(7).permutation(1000);
+        assert_ne!(p, (0..1000).collect::<Vec<u32>>());
+        p.sort_unstable();
+        assert_eq!(p, (0..1000).collect::<Vec<u32>>());
+    }
+
+    #[test]
+    fn below_stays_in_range() {
+        let mut r = XorShift::new(1);
+        assert!((0..10_000).all(|_| r.below(10) < 10));
+    }
+
+    #[test]
+    fn pairs_carry_a_byte() {
+        let p = Pairs::open(2).unwrap();
+        assert!(send_byte(&p.wr[1]));
+        let mut b = [0u8; 4];
+        assert_eq!(recv(&p.rd[1], &mut b).unwrap(), 1);
+        assert!(recv(&p.rd[0], &mut b).is_err());
+    }
+}

@@ -1,0 +1,162 @@
+//! Workload 4: cross-thread wake, the round trip other thread → loop → back.
+//!
+//! The loop runs on the main thread, blocked in its poller. A second ("remote") thread, for
+//! each round trip: stores the trip's sequence number, reads the clock, sends the peer's wake,
+//! and spins on an atomic until the loop's callback has stored the same number back; then it
+//! reads the clock again. The ack is the same for every peer (an atomic the remote spins on,
+//! so no second kernel wake-up blurs the number): only the wake path differs. Between trips the
+//! remote waits 20 µs (untimed) so that the loop is back asleep in its poller, which is the
+//! case that matters on an idle appliance. The first 5% of each peer call's trips are dropped as warm-up.
+//! Reported: p50 and p99 of the round-trip times, and p10–p90.
+
+pub mod mio_peer;
+pub mod raw_eventfd;
+pub mod tokio_peer;
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::harness::{run_rounds, spin_until, Peer, Report, Role};
+
+/// Gap between round trips, so each wake finds the loop asleep.
+pub const GAP: Duration = Duration::from_micros(20);
+
+/// One wake case.
+pub struct WakeCase {
+    /// Round trips per call of a peer, warm-up included.
+    pub trips: usize,
+}
+
+/// Round-trip times in ns, warm-up included.
+pub type WakeSamples = Vec<f64>;
+
+/// The state shared by the remote thread and the loop's callback. Leaked once per peer run
+/// (a few bytes), so that callbacks and tasks capture a plain `&'static` rather than an `Arc`
+/// whose count would bounce between the two threads inside the timed region.
+#[derive(Default)]
+pub struct Shared {
+    /// The trip in flight.
+    pub req: AtomicU64,
+    /// The last trip the loop answered.
+    pub ack: AtomicU64,
+    /// Set by the remote after the last trip, before its final wake.
+    pub stop: AtomicBool,
+}
+
+impl Shared {
+    /// A fresh, leaked state.
+    pub fn leak() -> &'static Shared {
+        Box::leak(Box::default())
+    }
+
+    /// The loop side of a trip: answer the request in flight. Returns `false` once the remote
+    /// asked the loop to stop.
+    #[inline]
+    pub fn answer(&self) -> bool {
+        if self.stop.load(Ordering::Acquire) {
+            return false;
+        }
+        self.ack
+            .store(self.req.load(Ordering::Acquire), Ordering::Release);
+        true
+    }
+}
+
+/// The remote side: `trips` round trips through `wake`, then `stop` and a last wake. Runs on
+/// its own thread; returns the round-trip times in ns.
+pub fn remote(shared: &Shared, trips: usize, mut wake: impl FnMut(u64)) -> Vec<f64> {
+    let mut out = Vec::with_capacity(trips);
+    for seq in 1..=trips as u64 {
+        spin_until(Instant::now() + GAP);
+        shared.req.store(seq, Ordering::Release);
+        let t0 = Instant::now();
+        wake(seq);
+        while shared.ack.load(Ordering::Acquire) != seq {
+            std::hint::spin_loop();
+        }
+        let t1 = Instant::now();
+        out.push((t1 - t0).as_nanos() as f64);
+    }
+    shared.stop.store(true, Ordering::Release);
+    wake(u64::MAX);
+    out
+}
+
+/// Spawns the remote thread, which sends its wakes through `wake`.
+pub fn spawn_remote<W: FnMut(u64) + Send + 'static>(
+    shared: &'static Shared,
+    trips: usize,
+    wake: W,
+) -> std::thread::JoinHandle<Vec<f64>> {
+    std::thread::Builder::new()
+        .name("bench-remote".into())
+        .spawn(move || remote(shared, trips, wake))
+        .expect("spawn remote thread")
+}
+
+/// Joins the remote thread.
+pub fn join(h: std::thread::JoinHandle<Vec<f64>>) -> io::Result<Vec<f64>> {
+    h.join()
+        .map_err(|_| io::Error::other("remote thread panicked"))
+}
+
+/// The peers, reference first.
+pub fn peers() -> Vec<Peer<WakeCase, WakeSamples>> {
+    vec![
+        Peer {
+            name: "eventfd+epoll (floor)",
+            role: Role::Floor,
+            run: raw_eventfd::run,
+        },
+        Peer {
+            name: "mio Waker",
+            role: Role::Peer,
+            run: mio_peer::run,
+        },
+        Peer {
+            name: "tokio Handle::spawn",
+            role: Role::Peer,
+            run: tokio_peer::run,
+        },
+    ]
+}
+
+/// Runs the workload.
+pub fn run(quick: bool, peers: &[Peer<WakeCase, WakeSamples>]) -> Report {
+    let rounds = 2;
+    let case = WakeCase {
+        trips: if quick { 500 } else { 5_000 },
+    };
+    let warm = case.trips / 20;
+    let kept = rounds * (case.trips - warm);
+    let mut report = Report::new(
+        "wake",
+        format!(
+            "cross-thread round trip, {rounds} interleaved rounds x {} trips ({warm} warm-up dropped each); the remote spins on an atomic ack",
+            case.trips
+        ),
+        "µs/round trip",
+    );
+    report.show_p99 = true;
+    let label = format!("{kept} round trips");
+    for (p, r) in peers
+        .iter()
+        .zip(run_rounds(peers, &case, rounds, warm, || {}))
+    {
+        match r {
+            Ok(s) => report.push(
+                &label,
+                p.name,
+                p.role,
+                s.into_iter().map(|x| x / 1e3).collect(),
+            ),
+            Err(e) => report.push_missing(&label, p.name, p.role, format!("error: {e}")),
+        }
+    }
+    report.notes.push(format!(
+        "the loop is asleep in its poller when each wake is sent ({} µs gap between trips)",
+        GAP.as_micros()
+    ));
+    report
+}
