@@ -1,2 +1,146 @@
-//! ioloop facade (work in progress)
+//! **ioloop**: Tornado's IOLoop re-thought for constrained Linux appliances.
+//!
+//! A single-threaded event loop with Tornado's semantics (fd handlers, timers, callbacks,
+//! periodic callbacks, `run`/`stop`) over fixed-capacity tables: no allocation after
+//! construction, no hidden threads, `no_std` core. This crate is the facade: it re-exports
+//! [`loop_core`] and picks the poller for your platform (or the one a Cargo feature asks for)
+//! as [`DefaultPoller`].
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use ioloop::{EventLoop, Interest};
+//!
+//! let mut lp: EventLoop = EventLoop::new()?;
+//! let (a, b) = std::os::unix::net::UnixStream::pair()?;
+//! lp.add_handler(&a, Interest::READ, |lp, fd, ready| {
+//!     println!("fd {fd} is {ready:?}");
+//!     lp.stop();
+//!     Ok(())
+//! })
+//! .map_err(|r| r.error)?;
+//! lp.call_later(Duration::from_millis(10), move |_| {
+//!     use std::io::Write;
+//!     let _ = (&b).write_all(b"ping");
+//! })
+//! .map_err(|r| r.error)?;
+//! lp.run()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![warn(missing_docs)]
+
 pub use loop_core::*;
+
+#[cfg(all(
+    feature = "kqueue",
+    not(any(
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly",
+        target_os = "macos",
+        target_os = "ios"
+    ))
+))]
+compile_error!("the `kqueue` feature is only available on the BSDs and macOS");
+#[cfg(all(feature = "epoll", not(target_os = "linux")))]
+compile_error!("the `epoll` feature is only available on Linux");
+
+/// The BSD/macOS poller crate (kqueue).
+#[cfg(any(
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly",
+    target_os = "macos",
+    target_os = "ios"
+))]
+pub use loop_bsd as bsd;
+/// The Linux poller crate (epoll, eventfd, timerfd, CLOCK_MONOTONIC, fd helpers).
+#[cfg(target_os = "linux")]
+pub use loop_linux as linux;
+/// The portable pollers (poll(2), select(2)).
+pub use loop_select as portable;
+
+macro_rules! default_poller {
+    ($cfg:meta, $ty:ty, $doc:literal) => {
+        #[doc = $doc]
+        #[cfg($cfg)]
+        pub type DefaultPoller = $ty;
+    };
+}
+
+default_poller!(
+    feature = "select",
+    loop_select::Select,
+    "The poller picked by features: `select(2)`."
+);
+default_poller!(
+    all(feature = "poll", not(feature = "select")),
+    loop_select::Poll,
+    "The poller picked by features: `poll(2)`."
+);
+default_poller!(
+    all(
+        feature = "kqueue",
+        not(any(feature = "select", feature = "poll"))
+    ),
+    loop_bsd::Kqueue,
+    "The poller picked by features: kqueue."
+);
+default_poller!(
+    all(
+        target_os = "linux",
+        not(any(
+            feature = "select",
+            feature = "poll",
+            feature = "kqueue"
+        ))
+    ),
+    loop_linux::Epoll,
+    "The poller for this platform: epoll (Linux)."
+);
+default_poller!(
+    all(
+        any(
+            target_os = "freebsd",
+            target_os = "netbsd",
+            target_os = "openbsd",
+            target_os = "dragonfly",
+            target_os = "macos",
+            target_os = "ios"
+        ),
+        not(any(
+            feature = "select",
+            feature = "poll",
+            feature = "kqueue"
+        ))
+    ),
+    loop_bsd::Kqueue,
+    "The poller for this platform: kqueue (BSD, macOS)."
+);
+default_poller!(
+    all(
+        not(any(
+            target_os = "linux",
+            target_os = "freebsd",
+            target_os = "netbsd",
+            target_os = "openbsd",
+            target_os = "dragonfly",
+            target_os = "macos",
+            target_os = "ios"
+        )),
+        not(any(
+            feature = "select",
+            feature = "poll",
+            feature = "kqueue"
+        ))
+    ),
+    loop_select::Poll,
+    "The poller for this platform: poll(2)."
+);
+
+/// An event loop over the [`DefaultPoller`], with default capacities: 64 fd handlers, 256
+/// timers, 256 queued callbacks. Name other capacities as `EventLoop<H, T, Q>`, or use
+/// [`loop_core::EventLoop`] with another poller.
+pub type EventLoop<const H: usize = 64, const T: usize = 256, const Q: usize = 256> =
+    loop_core::EventLoop<DefaultPoller, H, T, Q>;

@@ -326,6 +326,13 @@ impl<const N: usize> Poller for Epoll<N> {
     }
 }
 
+impl<const N: usize> loop_core::OpenPoller for Epoll<N> {
+    /// [`Epoll::with_buffer`]: lets `EventLoop::new()` open an epoll loop.
+    fn open() -> Result<Self, Errno> {
+        Epoll::with_buffer()
+    }
+}
+
 impl<const N: usize> Clock for Epoll<N> {
     /// [`MonotonicClock`], the clock the timeouts run on.
     fn now(&self) -> Instant {

@@ -1,0 +1,342 @@
+//! The loop behaviours that touch real fds, on real socketpairs, once per poller (as mio runs
+//! its suite again with the fallback backend). Timing is never asserted beyond "not early".
+
+use std::cell::{Cell, RefCell};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::rc::Rc;
+use std::time::Duration;
+
+use loop_core::{Errno, Error, EventLoop, HandlerError, Interest, OpenPoller, Poller, Readiness};
+
+fn pair() -> (UnixStream, UnixStream) {
+    let (a, b) = UnixStream::pair().unwrap();
+    a.set_nonblocking(true).unwrap();
+    b.set_nonblocking(true).unwrap();
+    (a, b)
+}
+
+fn drain(fd: i32) {
+    let mut buf = [0u8; 256];
+    // SAFETY: handlers call this with their own fd, which stays open while it is registered
+    // (the tests close fds only after removing their handlers).
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    while matches!(rustix::io::read(borrowed, &mut buf), Ok(n) if n > 0) {}
+}
+
+fn is_open(fd: i32) -> bool {
+    // SAFETY: F_GETFD only inspects the number and nothing is done with the borrow; a closed
+    // number gives EBADF (no other thread of this test opens fds meanwhile).
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    rustix::io::fcntl_getfd(borrowed).is_ok()
+}
+
+fn read_only_handler_on_a_writable_socket_sees_read_only<P: Poller + OpenPoller + 'static>() {
+    let mut lp: EventLoop<P, 8, 8, 8> = EventLoop::new().unwrap();
+    let (a, mut b) = pair();
+    let seen = Rc::new(Cell::new(Readiness::empty()));
+    let s = seen.clone();
+    lp.add_handler(&a, Interest::READ, move |_, fd, r| {
+        s.set(s.get() | r);
+        drain(fd);
+        Ok(())
+    })
+    .map_err(|r| r.error)
+    .unwrap();
+    lp.run_once(Some(Duration::from_millis(20))).unwrap();
+    assert_eq!(
+        seen.get(),
+        Readiness::empty(),
+        "a writable socket does not wake a READ handler"
+    );
+    b.write_all(b"x").unwrap();
+    lp.run_once(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(seen.get(), Readiness::READ);
+}
+
+fn write_handler_sees_write_and_update_handler_switches_it_off<P: Poller + OpenPoller + 'static>() {
+    let mut lp: EventLoop<P, 8, 8, 8> = EventLoop::new().unwrap();
+    let (a, _b) = pair();
+    let calls = Rc::new(Cell::new(0));
+    let c = calls.clone();
+    lp.add_handler(&a, Interest::WRITE, move |lp, fd, r| {
+        assert!(r.contains(Readiness::WRITE));
+        c.set(c.get() + 1);
+        lp.update_handler(fd, Interest::READ)
+            .map_err(|_| HandlerError::Other("update"))
+    })
+    .map_err(|r| r.error)
+    .unwrap();
+    lp.run_once(Some(Duration::from_secs(5))).unwrap();
+    lp.run_once(Some(Duration::from_millis(10))).unwrap();
+    assert_eq!(calls.get(), 1);
+}
+
+fn closed_peer_reports_hangup<P: Poller + OpenPoller + 'static>() {
+    let mut lp: EventLoop<P, 8, 8, 8> = EventLoop::new().unwrap();
+    let (a, b) = pair();
+    let seen = Rc::new(Cell::new(Readiness::empty()));
+    let s = seen.clone();
+    lp.add_handler(&a, Interest::READ, move |lp, fd, r| {
+        s.set(r);
+        lp.remove_handler(fd);
+        Ok(())
+    })
+    .map_err(|r| r.error)
+    .unwrap();
+    drop(b);
+    lp.run_once(Some(Duration::from_secs(5))).unwrap();
+    // epoll and poll say HUP; select can only say READ (read returns 0).
+    assert!(
+        seen.get().intersects(Readiness::READ | Readiness::HUP),
+        "{:?}",
+        seen.get()
+    );
+}
+
+fn handler_that_removes_another_ready_fds_handler_prevents_its_call<
+    P: Poller + OpenPoller + 'static,
+>() {
+    let mut lp: EventLoop<P, 8, 8, 8> = EventLoop::new().unwrap();
+    let (a1, mut b1) = pair();
+    let (a2, mut b2) = pair();
+    let fds = [a1.as_raw_fd(), a2.as_raw_fd()];
+    let calls = Rc::new(Cell::new(0));
+    for (me, other) in [(fds[0], fds[1]), (fds[1], fds[0])] {
+        let c = calls.clone();
+        lp.add_handler(me, Interest::READ, move |lp, fd, _| {
+            c.set(c.get() + 1);
+            drain(fd);
+            lp.remove_handler(other);
+            Ok(())
+        })
+        .map_err(|r| r.error)
+        .unwrap();
+    }
+    b1.write_all(b"x").unwrap();
+    b2.write_all(b"x").unwrap();
+    // Both are ready before the loop polls: one poll reports both.
+    lp.run_once(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(calls.get(), 1);
+    drop((a1, a2));
+}
+
+fn reused_fd_number_does_not_get_the_old_registrations_event<P: Poller + OpenPoller + 'static>() {
+    let mut lp: EventLoop<P, 8, 8, 8> = EventLoop::new().unwrap();
+    let (a1, mut b1) = pair();
+    let (a2, mut b2) = pair();
+    let victim = a2.as_raw_fd();
+    let victim_owned: Rc<RefCell<Option<UnixStream>>> = Rc::new(RefCell::new(Some(a2)));
+    let keep_alive: Rc<RefCell<Vec<UnixStream>>> = Rc::new(RefCell::new(Vec::new()));
+    let log = Rc::new(RefCell::new(Vec::<&str>::new()));
+    let (v, k, l) = (victim_owned.clone(), keep_alive.clone(), log.clone());
+    let first = a1.as_raw_fd().min(victim);
+    let other = if first == victim {
+        a1.as_raw_fd()
+    } else {
+        victim
+    };
+    // Whichever of the two is dispatched first closes the victim (if it is not the victim)
+    // and opens a socket that gets the victim's number.
+    let make = move |me: i32| {
+        let (v, k, l) = (v.clone(), k.clone(), l.clone());
+        move |lp: &mut EventLoop<P, 8, 8, 8>, fd: i32, _r: Readiness| -> Result<(), HandlerError> {
+            drain(fd);
+            if me == victim {
+                l.borrow_mut().push("old handler of the victim");
+                return Ok(());
+            }
+            lp.remove_handler(victim);
+            drop(v.borrow_mut().take());
+            let (new_a, new_b) = pair();
+            let reused = new_a.as_raw_fd() == victim || new_b.as_raw_fd() == victim;
+            assert!(reused, "the kernel hands out the lowest free number");
+            let l2 = l.clone();
+            lp.add_handler(victim, Interest::READ | Interest::WRITE, move |_, _, _| {
+                l2.borrow_mut().push("new handler of the victim");
+                Ok(())
+            })
+            .map_err(|_| HandlerError::Other("re-add"))?;
+            k.borrow_mut().extend([new_a, new_b]);
+            Ok(())
+        }
+    };
+    lp.add_handler(first, Interest::READ, make(first))
+        .map_err(|r| r.error)
+        .unwrap();
+    lp.add_handler(other, Interest::READ, make(other))
+        .map_err(|r| r.error)
+        .unwrap();
+    b1.write_all(b"x").unwrap();
+    b2.write_all(b"x").unwrap();
+    lp.run_once(Some(Duration::from_secs(5))).unwrap();
+    let got = log.borrow().clone();
+    // If the victim ran first nothing was replaced; otherwise its event was dropped.
+    assert!(
+        got.is_empty() || got == ["old handler of the victim"],
+        "a new handler of a reused fd number got the old registration's event: {got:?}"
+    );
+    drop(keep_alive);
+}
+
+fn duplicate_add_is_refused_and_the_first_handler_still_fires<P: Poller + OpenPoller + 'static>() {
+    let mut lp: EventLoop<P, 8, 8, 8> = EventLoop::new().unwrap();
+    let (a, mut b) = pair();
+    let first = Rc::new(Cell::new(0));
+    let f = first.clone();
+    lp.add_handler(&a, Interest::READ, move |_, fd, _| {
+        f.set(f.get() + 1);
+        drain(fd);
+        Ok(())
+    })
+    .map_err(|r| r.error)
+    .unwrap();
+    let refused = lp
+        .add_handler(&a, Interest::READ, |_, _, _| panic!("second handler ran"))
+        .unwrap_err();
+    assert_eq!(
+        refused.error,
+        Error::AlreadyRegistered { fd: a.as_raw_fd() }
+    );
+    b.write_all(b"x").unwrap();
+    lp.run_once(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(first.get(), 1);
+}
+
+fn closed_fd_is_refused_with_the_kernels_error<P: Poller + OpenPoller + 'static>() {
+    let mut lp: EventLoop<P, 8, 8, 8> = EventLoop::new().unwrap();
+    let (a, _b) = pair();
+    let n = a.as_raw_fd();
+    drop(a);
+    let refused = lp
+        .add_handler(n, Interest::READ, |_, _, _| Ok(()))
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused.error,
+            Error::Os {
+                errno: Errno::EBADF
+            }
+        ),
+        "closed fd: {:?}",
+        refused.error
+    );
+    assert_eq!(lp.handler_count(), 0);
+}
+
+fn owned_fds_are_closed_on_removal_and_borrowed_ones_are_not<P: Poller + OpenPoller + 'static>() {
+    let mut lp: EventLoop<P, 8, 8, 8> = EventLoop::new().unwrap();
+    let (a, _b) = pair();
+    let (c, _d) = pair();
+    let owned: OwnedFd = a.into();
+    let owned_no = owned.as_raw_fd();
+    let borrowed_no = c.as_fd().as_raw_fd();
+    lp.add_owned_handler(owned, Interest::READ, |_, _, _| Ok(()))
+        .map_err(|r| r.error)
+        .unwrap();
+    lp.add_handler(&c, Interest::READ, |_, _, _| Ok(()))
+        .map_err(|r| r.error)
+        .unwrap();
+    assert!(lp.remove_handler(owned_no));
+    assert!(lp.remove_handler(borrowed_no));
+    assert!(!is_open(owned_no), "the loop closes what it owns");
+    assert!(is_open(borrowed_no), "and nothing else");
+    // Dropping the loop closes owned fds still registered.
+    let (e, _f) = pair();
+    let e: OwnedFd = e.into();
+    let e_no = e.as_raw_fd();
+    lp.add_owned_handler(e, Interest::READ, |_, _, _| Ok(()))
+        .map_err(|r| r.error)
+        .unwrap();
+    drop(lp);
+    assert!(!is_open(e_no));
+}
+
+fn timers_fire_not_early_and_callbacks_run_on_the_real_clock<P: Poller + OpenPoller + 'static>() {
+    let mut lp: EventLoop<P, 8, 8, 8> = EventLoop::new().unwrap();
+    let start = lp.now();
+    let fired_at = Rc::new(Cell::new(None));
+    let f = fired_at.clone();
+    lp.call_later(Duration::from_millis(3), move |lp| {
+        f.set(Some(lp.now()));
+        lp.add_callback(|lp| lp.stop()).map_err(drop).unwrap();
+    })
+    .unwrap();
+    lp.run().unwrap();
+    let elapsed = fired_at.get().unwrap() - start;
+    assert!(
+        elapsed >= Duration::from_millis(3),
+        "fired early: {elapsed:?}"
+    );
+}
+
+macro_rules! suite {
+    ($poller:ident, $ty:ty) => {
+        mod $poller {
+            #[test]
+            fn read_only_handler_on_a_writable_socket_sees_read_only() {
+                super::read_only_handler_on_a_writable_socket_sees_read_only::<$ty>();
+            }
+            #[test]
+            fn write_handler_sees_write_and_update_handler_switches_it_off() {
+                super::write_handler_sees_write_and_update_handler_switches_it_off::<$ty>();
+            }
+            #[test]
+            fn closed_peer_reports_hangup() {
+                super::closed_peer_reports_hangup::<$ty>();
+            }
+            #[test]
+            fn handler_that_removes_another_ready_fds_handler_prevents_its_call() {
+                super::handler_that_removes_another_ready_fds_handler_prevents_its_call::<$ty>();
+            }
+            #[test]
+            fn reused_fd_number_does_not_get_the_old_registrations_event() {
+                super::reused_fd_number_does_not_get_the_old_registrations_event::<$ty>();
+            }
+            #[test]
+            fn duplicate_add_is_refused_and_the_first_handler_still_fires() {
+                super::duplicate_add_is_refused_and_the_first_handler_still_fires::<$ty>();
+            }
+            #[test]
+            fn closed_fd_is_refused_with_the_kernels_error() {
+                super::closed_fd_is_refused_with_the_kernels_error::<$ty>();
+            }
+            #[test]
+            fn owned_fds_are_closed_on_removal_and_borrowed_ones_are_not() {
+                super::owned_fds_are_closed_on_removal_and_borrowed_ones_are_not::<$ty>();
+            }
+            #[test]
+            fn timers_fire_not_early_and_callbacks_run_on_the_real_clock() {
+                super::timers_fire_not_early_and_callbacks_run_on_the_real_clock::<$ty>();
+            }
+        }
+    };
+}
+
+suite!(epoll, loop_linux::Epoll);
+
+#[test]
+fn epoll_refuses_a_regular_file_with_eperm() {
+    let mut lp: EventLoop<loop_linux::Epoll, 8, 8, 8> = EventLoop::new().unwrap();
+    let f = std::fs::File::open("Cargo.toml").unwrap();
+    let refused = lp
+        .add_handler(&f, Interest::READ, |_, _, _| Ok(()))
+        .unwrap_err();
+    assert_eq!(
+        refused.error,
+        Error::Os {
+            errno: Errno::EPERM
+        }
+    );
+}
+
+#[test]
+fn read_drains_what_the_peer_wrote() {
+    // Sanity for the helpers above: drain() really reads.
+    let (a, mut b) = pair();
+    b.write_all(b"hello").unwrap();
+    drain(a.as_raw_fd());
+    let mut buf = [0u8; 1];
+    assert!((&a).read(&mut buf).is_err());
+}
