@@ -77,6 +77,22 @@ pub enum Failure {
 /// [`INLINE_CAPTURE_BYTES`](crate::INLINE_CAPTURE_BYTES) bytes (a larger closure fails to
 /// compile) and must be `'static`.
 ///
+/// A closure that captures more than that is a compile error, not an allocation:
+///
+/// ```compile_fail
+/// # use loop_core::{sim::SimPoller, EventLoop};
+/// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+/// let state = [0u8; 57];
+/// let _ = lp.add_callback(move |_| drop(state)); // 57 bytes: "closure too large"
+/// ```
+///
+/// ```
+/// # use loop_core::{sim::SimPoller, EventLoop};
+/// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+/// let state = [0u8; 56];
+/// let _ = lp.add_callback(move |_| drop(state)); // 56 bytes: fits
+/// ```
+///
 /// Not `Send`: build the loop on the thread that runs it. Other threads reach it through the
 /// poller's notifier.
 ///

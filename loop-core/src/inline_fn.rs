@@ -38,9 +38,12 @@ pub const INLINE_CAPTURE_BYTES: usize = 56;
 #[repr(C, align(8))]
 struct Storage([MaybeUninit<u8>; INLINE_CAPTURE_BYTES]);
 
-struct VTable<A: ?Sized, X, R> {
+struct VTable<A: ?Sized + 'static, X: 'static, R: 'static> {
     call: unsafe fn(*mut Storage, &mut A, X) -> R,
     drop: unsafe fn(*mut Storage),
+    /// For a `FnOnce`: the table the value switches to *before* the call moves the closure
+    /// out, so neither a second call nor a drop (also during unwinding) touches it again.
+    spent: Option<&'static VTable<A, X, R>>,
 }
 
 /// An inline `FnMut(&mut A, X) -> R`.
@@ -61,7 +64,9 @@ struct Thunk<F, A: ?Sized, X, R>(PhantomData<(Signature<A, X, R>, F)>);
 impl<F, A, X, R> Thunk<F, A, X, R>
 where
     F: FnMut(&mut A, X) -> R,
-    A: ?Sized,
+    A: ?Sized + 'static,
+    X: 'static,
+    R: 'static,
 {
     const FITS: () = assert!(
         size_of::<F>() <= INLINE_CAPTURE_BYTES && align_of::<F>() <= align_of::<Storage>(),
@@ -71,6 +76,7 @@ where
     const VTABLE: VTable<A, X, R> = VTable {
         call: Self::call,
         drop: Self::drop,
+        spent: None,
     };
 
     /// # Safety
@@ -89,6 +95,61 @@ where
         // SAFETY: the caller guarantees `s` holds a live `F` and never uses it again.
         unsafe { ptr::drop_in_place(s.cast::<F>()) }
     }
+}
+
+struct OnceThunk<F, A: ?Sized, X, R>(PhantomData<(Signature<A, X, R>, F)>);
+
+impl<F, A, X, R> OnceThunk<F, A, X, R>
+where
+    F: FnOnce(&mut A, X) -> R,
+    A: ?Sized + 'static,
+    X: 'static,
+    R: Default + 'static,
+{
+    const FITS: () = assert!(
+        size_of::<F>() <= INLINE_CAPTURE_BYTES && align_of::<F>() <= align_of::<Storage>(),
+        "closure too large for ioloop's inline storage (56 bytes, align 8): capture a reference, an Rc or a Box instead"
+    );
+
+    const VTABLE: VTable<A, X, R> = VTable {
+        call: Self::call,
+        drop: Self::drop,
+        spent: Some(&Spent::<A, X, R>::VTABLE),
+    };
+
+    /// # Safety
+    /// `s` points to a live `F`; the caller has already switched to the spent table, so the
+    /// `F` read out here is never read or dropped again.
+    unsafe fn call(s: *mut Storage, a: &mut A, x: X) -> R {
+        // SAFETY: the caller guarantees a live `F` that nothing else will use (see above).
+        let f = unsafe { ptr::read(s.cast::<F>()) };
+        f(a, x)
+    }
+
+    /// # Safety
+    /// `s` points to a live, never-called `F`; it is dead afterwards.
+    unsafe fn drop(s: *mut Storage) {
+        // SAFETY: the caller guarantees a live `F` that is never used again.
+        unsafe { ptr::drop_in_place(s.cast::<F>()) }
+    }
+}
+
+/// The table of a `FnOnce` that has been called: calling returns `R::default()`, dropping
+/// does nothing (the closure was moved out and consumed by the call).
+struct Spent<A: ?Sized, X, R>(PhantomData<Signature<A, X, R>>);
+
+impl<A: ?Sized + 'static, X: 'static, R: Default + 'static> Spent<A, X, R> {
+    const VTABLE: VTable<A, X, R> = VTable {
+        call: Self::call,
+        drop: Self::drop,
+        spent: None,
+    };
+
+    unsafe fn call(_: *mut Storage, _: &mut A, _: X) -> R {
+        R::default()
+    }
+
+    unsafe fn drop(_: *mut Storage) {}
 }
 
 impl<A: ?Sized + 'static, X: 'static, R: 'static> InlineFn<A, X, R> {
@@ -114,24 +175,38 @@ impl<A: ?Sized + 'static, X: 'static, R: 'static> InlineFn<A, X, R> {
     /// Call the closure.
     #[inline]
     pub(crate) fn call(&mut self, a: &mut A, x: X) -> R {
+        let vtable = self.vtable;
+        if let Some(spent) = vtable.spent {
+            // A `FnOnce` is consumed by this call: from here on the value is spent, also if
+            // the closure panics and this `InlineFn` is dropped while unwinding.
+            self.vtable = spent;
+        }
         // SAFETY: the invariant of this type: `storage` holds the live closure `vtable` was
-        // made for.
-        unsafe { (self.vtable.call)(&mut self.storage, a, x) }
+        // made for (for a `FnOnce`, read out exactly once, by this call).
+        unsafe { (vtable.call)(&mut self.storage, a, x) }
     }
 }
 
 impl<A: ?Sized + 'static, X: 'static, R: Default + 'static> InlineFn<A, X, R> {
-    /// Store a `FnOnce`: the first call runs it, later calls return `R::default()`.
+    /// Store a `FnOnce` in the full [`INLINE_CAPTURE_BYTES`] (no flag is added to it): the
+    /// first call runs it, later calls return `R::default()`. Fails to compile if `f` does not
+    /// fit.
     #[inline]
     pub(crate) fn once<F>(f: F) -> Self
     where
         F: FnOnce(&mut A, X) -> R + 'static,
     {
-        let mut f = Some(f);
-        Self::new(move |a: &mut A, x: X| match f.take() {
-            Some(f) => f(a, x),
-            None => R::default(),
-        })
+        #[allow(clippy::let_unit_value)]
+        let () = OnceThunk::<F, A, X, R>::FITS;
+        let mut storage = Storage([MaybeUninit::uninit(); INLINE_CAPTURE_BYTES]);
+        // SAFETY: FITS proved `F` fits in `storage` in size and alignment; the storage is
+        // fresh, so nothing is overwritten.
+        unsafe { ptr::write(storage.0.as_mut_ptr().cast::<F>(), f) };
+        InlineFn {
+            vtable: &OnceThunk::<F, A, X, R>::VTABLE,
+            storage,
+            _not_send: PhantomData,
+        }
     }
 }
 
@@ -209,6 +284,38 @@ mod tests {
         for i in [0, INLINE_CAPTURE_BYTES / 2, INLINE_CAPTURE_BYTES - 1] {
             assert_eq!(f.call(&mut (), i), 0xA5);
         }
+    }
+
+    #[test]
+    fn once_takes_the_full_capture_size() {
+        let data = [7u8; INLINE_CAPTURE_BYTES];
+        let mut f =
+            InlineFn::<(), (), u8>::once(move |_: &mut (), ()| data[INLINE_CAPTURE_BYTES - 1]);
+        assert_eq!(f.call(&mut (), ()), 7);
+    }
+
+    #[test]
+    fn unused_once_drops_its_captures() {
+        let rc = Rc::new(());
+        let held = rc.clone();
+        let f = InlineFn::<(), (), ()>::once(move |_: &mut (), ()| drop(held));
+        assert_eq!(Rc::strong_count(&rc), 2);
+        drop(f);
+        assert_eq!(Rc::strong_count(&rc), 1);
+    }
+
+    #[test]
+    fn panicking_once_is_not_dropped_twice() {
+        let rc = Rc::new(());
+        let held = rc.clone();
+        let mut f = InlineFn::<(), (), ()>::once(move |_: &mut (), ()| {
+            let _keep = held;
+            panic!("boom");
+        });
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f.call(&mut (), ())));
+        assert!(r.is_err());
+        drop(f);
+        assert_eq!(Rc::strong_count(&rc), 1, "captures released exactly once");
     }
 
     #[test]
