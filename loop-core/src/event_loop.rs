@@ -704,3 +704,129 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> Drop
         });
     }
 }
+
+/// Loop-level tests inside the crate, so that Miri (which runs only this crate's tests) checks
+/// the in-place constructor and the take-call-restore path of handlers and timers.
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::sim::SimPoller;
+    use std::boxed::Box;
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    type Lp = EventLoop<SimPoller<8>, 4, 8, 4>;
+
+    #[test]
+    fn built_in_place_it_runs_handlers_timers_and_callbacks() {
+        let mut mem = Box::new(MaybeUninit::<Lp>::uninit());
+        let lp = Lp::init_in(&mut mem, SimPoller::new());
+        let hits = Rc::new(Cell::new(0u32));
+        let h = hits.clone();
+        lp.add_handler(3, Interest::READ, move |lp, fd, _| {
+            h.set(h.get() + 1);
+            lp.poller_mut().clear_ready(fd);
+            let h2 = h.clone();
+            lp.add_callback(move |_| h2.set(h2.get() + 10))
+                .map_err(|_| HandlerError::Other("full"))
+        })
+        .map_err(|r| r.error)
+        .unwrap();
+        let h = hits.clone();
+        lp.call_later(Duration::from_millis(1), move |lp| {
+            h.set(h.get() + 100);
+            lp.poller_mut().set_ready(3, Readiness::READ);
+        })
+        .map_err(|r| r.error)
+        .unwrap();
+        let h = hits.clone();
+        let p = lp
+            .add_periodic(Periodic::every(Duration::from_millis(2)), move |_| {
+                h.set(h.get() + 1000)
+            })
+            .map_err(|r| r.error)
+            .unwrap();
+        for _ in 0..6 {
+            lp.run_once(Some(Duration::from_millis(1))).unwrap();
+        }
+        assert!(lp.remove_timeout(p));
+        assert_eq!(
+            hits.get() % 1000,
+            111,
+            "timer, handler and its callback each ran once"
+        );
+        assert!(
+            hits.get() >= 2000,
+            "the periodic callback ran: {}",
+            hits.get()
+        );
+        // SAFETY: `init_in` initialised the loop; drop it before the box frees the memory.
+        unsafe { mem.assume_init_drop() };
+    }
+
+    #[test]
+    fn handler_that_removes_and_readds_its_own_fd_keeps_only_the_new_closure() {
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        let rc = Rc::new(());
+        let held = rc.clone();
+        lp.add_handler(5, Interest::READ, move |lp, fd, _| {
+            let _keep = &held;
+            lp.remove_handler(fd);
+            lp.add_handler(fd, Interest::READ, |lp, fd, _| {
+                lp.poller_mut().clear_ready(fd);
+                Ok(())
+            })
+            .map_err(|_| HandlerError::Other("re-add"))?;
+            Ok(())
+        })
+        .map_err(|r| r.error)
+        .unwrap();
+        lp.poller_mut().set_ready(5, Readiness::READ);
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(
+            Rc::strong_count(&rc),
+            1,
+            "the removed handler was dropped after its call"
+        );
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(lp.handler_count(), 1);
+    }
+
+    #[test]
+    fn dropping_a_loop_with_everything_pending_releases_every_capture() {
+        let rc = Rc::new(());
+        {
+            let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+            let c = rc.clone();
+            lp.add_handler(1, Interest::READ, move |_, _, _| {
+                let _ = &c;
+                Ok(())
+            })
+            .map_err(|r| r.error)
+            .unwrap();
+            let c = rc.clone();
+            lp.call_later(Duration::from_secs(1), move |_| drop(c))
+                .map_err(|r| r.error)
+                .unwrap();
+            let c = rc.clone();
+            lp.add_periodic(Periodic::every(Duration::from_secs(1)), move |_| {
+                let _ = &c;
+            })
+            .map_err(|r| r.error)
+            .unwrap();
+            let c = rc.clone();
+            lp.add_callback(move |_| drop(c))
+                .map_err(|r| r.error)
+                .unwrap();
+            lp.set_error_hook({
+                let c = rc.clone();
+                move |_| {
+                    let _ = &c;
+                }
+            });
+            assert_eq!(Rc::strong_count(&rc), 6);
+        }
+        assert_eq!(Rc::strong_count(&rc), 1);
+    }
+}
