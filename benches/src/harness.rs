@@ -223,6 +223,19 @@ impl Report {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "== {}: {} [{}] ==", self.name, self.title, self.unit);
+        let reference = if self
+            .rows
+            .iter()
+            .any(|r| r.role == Role::Ioloop && r.stats.is_some())
+        {
+            "ioloop's (the floor's where ioloop has no number)"
+        } else {
+            "the floor's (ioloop not measured)"
+        };
+        let _ = writeln!(
+            out,
+            "   ratio = median / {reference} median in the same case; lower is faster"
+        );
         let case_w = self
             .rows
             .iter()

@@ -158,5 +158,5 @@ fn main() -> ExitCode {
 
 /// Whether the ioloop peer is part of this build (the ratio column's reference).
 fn ioloop_status() -> &'static str {
-    "not plugged in yet (loop-core has no EventLoop): ratios are to the floor"
+    "loop_core::EventLoop over loop_linux::Epoll (this tree): ratios are to ioloop"
 }

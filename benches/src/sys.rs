@@ -69,6 +69,14 @@ pub fn send_byte(fd: impl AsFd) -> bool {
     matches!(rustix::net::send(fd, b"e", SendFlags::empty()), Ok(1))
 }
 
+/// An ioloop error as an `io::Error` (OS errors keep their errno).
+pub fn io_err(e: loop_core::Error) -> io::Error {
+    match e {
+        loop_core::Error::Os { errno } => io::Error::from_raw_os_error(errno.raw()),
+        e => io::Error::other(e.to_string()),
+    }
+}
+
 /// Raises the soft `RLIMIT_NOFILE` (and the hard one, if allowed) to at least `want` fds.
 /// Returns the soft limit in force afterwards.
 pub fn raise_nofile(want: u64) -> u64 {

@@ -7,6 +7,7 @@
 //! is (time to add and run all) / 10^6, median over iterations, first dropped.
 
 pub mod floor;
+pub mod ioloop_peer;
 pub mod tokio_peer;
 
 use crate::harness::{run_rounds, Peer, Report, Role};
@@ -27,6 +28,11 @@ pub type CallbackSamples = Vec<f64>;
 /// The peers, reference first.
 pub fn peers() -> Vec<Peer<CallbackCase, CallbackSamples>> {
     vec![
+        Peer {
+            name: "ioloop",
+            role: Role::Ioloop,
+            run: ioloop_peer::run,
+        },
         Peer {
             name: "VecDeque<fn> (floor)",
             role: Role::Floor,
@@ -69,4 +75,22 @@ pub fn run(quick: bool, peers: &[Peer<CallbackCase, CallbackSamples>]) -> Report
         "floor: a VecDeque of fn pointers, no allocation per callback; tokio: one task (one allocation) per callback".into(),
     );
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_peer_runs_a_small_case() {
+        let case = CallbackCase {
+            total: 2500,
+            batch: 1000,
+            iters: 2,
+        };
+        for p in peers() {
+            let s = (p.run)(&case).unwrap_or_else(|e| panic!("{}: {e}", p.name));
+            assert_eq!(s.len(), 2, "{}", p.name);
+        }
+    }
 }

@@ -4,12 +4,11 @@
 //! turn. Each spawn allocates the task (header + future + output slot), which is how tokio
 //! schedules work, so it is part of the cost. Per batch, the timing task spawns `batch` tasks
 //! and awaits the last one's `JoinHandle` (the local queue is FIFO, so the last to finish is the
-//! last spawned); the other handles are dropped at once (detached). The counter is an `Rc<Cell>`,
-//! as in the other peers.
+//! last spawned); the other handles are dropped at once (detached). Each task captures one
+//! `&'static Cell` counter, as ioloop's closures do.
 
 use std::cell::Cell;
 use std::io;
-use std::rc::Rc;
 use std::time::Instant;
 
 use tokio::task::LocalSet;
@@ -20,7 +19,7 @@ use super::{CallbackCase, CallbackSamples};
 pub fn run(case: &CallbackCase) -> io::Result<CallbackSamples> {
     let rt = tokio::runtime::Builder::new_current_thread().build()?;
     let local = LocalSet::new();
-    let counter = Rc::new(Cell::new(0u64));
+    let counter: &'static Cell<u64> = Box::leak(Box::new(Cell::new(0)));
     let out = local.block_on(&rt, async {
         let mut out = Vec::with_capacity(case.iters);
         for _ in 0..case.iters {
@@ -31,9 +30,8 @@ pub fn run(case: &CallbackCase) -> io::Result<CallbackSamples> {
                 let k = case.batch.min(case.total - added);
                 let mut last = None;
                 for _ in 0..k {
-                    let c = counter.clone();
                     last = Some(tokio::task::spawn_local(async move {
-                        c.set(c.get() + 1);
+                        counter.set(counter.get() + 1);
                     }));
                 }
                 added += k;

@@ -25,9 +25,6 @@ pub fn run(case: &ChainCase) -> io::Result<ChainSamples> {
             .register(&mut SourceFd(fd), Token(i), Interest::READABLE)?;
     }
     let mut events = Events::with_capacity(1024);
-    // `poll` is borrowed mutably by the pass; re-arming goes through a second handle on the
-    // same epoll instance (a dup'd fd, made once, outside the timed region).
-    let registry = poll.registry().try_clone()?;
 
     let mut loop_us = Vec::with_capacity(case.iters);
     let mut total_us = Vec::with_capacity(case.iters);
@@ -35,13 +32,15 @@ pub fn run(case: &ChainCase) -> io::Result<ChainSamples> {
         let (l, t) = timed_run(
             &chain,
             case,
-            || {
+            &mut poll,
+            |poll| {
                 for (i, fd) in raw.iter().enumerate() {
-                    registry.reregister(&mut SourceFd(fd), Token(i), Interest::READABLE)?;
+                    poll.registry()
+                        .reregister(&mut SourceFd(fd), Token(i), Interest::READABLE)?;
                 }
                 Ok(())
             },
-            || {
+            |poll| {
                 poll.poll(&mut events, Some(Duration::ZERO))?;
                 for ev in events.iter() {
                     let i = ev.token().0;

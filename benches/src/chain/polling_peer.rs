@@ -34,15 +34,16 @@ pub fn run(case: &ChainCase) -> io::Result<ChainSamples> {
         let r = timed_run(
             &chain,
             case,
-            || {
+            &mut events,
+            |_| {
                 for (i, fd) in pairs.rd.iter().enumerate() {
                     poller.modify_with_mode(fd.as_fd(), Event::readable(i), PollMode::Level)?;
                 }
                 Ok(())
             },
-            || {
+            |events| {
                 events.clear();
-                poller.wait(&mut events, Some(Duration::ZERO))?;
+                poller.wait(events, Some(Duration::ZERO))?;
                 for ev in events.iter() {
                     chain.on_readable(&pairs.rd[ev.key], ev.key);
                 }

@@ -47,14 +47,15 @@ pub fn run(case: &ChainCase) -> io::Result<ChainSamples> {
         let (l, t) = timed_run(
             &chain,
             case,
-            || {
+            &mut events,
+            |_| {
                 for fd in &pairs.rd {
                     let data = EventData::new_u64(fd.as_raw_fd() as u64);
                     epoll::modify(&ep, fd, data, EventFlags::IN)?;
                 }
                 Ok(())
             },
-            || {
+            |events| {
                 let k = epoll::wait(&ep, &mut events[..], Some(&zero))?;
                 for ev in &events[..k] {
                     let i = by_fd[ev.data.u64() as usize] as usize;

@@ -23,6 +23,7 @@
 //! 10^12 steps at N = 10^6. The heap baseline below is the same data structure done right.
 
 pub mod heap;
+pub mod ioloop_peer;
 pub mod tokio_peer;
 
 use std::sync::Arc;
@@ -152,6 +153,11 @@ pub fn wait_until_due(scheduled_by: Instant) {
 pub fn peers() -> Vec<Peer<TimerCase, TimerSamples>> {
     vec![
         Peer {
+            name: "ioloop",
+            role: Role::Ioloop,
+            run: ioloop_peer::run,
+        },
+        Peer {
             name: "BinaryHeap+lazy cancel",
             role: Role::Floor,
             run: heap::run,
@@ -229,5 +235,32 @@ fn pow10(n: usize) -> String {
         format!("1e{e}")
     } else {
         n.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_peer_runs_a_small_case() {
+        for same in [false, true] {
+            let case = TimerCase {
+                n: 200,
+                iters: 2,
+                inputs: Arc::new(Inputs::new(200, same, 1)),
+            };
+            for p in peers() {
+                let s = (p.run)(&case).unwrap_or_else(|e| panic!("{}: {e}", p.name));
+                assert_eq!(s.fire.len(), 2, "{}", p.name);
+            }
+        }
+    }
+
+    #[test]
+    fn labels() {
+        assert_eq!(pow10(100_000), "1e5");
+        assert_eq!(pow10(1_000_000), "1e6");
+        assert_eq!(pow10(1500), "1500");
     }
 }

@@ -9,6 +9,7 @@
 //! case that matters on an idle appliance. The first 5% of each peer call's trips are dropped as warm-up.
 //! Reported: p50 and p99 of the round-trip times, and p10–p90.
 
+pub mod ioloop_peer;
 pub mod mio_peer;
 pub mod raw_eventfd;
 pub mod tokio_peer;
@@ -105,6 +106,11 @@ pub fn join(h: std::thread::JoinHandle<Vec<f64>>) -> io::Result<Vec<f64>> {
 pub fn peers() -> Vec<Peer<WakeCase, WakeSamples>> {
     vec![
         Peer {
+            name: "ioloop",
+            role: Role::Ioloop,
+            run: ioloop_peer::run,
+        },
+        Peer {
             name: "eventfd+epoll (floor)",
             role: Role::Floor,
             run: raw_eventfd::run,
@@ -159,4 +165,18 @@ pub fn run(quick: bool, peers: &[Peer<WakeCase, WakeSamples>]) -> Report {
         GAP.as_micros()
     ));
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_peer_runs_a_small_case() {
+        let case = WakeCase { trips: 50 };
+        for p in peers() {
+            let s = (p.run)(&case).unwrap_or_else(|e| panic!("{}: {e}", p.name));
+            assert_eq!(s.len(), 50, "{}", p.name);
+        }
+    }
 }

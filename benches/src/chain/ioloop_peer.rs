@@ -1,0 +1,73 @@
+//! ioloop: `loop_core::EventLoop` over `loop_linux::Epoll`, the reference row.
+//!
+//! Each read end gets a handler closure (capturing an `Rc` of the shared state and its pair
+//! index: 16 of the 56 inline bytes) registered for `Interest::READ`, level-triggered as the
+//! loop always registers. A pass is `run_once(Some(0))`: one iteration with a zero poll
+//! timeout, i.e. one `epoll_wait(.., 0)` and the dispatch through the loop's handler table
+//! (key → slot + generation check → indirect call). "total" calls `update_handler(fd, READ)`
+//! for every fd: the interest is unchanged, so by ioloop's design it costs a table lookup and
+//! no system call (libevent's changelist gets the same effect for `event_del` + `event_add`);
+//! the floor and mio/polling pay one `EPOLL_CTL_MOD` each.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::rc::Rc;
+use std::time::Duration;
+
+use loop_core::{EventLoop, Interest};
+use loop_linux::Epoll;
+
+use super::{timed_run, Chain, ChainCase, ChainSamples};
+use crate::sys::io_err;
+
+/// Handler capacity: the largest chain case (10^4 pairs) fits.
+const H: usize = 16_384;
+/// One handler per pair; no timers or callbacks in this workload.
+type Lp = EventLoop<Epoll, H, 4, 4>;
+
+/// Runs one chain case.
+pub fn run(case: &ChainCase) -> io::Result<ChainSamples> {
+    let pairs = &*case.pairs;
+    if pairs.rd.len() > H {
+        return Err(io::Error::other(format!("more than {H} pairs")));
+    }
+    let chain = Rc::new(Chain::new(pairs));
+    let mut lp = Lp::new_boxed().map_err(io_err)?;
+    for (i, fd) in pairs.rd.iter().enumerate() {
+        let c = chain.clone();
+        let handler = move |_: &mut Lp, fd, _| {
+            // SAFETY: `fd` is a read end owned by the case's `Pairs`, open for the whole run.
+            c.on_readable(unsafe { BorrowedFd::borrow_raw(fd) }, i);
+            Ok(())
+        };
+        lp.add_handler(fd.as_raw_fd(), Interest::READ, handler)
+            .map_err(|r| io_err(r.error))?;
+    }
+
+    let mut loop_us = Vec::with_capacity(case.iters);
+    let mut total_us = Vec::with_capacity(case.iters);
+    for _ in 0..case.iters {
+        let (l, t) = timed_run(
+            &chain,
+            case,
+            &mut *lp,
+            |lp| {
+                for fd in &pairs.rd {
+                    lp.update_handler(fd.as_raw_fd(), Interest::READ)
+                        .map_err(io_err)?;
+                }
+                Ok(())
+            },
+            |lp| lp.run_once(Some(Duration::ZERO)).map_err(io_err),
+        )?;
+        loop_us.push(l);
+        total_us.push(t);
+    }
+    // Dropping the loop deregisters every handler; the fds stay open (borrowed).
+    drop(lp);
+    chain.check()?;
+    Ok(ChainSamples {
+        loop_us,
+        total_us: Some(total_us),
+    })
+}
