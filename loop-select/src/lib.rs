@@ -1,2 +1,48 @@
+//! Portable pollers for ioloop: [`Poll`] (`poll(2)`) and [`Select`] (`select(2)`), both woken
+//! by a self-pipe [`PipeNotifier`].
+//!
+//! Use them where epoll and kqueue are not available, or to test a program against the
+//! plainest POSIX semantics. Both implement [`loop_core::Poller`]: level-triggered, with
+//! emulated oneshot, no edge mode, fixed capacity, no allocation.
+//!
+//! | | [`Poll<N>`](Poll) | [`Select`] |
+//! |---|---|---|
+//! | fds | any number, up to `N - 1` registrations (default 1023) | only fds `0..1024` (`FD_SETSIZE`) |
+//! | timeout resolution | 1 ms, rounded up | 1 µs, rounded up |
+//! | closed peer | READ \| HUP | READ (no hang-up bit) |
+//! | fd closed while registered | ERROR once (`POLLNVAL`), then masked | ERROR once (after `EBADF`), then masked |
+//! | register / deregister | O(n) | O(1) |
+//!
+//! ```
+//! use loop_core::{Interest, Mode, Notify, PollEvent, Poller};
+//! use std::time::Duration;
+//!
+//! let mut poller = loop_select::Poll::new().unwrap();
+//! let (r, w) = std::io::pipe().unwrap();
+//! poller.register(std::os::fd::AsRawFd::as_raw_fd(&r), 1, Interest::READ.registered(), Mode::Level).unwrap();
+//!
+//! // Nothing to read: the wait times out, never early.
+//! let mut events = [PollEvent::default(); 16];
+//! assert_eq!(poller.wait(&mut events, Some(Duration::from_millis(5))).unwrap(), 0);
+//!
+//! // A notification wakes the wait and is not reported as an event.
+//! poller.notifier().notify().unwrap();
+//! assert_eq!(poller.wait(&mut events, None).unwrap(), 0);
+//!
+//! std::io::Write::write_all(&mut &w, b"x").unwrap();
+//! assert_eq!(poller.wait(&mut events, None).unwrap(), 1);
+//! assert_eq!(events[0].key, 1);
+//! ```
+#![cfg_attr(not(test), no_std)]
 #![warn(missing_docs)]
-//! placeholder
+
+mod clock;
+mod fd;
+mod notifier;
+mod poll;
+mod select;
+mod timeout;
+
+pub use notifier::{PipeNotifier, PipeReader};
+pub use poll::Poll;
+pub use select::{Select, FD_SETSIZE};

@@ -1,0 +1,117 @@
+//! Turning the loop's `Option<Duration>` into kernel timeouts without ever waking early.
+//!
+//! Two rules. **Round up** to the syscall's resolution (milliseconds for `poll`, microseconds
+//! for `select`): a 0.4 ms wait rounded down to 0 would busy-poll until the deadline
+//! (DESIGN.md §3). **Slice** waits longer than [`MAX_SLICE`]: some kernels reject or overflow
+//! huge timeouts (`poll` takes an `int` of milliseconds where there is no `ppoll`), so a long
+//! wait is a series of one-day waits, and the poller re-waits after a slice that timed out.
+
+use core::time::Duration;
+use rustix::event::Timespec;
+
+/// The longest single kernel wait: one day, which every `poll`/`select` accepts.
+pub(crate) const MAX_SLICE: Duration = Duration::from_secs(86_400);
+
+/// The resolution a syscall can express.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Resolution {
+    /// `poll(2)`: whole milliseconds.
+    Millis,
+    /// `select(2)`'s `struct timeval`: whole microseconds.
+    Micros,
+}
+
+/// One kernel wait's worth of a timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Slice {
+    /// What to pass to the syscall (`None` = block indefinitely).
+    pub(crate) timeout: Option<Timespec>,
+    /// The request was longer than [`MAX_SLICE`]: if this slice times out, wait again.
+    pub(crate) partial: bool,
+}
+
+/// The first kernel wait for `remaining`, rounded up to `resolution`.
+pub(crate) fn slice(remaining: Option<Duration>, resolution: Resolution) -> Slice {
+    let Some(d) = remaining else {
+        return Slice {
+            timeout: None,
+            partial: false,
+        };
+    };
+    if d > MAX_SLICE {
+        return Slice {
+            timeout: Some(timespec(MAX_SLICE)),
+            partial: true,
+        };
+    }
+    let unit: u32 = match resolution {
+        Resolution::Millis => 1_000_000,
+        Resolution::Micros => 1_000,
+    };
+    let nanos = d.subsec_nanos().div_ceil(unit) * unit;
+    // subsec rounding may carry into a whole second (0.9996 s -> 1 s); Duration::new carries.
+    let rounded = Duration::new(d.as_secs(), 0) + Duration::from_nanos(u64::from(nanos));
+    Slice {
+        timeout: Some(timespec(rounded)),
+        partial: false,
+    }
+}
+
+fn timespec(d: Duration) -> Timespec {
+    Timespec {
+        // At most MAX_SLICE: fits every platform's time_t.
+        tv_sec: d.as_secs() as _,
+        tv_nsec: d.subsec_nanos() as _,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: Slice) -> Duration {
+        let t = s.timeout.unwrap();
+        Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+    }
+
+    #[test]
+    fn sub_millisecond_waits_round_up_never_to_zero() {
+        let s = slice(Some(Duration::from_micros(400)), Resolution::Millis);
+        assert_eq!(ts(s), Duration::from_millis(1));
+        let s = slice(Some(Duration::from_nanos(1)), Resolution::Micros);
+        assert_eq!(ts(s), Duration::from_micros(1));
+    }
+
+    #[test]
+    fn exact_values_are_kept_and_zero_stays_zero() {
+        assert_eq!(
+            ts(slice(Some(Duration::from_millis(7)), Resolution::Millis)),
+            Duration::from_millis(7)
+        );
+        assert_eq!(
+            ts(slice(Some(Duration::ZERO), Resolution::Millis)),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn rounding_carries_into_seconds() {
+        let s = slice(Some(Duration::new(2, 999_999_001)), Resolution::Millis);
+        assert_eq!(ts(s), Duration::from_secs(3));
+        assert!(!s.partial);
+    }
+
+    #[test]
+    fn huge_waits_are_sliced_not_truncated() {
+        let s = slice(Some(Duration::MAX), Resolution::Millis);
+        assert_eq!(ts(s), MAX_SLICE);
+        assert!(s.partial);
+        assert_eq!(
+            slice(None, Resolution::Micros),
+            Slice {
+                timeout: None,
+                partial: false
+            }
+        );
+    }
+}
