@@ -1,2 +1,92 @@
+//! The kqueue poller for ioloop: `Kqueue` on FreeBSD, DragonFly, macOS, iOS, NetBSD and
+//! OpenBSD, and [`translate`], the pure kevent → readiness rules it uses.
+//!
+//! On every other platform (Linux included) only [`translate`] is compiled, so its rules are
+//! unit-tested where CI runs; the syscall half is type-checked with
+//! `cargo check -p loop-bsd --target x86_64-unknown-freebsd` (and `aarch64-apple-darwin`).
+//!
+//! ```
+//! use loop_bsd::translate::{merge, translate, Filter, EV_EOF};
+//! use loop_core::{PollEvent, Readiness};
+//!
+//! // One fd, both filters fired in one kevent call: one event, OR-ed.
+//! let mut events = [PollEvent::default(); 4];
+//! let n = merge(&mut events, 0, 7, translate(Filter::Read, EV_EOF));
+//! let n = merge(&mut events, n, 7, translate(Filter::Write, 0));
+//! assert_eq!(n, 1);
+//! assert_eq!(events[0].readiness, Readiness::READ | Readiness::HUP | Readiness::WRITE);
+//! ```
+//!
+//! On a BSD:
+//!
+//! ```ignore
+//! use loop_core::{Interest, Mode, Notify, PollEvent, Poller};
+//! let mut poller = loop_bsd::Kqueue::new()?;
+//! poller.register(fd, 1, Interest::READ.registered(), Mode::Level)?;
+//! poller.notifier().notify()?; // wakes the wait below; not reported as an event
+//! let n = poller.wait(&mut [PollEvent::default(); 64], None)?;
+//! ```
+#![no_std]
 #![warn(missing_docs)]
-//! placeholder
+
+pub mod translate;
+
+#[cfg(any(
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "netbsd",
+    target_os = "openbsd"
+))]
+mod clock;
+#[cfg(any(
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "netbsd",
+    target_os = "openbsd"
+))]
+mod kqueue;
+#[cfg(any(
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "netbsd",
+    target_os = "openbsd"
+))]
+mod notifier;
+
+#[cfg(any(
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "netbsd",
+    target_os = "openbsd"
+))]
+pub use kqueue::Kqueue;
+#[cfg(any(
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "netbsd",
+    target_os = "openbsd"
+))]
+pub use notifier::KqueueNotifier;
+
+/// rustix's error as the core's plain error number.
+#[cfg(any(
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "netbsd",
+    target_os = "openbsd"
+))]
+pub(crate) fn errno(e: rustix::io::Errno) -> loop_core::Errno {
+    loop_core::Errno(e.raw_os_error())
+}
