@@ -59,6 +59,9 @@ pub struct Kqueue<const N: usize = 1024, const E: usize = 256> {
     kq: rustix::fd::OwnedFd,
     #[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
     reader: loop_select::PipeReader,
+    /// The process that created the kqueue (fork detection; kqueues are not inherited by a
+    /// child, but a loop value copied into one must still refuse to run).
+    pid: rustix::process::Pid,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -105,6 +108,7 @@ impl<const N: usize, const E: usize> Kqueue<N, E> {
             registered: 0,
             buf: [MaybeUninit::uninit(); E],
             notifier: KqueueNotifier::new(kq)?,
+            pid: rustix::process::getpid(),
         })
     }
 
@@ -124,6 +128,7 @@ impl<const N: usize, const E: usize> Kqueue<N, E> {
             notifier: KqueueNotifier { pipe },
             kq,
             reader,
+            pid: rustix::process::getpid(),
         })
     }
 
@@ -385,6 +390,11 @@ impl<const N: usize, const E: usize> Poller for Kqueue<N, E> {
 
     fn notifier(&self) -> &KqueueNotifier {
         &self.notifier
+    }
+
+    /// Compares the process id with the one this poller was created in (one `getpid`).
+    fn forked(&self) -> bool {
+        rustix::process::getpid() != self.pid
     }
 
     fn close_fd(&mut self, fd: RawFd) {

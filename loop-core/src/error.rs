@@ -135,8 +135,12 @@ pub enum Error {
     /// `run` or `run_once` was called while the loop is already running (from a handler or
     /// callback of the same loop).
     AlreadyRunning,
-    /// The loop was closed.
+    /// The loop was closed ([`crate::EventLoop::close`]).
     Closed,
+    /// The loop was created in another process: this is a child after `fork`. A loop (its
+    /// epoll/kqueue instance and notifier) cannot be shared across processes; build a new one
+    /// in the child.
+    Forked,
 }
 
 impl From<Errno> for Error {
@@ -157,6 +161,9 @@ impl fmt::Display for Error {
             Error::InvalidPeriod => f.write_str("a periodic callback needs a period above zero"),
             Error::AlreadyRunning => f.write_str("the loop is already running"),
             Error::Closed => f.write_str("the loop is closed"),
+            Error::Forked => {
+                f.write_str("the loop belongs to the parent process (used after fork)")
+            }
         }
     }
 }

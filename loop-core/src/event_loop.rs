@@ -51,6 +51,62 @@ type TimerFn<P, const H: usize, const T: usize, const Q: usize> =
 type CallbackFn<P, const H: usize, const T: usize, const Q: usize> =
     InlineFn<EventLoop<P, H, T, Q>, (), ()>;
 
+/// What the watchdog found running: which handler, timer or callback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Source {
+    /// An fd handler.
+    Handler {
+        /// The handler.
+        id: HandlerId,
+        /// Its fd.
+        fd: RawFd,
+    },
+    /// A timer or periodic callback.
+    Timer {
+        /// Its handle.
+        handle: TimerHandle,
+    },
+    /// A callback from `add_callback`.
+    Callback,
+}
+
+/// A handler, timer or callback that ran longer than the watchdog's threshold (Tornado's
+/// `set_blocking_log_threshold`), reported to the watchdog hook after it returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Blocked {
+    /// Which one.
+    pub source: Source,
+    /// The type name of its closure (`my_crate::my_fn::{{closure}}`): where it was written.
+    pub name: &'static str,
+    /// How long it ran.
+    pub duration: Duration,
+}
+
+/// Always-on counters, read with [`EventLoop::counters`]. Plain integers updated on the loop
+/// thread: reading them costs nothing and keeping them costs an add per event.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Iterations started.
+    pub iterations: u64,
+    /// fd handler calls.
+    pub events_dispatched: u64,
+    /// Callbacks run.
+    pub callbacks_run: u64,
+    /// Timer and periodic callback calls.
+    pub timers_fired: u64,
+    /// Handler errors reported to the error hook (EPIPE not counted).
+    pub handler_errors: u64,
+    /// The longest any handler, timer or callback ran. Measured only while a watchdog is set
+    /// (it costs two clock reads per call); zero otherwise.
+    pub max_run_time: Duration,
+}
+
+struct Watchdog {
+    threshold: Duration,
+    hook: InlineFn<(), Blocked, ()>,
+}
+
 /// Something that went wrong inside the running loop, reported to the error hook
 /// ([`EventLoop::set_error_hook`]) while the loop goes on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,6 +188,10 @@ pub struct EventLoop<
     /// `stop()` was called and not yet honoured.
     stop_requested: bool,
     error_hook: Option<InlineFn<(), Failure, ()>>,
+    watchdog: Option<Watchdog>,
+    counters: Counters,
+    /// `close()` was called: everything is refused from now on.
+    closed: bool,
 }
 
 impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventLoop<P, H, T, Q> {
@@ -174,6 +234,9 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             addr_of_mut!((*p).active).write(false);
             addr_of_mut!((*p).stop_requested).write(false);
             addr_of_mut!((*p).error_hook).write(None);
+            addr_of_mut!((*p).watchdog).write(None);
+            addr_of_mut!((*p).counters).write(Counters::default());
+            addr_of_mut!((*p).closed).write(false);
             addr_of_mut!((*p).poller).write(poller);
             slot.assume_init_mut()
         }
@@ -281,6 +344,12 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     where
         F: FnMut(&mut Self, RawFd, Readiness) -> HandlerResult + 'static,
     {
+        if let Err(error) = self.usable() {
+            return Err(Refused {
+                error,
+                value: handler,
+            });
+        }
         if fd < 0 {
             return Err(Refused {
                 error: Error::InvalidFd { fd },
@@ -315,7 +384,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         let mut handler = handler;
         self.handlers.set_handler(
             id,
-            InlineFn::new(move |lp: &mut Self, (fd, r)| handler(lp, fd, r)),
+            InlineFn::named::<F, _>(move |lp: &mut Self, (fd, r)| handler(lp, fd, r)),
         );
         Ok(id)
     }
@@ -386,6 +455,12 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     where
         F: FnOnce(&mut Self) + 'static,
     {
+        if self.closed {
+            return Err(Refused {
+                error: Error::Closed,
+                value: f,
+            });
+        }
         if self.timers.len() >= T {
             return Err(Refused {
                 error: Error::Full {
@@ -394,7 +469,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
                 value: f,
             });
         }
-        let timer = InlineFn::once(move |lp: &mut Self, _deadline: Instant| {
+        let timer = InlineFn::once_named::<F, _>(move |lp: &mut Self, _deadline: Instant| {
             f(lp);
             Next::Done
         });
@@ -431,6 +506,12 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     where
         F: FnMut(&mut Self) + 'static,
     {
+        if self.closed {
+            return Err(Refused {
+                error: Error::Closed,
+                value: f,
+            });
+        }
         if periodic.period_ns == 0 {
             return Err(Refused {
                 error: Error::InvalidPeriod,
@@ -449,7 +530,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         let (period_ns, jitter_ppm) = (periodic.period_ns, periodic.jitter_ppm);
         let mut rng = periodic::seed(now, self.timers.next_seq());
         let first = periodic::next_deadline(now, now, period_ns, jitter_ppm, &mut rng);
-        let timer = InlineFn::new(move |lp: &mut Self, deadline: Instant| {
+        let timer = InlineFn::named::<F, _>(move |lp: &mut Self, deadline: Instant| {
             f(lp);
             // Scheduled after the call, from a fresh clock reading, as Tornado does.
             let now = lp.now();
@@ -509,6 +590,12 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     where
         F: FnOnce(&mut Self) + 'static,
     {
+        if self.closed {
+            return Err(Refused {
+                error: Error::Closed,
+                value: f,
+            });
+        }
         if self.callbacks.len() >= Q {
             return Err(Refused {
                 error: Error::Full {
@@ -519,7 +606,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         }
         let queued = self
             .callbacks
-            .push(InlineFn::once(move |lp: &mut Self, ()| f(lp)));
+            .push(InlineFn::once_named::<F, _>(move |lp: &mut Self, ()| f(lp)));
         debug_assert!(queued.is_ok(), "callback capacity checked before push");
         Ok(())
     }
@@ -558,10 +645,23 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         self.drive(timeout, 1)
     }
 
+    /// `Err` if the loop can no longer be used: closed, or inherited across `fork`.
+    #[inline]
+    fn usable(&self) -> Result<(), Error> {
+        if self.closed {
+            Err(Error::Closed)
+        } else if self.poller.forked() {
+            Err(Error::Forked)
+        } else {
+            Ok(())
+        }
+    }
+
     fn drive(&mut self, cap: Option<Duration>, iterations: usize) -> Result<(), Error> {
         if self.active {
             return Err(Error::AlreadyRunning);
         }
+        self.usable()?;
         if self.stop_requested {
             self.stop_requested = false;
             return Ok(());
@@ -585,6 +685,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
 
     /// One iteration. `Ok(false)` when stopped.
     fn iterate(&mut self, cap: Option<Duration>) -> Result<bool, Error> {
+        self.counters.iterations += 1;
         // 1. Only the callbacks queued now run in this iteration.
         let ncallbacks = self.callbacks.len();
         // 2. One clock read decides which timers are due; timers scheduled from here on
@@ -594,14 +695,20 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         // 3. Callbacks, then due timers.
         for _ in 0..ncallbacks {
             let Some(mut cb) = self.callbacks.pop() else {
-                break;
+                break; // emptied by `close()`
             };
+            self.counters.callbacks_run += 1;
+            let started = self.watch_start();
             cb.call(self, ());
+            self.watch_end(started, Source::Callback, cb.name());
         }
         if let Some(now) = now {
-            while let Some((h, mut f, deadline)) = self.timers.pop_due(now, seq_limit) {
+            while let Some((handle, mut f, deadline)) = self.timers.pop_due(now, seq_limit) {
+                self.counters.timers_fired += 1;
+                let started = self.watch_start();
                 let next = f.call(self, deadline);
-                drop(self.timers.finish(h, f, next));
+                self.watch_end(started, Source::Timer { handle }, f.name());
+                drop(self.timers.finish(handle, f, next));
             }
         }
         // 4. Poll timeout.
@@ -614,8 +721,8 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             (Some(t), Some(c)) => Some(t.min(c)),
             (t, c) => t.or(c),
         };
-        // 5. Stopped: leave before polling.
-        if self.stop_requested {
+        // 5. Stopped (or closed by a callback): leave before polling.
+        if self.stop_requested || self.closed {
             return Ok(false);
         }
         // 6. Poll.
@@ -626,6 +733,9 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         };
         // 7. Dispatch.
         for i in 0..n {
+            if self.closed {
+                break;
+            }
             let ev = self.events[i];
             self.dispatch(ev);
         }
@@ -638,12 +748,51 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         let Some((mut f, fd, readiness)) = self.handlers.take_for_call(id, ev.readiness) else {
             return;
         };
+        self.counters.events_dispatched += 1;
+        let started = self.watch_start();
         let result = f.call(self, (fd, readiness));
+        self.watch_end(started, Source::Handler { id, fd }, f.name());
         // If the handler removed itself, its closure is dropped here.
         drop(self.handlers.restore(id, f));
         match result {
             Ok(()) | Err(HandlerError::Os(Errno::EPIPE)) => {}
-            Err(error) => self.report(Failure::Handler { id, fd, error }),
+            Err(error) => {
+                self.counters.handler_errors += 1;
+                self.report(Failure::Handler { id, fd, error });
+            }
+        }
+    }
+
+    /// The clock before a call, only while a watchdog is set.
+    #[inline(always)]
+    fn watch_start(&self) -> Option<Instant> {
+        self.watchdog.as_ref().map(|_| self.poller.now())
+    }
+
+    #[inline(always)]
+    fn watch_end(&mut self, started: Option<Instant>, source: Source, name: &'static str) {
+        if let Some(started) = started {
+            self.watch_report(started, source, name);
+        }
+    }
+
+    #[cold]
+    fn watch_report(&mut self, started: Instant, source: Source, name: &'static str) {
+        let duration = self.poller.now() - started;
+        if duration > self.counters.max_run_time {
+            self.counters.max_run_time = duration;
+        }
+        if let Some(w) = self.watchdog.as_mut() {
+            if duration >= w.threshold {
+                w.hook.call(
+                    &mut (),
+                    Blocked {
+                        source,
+                        name,
+                        duration,
+                    },
+                );
+            }
         }
     }
 
@@ -651,6 +800,55 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         if let Some(hook) = self.error_hook.as_mut() {
             hook.call(&mut (), failure);
         }
+    }
+
+    /// Report every handler, timer or callback that runs for `threshold` or longer to `hook`,
+    /// naming it (Tornado's `set_blocking_log_threshold`, without signals or threads: the
+    /// duration is measured around each call, and reported after the call returned). While a
+    /// watchdog is set, each call costs two extra clock reads.
+    pub fn set_watchdog(&mut self, threshold: Duration, mut hook: impl FnMut(Blocked) + 'static) {
+        self.watchdog = Some(Watchdog {
+            threshold,
+            hook: InlineFn::new(move |_: &mut (), b| hook(b)),
+        });
+    }
+
+    /// Remove the watchdog.
+    pub fn clear_watchdog(&mut self) {
+        self.watchdog = None;
+    }
+
+    /// The loop's counters.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Close the loop (Tornado's `close(all_fds=True)` for the fds it owns): every handler is
+    /// removed, closing the fds handed over with `add_owned_handler` (borrowed fds are only
+    /// deregistered), every timer and queued callback is dropped, and from now on `run`,
+    /// `run_once` and every `add_*` return [`Error::Closed`] (closures handed back). Called
+    /// from inside the loop, the loop leaves after the current step. Closing twice is a no-op.
+    pub fn close(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        let poller = &mut self.poller;
+        self.handlers.drain_all(|_, slot| {
+            let _ = poller.deregister(slot.fd);
+            if slot.owned {
+                poller.close_fd(slot.fd);
+            }
+        });
+        // Safe while a timer runs: its closure is held outside the table, and `finish` then
+        // finds no slot and drops it.
+        self.timers.clear();
+        while self.callbacks.pop().is_some() {}
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed
     }
 
     /// Make `run` return after the current iteration's work (Tornado's `stop`): the rest of

@@ -44,6 +44,9 @@ struct VTable<A: ?Sized + 'static, X: 'static, R: 'static> {
     /// For a `FnOnce`: the table the value switches to *before* the call moves the closure
     /// out, so neither a second call nor a drop (also during unwinding) touches it again.
     spent: Option<&'static VTable<A, X, R>>,
+    /// The user closure's type name (`crate::function::{{closure}}`): names it in watchdog
+    /// reports at no per-value cost.
+    name: fn() -> &'static str,
 }
 
 /// An inline `FnMut(&mut A, X) -> R`.
@@ -59,9 +62,9 @@ pub(crate) struct InlineFn<A: ?Sized + 'static, X: 'static, R: 'static> {
 /// The signature an `InlineFn` erases.
 type Signature<A, X, R> = fn(&mut A, X) -> R;
 
-struct Thunk<F, A: ?Sized, X, R>(PhantomData<(Signature<A, X, R>, F)>);
+struct Thunk<F, N, A: ?Sized, X, R>(PhantomData<(Signature<A, X, R>, F, N)>);
 
-impl<F, A, X, R> Thunk<F, A, X, R>
+impl<F, N, A, X, R> Thunk<F, N, A, X, R>
 where
     F: FnMut(&mut A, X) -> R,
     A: ?Sized + 'static,
@@ -77,6 +80,7 @@ where
         call: Self::call,
         drop: Self::drop,
         spent: None,
+        name: core::any::type_name::<N>,
     };
 
     /// # Safety
@@ -97,9 +101,9 @@ where
     }
 }
 
-struct OnceThunk<F, A: ?Sized, X, R>(PhantomData<(Signature<A, X, R>, F)>);
+struct OnceThunk<F, N, A: ?Sized, X, R>(PhantomData<(Signature<A, X, R>, F, N)>);
 
-impl<F, A, X, R> OnceThunk<F, A, X, R>
+impl<F, N, A, X, R> OnceThunk<F, N, A, X, R>
 where
     F: FnOnce(&mut A, X) -> R,
     A: ?Sized + 'static,
@@ -114,7 +118,8 @@ where
     const VTABLE: VTable<A, X, R> = VTable {
         call: Self::call,
         drop: Self::drop,
-        spent: Some(&Spent::<A, X, R>::VTABLE),
+        spent: Some(&Spent::<N, A, X, R>::VTABLE),
+        name: core::any::type_name::<N>,
     };
 
     /// # Safety
@@ -136,13 +141,14 @@ where
 
 /// The table of a `FnOnce` that has been called: calling returns `R::default()`, dropping
 /// does nothing (the closure was moved out and consumed by the call).
-struct Spent<A: ?Sized, X, R>(PhantomData<Signature<A, X, R>>);
+struct Spent<N, A: ?Sized, X, R>(PhantomData<(Signature<A, X, R>, N)>);
 
-impl<A: ?Sized + 'static, X: 'static, R: Default + 'static> Spent<A, X, R> {
+impl<N, A: ?Sized + 'static, X: 'static, R: Default + 'static> Spent<N, A, X, R> {
     const VTABLE: VTable<A, X, R> = VTable {
         call: Self::call,
         drop: Self::drop,
         spent: None,
+        name: core::any::type_name::<N>,
     };
 
     unsafe fn call(_: *mut Storage, _: &mut A, _: X) -> R {
@@ -159,14 +165,23 @@ impl<A: ?Sized + 'static, X: 'static, R: 'static> InlineFn<A, X, R> {
     where
         F: FnMut(&mut A, X) -> R + 'static,
     {
+        Self::named::<F, F>(f)
+    }
+
+    /// Store `f`, named after the type `N` (the user's closure that `f` wraps).
+    #[inline]
+    pub(crate) fn named<N, F>(f: F) -> Self
+    where
+        F: FnMut(&mut A, X) -> R + 'static,
+    {
         #[allow(clippy::let_unit_value)]
-        let () = Thunk::<F, A, X, R>::FITS;
+        let () = Thunk::<F, N, A, X, R>::FITS;
         let mut storage = Storage([MaybeUninit::uninit(); INLINE_CAPTURE_BYTES]);
         // SAFETY: FITS proved `F` fits in `storage` in size and alignment; the storage is
         // fresh, so nothing is overwritten.
         unsafe { ptr::write(storage.0.as_mut_ptr().cast::<F>(), f) };
         InlineFn {
-            vtable: &Thunk::<F, A, X, R>::VTABLE,
+            vtable: &Thunk::<F, N, A, X, R>::VTABLE,
             storage,
             _not_send: PhantomData,
         }
@@ -185,25 +200,40 @@ impl<A: ?Sized + 'static, X: 'static, R: 'static> InlineFn<A, X, R> {
         // made for (for a `FnOnce`, read out exactly once, by this call).
         unsafe { (vtable.call)(&mut self.storage, a, x) }
     }
+
+    /// The stored closure's type name (of the user closure for wrapped ones).
+    #[inline]
+    pub(crate) fn name(&self) -> &'static str {
+        (self.vtable.name)()
+    }
 }
 
 impl<A: ?Sized + 'static, X: 'static, R: Default + 'static> InlineFn<A, X, R> {
     /// Store a `FnOnce` in the full [`INLINE_CAPTURE_BYTES`] (no flag is added to it): the
     /// first call runs it, later calls return `R::default()`. Fails to compile if `f` does not
     /// fit.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn once<F>(f: F) -> Self
     where
         F: FnOnce(&mut A, X) -> R + 'static,
     {
+        Self::once_named::<F, F>(f)
+    }
+
+    /// [`once`](Self::once), named after the type `N`.
+    #[inline]
+    pub(crate) fn once_named<N, F>(f: F) -> Self
+    where
+        F: FnOnce(&mut A, X) -> R + 'static,
+    {
         #[allow(clippy::let_unit_value)]
-        let () = OnceThunk::<F, A, X, R>::FITS;
+        let () = OnceThunk::<F, N, A, X, R>::FITS;
         let mut storage = Storage([MaybeUninit::uninit(); INLINE_CAPTURE_BYTES]);
         // SAFETY: FITS proved `F` fits in `storage` in size and alignment; the storage is
         // fresh, so nothing is overwritten.
         unsafe { ptr::write(storage.0.as_mut_ptr().cast::<F>(), f) };
         InlineFn {
-            vtable: &OnceThunk::<F, A, X, R>::VTABLE,
+            vtable: &OnceThunk::<F, N, A, X, R>::VTABLE,
             storage,
             _not_send: PhantomData,
         }
@@ -316,6 +346,19 @@ mod tests {
         assert!(r.is_err());
         drop(f);
         assert_eq!(Rc::strong_count(&rc), 1, "captures released exactly once");
+    }
+
+    #[test]
+    fn name_is_the_user_closures_type_and_survives_the_call() {
+        fn make() -> impl FnOnce(&mut (), ()) {
+            |_: &mut (), ()| {}
+        }
+        let mut f = InlineFn::<(), (), ()>::once(make());
+        assert!(f.name().contains("make"), "{}", f.name());
+        f.call(&mut (), ());
+        assert!(f.name().contains("make"), "{}", f.name());
+        let g = InlineFn::<(), (), ()>::named::<u8, _>(|_: &mut (), ()| {});
+        assert_eq!(g.name(), "u8");
     }
 
     #[test]

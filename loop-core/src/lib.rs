@@ -51,7 +51,7 @@ mod timer_heap;
 mod zeroed;
 
 pub use error::{Errno, Error, HandlerError, HandlerResult, RawFd, Refused, Resource};
-pub use event_loop::{EventLoop, Failure, EVENTS_PER_POLL};
+pub use event_loop::{Blocked, Counters, EventLoop, Failure, Source, EVENTS_PER_POLL};
 pub use fd::Fd;
 pub use handler_table::HandlerId;
 #[doc(hidden)]

@@ -116,6 +116,13 @@ pub trait Poller: Clock {
     /// The notifier that wakes this poller's `wait`.
     fn notifier(&self) -> &Self::Notifier;
 
+    /// Whether this poller was created by another process, i.e. this is a child after `fork`
+    /// (the kernel object is shared with the parent, so using it would steal or misroute the
+    /// parent's events). Checked by the loop when it starts running and when it registers fds.
+    /// Pollers of real processes compare the process id they were created in; a poller that
+    /// has no process (the simulation) reports what it was told.
+    fn forked(&self) -> bool;
+
     /// Close an fd whose ownership was handed to the loop (`add_owned_handler`). Called after
     /// `deregister`, exactly once per owned fd. Errors from `close` are ignored (the fd is gone
     /// either way on Linux and the BSDs).

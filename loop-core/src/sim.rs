@@ -77,6 +77,7 @@ pub struct SimPoller<const N: usize = 64> {
     injected: Deque<PollEvent, 16>,
     notifier: SimNotifier,
     stats: SimStats,
+    forked: bool,
 }
 
 impl<const N: usize> Default for SimPoller<N> {
@@ -111,6 +112,7 @@ impl<const N: usize> SimPoller<N> {
                 deregisters: 0,
                 last_timeout: None,
             },
+            forked: false,
         }
     }
 
@@ -190,6 +192,11 @@ impl<const N: usize> SimPoller<N> {
     /// The fds closed through [`Poller::close_fd`] (fds the loop owned).
     pub fn closed_by_loop(&self) -> &[RawFd] {
         &self.closed_by_loop
+    }
+
+    /// Pretend this is (or is not) a child process after `fork`.
+    pub fn set_forked(&mut self, forked: bool) {
+        self.forked = forked;
     }
 
     /// Call counts.
@@ -319,6 +326,10 @@ impl<const N: usize> Poller for SimPoller<N> {
 
     fn notifier(&self) -> &SimNotifier {
         &self.notifier
+    }
+
+    fn forked(&self) -> bool {
+        self.forked
     }
 
     fn close_fd(&mut self, fd: RawFd) {

@@ -136,19 +136,6 @@ impl<T, const N: usize> Slab<T, N> {
         }
     }
 
-    /// The value at `index` whatever its generation (for indices the caller keeps in sync,
-    /// such as the timer heap's back-pointers).
-    #[inline]
-    pub(crate) fn get_mut_by_index(&mut self, index: u32) -> Option<&mut T> {
-        match self.entry_mut(index) {
-            Some(Entry {
-                state: State::Occupied(v),
-                ..
-            }) => Some(v),
-            _ => None,
-        }
-    }
-
     /// The value and generation at `index`, if occupied.
     #[inline]
     pub(crate) fn get_by_index(&self, index: u32) -> Option<(&T, u32)> {
@@ -181,6 +168,21 @@ impl<T, const N: usize> Slab<T, N> {
         match old {
             State::Occupied(v) => Some(v),
             State::Vacant { .. } => None,
+        }
+    }
+
+    /// Drop every value and forget every slot. Generations restart, so do this only when no
+    /// handle can be used again (the loop is closed).
+    pub(crate) fn clear(&mut self) {
+        let hwm = self.hwm as usize;
+        // Reset first: if a value's drop panics, the slab is already empty (the rest leak).
+        self.hwm = 0;
+        self.free_head = NONE;
+        self.len = 0;
+        for e in &mut self.entries[..hwm] {
+            // SAFETY: entries below the old `hwm` were initialised; `hwm = 0` above makes sure
+            // none is dropped again.
+            unsafe { e.assume_init_drop() };
         }
     }
 
@@ -244,7 +246,7 @@ mod tests {
         let mut s: Slab<u8, 2> = Slab::new();
         assert_eq!(s.get(0, 0), None);
         assert_eq!(s.get(7, 0), None);
-        assert!(s.get_mut_by_index(1).is_none());
+        assert!(s.get_by_index(1).is_none());
         let (i, g) = s.insert(5).unwrap();
         s.remove(i, g);
         assert!(s.get_by_index(i).is_none());

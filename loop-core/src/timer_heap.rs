@@ -3,12 +3,19 @@
 //!
 //! The design is libev's: a 4-ary min-heap whose nodes cache the deadline next to the slot
 //! index (16 bytes, four children in one cache line), so sifting compares deadlines without
-//! touching the timer slots. Each slot keeps its node's position, which makes cancellation a
+//! touching the timer slots. Each timer's heap position is kept, which makes cancellation a
 //! real O(log n) removal rather than Tornado's lazy "mark and compact later": a full heap means
 //! that many live timers, never dead entries (DESIGN.md §3).
 //!
+//! Positions live in a dense side array (4 bytes per timer), not in the slots that hold the
+//! closures: every step of a sift writes a moved timer's position, and at 10^5–10^6 timers a
+//! write into a ~90-byte slot is a cache miss per level while the dense array stays mostly
+//! cached. The slot itself is touched once per insert, cancel and fire.
+//!
 //! Ties are broken by a sequence number taken at insert (and re-arm), so equal deadlines fire
-//! first-in first-out. The sequence lives in the slot and is only read on a tie.
+//! first-in first-out. It sits in the node beside the deadline, so the smallest of four
+//! children is found by branch-free 128-bit compares (random deadlines make every branch a
+//! coin toss).
 //!
 //! A timer that is due is popped from the heap but keeps its slot while its closure runs, so
 //! the closure may re-arm itself (periodic callbacks) under the same handle, or cancel itself.
@@ -30,27 +37,39 @@ pub struct TimerHandle {
 const RUNNING: u32 = u32::MAX;
 const CANCELLED_WHILE_RUNNING: u32 = u32::MAX - 1;
 
+/// A timer's closure; `None` while it runs.
 struct TimerSlot<F> {
-    seq: u64,
-    pos: u32,
     f: Option<F>,
 }
 
+/// A heap entry: the ordering key `(deadline, seq)` cached next to the slot it belongs to, so
+/// comparisons never leave the heap array.
 #[derive(Clone, Copy)]
 struct Node {
     deadline: u64,
+    seq: u64,
     slot: u32,
+}
+
+impl Node {
+    /// `(deadline, seq)` as one integer: compares without branches.
+    #[inline(always)]
+    fn key(self) -> u128 {
+        ((self.deadline as u128) << 64) | self.seq as u128
+    }
 }
 
 pub(crate) struct TimerHeap<F, const T: usize> {
     slots: Slab<TimerSlot<F>, T>,
+    /// Slot index → heap position (or a running marker); valid for occupied slots.
+    pos: [u32; T],
     heap: [Node; T],
     len: u32,
     next_seq: u64,
 }
 
-// SAFETY: the slab is zero-valid, nodes are plain integers, `len = 0` means none of them is
-// in use, and `next_seq = 0` is a valid start.
+// SAFETY: the slab is zero-valid, nodes, positions and sequences are plain integers read only
+// for slots in use, `len = 0` means no node is in use, and `next_seq = 0` is a valid start.
 unsafe impl<F, const T: usize> ZeroInit for TimerHeap<F, T> {}
 // SAFETY: plain integers.
 unsafe impl ZeroInit for Node {}
@@ -88,24 +107,22 @@ impl<F, const T: usize> TimerHeap<F, T> {
     }
 
     #[inline]
-    fn seq_of(&self, slot: u32) -> u64 {
-        self.slots
-            .get_by_index(slot)
-            .map_or(u64::MAX, |(s, _)| s.seq)
+    fn take_seq(&mut self) -> u64 {
+        let s = self.next_seq;
+        self.next_seq += 1;
+        s
     }
 
-    #[inline]
+    /// `(deadline, sequence)` order.
+    #[inline(always)]
     fn less(&self, a: Node, b: Node) -> bool {
-        a.deadline < b.deadline
-            || (a.deadline == b.deadline && self.seq_of(a.slot) < self.seq_of(b.slot))
+        a.key() < b.key()
     }
 
     #[inline]
     fn place(&mut self, pos: usize, node: Node) {
         self.heap[pos] = node;
-        if let Some(s) = self.slots.get_mut_by_index(node.slot) {
-            s.pos = pos as u32;
-        }
+        self.pos[node.slot as usize] = pos as u32;
     }
 
     fn sift_up(&mut self, mut pos: usize) {
@@ -130,13 +147,24 @@ impl<F, const T: usize> TimerHeap<F, T> {
             if first >= len {
                 break;
             }
-            let end = (first + ARITY).min(len);
-            let mut best = first;
-            for c in first + 1..end {
-                if self.less(self.heap[c], self.heap[best]) {
-                    best = c;
+            let best = if first + ARITY <= len {
+                // All four children exist: a branch-free tournament.
+                let k = |i: usize| self.heap[first + i].key();
+                let (k0, k1, k2, k3) = (k(0), k(1), k(2), k(3));
+                let a = if k1 < k0 { 1 } else { 0 };
+                let ka = if k1 < k0 { k1 } else { k0 };
+                let b = if k3 < k2 { 3 } else { 2 };
+                let kb = if k3 < k2 { k3 } else { k2 };
+                first + if kb < ka { b } else { a }
+            } else {
+                let mut best = first;
+                for c in first + 1..len {
+                    if self.less(self.heap[c], self.heap[best]) {
+                        best = c;
+                    }
                 }
-            }
+                best
+            };
             if !self.less(self.heap[best], node) {
                 break;
             }
@@ -168,8 +196,10 @@ impl<F, const T: usize> TimerHeap<F, T> {
     fn push_node(&mut self, deadline: Instant, slot: u32) {
         let pos = self.len as usize;
         self.len += 1;
+        let seq = self.take_seq();
         self.heap[pos] = Node {
             deadline: deadline.as_nanos(),
+            seq,
             slot,
         };
         self.sift_up(pos);
@@ -177,16 +207,12 @@ impl<F, const T: usize> TimerHeap<F, T> {
 
     /// Schedule `f` at `deadline`; the closure comes back when the heap is full.
     pub(crate) fn insert(&mut self, deadline: Instant, f: F) -> Result<TimerHandle, F> {
-        let seq = self.next_seq;
-        let (index, generation) = self
-            .slots
-            .insert(TimerSlot {
-                seq,
-                pos: self.len,
-                f: Some(f),
-            })
-            .map_err(|s| s.f.expect("just built with a closure"))?;
-        self.next_seq += 1;
+        let (index, generation) = match self.slots.insert(TimerSlot { f: Some(f) }) {
+            Ok(ig) => ig,
+            Err(TimerSlot { f }) => {
+                return f.map_or_else(|| unreachable!("built with a closure"), Err)
+            }
+        };
         self.push_node(deadline, index);
         Ok(TimerHandle { index, generation })
     }
@@ -195,15 +221,15 @@ impl<F, const T: usize> TimerHeap<F, T> {
     /// stale (fired, cancelled, never issued) or the timer is running right now, in which case
     /// it is freed as soon as its closure returns instead of being re-armed.
     pub(crate) fn cancel(&mut self, h: TimerHandle) -> Option<F> {
-        let slot = self.slots.get_mut(h.index, h.generation)?;
-        match slot.pos {
+        self.slots.get(h.index, h.generation)?;
+        match self.pos[h.index as usize] {
             RUNNING => {
-                slot.pos = CANCELLED_WHILE_RUNNING;
+                self.pos[h.index as usize] = CANCELLED_WHILE_RUNNING;
                 None
             }
             CANCELLED_WHILE_RUNNING => None,
-            pos => {
-                self.remove_at(pos as usize);
+            p => {
+                self.remove_at(p as usize);
                 self.slots.remove(h.index, h.generation).and_then(|s| s.f)
             }
         }
@@ -213,26 +239,31 @@ impl<F, const T: usize> TimerHeap<F, T> {
     /// goes after timers already due at the same instant). Returns `false` for a handle that
     /// is not waiting in the heap.
     pub(crate) fn reset(&mut self, h: TimerHandle, deadline: Instant) -> bool {
-        let seq = self.next_seq;
-        let Some(slot) = self.slots.get_mut(h.index, h.generation) else {
-            return false;
-        };
-        if slot.pos >= CANCELLED_WHILE_RUNNING {
+        if self.slots.get(h.index, h.generation).is_none() {
             return false;
         }
-        slot.seq = seq;
-        let pos = slot.pos as usize;
-        self.next_seq += 1;
-        self.heap[pos].deadline = deadline.as_nanos();
-        self.fix(pos);
+        let pos = self.pos[h.index as usize];
+        if pos >= CANCELLED_WHILE_RUNNING {
+            return false;
+        }
+        let seq = self.take_seq();
+        let node = &mut self.heap[pos as usize];
+        node.deadline = deadline.as_nanos();
+        node.seq = seq;
+        self.fix(pos as usize);
         true
     }
 
     /// Whether `h` is scheduled or running (and not cancelled).
     pub(crate) fn is_pending(&self, h: TimerHandle) -> bool {
-        self.slots
-            .get(h.index, h.generation)
-            .is_some_and(|s| s.pos != CANCELLED_WHILE_RUNNING)
+        self.slots.get(h.index, h.generation).is_some()
+            && self.pos[h.index as usize] != CANCELLED_WHILE_RUNNING
+    }
+
+    /// Drop every timer (closing the loop). Handles issued before must not be used again.
+    pub(crate) fn clear(&mut self) {
+        self.len = 0;
+        self.slots.clear();
     }
 
     /// The earliest deadline, if any timer is scheduled.
@@ -253,17 +284,13 @@ impl<F, const T: usize> TimerHeap<F, T> {
             return None;
         }
         let head = self.heap[0];
-        if head.deadline > now.as_nanos() {
-            return None;
-        }
-        let (slot, generation) = self.slots.get_by_index(head.slot)?;
-        if slot.seq >= seq_limit {
+        if head.deadline > now.as_nanos() || head.seq >= seq_limit {
             return None;
         }
         self.remove_at(0);
-        let slot = self.slots.get_mut(head.slot, generation)?;
-        slot.pos = RUNNING;
-        let f = slot.f.take()?;
+        self.pos[head.slot as usize] = RUNNING;
+        let (_, generation) = self.slots.get_by_index(head.slot)?;
+        let f = self.slots.get_mut(head.slot, generation)?.f.take()?;
         Some((
             TimerHandle {
                 index: head.slot,
@@ -278,15 +305,13 @@ impl<F, const T: usize> TimerHeap<F, T> {
     /// `next`, or free it (returning the closure to drop) when it asked to stop or was
     /// cancelled while running.
     pub(crate) fn finish(&mut self, h: TimerHandle, f: F, next: Next) -> Option<F> {
-        let seq = self.next_seq;
+        let rearm = matches!(next, Next::At(_)) && self.pos[h.index as usize] == RUNNING;
         let Some(slot) = self.slots.get_mut(h.index, h.generation) else {
             return Some(f);
         };
-        match (slot.pos, next) {
-            (RUNNING, Next::At(deadline)) => {
+        match next {
+            Next::At(deadline) if rearm => {
                 slot.f = Some(f);
-                slot.seq = seq;
-                self.next_seq += 1;
                 self.push_node(deadline, h.index);
                 None
             }

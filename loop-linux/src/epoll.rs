@@ -83,6 +83,8 @@ pub struct Epoll<const N: usize = 256> {
     notifier: EventFdNotifier,
     timer: DeadlineTimer,
     events: RawEvents<N>,
+    /// The process that created the epoll instance (fork detection).
+    pid: rustix::process::Pid,
 }
 
 /// The kernel's side of the event buffer.
@@ -136,6 +138,7 @@ impl<const N: usize> Epoll<N> {
             notifier,
             timer,
             events: RawEvents([empty; N]),
+            pid: rustix::process::getpid(),
         })
     }
 
@@ -315,6 +318,11 @@ impl<const N: usize> Poller for Epoll<N> {
     }
 
     /// Closes `fd`. Negative fds and the poller's own are left alone.
+    /// Compares the process id with the one this poller was created in (one `getpid`).
+    fn forked(&self) -> bool {
+        rustix::process::getpid() != self.pid
+    }
+
     fn close_fd(&mut self, fd: RawFd) {
         if fd < 0 || self.is_internal(fd) {
             return;

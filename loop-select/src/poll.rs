@@ -97,6 +97,8 @@ pub struct Poll<const N: usize = 1024> {
     notifier: PipeNotifier,
     /// Entry 0 of `fds` borrows this fd; `fds` is declared (so dropped) first.
     reader: PipeReader,
+    /// The process that created the poller (fork detection).
+    pid: rustix::process::Pid,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -134,6 +136,7 @@ impl<const N: usize> Poll<N> {
             cursor: 0,
             notifier,
             reader,
+            pid: rustix::process::getpid(),
         };
         let fd = poll.reader.as_fd().as_raw_fd();
         // Capacity N >= 1 was checked at compile time, so the first push cannot fail.
@@ -400,6 +403,11 @@ impl<const N: usize> Poller for Poll<N> {
 
     fn notifier(&self) -> &PipeNotifier {
         &self.notifier
+    }
+
+    /// Compares the process id with the one this poller was created in (one `getpid`).
+    fn forked(&self) -> bool {
+        rustix::process::getpid() != self.pid
     }
 
     fn close_fd(&mut self, fd: RawFd) {

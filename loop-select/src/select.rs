@@ -80,6 +80,8 @@ pub struct Select {
     registered: usize,
     /// The fd after the last one reported: where the next report starts.
     cursor: RawFd,
+    /// The process that created the poller (fork detection).
+    pid: rustix::process::Pid,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -112,6 +114,7 @@ impl Select {
             reader_fd,
             registered: 0,
             cursor: 0,
+            pid: rustix::process::getpid(),
         };
         fd_set_insert(&mut select.read, reader_fd);
         Ok(select)
@@ -382,6 +385,11 @@ impl Poller for Select {
 
     fn notifier(&self) -> &PipeNotifier {
         &self.notifier
+    }
+
+    /// Compares the process id with the one this poller was created in (one `getpid`).
+    fn forked(&self) -> bool {
+        rustix::process::getpid() != self.pid
     }
 
     fn close_fd(&mut self, fd: RawFd) {
