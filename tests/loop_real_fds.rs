@@ -315,6 +315,8 @@ macro_rules! suite {
 }
 
 suite!(epoll, loop_linux::Epoll);
+suite!(poll, loop_select::Poll);
+suite!(select, loop_select::Select);
 
 #[test]
 fn epoll_refuses_a_regular_file_with_eperm() {

@@ -11,7 +11,7 @@ use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::time::Duration;
 
-use loop_core::{EventLoop, HandlerError, Interest, Periodic};
+use loop_core::{EventLoop, HandlerError, Interest, OpenPoller, Periodic, Poller};
 
 struct Counting;
 
@@ -46,7 +46,7 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-type Lp = EventLoop<loop_linux::Epoll, 16, 64, 64>;
+type Lp<P> = EventLoop<P, 16, 64, 64>;
 
 fn drain(fd: i32) -> Result<(), HandlerError> {
     let mut buf = [0u8; 64];
@@ -61,7 +61,7 @@ fn drain(fd: i32) -> Result<(), HandlerError> {
     }
 }
 
-fn echo_tick(lp: &mut Lp) {
+fn echo_tick<P: Poller + 'static>(lp: &mut Lp<P>) {
     // A timer that re-arms itself through a fresh call_later, cancelling a decoy each time.
     let decoy = lp
         .call_later(Duration::from_secs(3600), |_| panic!("cancelled"))
@@ -69,12 +69,26 @@ fn echo_tick(lp: &mut Lp) {
     if let Some(d) = decoy {
         lp.remove_timeout(d);
     }
-    let _ = lp.call_later(Duration::from_micros(200), echo_tick);
+    let _ = lp.call_later(Duration::from_micros(200), echo_tick::<P>);
 }
 
 #[test]
-fn no_heap_allocation_after_the_first_run_once() {
-    let mut lp: Lp = EventLoop::new().unwrap();
+fn epoll_loop_makes_no_heap_allocation_after_the_first_run_once() {
+    no_heap_allocation_after_the_first_run_once::<loop_linux::Epoll>();
+}
+
+#[test]
+fn poll_loop_makes_no_heap_allocation_after_the_first_run_once() {
+    no_heap_allocation_after_the_first_run_once::<loop_select::Poll>();
+}
+
+#[test]
+fn select_loop_makes_no_heap_allocation_after_the_first_run_once() {
+    no_heap_allocation_after_the_first_run_once::<loop_select::Select>();
+}
+
+fn no_heap_allocation_after_the_first_run_once<P: Poller + OpenPoller + 'static>() {
+    let mut lp: Lp<P> = EventLoop::new().unwrap();
     let pairs: Vec<(UnixStream, UnixStream)> = (0..4)
         .map(|_| {
             let (a, b) = UnixStream::pair().unwrap();
