@@ -8,11 +8,22 @@ use std::time::Duration;
 use loop_core::sim::SimPoller;
 use loop_core::{Error, EventLoop, Interest, Periodic};
 
-fn is_open(fd: i32) -> bool {
-    // SAFETY: F_GETFD only inspects the number and nothing else is done with the borrow; a
-    // closed number answers EBADF (this test opens no fds in other threads meanwhile).
+/// The identity of the open file an fd number stands for.
+#[allow(clippy::unnecessary_cast)] // st_dev / st_ino widths differ between platforms
+fn identity(fd: i32) -> Option<(u64, u64)> {
+    // SAFETY: fstat only inspects the number and nothing else is done with the borrow; a
+    // closed number answers EBADF.
     let b = unsafe { BorrowedFd::borrow_raw(fd) };
-    rustix::io::fcntl_getfd(b).is_ok()
+    rustix::fs::fstat(b)
+        .ok()
+        .map(|st| (st.st_dev as u64, st.st_ino as u64))
+}
+
+/// Whether `fd` still refers to the file it referred to when `was` was taken. Tests run in
+/// parallel threads, so a closed number may already have been reused by another test: the
+/// identity, not the number, tells.
+fn still_open(fd: i32, was: Option<(u64, u64)>) -> bool {
+    was.is_some() && identity(fd) == was
 }
 
 #[test]
@@ -23,6 +34,7 @@ fn close_closes_owned_fds_only_and_refuses_everything_after() {
     let owned: OwnedFd = a.into();
     let owned_no = owned.as_raw_fd();
     let borrowed_no = b.as_raw_fd();
+    let (owned_id, borrowed_id) = (identity(owned_no), identity(borrowed_no));
     lp.add_owned_handler(owned, Interest::READ, |_, _, _| Ok(()))
         .map_err(|r| r.error)
         .unwrap();
@@ -37,8 +49,11 @@ fn close_closes_owned_fds_only_and_refuses_everything_after() {
     lp.add_callback(move |_| drop(held)).unwrap();
 
     lp.close();
-    assert!(!is_open(owned_no), "owned fd closed (fcntl says EBADF)");
-    assert!(is_open(borrowed_no), "borrowed fd left open");
+    assert!(!still_open(owned_no, owned_id), "owned fd closed");
+    assert!(
+        still_open(borrowed_no, borrowed_id),
+        "borrowed fd left open"
+    );
     assert_eq!(Rc::strong_count(&rc), 1, "timers and callbacks dropped");
     assert_eq!(
         (lp.handler_count(), lp.timer_count(), lp.callback_count()),

@@ -3,7 +3,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::time::Duration;
@@ -25,11 +25,22 @@ fn drain(fd: i32) {
     while matches!(rustix::io::read(borrowed, &mut buf), Ok(n) if n > 0) {}
 }
 
-fn is_open(fd: i32) -> bool {
-    // SAFETY: F_GETFD only inspects the number and nothing is done with the borrow; a closed
-    // number gives EBADF (no other thread of this test opens fds meanwhile).
-    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    rustix::io::fcntl_getfd(borrowed).is_ok()
+/// The identity of the open file an fd number stands for.
+#[allow(clippy::unnecessary_cast)] // st_dev / st_ino widths differ between platforms
+fn identity(fd: i32) -> Option<(u64, u64)> {
+    // SAFETY: fstat only inspects the number and nothing else is done with the borrow; a
+    // closed number answers EBADF.
+    let b = unsafe { BorrowedFd::borrow_raw(fd) };
+    rustix::fs::fstat(b)
+        .ok()
+        .map(|st| (st.st_dev as u64, st.st_ino as u64))
+}
+
+/// Whether `fd` still refers to the file it referred to when `was` was taken. Tests run in
+/// parallel threads, so a closed number may already have been reused by another test: the
+/// identity, not the number, tells.
+fn still_open(fd: i32, was: Option<(u64, u64)>) -> bool {
+    was.is_some() && identity(fd) == was
 }
 
 fn read_only_handler_on_a_writable_socket_sees_read_only<P: Poller + OpenPoller + 'static>() {
@@ -232,6 +243,7 @@ fn owned_fds_are_closed_on_removal_and_borrowed_ones_are_not<P: Poller + OpenPol
     let owned: OwnedFd = a.into();
     let owned_no = owned.as_raw_fd();
     let borrowed_no = c.as_fd().as_raw_fd();
+    let (owned_id, borrowed_id) = (identity(owned_no), identity(borrowed_no));
     lp.add_owned_handler(owned, Interest::READ, |_, _, _| Ok(()))
         .map_err(|r| r.error)
         .unwrap();
@@ -240,17 +252,21 @@ fn owned_fds_are_closed_on_removal_and_borrowed_ones_are_not<P: Poller + OpenPol
         .unwrap();
     assert!(lp.remove_handler(owned_no));
     assert!(lp.remove_handler(borrowed_no));
-    assert!(!is_open(owned_no), "the loop closes what it owns");
-    assert!(is_open(borrowed_no), "and nothing else");
+    assert!(
+        !still_open(owned_no, owned_id),
+        "the loop closes what it owns"
+    );
+    assert!(still_open(borrowed_no, borrowed_id), "and nothing else");
     // Dropping the loop closes owned fds still registered.
     let (e, _f) = pair();
     let e: OwnedFd = e.into();
     let e_no = e.as_raw_fd();
+    let e_id = identity(e_no);
     lp.add_owned_handler(e, Interest::READ, |_, _, _| Ok(()))
         .map_err(|r| r.error)
         .unwrap();
     drop(lp);
-    assert!(!is_open(e_no));
+    assert!(!still_open(e_no, e_id));
 }
 
 fn timers_fire_not_early_and_callbacks_run_on_the_real_clock<P: Poller + OpenPoller + 'static>() {

@@ -116,6 +116,8 @@ fn counters_count_iterations_events_callbacks_timers_and_errors() {
             callbacks_run: 3,
             timers_fired: 1,
             handler_errors: 1,
+            remote_callbacks_run: 0,
+            remote_high_water: 0,
             max_run_time: Duration::from_millis(250),
         },
         "EPIPE is not an error; the 1 s timer has not fired"

@@ -26,13 +26,13 @@ use rustix::pipe::{pipe_with, PipeFlags};
 /// A poller whose notifier can be handed to another thread while `wait` holds `&mut self`.
 /// (`Poller::notifier` returns a borrow; each notifier offers an owned `try_clone`.)
 trait Remote: Poller {
-    fn remote(&self) -> impl Notify + Send + 'static;
+    fn remote(&self) -> impl Notify + 'static;
 }
 
 macro_rules! remote_by_try_clone {
     ($($ty:ty),*) => {$(
         impl Remote for $ty {
-            fn remote(&self) -> impl Notify + Send + 'static {
+            fn remote(&self) -> impl Notify + 'static {
                 self.notifier().try_clone().expect("dup the notifier")
             }
         }

@@ -77,6 +77,10 @@ mod user {
             );
             change(self.kq.as_fd(), &trigger)
         }
+
+        fn try_clone(&self) -> Result<Self, Errno> {
+            KqueueNotifier::try_clone(self)
+        }
     }
 
     fn user(flags: UserFlags) -> EventFilter {
@@ -125,6 +129,10 @@ mod pipe {
     impl Notify for KqueueNotifier {
         fn notify(&self) -> Result<(), Errno> {
             self.pipe.notify()
+        }
+
+        fn try_clone(&self) -> Result<Self, Errno> {
+            KqueueNotifier::try_clone(self)
         }
     }
 }

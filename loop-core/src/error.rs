@@ -135,6 +135,9 @@ pub enum Error {
     /// `run` or `run_once` was called while the loop is already running (from a handler or
     /// callback of the same loop).
     AlreadyRunning,
+    /// [`crate::EventLoop::attach_remote`] with a [`crate::Remote`] that already serves a
+    /// loop (a remote is attached once, for good).
+    AlreadyAttached,
     /// The loop was closed ([`crate::EventLoop::close`]).
     Closed,
     /// The loop was created in another process: this is a child after `fork`. A loop (its
@@ -160,6 +163,7 @@ impl fmt::Display for Error {
             Error::Unsupported => f.write_str("the poller does not support this trigger mode"),
             Error::InvalidPeriod => f.write_str("a periodic callback needs a period above zero"),
             Error::AlreadyRunning => f.write_str("the loop is already running"),
+            Error::AlreadyAttached => f.write_str("the remote queue already serves a loop"),
             Error::Closed => f.write_str("the loop is closed"),
             Error::Forked => {
                 f.write_str("the loop belongs to the parent process (used after fork)")

@@ -35,7 +35,8 @@ use crate::handler_table::{HandlerId, HandlerTable, InsertError};
 use crate::inline_fn::InlineFn;
 use crate::interest::{Interest, Mode, Readiness};
 use crate::periodic::{self, Periodic};
-use crate::poller::{PollEvent, Poller};
+use crate::poller::{Notify, PollEvent, Poller};
+use crate::remote::{LoopHandle, Remote, RemoteTarget, SendFn};
 use crate::time::Instant;
 use crate::timer_heap::{Next, TimerHandle, TimerHeap};
 use crate::zeroed::zero_in_place;
@@ -97,9 +98,40 @@ pub struct Counters {
     pub timers_fired: u64,
     /// Handler errors reported to the error hook (EPIPE not counted).
     pub handler_errors: u64,
+    /// Remote callbacks run (from [`LoopHandle::add_callback`]).
+    pub remote_callbacks_run: u64,
+    /// The most remote callbacks the loop found queued at once (0 without a remote).
+    pub remote_high_water: usize,
     /// The longest any handler, timer or callback ran. Measured only while a watchdog is set
     /// (it costs two clock reads per call); zero otherwise.
     pub max_run_time: Duration,
+}
+
+/// The loop's view of its attached [`Remote`], with the capacity erased.
+trait RemoteQueue<L: 'static> {
+    fn pop(&self) -> Option<SendFn<L>>;
+    fn len(&self) -> usize;
+    fn clear_wake(&self);
+    fn take_stop(&self) -> bool;
+    fn close(&self);
+}
+
+impl<L: RemoteTarget, const N: usize> RemoteQueue<L> for Remote<L, N> {
+    fn pop(&self) -> Option<SendFn<L>> {
+        Remote::pop(self)
+    }
+    fn len(&self) -> usize {
+        Remote::len(self)
+    }
+    fn clear_wake(&self) {
+        Remote::clear_wake(self)
+    }
+    fn take_stop(&self) -> bool {
+        Remote::take_stop(self)
+    }
+    fn close(&self) {
+        Remote::close(self)
+    }
 }
 
 struct Watchdog {
@@ -192,6 +224,13 @@ pub struct EventLoop<
     counters: Counters,
     /// `close()` was called: everything is refused from now on.
     closed: bool,
+    remote: Option<&'static dyn RemoteQueue<Self>>,
+}
+
+impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> RemoteTarget
+    for EventLoop<P, H, T, Q>
+{
+    type Notifier = P::Notifier;
 }
 
 impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventLoop<P, H, T, Q> {
@@ -237,6 +276,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             addr_of_mut!((*p).watchdog).write(None);
             addr_of_mut!((*p).counters).write(Counters::default());
             addr_of_mut!((*p).closed).write(false);
+            addr_of_mut!((*p).remote).write(None);
             addr_of_mut!((*p).poller).write(poller);
             slot.assume_init_mut()
         }
@@ -686,8 +726,21 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// One iteration. `Ok(false)` when stopped.
     fn iterate(&mut self, cap: Option<Duration>) -> Result<bool, Error> {
         self.counters.iterations += 1;
-        // 1. Only the callbacks queued now run in this iteration.
+        // 1. Only the callbacks queued now run in this iteration (local and remote).
         let ncallbacks = self.callbacks.len();
+        let nremote = match self.remote {
+            Some(r) => {
+                // Producers after this point wake the poller again.
+                r.clear_wake();
+                if r.take_stop() {
+                    self.stop_requested = true;
+                }
+                let n = r.len();
+                self.counters.remote_high_water = self.counters.remote_high_water.max(n);
+                n
+            }
+            None => 0,
+        };
         // 2. One clock read decides which timers are due; timers scheduled from here on
         //    (sequence >= limit) wait for a later iteration.
         let now = (self.timers.scheduled() > 0).then(|| self.poller.now());
@@ -702,6 +755,19 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             cb.call(self, ());
             self.watch_end(started, Source::Callback, cb.name());
         }
+        for _ in 0..nremote {
+            let Some(r) = self.remote else { break };
+            // A producer may have claimed a cell and not finished writing it: it is picked up
+            // by the next iteration (its wake is already pending).
+            let Some(SendFn(mut cb)) = r.pop() else { break };
+            if self.closed {
+                break;
+            }
+            self.counters.remote_callbacks_run += 1;
+            let started = self.watch_start();
+            cb.call(self, ());
+            self.watch_end(started, Source::Callback, cb.name());
+        }
         if let Some(now) = now {
             while let Some((handle, mut f, deadline)) = self.timers.pop_due(now, seq_limit) {
                 self.counters.timers_fired += 1;
@@ -712,7 +778,8 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             }
         }
         // 4. Poll timeout.
-        let timeout = if !self.callbacks.is_empty() {
+        let remote_pending = self.remote.is_some_and(|r| r.len() > 0);
+        let timeout = if !self.callbacks.is_empty() || remote_pending {
             Some(Duration::ZERO)
         } else {
             self.timers.peek_deadline().map(|d| d - self.poller.now())
@@ -844,6 +911,31 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         // finds no slot and drops it.
         self.timers.clear();
         while self.callbacks.pop().is_some() {}
+        if let Some(r) = self.remote {
+            r.close();
+        }
+    }
+
+    /// Attach `remote` to this loop and return a handle for other threads and signal handlers
+    /// ([`LoopHandle::add_callback`], [`LoopHandle::stop`]). The remote keeps a clone of the
+    /// poller's notifier. A loop has at most one remote; a remote serves one loop for good.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyAttached`] if `remote` serves a loop (this or another) or this loop
+    /// already has a remote; [`Error::Os`] if the notifier cannot be cloned (`EMFILE`);
+    /// [`Error::Closed`] / [`Error::Forked`] as for `run`.
+    pub fn attach_remote<const N: usize>(
+        &mut self,
+        remote: &'static Remote<Self, N>,
+    ) -> Result<LoopHandle<Self, N>, Error> {
+        self.usable()?;
+        if self.remote.is_some() {
+            return Err(Error::AlreadyAttached);
+        }
+        let notifier = self.poller.notifier().try_clone()?;
+        remote.attach(notifier)?;
+        self.remote = Some(remote);
+        Ok(LoopHandle::new(remote))
     }
 
     /// Whether [`close`](Self::close) was called.
@@ -893,6 +985,10 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> Drop
 {
     /// Deregisters every handler and closes the fds the loop owns; drops every closure.
     fn drop(&mut self) {
+        // Before the poller goes: no handle may write to a notifier whose reader is closed.
+        if let Some(r) = self.remote {
+            r.close();
+        }
         let poller = &mut self.poller;
         self.handlers.drain_all(|_, slot| {
             let _ = poller.deregister(slot.fd);

@@ -28,7 +28,7 @@
 #![no_std]
 #![warn(missing_docs)]
 
-#[cfg(feature = "alloc")]
+#[cfg(any(feature = "alloc", test))]
 extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
@@ -43,6 +43,7 @@ mod inline_fn;
 mod interest;
 mod periodic;
 mod poller;
+mod remote;
 #[cfg(any(feature = "sim", test))]
 pub mod sim;
 mod slab;
@@ -60,5 +61,6 @@ pub use inline_fn::INLINE_CAPTURE_BYTES;
 pub use interest::{Capabilities, Interest, Mode, Readiness};
 pub use periodic::Periodic;
 pub use poller::{Notify, OpenPoller, PollEvent, Poller};
+pub use remote::{LoopHandle, Remote, RemoteTarget};
 pub use time::{duration_nanos, Clock, Instant};
 pub use timer_heap::TimerHandle;

@@ -52,13 +52,24 @@ pub struct PollEvent {
 
 /// Wakes a poller's `wait` from another thread (or a signal handler, for implementations that
 /// document themselves async-signal-safe: eventfd, pipe and `EVFILT_USER` writes are).
-pub trait Notify: Sync {
+pub trait Notify: Send + Sync {
     /// Make the current or next `wait` return. Calls before that wait coalesce into one wake.
     ///
     /// # Errors
     /// The OS error if the wake could not be delivered (never for a full pipe or counter,
     /// which already guarantees a wake).
     fn notify(&self) -> Result<(), Errno>;
+
+    /// An independent notifier that wakes the same poller (a `dup` of the fd), owned by the
+    /// caller: a [`Remote`](crate::Remote) keeps one so handles on other threads never touch
+    /// the poller itself. Writing to it after the poller is gone is harmless for eventfd and
+    /// kqueue; the `Remote` never does it for a pipe (see `Remote::close`).
+    ///
+    /// # Errors
+    /// The OS error (`EMFILE` when the process is out of fds).
+    fn try_clone(&self) -> Result<Self, Errno>
+    where
+        Self: Sized;
 }
 
 /// An OS readiness API (epoll, kqueue, poll, select, or a simulation), as the loop uses it.

@@ -14,6 +14,7 @@ use core::cell::Cell;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use core::time::Duration;
 
+use alloc::sync::Arc;
 use heapless::{Deque, Vec};
 
 use crate::error::{Errno, Error, RawFd, Resource};
@@ -43,25 +44,33 @@ struct Registration {
     interest: Interest,
 }
 
-/// The simulated poller's notifier: a flag.
 #[derive(Debug, Default)]
-pub struct SimNotifier {
+struct SimFlag {
     pending: AtomicBool,
     count: AtomicU64,
 }
 
+/// The simulated poller's notifier: a shared flag (clones share it, as `dup`s of an eventfd
+/// share the counter).
+#[derive(Debug, Default)]
+pub struct SimNotifier(Arc<SimFlag>);
+
 impl SimNotifier {
-    /// How many times `notify` was called.
+    /// How many times `notify` was called, on this notifier or any clone.
     pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
+        self.0.count.load(Ordering::Relaxed)
     }
 }
 
 impl Notify for SimNotifier {
     fn notify(&self) -> Result<(), Errno> {
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.pending.store(true, Ordering::Release);
+        self.0.count.fetch_add(1, Ordering::Relaxed);
+        self.0.pending.store(true, Ordering::Release);
         Ok(())
+    }
+
+    fn try_clone(&self) -> Result<Self, Errno> {
+        Ok(SimNotifier(self.0.clone()))
     }
 }
 
@@ -91,7 +100,7 @@ impl<const N: usize> SimPoller<N> {
     pub const WOULD_BLOCK_FOREVER: Errno = Errno(-1);
 
     /// A poller with no fds, at time zero.
-    pub const fn new() -> Self {
+    pub fn new() -> Self {
         SimPoller {
             now: Cell::new(0),
             regs: Vec::new(),
@@ -101,10 +110,7 @@ impl<const N: usize> SimPoller<N> {
             wait_faults: Deque::new(),
             register_faults: Deque::new(),
             injected: Deque::new(),
-            notifier: SimNotifier {
-                pending: AtomicBool::new(false),
-                count: AtomicU64::new(0),
-            },
+            notifier: SimNotifier::default(),
             stats: SimStats {
                 waits: 0,
                 registers: 0,
@@ -314,7 +320,7 @@ impl<const N: usize> Poller for SimPoller<N> {
                 n += 1;
             }
         }
-        let notified = self.notifier.pending.swap(false, Ordering::Acquire);
+        let notified = self.notifier.0.pending.swap(false, Ordering::Acquire);
         if n == 0 && !notified {
             match timeout {
                 None => return Err(Self::WOULD_BLOCK_FOREVER),

@@ -60,6 +60,10 @@ impl Notify for EventFdNotifier {
             Err(e) => Err(errno(e)),
         }
     }
+
+    fn try_clone(&self) -> Result<Self, Errno> {
+        EventFdNotifier::try_clone(self)
+    }
 }
 
 impl AsFd for EventFdNotifier {

@@ -77,6 +77,10 @@ impl Notify for PipeNotifier {
             }
         }
     }
+
+    fn try_clone(&self) -> Result<Self, Errno> {
+        PipeNotifier::try_clone(self)
+    }
 }
 
 /// The read end, to hand to `poll`/`select`/`kevent`.
