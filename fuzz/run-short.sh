@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Run the loop_ops fuzz target for N seconds (default 30) from the seed corpus, for CI.
+# Exits non-zero if libFuzzer finds a crash (the failing input is left in fuzz/artifacts/).
+# New inputs go to a scratch corpus, so the committed seeds stay as they are.
+#   usage: fuzz/run-short.sh [SECONDS]
+# Needs a nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`).
+set -euo pipefail
+secs="${1:-30}"
+cd "$(dirname "$0")"
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
+cargo +nightly fuzz run loop_ops "$scratch" corpus/loop_ops -- \
+    -max_total_time="$secs" -timeout=10 -rss_limit_mb=1024 -print_final_stats=1
