@@ -30,8 +30,14 @@
 
 pub use loop_core::*;
 
+pub mod signals;
+pub use signals::SignalExt;
+
+// A feature for a poller this platform lacks is an error only when it would be the one chosen
+// (with `--all-features`, `select` wins and the build stays valid).
 #[cfg(all(
     feature = "kqueue",
+    not(any(feature = "select", feature = "poll")),
     not(any(
         target_os = "freebsd",
         target_os = "netbsd",
@@ -42,7 +48,11 @@ pub use loop_core::*;
     ))
 ))]
 compile_error!("the `kqueue` feature is only available on the BSDs and macOS");
-#[cfg(all(feature = "epoll", not(target_os = "linux")))]
+#[cfg(all(
+    feature = "epoll",
+    not(any(feature = "select", feature = "poll", feature = "kqueue")),
+    not(target_os = "linux")
+))]
 compile_error!("the `epoll` feature is only available on Linux");
 
 /// The BSD/macOS poller crate (kqueue).

@@ -94,6 +94,8 @@ pub enum Resource {
     Callbacks,
     /// A poller's own registration table (poll/select pollers, the simulated poller).
     PollerSlots,
+    /// The loop's signal handler table ([`crate::MAX_SIGNAL_HANDLERS`]).
+    SignalHandlers,
 }
 
 /// Everything that can go wrong in the loop, as a value.
@@ -138,6 +140,14 @@ pub enum Error {
     /// [`crate::EventLoop::attach_remote`] with a [`crate::Remote`] that already serves a
     /// loop (a remote is attached once, for good).
     AlreadyAttached,
+    /// The operation needs a [`crate::Remote`] attached first (signal handlers wake the loop
+    /// through it).
+    NoRemote,
+    /// A signal number outside 1..=63, or one that already has a handler in this loop.
+    InvalidSignal {
+        /// The signal number.
+        signo: i32,
+    },
     /// The loop was closed ([`crate::EventLoop::close`]).
     Closed,
     /// The loop was created in another process: this is a child after `fork`. A loop (its
@@ -164,6 +174,10 @@ impl fmt::Display for Error {
             Error::InvalidPeriod => f.write_str("a periodic callback needs a period above zero"),
             Error::AlreadyRunning => f.write_str("the loop is already running"),
             Error::AlreadyAttached => f.write_str("the remote queue already serves a loop"),
+            Error::NoRemote => f.write_str("attach a Remote first"),
+            Error::InvalidSignal { signo } => {
+                write!(f, "signal {signo} is invalid or already handled")
+            }
             Error::Closed => f.write_str("the loop is closed"),
             Error::Forked => {
                 f.write_str("the loop belongs to the parent process (used after fork)")

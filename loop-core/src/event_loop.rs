@@ -37,6 +37,17 @@ use crate::interest::{Interest, Mode, Readiness};
 use crate::periodic::{self, Periodic};
 use crate::poller::{Notify, PollEvent, Poller};
 use crate::remote::{LoopHandle, Remote, RemoteTarget, SendFn};
+use crate::signal::{self, SignalInstaller, WakeEntry};
+
+/// How many signals one loop can handle.
+pub const MAX_SIGNAL_HANDLERS: usize = 8;
+
+struct SignalSlot<L: 'static> {
+    signo: i32,
+    /// `None` while it runs.
+    handler: Option<InlineFn<L, i32, ()>>,
+    restore: fn(i32),
+}
 use crate::time::Instant;
 use crate::timer_heap::{Next, TimerHandle, TimerHeap};
 use crate::zeroed::zero_in_place;
@@ -68,8 +79,13 @@ pub enum Source {
         /// Its handle.
         handle: TimerHandle,
     },
-    /// A callback from `add_callback`.
+    /// A callback from `add_callback` or a `LoopHandle`.
     Callback,
+    /// A signal handler.
+    Signal {
+        /// The signal number.
+        signo: i32,
+    },
 }
 
 /// A handler, timer or callback that ran longer than the watchdog's threshold (Tornado's
@@ -225,6 +241,9 @@ pub struct EventLoop<
     /// `close()` was called: everything is refused from now on.
     closed: bool,
     remote: Option<&'static dyn RemoteQueue<Self>>,
+    remote_wake: Option<&'static WakeEntry>,
+    signals: [Option<SignalSlot<Self>>; MAX_SIGNAL_HANDLERS],
+    signal_count: usize,
 }
 
 impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> RemoteTarget
@@ -277,6 +296,9 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             addr_of_mut!((*p).counters).write(Counters::default());
             addr_of_mut!((*p).closed).write(false);
             addr_of_mut!((*p).remote).write(None);
+            addr_of_mut!((*p).remote_wake).write(None);
+            addr_of_mut!((*p).signals).write([const { None }; MAX_SIGNAL_HANDLERS]);
+            addr_of_mut!((*p).signal_count).write(0);
             addr_of_mut!((*p).poller).write(poller);
             slot.assume_init_mut()
         }
@@ -745,6 +767,11 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         //    (sequence >= limit) wait for a later iteration.
         let now = (self.timers.scheduled() > 0).then(|| self.poller.now());
         let seq_limit = self.timers.next_seq();
+        let signals = if self.signal_count > 0 {
+            signal::take_pending()
+        } else {
+            0
+        };
         // 3. Callbacks, then due timers.
         for _ in 0..ncallbacks {
             let Some(mut cb) = self.callbacks.pop() else {
@@ -768,6 +795,9 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             cb.call(self, ());
             self.watch_end(started, Source::Callback, cb.name());
         }
+        if signals != 0 {
+            self.run_signal_handlers(signals);
+        }
         if let Some(now) = now {
             while let Some((handle, mut f, deadline)) = self.timers.pop_due(now, seq_limit) {
                 self.counters.timers_fired += 1;
@@ -778,7 +808,8 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             }
         }
         // 4. Poll timeout.
-        let remote_pending = self.remote.is_some_and(|r| r.len() > 0);
+        let remote_pending = self.remote.is_some_and(|r| r.len() > 0)
+            || (self.signal_count > 0 && signal::any_pending());
         let timeout = if !self.callbacks.is_empty() || remote_pending {
             Some(Duration::ZERO)
         } else {
@@ -830,6 +861,113 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         }
     }
 
+    fn run_signal_handlers(&mut self, mask: u64) {
+        for i in 0..MAX_SIGNAL_HANDLERS {
+            let Some(slot) = self.signals[i].as_mut() else {
+                continue;
+            };
+            let signo = slot.signo;
+            if mask & (1 << signo) == 0 || self.closed {
+                continue;
+            }
+            let Some(mut f) = slot.handler.take() else {
+                continue;
+            };
+            let started = self.watch_start();
+            f.call(self, signo);
+            self.watch_end(started, Source::Signal { signo }, f.name());
+            // Put it back unless the handler removed (or replaced) itself.
+            if let Some(slot) = self.signals[i].as_mut() {
+                if slot.signo == signo && slot.handler.is_none() {
+                    slot.handler = Some(f);
+                }
+            }
+        }
+    }
+
+    /// Run `handler(loop, signo)` on the loop thread whenever signal `signo` arrives
+    /// (Tornado's `signal.set_wakeup_fd` pattern, as loop events). `installer` puts the OS
+    /// handler in place and later restores the previous disposition; the `ioloop` facade
+    /// provides one (`ioloop::signals::SIGACTION`, or `ioloop::SignalExt::on_signal`).
+    /// Several arrivals between two iterations run the handler once. Needs an attached
+    /// [`Remote`]: the signal wakes the loop through it. One loop per process should handle
+    /// signals.
+    ///
+    /// # Errors
+    /// The handler comes back inside [`Refused`] with [`Error::NoRemote`],
+    /// [`Error::InvalidSignal`] (outside 1..=63 or already handled here),
+    /// [`Error::Full`] (`MAX_SIGNAL_HANDLERS`), [`Error::Os`] from the installer, or
+    /// [`Error::Closed`] / [`Error::Forked`].
+    pub fn add_signal_handler<F>(
+        &mut self,
+        signo: i32,
+        installer: SignalInstaller,
+        handler: F,
+    ) -> Result<(), Refused<F>>
+    where
+        F: FnMut(&mut Self, i32) + 'static,
+    {
+        let refuse = |error, value| Err(Refused { error, value });
+        if let Err(e) = self.usable() {
+            return refuse(e, handler);
+        }
+        let Some(entry) = self.remote_wake else {
+            return refuse(Error::NoRemote, handler);
+        };
+        if !(1..=63).contains(&signo) || self.signals.iter().flatten().any(|s| s.signo == signo) {
+            return refuse(Error::InvalidSignal { signo }, handler);
+        }
+        let Some(free) = self.signals.iter().position(Option::is_none) else {
+            return refuse(
+                Error::Full {
+                    what: Resource::SignalHandlers,
+                },
+                handler,
+            );
+        };
+        signal::route_wakes_to(entry);
+        if let Err(errno) = (installer.install)(signo) {
+            return refuse(Error::Os { errno }, handler);
+        }
+        let mut handler = handler;
+        self.signals[free] = Some(SignalSlot {
+            signo,
+            handler: Some(InlineFn::named::<F, _>(move |lp: &mut Self, s| {
+                handler(lp, s)
+            })),
+            restore: installer.restore,
+        });
+        self.signal_count += 1;
+        Ok(())
+    }
+
+    /// Remove the handler of `signo` and restore the disposition that was in place before it
+    /// was added (tokio never does: tokio#7905). Returns whether there was one. A handler may
+    /// remove itself.
+    pub fn remove_signal_handler(&mut self, signo: i32) -> bool {
+        let Some(i) = self
+            .signals
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|s| s.signo == signo))
+        else {
+            return false;
+        };
+        if let Some(slot) = self.signals[i].take() {
+            (slot.restore)(signo);
+            self.signal_count -= 1;
+        }
+        true
+    }
+
+    fn remove_all_signal_handlers(&mut self) {
+        for i in 0..MAX_SIGNAL_HANDLERS {
+            if let Some(slot) = self.signals[i].take() {
+                (slot.restore)(slot.signo);
+            }
+        }
+        self.signal_count = 0;
+    }
+
     /// The clock before a call, only while a watchdog is set.
     #[inline(always)]
     fn watch_start(&self) -> Option<Instant> {
@@ -866,6 +1004,14 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     fn report(&mut self, failure: Failure) {
         if let Some(hook) = self.error_hook.as_mut() {
             hook.call(&mut (), failure);
+            return;
+        }
+        match failure {
+            Failure::Handler { fd, error, .. } => {
+                // Read only by the log back ends; without one the failure is dropped.
+                let _ = (fd, error);
+                crate::log::log_warn!("ioloop: handler for fd {} failed: {}", fd, error);
+            }
         }
     }
 
@@ -911,6 +1057,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         // finds no slot and drops it.
         self.timers.clear();
         while self.callbacks.pop().is_some() {}
+        self.remove_all_signal_handlers();
         if let Some(r) = self.remote {
             r.close();
         }
@@ -935,6 +1082,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         let notifier = self.poller.notifier().try_clone()?;
         remote.attach(notifier)?;
         self.remote = Some(remote);
+        self.remote_wake = Some(&remote.wake_entry);
         Ok(LoopHandle::new(remote))
     }
 
@@ -957,7 +1105,8 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     }
 
     /// Call `hook` for every [`Failure`] inside the running loop (a handler's error). By
-    /// default failures are ignored and the loop goes on. The hook cannot reach the loop: queue
+    /// default failures are logged (features `log` / `defmt`; otherwise dropped) and the loop
+    /// goes on. The hook cannot reach the loop: queue
     /// work from a handler instead.
     pub fn set_error_hook(&mut self, mut hook: impl FnMut(Failure) + 'static) {
         self.error_hook = Some(InlineFn::new(move |_: &mut (), f| hook(f)));
@@ -985,6 +1134,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> Drop
 {
     /// Deregisters every handler and closes the fds the loop owns; drops every closure.
     fn drop(&mut self) {
+        self.remove_all_signal_handlers();
         // Before the poller goes: no handle may write to a notifier whose reader is closed.
         if let Some(r) = self.remote {
             r.close();

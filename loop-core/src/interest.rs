@@ -99,6 +99,28 @@ impl Capabilities {
     }
 }
 
+// bitflags types cannot derive `defmt::Format`: print the bits.
+#[cfg(feature = "defmt")]
+impl defmt::Format for Interest {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(f, "Interest({=u8:#x})", self.bits())
+    }
+}
+
+#[cfg(feature = "defmt")]
+impl defmt::Format for Readiness {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(f, "Readiness({=u8:#x})", self.bits())
+    }
+}
+
+#[cfg(feature = "defmt")]
+impl defmt::Format for Capabilities {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(f, "Capabilities({=u8:#x})", self.bits())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

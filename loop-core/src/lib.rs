@@ -41,9 +41,11 @@ mod fd_index;
 mod handler_table;
 mod inline_fn;
 mod interest;
+mod log;
 mod periodic;
 mod poller;
 mod remote;
+pub mod signal;
 #[cfg(any(feature = "sim", test))]
 pub mod sim;
 mod slab;
@@ -52,7 +54,9 @@ mod timer_heap;
 mod zeroed;
 
 pub use error::{Errno, Error, HandlerError, HandlerResult, RawFd, Refused, Resource};
-pub use event_loop::{Blocked, Counters, EventLoop, Failure, Source, EVENTS_PER_POLL};
+pub use event_loop::{
+    Blocked, Counters, EventLoop, Failure, Source, EVENTS_PER_POLL, MAX_SIGNAL_HANDLERS,
+};
 pub use fd::Fd;
 pub use handler_table::HandlerId;
 #[doc(hidden)]
@@ -62,5 +66,6 @@ pub use interest::{Capabilities, Interest, Mode, Readiness};
 pub use periodic::Periodic;
 pub use poller::{Notify, OpenPoller, PollEvent, Poller};
 pub use remote::{LoopHandle, Remote, RemoteTarget};
+pub use signal::SignalInstaller;
 pub use time::{duration_nanos, Clock, Instant};
 pub use timer_heap::TimerHandle;

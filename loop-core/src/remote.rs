@@ -32,6 +32,7 @@ use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use crate::error::{Errno, Error, Refused, Resource};
 use crate::inline_fn::InlineFn;
 use crate::poller::Notify;
+use crate::signal::WakeEntry;
 
 /// A loop type that a [`Remote`] can serve: names the notifier the remote wakes it with.
 /// Implemented by [`EventLoop`](crate::EventLoop).
@@ -89,6 +90,8 @@ pub struct Remote<L: RemoteTarget, const N: usize> {
     /// in-flight count drained): never touched concurrently with a write.
     notifier: UnsafeCell<Option<L::Notifier>>,
     high_water: AtomicUsize,
+    /// How signal handlers reach this remote (see [`crate::signal`]).
+    pub(crate) wake_entry: WakeEntry,
 }
 
 // SAFETY: the shared parts are atomics; `cells` hand values from producers to the one consumer
@@ -131,6 +134,10 @@ impl<L: RemoteTarget, const N: usize> Remote<L, N> {
             stop: AtomicBool::new(false),
             notifier: UnsafeCell::new(None),
             high_water: AtomicUsize::new(0),
+            wake_entry: WakeEntry {
+                wake: Self::wake_from_signal,
+                ctx: core::sync::atomic::AtomicPtr::new(core::ptr::null_mut()),
+            },
         }
     }
 
@@ -163,8 +170,24 @@ impl<L: RemoteTarget, const N: usize> Remote<L, N> {
         // SAFETY: the successful CAS from 0 makes this the only thread that ever writes the
         // notifier before `ATTACHED` is published; producers refuse while `CLOSED` is set.
         unsafe { *self.notifier.get() = Some(notifier) };
+        self.wake_entry
+            .ctx
+            .store(self as *const Self as *mut (), Ordering::Release);
         self.state.store(ATTACHED, Ordering::Release);
         Ok(())
+    }
+
+    /// The signal path's wake: `ctx` is this remote (see `attach`). Async-signal-safe.
+    fn wake_from_signal(ctx: *const ()) {
+        if ctx.is_null() {
+            return;
+        }
+        // SAFETY: `ctx` was set by `attach` to this `'static` remote's address.
+        let this = unsafe { &*(ctx as *const Self) };
+        if this.enter().is_ok() {
+            let _ = this.wake_inside();
+            this.exit();
+        }
     }
 
     /// Enter a producer call: `Err` unless attached and open.

@@ -11,7 +11,7 @@
 //! spurious events injected. Every call is counted in [`SimStats`].
 
 use core::cell::Cell;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use core::time::Duration;
 
 use alloc::sync::Arc;
@@ -47,7 +47,7 @@ struct Registration {
 #[derive(Debug, Default)]
 struct SimFlag {
     pending: AtomicBool,
-    count: AtomicU64,
+    count: AtomicUsize,
 }
 
 /// The simulated poller's notifier: a shared flag (clones share it, as `dup`s of an eventfd
@@ -57,7 +57,7 @@ pub struct SimNotifier(Arc<SimFlag>);
 
 impl SimNotifier {
     /// How many times `notify` was called, on this notifier or any clone.
-    pub fn count(&self) -> u64 {
+    pub fn count(&self) -> usize {
         self.0.count.load(Ordering::Relaxed)
     }
 }

@@ -1,0 +1,25 @@
+//! One logging facade over `log` (feature `log`, hosted) and `defmt` (feature `defmt`,
+//! embedded). No logging by default. The two are meant to be exclusive; if both are enabled
+//! (`--all-features`), `log` wins, so no `defmt` call is ever compiled into a hosted binary
+//! (which would fail to link without a defmt global logger).
+//!
+//! Arguments must implement both `Display` and `defmt::Format` (integers, `&str`, [`Errno`],
+//! [`HandlerError`]): the same format string serves both back ends.
+//!
+//! [`Errno`]: crate::Errno
+//! [`HandlerError`]: crate::HandlerError
+
+macro_rules! log_warn {
+    ($($arg:tt)*) => {{
+        #[cfg(feature = "log")]
+        {
+            ::log::warn!($($arg)*);
+        }
+        #[cfg(all(feature = "defmt", not(feature = "log")))]
+        {
+            ::defmt::warn!($($arg)*);
+        }
+    }};
+}
+
+pub(crate) use log_warn;
