@@ -158,6 +158,8 @@ pub struct Report {
     pub unit: &'static str,
     /// Whether to add a p99 column (latency distributions).
     pub show_p99: bool,
+    /// How to read the ratio, printed in the header ("lower is faster" unless set).
+    pub better: &'static str,
     /// Free-form lines printed under the table.
     pub notes: Vec<String>,
     /// The rows, grouped by case in insertion order.
@@ -172,6 +174,7 @@ impl Report {
             title,
             unit,
             show_p99: false,
+            better: "lower is faster",
             notes: Vec::new(),
             rows: Vec::new(),
         }
@@ -216,7 +219,8 @@ impl Report {
     pub fn ratio(&self, row: &Row) -> Option<(f64, Role)> {
         let s = row.stats?;
         let (r, role) = self.reference(&row.case)?;
-        (r > 0.0).then(|| (s.p50 / r, role))
+        // No ratio of a negative number (an early timer): it would read as "faster".
+        (r > 0.0 && s.p50 >= 0.0).then(|| (s.p50 / r, role))
     }
 
     /// The table as text.
@@ -234,7 +238,8 @@ impl Report {
         };
         let _ = writeln!(
             out,
-            "   ratio = median / {reference} median in the same case; lower is faster"
+            "   ratio = median / {reference} median in the same case; {}",
+            self.better
         );
         let case_w = self
             .rows
@@ -310,7 +315,7 @@ impl Report {
 /// A number with three significant digits, at most.
 pub fn num(x: f64) -> String {
     let a = x.abs();
-    if a >= 100.0 {
+    if a >= 100.0 || x == 0.0 {
         format!("{x:.0}")
     } else if a >= 10.0 {
         format!("{x:.1}")

@@ -2,21 +2,29 @@
 //! same workloads, in the same process, and prints one table per workload.
 //!
 //! ```text
-//! cargo run --release -p ioloop-bench -- [--quick] [--only chain,timers,callbacks,wake] [--json out.json]
+//! cargo run --release -p ioloop-bench -- [--quick] [--only chain,timers,...] [--json out.json] [--plots DIR]
 //! ```
 //!
-//! Layout: one module per workload (`chain`, `timers`, `callbacks`, `wake`), one file per peer
-//! inside it, each peer a plain function `fn(&Case) -> io::Result<Samples>` listed in the
-//! workload's `peers()`. Adding a peer is one file and one line.
-//!
-//! Not built yet (later work, issue 6): a TCP echo workload and a memory-footprint table.
+//! Layout: one module per workload (`chain`, `timers`, `callbacks`, `wake`, `echo`,
+//! `precision`, `footprint`), one file per peer inside it, each peer a plain function
+//! `fn(&Case) -> io::Result<Samples>` listed in the workload's `peers()`. Adding a peer is one
+//! file and one line. `plots.rs` draws chain.svg and timers.svg from a run's tables.
 
+mod alloc_count;
 mod callbacks;
 mod chain;
+mod echo;
+mod footprint;
 mod harness;
+mod plots;
+mod precision;
 mod sys;
 mod timers;
 mod wake;
+
+/// Counts heap allocations for the footprint workload; off (one relaxed load) otherwise.
+#[global_allocator]
+static GLOBAL: alloc_count::Counting = alloc_count::Counting;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -33,25 +41,30 @@ const WORKLOADS: &[(&str, Runner)] = &[
     ("timers", |q| timers::run(q, &timers::peers())),
     ("callbacks", |q| callbacks::run(q, &callbacks::peers())),
     ("wake", |q| wake::run(q, &wake::peers())),
+    ("echo", |q| echo::run(q, &echo::peers())),
+    ("precision", |q| precision::run(q, &precision::peers())),
+    ("footprint", footprint::run),
 ];
 
 struct Args {
     quick: bool,
     only: Option<Vec<String>>,
     json: Option<String>,
+    plots: Option<String>,
 }
 
-const USAGE: &str =
-    "usage: ioloop-bench [--quick] [--only chain,timers,callbacks,wake] [--json FILE]
+const USAGE: &str = "usage: ioloop-bench [--quick] [--only chain,timers,callbacks,wake,echo,precision,footprint] [--json FILE] [--plots DIR]
   --quick   smoke test: small sizes, few iterations, under a minute; no thresholds
   --only    run only these workloads (comma-separated)
-  --json    also write every row (all percentiles, ratios) to FILE";
+  --json    also write every row (all percentiles, ratios) to FILE
+  --plots   also draw DIR/chain.svg and DIR/timers.svg from this run's tables";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         quick: false,
         only: None,
         json: None,
+        plots: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -68,6 +81,7 @@ fn parse_args() -> Result<Args, String> {
                 args.only = Some(names);
             }
             "--json" => args.json = Some(it.next().ok_or("--json needs a file name")?),
+            "--plots" => args.plots = Some(it.next().ok_or("--plots needs a directory")?),
             // `cargo bench` passes this to every bench target; accept and ignore it.
             "--bench" => {}
             "-h" | "--help" => return Err(String::new()),
@@ -78,6 +92,17 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn main() -> ExitCode {
+    // The footprint workload measures each server in a fresh child process (this binary).
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("--footprint-child") {
+        return match footprint::child_main(&argv[2..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
@@ -152,6 +177,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
         println!("wrote {path}");
+    }
+    if let Some(dir) = &args.plots {
+        for line in plots::write_all(&reports, std::path::Path::new(dir)) {
+            println!("{line}");
+        }
     }
     ExitCode::SUCCESS
 }

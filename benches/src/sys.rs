@@ -77,6 +77,21 @@ pub fn io_err(e: loop_core::Error) -> io::Error {
     }
 }
 
+/// `CLOCK_MONOTONIC` in nanoseconds, the clock every loop here schedules on (ioloop's pollers,
+/// std's `Instant`, tokio's time driver), read through the vDSO.
+#[inline]
+pub fn monotonic_ns() -> u64 {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The process's resident set size in KiB (`VmRSS` in `/proc/self/status`), if readable.
+pub fn rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Raises the soft `RLIMIT_NOFILE` (and the hard one, if allowed) to at least `want` fds.
 /// Returns the soft limit in force afterwards.
 pub fn raise_nofile(want: u64) -> u64 {
