@@ -96,6 +96,8 @@ pub enum Resource {
     PollerSlots,
     /// The loop's signal handler table ([`crate::MAX_SIGNAL_HANDLERS`]).
     SignalHandlers,
+    /// An executor's task slots.
+    Tasks,
 }
 
 /// Everything that can go wrong in the loop, as a value.
@@ -148,6 +150,13 @@ pub enum Error {
         /// The signal number.
         signo: i32,
     },
+    /// The executor is not attached to a loop on this thread (`spawn` from another thread,
+    /// or before `attach_executor`), or `run_sync` without an executor.
+    NotAttached,
+    /// `run_sync` reached its timeout before the future finished.
+    TimedOut,
+    /// The loop was stopped before `run_sync`'s future finished.
+    Stopped,
     /// The loop was closed ([`crate::EventLoop::close`]).
     Closed,
     /// The loop was created in another process: this is a child after `fork`. A loop (its
@@ -178,6 +187,9 @@ impl fmt::Display for Error {
             Error::InvalidSignal { signo } => {
                 write!(f, "signal {signo} is invalid or already handled")
             }
+            Error::NotAttached => f.write_str("no executor attached to a loop on this thread"),
+            Error::TimedOut => f.write_str("timed out"),
+            Error::Stopped => f.write_str("the loop was stopped before the future finished"),
             Error::Closed => f.write_str("the loop is closed"),
             Error::Forked => {
                 f.write_str("the loop belongs to the parent process (used after fork)")

@@ -28,8 +28,15 @@ use core::mem::MaybeUninit;
 use core::ptr::addr_of_mut;
 use core::time::Duration;
 
+use core::future::Future;
+use core::mem::ManuallyDrop;
+use core::pin::Pin;
+use core::task::{Context, Poll, Waker};
+
 use crate::callback_queue::CallbackQueue;
+use crate::current::{self, LoopOps};
 use crate::error::{Errno, Error, HandlerError, HandlerResult, RawFd, Refused, Resource};
+use crate::executor::{ExecQueue, Executor};
 use crate::fd::Fd;
 use crate::handler_table::{HandlerId, HandlerTable, InsertError};
 use crate::inline_fn::InlineFn;
@@ -244,6 +251,7 @@ pub struct EventLoop<
     remote_wake: Option<&'static WakeEntry>,
     signals: [Option<SignalSlot<Self>>; MAX_SIGNAL_HANDLERS],
     signal_count: usize,
+    executor: Option<&'static dyn ExecQueue>,
 }
 
 impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> RemoteTarget
@@ -299,6 +307,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             addr_of_mut!((*p).remote_wake).write(None);
             addr_of_mut!((*p).signals).write([const { None }; MAX_SIGNAL_HANDLERS]);
             addr_of_mut!((*p).signal_count).write(0);
+            addr_of_mut!((*p).executor).write(None);
             addr_of_mut!((*p).poller).write(poller);
             slot.assume_init_mut()
         }
@@ -798,6 +807,14 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         if signals != 0 {
             self.run_signal_handlers(signals);
         }
+        if let Some(exec) = self.executor {
+            if !self.closed {
+                // Tasks woken before this point; the loop is only reached through this
+                // pointer while they are polled.
+                let lp: *mut dyn LoopOps = self as *mut Self;
+                exec.run_ready(lp);
+            }
+        }
         if let Some(now) = now {
             while let Some((handle, mut f, deadline)) = self.timers.pop_due(now, seq_limit) {
                 self.counters.timers_fired += 1;
@@ -809,7 +826,8 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         }
         // 4. Poll timeout.
         let remote_pending = self.remote.is_some_and(|r| r.len() > 0)
-            || (self.signal_count > 0 && signal::any_pending());
+            || (self.signal_count > 0 && signal::any_pending())
+            || self.executor.is_some_and(|e| e.any_ready());
         let timeout = if !self.callbacks.is_empty() || remote_pending {
             Some(Duration::ZERO)
         } else {
@@ -823,8 +841,20 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         if self.stop_requested || self.closed {
             return Ok(false);
         }
-        // 6. Poll.
-        let n = match self.poller.wait(&mut self.events, timeout) {
+        // 6. Poll. Tasks woken from other threads from here on must wake the poller: raise
+        // `sleeping` first, then look at the ready flags once more (wakers do the opposite).
+        let mut timeout = timeout;
+        if let Some(exec) = self.executor {
+            exec.set_sleeping(true);
+            if exec.any_ready() {
+                timeout = Some(Duration::ZERO);
+            }
+        }
+        let waited = self.poller.wait(&mut self.events, timeout);
+        if let Some(exec) = self.executor {
+            exec.set_sleeping(false);
+        }
+        let n = match waited {
             Ok(n) => n.min(EVENTS_PER_POLL),
             Err(Errno::EINTR) => return Ok(true),
             Err(errno) => return Err(Error::Os { errno }),
@@ -1057,6 +1087,10 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         // finds no slot and drops it.
         self.timers.clear();
         while self.callbacks.pop().is_some() {}
+        if let Some(exec) = self.executor {
+            let lp: *mut dyn LoopOps = self as *mut Self;
+            exec.drop_all(lp);
+        }
         self.remove_all_signal_handlers();
         if let Some(r) = self.remote {
             r.close();
@@ -1084,6 +1118,96 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         self.remote = Some(remote);
         self.remote_wake = Some(&remote.wake_entry);
         Ok(LoopHandle::new(remote))
+    }
+
+    /// Attach `executor`: its tasks are polled by this loop from now on (each iteration, after
+    /// the callbacks, before the timers), and `run_sync` becomes available. Needs an attached
+    /// [`Remote`] (tasks woken from other threads wake the loop through it). An executor
+    /// serves one loop for good; a loop has at most one executor.
+    ///
+    /// # Errors
+    /// [`Error::NoRemote`] without a remote; [`Error::AlreadyAttached`] if either already has
+    /// a partner; [`Error::Closed`] / [`Error::Forked`] as for `run`.
+    pub fn attach_executor<const N: usize, const S: usize>(
+        &mut self,
+        executor: &'static Executor<N, S>,
+    ) -> Result<(), Error> {
+        self.usable()?;
+        let Some(wake) = self.remote_wake else {
+            return Err(Error::NoRemote);
+        };
+        if self.executor.is_some() {
+            return Err(Error::AlreadyAttached);
+        }
+        executor.attach(wake)?;
+        self.executor = Some(executor);
+        Ok(())
+    }
+
+    /// Run the loop until `fut` completes and return its output (Tornado's `run_sync`). `fut`
+    /// is polled on this stack (it need not be `'static` or fit a task slot); spawned tasks,
+    /// handlers, timers and callbacks run meanwhile. `timeout` bounds the whole run.
+    ///
+    /// # Errors
+    /// [`Error::TimedOut`] when `timeout` passed first; [`Error::Stopped`] when the loop was
+    /// stopped first (also by a `stop()` pending before the call); [`Error::NotAttached`]
+    /// without an executor; [`Error::AlreadyRunning`] inside the loop; the poller's error, as
+    /// `run`. In every case `fut` is dropped before returning, with the loop at hand, so its
+    /// sleeps and fd waits are cancelled.
+    pub fn run_sync<F: Future>(
+        &mut self,
+        fut: F,
+        timeout: Option<Duration>,
+    ) -> Result<F::Output, Error> {
+        let Some(exec) = self.executor else {
+            return Err(Error::NotAttached);
+        };
+        if self.active {
+            return Err(Error::AlreadyRunning);
+        }
+        self.usable()?;
+        if self.stop_requested {
+            self.stop_requested = false;
+            return Err(Error::Stopped);
+        }
+        let header: &'static crate::executor::TaskHeader = exec.main_header();
+        let waker: Waker = header.waker();
+        // Poll it in the first iteration.
+        waker.wake_by_ref();
+        let deadline = timeout.map(|t| self.now() + t);
+        // Dropped explicitly below, with the loop current; never moved (pinned in place).
+        let mut slot = ManuallyDrop::new(fut);
+        self.active = true;
+        let result = loop {
+            if header.take_ready() {
+                let lp: *mut dyn LoopOps = self as *mut Self;
+                let entered = current::enter(lp);
+                // SAFETY: `slot` is never moved after this point and dropped in place below.
+                let pinned = unsafe { Pin::new_unchecked(&mut *slot) };
+                let polled = pinned.poll(&mut Context::from_waker(&waker));
+                drop(entered);
+                if let Poll::Ready(v) = polled {
+                    break Ok(v);
+                }
+            }
+            if deadline.is_some_and(|d| self.now() >= d) {
+                break Err(Error::TimedOut);
+            }
+            match self.iterate(deadline.map(|d| d - self.now())) {
+                Ok(true) => {}
+                Ok(false) => break Err(Error::Stopped),
+                Err(e) => break Err(e),
+            }
+        };
+        {
+            let lp: *mut dyn LoopOps = self as *mut Self;
+            let _entered = current::enter(lp);
+            // SAFETY: dropped exactly once, in place (it was pinned there).
+            unsafe { ManuallyDrop::drop(&mut slot) };
+        }
+        self.active = false;
+        self.stop_requested = false;
+        result
     }
 
     /// Whether [`close`](Self::close) was called.
@@ -1134,6 +1258,10 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> Drop
 {
     /// Deregisters every handler and closes the fds the loop owns; drops every closure.
     fn drop(&mut self) {
+        if let Some(exec) = self.executor {
+            let lp: *mut dyn LoopOps = self as *mut Self;
+            exec.drop_all(lp);
+        }
         self.remove_all_signal_handlers();
         // Before the poller goes: no handle may write to a notifier whose reader is closed.
         if let Some(r) = self.remote {
@@ -1146,6 +1274,51 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> Drop
                 poller.close_fd(slot.fd);
             }
         });
+    }
+}
+
+impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> LoopOps
+    for EventLoop<P, H, T, Q>
+{
+    fn now(&self) -> Instant {
+        self.poller.now()
+    }
+
+    fn wake_at(&mut self, deadline: Instant, waker: Waker) -> Result<TimerHandle, Error> {
+        self.call_at(deadline, move |_| waker.wake())
+            .map_err(|r| r.error)
+    }
+
+    fn cancel_timer(&mut self, h: TimerHandle) {
+        self.remove_timeout(h);
+    }
+
+    fn timer_pending(&self, h: TimerHandle) -> bool {
+        self.timeout_pending(h)
+    }
+
+    fn watch_once(&mut self, fd: RawFd, want: Readiness, waker: Waker) -> Result<HandlerId, Error> {
+        let interest = if want.contains(Readiness::WRITE) {
+            Interest::WRITE
+        } else {
+            Interest::READ
+        };
+        self.add_handler(fd, interest, move |lp, fd, _| {
+            waker.wake_by_ref();
+            lp.remove_handler(fd);
+            Ok(())
+        })
+        .map_err(|r| r.error)
+    }
+
+    fn watching(&self, fd: RawFd, id: HandlerId) -> bool {
+        self.handler_id(fd) == Some(id)
+    }
+
+    fn unwatch(&mut self, fd: RawFd, id: HandlerId) {
+        if self.handler_id(fd) == Some(id) {
+            self.remove_handler(fd);
+        }
     }
 }
 

@@ -34,10 +34,13 @@ extern crate alloc;
 extern crate std;
 
 mod callback_queue;
+mod current;
 mod error;
 mod event_loop;
+mod executor;
 mod fd;
 mod fd_index;
+mod futures;
 mod handler_table;
 mod inline_fn;
 mod interest;
@@ -57,7 +60,12 @@ pub use error::{Errno, Error, HandlerError, HandlerResult, RawFd, Refused, Resou
 pub use event_loop::{
     Blocked, Counters, EventLoop, Failure, Source, EVENTS_PER_POLL, MAX_SIGNAL_HANDLERS,
 };
+pub use executor::{in_task, Executor, TaskId};
 pub use fd::Fd;
+pub use futures::{
+    join, join_array, readable, select, sleep, sleep_until, timeout, writable, yield_now, Either,
+    Elapsed, Join, JoinArray, Ready, Select, Sleep, YieldNow,
+};
 pub use handler_table::HandlerId;
 #[doc(hidden)]
 pub use inline_fn::inline_fn_fits;
