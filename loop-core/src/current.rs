@@ -11,7 +11,7 @@ use core::task::Waker;
 
 use crate::error::{Error, RawFd};
 use crate::handler_table::HandlerId;
-use crate::interest::Readiness;
+use crate::interest::{Interest, Readiness};
 use crate::time::Instant;
 use crate::timer_heap::TimerHandle;
 
@@ -29,6 +29,18 @@ pub(crate) trait LoopOps {
     fn watching(&self, fd: RawFd, id: HandlerId) -> bool;
     /// Remove the one-shot handler `id` of `fd` if it is still there.
     fn unwatch(&mut self, fd: RawFd, id: HandlerId);
+    /// Register `fd` persistently for async I/O (see `crate::io`).
+    fn io_register(&mut self, fd: RawFd) -> Result<HandlerId, Error>;
+    /// Consume `dir` readiness of registration `id`, or store the task's waker for it.
+    fn io_poll(
+        &mut self,
+        fd: RawFd,
+        id: HandlerId,
+        dir: Interest,
+        cx: &mut core::task::Context<'_>,
+    ) -> core::task::Poll<Result<Readiness, Error>>;
+    /// Remove registration `id` of `fd` if it is still there.
+    fn io_deregister(&mut self, fd: RawFd, id: HandlerId);
 }
 
 /// A scope in which the current loop is set; restores the previous one when dropped.

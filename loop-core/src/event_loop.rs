@@ -873,6 +873,9 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     #[inline]
     fn dispatch(&mut self, ev: PollEvent) {
         let id = HandlerId::from_key(ev.key);
+        if self.dispatch_io(id, ev.readiness) {
+            return;
+        }
         let Some((mut f, fd, readiness)) = self.handlers.take_for_call(id, ev.readiness) else {
             return;
         };
@@ -996,6 +999,52 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             }
         }
         self.signal_count = 0;
+    }
+
+    /// Wake the tasks waiting on an async I/O registration. `false` if `id` is not one.
+    #[inline]
+    fn dispatch_io(&mut self, id: HandlerId, readiness: Readiness) -> bool {
+        let Some(slot) = self.handlers.io_slot(id) else {
+            return false;
+        };
+        let fd = slot.fd;
+        let Some(io) = slot.io.as_mut() else {
+            return false;
+        };
+        io.ready |= readiness;
+        let trouble = readiness.intersects(Readiness::ERROR | Readiness::HUP);
+        if readiness.contains(Readiness::READ) || trouble {
+            if let Some(w) = io.read.take() {
+                w.wake();
+            }
+        }
+        if readiness.contains(Readiness::WRITE) || trouble {
+            if let Some(w) = io.write.take() {
+                w.wake();
+            }
+        }
+        if !io.edge {
+            // Level-triggered: watch only what someone waits for, or nothing at all after an
+            // error or hang-up that would otherwise be reported at every poll.
+            let mut want = Interest::empty();
+            if io.read.is_some() {
+                want |= Interest::READ;
+            }
+            if io.write.is_some() {
+                want |= Interest::WRITE;
+            }
+            let want = want.registered();
+            if trouble && want == Interest::ERROR {
+                io.parked = true;
+                slot.interest = want;
+                let _ = self.poller.deregister(fd);
+            } else if want != slot.interest {
+                slot.interest = want;
+                let _ = self.poller.modify(fd, id.key(), want, Mode::Level);
+            }
+        }
+        self.counters.events_dispatched += 1;
+        true
     }
 
     /// The clock before a call, only while a watchdog is set.
@@ -1316,6 +1365,79 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> LoopOp
     }
 
     fn unwatch(&mut self, fd: RawFd, id: HandlerId) {
+        if self.handler_id(fd) == Some(id) {
+            self.remove_handler(fd);
+        }
+    }
+
+    fn io_register(&mut self, fd: RawFd) -> Result<HandlerId, Error> {
+        self.usable()?;
+        if fd < 0 {
+            return Err(Error::InvalidFd { fd });
+        }
+        let edge = self.poller.capabilities().supports(Mode::Edge);
+        let (interest, mode) = if edge {
+            ((Interest::READ | Interest::WRITE).registered(), Mode::Edge)
+        } else {
+            (Interest::ERROR, Mode::Level)
+        };
+        let id = match self.handlers.reserve(fd, interest, false) {
+            Ok(id) => id,
+            Err(InsertError::Duplicate) => return Err(Error::AlreadyRegistered { fd }),
+            Err(InsertError::Full) => {
+                return Err(Error::Full {
+                    what: Resource::Handlers,
+                })
+            }
+        };
+        if let Err(e) = self.poller.register(fd, id.key(), interest, mode) {
+            self.handlers.remove_id(id);
+            return Err(e);
+        }
+        self.handlers.set_io(id, edge);
+        Ok(id)
+    }
+
+    fn io_poll(
+        &mut self,
+        fd: RawFd,
+        id: HandlerId,
+        dir: Interest,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Readiness, Error>> {
+        let Some(slot) = self.handlers.io_slot(id) else {
+            return Poll::Ready(Err(Error::NotRegistered { fd }));
+        };
+        let Some(io) = slot.io.as_mut() else {
+            return Poll::Ready(Err(Error::NotRegistered { fd }));
+        };
+        let want = Readiness::from_bits_truncate(dir.bits()) & (Readiness::READ | Readiness::WRITE);
+        let seen = io.ready & (want | Readiness::ERROR | Readiness::HUP);
+        if !seen.is_empty() {
+            io.ready.remove(want);
+            return Poll::Ready(Ok(seen));
+        }
+        let waiter = if want.contains(Readiness::WRITE) {
+            &mut io.write
+        } else {
+            &mut io.read
+        };
+        if !waiter.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            *waiter = Some(cx.waker().clone());
+        }
+        if !io.edge && !io.parked {
+            let interest = slot.interest | dir | Interest::ERROR;
+            if interest != slot.interest {
+                if let Err(e) = self.poller.modify(fd, id.key(), interest, Mode::Level) {
+                    return Poll::Ready(Err(e));
+                }
+                slot.interest = interest;
+            }
+        }
+        Poll::Pending
+    }
+
+    fn io_deregister(&mut self, fd: RawFd, id: HandlerId) {
         if self.handler_id(fd) == Some(id) {
             self.remove_handler(fd);
         }

@@ -46,8 +46,23 @@ pub(crate) struct Slot<F> {
     pub(crate) interest: Interest,
     /// The loop owns the fd and closes it when the handler is removed.
     pub(crate) owned: bool,
-    /// `None` while the handler is running.
+    /// `None` while the handler is running (and always for an I/O registration).
     pub(crate) handler: Option<F>,
+    /// For an async I/O registration (`crate::io`): who waits, and what was seen.
+    pub(crate) io: Option<IoWaiters>,
+}
+
+/// The tasks waiting on an async I/O registration, and the readiness seen since they last
+/// looked (sticky until consumed, so an edge that arrives while nobody waits is not lost).
+pub(crate) struct IoWaiters {
+    pub(crate) read: Option<core::task::Waker>,
+    pub(crate) write: Option<core::task::Waker>,
+    pub(crate) ready: Readiness,
+    /// Registered edge-triggered (no interest changes needed), else level-triggered.
+    pub(crate) edge: bool,
+    /// Level-triggered and deregistered after an error/hang-up nobody waited for (it would
+    /// otherwise be reported at every poll); errors are sticky, so waiters see `ready`.
+    pub(crate) parked: bool,
 }
 
 pub(crate) struct HandlerTable<F, const H: usize> {
@@ -104,10 +119,32 @@ impl<F, const H: usize> HandlerTable<F, H> {
             interest,
             owned,
             handler: None,
+            io: None,
         };
         let (index, generation) = self.slots.insert(slot).map_err(|_| InsertError::Full)?;
         self.index.insert(fd, index);
         Ok(HandlerId { index, generation })
+    }
+
+    /// Make a reserved slot an async I/O registration.
+    pub(crate) fn set_io(&mut self, id: HandlerId, edge: bool) {
+        if let Some(slot) = self.slots.get_mut(id.index, id.generation) {
+            slot.io = Some(IoWaiters {
+                read: None,
+                write: None,
+                ready: Readiness::empty(),
+                edge,
+                parked: false,
+            });
+        }
+    }
+
+    /// The slot of `id`, if it is an async I/O registration.
+    #[inline]
+    pub(crate) fn io_slot(&mut self, id: HandlerId) -> Option<&mut Slot<F>> {
+        self.slots
+            .get_mut(id.index, id.generation)
+            .filter(|s| s.io.is_some())
     }
 
     /// Give a reserved slot its handler.
