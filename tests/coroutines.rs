@@ -311,3 +311,51 @@ fn readable_and_writable_on_a_socketpair() {
     ));
     b.flush().unwrap();
 }
+
+#[test]
+fn add_future_calls_back_one_iteration_after_completion() {
+    // Tornado add_future: the callback always comes one iteration later, even for a future
+    // that is ready at once.
+    static REMOTE: Remote<Sim, 16> = Remote::new();
+    static EXEC: Executor<4, 512> = Executor::new();
+    let mut lp: Sim = EventLoop::with_poller(SimPoller::new());
+    lp.attach_remote(&REMOTE).unwrap();
+    lp.attach_executor(&EXEC).unwrap();
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let l = log.clone();
+    EXEC.add_future(async { 21 }, move |lp: &mut Sim, v| {
+        l.borrow_mut().push((v * 2, lp.counters().iterations))
+    })
+    .map_err(|r| r.error)
+    .unwrap();
+    lp.run_once(Some(Duration::ZERO)).unwrap(); // iteration 1: the task runs and completes
+    assert!(
+        log.borrow().is_empty(),
+        "not in the iteration the future completed in"
+    );
+    lp.run_once(Some(Duration::ZERO)).unwrap(); // iteration 2: the callback
+    assert_eq!(*log.borrow(), [(42, 2)]);
+}
+
+#[test]
+fn interval_ticks_on_the_grid_and_skips_missed_ticks() {
+    let (mut lp, _) = sim_loop!(4);
+    let ticks = lp
+        .run_sync(
+            async {
+                let mut ticks = Vec::new();
+                let mut iv = loop_core::interval(loop_core::Periodic::every(secs(10)));
+                for i in 0..4 {
+                    ticks.push(iv.tick().await.as_nanos() / 1_000_000_000);
+                    if i == 1 {
+                        // Busy for 25 s: the ticks at 30 and 40 are missed.
+                        sleep(secs(25)).await;
+                    }
+                }
+                ticks
+            },
+            None,
+        )
+        .unwrap();
+    assert_eq!(ticks, [10, 20, 50, 60]);
+}

@@ -41,6 +41,10 @@ pub(crate) trait LoopOps {
     ) -> core::task::Poll<Result<Readiness, Error>>;
     /// Remove registration `id` of `fd` if it is still there.
     fn io_deregister(&mut self, fd: RawFd, id: HandlerId);
+    /// The concrete loop type, for [`with_current_loop`].
+    fn loop_type(&self) -> core::any::TypeId;
+    /// `self` as an untyped pointer, for [`with_current_loop`].
+    fn as_untyped(&mut self) -> *mut ();
 }
 
 /// A scope in which the current loop is set; restores the previous one when dropped.
@@ -105,6 +109,37 @@ pub(crate) fn with_loop<R>(f: impl FnOnce(&mut dyn LoopOps) -> R) -> Option<R> {
     // futures inside `f`), so this is the only live reference.
     let lp = unsafe { &mut *ptr };
     Some(f(lp))
+}
+
+/// Run `f` with the loop that is polling the current task, if it is an `L`: the way for a task
+/// to add handlers, timers or callbacks to its own loop (Tornado's `IOLoop.current()`).
+/// `None` outside a task / `run_sync`, or if the loop is not an `L`.
+///
+/// ```
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{with_current_loop, EventLoop, Executor, Remote};
+///
+/// type Lp = EventLoop<SimPoller>;
+/// static REMOTE: Remote<Lp, 16> = Remote::new();
+/// static EXEC: Executor<4> = Executor::new();
+/// let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+/// lp.attach_remote(&REMOTE).unwrap();
+/// lp.attach_executor(&EXEC).unwrap();
+/// let n = lp.run_sync(async { with_current_loop(|lp: &mut Lp| lp.timer_count()) }, None).unwrap();
+/// assert_eq!(n, Some(0));
+/// assert_eq!(with_current_loop(|lp: &mut Lp| lp.timer_count()), None);
+/// ```
+pub fn with_current_loop<L: 'static, R>(f: impl FnOnce(&mut L) -> R) -> Option<R> {
+    with_loop(|ops| {
+        if ops.loop_type() != core::any::TypeId::of::<L>() {
+            return None;
+        }
+        // SAFETY: the type id says the erased loop is an `L`; the reference is the only live
+        // one for the duration of `f` (see `with_loop`).
+        let lp = unsafe { &mut *ops.as_untyped().cast::<L>() };
+        Some(f(lp))
+    })
+    .flatten()
 }
 
 /// Whether this thread is inside a loop's poll.

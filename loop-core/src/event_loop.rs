@@ -1442,6 +1442,14 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> LoopOp
             self.remove_handler(fd);
         }
     }
+
+    fn loop_type(&self) -> core::any::TypeId {
+        core::any::TypeId::of::<Self>()
+    }
+
+    fn as_untyped(&mut self) -> *mut () {
+        self as *mut Self as *mut ()
+    }
 }
 
 /// Loop-level tests inside the crate, so that Miri (which runs only this crate's tests) checks

@@ -327,6 +327,62 @@ impl<const N: usize, const S: usize> Executor<N, S> {
         })
     }
 
+    /// Run `fut` as a task and, one iteration after it completes, call `callback(loop, output)`
+    /// as a loop callback (Tornado's `add_future`: the callback always comes one iteration
+    /// later, even for a future that is ready at once). If the loop's callback queue is full
+    /// the task retries each iteration; the callback is never dropped. `callback` and the
+    /// output together may capture up to `INLINE_CAPTURE_BYTES` (a compile error otherwise).
+    ///
+    /// # Errors
+    /// As [`spawn`](Self::spawn); the future and the callback come back together.
+    pub fn add_future<P, const H: usize, const T: usize, const Q: usize, Fut, C>(
+        &'static self,
+        fut: Fut,
+        callback: C,
+    ) -> Result<TaskId, Refused<(Fut, C)>>
+    where
+        P: crate::Poller + 'static,
+        Fut: Future + 'static,
+        Fut::Output: 'static,
+        C: FnOnce(&mut crate::EventLoop<P, H, T, Q>, Fut::Output) + 'static,
+    {
+        // Check before the pair is moved into the task, so a refusal can hand it back.
+        if !self.on_loop_thread() {
+            return Err(Refused {
+                error: Error::NotAttached,
+                value: (fut, callback),
+            });
+        }
+        if self.tasks.iter().all(|t| t.state.get() != EMPTY) {
+            return Err(Refused {
+                error: Error::Full {
+                    what: Resource::Tasks,
+                },
+                value: (fut, callback),
+            });
+        }
+        let task = async move {
+            let output = fut.await;
+            let mut pending =
+                Some(move |lp: &mut crate::EventLoop<P, H, T, Q>| callback(lp, output));
+            while let Some(cb) = pending.take() {
+                let queued = current::with_current_loop(|lp: &mut crate::EventLoop<P, H, T, Q>| {
+                    lp.add_callback(cb)
+                });
+                if let Some(Err(refused)) = queued {
+                    // The loop's callback queue is full: try again next iteration.
+                    pending = Some(refused.into_inner());
+                    crate::yield_now().await;
+                }
+            }
+        };
+        match self.spawn(task) {
+            Ok(id) => Ok(id),
+            // Checked above: this thread owns the executor and a slot is free.
+            Err(_) => unreachable!("add_future: spawn refused after its checks passed"),
+        }
+    }
+
     /// How many tasks are alive.
     pub fn len(&self) -> usize {
         self.live.load(Ordering::Relaxed) as usize

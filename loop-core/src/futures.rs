@@ -384,3 +384,78 @@ impl Drop for Ready {
         }
     }
 }
+
+/// Periodic ticks as a stream, with [`Periodic`](crate::Periodic)'s timing (Tornado 5.1's
+/// `PeriodicCallback`): the first tick one period after the first poll, then on the grid
+/// `start + k·period`, skipping ticks missed while the task was busy, never repeating one when
+/// the clock steps back. Made by [`interval`].
+#[derive(Debug)]
+#[must_use = "streams do nothing unless polled"]
+pub struct Interval {
+    period_ns: u64,
+    jitter_ppm: u32,
+    rng: u32,
+    /// The deadline of the last tick handed out.
+    last: Option<Instant>,
+    /// The tick being waited for; chosen when the task comes back for it (as Tornado
+    /// schedules the next call after the callback returned), so time spent between two
+    /// `tick`s skips the ticks it covered.
+    next: Option<Instant>,
+    sleep: Option<Sleep>,
+}
+
+/// Ticks every `periodic.period()` (with its jitter); see [`Interval`]. A zero period is
+/// treated as one nanosecond.
+pub fn interval(periodic: crate::Periodic) -> Interval {
+    Interval {
+        period_ns: periodic.period_ns.max(1),
+        jitter_ppm: periodic.jitter_ppm,
+        rng: 0,
+        last: None,
+        next: None,
+        sleep: None,
+    }
+}
+
+impl Interval {
+    /// Ready with the tick's deadline when the next tick is due.
+    pub fn poll_tick(&mut self, cx: &mut Context<'_>) -> Poll<Instant> {
+        let next = match self.next {
+            Some(n) => n,
+            None => {
+                let Some(now) = with_loop(|lp| lp.now()) else {
+                    return Poll::Pending;
+                };
+                let from = match self.last {
+                    Some(last) => last,
+                    None => {
+                        self.rng = crate::periodic::seed(now, self.period_ns);
+                        now
+                    }
+                };
+                let n = crate::periodic::next_deadline(
+                    from,
+                    now,
+                    self.period_ns,
+                    self.jitter_ppm,
+                    &mut self.rng,
+                );
+                self.next = Some(n);
+                n
+            }
+        };
+        let sleep = self.sleep.get_or_insert_with(|| sleep_until(next));
+        if Pin::new(sleep).poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.sleep = None;
+        self.next = None;
+        self.last = Some(next);
+        Poll::Ready(next)
+    }
+
+    /// Wait for the next tick; returns its deadline on the loop's clock.
+    pub async fn tick(&mut self) -> Instant {
+        core::future::poll_fn(|cx| self.poll_tick(cx)).await
+    }
+}

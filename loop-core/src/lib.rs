@@ -57,6 +57,7 @@ mod time;
 mod timer_heap;
 mod zeroed;
 
+pub use current::with_current_loop;
 pub use error::{Errno, Error, HandlerError, HandlerResult, RawFd, Refused, Resource};
 pub use event_loop::{
     Blocked, Counters, EventLoop, Failure, Source, EVENTS_PER_POLL, MAX_SIGNAL_HANDLERS,
@@ -64,8 +65,8 @@ pub use event_loop::{
 pub use executor::{in_task, Executor, TaskId};
 pub use fd::Fd;
 pub use futures::{
-    join, join_array, readable, select, sleep, sleep_until, timeout, writable, yield_now, Either,
-    Elapsed, Join, JoinArray, Ready, Select, Sleep, YieldNow,
+    interval, join, join_array, readable, select, sleep, sleep_until, timeout, writable, yield_now,
+    Either, Elapsed, Interval, Join, JoinArray, Ready, Select, Sleep, YieldNow,
 };
 pub use handler_table::HandlerId;
 #[doc(hidden)]
