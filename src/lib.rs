@@ -32,6 +32,8 @@ pub use loop_core::*;
 
 pub mod signals;
 pub use signals::SignalExt;
+pub mod accept;
+pub use accept::{add_accept_handler, AcceptHandle, Listener};
 
 // A feature for a poller this platform lacks is an error only when it would be the one chosen
 // (with `--all-features`, `select` wins and the build stays valid).

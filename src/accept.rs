@@ -1,0 +1,500 @@
+//! Accepting connections on a listening socket: Tornado's `netutil.add_accept_handler`, with a
+//! back-off for fd exhaustion.
+//!
+//! [`add_accept_handler`] watches a listening socket for READ and, on each readiness, accepts
+//! in a loop until the kernel says `EAGAIN`, handing every connection to your callback as an
+//! [`OwnedFd`] that is already non-blocking and close-on-exec (`accept4` with `SOCK_NONBLOCK |
+//! SOCK_CLOEXEC`, so no `exec` in another thread can inherit it), with the peer's address.
+//!
+//! ```no_run
+//! use std::net::TcpListener;
+//! use ioloop::accept::add_accept_handler;
+//! use ioloop::{EventLoop, Interest};
+//!
+//! let mut lp: EventLoop = EventLoop::new()?;
+//! let listener = TcpListener::bind("127.0.0.1:0")?;
+//! let handle = add_accept_handler(&mut lp, listener, |lp, conn, peer| {
+//!     println!("connection from {peer:?}");
+//!     // Give it to the loop; when the handler table is full, dropping `conn` closes it.
+//!     if let Err(refused) = lp.add_owned_handler(conn, Interest::READ, |_, _, _| Ok(())) {
+//!         eprintln!("refused: {}", refused.error);
+//!     }
+//! })
+//! .map_err(|refused| refused.error)?;
+//! lp.run()?;
+//! handle.remove(&mut lp);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Bounded work per readiness
+//!
+//! At most [`ACCEPTS_PER_EVENT`] (128, Tornado's `_DEFAULT_BACKLOG`) connections are accepted
+//! per readiness, so one busy listener cannot starve the rest of the loop; the listener is
+//! registered level-triggered, so what is left is accepted in the next iteration.
+//!
+//! # Out of fds: back off, never spin
+//!
+//! When `accept` fails with `EMFILE` or `ENFILE` (or `ENOBUFS` / `ENOMEM`), the pending
+//! connection stays in the kernel's queue and the listener stays readable: a level-triggered
+//! loop that simply returned would be called again at once, forever, at 100 % CPU. Instead the
+//! handler stops watching READ on the listener (`update_handler` to an empty interest) and
+//! schedules a timer that re-arms it after [`BACKOFF_MIN`] (100 ms), doubling on each failure
+//! in a row up to [`BACKOFF_MAX`] (1 s), and back to the minimum after the next successful
+//! accept. Each back-off is reported to the loop's error hook as
+//! `Failure::Handler { fd: listener, error: HandlerError::Os(Errno(EMFILE)) }` (and counted in
+//! `counters().handler_errors`), so a program sees that it is shedding load. Any other
+//! unexpected `accept` error (`EBADF`, `EINVAL`, `ENOTSOCK`, …) backs off the same way.
+//!
+//! Per-connection failures (`ECONNABORTED`, `EINTR`, `EPROTO`, `EPERM` and the network errors
+//! Linux passes on from the new socket, see `accept(2)`) skip that connection and go on.
+//!
+//! A listening socket reports ERROR or HUP without READ only when it can no longer accept (it
+//! was shut down, or never listened); both are always watched and level-triggered, so the
+//! handler removes itself (closing an owned listener) and reports
+//! `HandlerError::Other(LISTENER_FAILED)` rather than be called every iteration.
+
+use core::time::Duration;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+
+use loop_core::{
+    Errno, Error, EventLoop, HandlerError, HandlerId, HandlerResult, Interest, Poller, RawFd,
+    Readiness, Refused,
+};
+
+/// How many connections one readiness of the listener accepts at most (Tornado's
+/// `_DEFAULT_BACKLOG`: "to prevent starvation of other tasks").
+pub const ACCEPTS_PER_EVENT: usize = 128;
+
+/// The first back-off after `EMFILE` / `ENFILE`.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
+
+/// The longest back-off: the delay doubles from [`BACKOFF_MIN`] up to this.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// What the handler reports when the listener failed (ERROR or HUP without READ) and it
+/// removed itself.
+pub const LISTENER_FAILED: &str = "listening socket failed (ERROR/HUP); accept handler removed";
+
+/// What the handler reports when it must back off but the loop's timer table is full: the
+/// listener then stays armed, and accept is retried in the next iteration.
+pub const BACKOFF_NO_TIMER: &str = "accept back-off needs a free timer slot; retrying at once";
+
+/// A listening socket handed to [`add_accept_handler`]: owned (the loop closes it when the
+/// handler is removed or the loop is dropped) or borrowed (keep it open until the handler is
+/// removed, as with [`EventLoop::add_handler`]).
+#[derive(Debug)]
+pub enum Listener {
+    /// The loop takes the fd and closes it on removal.
+    Owned(OwnedFd),
+    /// The caller keeps the fd open while the handler is registered.
+    Borrowed(RawFd),
+}
+
+impl Listener {
+    /// The fd number.
+    pub fn raw(&self) -> RawFd {
+        match self {
+            Listener::Owned(fd) => fd.as_raw_fd(),
+            Listener::Borrowed(fd) => *fd,
+        }
+    }
+
+    /// The fd, if it was handed over owned (so a refused owned listener is not lost).
+    pub fn into_owned(self) -> Option<OwnedFd> {
+        match self {
+            Listener::Owned(fd) => Some(fd),
+            Listener::Borrowed(_) => None,
+        }
+    }
+}
+
+impl From<OwnedFd> for Listener {
+    fn from(fd: OwnedFd) -> Listener {
+        Listener::Owned(fd)
+    }
+}
+
+impl From<std::net::TcpListener> for Listener {
+    fn from(l: std::net::TcpListener) -> Listener {
+        Listener::Owned(l.into())
+    }
+}
+
+impl From<std::os::unix::net::UnixListener> for Listener {
+    fn from(l: std::os::unix::net::UnixListener) -> Listener {
+        Listener::Owned(l.into())
+    }
+}
+
+impl<T: AsFd + ?Sized> From<&T> for Listener {
+    fn from(l: &T) -> Listener {
+        Listener::Borrowed(l.as_fd().as_raw_fd())
+    }
+}
+
+/// Names one accept handler: its listener's fd and its registration. Copy it freely; it does
+/// not own anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AcceptHandle {
+    fd: RawFd,
+    id: HandlerId,
+}
+
+impl AcceptHandle {
+    /// The listener's fd.
+    pub fn fd(self) -> RawFd {
+        self.fd
+    }
+
+    /// The listener's handler registration.
+    pub fn id(self) -> HandlerId {
+        self.id
+    }
+
+    /// Whether this accept handler is still registered in `lp` (it is not once removed, or
+    /// after its listener failed).
+    pub fn is_active<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>(
+        self,
+        lp: &EventLoop<P, H, T, Q>,
+    ) -> bool {
+        lp.handler_id(self.fd) == Some(self.id)
+    }
+
+    /// Stop accepting (Tornado's returned `remove_handler()`): the listener's handler is
+    /// removed, closing an owned listener. Called from the accept callback, it also ends the
+    /// current batch: no further connection is accepted. Returns whether it was registered; a
+    /// handle whose fd number now belongs to another handler removes nothing. A back-off timer
+    /// still pending finds the handler gone and does nothing.
+    pub fn remove<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>(
+        self,
+        lp: &mut EventLoop<P, H, T, Q>,
+    ) -> bool {
+        self.is_active(lp) && lp.remove_handler(self.fd)
+    }
+}
+
+/// Call `callback(loop, connection, peer)` for every connection accepted on `listener`
+/// (Tornado's `netutil.add_accept_handler`).
+///
+/// `connection` is non-blocking and close-on-exec; dropping it closes it. `peer` is the
+/// remote address for TCP (IPv4 or IPv6) and `None` for other families (Unix sockets). The
+/// callback runs synchronously inside the listener's handler; it may add handlers, schedule
+/// timers, stop the loop or [`remove`](AcceptHandle::remove) this accept handler (which ends
+/// the batch). The listener is switched to non-blocking mode: `accept` must never block the
+/// loop (for a borrowed listener this changes the caller's file description too).
+///
+/// The callback is stored inline with the handler's state, so it may capture up to
+/// [`INLINE_CAPTURE_BYTES`](loop_core::INLINE_CAPTURE_BYTES) − 8 bytes (a larger one fails
+/// to compile). Nothing is allocated, now or per connection. See the [module
+/// docs](self) for the per-readiness bound, the `EMFILE` back-off (it needs one free timer
+/// slot while it backs off) and what is reported to the error hook.
+///
+/// # Errors
+/// The listener and the callback come back inside [`Refused`] with: [`Error::Os`] if the
+/// listener cannot be made non-blocking (`EBADF`), or the errors of
+/// [`EventLoop::add_handler`]: [`Error::InvalidFd`], [`Error::AlreadyRegistered`] (the fd has
+/// a handler), [`Error::Full`] (no free handler slot), [`Error::Os`] (the kernel refuses the
+/// fd), [`Error::Closed`], [`Error::Forked`]. The callback is `None` only if the kernel
+/// accepted the listener and then refused the same registration a moment later (kernel
+/// memory exhaustion, or another thread taking the last epoll watch in between): the loop
+/// first registers the fd with an empty handler, so every predictable refusal hands the
+/// callback back.
+#[allow(clippy::type_complexity)]
+pub fn add_accept_handler<P, const H: usize, const T: usize, const Q: usize, F>(
+    lp: &mut EventLoop<P, H, T, Q>,
+    listener: impl Into<Listener>,
+    callback: F,
+) -> Result<AcceptHandle, Refused<(Listener, Option<F>)>>
+where
+    P: Poller + 'static,
+    F: FnMut(&mut EventLoop<P, H, T, Q>, OwnedFd, Option<SocketAddr>) + 'static,
+{
+    let listener = listener.into();
+    let fd = listener.raw();
+    let refuse = |error, listener, callback| {
+        Err(Refused {
+            error,
+            value: (listener, callback),
+        })
+    };
+    if fd < 0 {
+        return refuse(Error::InvalidFd { fd }, listener, Some(callback));
+    }
+    if let Err(errno) = set_nonblocking(fd) {
+        return refuse(Error::Os { errno }, listener, Some(callback));
+    }
+    // Learn every refusal (capacity, duplicate, closed or forked loop, the kernel's verdict on
+    // this fd) with a handler that costs nothing to drop: a refused closure cannot be taken
+    // apart again, and the callback lives inside ours.
+    if let Err(refused) = lp.add_handler(fd, Interest::READ, |_, _, _| Ok(())) {
+        return refuse(refused.error, listener, Some(callback));
+    }
+    lp.remove_handler(fd);
+
+    let mut acceptor = Acceptor {
+        callback,
+        backoff_ms: 0,
+    };
+    let handler = move |lp: &mut EventLoop<P, H, T, Q>, fd: RawFd, ready: Readiness| {
+        acceptor.on_ready(lp, fd, ready)
+    };
+    let added = match listener {
+        Listener::Owned(owned) => lp
+            .add_owned_handler(owned, Interest::READ, handler)
+            .map_err(|r| (r.error, Listener::Owned(r.value.0))),
+        Listener::Borrowed(raw) => lp
+            .add_handler(raw, Interest::READ, handler)
+            .map_err(|r| (r.error, Listener::Borrowed(raw))),
+    };
+    match added {
+        Ok(id) => Ok(AcceptHandle { fd, id }),
+        Err((error, listener)) => refuse(error, listener, None),
+    }
+}
+
+/// The accept handler's state, stored inline in the loop's handler table.
+struct Acceptor<F> {
+    callback: F,
+    /// The current back-off in milliseconds; 0 while accepting normally.
+    backoff_ms: u32,
+}
+
+impl<F> Acceptor<F> {
+    fn on_ready<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>(
+        &mut self,
+        lp: &mut EventLoop<P, H, T, Q>,
+        fd: RawFd,
+        ready: Readiness,
+    ) -> HandlerResult
+    where
+        F: FnMut(&mut EventLoop<P, H, T, Q>, OwnedFd, Option<SocketAddr>),
+    {
+        if !ready.contains(Readiness::READ) {
+            lp.remove_handler(fd);
+            return Err(HandlerError::Other(LISTENER_FAILED));
+        }
+        // Our own registration, to notice removal (or a new handler on a reused fd number)
+        // from inside the callback.
+        let me = lp.handler_id(fd);
+        for _ in 0..ACCEPTS_PER_EVENT {
+            match accept(fd) {
+                Ok((conn, peer)) => {
+                    self.backoff_ms = 0;
+                    (self.callback)(lp, conn, peer);
+                    if lp.handler_id(fd) != me || lp.is_closed() {
+                        return Ok(());
+                    }
+                }
+                Err(e) if e.0 == libc::EAGAIN || e.0 == libc::EWOULDBLOCK => return Ok(()),
+                Err(e) if skippable(e) => {}
+                Err(e) => return self.back_off(lp, fd, me, e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Stop watching READ and re-arm after the next back-off delay.
+    fn back_off<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>(
+        &mut self,
+        lp: &mut EventLoop<P, H, T, Q>,
+        fd: RawFd,
+        me: Option<HandlerId>,
+        errno: Errno,
+    ) -> HandlerResult {
+        let min = BACKOFF_MIN.as_millis() as u32;
+        let max = BACKOFF_MAX.as_millis() as u32;
+        self.backoff_ms = if self.backoff_ms == 0 {
+            min
+        } else {
+            self.backoff_ms.saturating_mul(2).min(max)
+        };
+        let Some(id) = me else {
+            return Err(HandlerError::Os(errno));
+        };
+        let delay = Duration::from_millis(u64::from(self.backoff_ms));
+        let Ok(timer) = schedule_rearm(lp, fd, id, delay) else {
+            return Err(HandlerError::Other(BACKOFF_NO_TIMER));
+        };
+        if lp.update_handler(fd, Interest::empty()).is_err() {
+            // Still armed: the timer would only repeat what is in force.
+            lp.remove_timeout(timer);
+        }
+        Err(HandlerError::Os(errno))
+    }
+}
+
+/// A timer that gives the listener its READ interest back, if the same registration is still
+/// in place.
+fn schedule_rearm<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>(
+    lp: &mut EventLoop<P, H, T, Q>,
+    fd: RawFd,
+    id: HandlerId,
+    delay: Duration,
+) -> Result<loop_core::TimerHandle, Error> {
+    lp.call_later(delay, move |lp| rearm(lp, fd, id))
+        .map_err(|r| r.error)
+}
+
+fn rearm<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>(
+    lp: &mut EventLoop<P, H, T, Q>,
+    fd: RawFd,
+    id: HandlerId,
+) {
+    if lp.handler_id(fd) != Some(id) {
+        return;
+    }
+    if lp.update_handler(fd, Interest::READ).is_err() {
+        // The kernel refused (ENOMEM): try again later rather than never accept again.
+        let _ = schedule_rearm(lp, fd, id, BACKOFF_MAX);
+    }
+}
+
+/// Errors that concern one connection only: skip it and accept the next. Linux passes the new
+/// socket's pending network errors on from `accept` and asks to treat them like `EAGAIN`
+/// (`accept(2)`, "Error handling"); unlike `EAGAIN` the queue made progress, so go on.
+fn skippable(e: Errno) -> bool {
+    let e = e.0;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if e == libc::ENONET {
+        return true;
+    }
+    e == libc::ECONNABORTED
+        || e == libc::EINTR
+        || e == libc::EPROTO
+        || e == libc::EPERM
+        || e == libc::ENOPROTOOPT
+        || e == libc::ENETDOWN
+        || e == libc::ENETUNREACH
+        || e == libc::EHOSTDOWN
+        || e == libc::EHOSTUNREACH
+}
+
+fn last_errno() -> Errno {
+    Errno(
+        std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EINVAL),
+    )
+}
+
+fn set_nonblocking(fd: RawFd) -> Result<(), Errno> {
+    // SAFETY: fcntl on a caller-provided fd number; an invalid one fails with EBADF.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(last_errno());
+    }
+    if flags & libc::O_NONBLOCK != 0 {
+        return Ok(());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(last_errno());
+    }
+    Ok(())
+}
+
+/// One `accept`, with the peer's address read from the same call.
+fn accept(listener: RawFd) -> Result<(OwnedFd, Option<SocketAddr>), Errno> {
+    // SAFETY: an all-zero sockaddr_storage is a valid (AF_UNSPEC) value.
+    let mut storage: libc::sockaddr_storage = unsafe { core::mem::zeroed() };
+    let mut len = core::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let addr = (&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr>();
+    let raw = accept_cloexec_nonblocking(listener, addr, &mut len)?;
+    // SAFETY: `accept` returned a new fd that nothing else owns.
+    let conn = unsafe { OwnedFd::from_raw_fd(raw) };
+    Ok((conn, socket_addr(&storage, len)))
+}
+
+/// `accept4(SOCK_NONBLOCK | SOCK_CLOEXEC)`: close-on-exec from the first instant, so an `exec`
+/// in another thread cannot inherit the connection.
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly"
+))]
+fn accept_cloexec_nonblocking(
+    listener: RawFd,
+    addr: *mut libc::sockaddr,
+    len: &mut libc::socklen_t,
+) -> Result<RawFd, Errno> {
+    // SAFETY: `addr` points to a sockaddr_storage of `*len` bytes; the kernel writes at most
+    // that much and updates `len`.
+    let fd = unsafe {
+        libc::accept4(
+            listener,
+            addr,
+            len,
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        Err(last_errno())
+    } else {
+        Ok(fd)
+    }
+}
+
+/// macOS has no `accept4`: `accept`, then close-on-exec and non-blocking. An `exec` in another
+/// thread between the two calls can inherit the connection; single-threaded programs (the
+/// loop's model) are not affected.
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly"
+)))]
+fn accept_cloexec_nonblocking(
+    listener: RawFd,
+    addr: *mut libc::sockaddr,
+    len: &mut libc::socklen_t,
+) -> Result<RawFd, Errno> {
+    // SAFETY: as for accept4 above.
+    let fd = unsafe { libc::accept(listener, addr, len) };
+    if fd < 0 {
+        return Err(last_errno());
+    }
+    // SAFETY: `fd` was just returned by accept and nothing else owns it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: fcntl on the fd we own.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+        return Err(last_errno());
+    }
+    set_nonblocking(fd)?;
+    Ok(std::os::fd::IntoRawFd::into_raw_fd(owned))
+}
+
+/// The peer address of an IPv4 or IPv6 connection; `None` for other families.
+fn socket_addr(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    let len = len as usize;
+    match i32::from(storage.ss_family) {
+        libc::AF_INET if len >= core::mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the kernel wrote a sockaddr_in (family and length checked), and
+            // sockaddr_storage is large and aligned enough for every sockaddr type.
+            let sin =
+                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 if len >= core::mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: as above, for a sockaddr_in6.
+            let sin6 = unsafe {
+                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
