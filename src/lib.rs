@@ -30,6 +30,7 @@
 
 pub use loop_core::*;
 
+pub mod net;
 pub mod signals;
 pub use signals::SignalExt;
 pub mod accept;
