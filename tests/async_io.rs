@@ -122,3 +122,30 @@ fn async_echo_over_a_socketpair_and_sticky_hangup<P: Poller + OpenPoller + 'stat
 io_suite!(epoll, loop_linux::Epoll);
 io_suite!(poll, loop_select::Poll);
 io_suite!(select, loop_select::Select);
+
+#[test]
+fn a_registration_dropped_outside_a_task_does_not_block_the_reused_fd_number() {
+    type Lp = EventLoop<loop_linux::Epoll, 8, 16, 8>;
+    static REMOTE: Remote<Lp, 16> = Remote::new();
+    static EXEC: Executor<4, 1024> = Executor::new();
+    let mut lp: Lp = EventLoop::new().unwrap();
+    lp.attach_remote(&REMOTE).unwrap();
+    lp.attach_executor(&EXEC).unwrap();
+    let (a, _b) = UnixStream::pair().unwrap();
+    let number = a.as_raw_fd();
+    // Made in a task, dropped outside one: it cannot deregister.
+    let reg = lp
+        .run_sync(async { IoRegistration::new(&a) }, None)
+        .unwrap()
+        .unwrap();
+    drop(reg);
+    drop(a);
+    assert_eq!(lp.handler_count(), 1, "the stale slot is still there");
+    let (c, _d) = UnixStream::pair().unwrap();
+    assert_eq!(c.as_raw_fd(), number, "the kernel reused the number");
+    let ok = lp
+        .run_sync(async { IoRegistration::new(&c).map(|_| ()) }, None)
+        .unwrap();
+    assert_eq!(ok, Ok(()), "the new registration replaced the stale one");
+    assert_eq!(lp.handler_count(), 0);
+}

@@ -359,3 +359,25 @@ fn interval_ticks_on_the_grid_and_skips_missed_ticks() {
         .unwrap();
     assert_eq!(ticks, [10, 20, 50, 60]);
 }
+
+#[test]
+fn watchdog_names_a_task_that_blocks_inside_a_poll() {
+    let (mut lp, exec) = sim_loop!(4);
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let s = seen.clone();
+    lp.set_watchdog(Duration::from_millis(100), move |b| s.borrow_mut().push(b));
+    async fn blocking_step() {
+        // "Blocks" the loop for 300 ms of simulated time inside one poll.
+        loop_core::with_current_loop(|lp: &mut Sim| {
+            lp.poller().advance(Duration::from_millis(300))
+        });
+        yield_now().await;
+    }
+    let id = exec.spawn(blocking_step()).map_err(|r| r.error).unwrap();
+    lp.run_sync(async { sleep(secs(1)).await }, None).unwrap();
+    let seen = seen.borrow();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].source, loop_core::Source::Task { id });
+    assert_eq!(seen[0].duration, Duration::from_millis(300));
+    assert!(seen[0].name.contains("blocking_step"), "{}", seen[0].name);
+}

@@ -88,6 +88,11 @@ pub enum Source {
     },
     /// A callback from `add_callback` or a `LoopHandle`.
     Callback,
+    /// One poll of a task (an `async` block between two `.await`s).
+    Task {
+        /// The task.
+        id: crate::executor::TaskId,
+    },
     /// A signal handler.
     Signal {
         /// The signal number.
@@ -811,8 +816,16 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             if !self.closed {
                 // Tasks woken before this point; the loop is only reached through this
                 // pointer while they are polled.
+                let threshold = self.watchdog.as_ref().map(|w| w.threshold);
+                let mut slow = heapless::Vec::new();
                 let lp: *mut dyn LoopOps = self as *mut Self;
-                exec.run_ready(lp);
+                let longest = exec.run_ready(lp, threshold, &mut slow);
+                if longest > self.counters.max_run_time {
+                    self.counters.max_run_time = longest;
+                }
+                for s in slow {
+                    self.report_blocked(Source::Task { id: s.id }, s.name, s.duration);
+                }
             }
         }
         if let Some(now) = now {
@@ -1063,6 +1076,10 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     #[cold]
     fn watch_report(&mut self, started: Instant, source: Source, name: &'static str) {
         let duration = self.poller.now() - started;
+        self.report_blocked(source, name, duration);
+    }
+
+    fn report_blocked(&mut self, source: Source, name: &'static str, duration: Duration) {
         if duration > self.counters.max_run_time {
             self.counters.max_run_time = duration;
         }
@@ -1374,6 +1391,12 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> LoopOp
         self.usable()?;
         if fd < 0 {
             return Err(Error::InvalidFd { fd });
+        }
+        // An I/O registration already on this fd number belongs to an fd that was closed
+        // without deregistering (its owner was dropped outside a task): the number can only
+        // be reused after a close, so the old registration is stale. Replace it.
+        if self.handlers.lookup(fd).is_some_and(|(_, slot)| slot.io.is_some()) {
+            self.remove_handler(fd);
         }
         let edge = self.poller.capabilities().supports(Mode::Edge);
         let (interest, mode) = if edge {

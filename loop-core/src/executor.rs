@@ -124,7 +124,20 @@ struct FutureStorage<const S: usize>([MaybeUninit<u8>; S]);
 struct TaskVTable {
     poll: unsafe fn(*mut u8, &mut Context<'_>) -> Poll<()>,
     drop: unsafe fn(*mut u8),
+    /// The future's type name (`my_app::serve::{{closure}}`), for watchdog reports.
+    name: fn() -> &'static str,
 }
+
+/// A task poll that took at least the watchdog's threshold.
+pub(crate) struct SlowPoll {
+    pub(crate) id: TaskId,
+    pub(crate) name: &'static str,
+    pub(crate) duration: core::time::Duration,
+}
+
+/// At most this many slow task polls are reported per iteration (the longest poll always
+/// updates `Counters::max_run_time`).
+pub(crate) const SLOW_POLLS_PER_ITERATION: usize = 8;
 
 struct Erased<F>(PhantomData<F>);
 
@@ -132,6 +145,7 @@ impl<F: Future<Output = ()>> Erased<F> {
     const VTABLE: TaskVTable = TaskVTable {
         poll: Self::poll,
         drop: Self::drop,
+        name: core::any::type_name::<F>,
     };
 
     /// # Safety
@@ -403,8 +417,14 @@ impl<const N: usize, const S: usize> Executor<N, S> {
 
 /// The loop's view of its executor, with the sizes erased.
 pub(crate) trait ExecQueue {
-    /// Poll the tasks that were ready when this call began. Returns how many were polled.
-    fn run_ready(&self, lp: *mut dyn LoopOps) -> usize;
+    /// Poll the tasks that were ready when this call began. With a watchdog `threshold`, each
+    /// poll is timed: polls at or above it go to `slow`, and the longest poll is returned.
+    fn run_ready(
+        &self,
+        lp: *mut dyn LoopOps,
+        threshold: Option<core::time::Duration>,
+        slow: &mut heapless::Vec<SlowPoll, SLOW_POLLS_PER_ITERATION>,
+    ) -> core::time::Duration;
     fn any_ready(&self) -> bool;
     fn set_sleeping(&self, sleeping: bool);
     fn main_header(&self) -> &TaskHeader;
@@ -446,7 +466,12 @@ impl<const N: usize, const S: usize> Executor<N, S> {
 }
 
 impl<const N: usize, const S: usize> ExecQueue for Executor<N, S> {
-    fn run_ready(&self, lp: *mut dyn LoopOps) -> usize {
+    fn run_ready(
+        &self,
+        lp: *mut dyn LoopOps,
+        threshold: Option<core::time::Duration>,
+        slow: &mut heapless::Vec<SlowPoll, SLOW_POLLS_PER_ITERATION>,
+    ) -> core::time::Duration {
         // Wakes from here on are seen by the next iteration.
         self.shared.ready_any.store(false, Ordering::SeqCst);
         let mut scheduled = 0;
@@ -460,16 +485,34 @@ impl<const N: usize, const S: usize> ExecQueue for Executor<N, S> {
         if self.main.ready.load(Ordering::SeqCst) {
             self.shared.ready_any.store(true, Ordering::SeqCst);
         }
+        let mut longest = core::time::Duration::ZERO;
         if scheduled == 0 {
-            return 0;
+            return longest;
         }
         let _current = current::enter(lp);
-        for t in &self.tasks {
-            if t.scheduled.replace(false) {
+        for (index, t) in self.tasks.iter().enumerate() {
+            if !t.scheduled.replace(false) {
+                continue;
+            }
+            let Some(threshold) = threshold else {
                 self.poll_slot(t);
+                continue;
+            };
+            // Taken before the poll: a task that finishes gets a new generation.
+            let id = TaskId { index: index as u32, generation: t.generation.get() };
+            let name = t.vtable.get().map_or("", |v| (v.name)());
+            let started = current::with_loop(|l| l.now());
+            self.poll_slot(t);
+            let ended = current::with_loop(|l| l.now());
+            if let (Some(a), Some(b)) = (started, ended) {
+                let duration = b - a;
+                longest = longest.max(duration);
+                if duration >= threshold {
+                    let _ = slow.push(SlowPoll { id, name, duration });
+                }
             }
         }
-        scheduled
+        longest
     }
 
     fn any_ready(&self) -> bool {

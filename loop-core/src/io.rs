@@ -13,7 +13,9 @@
 //! I/O reports them.
 //!
 //! Registrations use the loop polling the current task; make and drop them inside tasks or
-//! `run_sync` (dropping elsewhere leaves the handler slot registered until the loop closes).
+//! `run_sync`. One dropped elsewhere cannot reach its loop: its handler slot stays until the
+//! fd number is registered again (a new registration of that number replaces the stale one)
+//! or the loop closes.
 
 use core::future::poll_fn;
 use core::task::{Context, Poll};
