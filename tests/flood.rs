@@ -4,7 +4,6 @@
 //! counted: the client sees EOF or a reset, never a hang), no fd leaks, the 15 keep echoing,
 //! and the loop thread makes no heap allocation while it happens.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -19,38 +18,9 @@ use ioloop::accept::add_accept_handler;
 use ioloop::{Error, HandlerResult, Interest, Resource};
 use loop_core::EventLoop;
 
-struct Counting;
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards to the system allocator; the counters are const-initialised thread-locals,
-// which never allocate.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.with(Cell::get) {
-            ALLOCATIONS.with(|a| a.set(a.get() + 1));
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.with(Cell::get) {
-            ALLOCATIONS.with(|a| a.set(a.get() + 1));
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+#[path = "common/alloc_counter.rs"]
+mod alloc_counter;
+use alloc_counter::allocations_in;
 
 /// The listener and 15 connections.
 const HANDLERS: usize = 16;
@@ -208,12 +178,11 @@ fn a_flood_beyond_the_handler_table_is_refused_cleanly_while_residents_keep_echo
 
     // The loop thread, counting its heap allocations, until the clients are done (bounded:
     // every client read has a 10 s timeout).
-    COUNTING.with(|c| c.set(true));
-    while !chatter_done.load(Ordering::Acquire) {
-        lp.run_once(Some(Duration::from_millis(10))).unwrap();
-    }
-    COUNTING.with(|c| c.set(false));
-    let allocations = ALLOCATIONS.with(Cell::get);
+    let ((), allocations) = allocations_in(|| {
+        while !chatter_done.load(Ordering::Acquire) {
+            lp.run_once(Some(Duration::from_millis(10))).unwrap();
+        }
+    });
 
     for f in flooders {
         f.join().unwrap();

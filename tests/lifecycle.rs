@@ -1,6 +1,6 @@
 //! `close()` (Tornado's `close(all_fds=True)` for what the loop owns) and fork detection.
 
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::time::Duration;
@@ -8,23 +8,9 @@ use std::time::Duration;
 use loop_core::sim::SimPoller;
 use loop_core::{Error, EventLoop, Interest, Periodic};
 
-/// The identity of the open file an fd number stands for.
-#[allow(clippy::unnecessary_cast)] // st_dev / st_ino widths differ between platforms
-fn identity(fd: i32) -> Option<(u64, u64)> {
-    // SAFETY: fstat only inspects the number and nothing else is done with the borrow; a
-    // closed number answers EBADF.
-    let b = unsafe { BorrowedFd::borrow_raw(fd) };
-    rustix::fs::fstat(b)
-        .ok()
-        .map(|st| (st.st_dev as u64, st.st_ino as u64))
-}
-
-/// Whether `fd` still refers to the file it referred to when `was` was taken. Tests run in
-/// parallel threads, so a closed number may already have been reused by another test: the
-/// identity, not the number, tells.
-fn still_open(fd: i32, was: Option<(u64, u64)>) -> bool {
-    was.is_some() && identity(fd) == was
-}
+#[path = "common/fd_identity.rs"]
+mod fd_identity;
+use fd_identity::{identity, still_open};
 
 #[test]
 fn close_closes_owned_fds_only_and_refuses_everything_after() {

@@ -3,7 +3,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::time::Duration;
@@ -25,23 +25,9 @@ fn drain(fd: i32) {
     while matches!(rustix::io::read(borrowed, &mut buf), Ok(n) if n > 0) {}
 }
 
-/// The identity of the open file an fd number stands for.
-#[allow(clippy::unnecessary_cast)] // st_dev / st_ino widths differ between platforms
-fn identity(fd: i32) -> Option<(u64, u64)> {
-    // SAFETY: fstat only inspects the number and nothing else is done with the borrow; a
-    // closed number answers EBADF.
-    let b = unsafe { BorrowedFd::borrow_raw(fd) };
-    rustix::fs::fstat(b)
-        .ok()
-        .map(|st| (st.st_dev as u64, st.st_ino as u64))
-}
-
-/// Whether `fd` still refers to the file it referred to when `was` was taken. Tests run in
-/// parallel threads, so a closed number may already have been reused by another test: the
-/// identity, not the number, tells.
-fn still_open(fd: i32, was: Option<(u64, u64)>) -> bool {
-    was.is_some() && identity(fd) == was
-}
+#[path = "common/fd_identity.rs"]
+mod fd_identity;
+use fd_identity::{identity, still_open};
 
 fn read_only_handler_on_a_writable_socket_sees_read_only<P: Poller + OpenPoller + 'static>() {
     let mut lp: EventLoop<P, 8, 8, 8> = EventLoop::new().unwrap();

@@ -3,7 +3,6 @@
 //! queued from callbacks and handlers, handlers added and removed. A counting global allocator
 //! watches this thread only (the test harness allocates on its own threads).
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::io::Write;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -13,38 +12,9 @@ use std::time::Duration;
 
 use loop_core::{EventLoop, HandlerError, Interest, OpenPoller, Periodic, Poller};
 
-struct Counting;
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards to the system allocator; the counters are const-initialised thread-locals,
-// which never allocate.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.with(Cell::get) {
-            ALLOCATIONS.with(|a| a.set(a.get() + 1));
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.with(Cell::get) {
-            ALLOCATIONS.with(|a| a.set(a.get() + 1));
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+#[path = "common/alloc_counter.rs"]
+mod alloc_counter;
+use alloc_counter::allocations_in;
 
 type Lp<P> = EventLoop<P, 16, 64, 64>;
 
@@ -131,21 +101,19 @@ fn no_heap_allocation_after_the_first_run_once<P: Poller + OpenPoller + 'static>
     let spare = UnixStream::pair().unwrap();
     lp.run_once(Some(Duration::ZERO)).unwrap();
 
-    COUNTING.with(|c| c.set(true));
-    for i in 0..2000usize {
-        let _ = (&writers[i % writers.len()]).write(b"ping");
-        if i % 100 == 0 {
-            // Handler churn: add and remove a handler on a spare socket.
-            lp.add_handler(&spare.0, Interest::READ, |_, _, _| Ok(()))
-                .map_err(|r| r.error)
-                .unwrap();
-            lp.remove_handler(spare.0.as_raw_fd());
+    let ((), allocations) = allocations_in(|| {
+        for i in 0..2000usize {
+            let _ = (&writers[i % writers.len()]).write(b"ping");
+            if i % 100 == 0 {
+                // Handler churn: add and remove a handler on a spare socket.
+                lp.add_handler(&spare.0, Interest::READ, |_, _, _| Ok(()))
+                    .map_err(|r| r.error)
+                    .unwrap();
+                lp.remove_handler(spare.0.as_raw_fd());
+            }
+            lp.run_once(Some(Duration::from_millis(1))).unwrap();
         }
-        lp.run_once(Some(Duration::from_millis(1))).unwrap();
-    }
-    COUNTING.with(|c| c.set(false));
-
-    let allocations = ALLOCATIONS.with(Cell::get);
+    });
     assert!(reads.get() > 1000, "handlers ran: {}", reads.get());
     assert!(ticks.get() > 10, "periodic ran: {}", ticks.get());
     assert_eq!(allocations, 0, "heap allocations after the first run_once");
@@ -154,9 +122,7 @@ fn no_heap_allocation_after_the_first_run_once<P: Poller + OpenPoller + 'static>
 #[test]
 fn the_counter_sees_allocations() {
     // Guards the test above against a counter that never counts.
-    COUNTING.with(|c| c.set(true));
-    let v = std::hint::black_box(vec![1u8; 10]);
-    COUNTING.with(|c| c.set(false));
+    let (v, n) = allocations_in(|| std::hint::black_box(vec![1u8; 10]));
     drop(v);
-    assert!(ALLOCATIONS.with(Cell::get) >= 1);
+    assert!(n >= 1);
 }

@@ -531,19 +531,8 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     where
         F: FnOnce(&mut Self) + 'static,
     {
-        if self.closed {
-            return Err(Refused {
-                error: Error::Closed,
-                value: f,
-            });
-        }
-        if self.timers.len() >= T {
-            return Err(Refused {
-                error: Error::Full {
-                    what: Resource::Timers,
-                },
-                value: f,
-            });
+        if let Err(error) = self.timer_room() {
+            return Err(Refused { error, value: f });
         }
         let timer = InlineFn::once_named::<F, _>(move |lp: &mut Self, _deadline: Instant| {
             f(lp);
@@ -582,25 +571,13 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     where
         F: FnMut(&mut Self) + 'static,
     {
-        if self.closed {
-            return Err(Refused {
-                error: Error::Closed,
-                value: f,
-            });
-        }
-        if periodic.period_ns == 0 {
-            return Err(Refused {
-                error: Error::InvalidPeriod,
-                value: f,
-            });
-        }
-        if self.timers.len() >= T {
-            return Err(Refused {
-                error: Error::Full {
-                    what: Resource::Timers,
-                },
-                value: f,
-            });
+        let room = if periodic.period_ns == 0 {
+            Err(Error::InvalidPeriod)
+        } else {
+            self.timer_room()
+        };
+        if let Err(error) = room {
+            return Err(Refused { error, value: f });
         }
         let now = self.now();
         let (period_ns, jitter_ppm) = (periodic.period_ns, periodic.jitter_ppm);
@@ -615,6 +592,20 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             ))
         });
         Ok(self.schedule(first, timer))
+    }
+
+    /// `Ok` if a timer can be added now: the loop is open and the heap has room.
+    #[inline]
+    fn timer_room(&self) -> Result<(), Error> {
+        if self.closed {
+            Err(Error::Closed)
+        } else if self.timers.len() >= T {
+            Err(Error::Full {
+                what: Resource::Timers,
+            })
+        } else {
+            Ok(())
+        }
     }
 
     fn schedule(&mut self, deadline: Instant, timer: TimerFn<P, H, T, Q>) -> TimerHandle {
@@ -1395,7 +1386,11 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> LoopOp
         // An I/O registration already on this fd number belongs to an fd that was closed
         // without deregistering (its owner was dropped outside a task): the number can only
         // be reused after a close, so the old registration is stale. Replace it.
-        if self.handlers.lookup(fd).is_some_and(|(_, slot)| slot.io.is_some()) {
+        if self
+            .handlers
+            .lookup(fd)
+            .is_some_and(|(_, slot)| slot.io.is_some())
+        {
             self.remove_handler(fd);
         }
         let edge = self.poller.capabilities().supports(Mode::Edge);

@@ -499,7 +499,10 @@ impl<const N: usize, const S: usize> ExecQueue for Executor<N, S> {
                 continue;
             };
             // Taken before the poll: a task that finishes gets a new generation.
-            let id = TaskId { index: index as u32, generation: t.generation.get() };
+            let id = TaskId {
+                index: index as u32,
+                generation: t.generation.get(),
+            };
             let name = t.vtable.get().map_or("", |v| (v.name)());
             let started = current::with_loop(|l| l.now());
             self.poll_slot(t);

@@ -176,12 +176,23 @@ impl<A: ?Sized + 'static, X: 'static, R: 'static> InlineFn<A, X, R> {
     {
         #[allow(clippy::let_unit_value)]
         let () = Thunk::<F, N, A, X, R>::FITS;
+        // SAFETY: FITS proved `F` fits; the vtable was made for `F`.
+        unsafe { Self::store(f, &Thunk::<F, N, A, X, R>::VTABLE) }
+    }
+
+    /// Write `f` into fresh storage next to `vtable`.
+    ///
+    /// # Safety
+    /// `F` must fit the storage (size and alignment: the caller's `FITS` check) and `vtable`
+    /// must have been made for `F`.
+    #[inline]
+    unsafe fn store<F>(f: F, vtable: &'static VTable<A, X, R>) -> Self {
         let mut storage = Storage([MaybeUninit::uninit(); INLINE_CAPTURE_BYTES]);
-        // SAFETY: FITS proved `F` fits in `storage` in size and alignment; the storage is
-        // fresh, so nothing is overwritten.
+        // SAFETY: the caller guarantees `F` fits; the storage is fresh, so nothing is
+        // overwritten.
         unsafe { ptr::write(storage.0.as_mut_ptr().cast::<F>(), f) };
         InlineFn {
-            vtable: &Thunk::<F, N, A, X, R>::VTABLE,
+            vtable,
             storage,
             _not_send: PhantomData,
         }
@@ -228,15 +239,8 @@ impl<A: ?Sized + 'static, X: 'static, R: Default + 'static> InlineFn<A, X, R> {
     {
         #[allow(clippy::let_unit_value)]
         let () = OnceThunk::<F, N, A, X, R>::FITS;
-        let mut storage = Storage([MaybeUninit::uninit(); INLINE_CAPTURE_BYTES]);
-        // SAFETY: FITS proved `F` fits in `storage` in size and alignment; the storage is
-        // fresh, so nothing is overwritten.
-        unsafe { ptr::write(storage.0.as_mut_ptr().cast::<F>(), f) };
-        InlineFn {
-            vtable: &OnceThunk::<F, N, A, X, R>::VTABLE,
-            storage,
-            _not_send: PhantomData,
-        }
+        // SAFETY: FITS proved `F` fits; the vtable was made for `F`.
+        unsafe { Self::store(f, &OnceThunk::<F, N, A, X, R>::VTABLE) }
     }
 }
 
