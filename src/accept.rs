@@ -54,8 +54,10 @@
 //! `HandlerError::Other(LISTENER_FAILED)` rather than be called every iteration.
 
 use core::time::Duration;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use rustix::net::SocketFlags;
 
 use loop_core::{
     Errno, Error, EventLoop, HandlerError, HandlerId, HandlerResult, Interest, Poller, RawFd,
@@ -370,131 +372,53 @@ fn skippable(e: Errno) -> bool {
         || e == libc::EHOSTUNREACH
 }
 
-fn last_errno() -> Errno {
-    Errno(
-        std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EINVAL),
-    )
-}
-
+/// Made non-blocking in place: `accept` must never block the loop.
 fn set_nonblocking(fd: RawFd) -> Result<(), Errno> {
-    // SAFETY: fcntl on a caller-provided fd number; an invalid one fails with EBADF.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 {
-        return Err(last_errno());
-    }
-    if flags & libc::O_NONBLOCK != 0 {
-        return Ok(());
-    }
-    // SAFETY: as above.
-    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
-        return Err(last_errno());
-    }
-    Ok(())
+    // SAFETY: the caller handed us this fd number as an open listener; a closed one makes
+    // the ioctl fail with EBADF, and the borrow ends with this call.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    rustix::io::ioctl_fionbio(fd, true).map_err(errno)
 }
 
-/// One `accept`, with the peer's address read from the same call.
+fn errno(e: rustix::io::Errno) -> Errno {
+    Errno(e.raw_os_error())
+}
+
+/// One `accept`, with the peer's address read by the same call.
 fn accept(listener: RawFd) -> Result<(OwnedFd, Option<SocketAddr>), Errno> {
-    // SAFETY: an all-zero sockaddr_storage is a valid (AF_UNSPEC) value.
-    let mut storage: libc::sockaddr_storage = unsafe { core::mem::zeroed() };
-    let mut len = core::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    let addr = (&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr>();
-    let raw = accept_cloexec_nonblocking(listener, addr, &mut len)?;
-    // SAFETY: `accept` returned a new fd that nothing else owns.
-    let conn = unsafe { OwnedFd::from_raw_fd(raw) };
-    Ok((conn, socket_addr(&storage, len)))
+    // SAFETY: the loop calls the handler with its registered fd, open while registered.
+    let listener = unsafe { BorrowedFd::borrow_raw(listener) };
+    let (conn, peer) = rustix::net::acceptfrom_with(listener, sys::FLAGS).map_err(errno)?;
+    let conn = sys::ready(conn).map_err(errno)?;
+    // IPv4 and IPv6 only; a Unix socket's peer is usually unnamed.
+    Ok((conn, peer.and_then(|a| SocketAddr::try_from(a).ok())))
 }
 
 /// `accept4(SOCK_NONBLOCK | SOCK_CLOEXEC)`: close-on-exec from the first instant, so an `exec`
 /// in another thread cannot inherit the connection.
-#[cfg(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly"
-))]
-fn accept_cloexec_nonblocking(
-    listener: RawFd,
-    addr: *mut libc::sockaddr,
-    len: &mut libc::socklen_t,
-) -> Result<RawFd, Errno> {
-    // SAFETY: `addr` points to a sockaddr_storage of `*len` bytes; the kernel writes at most
-    // that much and updates `len`.
-    let fd = unsafe {
-        libc::accept4(
-            listener,
-            addr,
-            len,
-            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        Err(last_errno())
-    } else {
+#[cfg(not(any(target_os = "macos", target_os = "ios")))]
+mod sys {
+    use super::*;
+
+    pub(super) const FLAGS: SocketFlags = SocketFlags::NONBLOCK.union(SocketFlags::CLOEXEC);
+
+    pub(super) fn ready(fd: OwnedFd) -> rustix::io::Result<OwnedFd> {
         Ok(fd)
     }
 }
 
-/// macOS has no `accept4`: `accept`, then close-on-exec and non-blocking. An `exec` in another
-/// thread between the two calls can inherit the connection; single-threaded programs (the
-/// loop's model) are not affected.
-#[cfg(not(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly"
-)))]
-fn accept_cloexec_nonblocking(
-    listener: RawFd,
-    addr: *mut libc::sockaddr,
-    len: &mut libc::socklen_t,
-) -> Result<RawFd, Errno> {
-    // SAFETY: as for accept4 above.
-    let fd = unsafe { libc::accept(listener, addr, len) };
-    if fd < 0 {
-        return Err(last_errno());
-    }
-    // SAFETY: `fd` was just returned by accept and nothing else owns it.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: fcntl on the fd we own.
-    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
-        return Err(last_errno());
-    }
-    set_nonblocking(fd)?;
-    Ok(std::os::fd::IntoRawFd::into_raw_fd(owned))
-}
+/// Apple has no `accept4`: `accept`, then non-blocking and close-on-exec. An `exec` in another
+/// thread between the calls can inherit the connection; a single-threaded program (the loop's
+/// model) is not affected.
+#[cfg(any(target_os = "macos", target_os = "ios"))]
+mod sys {
+    use super::*;
 
-/// The peer address of an IPv4 or IPv6 connection; `None` for other families.
-fn socket_addr(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
-    let len = len as usize;
-    match i32::from(storage.ss_family) {
-        libc::AF_INET if len >= core::mem::size_of::<libc::sockaddr_in>() => {
-            // SAFETY: the kernel wrote a sockaddr_in (family and length checked), and
-            // sockaddr_storage is large and aligned enough for every sockaddr type.
-            let sin =
-                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
-                u16::from_be(sin.sin_port),
-            )))
-        }
-        libc::AF_INET6 if len >= core::mem::size_of::<libc::sockaddr_in6>() => {
-            // SAFETY: as above, for a sockaddr_in6.
-            let sin6 = unsafe {
-                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
-            };
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
-                u16::from_be(sin6.sin6_port),
-                sin6.sin6_flowinfo,
-                sin6.sin6_scope_id,
-            )))
-        }
-        _ => None,
+    pub(super) const FLAGS: SocketFlags = SocketFlags::empty();
+
+    pub(super) fn ready(fd: OwnedFd) -> rustix::io::Result<OwnedFd> {
+        rustix::io::ioctl_fionbio(&fd, true)?;
+        rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC)?;
+        Ok(fd)
     }
 }
