@@ -146,6 +146,8 @@ fn main() -> ExitCode {
         reports.push(report);
     }
     println!("total {:.1} s", started.elapsed().as_secs_f64());
+    // The machine is shared: the load at the end says how quiet the run was.
+    println!("loadavg at end: {}", sys::loadavg());
 
     if let Some(path) = &args.json {
         let mut rows = Vec::new();
@@ -165,10 +167,11 @@ fn main() -> ExitCode {
             })
             .collect();
         let body = format!(
-            "{{\"mode\":{},\"ioloop\":{},\"machine\":{{{}}},\"notes\":[{}],\"results\":[\n{}\n]}}\n",
+            "{{\"mode\":{},\"ioloop\":{},\"machine\":{{{}}},\"loadavg_end\":{},\"notes\":[{}],\"results\":[\n{}\n]}}\n",
             json_str(mode),
             json_str(ioloop_status()),
             machine.join(","),
+            json_str(&sys::loadavg()),
             notes.join(","),
             rows.join(",\n")
         );

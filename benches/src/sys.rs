@@ -92,6 +92,20 @@ pub fn rss_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Two CPUs this process may run on (the first two of its affinity mask), if it has two.
+pub fn two_cpus() -> Option<(usize, usize)> {
+    let set = rustix::thread::sched_getaffinity(None).ok()?;
+    let mut cpus = (0..rustix::thread::CpuSet::MAX_CPU).filter(|&c| set.is_set(c));
+    Some((cpus.next()?, cpus.next()?))
+}
+
+/// Pins the calling thread to `cpu`; a refusal is ignored (the thread then floats).
+pub fn pin_to_cpu(cpu: usize) {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    let _ = rustix::thread::sched_setaffinity(None, &set);
+}
+
 /// Raises the soft `RLIMIT_NOFILE` (and the hard one, if allowed) to at least `want` fds.
 /// Returns the soft limit in force afterwards.
 pub fn raise_nofile(want: u64) -> u64 {
@@ -122,6 +136,13 @@ pub fn raise_nofile(want: u64) -> u64 {
     }
 }
 
+/// The 1, 5 and 15 minute load averages, as `/proc/loadavg` shows them.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 /// The `--quick`/full machine-info header: CPU model, cores, kernel, compiler, load.
 pub fn machine_info() -> Vec<(&'static str, String)> {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -145,9 +166,7 @@ pub fn machine_info() -> Vec<(&'static str, String)> {
         uts.release().to_string_lossy(),
         uts.machine().to_string_lossy()
     );
-    let load = std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default();
+    let load = loadavg();
     vec![
         ("cpu", model),
         ("cores", format!("{usable} usable ({online} online)")),

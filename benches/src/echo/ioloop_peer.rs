@@ -28,7 +28,6 @@ use loop_linux::Epoll;
 use rustix::net::{RecvFlags, SendFlags, SocketFlags};
 
 use super::{ServerCfg, ServerHandle, BUF};
-use crate::alloc_count;
 use crate::sys::io_err;
 
 /// Handler capacity: the listener and up to 2047 connections.
@@ -59,7 +58,7 @@ pub fn spawn(listener: TcpListener, cfg: ServerCfg) -> io::Result<ServerHandle> 
     let thread = std::thread::Builder::new()
         .name("echo-ioloop".into())
         .spawn(move || {
-            alloc_count::track_this_thread(cfg.alloc_session);
+            cfg.enter_thread();
             let mut lp = match Lp::new_boxed() {
                 Ok(lp) => lp,
                 Err(e) => {

@@ -22,7 +22,6 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::{ServerCfg, ServerHandle, BUF};
-use crate::alloc_count;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -43,7 +42,7 @@ pub fn spawn(listener: StdListener, cfg: ServerCfg) -> io::Result<ServerHandle> 
     let thread = std::thread::Builder::new()
         .name("echo-mio".into())
         .spawn(move || {
-            alloc_count::track_this_thread(cfg.alloc_session);
+            cfg.enter_thread();
             serve(poll, listener, cfg, &flag)
         })?;
     Ok(ServerHandle {

@@ -19,8 +19,8 @@
 //!
 //! Each round starts a fresh server and a fresh client (connect, warm-up phase, measured
 //! phase, disconnect, stop), peers interleaved round by round as in every workload. Two cores:
-//! the server and the client each keep one busy, so numbers are "one core serving", with the
-//! client's cost identical in every row.
+//! the server thread is pinned to one and the client to the other, so numbers are "one core
+//! serving", with the client's cost identical in every row.
 
 pub mod client;
 pub mod ioloop_peer;
@@ -36,7 +36,7 @@ use std::time::Duration;
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
 
 use crate::harness::{num, run_rounds, Peer, Report, Role, Samples, Stats};
-use crate::sys::raise_nofile;
+use crate::sys::{pin_to_cpu, raise_nofile, two_cpus};
 use client::{Client, Phase};
 
 /// Per-connection buffer of every server; larger than the largest message (4 KiB).
@@ -51,6 +51,18 @@ pub struct ServerCfg {
     pub max_conns: usize,
     /// The [`crate::alloc_count`] session the server thread's allocations count in (0: none).
     pub alloc_session: u64,
+    /// The CPU to pin the server thread to.
+    pub cpu: Option<usize>,
+}
+
+impl ServerCfg {
+    /// What every server thread does first: pin itself, join its counting session.
+    pub fn enter_thread(&self) {
+        if let Some(cpu) = self.cpu {
+            pin_to_cpu(cpu);
+        }
+        crate::alloc_count::track_this_thread(self.alloc_session);
+    }
 }
 
 /// A running server: how to stop it, and its thread.
@@ -132,13 +144,19 @@ impl Samples for EchoSamples {
 }
 
 /// Runs one round of `case` against the server `spawn` starts.
+///
+/// With two CPUs, the server thread is pinned to one and the client to the other: left
+/// floating, the scheduler sometimes puts both on one CPU (wake-affine) and a round's
+/// throughput halves or doubles with the placement, not with the server.
 pub fn drive(case: &EchoCase, spawn: Spawn) -> io::Result<EchoSamples> {
     let (listener, addr) = listener()?;
+    let cpus = two_cpus();
     let server = spawn(
         listener,
         ServerCfg {
             max_conns: case.conns,
             alloc_session: 0,
+            cpu: cpus.map(|c| c.0),
         },
     )?;
     let (conns, msg, warmup, time, max) = (
@@ -151,6 +169,9 @@ pub fn drive(case: &EchoCase, spawn: Spawn) -> io::Result<EchoSamples> {
     let load = std::thread::Builder::new()
         .name("echo-client".into())
         .spawn(move || -> io::Result<(Phase, Vec<u32>)> {
+            if let Some((_, cpu)) = cpus {
+                pin_to_cpu(cpu);
+            }
             let mut c = Client::new(conns, MAX_MSG, max as usize)?;
             c.connect(addr, conns)?;
             c.run(msg, max, warmup)?;
@@ -200,7 +221,7 @@ pub fn run(quick: bool, peers: &[Peer<EchoCase, EchoSamples>]) -> Report {
         if quick {
             (&[1, 100], &[64], 2, 50, 250, 200_000)
         } else {
-            (&[1, 100, 1000], &[64, 4096], 3, 200, 1000, 1_000_000)
+            (&[1, 100, 1000], &[64, 4096], 15, 100, 300, 1_000_000)
         };
     let mut report = Report::new(
         "echo",

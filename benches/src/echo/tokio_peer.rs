@@ -20,7 +20,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::{ServerCfg, ServerHandle, BUF};
-use crate::alloc_count;
 
 /// A one-shot stop signal another thread can set.
 #[derive(Default)]
@@ -63,7 +62,7 @@ pub fn spawn(listener: StdListener, cfg: ServerCfg) -> io::Result<ServerHandle> 
     let thread = std::thread::Builder::new()
         .name("echo-tokio".into())
         .spawn(move || {
-            alloc_count::track_this_thread(cfg.alloc_session);
+            cfg.enter_thread();
             let failure: Arc<Mutex<Option<io::Error>>> = Arc::default();
             let f = failure.clone();
             rt.block_on(async move {

@@ -81,6 +81,7 @@ pub fn measure(spawn: Spawn, idle: usize, requests: u64) -> io::Result<Footprint
         ServerCfg {
             max_conns,
             alloc_session: session,
+            cpu: None,
         },
     )?;
     let limit = Duration::from_secs(30);

@@ -31,7 +31,7 @@ pub mod tokio_peer;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::harness::{run_rounds, Peer, Report, Role};
+use crate::harness::{num, run_rounds, Peer, Report, Role};
 use crate::sys::XorShift;
 
 /// Longest random gap between two sleeps.
@@ -144,7 +144,7 @@ pub fn run(quick: bool, peers: &[Peer<PrecisionCase, PrecisionSamples>]) -> Repo
                     let n = s.len();
                     report.push(&label, p.name, p.role, s);
                     if let Some(row) = report.rows.last_mut() {
-                        row.note = Some(format!("max {:.0} µs, early {early}/{n}", max));
+                        row.note = Some(format!("max {} µs, early {early}/{n}", num(max)));
                     }
                 }
                 Err(e) => report.push_missing(&label, p.name, p.role, format!("error: {e}")),
