@@ -55,7 +55,8 @@ use crate::errno::{errno, os};
 use crate::eventfd::EventFdNotifier;
 use crate::timerfd::DeadlineTimer;
 
-/// Key of the internal eventfd; drained inside `wait`, never reported.
+/// Key of the internal eventfd (edge-triggered, never read); consumed inside `wait`, never
+/// reported.
 const NOTIFY_KEY: u64 = u64::MAX;
 /// Key of the internal timerfd; its expiry ends a timed wait and is never reported.
 const TIMER_KEY: u64 = u64::MAX - 1;
@@ -83,8 +84,8 @@ pub struct Epoll<const N: usize = 256> {
     notifier: EventFdNotifier,
     timer: DeadlineTimer,
     events: RawEvents<N>,
-    /// The process that created the epoll instance (fork detection).
-    pid: rustix::process::Pid,
+    /// The fork generation the epoll instance was created in (fork detection).
+    forks: u32,
 }
 
 /// The kernel's side of the event buffer.
@@ -122,10 +123,13 @@ impl<const N: usize> Epoll<N> {
         let epoll = epoll::create(CreateFlags::CLOEXEC).map_err(errno)?;
         let notifier = EventFdNotifier::new()?;
         let timer = DeadlineTimer::new()?;
-        // Level-triggered: the eventfd stays readable until `wait` drains it, so a notification
-        // that races with a wait is seen by the next one.
+        // Edge-triggered, never read back (as mio's waker): every eventfd write is a new edge,
+        // so a notification that races with a wait is seen by that wait or the next, and a
+        // wake costs one syscall on each side instead of two on the loop's (`read` to drain).
+        // Writes coalesce into one report while it is pending; the counter only overflows
+        // after 2^64 - 2 writes (`EventFdNotifier::notify` then treats EAGAIN as pending).
         let notify = EventData::new_u64(NOTIFY_KEY);
-        epoll::add(&epoll, &notifier, notify, EventFlags::IN).map_err(errno)?;
+        epoll::add(&epoll, &notifier, notify, EventFlags::IN | EventFlags::ET).map_err(errno)?;
         // Edge-triggered: see `timerfd.rs`; one report per expiry, never a read.
         let timer_data = EventData::new_u64(TIMER_KEY);
         epoll::add(&epoll, &timer, timer_data, EventFlags::IN | EventFlags::ET).map_err(errno)?;
@@ -138,7 +142,7 @@ impl<const N: usize> Epoll<N> {
             notifier,
             timer,
             events: RawEvents([empty; N]),
-            pid: rustix::process::getpid(),
+            forks: crate::fork::generation(),
         })
     }
 
@@ -299,7 +303,7 @@ impl<const N: usize> Poller for Epoll<N> {
         for event in &raw[..n] {
             let (flags, key) = (event.flags, event.data.u64());
             match key {
-                NOTIFY_KEY => self.notifier.drain(),
+                NOTIFY_KEY => {}
                 TIMER_KEY => self.timer.expired(),
                 key => {
                     events[filled] = PollEvent {
@@ -318,9 +322,11 @@ impl<const N: usize> Poller for Epoll<N> {
     }
 
     /// Closes `fd`. Negative fds and the poller's own are left alone.
-    /// Compares the process id with the one this poller was created in (one `getpid`).
+    /// Compares the fork generation with the one this poller was created in (one atomic
+    /// load; see `fork.rs`).
+    #[inline]
     fn forked(&self) -> bool {
-        rustix::process::getpid() != self.pid
+        crate::fork::forked_since(self.forks)
     }
 
     fn close_fd(&mut self, fd: RawFd) {

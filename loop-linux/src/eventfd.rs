@@ -43,7 +43,7 @@ impl EventFdNotifier {
         Ok(EventFdNotifier { fd })
     }
 
-    /// Reset the counter so the next notification is a new wake. Called by `wait` only.
+    /// Reset the counter (when it is full, so the next write makes a new edge).
     pub(crate) fn drain(&self) {
         // Reading an eventfd returns the counter and zeroes it. EAGAIN means another `wait`
         // call already drained it; nothing else can fail for an 8-byte buffer.
@@ -54,9 +54,19 @@ impl EventFdNotifier {
 
 impl Notify for EventFdNotifier {
     fn notify(&self) -> Result<(), Errno> {
-        match rustix::io::write(&self.fd, &1u64.to_ne_bytes()) {
-            // EAGAIN: the counter is at its maximum, so a wake is already pending.
-            Ok(_) | Err(rustix::io::Errno::AGAIN) => Ok(()),
+        let one = 1u64.to_ne_bytes();
+        match rustix::io::write(&self.fd, &one) {
+            Ok(_) => Ok(()),
+            // The counter is at its maximum (the poller never reads it back: it is
+            // edge-triggered). A failed write makes no new edge, so reset the counter and write
+            // again, as mio's waker does. Reading and writing an eventfd are async-signal-safe.
+            Err(rustix::io::Errno::AGAIN) => {
+                self.drain();
+                match rustix::io::write(&self.fd, &one) {
+                    Ok(_) | Err(rustix::io::Errno::AGAIN) => Ok(()),
+                    Err(e) => Err(errno(e)),
+                }
+            }
             Err(e) => Err(errno(e)),
         }
     }

@@ -44,6 +44,7 @@ mod epoll;
 mod errno;
 mod eventfd;
 mod fd;
+mod fork;
 mod timerfd;
 
 pub use clock::MonotonicClock;

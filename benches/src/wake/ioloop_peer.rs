@@ -1,15 +1,15 @@
-//! ioloop: the remote calls `notify()` on a clone of the poller's notifier; the loop, blocked
-//! in `run_once(None)`, wakes and the code driving it answers.
+//! ioloop: the remote thread calls `LoopHandle::add_callback`; the loop, asleep in `run()`,
+//! wakes and runs the callback, which answers.
 //!
-//! That is ioloop's cross-thread path as designed: the loop is not `Send`, and other threads
-//! reach it only through the poller's notifier (an eventfd, level-triggered, drained inside
-//! `wait`: one `write` on the remote, `epoll_wait` + one `read` on the loop). `run_once(None)`
-//! returns after the iteration the wake ended, and the answer runs right there, where a
-//! facade's thread-safe callback queue would be drained.
+//! This is ioloop's cross-thread API as users call it: the closure is stored inline in a cell
+//! of the bounded lock-free `Remote` ring (no allocation), and the first add after the loop last
+//! looked writes the eventfd once (later adds see the "wake pending" flag and skip the
+//! syscall). The loop drains the ring at the start of its next iteration. Each run leaks one
+//! fresh `Remote` (a remote serves one loop for good).
 
 use std::io;
 
-use loop_core::{EventLoop, Notify, Poller};
+use loop_core::{EventLoop, Remote};
 use loop_linux::Epoll;
 
 use super::{join, spawn_remote, Shared, WakeCase, WakeSamples};
@@ -20,20 +20,18 @@ type Lp = EventLoop<Epoll, 4, 4, 4>;
 /// Runs the case.
 pub fn run(case: &WakeCase) -> io::Result<WakeSamples> {
     let mut lp = Lp::new_boxed().map_err(io_err)?;
-    let notifier = lp
-        .poller()
-        .notifier()
-        .try_clone()
-        .map_err(|e| io_err(e.into()))?;
+    let queue: &'static Remote<Lp, 64> = Box::leak(Box::new(Remote::new()));
+    let handle = lp.attach_remote(queue).map_err(io_err)?;
     let shared = Shared::leak();
     let remote = spawn_remote(shared, case.trips, move |_| {
-        let _ = notifier.notify();
+        // The ring never fills here (one request in flight), so a refusal cannot happen; if it
+        // did, the remote would spin until its ack timed out rather than lose the request.
+        let _ = handle.add_callback(move |lp: &mut Lp| {
+            if !shared.answer() {
+                lp.stop();
+            }
+        });
     });
-    loop {
-        lp.run_once(None).map_err(io_err)?;
-        if !shared.answer() {
-            break;
-        }
-    }
+    lp.run().map_err(io_err)?;
     join(remote)
 }
