@@ -41,6 +41,9 @@ const WORKLOADS: &[(&str, Runner)] = &[
     ("timers", |q| timers::run(q, &timers::peers())),
     ("callbacks", |q| callbacks::run(q, &callbacks::peers())),
     ("wake", |q| wake::run(q, &wake::peers())),
+    ("xput", |q| {
+        wake::throughput::run(q, &wake::throughput::peers())
+    }),
     ("echo", |q| echo::run(q, &echo::peers())),
     ("precision", |q| precision::run(q, &precision::peers())),
     ("footprint", footprint::run),
@@ -53,7 +56,7 @@ struct Args {
     plots: Option<String>,
 }
 
-const USAGE: &str = "usage: ioloop-bench [--quick] [--only chain,timers,callbacks,wake,echo,precision,footprint] [--json FILE] [--plots DIR]
+const USAGE: &str = "usage: ioloop-bench [--quick] [--only chain,timers,callbacks,wake,xput,echo,precision,footprint] [--json FILE] [--plots DIR]
   --quick   smoke test: small sizes, few iterations, under a minute; no thresholds
   --only    run only these workloads (comma-separated)
   --json    also write every row (all percentiles, ratios) to FILE

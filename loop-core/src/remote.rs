@@ -209,7 +209,16 @@ impl<L: RemoteTarget, const N: usize> Remote<L, N> {
     /// Wake the loop unless a wake is already pending. Called between `enter` and `exit`.
     #[inline]
     fn wake_inside(&self) -> Result<(), Errno> {
-        if self.wake_pending.swap(true, Ordering::SeqCst) {
+        // Dekker with the loop's `clear_wake`: the producer writes the queue, then reads the
+        // flag; the loop writes the flag, then reads the queue. The queue operations are not
+        // SeqCst, so a fence on each side keeps the write before the read (on x86 the queue's
+        // CAS already is one; on ARM it is not), and one of the two sides always sees the other.
+        core::sync::atomic::fence(Ordering::SeqCst);
+        // A plain load first: in a burst the flag is already set, and a swap would bounce the
+        // cache line between the producers and the loop on every call.
+        if self.wake_pending.load(Ordering::SeqCst)
+            || self.wake_pending.swap(true, Ordering::SeqCst)
+        {
             return Ok(());
         }
         // SAFETY: between `enter` and `exit` the notifier is present and not being taken:
@@ -291,6 +300,8 @@ impl<L: RemoteTarget, const N: usize> Remote<L, N> {
     /// The loop is about to look at the queue: the next producer must wake it again.
     pub(crate) fn clear_wake(&self) {
         self.wake_pending.store(false, Ordering::SeqCst);
+        // See `wake_inside`: the flag write must precede the queue reads that follow.
+        core::sync::atomic::fence(Ordering::SeqCst);
     }
 
     /// Whether a handle asked the loop to stop (and forget that it did).

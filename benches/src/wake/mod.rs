@@ -12,6 +12,7 @@
 pub mod ioloop_peer;
 pub mod mio_peer;
 pub mod raw_eventfd;
+pub mod throughput;
 pub mod tokio_peer;
 
 use std::io;
