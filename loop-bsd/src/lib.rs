@@ -31,62 +31,32 @@
 
 pub mod translate;
 
-#[cfg(any(
-    target_os = "freebsd",
-    target_os = "dragonfly",
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "netbsd",
-    target_os = "openbsd"
-))]
-mod clock;
-#[cfg(any(
-    target_os = "freebsd",
-    target_os = "dragonfly",
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "netbsd",
-    target_os = "openbsd"
-))]
-mod kqueue;
-#[cfg(any(
-    target_os = "freebsd",
-    target_os = "dragonfly",
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "netbsd",
-    target_os = "openbsd"
-))]
-mod notifier;
+/// Items that exist only where kqueue does (the translation above is pure and compiles, and
+/// is tested, everywhere).
+macro_rules! cfg_kqueue {
+    ($($item:item)*) => {$(
+        #[cfg(any(
+            target_os = "freebsd",
+            target_os = "dragonfly",
+            target_os = "macos",
+            target_os = "ios",
+            target_os = "netbsd",
+            target_os = "openbsd"
+        ))]
+        $item
+    )*};
+}
 
-#[cfg(any(
-    target_os = "freebsd",
-    target_os = "dragonfly",
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "netbsd",
-    target_os = "openbsd"
-))]
-pub use kqueue::Kqueue;
-#[cfg(any(
-    target_os = "freebsd",
-    target_os = "dragonfly",
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "netbsd",
-    target_os = "openbsd"
-))]
-pub use notifier::KqueueNotifier;
+cfg_kqueue! {
+    mod clock;
+    mod kqueue;
+    mod notifier;
 
-/// rustix's error as the core's plain error number.
-#[cfg(any(
-    target_os = "freebsd",
-    target_os = "dragonfly",
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "netbsd",
-    target_os = "openbsd"
-))]
-pub(crate) fn errno(e: rustix::io::Errno) -> loop_core::Errno {
-    loop_core::Errno(e.raw_os_error())
+    pub use kqueue::Kqueue;
+    pub use notifier::KqueueNotifier;
+
+    /// rustix's error as the core's plain error number.
+    pub(crate) fn errno(e: rustix::io::Errno) -> loop_core::Errno {
+        loop_core::Errno(e.raw_os_error())
+    }
 }
