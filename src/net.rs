@@ -224,6 +224,15 @@ impl Io {
             .await
     }
 
+    /// `send` until all of `buf` is gone (stream sockets' `write_all`).
+    async fn send_all(&self, mut buf: &[u8]) -> Result<(), Error> {
+        while !buf.is_empty() {
+            let n = self.send(buf).await?;
+            buf = &buf[n..];
+        }
+        Ok(())
+    }
+
     async fn write(&self, buf: &[u8]) -> Result<usize, Error> {
         if buf.is_empty() {
             return Ok(0);
@@ -459,12 +468,8 @@ impl TcpStream {
     ///
     /// # Errors
     /// As [`write`](Self::write).
-    pub async fn write_all(&self, mut buf: &[u8]) -> Result<(), Error> {
-        while !buf.is_empty() {
-            let n = self.io.send(buf).await?;
-            buf = &buf[n..];
-        }
-        Ok(())
+    pub async fn write_all(&self, buf: &[u8]) -> Result<(), Error> {
+        self.io.send_all(buf).await
     }
 
     /// Shut down one or both directions (`shutdown(2)`): `Shutdown::Write` sends a FIN, so
@@ -662,12 +667,8 @@ impl UnixStream {
     ///
     /// # Errors
     /// As [`TcpStream::write`].
-    pub async fn write_all(&self, mut buf: &[u8]) -> Result<(), Error> {
-        while !buf.is_empty() {
-            let n = self.io.send(buf).await?;
-            buf = &buf[n..];
-        }
-        Ok(())
+    pub async fn write_all(&self, buf: &[u8]) -> Result<(), Error> {
+        self.io.send_all(buf).await
     }
 
     /// As [`TcpStream::shutdown`].
