@@ -197,17 +197,13 @@ impl AcceptHandle {
 /// listener cannot be made non-blocking (`EBADF`), or the errors of
 /// [`EventLoop::add_handler`]: [`Error::InvalidFd`], [`Error::AlreadyRegistered`] (the fd has
 /// a handler), [`Error::Full`] (no free handler slot), [`Error::Os`] (the kernel refuses the
-/// fd), [`Error::Closed`], [`Error::Forked`]. The callback is `None` only if the kernel
-/// accepted the listener and then refused the same registration a moment later (kernel
-/// memory exhaustion, or another thread taking the last epoll watch in between): the loop
-/// first registers the fd with an empty handler, so every predictable refusal hands the
-/// callback back.
+/// fd), [`Error::Closed`], [`Error::Forked`].
 #[allow(clippy::type_complexity)]
 pub fn add_accept_handler<P, const H: usize, const T: usize, const Q: usize, F>(
     lp: &mut EventLoop<P, H, T, Q>,
     listener: impl Into<Listener>,
     callback: F,
-) -> Result<AcceptHandle, Refused<(Listener, Option<F>)>>
+) -> Result<AcceptHandle, Refused<(Listener, F)>>
 where
     P: Poller + 'static,
     F: FnMut(&mut EventLoop<P, H, T, Q>, OwnedFd, Option<SocketAddr>) + 'static,
@@ -221,37 +217,34 @@ where
         })
     };
     if fd < 0 {
-        return refuse(Error::InvalidFd { fd }, listener, Some(callback));
+        return refuse(Error::InvalidFd { fd }, listener, callback);
     }
     if let Err(errno) = set_nonblocking(fd) {
-        return refuse(Error::Os { errno }, listener, Some(callback));
+        return refuse(Error::Os { errno }, listener, callback);
     }
-    // Learn every refusal (capacity, duplicate, closed or forked loop, the kernel's verdict on
-    // this fd) with a handler that costs nothing to drop: a refused closure cannot be taken
-    // apart again, and the callback lives inside ours.
-    if let Err(refused) = lp.add_handler(fd, Interest::READ, |_, _, _| Ok(())) {
-        return refuse(refused.error, listener, Some(callback));
-    }
-    lp.remove_handler(fd);
-
-    let mut acceptor = Acceptor {
+    // The callback lives in the handler's state, which a refusal hands back untouched.
+    let acceptor = Acceptor {
         callback,
         backoff_ms: 0,
     };
-    let handler = move |lp: &mut EventLoop<P, H, T, Q>, fd: RawFd, ready: Readiness| {
-        acceptor.on_ready(lp, fd, ready)
-    };
+    let on_ready = |a: &mut Acceptor<F>,
+                    lp: &mut EventLoop<P, H, T, Q>,
+                    fd: RawFd,
+                    ready: Readiness| { a.on_ready(lp, fd, ready) };
     let added = match listener {
         Listener::Owned(owned) => lp
-            .add_owned_handler(owned, Interest::READ, handler)
-            .map_err(|r| (r.error, Listener::Owned(r.value.0))),
+            .add_owned_handler_with_state(owned, Interest::READ, acceptor, on_ready)
+            .map_err(|r| {
+                let (owned, acceptor, _) = r.value;
+                (r.error, Listener::Owned(owned), acceptor)
+            }),
         Listener::Borrowed(raw) => lp
-            .add_handler(raw, Interest::READ, handler)
-            .map_err(|r| (r.error, Listener::Borrowed(raw))),
+            .add_handler_with_state(raw, Interest::READ, acceptor, on_ready)
+            .map_err(|r| (r.error, Listener::Borrowed(raw), r.value.0)),
     };
     match added {
         Ok(id) => Ok(AcceptHandle { fd, id }),
-        Err((error, listener)) => refuse(error, listener, None),
+        Err((error, listener, acceptor)) => refuse(error, listener, acceptor.callback),
     }
 }
 

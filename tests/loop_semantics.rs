@@ -950,3 +950,44 @@ fn dropping_the_loop_closes_owned_fds_only_and_drops_every_closure() {
     drop(lp);
     assert_eq!(Rc::strong_count(&rc), 1);
 }
+
+#[test]
+fn add_handler_with_state_hands_the_state_back_on_refusal_and_keeps_it_between_calls() {
+    type Lp2 = EventLoop<SimPoller, 2, 4, 4>;
+    // State: a private count, and where it is published after each call.
+    type Counted = (u32, Rc<Cell<u32>>);
+    fn count(state: &mut Counted, lp: &mut Lp2, fd: i32, _: Readiness) -> loop_core::HandlerResult {
+        state.0 += 1;
+        state.1.set(state.0);
+        lp.poller_mut().clear_ready(fd);
+        Ok(())
+    }
+    fn ignore(_: &mut String, _: &mut Lp2, _: i32, _: Readiness) -> loop_core::HandlerResult {
+        Ok(())
+    }
+    let mut lp: Lp2 = EventLoop::with_poller(SimPoller::new());
+    let published = Rc::new(Cell::new(0));
+    lp.add_handler_with_state(1, Interest::READ, (0, published.clone()), count)
+        .unwrap();
+    lp.add_handler(2, Interest::READ, |_, _, _| Ok(())).unwrap();
+    let refused = lp
+        .add_handler_with_state(3, Interest::READ, String::from("mine"), ignore)
+        .unwrap_err();
+    assert_eq!(
+        refused.error,
+        Error::Full {
+            what: Resource::Handlers
+        }
+    );
+    let (state, _f) = refused.into_inner();
+    assert_eq!(state, "mine", "the caller's value comes back as it was");
+    for _ in 0..3 {
+        lp.poller_mut().set_ready(1, Readiness::READ);
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+    }
+    assert_eq!(
+        published.get(),
+        3,
+        "the state persisted across the three calls"
+    );
+}

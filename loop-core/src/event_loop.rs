@@ -420,49 +420,130 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     where
         F: FnMut(&mut Self, RawFd, Readiness) -> HandlerResult + 'static,
     {
+        self.register_then(fd, interest, owned, handler, |mut handler| {
+            InlineFn::named::<F, _>(move |lp: &mut Self, (fd, r)| handler(lp, fd, r))
+        })
+    }
+
+    /// Reserve a slot and register `fd` with the poller; only then turn `value` into the
+    /// stored handler with `wrap`, so every refusal hands `value` back untouched.
+    fn register_then<V>(
+        &mut self,
+        fd: RawFd,
+        interest: Interest,
+        owned: bool,
+        value: V,
+        wrap: impl FnOnce(V) -> HandlerFn<P, H, T, Q>,
+    ) -> Result<HandlerId, Refused<V>> {
+        let refuse = |error, value| Err(Refused { error, value });
         if let Err(error) = self.usable() {
-            return Err(Refused {
-                error,
-                value: handler,
-            });
+            return refuse(error, value);
         }
         if fd < 0 {
-            return Err(Refused {
-                error: Error::InvalidFd { fd },
-                value: handler,
-            });
+            return refuse(Error::InvalidFd { fd }, value);
         }
         let interest = interest.registered();
         let id = match self.handlers.reserve(fd, interest, owned) {
             Ok(id) => id,
-            Err(InsertError::Duplicate) => {
-                return Err(Refused {
-                    error: Error::AlreadyRegistered { fd },
-                    value: handler,
-                })
-            }
+            Err(InsertError::Duplicate) => return refuse(Error::AlreadyRegistered { fd }, value),
             Err(InsertError::Full) => {
-                return Err(Refused {
-                    error: Error::Full {
+                return refuse(
+                    Error::Full {
                         what: Resource::Handlers,
                     },
-                    value: handler,
-                })
+                    value,
+                )
             }
         };
         if let Err(error) = self.poller.register(fd, id.key(), interest, Mode::Level) {
             self.handlers.remove_id(id);
-            return Err(Refused {
-                error,
-                value: handler,
-            });
+            return refuse(error, value);
         }
-        let mut handler = handler;
-        self.handlers.set_handler(
-            id,
-            InlineFn::named::<F, _>(move |lp: &mut Self, (fd, r)| handler(lp, fd, r)),
-        );
+        self.handlers.set_handler(id, wrap(value));
         Ok(id)
+    }
+
+    /// As [`add_handler`](Self::add_handler), with the handler split into a function and the
+    /// state it works on: `handler(&mut state, loop, fd, readiness)`. On refusal the state
+    /// comes back as it was given (with the function), so code that keeps a caller's value
+    /// inside its handler's state can return that value — which a refused closure, being
+    /// opaque, cannot offer. State and function together may capture up to
+    /// [`INLINE_CAPTURE_BYTES`](crate::INLINE_CAPTURE_BYTES).
+    ///
+    /// # Errors
+    /// As [`add_handler`](Self::add_handler); `(state, handler)` come back inside [`Refused`].
+    pub fn add_handler_with_state<S, F>(
+        &mut self,
+        fd: impl Into<Fd>,
+        interest: Interest,
+        state: S,
+        handler: F,
+    ) -> Result<HandlerId, Refused<(S, F)>>
+    where
+        S: 'static,
+        F: FnMut(&mut S, &mut Self, RawFd, Readiness) -> HandlerResult + 'static,
+    {
+        self.with_state_inner(fd.into().raw(), interest, false, state, handler)
+    }
+
+    /// [`add_handler_with_state`](Self::add_handler_with_state) for an fd the loop takes
+    /// ownership of (closed on removal, as [`add_owned_handler`](Self::add_owned_handler)).
+    ///
+    /// # Errors
+    /// As `add_owned_handler`; the fd, the state and the function come back inside
+    /// [`Refused`], the fd still open.
+    #[cfg(all(feature = "std", unix))]
+    pub fn add_owned_handler_with_state<S, F>(
+        &mut self,
+        fd: std::os::fd::OwnedFd,
+        interest: Interest,
+        state: S,
+        handler: F,
+    ) -> Result<HandlerId, Refused<(std::os::fd::OwnedFd, S, F)>>
+    where
+        S: 'static,
+        F: FnMut(&mut S, &mut Self, RawFd, Readiness) -> HandlerResult + 'static,
+    {
+        use std::os::fd::{AsRawFd, IntoRawFd};
+        match self.with_state_inner(fd.as_raw_fd(), interest, true, state, handler) {
+            Ok(id) => {
+                // The loop owns it now; `Poller::close_fd` closes it on removal.
+                let _ = fd.into_raw_fd();
+                Ok(id)
+            }
+            Err(Refused {
+                error,
+                value: (s, f),
+            }) => Err(Refused {
+                error,
+                value: (fd, s, f),
+            }),
+        }
+    }
+
+    fn with_state_inner<S, F>(
+        &mut self,
+        fd: RawFd,
+        interest: Interest,
+        owned: bool,
+        state: S,
+        handler: F,
+    ) -> Result<HandlerId, Refused<(S, F)>>
+    where
+        S: 'static,
+        F: FnMut(&mut S, &mut Self, RawFd, Readiness) -> HandlerResult + 'static,
+    {
+        self.register_then(
+            fd,
+            interest,
+            owned,
+            (state, handler),
+            |(mut state, mut handler)| {
+                InlineFn::named::<F, _>(move |lp: &mut Self, (fd, r)| {
+                    handler(&mut state, lp, fd, r)
+                })
+            },
+        )
     }
 
     /// Change what the handler of `fd` is called for. `ERROR` is always added. An unchanged
