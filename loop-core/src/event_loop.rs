@@ -866,7 +866,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             self.counters.callbacks_run += 1;
             let started = self.watch_start();
             cb.call(self, ());
-            self.watch_end(started, Source::Callback, cb.name());
+            self.watch_end(started, Source::Callback, || cb.name());
         }
         for _ in 0..nremote {
             let Some(r) = self.remote else { break };
@@ -879,7 +879,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             self.counters.remote_callbacks_run += 1;
             let started = self.watch_start();
             cb.call(self, ());
-            self.watch_end(started, Source::Callback, cb.name());
+            self.watch_end(started, Source::Callback, || cb.name());
         }
         if signals != 0 {
             self.run_signal_handlers(signals);
@@ -905,7 +905,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
                 self.counters.timers_fired += 1;
                 let started = self.watch_start();
                 let next = f.call(self, deadline);
-                self.watch_end(started, Source::Timer { handle }, f.name());
+                self.watch_end(started, Source::Timer { handle }, || f.name());
                 drop(self.timers.finish(handle, f, next));
             }
         }
@@ -967,7 +967,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         self.counters.events_dispatched += 1;
         let started = self.watch_start();
         let result = f.call(self, (fd, readiness));
-        self.watch_end(started, Source::Handler { id, fd }, f.name());
+        self.watch_end(started, Source::Handler { id, fd }, || f.name());
         // If the handler removed itself, its closure is dropped here.
         drop(self.handlers.restore(id, f));
         match result {
@@ -993,7 +993,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             };
             let started = self.watch_start();
             f.call(self, signo);
-            self.watch_end(started, Source::Signal { signo }, f.name());
+            self.watch_end(started, Source::Signal { signo }, || f.name());
             // Put it back unless the handler removed (or replaced) itself.
             if let Some(slot) = self.signals[i].as_mut() {
                 if slot.signo == signo && slot.handler.is_none() {
@@ -1139,9 +1139,15 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     }
 
     #[inline(always)]
-    fn watch_end(&mut self, started: Option<Instant>, source: Source, name: &'static str) {
+    fn watch_end(
+        &mut self,
+        started: Option<Instant>,
+        source: Source,
+        name: impl FnOnce() -> &'static str,
+    ) {
+        // The name (an indirect call) is only looked up while a watchdog is set.
         if let Some(started) = started {
-            self.watch_report(started, source, name);
+            self.watch_report(started, source, name());
         }
     }
 
