@@ -20,8 +20,8 @@
 //! (both `SeqCst`), so one of them always sees the other and no wake is lost, while wakes
 //! from the loop thread itself never cost a system call.
 //!
-//! This module and [`crate::current`] hold the executor's `unsafe`: type-erased futures in
-//! fixed storage (like [`crate::inline_fn`]), pinned by never moving, and the waker vtable.
+//! This module and `current.rs` hold the executor's `unsafe`: type-erased futures in
+//! fixed storage (like `inline_fn.rs`), pinned by never moving, and the waker vtable.
 
 use core::cell::{Cell, UnsafeCell};
 use core::future::Future;

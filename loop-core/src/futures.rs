@@ -3,7 +3,7 @@
 //! [`select`] and fd readiness ([`readable`], [`writable`]).
 //!
 //! Leaf futures (`sleep`, `readable`, `writable`) use the loop that polls them (see
-//! [`crate::current`]); polled anywhere else they stay pending. They never allocate: a sleep
+//! `current.rs`); polled anywhere else they stay pending. They never allocate: a sleep
 //! is one timer in the loop's heap, cancelled when the future is dropped.
 
 use core::future::Future;

@@ -22,7 +22,7 @@
 //! inline_fn_fits(move || small.len()); // fits
 //! ```
 //!
-//! This is one of the two `unsafe` modules of the core (the other is [`crate::slab`]); the
+//! This is one of the two `unsafe` modules of the core (the other is `slab.rs`); the
 //! invariant is simple: `storage` always holds exactly one live value of the type the
 //! `vtable` was made for, from `new` until `drop`.
 

@@ -22,7 +22,7 @@
 //! The pieces, one file each: [`Poller`] (the OS door, `poller.rs`), the handler table
 //! (`handler_table.rs`), the timer heap (`timer_heap.rs`), the callback queue
 //! (`callback_queue.rs`), the iteration algorithm ([`EventLoop`], `event_loop.rs`), periodic
-//! callbacks (`periodic.rs`) and the simulated poller ([`sim`], feature `sim`). `unsafe` lives
+//! callbacks (`periodic.rs`) and the simulated poller (module `sim`, feature `sim`). `unsafe` lives
 //! only in `inline_fn.rs`, `slab.rs`, `callback_queue.rs`, `zeroed.rs` and the in-place
 //! constructor of the loop.
 #![no_std]
@@ -37,7 +37,7 @@ mod callback_queue;
 mod current;
 mod error;
 mod event_loop;
-mod executor;
+pub mod executor;
 mod fd;
 mod fd_index;
 mod futures;
@@ -47,8 +47,8 @@ mod interest;
 pub mod io;
 mod log;
 mod periodic;
-mod poller;
-mod remote;
+pub mod poller;
+pub mod remote;
 pub mod signal;
 #[cfg(any(feature = "sim", test))]
 pub mod sim;

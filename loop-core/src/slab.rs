@@ -7,7 +7,7 @@
 //! Storage is `[MaybeUninit<Entry>; N]` with a high-water mark: entries below `hwm` are
 //! initialised, the rest have never been touched. All-zero bytes are an empty slab (the free
 //! list stores `index + 1`, 0 meaning none), so a slab of 10^6 slots can be made by zeroing
-//! memory in place ([`crate::zeroed`]) without ever passing through the stack.
+//! memory in place (`zeroed.rs`) without ever passing through the stack.
 
 use core::mem::MaybeUninit;
 
