@@ -59,9 +59,9 @@ pub struct Kqueue<const N: usize = 1024, const E: usize = 256> {
     kq: rustix::fd::OwnedFd,
     #[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
     reader: loop_select::PipeReader,
-    /// The process that created the kqueue (fork detection; kqueues are not inherited by a
-    /// child, but a loop value copied into one must still refuse to run).
-    pid: rustix::process::Pid,
+    /// The fork generation the kqueue was created in (fork detection; kqueues are not
+    /// inherited by a child, but a loop value copied into one must still refuse to run).
+    forks: u32,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -108,7 +108,7 @@ impl<const N: usize, const E: usize> Kqueue<N, E> {
             registered: 0,
             buf: [MaybeUninit::uninit(); E],
             notifier: KqueueNotifier::new(kq)?,
-            pid: rustix::process::getpid(),
+            forks: loop_select::fork::generation(),
         })
     }
 
@@ -128,7 +128,7 @@ impl<const N: usize, const E: usize> Kqueue<N, E> {
             notifier: KqueueNotifier { pipe },
             kq,
             reader,
-            pid: rustix::process::getpid(),
+            forks: loop_select::fork::generation(),
         })
     }
 
@@ -392,9 +392,11 @@ impl<const N: usize, const E: usize> Poller for Kqueue<N, E> {
         &self.notifier
     }
 
-    /// Compares the process id with the one this poller was created in (one `getpid`).
+    /// Compares the fork generation with the one this poller was created in (one atomic
+    /// load, no syscall; see `loop_select::fork`).
+    #[inline]
     fn forked(&self) -> bool {
-        rustix::process::getpid() != self.pid
+        loop_select::fork::forked_since(self.forks)
     }
 
     fn close_fd(&mut self, fd: RawFd) {

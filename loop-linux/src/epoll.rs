@@ -142,7 +142,7 @@ impl<const N: usize> Epoll<N> {
             notifier,
             timer,
             events: RawEvents([empty; N]),
-            forks: crate::fork::generation(),
+            forks: loop_select::fork::generation(),
         })
     }
 
@@ -323,10 +323,10 @@ impl<const N: usize> Poller for Epoll<N> {
 
     /// Closes `fd`. Negative fds and the poller's own are left alone.
     /// Compares the fork generation with the one this poller was created in (one atomic
-    /// load; see `fork.rs`).
+    /// load; see `loop_select::fork`).
     #[inline]
     fn forked(&self) -> bool {
-        crate::fork::forked_since(self.forks)
+        loop_select::fork::forked_since(self.forks)
     }
 
     fn close_fd(&mut self, fd: RawFd) {

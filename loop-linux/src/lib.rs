@@ -44,7 +44,6 @@ mod epoll;
 mod errno;
 mod eventfd;
 mod fd;
-mod fork;
 mod timerfd;
 
 pub use clock::MonotonicClock;

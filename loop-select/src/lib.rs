@@ -38,6 +38,7 @@
 
 mod clock;
 mod fd;
+pub mod fork;
 mod notifier;
 mod poll;
 mod select;

@@ -97,8 +97,8 @@ pub struct Poll<const N: usize = 1024> {
     notifier: PipeNotifier,
     /// Entry 0 of `fds` borrows this fd; `fds` is declared (so dropped) first.
     reader: PipeReader,
-    /// The process that created the poller (fork detection).
-    pid: rustix::process::Pid,
+    /// The fork generation the poller was created in (fork detection).
+    forks: u32,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -136,7 +136,7 @@ impl<const N: usize> Poll<N> {
             cursor: 0,
             notifier,
             reader,
-            pid: rustix::process::getpid(),
+            forks: crate::fork::generation(),
         };
         let fd = poll.reader.as_fd().as_raw_fd();
         // Capacity N >= 1 was checked at compile time, so the first push cannot fail.
@@ -405,9 +405,11 @@ impl<const N: usize> Poller for Poll<N> {
         &self.notifier
     }
 
-    /// Compares the process id with the one this poller was created in (one `getpid`).
+    /// Compares the fork generation with the one this poller was created in (one atomic
+    /// load, no syscall; see `loop_select::fork`).
+    #[inline]
     fn forked(&self) -> bool {
-        rustix::process::getpid() != self.pid
+        crate::fork::forked_since(self.forks)
     }
 
     fn close_fd(&mut self, fd: RawFd) {

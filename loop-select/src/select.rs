@@ -80,8 +80,8 @@ pub struct Select {
     registered: usize,
     /// The fd after the last one reported: where the next report starts.
     cursor: RawFd,
-    /// The process that created the poller (fork detection).
-    pid: rustix::process::Pid,
+    /// The fork generation the poller was created in (fork detection).
+    forks: u32,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -114,7 +114,7 @@ impl Select {
             reader_fd,
             registered: 0,
             cursor: 0,
-            pid: rustix::process::getpid(),
+            forks: crate::fork::generation(),
         };
         fd_set_insert(&mut select.read, reader_fd);
         Ok(select)
@@ -387,9 +387,11 @@ impl Poller for Select {
         &self.notifier
     }
 
-    /// Compares the process id with the one this poller was created in (one `getpid`).
+    /// Compares the fork generation with the one this poller was created in (one atomic
+    /// load, no syscall; see `loop_select::fork`).
+    #[inline]
     fn forked(&self) -> bool {
-        rustix::process::getpid() != self.pid
+        crate::fork::forked_since(self.forks)
     }
 
     fn close_fd(&mut self, fd: RawFd) {

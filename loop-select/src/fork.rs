@@ -16,8 +16,9 @@ extern "C" fn in_child() {
     FORKS.fetch_add(1, Ordering::Relaxed);
 }
 
-/// The current fork generation; registers the child handler on first use.
-pub(crate) fn generation() -> u32 {
+/// The current fork generation; registers the child handler on first use. Every poller of
+/// the workspace (epoll, kqueue, poll, select) shares this one counter.
+pub fn generation() -> u32 {
     if !REGISTERED.swap(true, Ordering::AcqRel) {
         // SAFETY: registers a handler that only increments an atomic (async-signal-safe, as
         // handlers run in the child right after fork must be); no prepare/parent handlers.
@@ -28,6 +29,6 @@ pub(crate) fn generation() -> u32 {
 
 /// Whether a poller created in generation `created` now runs in a forked child.
 #[inline]
-pub(crate) fn forked_since(created: u32) -> bool {
+pub fn forked_since(created: u32) -> bool {
     FORKS.load(Ordering::Relaxed) != created
 }
