@@ -453,4 +453,86 @@ mod tests {
         deliverer.join().unwrap();
         assert!(c.load(Ordering::Relaxed) >= seen as usize);
     }
+
+    /// Two loops on the simulated poller, one installer that counts its users per signal (as
+    /// the facade's does): the whole add / deliver / take / remove path, checkable by Miri.
+    mod loops {
+        extern crate std;
+        use super::super::*;
+        use crate::sim::SimPoller;
+        use crate::{EventLoop, Remote};
+        use core::time::Duration;
+        use std::rc::Rc;
+
+        type Lp = EventLoop<SimPoller<4>, 2, 2, 2>;
+        // Signal numbers no other test of this crate uses: the registry is process-wide.
+        const A: i32 = 41;
+        const B: i32 = 42;
+        static USERS: [AtomicU32; 64] = [const { AtomicU32::new(0) }; 64];
+
+        fn install(signo: i32) -> Result<(), crate::Errno> {
+            USERS[signo as usize].fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+        fn restore(signo: i32) {
+            USERS[signo as usize].fetch_sub(1, Ordering::Relaxed);
+        }
+        const COUNTING: SignalInstaller = SignalInstaller { install, restore };
+
+        fn counting_handler(
+            seen: &Rc<core::cell::Cell<u32>>,
+        ) -> impl FnMut(&mut Lp, i32) + 'static {
+            let seen = seen.clone();
+            move |_, _| seen.set(seen.get() + 1)
+        }
+
+        #[test]
+        fn every_loop_gets_the_signal_and_removal_is_counted() {
+            static R1: Remote<Lp, 4> = Remote::new();
+            static R2: Remote<Lp, 4> = Remote::new();
+            let mut l1: Lp = EventLoop::with_poller(SimPoller::new());
+            let mut l2: Lp = EventLoop::with_poller(SimPoller::new());
+            l1.attach_remote(&R1).unwrap();
+            l2.attach_remote(&R2).unwrap();
+            let (s1, s2) = (Rc::default(), Rc::default());
+            l1.add_signal_handler(A, COUNTING, counting_handler(&s1))
+                .map_err(|r| r.error)
+                .unwrap();
+            l2.add_signal_handler(A, COUNTING, counting_handler(&s2))
+                .map_err(|r| r.error)
+                .unwrap();
+            l2.add_signal_handler(B, COUNTING, counting_handler(&s2))
+                .map_err(|r| r.error)
+                .unwrap();
+            assert_eq!(USERS[A as usize].load(Ordering::Relaxed), 2);
+
+            deliver(A);
+            deliver(B);
+            l1.run_once(Some(Duration::ZERO)).unwrap();
+            l2.run_once(Some(Duration::ZERO)).unwrap();
+            assert_eq!(
+                (s1.get(), s2.get()),
+                (1, 2),
+                "each loop ran its own handlers"
+            );
+
+            assert!(l2.remove_signal_handler(A));
+            assert_eq!(USERS[A as usize].load(Ordering::Relaxed), 1);
+            deliver(A);
+            l1.run_once(Some(Duration::ZERO)).unwrap();
+            l2.run_once(Some(Duration::ZERO)).unwrap();
+            assert_eq!(
+                (s1.get(), s2.get()),
+                (2, 2),
+                "l1 still gets it, l2 no longer"
+            );
+
+            drop(l2);
+            assert_eq!(USERS[B as usize].load(Ordering::Relaxed), 0);
+            assert_eq!(find(&R2.wake_entry), None, "dropping released the entry");
+            l1.close();
+            assert_eq!(USERS[A as usize].load(Ordering::Relaxed), 0);
+            assert_eq!(find(&R1.wake_entry), None, "closing released the entry");
+        }
+    }
 }
