@@ -318,23 +318,38 @@ mod tests {
     use super::*;
     use core::sync::atomic::{AtomicBool, AtomicUsize};
 
-    /// A wake that counts into the `AtomicUsize` its `ctx` points to.
+    /// A loop's wake, for tests: counts the wakes (in statics: nothing to leak under Miri).
+    struct Wake {
+        entry: WakeEntry,
+        count: AtomicUsize,
+    }
+
+    const fn new_wake() -> Wake {
+        Wake {
+            entry: WakeEntry {
+                wake: count,
+                ctx: AtomicPtr::new(core::ptr::null_mut()),
+            },
+            count: AtomicUsize::new(0),
+        }
+    }
+
     fn count(ctx: *const ()) {
-        // SAFETY: the tests set `ctx` to a `'static` `AtomicUsize`.
-        let counter = unsafe { &*(ctx as *const AtomicUsize) };
-        counter.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: `entry` set `ctx` to its `'static` `Wake`.
+        let wake = unsafe { &*(ctx as *const Wake) };
+        wake.count.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn wake_entry(counter: &'static AtomicUsize) -> &'static WakeEntry {
-        let entry = WakeEntry {
-            wake: count,
-            ctx: AtomicPtr::new(counter as *const AtomicUsize as *mut ()),
-        };
-        std::boxed::Box::leak(std::boxed::Box::new(entry))
-    }
-
-    fn counter() -> &'static AtomicUsize {
-        std::boxed::Box::leak(std::boxed::Box::new(AtomicUsize::new(0)))
+    impl Wake {
+        fn entry(&'static self) -> &'static WakeEntry {
+            self.entry
+                .ctx
+                .store(self as *const Wake as *mut (), Ordering::Relaxed);
+            &self.entry
+        }
+        fn wakes(&self) -> usize {
+            self.count.load(Ordering::Relaxed)
+        }
     }
 
     const USR1: i32 = 10;
@@ -342,10 +357,10 @@ mod tests {
 
     #[test]
     fn one_signal_reaches_every_entry_that_wants_it() {
+        static W: [Wake; 2] = [const { new_wake() }; 2];
         let reg: Registry<4> = Registry::new();
-        let (ca, cb) = (counter(), counter());
-        let a = reg.claim(wake_entry(ca)).unwrap();
-        let b = reg.claim(wake_entry(cb)).unwrap();
+        let a = reg.claim(W[0].entry()).unwrap();
+        let b = reg.claim(W[1].entry()).unwrap();
         reg.want(a, USR1);
         reg.want(b, USR1);
         reg.deliver(USR1);
@@ -355,19 +370,16 @@ mod tests {
             1 << USR1,
             "a taking its bit leaves b's"
         );
-        assert_eq!(
-            (ca.load(Ordering::Relaxed), cb.load(Ordering::Relaxed)),
-            (1, 1)
-        );
+        assert_eq!((W[0].wakes(), W[1].wakes()), (1, 1));
         assert_eq!(reg.take_pending(a), 0);
     }
 
     #[test]
     fn different_signals_reach_only_their_own_entry() {
+        static W: [Wake; 2] = [const { new_wake() }; 2];
         let reg: Registry<4> = Registry::new();
-        let (ca, cb) = (counter(), counter());
-        let a = reg.claim(wake_entry(ca)).unwrap();
-        let b = reg.claim(wake_entry(cb)).unwrap();
+        let a = reg.claim(W[0].entry()).unwrap();
+        let b = reg.claim(W[1].entry()).unwrap();
         reg.want(a, USR1);
         reg.want(b, USR2);
         reg.want(b, 63);
@@ -376,23 +388,20 @@ mod tests {
         reg.deliver(63);
         assert_eq!(reg.take_pending(a), 1 << USR1);
         assert_eq!(reg.take_pending(b), (1 << USR2) | (1 << 63));
-        assert_eq!(
-            (ca.load(Ordering::Relaxed), cb.load(Ordering::Relaxed)),
-            (1, 2)
-        );
+        assert_eq!((W[0].wakes(), W[1].wakes()), (1, 2));
     }
 
     #[test]
     fn unwanted_and_invalid_signals_are_ignored() {
+        static W: Wake = new_wake();
         let reg: Registry<2> = Registry::new();
-        let c = counter();
-        let a = reg.claim(wake_entry(c)).unwrap();
+        let a = reg.claim(W.entry()).unwrap();
         reg.want(a, USR1);
         for signo in [0, -1, 64, i32::MAX, USR2] {
             reg.deliver(signo);
         }
         assert!(!reg.any_pending(a));
-        assert_eq!(c.load(Ordering::Relaxed), 0);
+        assert_eq!(W.wakes(), 0);
         reg.unwant(a, USR1);
         reg.deliver(USR1);
         assert_eq!(reg.take_pending(a), 0);
@@ -401,11 +410,8 @@ mod tests {
     #[test]
     fn a_full_registry_refuses_and_a_released_entry_is_claimed_again() {
         let reg: Registry<2> = Registry::new();
-        let (w1, w2, w3) = (
-            wake_entry(counter()),
-            wake_entry(counter()),
-            wake_entry(counter()),
-        );
+        static W: [Wake; 3] = [const { new_wake() }; 3];
+        let (w1, w2, w3) = (W[0].entry(), W[1].entry(), W[2].entry());
         let s1 = reg.claim(w1).unwrap();
         assert_eq!(reg.claim(w1), Some(s1), "the owner finds its own entry");
         let s2 = reg.claim(w2).unwrap();
@@ -432,8 +438,8 @@ mod tests {
     fn deliveries_race_claims_and_releases_safely() {
         static REG: Registry<2> = Registry::new();
         static STOP: AtomicBool = AtomicBool::new(false);
-        let c = counter();
-        let w = wake_entry(c);
+        static W: Wake = new_wake();
+        let w = W.entry();
         let rounds = if cfg!(miri) { 20 } else { 2000 };
         let deliverer = std::thread::spawn(|| {
             while !STOP.load(Ordering::Relaxed) {
@@ -451,7 +457,7 @@ mod tests {
         }
         STOP.store(true, Ordering::Relaxed);
         deliverer.join().unwrap();
-        assert!(c.load(Ordering::Relaxed) >= seen as usize);
+        assert!(W.wakes() >= seen as usize);
     }
 
     /// Two loops on the simulated poller, one installer that counts its users per signal (as
