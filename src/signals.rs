@@ -64,11 +64,20 @@ static PREV: [Prev; SIGNALS] = [const {
 impl Prev {
     /// Record `old` as the disposition to chain to. Under `INSTALLED`'s lock.
     fn set(&self, old: &libc::sigaction) {
+        self.store(old.sa_sigaction, old.sa_flags & libc::SA_SIGINFO != 0);
+    }
+
+    /// Chain to nothing: our handler is no longer the process's, and a foreign handler that
+    /// still calls it must not be called back by it.
+    fn clear(&self) {
+        self.store(libc::SIG_DFL, false);
+    }
+
+    fn store(&self, action: usize, siginfo: bool) {
         self.generation.fetch_add(1, Ordering::Relaxed);
         fence(Ordering::Release);
-        self.action.store(old.sa_sigaction, Ordering::Relaxed);
-        self.siginfo
-            .store(old.sa_flags & libc::SA_SIGINFO != 0, Ordering::Relaxed);
+        self.action.store(action, Ordering::Relaxed);
+        self.siginfo.store(siginfo, Ordering::Relaxed);
         self.generation.fetch_add(1, Ordering::Release);
     }
 
@@ -110,6 +119,10 @@ impl Prev {
     }
 }
 
+/// Per signal, the thread (`pthread_self`) inside our handler's call of the previous one; 0 if
+/// none.
+static CHAINING: [AtomicUsize; SIGNALS] = [const { AtomicUsize::new(0) }; SIGNALS];
+
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn errno_location() -> *mut libc::c_int {
     // SAFETY: returns this thread's errno slot; always valid.
@@ -134,9 +147,23 @@ extern "C" fn on_signal(
     let location = errno_location();
     // SAFETY: this thread's errno slot.
     let saved = unsafe { *location };
-    if let Some(prev) = usize::try_from(signo).ok().and_then(|i| PREV.get(i)) {
-        // SAFETY: `info` and `context` come from the kernel.
-        unsafe { prev.call(signo, info, context) };
+    if let Some(ix) = usize::try_from(signo).ok().filter(|&i| i < SIGNALS) {
+        // A handler installed over ours that chains back to it, and that ours now chains to
+        // (ours was removed and installed again in between), would recurse forever: on the
+        // thread already inside the chain, skip it.
+        // SAFETY: `pthread_self` only reads the calling thread's id.
+        let me = unsafe { libc::pthread_self() } as usize;
+        let inside = &CHAINING[ix];
+        if inside.load(Ordering::Relaxed) != me {
+            let owner = inside
+                .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok();
+            // SAFETY: `info` and `context` come from the kernel.
+            unsafe { PREV[ix].call(signo, info, context) };
+            if owner {
+                inside.store(0, Ordering::Release);
+            }
+        }
     }
     loop_core::signal::deliver(signo);
     // SAFETY: as above.
@@ -226,10 +253,12 @@ fn restore(signo: i32) {
     let Some(saved) = state.saved.take() else {
         return;
     };
-    // If someone replaced our handler since (and may chain to it), leave theirs in place.
+    // If someone replaced our handler since (and may chain to it), leave theirs in place, and
+    // ours still chaining to what it replaced.
     if current(signo).is_ok_and(|now| now.sa_sigaction == handler_address()) {
         // SAFETY: puts back the disposition `install` read from the kernel.
         unsafe { libc::sigaction(signo, &saved, std::ptr::null_mut()) };
+        PREV[ix].clear();
     }
 }
 

@@ -407,6 +407,65 @@ fn a_siginfo_handler_installed_before_ioloop_gets_its_siginfo() {
     set_handler(libc::SIGUSR2, libc::SIG_DFL);
 }
 
+static OVER_RAN: AtomicU32 = AtomicU32::new(0);
+static OVER_PREV: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A handler installed over ioloop's that chains to it, as signal-hook-registry does.
+extern "C" fn over(signo: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
+    OVER_RAN.fetch_add(1, Ordering::Relaxed);
+    let prev = OVER_PREV.load(Ordering::Relaxed);
+    if prev != libc::SIG_DFL && prev != libc::SIG_IGN {
+        type Action = extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void);
+        // SAFETY: `prev` is ioloop's handler, an SA_SIGINFO handler (checked by the test).
+        let f = unsafe { std::mem::transmute::<usize, Action>(prev) };
+        f(signo, info, context);
+    }
+}
+
+fn a_handler_installed_over_ioloops_that_chains_back_does_not_recurse() {
+    let over_addr =
+        over as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) as usize;
+    let mut lp = new_loop();
+    let seen = count_on(&mut lp, libc::SIGUSR2);
+    // Someone installs over ioloop's handler and chains to it.
+    // SAFETY: installs this file's async-signal-safe handler, reading the one it replaces.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = over_addr;
+        sa.sa_flags = libc::SA_SIGINFO;
+        libc::sigemptyset(&mut sa.sa_mask);
+        let mut old: libc::sigaction = std::mem::zeroed();
+        assert_eq!(libc::sigaction(libc::SIGUSR2, &sa, &mut old), 0);
+        assert_ne!(old.sa_flags & libc::SA_SIGINFO, 0);
+        OVER_PREV.store(old.sa_sigaction, Ordering::Relaxed);
+    }
+    raise(libc::SIGUSR2);
+    turn(&mut lp);
+    assert_eq!((OVER_RAN.load(Ordering::Relaxed), seen.get()), (1, 1));
+    // The loop lets go: ioloop leaves the newer handler in place (it may chain to ioloop's).
+    drop(lp);
+    assert_eq!(handler_of(libc::SIGUSR2), over_addr);
+    // A loop adds the signal again: ioloop's handler now chains to `over`, which chains back.
+    let mut lp = new_loop();
+    let seen = count_on(&mut lp, libc::SIGUSR2);
+    raise(libc::SIGUSR2);
+    turn(&mut lp);
+    assert_eq!(
+        (OVER_RAN.load(Ordering::Relaxed), seen.get()),
+        (2, 1),
+        "each ran once: no endless recursion"
+    );
+    drop(lp);
+    assert_eq!(handler_of(libc::SIGUSR2), over_addr, "`over` is back");
+    raise(libc::SIGUSR2);
+    assert_eq!(
+        OVER_RAN.load(Ordering::Relaxed),
+        3,
+        "ioloop's handler, called by `over`, no longer calls it back"
+    );
+    set_handler(libc::SIGUSR2, libc::SIG_DFL);
+}
+
 fn fault_signals_are_refused() {
     let mut lp = new_loop();
     for signo in [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE] {
@@ -468,6 +527,10 @@ fn main() {
         (
             "a_siginfo_handler_installed_before_ioloop_gets_its_siginfo",
             a_siginfo_handler_installed_before_ioloop_gets_its_siginfo,
+        ),
+        (
+            "a_handler_installed_over_ioloops_that_chains_back_does_not_recurse",
+            a_handler_installed_over_ioloops_that_chains_back_does_not_recurse,
         ),
         ("fault_signals_are_refused", fault_signals_are_refused),
     ];
