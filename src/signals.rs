@@ -272,11 +272,13 @@ pub const SIGACTION: SignalInstaller = SignalInstaller { install, restore };
 /// `on_signal` for any loop: [`EventLoop::add_signal_handler`] with [`SIGACTION`].
 pub trait SignalExt: Sized {
     /// Run `handler(loop, signo)` on the loop thread when `signo` arrives. Needs an attached
-    /// [`loop_core::Remote`]. Remove it with `remove_signal_handler`, which restores the
-    /// previous disposition (so does closing or dropping the loop).
+    /// [`loop_core::Remote`]. Every loop that handles `signo` gets each arrival. Remove it
+    /// with `remove_signal_handler` (or close or drop the loop); the previous disposition comes
+    /// back when the last loop that handles `signo` removed it.
     ///
     /// # Errors
-    /// As [`EventLoop::add_signal_handler`].
+    /// As [`EventLoop::add_signal_handler`]; with [`SIGACTION`], [`loop_core::Error::Os`] with
+    /// `EINVAL` for `SIGSEGV`, `SIGBUS`, `SIGILL`, `SIGFPE`, `SIGKILL` and `SIGSTOP`.
     fn on_signal<F>(&mut self, signo: i32, handler: F) -> Result<(), Refused<F>>
     where
         F: FnMut(&mut Self, i32) + 'static;
