@@ -664,7 +664,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         }
         let now = self.now();
         let (period_ns, jitter_ppm) = (periodic.period_ns, periodic.jitter_ppm);
-        let mut rng = periodic::seed(now, self.timers.next_seq());
+        let mut rng = periodic.first_rng(now, self.timers.next_seq());
         let first = periodic::next_deadline(now, now, period_ns, jitter_ppm, &mut rng);
         let timer = InlineFn::named::<F, _>(move |lp: &mut Self, deadline: Instant| {
             f(lp);
