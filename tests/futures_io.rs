@@ -1,7 +1,8 @@
 //! `futures_io::AsyncRead` / `AsyncWrite` on `ioloop::net`'s streams (feature `futures-io`),
 //! driven by the `futures::io` utilities (`read_to_end`, `write_all`, `copy`, `BufReader`)
 //! inside `run_sync`, on epoll (edge-triggered) and poll (level-triggered). Every run is
-//! bounded by a `run_sync` timeout.
+//! bounded by a `run_sync` timeout. Where the streams have an inherent method of the same name
+//! (`read`, `write_all`), the trait's is named explicitly so the trait impl is what runs.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -46,7 +47,7 @@ fn tcp_write_all_and_read_to_end_move_a_megabyte_on_epoll() {
             async {
                 let client = async {
                     let mut s = TcpStream::connect(addr).await?;
-                    s.write_all(&data).await?;
+                    AsyncWriteExt::write_all(&mut s, &data).await?;
                     s.close().await // shutdown(SHUT_WR): the server reads end-of-stream
                 };
                 let server = async {
@@ -85,7 +86,7 @@ fn echo_through_copy<L>(lp: &mut L, run: impl FnOnce(&mut L, &TcpListener, Socke
 async fn client(addr: SocketAddr, data: &[u8]) -> std::io::Result<Vec<u8>> {
     let s = TcpStream::connect(addr).await?;
     let writer = async {
-        (&s).write_all(data).await?;
+        AsyncWriteExt::write_all(&mut &s, data).await?;
         (&s).close().await
     };
     let reader = async {
@@ -127,14 +128,14 @@ fn futures_io_copy_echoes_a_megabyte_on_poll() {
 #[test]
 fn pipe_ends_work_with_copy_and_buffered_lines() {
     let mut lp = event_loop!(Epoll);
-    let (r, w) = pipe().unwrap();
+    let (r, mut w) = pipe().unwrap();
     let (r2, w2) = pipe().unwrap();
     let lines = lp
         .run_sync(
             async move {
                 let producer = async move {
                     for i in 0..1000 {
-                        w.write_all(format!("line {i}\n").as_bytes()).await?;
+                        AsyncWriteExt::write_all(&mut w, format!("line {i}\n").as_bytes()).await?;
                     }
                     drop(w); // the reader sees end-of-stream
                     Ok::<_, std::io::Error>(())
@@ -180,12 +181,12 @@ fn unix_stream_halves_carry_a_request_and_an_answer() {
                     let mut req = [0u8; 4];
                     (&b).read_exact(&mut req).await?;
                     assert_eq!(&req, b"ping");
-                    (&b).write_all(b"pong").await?;
+                    AsyncWriteExt::write_all(&mut &b, b"pong").await?;
                     (&b).close().await
                 };
                 let client = async {
                     let mut a = &a;
-                    a.write_all(b"ping").await?;
+                    AsyncWriteExt::write_all(&mut a, b"ping").await?;
                     let mut ans = Vec::new();
                     a.read_to_end(&mut ans).await?;
                     Ok::<_, std::io::Error>(ans)
@@ -206,7 +207,7 @@ fn polling_outside_a_loop_fails_with_not_attached_instead_of_hanging() {
     let (a, _b) = UnixStream::pair().unwrap();
     let mut buf = [0u8; 8];
     // A no-op waker: polled once, by hand, outside any task.
-    let err = futures_util::FutureExt::now_or_never((&a).read(&mut buf))
+    let err = futures_util::FutureExt::now_or_never(AsyncReadExt::read(&mut &a, &mut buf))
         .expect("ready at once")
         .unwrap_err();
     assert_eq!(ioloop::Error::from(err), ioloop::Error::NotAttached);
