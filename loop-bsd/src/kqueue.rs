@@ -399,7 +399,7 @@ impl<const N: usize, const E: usize> Poller for Kqueue<N, E> {
         loop_select::fork::forked_since(self.forks)
     }
 
-    fn close_fd(&mut self, fd: RawFd) {
+    unsafe fn close_fd(&mut self, fd: RawFd) {
         if fd < 0 || fd == self.kq().as_raw_fd() {
             return;
         }
@@ -407,8 +407,7 @@ impl<const N: usize, const E: usize> Poller for Kqueue<N, E> {
         if fd == self.reader.as_fd().as_raw_fd() || fd == self.notifier.pipe.as_fd().as_raw_fd() {
             return;
         }
-        // SAFETY: the loop calls `close_fd` exactly once per fd whose ownership it was given,
-        // after deregistering it; nothing else uses this fd number as that file afterwards.
+        // SAFETY: the caller owns `fd` and never uses it again (`close_fd`'s contract).
         unsafe { rustix::io::close(fd) }
     }
 }

@@ -583,7 +583,10 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         // Errors (ENOENT, EBADF: the fd was already closed) leave nothing to undo.
         let _ = self.poller.deregister(fd);
         if slot.owned {
-            self.poller.close_fd(fd);
+            // SAFETY: `owned` is set only by `add_owned_handler*`, which took the fd out of an
+            // `OwnedFd` (`into_raw_fd`); the slot was just removed, so this is the one close
+            // and the loop never uses the number again.
+            unsafe { self.poller.close_fd(fd) };
         }
         true
     }
@@ -1224,7 +1227,9 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         self.handlers.drain_all(|_, slot| {
             let _ = poller.deregister(slot.fd);
             if slot.owned {
-                poller.close_fd(slot.fd);
+                // SAFETY: the loop owns this fd (`add_owned_handler*` took it out of an
+                // `OwnedFd`); the slot is drained, so this is the one close.
+                unsafe { poller.close_fd(slot.fd) };
             }
         });
         // Safe while a timer runs: its closure is held outside the table, and `finish` then
@@ -1415,7 +1420,9 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> Drop
         self.handlers.drain_all(|_, slot| {
             let _ = poller.deregister(slot.fd);
             if slot.owned {
-                poller.close_fd(slot.fd);
+                // SAFETY: the loop owns this fd (`add_owned_handler*` took it out of an
+                // `OwnedFd`); the slot is drained, so this is the one close.
+                unsafe { poller.close_fd(slot.fd) };
             }
         });
     }

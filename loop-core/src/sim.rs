@@ -338,7 +338,12 @@ impl<const N: usize> Poller for SimPoller<N> {
         self.forked
     }
 
-    fn close_fd(&mut self, fd: RawFd) {
+    /// Records `fd` in [`closed_by_loop`](SimPoller::closed_by_loop) and marks it closed; no
+    /// real fd is touched.
+    ///
+    /// # Safety
+    /// None beyond the trait's: the simulation closes nothing real, so any number is harmless.
+    unsafe fn close_fd(&mut self, fd: RawFd) {
         let _ = self.closed_by_loop.push(fd);
         self.close(fd);
     }

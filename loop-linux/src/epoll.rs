@@ -321,7 +321,6 @@ impl<const N: usize> Poller for Epoll<N> {
         &self.notifier
     }
 
-    /// Closes `fd`. Negative fds and the poller's own are left alone.
     /// Compares the fork generation with the one this poller was created in (one atomic
     /// load; see `loop_select::fork`).
     #[inline]
@@ -329,13 +328,13 @@ impl<const N: usize> Poller for Epoll<N> {
         loop_select::fork::forked_since(self.forks)
     }
 
-    fn close_fd(&mut self, fd: RawFd) {
+    /// Closes `fd`. Negative fds and the poller's own are left alone.
+    unsafe fn close_fd(&mut self, fd: RawFd) {
         if fd < 0 || self.is_internal(fd) {
             return;
         }
-        // SAFETY: the `Poller` contract hands over an fd the loop owns, once, after deregistering
-        // it; nothing else uses or closes that number afterwards, so this `OwnedFd` is its only
-        // owner and dropping it is the one `close`.
+        // SAFETY: the caller owns `fd` and never uses it again (`close_fd`'s contract), so this
+        // `OwnedFd` is its only owner and dropping it is the one `close`.
         drop(unsafe { OwnedFd::from_raw_fd(fd) });
     }
 }
@@ -430,7 +429,9 @@ mod tests {
             assert_eq!(poller.register(fd, 1, Interest::READ, Mode::Level), refused);
             assert_eq!(poller.modify(fd, 1, Interest::READ, Mode::Level), refused);
             assert_eq!(poller.deregister(fd), refused);
-            poller.close_fd(fd);
+            // SAFETY: the poller's own fds are refused before anything is closed (what this
+            // test checks), so nothing is closed here.
+            unsafe { poller.close_fd(fd) };
         }
         // Still alive: a notification still wakes a wait.
         loop_core::Notify::notify(poller.notifier()).unwrap();

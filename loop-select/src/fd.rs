@@ -20,11 +20,14 @@ pub(crate) fn check_open(fd: RawFd) -> Result<(), Errno> {
 }
 
 /// `close(fd)`, errors ignored (the fd is released either way on Linux and the BSDs).
-pub(crate) fn close(fd: RawFd) {
+///
+/// # Safety
+/// As [`Poller::close_fd`](loop_core::Poller::close_fd): the caller owns `fd` and nobody uses
+/// the number afterwards.
+pub(crate) unsafe fn close(fd: RawFd) {
     if fd < 0 {
         return;
     }
-    // SAFETY: the loop calls `close_fd` exactly once per fd whose ownership was handed to it,
-    // after deregistering it, so nothing else owns or later uses this fd number as that file.
+    // SAFETY: the caller owns `fd` and never uses it again (this function's contract).
     unsafe { rustix::io::close(fd) }
 }

@@ -412,12 +412,13 @@ impl<const N: usize> Poller for Poll<N> {
         crate::fork::forked_since(self.forks)
     }
 
-    fn close_fd(&mut self, fd: RawFd) {
+    unsafe fn close_fd(&mut self, fd: RawFd) {
         // Never close the notifier's own pipe, whatever the caller believes it owns.
         if fd == self.reader.as_fd().as_raw_fd() || fd == self.notifier.as_fd().as_raw_fd() {
             return;
         }
-        close(fd);
+        // SAFETY: the caller owns `fd` and never uses it again (`close_fd`'s contract).
+        unsafe { close(fd) };
     }
 }
 

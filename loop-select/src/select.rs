@@ -394,11 +394,12 @@ impl Poller for Select {
         crate::fork::forked_since(self.forks)
     }
 
-    fn close_fd(&mut self, fd: RawFd) {
+    unsafe fn close_fd(&mut self, fd: RawFd) {
         if fd == self.reader_fd || fd == self.notifier.as_fd().as_raw_fd() {
             return;
         }
-        close(fd);
+        // SAFETY: the caller owns `fd` and never uses it again (`close_fd`'s contract).
+        unsafe { close(fd) };
     }
 }
 
