@@ -18,6 +18,8 @@ use rustix::event::kqueue::{kevent_timespec, kqueue, Event, EventFilter, EventFl
 use rustix::event::Timespec;
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd};
 
+use loop_select::fork::ForkGuard;
+
 use crate::errno;
 use crate::notifier::KqueueNotifier;
 use crate::translate::{merge, translate, Filter, EV_EOF, EV_ERROR};
@@ -55,13 +57,15 @@ pub struct Kqueue<const N: usize = 1024, const E: usize = 256> {
     buf: [MaybeUninit<Event>; E],
     /// Holds the kqueue fd where the notifier is an `EVFILT_USER` event.
     notifier: KqueueNotifier,
+    /// Closed on drop only in the process that created it (see `Drop`).
     #[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
-    kq: rustix::fd::OwnedFd,
+    kq: core::mem::ManuallyDrop<rustix::fd::OwnedFd>,
     #[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
     reader: loop_select::PipeReader,
-    /// The fork generation the kqueue was created in (fork detection; kqueues are not
-    /// inherited by a child, but a loop value copied into one must still refuse to run).
-    forks: u32,
+    /// The fork generation the kqueue was created in. A child does not inherit the kqueue
+    /// (its fd number is free there, and may name a file the child opened since), so a
+    /// child's copy of this value refuses every operation and never closes that number.
+    fork: ForkGuard,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -108,7 +112,7 @@ impl<const N: usize, const E: usize> Kqueue<N, E> {
             registered: 0,
             buf: [MaybeUninit::uninit(); E],
             notifier: KqueueNotifier::new(kq)?,
-            forks: loop_select::fork::generation(),
+            fork: ForkGuard::new(),
         })
     }
 
@@ -126,9 +130,9 @@ impl<const N: usize, const E: usize> Kqueue<N, E> {
             registered: 0,
             buf: [MaybeUninit::uninit(); E],
             notifier: KqueueNotifier { pipe },
-            kq,
+            kq: core::mem::ManuallyDrop::new(kq),
             reader,
-            forks: loop_select::fork::generation(),
+            fork: ForkGuard::new(),
         })
     }
 
@@ -275,6 +279,7 @@ impl<const N: usize, const E: usize> Poller for Kqueue<N, E> {
         interest: Interest,
         mode: Mode,
     ) -> Result<(), Error> {
+        self.fork.check()?;
         if fd < 0 {
             return Err(Error::InvalidFd { fd });
         }
@@ -307,6 +312,7 @@ impl<const N: usize, const E: usize> Poller for Kqueue<N, E> {
     }
 
     fn modify(&mut self, fd: RawFd, key: u64, interest: Interest, mode: Mode) -> Result<(), Error> {
+        self.fork.check()?;
         if fd < 0 {
             return Err(Error::InvalidFd { fd });
         }
@@ -332,6 +338,7 @@ impl<const N: usize, const E: usize> Poller for Kqueue<N, E> {
     }
 
     fn deregister(&mut self, fd: RawFd) -> Result<(), Error> {
+        self.fork.check()?;
         let index = self.find(fd).ok_or(Error::Os {
             errno: Errno::ENOENT,
         })?;
@@ -349,6 +356,7 @@ impl<const N: usize, const E: usize> Poller for Kqueue<N, E> {
         events: &mut [PollEvent],
         timeout: Option<Duration>,
     ) -> Result<usize, Errno> {
+        self.fork.check_wait()?;
         // Never fetch more kevents than `events` can take after merging: a fetched edge
         // event that did not fit would be lost. So an empty buffer is refused, as epoll does.
         if events.is_empty() {
@@ -396,7 +404,7 @@ impl<const N: usize, const E: usize> Poller for Kqueue<N, E> {
     /// load, no syscall; see `loop_select::fork`).
     #[inline]
     fn forked(&self) -> bool {
-        loop_select::fork::forked_since(self.forks)
+        self.fork.forked()
     }
 
     unsafe fn close_fd(&mut self, fd: RawFd) {
@@ -409,6 +417,18 @@ impl<const N: usize, const E: usize> Poller for Kqueue<N, E> {
         }
         // SAFETY: the caller owns `fd` and never uses it again (`close_fd`'s contract).
         unsafe { rustix::io::close(fd) }
+    }
+}
+
+/// Closes the kqueue only in the process that created it: in a forked child the number was
+/// not inherited and may name another file by now.
+#[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
+impl<const N: usize, const E: usize> Drop for Kqueue<N, E> {
+    fn drop(&mut self) {
+        if !self.fork.forked() {
+            // SAFETY: `kq` is dropped here, once, and the value is never used again.
+            unsafe { core::mem::ManuallyDrop::drop(&mut self.kq) };
+        }
     }
 }
 

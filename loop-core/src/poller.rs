@@ -31,6 +31,15 @@
 //!   was woken only by the notifier returns `Ok(0)`. Many notifications before a wait coalesce
 //!   into one wake.
 //! * **`EINTR`** is returned as `Err(Errno::EINTR)`; the loop restarts its iteration.
+//! * **Fork.** A poller copied into a child by `fork` shares kernel objects with the parent
+//!   (the epoll instance and its timerfd, the notifier's eventfd or pipe). Nothing the child
+//!   does to its copy may touch them: `register`, `modify` and `deregister` return
+//!   [`Error::Forked`], `wait` returns `Err(`[`Errno::ECHILD`]`)`, a notifier (and its clones)
+//!   does nothing, and dropping the poller only closes the child's own fd copies (never an
+//!   `EPOLL_CTL_*`; a kqueue, which the child does not inherit, is not even closed, since its
+//!   number may name a file the child opened since). Build a new loop in the child.
+//!
+//! [`Error::Forked`]: crate::Error::Forked
 //!
 //! [`Error::Unsupported`]: crate::Error::Unsupported
 
@@ -39,6 +48,12 @@ use core::time::Duration;
 use crate::error::{Errno, Error, RawFd};
 use crate::interest::{Capabilities, Interest, Mode, Readiness};
 use crate::time::Clock;
+
+impl Errno {
+    /// `ECHILD` (10 on Linux, the BSDs and macOS): what [`Poller::wait`] returns on a poller
+    /// copied into a child by `fork` (see the module docs).
+    pub const ECHILD: Errno = Errno(10);
+}
 
 /// One ready fd, as reported by [`Poller::wait`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -129,9 +144,10 @@ pub trait Poller: Clock {
 
     /// Whether this poller was created by another process, i.e. this is a child after `fork`
     /// (the kernel object is shared with the parent, so using it would steal or misroute the
-    /// parent's events). Checked by the loop when it starts running and when it registers fds.
-    /// Pollers of real processes compare the process id they were created in; a poller that
-    /// has no process (the simulation) reports what it was told.
+    /// parent's events). Checked by the loop when it starts running and when it registers fds;
+    /// the poller checks it too in every operation that touches the kernel (module docs,
+    /// "Fork"). Real pollers compare the process-wide fork generation they were created in
+    /// (an atomic load, no syscall); the simulation reports what it was told.
     fn forked(&self) -> bool;
 
     /// Close an fd whose ownership was handed to the loop (`add_owned_handler`). Called after

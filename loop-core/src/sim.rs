@@ -200,7 +200,9 @@ impl<const N: usize> SimPoller<N> {
         &self.closed_by_loop
     }
 
-    /// Pretend this is (or is not) a child process after `fork`.
+    /// Pretend this is (or is not) a child process after `fork`: `register`, `modify` and
+    /// `deregister` then return [`Error::Forked`] and `wait` `Errno::ECHILD`, as real pollers
+    /// do in a child (see the [`poller`](crate::poller) module docs, "Fork").
     pub fn set_forked(&mut self, forked: bool) {
         self.forked = forked;
     }
@@ -232,6 +234,9 @@ impl<const N: usize> Poller for SimPoller<N> {
         mode: Mode,
     ) -> Result<(), Error> {
         self.stats.registers += 1;
+        if self.forked {
+            return Err(Error::Forked);
+        }
         if let Some(errno) = self.register_faults.pop_front() {
             return Err(Error::Os { errno });
         }
@@ -260,6 +265,9 @@ impl<const N: usize> Poller for SimPoller<N> {
 
     fn modify(&mut self, fd: RawFd, key: u64, interest: Interest, mode: Mode) -> Result<(), Error> {
         self.stats.modifies += 1;
+        if self.forked {
+            return Err(Error::Forked);
+        }
         if mode != Mode::Level {
             return Err(Error::Unsupported);
         }
@@ -273,6 +281,9 @@ impl<const N: usize> Poller for SimPoller<N> {
 
     fn deregister(&mut self, fd: RawFd) -> Result<(), Error> {
         self.stats.deregisters += 1;
+        if self.forked {
+            return Err(Error::Forked);
+        }
         let before = self.regs.len();
         self.regs.retain(|r| r.fd != fd);
         if self.regs.len() == before {
@@ -291,6 +302,9 @@ impl<const N: usize> Poller for SimPoller<N> {
     ) -> Result<usize, Errno> {
         self.stats.waits += 1;
         self.stats.last_timeout = Some(timeout);
+        if self.forked {
+            return Err(Errno::ECHILD);
+        }
         if let Some(errno) = self.wait_faults.pop_front() {
             return Err(errno);
         }

@@ -50,6 +50,8 @@ use rustix::event::epoll::{self, CreateFlags, Event, EventData, EventFlags};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use rustix::time::Timespec;
 
+use loop_select::fork::ForkGuard;
+
 use crate::clock::MonotonicClock;
 use crate::errno::{errno, os};
 use crate::eventfd::EventFdNotifier;
@@ -84,8 +86,9 @@ pub struct Epoll<const N: usize = 256> {
     notifier: EventFdNotifier,
     timer: DeadlineTimer,
     events: RawEvents<N>,
-    /// The fork generation the epoll instance was created in (fork detection).
-    forks: u32,
+    /// The fork generation the epoll instance was created in: a forked child's copy never
+    /// touches the epoll instance or the timerfd it shares with the parent.
+    fork: ForkGuard,
 }
 
 /// The kernel's side of the event buffer.
@@ -142,7 +145,7 @@ impl<const N: usize> Epoll<N> {
             notifier,
             timer,
             events: RawEvents([empty; N]),
-            forks: loop_select::fork::generation(),
+            fork: ForkGuard::new(),
         })
     }
 
@@ -159,6 +162,8 @@ impl<const N: usize> Epoll<N> {
         fd: RawFd,
         op: impl FnOnce(&OwnedFd, BorrowedFd<'_>) -> rustix::io::Result<()>,
     ) -> Result<(), Error> {
+        // Before anything else: an EPOLL_CTL_* from a forked child edits the parent's set.
+        self.fork.check()?;
         if fd < 0 || self.is_internal(fd) {
             return Err(Error::InvalidFd { fd });
         }
@@ -279,6 +284,8 @@ impl<const N: usize> Poller for Epoll<N> {
             tv_nsec: 0,
         };
 
+        // A forked child must neither steal the parent's events nor re-arm the shared timerfd.
+        self.fork.check_wait()?;
         // Never ask the kernel for more fds than the caller can take: an edge-triggered or
         // oneshot event fetched and then dropped would be lost for good.
         let room = N.min(events.len());
@@ -325,7 +332,7 @@ impl<const N: usize> Poller for Epoll<N> {
     /// load; see `loop_select::fork`).
     #[inline]
     fn forked(&self) -> bool {
-        loop_select::fork::forked_since(self.forks)
+        self.fork.forked()
     }
 
     /// Closes `fd`. Negative fds and the poller's own are left alone.

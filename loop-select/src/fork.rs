@@ -9,6 +9,8 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
+use loop_core::{Errno, Error};
+
 static FORKS: AtomicU32 = AtomicU32::new(0);
 static REGISTERED: AtomicBool = AtomicBool::new(false);
 
@@ -31,4 +33,59 @@ pub fn generation() -> u32 {
 #[inline]
 pub fn forked_since(created: u32) -> bool {
     FORKS.load(Ordering::Relaxed) != created
+}
+
+/// The fork generation a poller (or notifier) was created in: after `fork`, every operation
+/// that would touch a kernel object shared with the parent checks it first and becomes a
+/// refusal ([`Error::Forked`], or `ECHILD` for `wait` and its `Errno`) or a no-op.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForkGuard {
+    created: u32,
+}
+
+impl ForkGuard {
+    /// A guard for an object created now, in this process.
+    pub fn new() -> ForkGuard {
+        ForkGuard {
+            created: generation(),
+        }
+    }
+
+    /// Whether this is a forked child's copy of the object.
+    #[inline]
+    pub fn forked(self) -> bool {
+        forked_since(self.created)
+    }
+
+    /// `Err(Error::Forked)` in a forked child.
+    ///
+    /// # Errors
+    /// [`Error::Forked`] when the object was created in another process.
+    #[inline]
+    pub fn check(self) -> Result<(), Error> {
+        if self.forked() {
+            Err(Error::Forked)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// `Err(Errno::ECHILD)` in a forked child: what `Poller::wait` returns there.
+    ///
+    /// # Errors
+    /// [`Errno::ECHILD`] when the object was created in another process.
+    #[inline]
+    pub fn check_wait(self) -> Result<(), Errno> {
+        if self.forked() {
+            Err(Errno::ECHILD)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Default for ForkGuard {
+    fn default() -> Self {
+        ForkGuard::new()
+    }
 }

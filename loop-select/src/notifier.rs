@@ -10,6 +10,7 @@ use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::io::Errno as OsErrno;
 
 use crate::fd::errno;
+use crate::fork::ForkGuard;
 
 /// The write end of a self-pipe: wakes the poller that holds the matching [`PipeReader`].
 ///
@@ -29,6 +30,8 @@ use crate::fd::errno;
 #[derive(Debug)]
 pub struct PipeNotifier {
     write: OwnedFd,
+    /// In a forked child the pipe is the parent's: `notify` must not wake its loop.
+    fork: ForkGuard,
 }
 
 /// The read end of a self-pipe, kept by the poller: watched for readability and drained.
@@ -45,7 +48,8 @@ impl PipeNotifier {
     /// calls that set the flags `pipe2` would have set.
     pub fn pair() -> Result<(PipeNotifier, PipeReader), Errno> {
         let (read, write) = nonblocking_cloexec_pipe().map_err(errno)?;
-        Ok((PipeNotifier { write }, PipeReader { read }))
+        let fork = ForkGuard::new();
+        Ok((PipeNotifier { write, fork }, PipeReader { read }))
     }
 
     /// A second handle on the same pipe (`dup` of the write end, close-on-exec), owned, so it
@@ -55,7 +59,10 @@ impl PipeNotifier {
     /// The OS error from `fcntl(F_DUPFD_CLOEXEC)` (`EMFILE` when out of fds).
     pub fn try_clone(&self) -> Result<PipeNotifier, Errno> {
         let write = rustix::io::fcntl_dupfd_cloexec(&self.write, 0).map_err(errno)?;
-        Ok(PipeNotifier { write })
+        Ok(PipeNotifier {
+            write,
+            fork: self.fork,
+        })
     }
 }
 
@@ -67,7 +74,12 @@ impl AsFd for PipeNotifier {
 }
 
 impl Notify for PipeNotifier {
+    /// Writes one byte. In a forked child it does nothing and returns `Ok`: the pipe is the
+    /// parent's, and the child's copy of the loop cannot run (`Error::Forked`).
     fn notify(&self) -> Result<(), Errno> {
+        if self.fork.forked() {
+            return Ok(());
+        }
         loop {
             match rustix::io::write(&self.write, &[1]) {
                 // A full pipe is already readable: the wake is guaranteed (Tornado ignores it too).

@@ -45,6 +45,7 @@ use rustix::event::{PollFd, PollFlags};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use crate::fd::{check_open, close, errno};
+use crate::fork::ForkGuard;
 use crate::notifier::{PipeNotifier, PipeReader};
 use crate::timeout::{slice, Resolution};
 
@@ -97,8 +98,9 @@ pub struct Poll<const N: usize = 1024> {
     notifier: PipeNotifier,
     /// Entry 0 of `fds` borrows this fd; `fds` is declared (so dropped) first.
     reader: PipeReader,
-    /// The fork generation the poller was created in (fork detection).
-    forks: u32,
+    /// The fork generation the poller was created in: a forked child's copy refuses every
+    /// operation rather than drain the wake-up pipe it shares with the parent.
+    fork: ForkGuard,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -136,7 +138,7 @@ impl<const N: usize> Poll<N> {
             cursor: 0,
             notifier,
             reader,
-            forks: crate::fork::generation(),
+            fork: ForkGuard::new(),
         };
         let fd = poll.reader.as_fd().as_raw_fd();
         // Capacity N >= 1 was checked at compile time, so the first push cannot fail.
@@ -311,6 +313,7 @@ impl<const N: usize> Poller for Poll<N> {
         interest: Interest,
         mode: Mode,
     ) -> Result<(), Error> {
+        self.fork.check()?;
         if fd < 0 {
             return Err(Error::InvalidFd { fd });
         }
@@ -343,6 +346,7 @@ impl<const N: usize> Poller for Poll<N> {
     }
 
     fn modify(&mut self, fd: RawFd, key: u64, interest: Interest, mode: Mode) -> Result<(), Error> {
+        self.fork.check()?;
         if fd < 0 {
             return Err(Error::InvalidFd { fd });
         }
@@ -365,6 +369,7 @@ impl<const N: usize> Poller for Poll<N> {
     }
 
     fn deregister(&mut self, fd: RawFd) -> Result<(), Error> {
+        self.fork.check()?;
         let mut i = self.find(fd).ok_or(Error::Os {
             errno: Errno::ENOENT,
         })?;
@@ -383,6 +388,8 @@ impl<const N: usize> Poller for Poll<N> {
         events: &mut [PollEvent],
         timeout: Option<Duration>,
     ) -> Result<usize, Errno> {
+        // A forked child must not drain the parent's wake-up pipe.
+        self.fork.check_wait()?;
         let start = self.now();
         let mut remaining = timeout;
         loop {
@@ -409,7 +416,7 @@ impl<const N: usize> Poller for Poll<N> {
     /// load, no syscall; see `loop_select::fork`).
     #[inline]
     fn forked(&self) -> bool {
-        crate::fork::forked_since(self.forks)
+        self.fork.forked()
     }
 
     unsafe fn close_fd(&mut self, fd: RawFd) {

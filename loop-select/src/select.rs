@@ -19,6 +19,7 @@ use rustix::event::{fd_set_bound, fd_set_insert, fd_set_remove, FdSetElement, Fd
 use rustix::fd::{AsFd, AsRawFd};
 
 use crate::fd::{check_open, close, errno};
+use crate::fork::ForkGuard;
 use crate::notifier::{PipeNotifier, PipeReader};
 use crate::timeout::{slice, Resolution};
 
@@ -80,8 +81,9 @@ pub struct Select {
     registered: usize,
     /// The fd after the last one reported: where the next report starts.
     cursor: RawFd,
-    /// The fork generation the poller was created in (fork detection).
-    forks: u32,
+    /// The fork generation the poller was created in: a forked child's copy refuses every
+    /// operation rather than drain the wake-up pipe it shares with the parent.
+    fork: ForkGuard,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -114,7 +116,7 @@ impl Select {
             reader_fd,
             registered: 0,
             cursor: 0,
-            forks: crate::fork::generation(),
+            fork: ForkGuard::new(),
         };
         fd_set_insert(&mut select.read, reader_fd);
         Ok(select)
@@ -287,6 +289,7 @@ impl Poller for Select {
         interest: Interest,
         mode: Mode,
     ) -> Result<(), Error> {
+        self.fork.check()?;
         if !representable(fd) {
             return Err(Error::InvalidFd { fd });
         }
@@ -309,6 +312,7 @@ impl Poller for Select {
     }
 
     fn modify(&mut self, fd: RawFd, key: u64, interest: Interest, mode: Mode) -> Result<(), Error> {
+        self.fork.check()?;
         if !representable(fd) {
             return Err(Error::InvalidFd { fd });
         }
@@ -329,6 +333,7 @@ impl Poller for Select {
     }
 
     fn deregister(&mut self, fd: RawFd) -> Result<(), Error> {
+        self.fork.check()?;
         if !representable(fd) || self.entries[fd as usize].take().is_none() {
             return Err(Error::Os {
                 errno: Errno::ENOENT,
@@ -344,6 +349,8 @@ impl Poller for Select {
         events: &mut [PollEvent],
         timeout: Option<Duration>,
     ) -> Result<usize, Errno> {
+        // A forked child must not drain the parent's wake-up pipe.
+        self.fork.check_wait()?;
         let start = self.now();
         let mut remaining = timeout;
         loop {
@@ -391,7 +398,7 @@ impl Poller for Select {
     /// load, no syscall; see `loop_select::fork`).
     #[inline]
     fn forked(&self) -> bool {
-        crate::fork::forked_since(self.forks)
+        self.fork.forked()
     }
 
     unsafe fn close_fd(&mut self, fd: RawFd) {
