@@ -125,7 +125,7 @@ fn reused_fd_number_does_not_get_the_old_registrations_event<P: Poller + OpenPol
     let (a2, mut b2) = pair();
     let victim = a2.as_raw_fd();
     let victim_owned: Rc<RefCell<Option<UnixStream>>> = Rc::new(RefCell::new(Some(a2)));
-    let keep_alive: Rc<RefCell<Vec<UnixStream>>> = Rc::new(RefCell::new(Vec::new()));
+    let keep_alive: Rc<RefCell<Vec<OwnedFd>>> = Rc::new(RefCell::new(Vec::new()));
     let log = Rc::new(RefCell::new(Vec::<&str>::new()));
     let (v, k, l) = (victim_owned.clone(), keep_alive.clone(), log.clone());
     let first = a1.as_raw_fd().min(victim);
@@ -134,8 +134,10 @@ fn reused_fd_number_does_not_get_the_old_registrations_event<P: Poller + OpenPol
     } else {
         victim
     };
-    // Whichever of the two is dispatched first closes the victim (if it is not the victim)
-    // and opens a socket that gets the victim's number.
+    // Whichever of the two is dispatched first replaces the victim (if it is not the victim)
+    // with a new socket under the same number. `dup2` closes the old file and reuses the
+    // number in one step: a close followed by an open would race with the other tests'
+    // threads for the freed number (which the kernel hands to the lowest-numbered open).
     let make = move |me: i32| {
         let (v, k, l) = (v.clone(), k.clone(), l.clone());
         move |lp: &mut EventLoop<P, 8, 8, 8>, fd: i32, _r: Readiness| -> Result<(), HandlerError> {
@@ -145,17 +147,20 @@ fn reused_fd_number_does_not_get_the_old_registrations_event<P: Poller + OpenPol
                 return Ok(());
             }
             lp.remove_handler(victim);
-            drop(v.borrow_mut().take());
+            let Some(old) = v.borrow_mut().take() else {
+                return Ok(());
+            };
+            let mut reused = OwnedFd::from(old);
             let (new_a, new_b) = pair();
-            let reused = new_a.as_raw_fd() == victim || new_b.as_raw_fd() == victim;
-            assert!(reused, "the kernel hands out the lowest free number");
+            rustix::io::dup2(&new_a, &mut reused).map_err(|_| HandlerError::Other("dup2"))?;
+            assert_eq!(reused.as_raw_fd(), victim, "dup2 keeps the number");
             let l2 = l.clone();
             lp.add_handler(victim, Interest::READ | Interest::WRITE, move |_, _, _| {
                 l2.borrow_mut().push("new handler of the victim");
                 Ok(())
             })
             .map_err(|_| HandlerError::Other("re-add"))?;
-            k.borrow_mut().extend([new_a, new_b]);
+            k.borrow_mut().extend([reused, new_a.into(), new_b.into()]);
             Ok(())
         }
     };
@@ -201,11 +206,32 @@ fn duplicate_add_is_refused_and_the_first_handler_still_fires<P: Poller + OpenPo
     assert_eq!(first.get(), 1);
 }
 
+/// An fd number that is closed and stays closed while this test binary runs, though its tests
+/// open and close fds on other threads at the same time.
+///
+/// Dropping a freshly opened fd is not enough: another test's `socketpair` gets the lowest free
+/// number, very likely the one just closed (the flake of issue 10, defect 16). The kernel
+/// hands out the *lowest* free number, so a number high above everything in use is reused only
+/// once every number below it is open: `F_DUPFD_CLOEXEC` finds the first free number at or
+/// above 1000 (select's `FD_SETSIZE` is 1024, and the number must be representable there too),
+/// and closing it leaves a hole that only a process holding ~1000 fds could fill. This binary
+/// holds a few dozen at most (8 tests in parallel, each a loop and two socketpairs).
+fn certainly_closed_fd() -> i32 {
+    let (a, _b) = pair();
+    // Smaller floors only if RLIMIT_NOFILE is below 1001 (F_DUPFD then fails with EINVAL).
+    for floor in [1000, 900, 500] {
+        if let Ok(high) = rustix::io::fcntl_dupfd_cloexec(&a, floor) {
+            let n = high.as_raw_fd();
+            drop(high);
+            return n;
+        }
+    }
+    panic!("RLIMIT_NOFILE below 501: no room for a number nobody else will open");
+}
+
 fn closed_fd_is_refused_with_the_kernels_error<P: Poller + OpenPoller + 'static>() {
     let mut lp: EventLoop<P, 8, 8, 8> = EventLoop::new().unwrap();
-    let (a, _b) = pair();
-    let n = a.as_raw_fd();
-    drop(a);
+    let n = certainly_closed_fd();
     let refused = lp
         .add_handler(n, Interest::READ, |_, _, _| Ok(()))
         .unwrap_err();
