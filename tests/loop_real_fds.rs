@@ -248,6 +248,55 @@ fn closed_fd_is_refused_with_the_kernels_error<P: Poller + OpenPoller + 'static>
     assert_eq!(lp.handler_count(), 0);
 }
 
+/// The epoll dup trap (issue 10, defect 15): a handler's fd is `dup`ed, the original closed
+/// without removing the handler, data arrives, and `remove_handler`'s `EPOLL_CTL_DEL` fails with
+/// `EBADF`. The registration lives on through the dup and would be reported at every wait —
+/// a loop spinning with no handler. After the removal no wait may report anything (checked
+/// on the poller itself with a zero timeout: an immediate answer, no timing), and the other
+/// handlers still fire.
+fn dup_trap_does_not_spin<P: Poller + OpenPoller + 'static>() {
+    let mut lp: EventLoop<P, 8, 8, 8> = EventLoop::new().unwrap();
+    let (a, mut a_peer) = pair();
+    let (c, mut c_peer) = pair();
+    let calls = Rc::new(Cell::new(0));
+    let k = calls.clone();
+    // Never drains: level-triggered, its registration stays ready for good.
+    lp.add_handler(&a, Interest::READ, move |_, _, _| {
+        k.set(k.get() + 1);
+        Ok(())
+    })
+    .map_err(|r| r.error)
+    .unwrap();
+    let other = Rc::new(Cell::new(0));
+    let o = other.clone();
+    lp.add_handler(&c, Interest::READ, move |_, fd, _| {
+        o.set(o.get() + 1);
+        drain(fd);
+        Ok(())
+    })
+    .map_err(|r| r.error)
+    .unwrap();
+    let number = a.as_raw_fd();
+    let dup = a.try_clone().unwrap();
+    drop(a);
+    a_peer.write_all(b"x").unwrap();
+
+    assert!(lp.remove_handler(number));
+    let mut events = [loop_core::PollEvent::default(); 8];
+    assert_eq!(
+        lp.poller_mut().wait(&mut events, Some(Duration::ZERO)),
+        Ok(0),
+        "no stale event after the handler is removed"
+    );
+    assert_eq!(calls.get(), 0);
+
+    c_peer.write_all(b"y").unwrap();
+    lp.run_once(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(other.get(), 1, "the live handler still fires");
+    assert_eq!(calls.get(), 0);
+    drop(dup);
+}
+
 fn owned_fds_are_closed_on_removal_and_borrowed_ones_are_not<P: Poller + OpenPoller + 'static>() {
     let mut lp: EventLoop<P, 8, 8, 8> = EventLoop::new().unwrap();
     let (a, _b) = pair();
@@ -329,6 +378,10 @@ macro_rules! suite {
             #[test]
             fn closed_fd_is_refused_with_the_kernels_error() {
                 super::closed_fd_is_refused_with_the_kernels_error::<$ty>();
+            }
+            #[test]
+            fn dup_trap_does_not_spin() {
+                super::dup_trap_does_not_spin::<$ty>();
             }
             #[test]
             fn owned_fds_are_closed_on_removal_and_borrowed_ones_are_not() {

@@ -150,6 +150,26 @@ pub trait Poller: Clock {
     /// (an atomic load, no syscall); the simulation reports what it was told.
     fn forked(&self) -> bool;
 
+    /// Drop every registration at once (the poller's own notifier and timer stay), so that
+    /// the caller can register its live fds again. Returns `Ok(true)` if registrations were
+    /// dropped (the caller must then register every fd it still watches), `Ok(false)` if this
+    /// poller never needs it (the default).
+    ///
+    /// The loop calls it after a `deregister` that failed with `EBADF` or `ENOENT`: the fd
+    /// number no longer names the registered file. epoll registrations belong to the open file
+    /// description, so if the user `dup`ed the fd and closed the original without removing
+    /// the handler first, the registration stays in the kernel, reachable by no fd number,
+    /// and reports its key at every wait — a busy loop with no handler (the dup trap).
+    /// Pollers that forget a closed fd by number (poll, select, kqueue) keep the default.
+    ///
+    /// # Errors
+    /// The OS error if a fresh kernel object cannot be made (`EMFILE`, `ENOMEM`): the old
+    /// registrations are then all kept. [`Error::Forked`](crate::Error::Forked) in a forked
+    /// child.
+    fn reset(&mut self) -> Result<bool, Error> {
+        Ok(false)
+    }
+
     /// Close an fd whose ownership was handed to the loop (`add_owned_handler`). Called after
     /// `deregister`, exactly once per owned fd. Errors from `close` are ignored (the fd is gone
     /// either way on Linux and the BSDs). The poller's own fds (notifier, timer, the

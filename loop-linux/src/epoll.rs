@@ -39,6 +39,10 @@
 //! wait reports its key. epoll registrations belong to the open file description, though: an fd
 //! that was `dup`ed and closed without `deregister` keeps delivering events through the copy, and
 //! `deregister` by the closed number then fails with `EBADF`. Deregister before closing.
+//! Should it happen anyway, the loop calls [`Poller::reset`] on that `EBADF` (or `ENOENT`, when
+//! the number was reused): the poller swaps in a fresh epoll instance, dropping the stale
+//! registration with the old one, and the loop registers its live handlers again — O(handlers)
+//! system calls, once per misuse, instead of a loop that spins on a key nobody owns.
 
 use core::fmt;
 use core::time::Duration;
@@ -123,19 +127,9 @@ impl<const N: usize> Epoll<N> {
     pub fn with_buffer() -> Result<Epoll<N>, Errno> {
         const { assert!(N > 0, "an Epoll needs room for at least one event") };
         // CLOEXEC: a child process must not inherit (and keep alive) the loop's epoll.
-        let epoll = epoll::create(CreateFlags::CLOEXEC).map_err(errno)?;
         let notifier = EventFdNotifier::new()?;
         let timer = DeadlineTimer::new()?;
-        // Edge-triggered, never read back (as mio's waker): every eventfd write is a new edge,
-        // so a notification that races with a wait is seen by that wait or the next, and a
-        // wake costs one syscall on each side instead of two on the loop's (`read` to drain).
-        // Writes coalesce into one report while it is pending; the counter only overflows
-        // after 2^64 - 2 writes (`EventFdNotifier::notify` then treats EAGAIN as pending).
-        let notify = EventData::new_u64(NOTIFY_KEY);
-        epoll::add(&epoll, &notifier, notify, EventFlags::IN | EventFlags::ET).map_err(errno)?;
-        // Edge-triggered: see `timerfd.rs`; one report per expiry, never a read.
-        let timer_data = EventData::new_u64(TIMER_KEY);
-        epoll::add(&epoll, &timer, timer_data, EventFlags::IN | EventFlags::ET).map_err(errno)?;
+        let epoll = new_epoll(&notifier, &timer)?;
         let empty = Event {
             flags: EventFlags::empty(),
             data: EventData::new_u64(0),
@@ -147,6 +141,15 @@ impl<const N: usize> Epoll<N> {
             events: RawEvents([empty; N]),
             fork: ForkGuard::new(),
         })
+    }
+
+    /// Replace the epoll instance by a fresh one holding only the notifier and the timer,
+    /// under the same fd number (`dup3`, so whoever nests this poller by its fd keeps the
+    /// number). Closing the old instance frees every registration in it, including one that
+    /// no fd number reaches any more (the dup trap, see the module docs).
+    fn rebuild(&mut self) -> Result<(), Errno> {
+        let fresh = new_epoll(&self.notifier, &self.timer)?;
+        rustix::io::dup3(&fresh, &mut self.epoll, rustix::io::DupFlags::CLOEXEC).map_err(errno)
     }
 
     /// Whether `fd` is one of the poller's own, which callers may not touch.
@@ -173,6 +176,24 @@ impl<const N: usize> Epoll<N> {
         let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
         op(&self.epoll, borrowed).map_err(os)
     }
+}
+
+/// A close-on-exec epoll instance watching the poller's own notifier and timer.
+fn new_epoll(notifier: &EventFdNotifier, timer: &DeadlineTimer) -> Result<OwnedFd, Errno> {
+    // CLOEXEC: a child process must not inherit (and keep alive) the loop's epoll.
+    let epoll = epoll::create(CreateFlags::CLOEXEC).map_err(errno)?;
+    // Edge-triggered, never read back (as mio's waker): every eventfd write is a new edge,
+    // so a notification that races with a wait is seen by that wait or the next, and a
+    // wake costs one syscall on each side instead of two on the loop's (`read` to drain).
+    // Writes coalesce into one report while it is pending; the counter only overflows
+    // after 2^64 - 2 writes (`EventFdNotifier::notify` then treats EAGAIN as pending).
+    // Adding checks readiness at once, so a wake pending across a rebuild is not lost.
+    let notify = EventData::new_u64(NOTIFY_KEY);
+    epoll::add(&epoll, notifier, notify, EventFlags::IN | EventFlags::ET).map_err(errno)?;
+    // Edge-triggered: see `timerfd.rs`; one report per expiry, never a read.
+    let timer_data = EventData::new_u64(TIMER_KEY);
+    epoll::add(&epoll, timer, timer_data, EventFlags::IN | EventFlags::ET).map_err(errno)?;
+    Ok(epoll)
 }
 
 /// A key the loop may use.
@@ -326,6 +347,19 @@ impl<const N: usize> Poller for Epoll<N> {
 
     fn notifier(&self) -> &EventFdNotifier {
         &self.notifier
+    }
+
+    /// A fresh epoll instance under the same fd number, with only the notifier and the timer
+    /// registered: the loop registers its live fds again. The way out of the dup trap (module
+    /// docs), which no `EPOLL_CTL_DEL` can reach.
+    ///
+    /// # Errors
+    /// `EMFILE`/`ENFILE`/`ENOMEM` from `epoll_create1` (every old registration is then kept);
+    /// [`Error::Forked`] in a forked child.
+    fn reset(&mut self) -> Result<bool, Error> {
+        self.fork.check()?;
+        self.rebuild().map_err(|errno| Error::Os { errno })?;
+        Ok(true)
     }
 
     /// Compares the fork generation with the one this poller was created in (one atomic
