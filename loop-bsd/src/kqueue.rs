@@ -15,10 +15,10 @@ use loop_core::{
     RawFd, Resource,
 };
 use rustix::event::kqueue::{kevent_timespec, kqueue, Event, EventFilter, EventFlags};
-use rustix::event::Timespec;
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd};
 
-use loop_select::fork::ForkGuard;
+use loop_posix::fork::ForkGuard;
+use loop_posix::timeout::{slice, Resolution, Slice};
 
 use crate::errno;
 use crate::notifier::KqueueNotifier;
@@ -29,10 +29,6 @@ const _: () = assert!(EventFlags::EOF.bits() == EV_EOF && EventFlags::ERROR.bits
 /// `udata` of the notifier's pipe filter (where there is no `EVFILT_USER`).
 #[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
 const NOTIFIER: usize = usize::MAX;
-
-/// The longest single `kevent` wait; longer ones are sliced (some kernels reject huge
-/// timespecs with `EINVAL`).
-const MAX_SLICE: Duration = Duration::from_secs(86_400);
 
 /// A kqueue poller with room for `N` registrations, fetching up to `E` kevents per wait.
 ///
@@ -61,7 +57,7 @@ pub struct Kqueue<const N: usize = 1024, const E: usize = 256> {
     #[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
     kq: core::mem::ManuallyDrop<rustix::fd::OwnedFd>,
     #[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
-    reader: loop_select::PipeReader,
+    reader: loop_posix::PipeReader,
     /// The fork generation the kqueue was created in. A child does not inherit the kqueue
     /// (its fd number is free there, and may name a file the child opened since), so a
     /// child's copy of this value refuses every operation and never closes that number.
@@ -118,7 +114,7 @@ impl<const N: usize, const E: usize> Kqueue<N, E> {
 
     #[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
     fn with_kqueue(kq: rustix::fd::OwnedFd) -> Result<Self, Errno> {
-        let (pipe, reader) = loop_select::PipeNotifier::pair()?;
+        let (pipe, reader) = loop_posix::PipeNotifier::pair()?;
         let watch = Event::new(
             EventFilter::Read(reader.as_fd().as_raw_fd()),
             EventFlags::ADD,
@@ -261,7 +257,7 @@ fn mode_is_edge(mode: Mode) -> Result<bool, Error> {
 
 impl<const N: usize, const E: usize> Clock for Kqueue<N, E> {
     fn now(&self) -> Instant {
-        crate::clock::monotonic_now()
+        loop_posix::monotonic_now()
     }
 }
 
@@ -366,11 +362,8 @@ impl<const N: usize, const E: usize> Poller for Kqueue<N, E> {
         let start = self.now();
         let mut remaining = timeout;
         loop {
-            let (timeout, partial) = match remaining {
-                None => (None, false),
-                Some(d) if d > MAX_SLICE => (Some(timespec(MAX_SLICE)), true),
-                Some(d) => (Some(timespec(d)), false),
-            };
+            // Waits over a day are sliced: some kernels reject huge timespecs with EINVAL.
+            let Slice { timeout, partial } = slice(remaining, Resolution::Nanos);
             // Field by field (not `self.kq()`), so the buffer can be borrowed mutably beside it.
             #[cfg(any(
                 target_os = "freebsd",
@@ -401,7 +394,7 @@ impl<const N: usize, const E: usize> Poller for Kqueue<N, E> {
     }
 
     /// Compares the fork generation with the one this poller was created in (one atomic
-    /// load, no syscall; see `loop_select::fork`).
+    /// load, no syscall; see `loop_posix::fork`).
     #[inline]
     fn forked(&self) -> bool {
         self.fork.forked()
@@ -416,7 +409,7 @@ impl<const N: usize, const E: usize> Poller for Kqueue<N, E> {
             return;
         }
         // SAFETY: the caller owns `fd` and never uses it again (`close_fd`'s contract).
-        unsafe { rustix::io::close(fd) }
+        unsafe { loop_posix::close(fd) }
     }
 }
 
@@ -429,14 +422,6 @@ impl<const N: usize, const E: usize> Drop for Kqueue<N, E> {
             // SAFETY: `kq` is dropped here, once, and the value is never used again.
             unsafe { core::mem::ManuallyDrop::drop(&mut self.kq) };
         }
-    }
-}
-
-fn timespec(d: Duration) -> Timespec {
-    // At most MAX_SLICE seconds: fits every time_t.
-    Timespec {
-        tv_sec: d.as_secs() as _,
-        tv_nsec: d.subsec_nanos() as _,
     }
 }
 

@@ -48,15 +48,11 @@ macro_rules! cfg_kqueue {
 }
 
 cfg_kqueue! {
-    mod clock;
     mod kqueue;
     mod notifier;
 
     pub use kqueue::Kqueue;
     pub use notifier::KqueueNotifier;
 
-    /// rustix's error as the core's plain error number.
-    pub(crate) fn errno(e: rustix::io::Errno) -> loop_core::Errno {
-        loop_core::Errno(e.raw_os_error())
-    }
+    use loop_posix::errno;
 }

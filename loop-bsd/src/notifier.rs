@@ -4,7 +4,7 @@
 //! event on the kqueue itself: registered once with `EV_CLEAR`, triggered with `NOTE_TRIGGER`.
 //! No extra fd, and any number of triggers before a wait coalesce into one event that the
 //! wait consumes by fetching it. Elsewhere (NetBSD, OpenBSD) it is the self-pipe from
-//! `loop-select`, watched with `EVFILT_READ` and drained inside the wait.
+//! `loop-posix`, watched with `EVFILT_READ` and drained inside the wait.
 
 #[cfg(any(
     target_os = "freebsd",
@@ -30,7 +30,7 @@ mod user {
     };
     use core::mem::ManuallyDrop;
 
-    use loop_select::fork::ForkGuard;
+    use loop_posix::fork::ForkGuard;
     use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 
     use crate::errno;
@@ -134,7 +134,7 @@ mod user {
 #[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
 mod pipe {
     use loop_core::{Errno, Notify};
-    use loop_select::PipeNotifier;
+    use loop_posix::PipeNotifier;
 
     /// Wakes a [`Kqueue`](crate::Kqueue) through a self-pipe (no `EVFILT_USER` here).
     #[derive(Debug)]

@@ -50,14 +50,12 @@ use core::time::Duration;
 use loop_core::{
     Capabilities, Clock, Errno, Error, Instant, Interest, Mode, PollEvent, Poller, RawFd, Readiness,
 };
+use loop_posix::fork::ForkGuard;
+use loop_posix::{errno, os, MonotonicClock};
 use rustix::event::epoll::{self, CreateFlags, Event, EventData, EventFlags};
-use rustix::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use rustix::time::Timespec;
 
-use loop_select::fork::ForkGuard;
-
-use crate::clock::MonotonicClock;
-use crate::errno::{errno, os};
 use crate::eventfd::EventFdNotifier;
 use crate::timerfd::DeadlineTimer;
 
@@ -363,7 +361,7 @@ impl<const N: usize> Poller for Epoll<N> {
     }
 
     /// Compares the fork generation with the one this poller was created in (one atomic
-    /// load; see `loop_select::fork`).
+    /// load; see `loop_posix::fork`).
     #[inline]
     fn forked(&self) -> bool {
         self.fork.forked()
@@ -374,9 +372,8 @@ impl<const N: usize> Poller for Epoll<N> {
         if fd < 0 || self.is_internal(fd) {
             return;
         }
-        // SAFETY: the caller owns `fd` and never uses it again (`close_fd`'s contract), so this
-        // `OwnedFd` is its only owner and dropping it is the one `close`.
-        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        // SAFETY: the caller owns `fd` and never uses it again (`close_fd`'s contract).
+        unsafe { loop_posix::close(fd) };
     }
 }
 

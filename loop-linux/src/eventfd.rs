@@ -1,12 +1,10 @@
 //! The notifier: an `eventfd` that another thread (or a signal handler) writes to.
 
 use loop_core::{Errno, Notify};
+use loop_posix::errno;
+use loop_posix::fork::ForkGuard;
 use rustix::event::{eventfd, EventfdFlags};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
-
-use loop_select::fork::ForkGuard;
-
-use crate::errno::errno;
 
 /// Wakes an [`Epoll`](crate::Epoll) that is blocked in `wait`, from any thread.
 ///

@@ -44,10 +44,9 @@ use loop_core::{
 use rustix::event::{PollFd, PollFlags};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd};
 
-use crate::fd::{check_open, close, errno};
-use crate::fork::ForkGuard;
-use crate::notifier::{PipeNotifier, PipeReader};
-use crate::timeout::{slice, Resolution};
+use loop_posix::fork::ForkGuard;
+use loop_posix::timeout::{slice, Resolution};
+use loop_posix::{check_open, close, errno, PipeNotifier, PipeReader};
 
 /// A `poll(2)` poller with room for `N` pollfds, one of which is the notifier's: it watches up
 /// to `N - 1` fds.
@@ -295,7 +294,7 @@ fn oneshot(mode: Mode) -> Result<bool, Error> {
 
 impl<const N: usize> Clock for Poll<N> {
     fn now(&self) -> Instant {
-        crate::clock::monotonic_now()
+        loop_posix::monotonic_now()
     }
 }
 
@@ -413,7 +412,7 @@ impl<const N: usize> Poller for Poll<N> {
     }
 
     /// Compares the fork generation with the one this poller was created in (one atomic
-    /// load, no syscall; see `loop_select::fork`).
+    /// load, no syscall; see `loop_posix::fork`).
     #[inline]
     fn forked(&self) -> bool {
         self.fork.forked()

@@ -18,10 +18,9 @@ use loop_core::{
 use rustix::event::{fd_set_bound, fd_set_insert, fd_set_remove, FdSetElement, FdSetIter};
 use rustix::fd::{AsFd, AsRawFd};
 
-use crate::fd::{check_open, close, errno};
-use crate::fork::ForkGuard;
-use crate::notifier::{PipeNotifier, PipeReader};
-use crate::timeout::{slice, Resolution};
+use loop_posix::fork::ForkGuard;
+use loop_posix::timeout::{slice, Resolution};
+use loop_posix::{check_open, close, errno, PipeNotifier, PipeReader};
 
 /// The largest fd count `select(2)` is defined for (glibc, musl, the BSDs and macOS agree).
 pub const FD_SETSIZE: usize = 1024;
@@ -271,7 +270,7 @@ fn oneshot(mode: Mode) -> Result<bool, Error> {
 
 impl Clock for Select {
     fn now(&self) -> Instant {
-        crate::clock::monotonic_now()
+        loop_posix::monotonic_now()
     }
 }
 
@@ -395,7 +394,7 @@ impl Poller for Select {
     }
 
     /// Compares the fork generation with the one this poller was created in (one atomic
-    /// load, no syscall; see `loop_select::fork`).
+    /// load, no syscall; see `loop_posix::fork`).
     #[inline]
     fn forked(&self) -> bool {
         self.fork.forked()

@@ -1,4 +1,5 @@
-//! [`PipeNotifier`]: the self-pipe that wakes a sleeping `poll` or `select` from another thread.
+//! [`PipeNotifier`]: the self-pipe that wakes a sleeping `poll`, `select` or pipe-woken `kevent`
+//! from another thread.
 //!
 //! This is Tornado's `Waker` (TORNADO.md §2): an anonymous pipe, both ends non-blocking and
 //! close-on-exec. A wake writes one byte; the poller drains every byte inside `wait` and never
@@ -21,7 +22,7 @@ use crate::fork::ForkGuard;
 ///
 /// ```
 /// use loop_core::Notify;
-/// let (notifier, reader) = loop_select::PipeNotifier::pair().unwrap();
+/// let (notifier, reader) = loop_posix::PipeNotifier::pair().unwrap();
 /// notifier.notify().unwrap();
 /// notifier.notify().unwrap();
 /// assert!(reader.drain(), "two notifications, one wake");
@@ -123,26 +124,14 @@ impl PipeReader {
     }
 }
 
-#[cfg(not(any(
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "tvos",
-    target_os = "watchos",
-    target_os = "visionos"
-)))]
+#[cfg(not(target_vendor = "apple"))]
 fn nonblocking_cloexec_pipe() -> rustix::io::Result<(OwnedFd, OwnedFd)> {
     use rustix::pipe::PipeFlags;
     // One syscall sets both flags atomically: no window in which a fork+exec leaks the fds.
     rustix::pipe::pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)
 }
 
-#[cfg(any(
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "tvos",
-    target_os = "watchos",
-    target_os = "visionos"
-))]
+#[cfg(target_vendor = "apple")]
 fn nonblocking_cloexec_pipe() -> rustix::io::Result<(OwnedFd, OwnedFd)> {
     use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
     use rustix::io::{fcntl_getfd, fcntl_setfd, FdFlags};
