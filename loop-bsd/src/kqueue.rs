@@ -27,7 +27,7 @@ use crate::translate::{merge, translate, Filter, EV_EOF, EV_ERROR};
 const _: () = assert!(EventFlags::EOF.bits() == EV_EOF && EventFlags::ERROR.bits() == EV_ERROR);
 
 /// `udata` of the notifier's pipe filter (where there is no `EVFILT_USER`).
-#[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
+#[cfg(kqueue_pipe)]
 const NOTIFIER: usize = usize::MAX;
 
 /// A kqueue poller with room for `N` registrations, fetching up to `E` kevents per wait.
@@ -54,9 +54,9 @@ pub struct Kqueue<const N: usize = 1024, const E: usize = 256> {
     /// Holds the kqueue fd where the notifier is an `EVFILT_USER` event.
     notifier: KqueueNotifier,
     /// Closed on drop only in the process that created it (see `Drop`).
-    #[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
+    #[cfg(kqueue_pipe)]
     kq: core::mem::ManuallyDrop<rustix::fd::OwnedFd>,
-    #[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
+    #[cfg(kqueue_pipe)]
     reader: loop_posix::PipeReader,
     /// The fork generation the kqueue was created in. A child does not inherit the kqueue
     /// (its fd number is free there, and may name a file the child opened since), so a
@@ -96,12 +96,7 @@ impl<const N: usize, const E: usize> Kqueue<N, E> {
         Self::with_kqueue(kq)
     }
 
-    #[cfg(any(
-        target_os = "freebsd",
-        target_os = "dragonfly",
-        target_os = "macos",
-        target_os = "ios"
-    ))]
+    #[cfg(evfilt_user)]
     fn with_kqueue(kq: rustix::fd::OwnedFd) -> Result<Self, Errno> {
         Ok(Kqueue {
             regs: [None; N],
@@ -112,7 +107,7 @@ impl<const N: usize, const E: usize> Kqueue<N, E> {
         })
     }
 
-    #[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
+    #[cfg(kqueue_pipe)]
     fn with_kqueue(kq: rustix::fd::OwnedFd) -> Result<Self, Errno> {
         let (pipe, reader) = loop_posix::PipeNotifier::pair()?;
         let watch = Event::new(
@@ -133,14 +128,9 @@ impl<const N: usize, const E: usize> Kqueue<N, E> {
     }
 
     fn kq(&self) -> BorrowedFd<'_> {
-        #[cfg(any(
-            target_os = "freebsd",
-            target_os = "dragonfly",
-            target_os = "macos",
-            target_os = "ios"
-        ))]
+        #[cfg(evfilt_user)]
         return self.notifier.kq.as_fd();
-        #[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
+        #[cfg(kqueue_pipe)]
         return self.kq.as_fd();
     }
 
@@ -202,7 +192,7 @@ impl<const N: usize, const E: usize> Kqueue<N, E> {
                 _ => continue,
             };
             let index = ev.udata().addr();
-            #[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
+            #[cfg(kqueue_pipe)]
             if index == NOTIFIER {
                 self.reader.drain();
                 continue;
@@ -365,14 +355,9 @@ impl<const N: usize, const E: usize> Poller for Kqueue<N, E> {
             // Waits over a day are sliced: some kernels reject huge timespecs with EINVAL.
             let Slice { timeout, partial } = slice(remaining, Resolution::Nanos);
             // Field by field (not `self.kq()`), so the buffer can be borrowed mutably beside it.
-            #[cfg(any(
-                target_os = "freebsd",
-                target_os = "dragonfly",
-                target_os = "macos",
-                target_os = "ios"
-            ))]
+            #[cfg(evfilt_user)]
             let kq = self.notifier.kq.as_fd();
-            #[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
+            #[cfg(kqueue_pipe)]
             let kq = self.kq.as_fd();
             // SAFETY: no changes are submitted (see `apply` for the fd-lifetime argument);
             // the event list is our own buffer, `want <= E` entries long.
@@ -404,7 +389,7 @@ impl<const N: usize, const E: usize> Poller for Kqueue<N, E> {
         if fd < 0 || fd == self.kq().as_raw_fd() {
             return;
         }
-        #[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
+        #[cfg(kqueue_pipe)]
         if fd == self.reader.as_fd().as_raw_fd() || fd == self.notifier.pipe.as_fd().as_raw_fd() {
             return;
         }
@@ -415,7 +400,7 @@ impl<const N: usize, const E: usize> Poller for Kqueue<N, E> {
 
 /// Closes the kqueue only in the process that created it: in a forked child the number was
 /// not inherited and may name another file by now.
-#[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
+#[cfg(kqueue_pipe)]
 impl<const N: usize, const E: usize> Drop for Kqueue<N, E> {
     fn drop(&mut self) {
         if !self.fork.forked() {

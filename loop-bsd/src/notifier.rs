@@ -6,29 +6,19 @@
 //! wait consumes by fetching it. Elsewhere (NetBSD, OpenBSD) it is the self-pipe from
 //! `loop-posix`, watched with `EVFILT_READ` and drained inside the wait.
 
-#[cfg(any(
-    target_os = "freebsd",
-    target_os = "dragonfly",
-    target_os = "macos",
-    target_os = "ios"
-))]
+#[cfg(evfilt_user)]
 pub use user::KqueueNotifier;
 
-#[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
+#[cfg(kqueue_pipe)]
 pub use pipe::KqueueNotifier;
 
-#[cfg(any(
-    target_os = "freebsd",
-    target_os = "dragonfly",
-    target_os = "macos",
-    target_os = "ios"
-))]
+#[cfg(evfilt_user)]
 mod user {
+    use core::mem::ManuallyDrop;
     use loop_core::{Errno, Notify};
     use rustix::event::kqueue::{
         kevent_timespec, Event, EventFilter, EventFlags, UserDefinedFlags, UserFlags,
     };
-    use core::mem::ManuallyDrop;
 
     use loop_posix::fork::ForkGuard;
     use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -131,7 +121,7 @@ mod user {
     }
 }
 
-#[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
+#[cfg(kqueue_pipe)]
 mod pipe {
     use loop_core::{Errno, Notify};
     use loop_posix::PipeNotifier;
