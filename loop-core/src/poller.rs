@@ -164,7 +164,7 @@ pub trait Poller: Clock {
     ///
     /// # Errors
     /// The OS error if a fresh kernel object cannot be made (`EMFILE`, `ENOMEM`): the old
-    /// registrations are then all kept. [`Error::Forked`](crate::Error::Forked) in a forked
+    /// registrations are then all kept. [`Error::Forked`] in a forked
     /// child.
     fn reset(&mut self) -> Result<bool, Error> {
         Ok(false)
