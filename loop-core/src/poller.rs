@@ -161,6 +161,8 @@ pub trait Poller: Clock {
     /// the handler first, the registration stays in the kernel, reachable by no fd number,
     /// and reports its key at every wait — a busy loop with no handler (the dup trap).
     /// Pollers that forget a closed fd by number (poll, select, kqueue) keep the default.
+    /// Registrations made directly on the poller (through `EventLoop::poller_mut`) are
+    /// dropped too: the loop only registers its own handlers again.
     ///
     /// # Errors
     /// The OS error if a fresh kernel object cannot be made (`EMFILE`, `ENOMEM`): the old
