@@ -42,14 +42,7 @@ pub use accept::{add_accept_handler, AcceptHandle, Listener};
 #[cfg(all(
     feature = "kqueue",
     not(any(feature = "select", feature = "poll")),
-    not(any(
-        target_os = "freebsd",
-        target_os = "netbsd",
-        target_os = "openbsd",
-        target_os = "dragonfly",
-        target_os = "macos",
-        target_os = "ios"
-    ))
+    not(kqueue)
 ))]
 compile_error!("the `kqueue` feature is only available on the BSDs and macOS");
 #[cfg(all(
@@ -60,14 +53,7 @@ compile_error!("the `kqueue` feature is only available on the BSDs and macOS");
 compile_error!("the `epoll` feature is only available on Linux");
 
 /// The BSD/macOS poller crate (kqueue).
-#[cfg(any(
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly",
-    target_os = "macos",
-    target_os = "ios"
-))]
+#[cfg(kqueue)]
 pub use loop_bsd as bsd;
 /// The Linux poller crate (epoll, eventfd, timerfd, CLOCK_MONOTONIC, fd helpers).
 #[cfg(target_os = "linux")]
@@ -115,14 +101,7 @@ default_poller!(
 );
 default_poller!(
     all(
-        any(
-            target_os = "freebsd",
-            target_os = "netbsd",
-            target_os = "openbsd",
-            target_os = "dragonfly",
-            target_os = "macos",
-            target_os = "ios"
-        ),
+        kqueue,
         not(any(
             feature = "select",
             feature = "poll",
@@ -134,15 +113,7 @@ default_poller!(
 );
 default_poller!(
     all(
-        not(any(
-            target_os = "linux",
-            target_os = "freebsd",
-            target_os = "netbsd",
-            target_os = "openbsd",
-            target_os = "dragonfly",
-            target_os = "macos",
-            target_os = "ios"
-        )),
+        not(any(target_os = "linux", kqueue)),
         not(any(
             feature = "select",
             feature = "poll",

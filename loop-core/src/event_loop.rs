@@ -576,18 +576,88 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// An event already fetched for `fd` in this iteration is dropped: the handler is never
     /// called after this returns. A handler may remove itself. Remove the handler before
     /// closing a borrowed fd: epoll watches the open file description, and a `dup` of it would
-    /// keep reporting events.
+    /// keep reporting events. Should the removal come after the close anyway (the kernel then
+    /// answers `EBADF`, or `ENOENT` if the number was reused), the loop resets the poller
+    /// ([`Poller::reset`]: epoll gets a fresh instance) and registers every live handler again,
+    /// so the stale registration cannot keep the loop busy; that costs a system call per
+    /// handler, and a handler that cannot be registered again is reported to the error hook.
     pub fn remove_handler(&mut self, fd: impl Into<Fd>) -> bool {
         let fd = fd.into().raw();
-        let Some((_, slot)) = self.handlers.remove(fd) else {
+        let Some((id, slot)) = self.handlers.remove(fd) else {
             return false;
         };
-        // Errors (ENOENT, EBADF: the fd was already closed) leave nothing to undo.
-        let _ = self.poller.deregister(fd);
+        // A parked I/O registration is already deregistered.
+        if !slot.io.as_ref().is_some_and(|io| io.parked) {
+            let deregistered = self.poller.deregister(fd);
+            self.recover_from_failed_deregister(id, fd, deregistered);
+        }
         if slot.owned {
-            self.poller.close_fd(fd);
+            // SAFETY: `owned` is set only by `add_owned_handler*`, which took the fd out of an
+            // `OwnedFd` (`into_raw_fd`); the slot was just removed, so this is the one close
+            // and the loop never uses the number again.
+            unsafe { self.poller.close_fd(fd) };
         }
         true
+    }
+
+    /// After a `deregister` of a live registration that failed with `EBADF` (the fd was
+    /// closed) or `ENOENT` (closed, and the number reused): on epoll a `dup` of the old file
+    /// may keep the registration alive, reachable by no fd number, firing forever for a key
+    /// no handler owns (the dup trap, DESIGN.md §3). Reset the poller and register every live
+    /// handler again; pollers without the trap decline (`Ok(false)`) and nothing happens.
+    /// Failures go to the error hook as the removed (or un-re-registrable) handler's.
+    fn recover_from_failed_deregister(
+        &mut self,
+        removed: HandlerId,
+        fd: RawFd,
+        deregistered: Result<(), Error>,
+    ) {
+        let Err(Error::Os {
+            errno: errno @ (Errno::EBADF | Errno::ENOENT),
+        }) = deregistered
+        else {
+            return;
+        };
+        match self.poller.reset() {
+            Ok(true) => {}
+            Ok(false) | Err(Error::Forked) => return,
+            Err(error) => {
+                let errno = match error {
+                    Error::Os { errno } => errno,
+                    _ => errno,
+                };
+                let (id, error) = (removed, HandlerError::Os(errno));
+                return self.report(Failure::Handler { id, fd, error });
+            }
+        }
+        // The first few failures are reported one by one, the rest (if any) in one report.
+        let (poller, mut lost, mut more) = (&mut self.poller, heapless::Vec::<_, 4>::new(), 0);
+        self.handlers.for_each_mut(|id, slot| {
+            let (interest, mode) = match &slot.io {
+                Some(io) if io.parked => return,
+                Some(io) if io.edge => {
+                    ((Interest::READ | Interest::WRITE).registered(), Mode::Edge)
+                }
+                _ => (slot.interest, Mode::Level),
+            };
+            if let Err(Error::Os { errno }) = poller.register(slot.fd, id.key(), interest, mode) {
+                if lost.push((id, slot.fd, errno)).is_err() {
+                    more += 1;
+                }
+            }
+        });
+        for (id, fd, errno) in lost {
+            let error = HandlerError::Os(errno);
+            self.report(Failure::Handler { id, fd, error });
+        }
+        if more > 0 {
+            let error = HandlerError::Other("more handlers lost their registration in a reset");
+            self.report(Failure::Handler {
+                id: removed,
+                fd,
+                error,
+            });
+        }
     }
 
     /// The handler registered for `fd`.
@@ -1249,7 +1319,9 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         self.handlers.drain_all(|_, slot| {
             let _ = poller.deregister(slot.fd);
             if slot.owned {
-                poller.close_fd(slot.fd);
+                // SAFETY: the loop owns this fd (`add_owned_handler*` took it out of an
+                // `OwnedFd`); the slot is drained, so this is the one close.
+                unsafe { poller.close_fd(slot.fd) };
             }
         });
         // Safe while a timer runs: its closure is held outside the table, and `finish` then
@@ -1440,7 +1512,9 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> Drop
         self.handlers.drain_all(|_, slot| {
             let _ = poller.deregister(slot.fd);
             if slot.owned {
-                poller.close_fd(slot.fd);
+                // SAFETY: the loop owns this fd (`add_owned_handler*` took it out of an
+                // `OwnedFd`); the slot is drained, so this is the one close.
+                unsafe { poller.close_fd(slot.fd) };
             }
         });
     }

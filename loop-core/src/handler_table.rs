@@ -218,6 +218,14 @@ impl<F, const H: usize> HandlerTable<F, H> {
         }
     }
 
+    /// Every live registration, in place (for registering them all again with a poller that
+    /// was reset).
+    pub(crate) fn for_each_mut(&mut self, mut each: impl FnMut(HandlerId, &mut Slot<F>)) {
+        for (index, generation, slot) in self.slots.iter_mut() {
+            each(HandlerId { index, generation }, slot);
+        }
+    }
+
     /// Every registration, for closing the loop: `each` sees every slot once, then all are
     /// dropped together. One pass over the table (it used to rescan it for each batch of
     /// ids, which made dropping a loop with 10^4 handlers quadratic).
