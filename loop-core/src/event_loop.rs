@@ -1236,7 +1236,9 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             exec.drop_all(lp);
         }
         self.remove_all_signal_handlers();
-        if let Some(r) = self.remote {
+        // `take`: once closed, the remote may serve another loop; this one must not close
+        // (or pop from) that attachment later, e.g. in `drop`.
+        if let Some(r) = self.remote.take() {
             r.close();
         }
     }
