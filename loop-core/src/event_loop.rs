@@ -1245,11 +1245,13 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
 
     /// Attach `remote` to this loop and return a handle for other threads and signal handlers
     /// ([`LoopHandle::add_callback`], [`LoopHandle::stop`]). The remote keeps a clone of the
-    /// poller's notifier. A loop has at most one remote; a remote serves one loop for good.
+    /// poller's notifier. A loop has at most one remote; a remote serves one loop at a time,
+    /// and once that loop is closed or dropped it can be attached again (handles made for the
+    /// earlier loop stay refused with [`Error::Closed`]).
     ///
     /// # Errors
-    /// [`Error::AlreadyAttached`] if `remote` serves a loop (this or another) or this loop
-    /// already has a remote; [`Error::Os`] if the notifier cannot be cloned (`EMFILE`);
+    /// [`Error::AlreadyAttached`] if `remote` serves an open loop (this or another) or this
+    /// loop already has a remote; [`Error::Os`] if the notifier cannot be cloned (`EMFILE`);
     /// [`Error::Closed`] / [`Error::Forked`] as for `run`.
     pub fn attach_remote<const N: usize>(
         &mut self,

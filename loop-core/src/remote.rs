@@ -791,9 +791,7 @@ mod tests {
         // Every producer call of the old handle is refused, its closure handed back.
         let token = Token(dropped.clone());
         let refused = std::thread::spawn(move || {
-            old.add_callback(move |_: &mut Lp| drop(token))
-                .map(|()| ())
-                .unwrap_err()
+            old.add_callback(move |_: &mut Lp| drop(token)).unwrap_err()
         })
         .join()
         .unwrap();
