@@ -31,6 +31,7 @@
 pub use loop_core::*;
 
 pub mod net;
+pub mod offload;
 pub mod signals;
 pub use signals::SignalExt;
 pub mod accept;

@@ -840,3 +840,106 @@ impl embedded_io_async::ErrorType for PipeWriter {
     type Error = IoError;
 }
 embedded_write!(PipeWriter => write);
+
+// ---- Adopting fds made outside the loop (systemd socket activation, std sockets) ----
+
+impl Io {
+    /// Take over `fd`: non-blocking (the loop must never block in a system call) and
+    /// close-on-exec (as every fd this module makes).
+    fn adopt(fd: OwnedFd) -> Result<Io, Error> {
+        rustix::io::ioctl_fionbio(&fd, true).map_err(os)?;
+        rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC).map_err(os)?;
+        Ok(Io::new(fd))
+    }
+
+    /// Adopt for an infallible `From<OwnedFd>`: the flags are set where the kernel lets us
+    /// (it refuses only for an fd that is not open, on which every later call fails with
+    /// `EBADF` rather than block).
+    fn adopt_lossy(fd: OwnedFd) -> Io {
+        let _ = rustix::io::ioctl_fionbio(&fd, true);
+        let _ = rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC);
+        Io::new(fd)
+    }
+
+    /// Give the fd back: the registration (if any) is removed from the loop first.
+    fn into_fd(self) -> OwnedFd {
+        let Io { reg, fd } = self;
+        drop(reg);
+        fd
+    }
+}
+
+macro_rules! adopt {
+    ($($ty:ident <=> $std:ty, $what:literal;)*) => {$(
+        impl $ty {
+            #[doc = concat!("Adopt ", $what, " made outside the loop (by `std`, or inherited: ")]
+            /// systemd socket activation, a parent process). It is switched to non-blocking
+            /// and close-on-exec; it registers with the loop on first use inside a task, as
+            /// the ones this module makes.
+            ///
+            /// # Errors
+            /// [`Error::Os`] if the kernel refuses `FIONBIO` / `FD_CLOEXEC` (`EBADF`).
+            #[doc = concat!("\n\n```\nlet std = ", adopt!(@make $ty), ";\n")]
+            #[doc = concat!("let ours = ioloop::net::", stringify!($ty), "::from_std(std)?;\n")]
+            #[doc = concat!("let back: ", stringify!($std), " = ours.into_std();\n")]
+            /// # let _ = back;
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
+            pub fn from_std(s: $std) -> Result<$ty, Error> {
+                Ok($ty { io: Io::adopt(OwnedFd::from(s))? })
+            }
+
+            #[doc = concat!("Hand the fd back as a `", stringify!($std), "`, still in non-blocking mode ")]
+            /// (call its `set_nonblocking(false)` for blocking use). Call it inside a task or
+            /// `run_sync`, like a drop: the loop registration, if one was made, is removed
+            /// there.
+            pub fn into_std(self) -> $std {
+                <$std>::from(self.io.into_fd())
+            }
+        }
+
+        #[doc = concat!("Adopt an fd as a ", stringify!($ty), ", as [`", stringify!($ty), "::from_std`] does ")]
+        /// (non-blocking, close-on-exec), for fds inherited from systemd (`LISTEN_FDS`) or a
+        /// parent. The fd must be of the right kind; the flags cannot fail on an open fd
+        /// (on a closed one every later call fails with `EBADF`).
+        impl From<OwnedFd> for $ty {
+            fn from(fd: OwnedFd) -> $ty {
+                $ty { io: Io::adopt_lossy(fd) }
+            }
+        }
+
+        #[doc = concat!("The fd of a ", stringify!($ty), " (see [`", stringify!($ty), "::into_std`]).")]
+        impl From<$ty> for OwnedFd {
+            fn from(s: $ty) -> OwnedFd {
+                s.io.into_fd()
+            }
+        }
+    )*};
+    (@make TcpListener) => { "std::net::TcpListener::bind(\"127.0.0.1:0\")?" };
+    (@make TcpStream) => {
+        "std::net::TcpStream::connect(std::net::TcpListener::bind(\"127.0.0.1:0\")?.local_addr()?)?"
+    };
+    (@make UdpSocket) => { "std::net::UdpSocket::bind(\"127.0.0.1:0\")?" };
+    (@make UnixListener) => {
+        "std::os::unix::net::UnixListener::bind({\n    \
+         let p = std::env::temp_dir().join(format!(\"ioloop-doc-{}.sock\", std::process::id()));\n    \
+         let _ = std::fs::remove_file(&p);\n    \
+         p\n})?"
+    };
+    (@make UnixStream) => { "std::os::unix::net::UnixStream::pair()?.0" };
+    (@make PipeReader) => { "std::io::pipe()?.0" };
+    (@make PipeWriter) => { "std::io::pipe()?.1" };
+}
+
+adopt! {
+    TcpListener <=> std::net::TcpListener, "a listening TCP socket";
+    TcpStream <=> std::net::TcpStream, "a connected TCP socket";
+    UdpSocket <=> std::net::UdpSocket, "a UDP socket";
+    UnixListener <=> std::os::unix::net::UnixListener, "a listening Unix-domain socket";
+    UnixStream <=> std::os::unix::net::UnixStream, "a connected Unix-domain socket";
+    PipeReader <=> std::io::PipeReader, "the read end of a pipe";
+    PipeWriter <=> std::io::PipeWriter, "the write end of a pipe";
+}
+
+#[cfg(feature = "futures-io")]
+mod futures_io;

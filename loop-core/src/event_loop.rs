@@ -54,6 +54,8 @@ struct SignalSlot<L: 'static> {
     /// `None` while it runs.
     handler: Option<InlineFn<L, i32, ()>>,
     restore: fn(i32),
+    /// The loop's entry in the process's signal registry.
+    entry: signal::Slot,
 }
 use crate::time::Instant;
 use crate::timer_heap::{Next, TimerHandle, TimerHeap};
@@ -662,7 +664,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         }
         let now = self.now();
         let (period_ns, jitter_ppm) = (periodic.period_ns, periodic.jitter_ppm);
-        let mut rng = periodic::seed(now, self.timers.next_seq());
+        let mut rng = periodic.first_rng(now, self.timers.next_seq());
         let first = periodic::next_deadline(now, now, period_ns, jitter_ppm, &mut rng);
         let timer = InlineFn::named::<F, _>(move |lp: &mut Self, deadline: Instant| {
             f(lp);
@@ -854,7 +856,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         let now = (self.timers.scheduled() > 0).then(|| self.poller.now());
         let seq_limit = self.timers.next_seq();
         let signals = if self.signal_count > 0 {
-            signal::take_pending()
+            signal::take_pending(self.remote_wake)
         } else {
             0
         };
@@ -911,7 +913,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         }
         // 4. Poll timeout.
         let remote_pending = self.remote.is_some_and(|r| r.len() > 0)
-            || (self.signal_count > 0 && signal::any_pending())
+            || (self.signal_count > 0 && signal::any_pending(self.remote_wake))
             || self.executor.is_some_and(|e| e.any_ready());
         let timeout = if !self.callbacks.is_empty() || remote_pending {
             Some(Duration::ZERO)
@@ -1008,14 +1010,19 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// handler in place and later restores the previous disposition; the `ioloop` facade
     /// provides one (`ioloop::signals::SIGACTION`, or `ioloop::SignalExt::on_signal`).
     /// Several arrivals between two iterations run the handler once. Needs an attached
-    /// [`Remote`]: the signal wakes the loop through it. One loop per process should handle
-    /// signals.
+    /// [`Remote`]: the signal wakes the loop through it.
+    ///
+    /// Any number of loops, on any threads, may handle the same or different signals (up to
+    /// [`MAX_SIGNAL_LOOPS`](crate::signal::MAX_SIGNAL_LOOPS) loops at once): every loop that
+    /// registered `signo` gets each arrival, and removing it from one loop leaves it, and the
+    /// process's handler, in place for the others. See [`crate::signal`] for the rules.
     ///
     /// # Errors
     /// The handler comes back inside [`Refused`] with [`Error::NoRemote`],
     /// [`Error::InvalidSignal`] (outside 1..=63 or already handled here),
-    /// [`Error::Full`] (`MAX_SIGNAL_HANDLERS`), [`Error::Os`] from the installer, or
-    /// [`Error::Closed`] / [`Error::Forked`].
+    /// [`Error::Full`] with [`Resource::SignalHandlers`] (this loop's `MAX_SIGNAL_HANDLERS`
+    /// are taken, or `MAX_SIGNAL_LOOPS` other loops already handle signals), [`Error::Os`]
+    /// from the installer, or [`Error::Closed`] / [`Error::Forked`].
     pub fn add_signal_handler<F>(
         &mut self,
         signo: i32,
@@ -1029,24 +1036,30 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         if let Err(e) = self.usable() {
             return refuse(e, handler);
         }
-        let Some(entry) = self.remote_wake else {
+        let Some(wake) = self.remote_wake else {
             return refuse(Error::NoRemote, handler);
         };
         if !(1..=63).contains(&signo) || self.signals.iter().flatten().any(|s| s.signo == signo) {
             return refuse(Error::InvalidSignal { signo }, handler);
         }
-        let Some(free) = self.signals.iter().position(Option::is_none) else {
-            return refuse(
-                Error::Full {
-                    what: Resource::SignalHandlers,
-                },
-                handler,
-            );
+        let full = Error::Full {
+            what: Resource::SignalHandlers,
         };
-        signal::route_wakes_to(entry);
+        let Some(free) = self.signals.iter().position(Option::is_none) else {
+            return refuse(full, handler);
+        };
+        // The loop's first signal claims its registry entry; the entry is released when the
+        // last one goes (here on failure, or in `remove_signal_handler` / close / drop).
+        let Some(entry) = signal::claim(wake) else {
+            return refuse(full, handler);
+        };
         if let Err(errno) = (installer.install)(signo) {
+            if self.signal_count == 0 {
+                signal::release(entry);
+            }
             return refuse(Error::Os { errno }, handler);
         }
+        signal::want(entry, signo);
         let mut handler = handler;
         self.signals[free] = Some(SignalSlot {
             signo,
@@ -1054,14 +1067,16 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
                 handler(lp, s)
             })),
             restore: installer.restore,
+            entry,
         });
         self.signal_count += 1;
         Ok(())
     }
 
-    /// Remove the handler of `signo` and restore the disposition that was in place before it
-    /// was added (tokio never does: tokio#7905). Returns whether there was one. A handler may
-    /// remove itself.
+    /// Remove the handler of `signo`. The process's disposition goes back to what it was
+    /// before the first loop added `signo` only when no other loop handles it any more (tokio
+    /// never restores it: tokio#7905); other loops keep receiving `signo`. Returns whether
+    /// there was one. A handler may remove itself.
     pub fn remove_signal_handler(&mut self, signo: i32) -> bool {
         let Some(i) = self
             .signals
@@ -1071,19 +1086,29 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             return false;
         };
         if let Some(slot) = self.signals[i].take() {
+            signal::unwant(slot.entry, signo);
             (slot.restore)(signo);
             self.signal_count -= 1;
+            if self.signal_count == 0 {
+                signal::release(slot.entry);
+            }
         }
         true
     }
 
     fn remove_all_signal_handlers(&mut self) {
+        let mut entry = None;
         for i in 0..MAX_SIGNAL_HANDLERS {
             if let Some(slot) = self.signals[i].take() {
+                signal::unwant(slot.entry, slot.signo);
                 (slot.restore)(slot.signo);
+                entry = Some(slot.entry);
             }
         }
         self.signal_count = 0;
+        if let Some(entry) = entry {
+            signal::release(entry);
+        }
     }
 
     /// Wake the tasks waiting on an async I/O registration. `false` if `id` is not one.

@@ -55,6 +55,7 @@ pub mod sim;
 mod slab;
 mod time;
 mod timer_heap;
+mod wait;
 mod zeroed;
 
 pub use current::with_current_loop;
@@ -80,3 +81,4 @@ pub use remote::{LoopHandle, Remote, RemoteTarget};
 pub use signal::SignalInstaller;
 pub use time::{duration_nanos, Clock, Instant};
 pub use timer_heap::TimerHandle;
+pub use wait::{every, wait_each, WaitEach};
