@@ -1333,18 +1333,22 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             exec.drop_all(lp);
         }
         self.remove_all_signal_handlers();
-        if let Some(r) = self.remote {
+        // `take`: once closed, the remote may serve another loop; this one must not close
+        // (or pop from) that attachment later, e.g. in `drop`.
+        if let Some(r) = self.remote.take() {
             r.close();
         }
     }
 
     /// Attach `remote` to this loop and return a handle for other threads and signal handlers
     /// ([`LoopHandle::add_callback`], [`LoopHandle::stop`]). The remote keeps a clone of the
-    /// poller's notifier. A loop has at most one remote; a remote serves one loop for good.
+    /// poller's notifier. A loop has at most one remote; a remote serves one loop at a time,
+    /// and once that loop is closed or dropped it can be attached again (handles made for the
+    /// earlier loop stay refused with [`Error::Closed`]).
     ///
     /// # Errors
-    /// [`Error::AlreadyAttached`] if `remote` serves a loop (this or another) or this loop
-    /// already has a remote; [`Error::Os`] if the notifier cannot be cloned (`EMFILE`);
+    /// [`Error::AlreadyAttached`] if `remote` serves an open loop (this or another) or this
+    /// loop already has a remote; [`Error::Os`] if the notifier cannot be cloned (`EMFILE`);
     /// [`Error::Closed`] / [`Error::Forked`] as for `run`.
     pub fn attach_remote<const N: usize>(
         &mut self,
