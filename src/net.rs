@@ -489,6 +489,18 @@ impl TcpStream {
         rustix::net::sockopt::set_tcp_nodelay(&self.io.fd, nodelay).map_err(os)
     }
 
+    /// Register the stream with the loop polling the current task now, rather than on its
+    /// first I/O: a server calls it right after `accept`, so a full handler table is noticed
+    /// while the server can still wait for room (back-pressure) instead of failing inside the
+    /// connection's handler. A second call does nothing.
+    ///
+    /// # Errors
+    /// [`Error::Full`] when the loop's handler table has no room; [`Error::NotAttached`]
+    /// outside a task or `run_sync`; the kernel's error.
+    pub fn register(&self) -> Result<(), Error> {
+        self.io.registration().map(|_| ())
+    }
+
     /// The local address.
     ///
     /// # Errors
