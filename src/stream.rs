@@ -506,21 +506,34 @@ where
         Ok(self.hand_out(n))
     }
 
-    /// Fill all of `out` (Tornado's `read_into`), for bodies larger than the read buffer;
-    /// the timeouts apply to each buffer-full.
+    /// Fill all of `out` (Tornado's `read_into`), for bodies larger than the read buffer.
+    /// The idle timeout applies to the first byte only; the read timeout to each wait for
+    /// more.
     ///
     /// # Errors
     /// As [`read_exact`](Self::read_exact), without `BufferFull`. On error some of `out` may
     /// have been filled.
     pub async fn read_exact_into(&mut self, out: &mut [u8]) -> Result<(), StreamError> {
+        let saved = self.timeouts;
         let mut got = 0;
+        let mut result = Ok(());
         while got < out.len() {
             let want = out.len() - got;
-            let chunk = self.read_partial(want).await?;
-            out[got..got + chunk.len()].copy_from_slice(chunk);
-            got += chunk.len();
+            match self.read_partial(want).await {
+                Ok(chunk) => {
+                    out[got..got + chunk.len()].copy_from_slice(chunk);
+                    got += chunk.len();
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+            // Mid-body the peer is not idle: later waits are read waits.
+            self.timeouts.idle = None;
         }
-        Ok(())
+        self.timeouts = saved;
+        result
     }
 
     /// Read what is buffered, or wait for at least one byte (Tornado's `read_bytes(max,
