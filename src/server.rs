@@ -93,6 +93,17 @@ macro_rules! log_at {
     }};
 }
 
+/// Bind a listener for [`Server::serve`]: `SO_REUSEADDR`, `SO_REUSEPORT` if `reuse_port` (one
+/// listener per loop, one loop per core, on the same port: the kernel spreads connections),
+/// and a listen backlog of `backlog` (where clients wait while the server applies
+/// back-pressure; capped by `net.core.somaxconn`).
+///
+/// # Errors
+/// As [`TcpListener::bind`]: `EADDRINUSE`, `EACCES`, ….
+pub fn bind(addr: SocketAddr, reuse_port: bool, backlog: u32) -> Result<TcpListener, Error> {
+    TcpListener::bind_with_backlog(addr, reuse_port, backlog)
+}
+
 /// A server's settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ServerConfig {
@@ -153,6 +164,8 @@ pub struct Server<const MAX: usize> {
     acceptor: Mutex<Option<Waker>>,
     stop: AtomicBool,
     force: AtomicBool,
+    /// The accept loop is paused for lack of room.
+    waiting: AtomicBool,
     limit: AtomicUsize,
     current: AtomicUsize,
     accepted: AtomicU64,
@@ -175,6 +188,68 @@ impl<const MAX: usize> core::fmt::Debug for Server<MAX> {
         f.debug_struct("Server")
             .field("stats", &self.stats())
             .finish()
+    }
+}
+
+/// A connection's task: the handler's future (stored once, in place: an `async` block
+/// wrapping it would keep a second copy of it in its state) and its slot, freed after the
+/// future is dropped.
+struct ConnTask<Fut, const MAX: usize> {
+    fut: Option<Fut>,
+    guard: Option<SlotGuard<MAX>>,
+}
+
+impl<Fut: Future<Output = ()>, const MAX: usize> Future for ConnTask<Fut, MAX> {
+    type Output = ();
+
+    fn poll(self: core::pin::Pin<&mut Self>, cx: &mut core::task::Context<'_>) -> Poll<()> {
+        // SAFETY: structural pinning of `fut`: it is never moved out; it is only polled in
+        // place and dropped in place (`set(None)` below, or with the task). `guard` is not
+        // structurally pinned (it is `Unpin` and moved freely).
+        let this = unsafe { self.get_unchecked_mut() };
+        let Some(guard) = this.guard.as_ref() else {
+            return Poll::Ready(());
+        };
+        let (server, index) = (guard.server, guard.index);
+        let forced = server.force.load(Ordering::Acquire);
+        let done = if forced {
+            Self::count_forced(server);
+            true
+        } else if let Some(fut) = this.fut.as_mut() {
+            // SAFETY: see above: `fut` stays where it is until dropped in place.
+            unsafe { core::pin::Pin::new_unchecked(fut) }.poll(cx).is_ready()
+        } else {
+            true
+        };
+        if done {
+            // SAFETY: dropping in place (through `Pin::set`) is what pinning allows.
+            unsafe { core::pin::Pin::new_unchecked(&mut this.fut) }.set(None);
+            // The handler's future (and its stream) is gone before the slot is freed.
+            this.guard = None;
+            return Poll::Ready(());
+        }
+        // Keep this task's waker, so a forced shutdown can wake it.
+        if let Ok(mut w) = server.wakers[index].lock() {
+            match w.as_ref() {
+                Some(old) if old.will_wake(cx.waker()) => {}
+                _ => *w = Some(cx.waker().clone()),
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl<Fut, const MAX: usize> ConnTask<Fut, MAX> {
+    fn count_forced(server: &Server<MAX>) {
+        server.forced_closed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl<Fut, const MAX: usize> Drop for ConnTask<Fut, MAX> {
+    fn drop(&mut self) {
+        // The future first (closing its stream), then the slot.
+        self.fut = None;
+        self.guard = None;
     }
 }
 
@@ -205,6 +280,7 @@ impl<const MAX: usize> Server<MAX> {
             acceptor: Mutex::new(None),
             stop: AtomicBool::new(false),
             force: AtomicBool::new(false),
+            waiting: AtomicBool::new(false),
             limit: AtomicUsize::new(MAX),
             current: AtomicUsize::new(0),
             accepted: AtomicU64::new(0),
@@ -243,6 +319,14 @@ impl<const MAX: usize> Server<MAX> {
     pub fn shutdown(&self) {
         self.stop.store(true, Ordering::Release);
         self.wake_acceptor();
+    }
+
+    /// Whether the server is paused for lack of room right now (clients may be waiting in
+    /// the listen backlog). A keep-alive protocol can close connections after their current
+    /// request while this holds, so waiting clients get a turn (what HTTP servers do under
+    /// pressure).
+    pub fn is_paused(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// Whether a shutdown was asked for.
@@ -444,30 +528,15 @@ impl<const MAX: usize> Server<MAX> {
         &'static self,
         guard: SlotGuard<MAX>,
         fut: Fut,
-    ) -> impl Future<Output = ()> + 'static {
-        async move {
-            let index = guard.index;
-            let forced = poll_fn(move |cx| {
-                if self.force.load(Ordering::Acquire) {
-                    return Poll::Ready(());
-                }
-                if let Ok(mut w) = self.wakers[index].lock() {
-                    match w.as_ref() {
-                        Some(old) if old.will_wake(cx.waker()) => {}
-                        _ => *w = Some(cx.waker().clone()),
-                    }
-                }
-                Poll::Pending
-            });
-            if let Either::Second(()) = select(fut, forced).await {
-                Self::count(&self.forced_closed);
-            }
-            // The handler's future (and its stream) is gone before the slot is freed.
-            drop(guard);
+    ) -> ConnTask<Fut, MAX> {
+        ConnTask {
+            fut: Some(fut),
+            guard: Some(guard),
         }
     }
 
     fn pause(&self) {
+        self.waiting.store(true, Ordering::Relaxed);
         let n = self.paused.fetch_add(1, Ordering::Relaxed);
         if n == 0 {
             log_at!(
@@ -480,6 +549,7 @@ impl<const MAX: usize> Server<MAX> {
     }
 
     fn resume(&self) {
+        self.waiting.store(false, Ordering::Relaxed);
         Self::count(&self.resumed);
         log_at!(debug, "server: accepting resumed");
     }
