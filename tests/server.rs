@@ -313,3 +313,105 @@ fn a_connection_limit_above_max_is_clamped_and_errors_leave_no_connection() {
     assert_eq!(limit, 2, "clamped to the server's MAX");
     assert_eq!(stats, ServerStats::default());
 }
+
+#[path = "common/alloc_counter.rs"]
+mod alloc_counter;
+
+/// A `Server` of `BufStream` echo handlers (with all three deadlines armed) over 100
+/// connections makes **no heap allocation** in steady state: after the connections are up and
+/// have echoed once, 20 rounds of 100 concurrent line echoes allocate nothing.
+#[test]
+fn stream_server_with_100_connections_allocates_nothing_in_steady_state() {
+    use alloc_counter::allocations_in;
+    const CONNECTIONS: usize = 100;
+    type Lp = EventLoop<loop_linux::Epoll, 256, 256, 64>;
+    static REMOTE: Remote<Lp, 16> = Remote::new();
+    static EXEC: Executor<{ CONNECTIONS + 8 }, 4096> = Executor::new();
+    static SERVER: Server<128> = Server::new();
+
+    async fn round_trip(c: &TcpStream, id: usize, round: usize) -> Result<(), Error> {
+        let mut msg = [b'x'; 16];
+        msg[0] = b'a' + (id % 26) as u8;
+        msg[1] = b'a' + (round % 26) as u8;
+        msg[15] = b'\n';
+        c.write_all(&msg).await?;
+        let mut back = [0u8; 16];
+        let mut got = 0;
+        while got < back.len() {
+            match c.read(&mut back[got..]).await? {
+                0 => return Err(Error::Stopped),
+                n => got += n,
+            }
+        }
+        assert_eq!(back, msg);
+        Ok(())
+    }
+    async fn all_round_trip(clients: &[TcpStream], round: usize) -> Result<(), Error> {
+        let trips: [_; CONNECTIONS] = core::array::from_fn(|i| round_trip(&clients[i], i, round));
+        join_array(trips).await.into_iter().collect()
+    }
+
+    let (_, n) = allocations_in(|| drop(std::hint::black_box(Box::new(1u64))));
+    assert_eq!(n, 1, "the counter sees this thread's allocations");
+
+    let mut lp: Box<Lp> = Lp::new_boxed().unwrap();
+    lp.attach_remote(&REMOTE).unwrap();
+    lp.attach_executor(&EXEC).unwrap();
+    let l = listener();
+    let addr = l.local_addr().unwrap();
+    let config = ServerConfig {
+        max_connections: CONNECTIONS,
+        ..ServerConfig::default()
+    };
+    let clients = lp
+        .run_sync(
+            async move {
+                EXEC.spawn(async move {
+                    let _ = SERVER
+                        .serve(l, &EXEC, config, |s: Conn, _| echo_lines(s))
+                        .await;
+                })
+                .map_err(|r| r.error)?;
+                let mut clients = Vec::with_capacity(CONNECTIONS);
+                for _ in 0..CONNECTIONS {
+                    clients.push(TcpStream::connect(addr).await?);
+                }
+                all_round_trip(&clients, 0).await?;
+                Ok::<_, Error>(clients)
+            },
+            LIMIT,
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(SERVER.stats().current, CONNECTIONS as u64);
+
+    let (out, allocations) = allocations_in(|| {
+        lp.run_sync(
+            async {
+                for round in 1..=20 {
+                    all_round_trip(&clients, round).await?;
+                }
+                Ok::<_, Error>(())
+            },
+            LIMIT,
+        )
+    });
+    assert_eq!(out, Ok(Ok(())));
+    assert_eq!(allocations, 0, "heap allocations in 20 rounds over 100 connections");
+
+    let out = lp.run_sync(
+        async move {
+            drop(clients);
+            while SERVER.stats().current > 0 {
+                ioloop::yield_now().await;
+            }
+            SERVER.shutdown();
+            while !EXEC.is_empty() {
+                ioloop::yield_now().await;
+            }
+        },
+        LIMIT,
+    );
+    assert_eq!(out, Ok(()));
+    assert_eq!(SERVER.stats().accepted, CONNECTIONS as u64);
+}
