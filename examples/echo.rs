@@ -82,8 +82,10 @@ fn worker(
     if id == 0 {
         // Signals are process-wide: the first loop takes them and stops every server.
         for sig in [libc::SIGINT, libc::SIGTERM] {
-            lp.on_signal(sig, move |_, _| SERVERS[..loops].iter().for_each(Srv::shutdown))
-                .map_err(|r| r.error)?;
+            lp.on_signal(sig, move |_, _| {
+                SERVERS[..loops].iter().for_each(Srv::shutdown)
+            })
+            .map_err(|r| r.error)?;
         }
     }
     if let Some(d) = duration {

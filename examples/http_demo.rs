@@ -338,9 +338,8 @@ async fn route(route: Route, ctx: Ctx, body: &mut Text<512>) -> &'static str {
         }
         Route::Blocking => {
             let ticket = BLOCKS_POSTED.fetch_add(1, Ordering::SeqCst) + 1;
-            let queued = with_current_loop(|lp: &mut Lp| {
-                lp.add_callback(block_the_loop(ctx.delay)).is_ok()
-            });
+            let queued =
+                with_current_loop(|lp: &mut Lp| lp.add_callback(block_the_loop(ctx.delay)).is_ok());
             if queued != Some(true) {
                 let _ = writeln!(body, "loop queue full");
                 "503 Service Unavailable"
@@ -374,7 +373,9 @@ async fn serve_both(
     backend_ctx: Ctx,
 ) -> (Result<ServerStats, Error>, Result<ServerStats, Error>) {
     let front = FRONT.serve(front, &EXEC, config, move |s: Conn, _| serve(s, front_ctx));
-    let back = BACKEND.serve(backend, &EXEC, config, move |s: Conn, _| serve(s, backend_ctx));
+    let back = BACKEND.serve(backend, &EXEC, config, move |s: Conn, _| {
+        serve(s, backend_ctx)
+    });
     join(front, back).await
 }
 
@@ -487,9 +488,7 @@ fn args() -> Result<Args, lexopt::Error> {
                 }
                 a.max_conn = n;
             }
-            Long("header-timeout") => {
-                a.header_timeout = Duration::from_secs(p.value()?.parse()?)
-            }
+            Long("header-timeout") => a.header_timeout = Duration::from_secs(p.value()?.parse()?),
             Long("idle-timeout") => a.idle_timeout = Duration::from_secs(p.value()?.parse()?),
             Long("backlog") => a.backlog = p.value()?.parse()?,
             Short('h') | Long("help") => {
@@ -547,7 +546,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let backend_addr = backend.local_addr()?;
     // The built-in client uses a free port unless one is asked for; serving uses 8080.
     let port = args.port.unwrap_or(if args.once { 0 } else { 8080 });
-    let front = ioloop::server::bind(SocketAddr::from(([127, 0, 0, 1], port)), false, args.backlog)?;
+    let front = ioloop::server::bind(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        false,
+        args.backlog,
+    )?;
     let addr = front.local_addr()?;
     let backend_ctx = Ctx {
         role: Role::Backend,

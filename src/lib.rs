@@ -34,7 +34,9 @@ pub mod net;
 pub mod signals;
 pub use signals::SignalExt;
 pub mod accept;
-pub use accept::{add_accept_handler, add_accept_handler_limited, AcceptHandle, AcceptLimit, Listener};
+pub use accept::{
+    add_accept_handler, add_accept_handler_limited, AcceptHandle, AcceptLimit, Listener,
+};
 pub mod server;
 pub mod stream;
 pub use server::{Server, ServerConfig, ServerStats};

@@ -217,7 +217,9 @@ impl<Fut: Future<Output = ()>, const MAX: usize> Future for ConnTask<Fut, MAX> {
             true
         } else if let Some(fut) = this.fut.as_mut() {
             // SAFETY: see above: `fut` stays where it is until dropped in place.
-            unsafe { core::pin::Pin::new_unchecked(fut) }.poll(cx).is_ready()
+            unsafe { core::pin::Pin::new_unchecked(fut) }
+                .poll(cx)
+                .is_ready()
         } else {
             true
         };
@@ -385,7 +387,8 @@ impl<const MAX: usize> Server<MAX> {
     /// [`Error::NotAttached`] if `exec` is not attached to this thread's loop; [`Error::Full`]
     /// ([`Resource::Handlers`]) if the loop has no room for the listener; the kernel's error
     /// for an `accept` failure that is neither about one connection nor about fds (`EBADF`,
-    /// `EINVAL`). Running connections are closed before an error is returned.
+    /// `EINVAL`). Running connections are drained (as at a shutdown) before an error is
+    /// returned.
     pub async fn serve<const N: usize, const SZ: usize, const R: usize, const W: usize, F, Fut>(
         &'static self,
         listener: TcpListener,
@@ -434,7 +437,8 @@ impl<const MAX: usize> Server<MAX> {
                     // Our own connections fill the limit: one of them ending wakes us.
                     self.wait_for(|| self.stopping() || own_room()).await;
                 }
-                self.wait_or_recheck(|| self.stopping() || exec_room()).await;
+                self.wait_or_recheck(|| self.stopping() || exec_room())
+                    .await;
                 if self.stopping() {
                     return Ok(());
                 }
@@ -510,7 +514,8 @@ impl<const MAX: usize> Server<MAX> {
                     e => return Err(e),
                 }
                 self.pause();
-                self.wait_or_recheck(|| self.stopping() || exec_room()).await;
+                self.wait_or_recheck(|| self.stopping() || exec_room())
+                    .await;
                 if self.stopping() {
                     return Ok(());
                 }

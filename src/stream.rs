@@ -564,7 +564,13 @@ where
     /// the stream was closed by this side.
     pub async fn read_until_close(&mut self) -> Result<&[u8], StreamError> {
         let n = self
-            .read_op(|buf, eof| if eof { Step::Done(buf.len()) } else { Step::More })
+            .read_op(|buf, eof| {
+                if eof {
+                    Step::Done(buf.len())
+                } else {
+                    Step::More
+                }
+            })
             .await?;
         Ok(self.hand_out(n))
     }
@@ -572,7 +578,7 @@ where
     /// Wait until the peer closes its side or the connection fails (the close notification,
     /// Tornado's `set_close_callback`). Data that arrives meanwhile is buffered for later
     /// reads; the idle and read timeouts do not apply (bound the wait with
-    /// [`timeout`](crate::timeout) if needed).
+    /// [`timeout`] if needed).
     ///
     /// # Errors
     /// [`StreamError::BufferFull`] if the buffer fills before the close. A failed connection

@@ -400,7 +400,9 @@ fn a_full_handler_table_pauses_accepting_instead_of_dropping<P: Poller + OpenPol
         assert!(lp.remove_handler(fd));
         limit.release(&mut lp);
     }
-    run_until(&mut lp, Duration::from_secs(5), || limit.stats().accepted == 10);
+    run_until(&mut lp, Duration::from_secs(5), || {
+        limit.stats().accepted == 10
+    });
     assert_eq!(limit.stats().accepted, 10);
     assert_eq!(refused.get(), 0);
 }

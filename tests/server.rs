@@ -147,7 +147,10 @@ fn more_clients_than_the_limit<
     let stats = stats.unwrap();
     assert_eq!(served, [true; 12], "every client echoed: none dropped");
     assert_eq!(stats.accepted, 12);
-    assert!(stats.paused >= 1, "accepting paused at the limit: {stats:?}");
+    assert!(
+        stats.paused >= 1,
+        "accepting paused at the limit: {stats:?}"
+    );
     // Every pause ended in a resume, except perhaps one ended by the shutdown.
     assert!(stats.paused - stats.resumed <= 1, "{stats:?}");
     assert_eq!(stats.current, 0);
@@ -209,10 +212,17 @@ fn half_request_clients<
         .unwrap();
     let stats = stats.unwrap();
     assert!(full, "a complete client is served while half clients wait");
-    assert_eq!(halves, [Some(true); 8], "every half client closed by the server");
+    assert_eq!(
+        halves,
+        [Some(true); 8],
+        "every half client closed by the server"
+    );
     assert_eq!(stats.accepted, 9);
     assert_eq!(stats.current, 0);
-    assert_eq!(stats.forced_closed, 0, "closed by their timeout, not by shutdown");
+    assert_eq!(
+        stats.forced_closed, 0,
+        "closed by their timeout, not by shutdown"
+    );
 }
 
 /// A shutdown with connections open: a client that finishes within the grace period is
@@ -301,9 +311,14 @@ fn a_connection_limit_above_max_is_clamped_and_errors_leave_no_connection() {
             })
             .map_err(|r| r.error)?;
             let stats = SERVER
-                .serve(l, &EXEC, config, |s: BufStream<TcpStream, 64, 64>, _| async move {
-                    drop(s);
-                })
+                .serve(
+                    l,
+                    &EXEC,
+                    config,
+                    |s: BufStream<TcpStream, 64, 64>, _| async move {
+                        drop(s);
+                    },
+                )
                 .await?;
             Ok::<_, Error>((stats, SERVER.limit()))
         },
@@ -397,7 +412,10 @@ fn stream_server_with_100_connections_allocates_nothing_in_steady_state() {
         )
     });
     assert_eq!(out, Ok(Ok(())));
-    assert_eq!(allocations, 0, "heap allocations in 20 rounds over 100 connections");
+    assert_eq!(
+        allocations, 0,
+        "heap allocations in 20 rounds over 100 connections"
+    );
 
     let out = lp.run_sync(
         async move {

@@ -81,12 +81,17 @@ fn run<P: Poller + OpenPoller + 'static, const H: usize, const T: usize, const Q
 
 async fn read_until_returns_data_through_the_delimiter_and_keeps_the_rest() {
     let (mut s, peer) = pair();
-    peer.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nBODY").await.unwrap();
+    peer.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nBODY")
+        .await
+        .unwrap();
     assert_eq!(
         s.read_until(b"\r\n", 64).await.unwrap(),
         b"GET / HTTP/1.1\r\n"
     );
-    assert_eq!(s.read_until(b"\r\n\r\n", 64).await.unwrap(), b"Host: x\r\n\r\n");
+    assert_eq!(
+        s.read_until(b"\r\n\r\n", 64).await.unwrap(),
+        b"Host: x\r\n\r\n"
+    );
     assert_eq!(s.read_exact(4).await.unwrap(), b"BODY");
     assert_eq!(s.buffered(), 0);
 }
@@ -231,7 +236,11 @@ async fn write_queues_below_high_water_and_flush_sends() {
     let (mut s, peer) = pair();
     s.write(b"abc").await.unwrap();
     s.write(b"def").await.unwrap();
-    assert_eq!(s.queued(), 6, "below the high-water mark nothing is sent yet");
+    assert_eq!(
+        s.queued(),
+        6,
+        "below the high-water mark nothing is sent yet"
+    );
     s.flush().await.unwrap();
     assert_eq!(s.queued(), 0);
     let mut buf = [0u8; 16];
@@ -319,8 +328,16 @@ async fn embedded_io_traits_read_bufread_write() {
     assert_eq!(peer.read(&mut back).await.unwrap(), 2);
     assert_eq!(&back, b"xy");
     drop(peer);
-    assert_eq!(Read::read(&mut s, &mut buf).await.unwrap(), 1, "the buffered 'f'");
-    assert_eq!(Read::read(&mut s, &mut buf).await.unwrap(), 0, "end-of-stream");
+    assert_eq!(
+        Read::read(&mut s, &mut buf).await.unwrap(),
+        1,
+        "the buffered 'f'"
+    );
+    assert_eq!(
+        Read::read(&mut s, &mut buf).await.unwrap(),
+        0,
+        "end-of-stream"
+    );
     assert_eq!(BufRead::fill_buf(&mut s).await.unwrap(), b"");
 }
 
