@@ -380,8 +380,9 @@ impl<const MAX: usize> Server<MAX> {
     /// handler's future as a task on `exec`. Run it inside `run_sync` or a task of the loop
     /// `exec` is attached to. Returns the counters once every connection has ended.
     ///
-    /// One `serve` at a time per `Server` (the counters and slots are its own); a `Server` can
-    /// serve again after `serve` returned.
+    /// One `serve` at a time per `Server` (the slots are its own); a `Server` can serve again
+    /// after `serve` returned. A [`shutdown`](Self::shutdown) asked before `serve` starts
+    /// makes it return at once. The counters are cumulative over every `serve`.
     ///
     /// # Errors
     /// [`Error::NotAttached`] if `exec` is not attached to this thread's loop; [`Error::Full`]
@@ -400,8 +401,6 @@ impl<const MAX: usize> Server<MAX> {
         F: FnMut(BufStream<TcpStream, R, W>, SocketAddr) -> Fut,
         Fut: Future<Output = ()> + 'static,
     {
-        self.stop.store(false, Ordering::Release);
-        self.force.store(false, Ordering::Release);
         let limit = config.max_connections.clamp(1, MAX.max(1));
         self.limit.store(limit, Ordering::Relaxed);
         let result = self
@@ -410,7 +409,13 @@ impl<const MAX: usize> Server<MAX> {
         // Stop accepting: connections left in the backlog are reset, as Tornado's stop().
         drop(listener);
         self.drain(config.shutdown_grace).await;
-        result.map(|()| self.stats())
+        let stats = self.stats();
+        // Ready to serve again; a shutdown asked before `serve` started is not lost (it ends
+        // the next `serve` at once).
+        self.stop.store(false, Ordering::Release);
+        self.force.store(false, Ordering::Release);
+        self.waiting.store(false, Ordering::Relaxed);
+        result.map(|()| stats)
     }
 
     async fn accept_loop<const N: usize, const SZ: usize, const R: usize, const W: usize, F, Fut>(
