@@ -68,8 +68,9 @@
 //! - `idle`: how long a read may wait for its **first byte** when nothing is buffered — the
 //!   keep-alive wait between requests (Tornado's `idle_connection_timeout`);
 //! - `read`: how long one read operation may take from the moment bytes are flowing (from
-//!   its start when data was buffered, else from the first byte): a header timeout for
-//!   `read_until(b"\r\n\r\n", ..)`, which a peer that sends half a header and stops hits;
+//!   its start when data was buffered, else from the first byte; without an `idle` timeout,
+//!   from its start): a header timeout for `read_until(b"\r\n\r\n", ..)`, which a peer that
+//!   sends half a header and stops hits;
 //! - `write`: how long one flush may wait for the peer to take the data.
 //!
 //! A timeout fails the operation with [`StreamError::TimedOut`] naming which; the stream is

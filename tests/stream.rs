@@ -70,6 +70,7 @@ every_poller!(
     close_fails_every_later_operation,
     embedded_io_traits_read_bufread_write,
     pipes_work_through_duplex,
+    deadlines_fire_on_real_sockets,
 );
 
 fn run<P: Poller + OpenPoller + 'static, const H: usize, const T: usize, const Q: usize>(
@@ -358,6 +359,44 @@ async fn pipes_work_through_duplex() {
     assert_eq!(r2.read(&mut buf).await.unwrap(), 5);
     drop(w1);
     assert_eq!(s.read_until_close().await.unwrap(), b"");
+}
+
+/// The deadlines on a real poller (exact times are the simulated clock's business, below):
+/// a silent peer hits the idle timeout, a half line the read timeout, a peer that does not
+/// read the write timeout; each closes the stream.
+async fn deadlines_fire_on_real_sockets() {
+    let short = Timeouts {
+        idle: Some(Duration::from_millis(20)),
+        read: Some(Duration::from_millis(20)),
+        write: Some(Duration::from_millis(20)),
+    };
+    let (mut s, _peer) = pair();
+    s.set_timeouts(short);
+    assert_eq!(
+        s.read_until(b"\n", 64).await,
+        Err(StreamError::TimedOut(TimeoutKind::Idle))
+    );
+    assert!(s.is_closed());
+    let (mut s, peer) = pair();
+    s.set_timeouts(short);
+    peer.write_all(b"half a li").await.unwrap();
+    assert_eq!(
+        s.read_until(b"\n", 64).await,
+        Err(StreamError::TimedOut(TimeoutKind::Read))
+    );
+    let (s, _peer) = UnixStream::pair().unwrap();
+    let mut s: BufStream<_, 64, 4096> = BufStream::new(s).with_timeouts(short);
+    // Nobody reads: the socket buffer fills, then the flush waits past its deadline.
+    let chunk = [7u8; 4096];
+    let mut result = Ok(());
+    for _ in 0..4096 {
+        result = s.write(&chunk).await;
+        if result.is_err() {
+            break;
+        }
+    }
+    assert_eq!(result, Err(StreamError::TimedOut(TimeoutKind::Write)));
+    assert_eq!(s.flush().await, Err(StreamError::Closed));
 }
 
 // ---- Deadlines, on the simulated clock ------------------------------------------------------
