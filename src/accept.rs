@@ -560,7 +560,7 @@ fn rearm<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>(
 /// Errors that concern one connection only: skip it and accept the next. Linux passes the new
 /// socket's pending network errors on from `accept` and asks to treat them like `EAGAIN`
 /// (`accept(2)`, "Error handling"); unlike `EAGAIN` the queue made progress, so go on.
-fn skippable(e: Errno) -> bool {
+pub(crate) fn skippable(e: Errno) -> bool {
     let e = e.0;
     #[cfg(any(target_os = "linux", target_os = "android"))]
     if e == libc::ENONET {

@@ -385,10 +385,11 @@ impl<const MAX: usize> Server<MAX> {
     /// makes it return at once. The counters are cumulative over every `serve`.
     ///
     /// # Errors
-    /// [`Error::NotAttached`] if `exec` is not attached to this thread's loop; [`Error::Full`]
-    /// ([`Resource::Handlers`]) if the loop has no room for the listener; the kernel's error
-    /// for an `accept` failure that is neither about one connection nor about fds (`EBADF`,
-    /// `EINVAL`). Running connections are drained (as at a shutdown) before an error is
+    /// [`Error::NotAttached`] if `exec` is not attached to this thread's loop (or `serve` runs
+    /// outside the loop); the kernel's error for an `accept` failure that is neither about
+    /// one connection (skipped) nor about fds or memory (backed off) — `EBADF`, `EINVAL`,
+    /// `ENOTSOCK`: the listener is unusable. A full handler table is back-pressure, not an
+    /// error. Running connections are drained (as at a shutdown) before an error is
     /// returned.
     pub async fn serve<const N: usize, const SZ: usize, const R: usize, const W: usize, F, Fut>(
         &'static self,
@@ -465,6 +466,15 @@ impl<const MAX: usize> Server<MAX> {
                     Self::count(&self.accept_errors);
                     log_at!(warn, "server: accept failed ({}); backing off", errno);
                     let _ = select(sleep(RECHECK), self.wait_for(|| self.stopping())).await;
+                    continue;
+                }
+                // One connection's failure (ECONNABORTED is skipped by `accept` itself).
+                Err(Error::Os { errno }) if crate::accept::skippable(errno) => continue,
+                // No room in the loop's handler table for the listener: as for a connection.
+                Err(Error::Full { .. }) => {
+                    self.pause();
+                    let _ = select(sleep(RECHECK), self.wait_for(|| self.stopping())).await;
+                    self.resume();
                     continue;
                 }
                 Err(e) => return Err(e),
