@@ -35,7 +35,13 @@ pub mod offload;
 pub mod signals;
 pub use signals::SignalExt;
 pub mod accept;
-pub use accept::{add_accept_handler, AcceptHandle, Listener};
+pub use accept::{
+    add_accept_handler, add_accept_handler_limited, AcceptHandle, AcceptLimit, Listener,
+};
+pub mod server;
+pub mod stream;
+pub use server::{Server, ServerConfig, ServerStats};
+pub use stream::{BufStream, StreamError};
 
 // A feature for a poller this platform lacks is an error only when it would be the one chosen
 // (with `--all-features`, `select` wins and the build stays valid).

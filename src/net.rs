@@ -368,6 +368,25 @@ impl TcpListener {
         Self::bind_with(addr, true)
     }
 
+    /// As [`bind`](Self::bind) with `SO_REUSEPORT` if `reuse_port`, and a listen backlog of
+    /// `backlog` connections instead of 128 (the kernel caps it at `net.core.somaxconn`). A
+    /// server that applies back-pressure (stops accepting when full) leaves waiting clients
+    /// in this backlog: size it for the excess you expect.
+    ///
+    /// # Errors
+    /// As [`bind`](Self::bind).
+    pub fn bind_with_backlog(
+        addr: SocketAddr,
+        reuse_port: bool,
+        backlog: u32,
+    ) -> Result<TcpListener, Error> {
+        let listener = Self::bind_with(addr, reuse_port)?;
+        // A second listen(2) on a listening socket only changes its backlog.
+        let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+        rustix::net::listen(&listener.io.fd, backlog).map_err(os)?;
+        Ok(listener)
+    }
+
     fn bind_with(addr: SocketAddr, reuse_port: bool) -> Result<TcpListener, Error> {
         let fd = listen_socket(
             family(&addr),
@@ -487,6 +506,18 @@ impl TcpStream {
     /// [`Error::Os`] from `setsockopt`.
     pub fn set_nodelay(&self, nodelay: bool) -> Result<(), Error> {
         rustix::net::sockopt::set_tcp_nodelay(&self.io.fd, nodelay).map_err(os)
+    }
+
+    /// Register the stream with the loop polling the current task now, rather than on its
+    /// first I/O: a server calls it right after `accept`, so a full handler table is noticed
+    /// while the server can still wait for room (back-pressure) instead of failing inside the
+    /// connection's handler. A second call does nothing.
+    ///
+    /// # Errors
+    /// [`Error::Full`] when the loop's handler table has no room; [`Error::NotAttached`]
+    /// outside a task or `run_sync`; the kernel's error.
+    pub fn register(&self) -> Result<(), Error> {
+        self.io.registration().map(|_| ())
     }
 
     /// The local address.
