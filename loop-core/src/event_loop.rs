@@ -41,6 +41,7 @@ use crate::fd::Fd;
 use crate::handler_table::{HandlerId, HandlerTable, InsertError};
 use crate::inline_fn::InlineFn;
 use crate::interest::{Interest, Mode, Readiness};
+use crate::panic::{self, PanicMessage};
 use crate::periodic::{self, Periodic};
 use crate::poller::{Notify, PollEvent, Poller};
 use crate::remote::{LoopHandle, Remote, RemoteTarget, SendFn};
@@ -133,6 +134,10 @@ pub struct Counters {
     /// The longest any handler, timer or callback ran. Measured only while a watchdog is set
     /// (it costs two clock reads per call); zero otherwise.
     pub max_run_time: Duration,
+    /// Panics caught in handlers, timers, callbacks and signal handlers, and in the drop of
+    /// their captures (feature `std`; see [`EventLoop`]'s panic policy), each reported as
+    /// [`Failure::Panicked`].
+    pub panics: u64,
 }
 
 /// The loop's view of its attached [`Remote`], with the capacity erased.
@@ -182,6 +187,18 @@ pub enum Failure {
         /// What it returned.
         error: HandlerError,
     },
+    /// A handler, timer, periodic callback, callback, remote callback or signal handler
+    /// panicked, or the drop of its captures did (feature `std`: the panic was caught, see
+    /// [`EventLoop`]'s panic policy).
+    Panicked {
+        /// Which one. A callback from a [`LoopHandle`] is a [`Source::Callback`].
+        source: Source,
+        /// The type name of its closure (where it was written).
+        name: &'static str,
+        /// The panic's message (`&str` and `String` payloads), cut to
+        /// [`PANIC_MESSAGE_BYTES`](crate::PANIC_MESSAGE_BYTES).
+        message: PanicMessage,
+    },
 }
 
 /// A single-threaded event loop over a [`Poller`], with fixed capacities:
@@ -211,6 +228,40 @@ pub enum Failure {
 ///
 /// Not `Send`: build the loop on the thread that runs it. Other threads reach it through the
 /// poller's notifier.
+///
+/// # Panics in user code
+///
+/// A panic in a handler, timer or callback never bricks the loop, leaks a slot or loses a
+/// capture:
+///
+/// - **With feature `std`** (Tornado's model: a failing callback is logged and the loop goes
+///   on): every closure the loop calls — fd handler, timer, periodic callback, callback,
+///   remote callback, signal handler — runs under `catch_unwind`. A caught panic is counted in
+///   [`Counters::panics`] and reported to the error hook as [`Failure::Panicked`] (source,
+///   closure name, message), and the loop goes on:
+///   - an fd handler **stays registered**, with its closure, as Tornado keeps a handler whose
+///     call raised: its next event calls it again (remove it from the error hook's side, e.g.
+///     through a queued callback, if a failure should end it);
+///   - a periodic callback **stays scheduled** on its grid, as Tornado's `PeriodicCallback`
+///     does after an exception;
+///   - a signal handler stays registered;
+///   - a one-shot timer, callback or remote callback is consumed by its call: its captures
+///     were dropped while unwinding, and a timer's slot is free at once.
+///
+///   A panic in the drop of a capture (when a handler is removed, a timer cancelled, or the
+///   loop closed or dropped) is caught and reported the same way.
+/// - **Without `std`** nothing can be caught: the panic unwinds out of `run` / `run_once` (or
+///   aborts, with `panic = "abort"`). Drop guards leave the loop as the `std` policy would: not
+///   running (the next `run` works), the handler's closure back in its slot, the timer's slot
+///   free (a periodic callback is stopped), the callback queue intact.
+/// - A panic in the error hook or the watchdog hook itself is never caught (reporting it to the
+///   hook could recurse): it unwinds out of `run`, through the same guards.
+/// - [`close`](Self::close) and dropping the loop release the kernel-facing state first —
+///   signal dispositions restored, fds deregistered and owned fds closed, the [`Remote`] closed
+///   so [`LoopHandle::add_callback`] returns [`Error::Closed`] — and only then drop the
+///   closures, one at a time, each under `catch_unwind` with `std` (a panic is reported to the
+///   error hook, then teardown goes on); without `std` a guard finishes the teardown while the
+///   first panic unwinds (a second one aborts, as in `std`'s collections).
 ///
 /// # Example
 ///
@@ -257,6 +308,9 @@ pub struct EventLoop<
     signals: [Option<SignalSlot<Self>>; MAX_SIGNAL_HANDLERS],
     signal_count: usize,
     executor: Option<&'static dyn ExecQueue>,
+    /// A panic a periodic callback's wrapper caught (it goes on with its schedule); the call
+    /// site reports it, naming the timer.
+    caught: Option<PanicMessage>,
 }
 
 impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> RemoteTarget
@@ -313,6 +367,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             addr_of_mut!((*p).signals).write([const { None }; MAX_SIGNAL_HANDLERS]);
             addr_of_mut!((*p).signal_count).write(0);
             addr_of_mut!((*p).executor).write(None);
+            addr_of_mut!((*p).caught).write(None);
             addr_of_mut!((*p).poller).write(poller);
             slot.assume_init_mut()
         }
@@ -665,7 +720,11 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         let mut rng = periodic::seed(now, self.timers.next_seq());
         let first = periodic::next_deadline(now, now, period_ns, jitter_ppm, &mut rng);
         let timer = InlineFn::named::<F, _>(move |lp: &mut Self, deadline: Instant| {
-            f(lp);
+            // Tornado's `PeriodicCallback` schedules the next call also after an exception:
+            // a caught panic is handed to the call site, which reports it.
+            if let Err(message) = panic::catch(|| f(lp)) {
+                lp.caught = Some(message);
+            }
             // Scheduled after the call, from a fresh clock reading, as Tornado does.
             let now = lp.now();
             Next::At(periodic::next_deadline(
@@ -814,10 +873,10 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             self.stop_requested = false;
             return Ok(());
         }
-        self.active = true;
+        let running = Running::enter(self);
         let mut result = Ok(());
         for _ in 0..iterations {
-            match self.iterate(cap) {
+            match running.lp.iterate(cap) {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(e) => {
@@ -826,8 +885,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
                 }
             }
         }
-        self.active = false;
-        self.stop_requested = false;
+        drop(running);
         result
     }
 
@@ -859,14 +917,19 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             0
         };
         // 3. Callbacks, then due timers.
+        // A callback is out of the queue before it runs and consumed by its call: a panic
+        // leaves nothing to restore (its captures are dropped while unwinding).
         for _ in 0..ncallbacks {
             let Some(mut cb) = self.callbacks.pop() else {
                 break; // emptied by `close()`
             };
             self.counters.callbacks_run += 1;
             let started = self.watch_start();
-            cb.call(self, ());
+            let outcome = panic::catch(|| cb.call(self, ()));
             self.watch_end(started, Source::Callback, || cb.name());
+            if let Err(message) = outcome {
+                self.panicked(Source::Callback, cb.name(), message);
+            }
         }
         for _ in 0..nremote {
             let Some(r) = self.remote else { break };
@@ -878,8 +941,11 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             }
             self.counters.remote_callbacks_run += 1;
             let started = self.watch_start();
-            cb.call(self, ());
+            let outcome = panic::catch(|| cb.call(self, ()));
             self.watch_end(started, Source::Callback, || cb.name());
+            if let Err(message) = outcome {
+                self.panicked(Source::Callback, cb.name(), message);
+            }
         }
         if signals != 0 {
             self.run_signal_handlers(signals);
@@ -901,12 +967,36 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             }
         }
         if let Some(now) = now {
-            while let Some((handle, mut f, deadline)) = self.timers.pop_due(now, seq_limit) {
+            while let Some((handle, f, deadline)) = self.timers.pop_due(now, seq_limit) {
                 self.counters.timers_fired += 1;
-                let started = self.watch_start();
-                let next = f.call(self, deadline);
-                self.watch_end(started, Source::Timer { handle }, || f.name());
-                drop(self.timers.finish(handle, f, next));
+                let source = Source::Timer { handle };
+                // Until the guard is dropped the timer's slot is marked running; the guard
+                // settles it also when a panic unwinds through here.
+                let mut call = TimerCall {
+                    lp: self,
+                    handle,
+                    f: Some(f),
+                    next: Next::Done,
+                };
+                let started = call.lp.watch_start();
+                let mut outcome = Ok(());
+                if let Some(f) = call.f.as_mut() {
+                    let lp = &mut *call.lp;
+                    match panic::catch(|| f.call(lp, deadline)) {
+                        Ok(next) => call.next = next,
+                        Err(message) => outcome = Err(message),
+                    }
+                }
+                if let Some(message) = call.lp.caught.take() {
+                    outcome = Err(message); // a periodic callback's, caught by its wrapper
+                }
+                let name = || call.f.as_ref().map_or("", |f| f.name());
+                call.lp.watch_end(started, source, name);
+                let name = outcome.is_err().then(name);
+                drop(call);
+                if let (Err(message), Some(name)) = (outcome, name) {
+                    self.panicked(source, name, message);
+                }
             }
         }
         // 4. Poll timeout.
@@ -961,21 +1051,36 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         if self.dispatch_io(id, ev.readiness) {
             return;
         }
-        let Some((mut f, fd, readiness)) = self.handlers.take_for_call(id, ev.readiness) else {
+        let Some((f, fd, readiness)) = self.handlers.take_for_call(id, ev.readiness) else {
             return;
         };
         self.counters.events_dispatched += 1;
-        let started = self.watch_start();
-        let result = f.call(self, (fd, readiness));
-        self.watch_end(started, Source::Handler { id, fd }, || f.name());
-        // If the handler removed itself, its closure is dropped here.
-        drop(self.handlers.restore(id, f));
-        match result {
-            Ok(()) | Err(HandlerError::Os(Errno::EPIPE)) => {}
-            Err(error) => {
+        let source = Source::Handler { id, fd };
+        // The guard puts the closure back (or drops it if the handler removed itself), also
+        // when a panic unwinds through here: no fd stays registered without its closure.
+        let mut call = HandlerCall {
+            lp: self,
+            id,
+            fd,
+            f: Some(f),
+        };
+        let started = call.lp.watch_start();
+        let mut outcome = Ok(Ok(()));
+        if let Some(f) = call.f.as_mut() {
+            let lp = &mut *call.lp;
+            outcome = panic::catch(|| f.call(lp, (fd, readiness)));
+        }
+        let name = || call.f.as_ref().map_or("", |f| f.name());
+        call.lp.watch_end(started, source, name);
+        let name = outcome.is_err().then(name);
+        drop(call);
+        match outcome {
+            Ok(Ok(()) | Err(HandlerError::Os(Errno::EPIPE))) => {}
+            Ok(Err(error)) => {
                 self.counters.handler_errors += 1;
                 self.report(Failure::Handler { id, fd, error });
             }
+            Err(message) => self.panicked(source, name.unwrap_or(""), message),
         }
     }
 
@@ -988,17 +1093,30 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             if mask & (1 << signo) == 0 || self.closed {
                 continue;
             }
-            let Some(mut f) = slot.handler.take() else {
+            let Some(f) = slot.handler.take() else {
                 continue;
             };
-            let started = self.watch_start();
-            f.call(self, signo);
-            self.watch_end(started, Source::Signal { signo }, || f.name());
-            // Put it back unless the handler removed (or replaced) itself.
-            if let Some(slot) = self.signals[i].as_mut() {
-                if slot.signo == signo && slot.handler.is_none() {
-                    slot.handler = Some(f);
-                }
+            let source = Source::Signal { signo };
+            // The guard puts the closure back (unless the handler removed or replaced itself),
+            // also when a panic unwinds through here.
+            let mut call = SignalCall {
+                lp: self,
+                i,
+                signo,
+                f: Some(f),
+            };
+            let started = call.lp.watch_start();
+            let mut outcome = Ok(());
+            if let Some(f) = call.f.as_mut() {
+                let lp = &mut *call.lp;
+                outcome = panic::catch(|| f.call(lp, signo));
+            }
+            let name = || call.f.as_ref().map_or("", |f| f.name());
+            call.lp.watch_end(started, source, name);
+            let name = outcome.is_err().then(name);
+            drop(call);
+            if let (Err(message), Some(name)) = (outcome, name) {
+                self.panicked(source, name, message);
             }
         }
     }
@@ -1075,15 +1193,6 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             self.signal_count -= 1;
         }
         true
-    }
-
-    fn remove_all_signal_handlers(&mut self) {
-        for i in 0..MAX_SIGNAL_HANDLERS {
-            if let Some(slot) = self.signals[i].take() {
-                (slot.restore)(slot.signo);
-            }
-        }
-        self.signal_count = 0;
     }
 
     /// Wake the tasks waiting on an async I/O registration. `false` if `id` is not one.
@@ -1175,6 +1284,37 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         }
     }
 
+    /// Count and report a caught panic. For the executor's task polls too (`Source::Task`).
+    #[cold]
+    pub(crate) fn panicked(&mut self, source: Source, name: &'static str, message: PanicMessage) {
+        self.counters.panics += 1;
+        let failure = Failure::Panicked {
+            source,
+            name,
+            message,
+        };
+        if self.closed {
+            // Teardown goes on whatever the hook does: a panic of the hook is dropped here.
+            let _ = panic::catch(|| self.report(failure));
+        } else {
+            self.report(failure);
+        }
+    }
+
+    /// Drop a closure the loop no longer keeps, catching a panic of its captures' drop.
+    #[inline]
+    fn release<A: ?Sized + 'static, X: 'static, R: 'static>(
+        &mut self,
+        f: InlineFn<A, X, R>,
+        source: Source,
+    ) {
+        let name = f.name();
+        if let Err(message) = panic::catch(move || drop(f)) {
+            self.panicked(source, name, message);
+        }
+    }
+
+    /// The error hook, or the log. Not guarded: a panic of the hook unwinds to the caller.
     fn report(&mut self, failure: Failure) {
         if let Some(hook) = self.error_hook.as_mut() {
             hook.call(&mut (), failure);
@@ -1185,6 +1325,10 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
                 // Read only by the log back ends; without one the failure is dropped.
                 let _ = (fd, error);
                 crate::log::log_warn!("ioloop: handler for fd {} failed: {}", fd, error);
+            }
+            Failure::Panicked { name, message, .. } => {
+                let _ = (name, message);
+                crate::log::log_warn!("ioloop: {} panicked: {}", name, message);
             }
         }
     }
@@ -1212,32 +1356,91 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
 
     /// Close the loop (Tornado's `close(all_fds=True)` for the fds it owns): every handler is
     /// removed, closing the fds handed over with `add_owned_handler` (borrowed fds are only
-    /// deregistered), every timer and queued callback is dropped, and from now on `run`,
-    /// `run_once` and every `add_*` return [`Error::Closed`] (closures handed back). Called
-    /// from inside the loop, the loop leaves after the current step. Closing twice is a no-op.
+    /// deregistered), every signal disposition is restored, the [`Remote`] is closed
+    /// ([`LoopHandle::add_callback`] returns [`Error::Closed`]), every task, timer and queued
+    /// callback is dropped, and from now on `run`, `run_once` and every `add_*` return
+    /// [`Error::Closed`] (closures handed back). Called from inside the loop, the loop leaves
+    /// after the current step. Closing twice is a no-op. Dropping the loop does the same.
+    ///
+    /// The kernel-facing state goes first, then the closures one at a time: a capture whose
+    /// drop panics is reported to the error hook (feature `std`) and the rest is still dropped
+    /// (see the panic policy on [`EventLoop`]).
     pub fn close(&mut self) {
-        if self.closed {
-            return;
-        }
+        self.teardown();
+    }
+
+    /// The one teardown of `close` and `Drop`. Idempotent: after a panic unwound out of it
+    /// (without `std`), calling it again finishes the job.
+    fn teardown(&mut self) {
         self.closed = true;
+        // Without `std` a drop may unwind out of here: the guard finishes the teardown on the
+        // way out (a second panic meanwhile aborts). With `std` every drop is caught.
+        let resume = Resume(self);
+        resume.0.release_kernel_state();
+        if let Some(exec) = resume.0.executor {
+            let lp: *mut dyn LoopOps = &mut *resume.0 as *mut Self;
+            exec.drop_all(lp);
+        }
+        resume.0.drop_closures();
+        core::mem::forget(resume);
+    }
+
+    /// Teardown, first step: nothing that could panic in user code runs before every signal
+    /// disposition is restored and every fd deregistered (and closed if owned). The remote
+    /// closes last: its queued closures are dropped inside `Remote::close`.
+    fn release_kernel_state(&mut self) {
+        for slot in self.signals.iter_mut().flatten() {
+            // Restored exactly once, also if teardown runs again.
+            let restore = core::mem::replace(&mut slot.restore, |_| {});
+            restore(slot.signo);
+        }
         let poller = &mut self.poller;
-        self.handlers.drain_all(|_, slot| {
+        self.handlers.release_all(|slot| {
             let _ = poller.deregister(slot.fd);
             if slot.owned {
                 poller.close_fd(slot.fd);
             }
         });
-        // Safe while a timer runs: its closure is held outside the table, and `finish` then
-        // finds no slot and drops it.
-        self.timers.clear();
-        while self.callbacks.pop().is_some() {}
-        if let Some(exec) = self.executor {
-            let lp: *mut dyn LoopOps = self as *mut Self;
-            exec.drop_all(lp);
-        }
-        self.remove_all_signal_handlers();
         if let Some(r) = self.remote {
-            r.close();
+            // Closed (producers refused, notifier released) before its first queued closure is
+            // dropped; what a panicking drop left in the queue is drained by `drop_closures`.
+            if let Err(message) = panic::catch(|| r.close()) {
+                self.panicked(Source::Callback, "ioloop::Remote::close", message);
+            }
+        }
+    }
+
+    /// Teardown, second step: every closure the loop keeps, one at a time, each dropped under
+    /// `catch` (feature `std`), so one panicking capture does not keep the others alive.
+    fn drop_closures(&mut self) {
+        let mut cursor = 0;
+        while let Some((id, slot)) = self.handlers.take_next(&mut cursor) {
+            if let Some(f) = slot.handler {
+                self.release(f, Source::Handler { id, fd: slot.fd });
+            }
+        }
+        // Every waiting timer, in heap order; then `clear` frees the slot of a timer running
+        // right now (its closure is held by the call site, which drops it when `finish` finds
+        // no slot).
+        while let Some((handle, f, _)) = self.timers.pop_due(Instant::MAX, u64::MAX) {
+            if let Some(f) = self.timers.finish(handle, f, Next::Done) {
+                self.release(f, Source::Timer { handle });
+            }
+        }
+        self.timers.clear();
+        while let Some(cb) = self.callbacks.pop() {
+            self.release(cb, Source::Callback);
+        }
+        while let Some(SendFn(cb)) = self.remote.and_then(|r| r.pop()) {
+            self.release(cb, Source::Callback);
+        }
+        for i in 0..MAX_SIGNAL_HANDLERS {
+            if let Some(slot) = self.signals[i].take() {
+                self.signal_count -= 1;
+                if let Some(f) = slot.handler {
+                    self.release(f, Source::Signal { signo: slot.signo });
+                }
+            }
         }
     }
 
@@ -1400,24 +1603,131 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
 impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> Drop
     for EventLoop<P, H, T, Q>
 {
-    /// Deregisters every handler and closes the fds the loop owns; drops every closure.
+    /// [`close`](EventLoop::close), then the error hook and the watchdog hook are dropped
+    /// (a panic there is caught and dropped with `std`: there is no hook left to tell).
     fn drop(&mut self) {
-        if let Some(exec) = self.executor {
-            let lp: *mut dyn LoopOps = self as *mut Self;
-            exec.drop_all(lp);
+        // Before the poller goes: no handle may write to a notifier whose reader is closed
+        // (`teardown` closes the remote).
+        self.teardown();
+        let hooks = (self.error_hook.take(), self.watchdog.take());
+        if panic::catch(move || drop(hooks)).is_err() {
+            self.counters.panics += 1;
         }
-        self.remove_all_signal_handlers();
-        // Before the poller goes: no handle may write to a notifier whose reader is closed.
-        if let Some(r) = self.remote {
-            r.close();
-        }
-        let poller = &mut self.poller;
-        self.handlers.drain_all(|_, slot| {
-            let _ = poller.deregister(slot.fd);
-            if slot.owned {
-                poller.close_fd(slot.fd);
+    }
+}
+
+/// Inside `run` / `run_once`: the loop is marked running until this is dropped, also by a
+/// panic unwinding out of an iteration, so the next `run` does not find it still running.
+pub(crate) struct Running<'a, P: Poller + 'static, const H: usize, const T: usize, const Q: usize> {
+    pub(crate) lp: &'a mut EventLoop<P, H, T, Q>,
+}
+
+impl<'a, P: Poller + 'static, const H: usize, const T: usize, const Q: usize>
+    Running<'a, P, H, T, Q>
+{
+    pub(crate) fn enter(lp: &'a mut EventLoop<P, H, T, Q>) -> Self {
+        lp.active = true;
+        Running { lp }
+    }
+}
+
+impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> Drop
+    for Running<'_, P, H, T, Q>
+{
+    fn drop(&mut self) {
+        self.lp.active = false;
+        self.lp.stop_requested = false;
+    }
+}
+
+/// An fd handler's closure, out of its slot for the call; put back on drop.
+struct HandlerCall<'a, P: Poller + 'static, const H: usize, const T: usize, const Q: usize> {
+    lp: &'a mut EventLoop<P, H, T, Q>,
+    id: HandlerId,
+    fd: RawFd,
+    f: Option<HandlerFn<P, H, T, Q>>,
+}
+
+impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> Drop
+    for HandlerCall<'_, P, H, T, Q>
+{
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(f) = self.f.take() {
+            // If the handler removed itself (or the loop was closed), its closure goes now.
+            if let Err(f) = self.lp.handlers.restore(self.id, f) {
+                let source = Source::Handler {
+                    id: self.id,
+                    fd: self.fd,
+                };
+                self.lp.release(f, source);
             }
-        });
+        }
+    }
+}
+
+/// A due timer's closure, out of the heap for the call; settled on drop: re-armed if it asked
+/// to be (`next`), else freed. A panic that unwinds through leaves `next` at `Done`.
+struct TimerCall<'a, P: Poller + 'static, const H: usize, const T: usize, const Q: usize> {
+    lp: &'a mut EventLoop<P, H, T, Q>,
+    handle: TimerHandle,
+    f: Option<TimerFn<P, H, T, Q>>,
+    next: Next,
+}
+
+impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> Drop
+    for TimerCall<'_, P, H, T, Q>
+{
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(f) = self.f.take() {
+            if let Some(f) = self.lp.timers.finish(self.handle, f, self.next) {
+                let source = Source::Timer {
+                    handle: self.handle,
+                };
+                self.lp.release(f, source);
+            }
+        }
+    }
+}
+
+/// A signal handler's closure, out of its slot for the call; put back on drop unless the
+/// handler removed or replaced itself.
+struct SignalCall<'a, P: Poller + 'static, const H: usize, const T: usize, const Q: usize> {
+    lp: &'a mut EventLoop<P, H, T, Q>,
+    i: usize,
+    signo: i32,
+    f: Option<InlineFn<EventLoop<P, H, T, Q>, i32, ()>>,
+}
+
+impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> Drop
+    for SignalCall<'_, P, H, T, Q>
+{
+    fn drop(&mut self) {
+        let Some(f) = self.f.take() else { return };
+        match self.lp.signals[self.i].as_mut() {
+            Some(slot) if slot.signo == self.signo && slot.handler.is_none() => {
+                slot.handler = Some(f);
+            }
+            _ => {
+                let source = Source::Signal { signo: self.signo };
+                self.lp.release(f, source);
+            }
+        }
+    }
+}
+
+/// Finishes a teardown that a panicking drop interrupted (without `std`).
+struct Resume<'a, P: Poller + 'static, const H: usize, const T: usize, const Q: usize>(
+    &'a mut EventLoop<P, H, T, Q>,
+);
+
+impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> Drop
+    for Resume<'_, P, H, T, Q>
+{
+    fn drop(&mut self) {
+        self.0.release_kernel_state();
+        self.0.drop_closures();
     }
 }
 
