@@ -41,7 +41,7 @@ use crate::fd::Fd;
 use crate::handler_table::{HandlerId, HandlerTable, InsertError};
 use crate::inline_fn::InlineFn;
 use crate::interest::{Interest, Mode, Readiness};
-use crate::panic::{self, PanicMessage};
+use crate::panic::{self, Caught, PanicMessage};
 use crate::periodic::{self, Periodic};
 use crate::poller::{Notify, PollEvent, Poller};
 use crate::remote::{LoopHandle, Remote, RemoteTarget, SendFn};
@@ -234,11 +234,18 @@ pub enum Failure {
 /// A panic in a handler, timer or callback never bricks the loop, leaks a slot or loses a
 /// capture:
 ///
-/// - **With feature `std`** (Tornado's model: a failing callback is logged and the loop goes
-///   on): every closure the loop calls — fd handler, timer, periodic callback, callback,
-///   remote callback, signal handler — runs under `catch_unwind`. A caught panic is counted in
-///   [`Counters::panics`] and reported to the error hook as [`Failure::Panicked`] (source,
-///   closure name, message), and the loop goes on:
+/// - **With feature `std`** every closure the loop calls — fd handler, timer, periodic
+///   callback, callback, remote callback, signal handler — runs under `catch_unwind`. A caught
+///   panic is counted in [`Counters::panics`] and the loop's tables are put right as listed
+///   below. Then:
+///   - with an error hook set ([`set_error_hook`](Self::set_error_hook)), Tornado's model:
+///     the panic is reported to the hook as [`Failure::Panicked`] (source, closure name,
+///     message) and the loop goes on;
+///   - with no error hook, the panic unwinds on out of `run` / `run_once`, as Rust code
+///     expects (a test's `assert!` inside a callback still fails the test): nothing is lost
+///     silently, and the loop, already consistent, can be run again.
+///
+///   What a panic leaves:
 ///   - an fd handler **stays registered**, with its closure, as Tornado keeps a handler whose
 ///     call raised: its next event calls it again (remove it from the error hook's side, e.g.
 ///     through a queued callback, if a failure should end it);
@@ -249,7 +256,9 @@ pub enum Failure {
 ///     were dropped while unwinding, and a timer's slot is free at once.
 ///
 ///   A panic in the drop of a capture (when a handler is removed, a timer cancelled, or the
-///   loop closed or dropped) is caught and reported the same way.
+///   loop closed or dropped) is caught and handled the same way, except that while closing or
+///   dropping it never unwinds: with no hook it is logged (features `log` / `defmt`) and
+///   teardown goes on.
 /// - **Without `std`** nothing can be caught: the panic unwinds out of `run` / `run_once` (or
 ///   aborts, with `panic = "abort"`). Drop guards leave the loop as the `std` policy would: not
 ///   running (the next `run` works), the handler's closure back in its slot, the timer's slot
@@ -310,7 +319,7 @@ pub struct EventLoop<
     executor: Option<&'static dyn ExecQueue>,
     /// A panic a periodic callback's wrapper caught (it goes on with its schedule); the call
     /// site reports it, naming the timer.
-    caught: Option<PanicMessage>,
+    caught: Option<Caught>,
 }
 
 impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> RemoteTarget
@@ -725,8 +734,8 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         let timer = InlineFn::named::<F, _>(move |lp: &mut Self, deadline: Instant| {
             // Tornado's `PeriodicCallback` schedules the next call also after an exception:
             // a caught panic is handed to the call site, which reports it.
-            if let Err(message) = panic::catch(|| f(lp)) {
-                lp.caught = Some(message);
+            if let Err(caught) = panic::catch(|| f(lp)) {
+                lp.caught = Some(caught);
             }
             // Scheduled after the call, from a fresh clock reading, as Tornado does.
             let now = lp.now();
@@ -932,8 +941,8 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             let started = self.watch_start();
             let outcome = panic::catch(|| cb.call(self, ()));
             self.watch_end(started, Source::Callback, || cb.name());
-            if let Err(message) = outcome {
-                self.panicked(Source::Callback, cb.name(), message);
+            if let Err(caught) = outcome {
+                self.panicked(Source::Callback, cb.name(), caught);
             }
         }
         for _ in 0..nremote {
@@ -948,8 +957,8 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             let started = self.watch_start();
             let outcome = panic::catch(|| cb.call(self, ()));
             self.watch_end(started, Source::Callback, || cb.name());
-            if let Err(message) = outcome {
-                self.panicked(Source::Callback, cb.name(), message);
+            if let Err(caught) = outcome {
+                self.panicked(Source::Callback, cb.name(), caught);
             }
         }
         if signals != 0 {
@@ -989,18 +998,18 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
                     let lp = &mut *call.lp;
                     match panic::catch(|| f.call(lp, deadline)) {
                         Ok(next) => call.next = next,
-                        Err(message) => outcome = Err(message),
+                        Err(caught) => outcome = Err(caught),
                     }
                 }
-                if let Some(message) = call.lp.caught.take() {
-                    outcome = Err(message); // a periodic callback's, caught by its wrapper
+                if let Some(caught) = call.lp.caught.take() {
+                    outcome = Err(caught); // a periodic callback's, caught by its wrapper
                 }
                 let name = || call.f.as_ref().map_or("", |f| f.name());
                 call.lp.watch_end(started, source, name);
                 let name = outcome.is_err().then(name);
                 drop(call);
-                if let (Err(message), Some(name)) = (outcome, name) {
-                    self.panicked(source, name, message);
+                if let (Err(caught), Some(name)) = (outcome, name) {
+                    self.panicked(source, name, caught);
                 }
             }
         }
@@ -1085,7 +1094,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
                 self.counters.handler_errors += 1;
                 self.report(Failure::Handler { id, fd, error });
             }
-            Err(message) => self.panicked(source, name.unwrap_or(""), message),
+            Err(caught) => self.panicked(source, name.unwrap_or(""), caught),
         }
     }
 
@@ -1120,8 +1129,8 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             call.lp.watch_end(started, source, name);
             let name = outcome.is_err().then(name);
             drop(call);
-            if let (Err(message), Some(name)) = (outcome, name) {
-                self.panicked(source, name, message);
+            if let (Err(caught), Some(name)) = (outcome, name) {
+                self.panicked(source, name, caught);
             }
         }
     }
@@ -1292,18 +1301,27 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         }
     }
 
-    /// Count and report a caught panic. For the executor's task polls too (`Source::Task`).
+    /// Count a caught panic and report it to the error hook; with no hook set, let it unwind
+    /// on (the loop is consistent again by now) rather than lose it. While closing, report it
+    /// (or log it) and go on: teardown must finish. For the executor's task polls too
+    /// (`Source::Task`).
     #[cold]
-    pub(crate) fn panicked(&mut self, source: Source, name: &'static str, message: PanicMessage) {
+    pub(crate) fn panicked(&mut self, source: Source, name: &'static str, caught: Caught) {
         self.counters.panics += 1;
+        if self.error_hook.is_none() && !self.closed {
+            caught.resume();
+        }
         let failure = Failure::Panicked {
             source,
             name,
-            message,
+            message: caught.into_message(),
         };
         if self.closed {
             // Teardown goes on whatever the hook does: a panic of the hook is dropped here.
-            let _ = panic::catch(|| self.report(failure));
+            if let Err(again) = panic::catch(|| self.report(failure)) {
+                self.counters.panics += 1;
+                let _ = again.into_message();
+            }
         } else {
             self.report(failure);
         }
@@ -1317,8 +1335,8 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         source: Source,
     ) {
         let name = f.name();
-        if let Err(message) = panic::catch(move || drop(f)) {
-            self.panicked(source, name, message);
+        if let Err(caught) = panic::catch(move || drop(f)) {
+            self.panicked(source, name, caught);
         }
     }
 
@@ -1412,8 +1430,8 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         if let Some(r) = self.remote {
             // Closed (producers refused, notifier released) before its first queued closure is
             // dropped; what a panicking drop left in the queue is drained by `drop_closures`.
-            if let Err(message) = panic::catch(|| r.close()) {
-                self.panicked(Source::Callback, "ioloop::Remote::close", message);
+            if let Err(caught) = panic::catch(|| r.close()) {
+                self.panicked(Source::Callback, "ioloop::Remote::close", caught);
             }
         }
     }
@@ -1583,10 +1601,11 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         self.active
     }
 
-    /// Call `hook` for every [`Failure`] inside the running loop (a handler's error). By
-    /// default failures are logged (features `log` / `defmt`; otherwise dropped) and the loop
-    /// goes on. The hook cannot reach the loop: queue
-    /// work from a handler instead.
+    /// Call `hook` for every [`Failure`] inside the running loop (a handler's error, a caught
+    /// panic) and go on. Without a hook, handler errors are logged (features `log` / `defmt`;
+    /// otherwise dropped) and a caught panic unwinds on out of `run` (see the panic policy on
+    /// [`EventLoop`]). The hook cannot reach the loop: queue work from a handler instead. A
+    /// panic in the hook itself is not caught: it unwinds out of `run`.
     pub fn set_error_hook(&mut self, mut hook: impl FnMut(Failure) + 'static) {
         self.error_hook = Some(InlineFn::new(move |_: &mut (), f| hook(f)));
     }
@@ -2175,6 +2194,34 @@ mod tests {
         ));
         assert!(lp.remove_timeout(h));
         assert_eq!(lp.timer_count(), 0);
+    }
+
+    #[test]
+    fn without_an_error_hook_a_caught_panic_unwinds_on_with_the_loop_put_right() {
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        let calls = Rc::new(Cell::new(0));
+        let c = calls.clone();
+        let p = lp
+            .add_periodic(Periodic::every(Duration::from_millis(10)), move |_| {
+                c.set(c.get() + 1);
+                panic!("tick boom")
+            })
+            .map_err(|r| r.error)
+            .unwrap();
+        lp.add_handler(3, Interest::READ, |_, _, _| panic!("handler boom"))
+            .map_err(|r| r.error)
+            .unwrap();
+        lp.run_once(None).unwrap(); // sleeps until the first tick
+        assert!(run_unwinds(&mut lp, Some(Duration::ZERO)), "tick panics");
+        assert!(lp.timeout_pending(p), "re-armed before unwinding on");
+        assert!(!lp.is_running());
+        lp.poller_mut().set_ready(3, Readiness::READ);
+        assert!(run_unwinds(&mut lp, Some(Duration::ZERO)), "handler panics");
+        assert!(lp.handler_id(3).is_some());
+        assert!(lp.remove_handler(3));
+        lp.run_once(None).unwrap(); // sleeps until the next tick
+        assert!(run_unwinds(&mut lp, Some(Duration::ZERO)));
+        assert_eq!((calls.get(), lp.counters().panics), (2, 3));
     }
 
     #[test]

@@ -102,34 +102,64 @@ impl defmt::Format for PanicMessage {
     }
 }
 
-/// Call `f`, catching a panic (feature `std`): `Err` carries its message. Without `std` this
-/// only calls `f`, and a panic unwinds through.
+/// A caught panic: its message, and its payload to resume unwinding with.
+#[cfg(any(feature = "std", test))]
+pub(crate) struct Caught {
+    message: PanicMessage,
+    payload: std::boxed::Box<dyn core::any::Any + Send>,
+}
+
+/// Without `std` nothing is caught: this is never made.
+#[cfg(not(any(feature = "std", test)))]
+pub(crate) enum Caught {}
+
+impl Caught {
+    /// Its message; the payload is dropped (under a second catch: a payload's own `Drop` may
+    /// panic, as std's docs warn, and what that one throws is forgotten).
+    pub(crate) fn into_message(self) -> PanicMessage {
+        #[cfg(any(feature = "std", test))]
+        {
+            let Caught { message, payload } = self;
+            if let Err(again) =
+                std::panic::catch_unwind(core::panic::AssertUnwindSafe(move || drop(payload)))
+            {
+                core::mem::forget(again);
+            }
+            message
+        }
+        #[cfg(not(any(feature = "std", test)))]
+        match self {}
+    }
+
+    /// Unwind again with the original payload, as if it had never been caught.
+    pub(crate) fn resume(self) -> ! {
+        #[cfg(any(feature = "std", test))]
+        {
+            std::panic::resume_unwind(self.payload)
+        }
+        #[cfg(not(any(feature = "std", test)))]
+        match self {}
+    }
+}
+
+/// Call `f`, catching a panic (feature `std`): `Err` carries its message and payload. Without
+/// `std` this only calls `f`, and a panic unwinds through.
 ///
 /// The closure is asserted unwind-safe: after a caught panic the loop restores its own tables
 /// (see the call sites), and state the user's closure shares with others is the user's, as in
 /// Tornado, where an exception leaves a callback's objects as it found them.
 #[inline(always)]
-pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, PanicMessage> {
+pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, Caught> {
     #[cfg(any(feature = "std", test))]
     {
         #[cfg(test)]
         if !testing::catching() {
             return Ok(f());
         }
-        match std::panic::catch_unwind(core::panic::AssertUnwindSafe(f)) {
-            Ok(r) => Ok(r),
-            Err(payload) => {
-                let message = PanicMessage::from_payload(&*payload);
-                // A payload's own `Drop` may panic (std's docs warn about it): drop it under
-                // a second catch and forget what that one caught.
-                if let Err(again) =
-                    std::panic::catch_unwind(core::panic::AssertUnwindSafe(move || drop(payload)))
-                {
-                    core::mem::forget(again);
-                }
-                Err(message)
-            }
-        }
+        std::panic::catch_unwind(core::panic::AssertUnwindSafe(f)).map_err(|payload| Caught {
+            message: PanicMessage::from_payload(&*payload),
+            payload,
+        })
     }
     #[cfg(not(any(feature = "std", test)))]
     {
@@ -184,11 +214,24 @@ mod tests {
 
     #[test]
     fn str_and_string_payloads_are_read_others_named() {
-        assert_eq!(catch(|| panic!("static")).unwrap_err().as_str(), "static");
+        let message = |r: Result<(), Caught>| r.err().map(Caught::into_message);
+        assert_eq!(
+            message(catch(|| panic!("static"))).unwrap().as_str(),
+            "static"
+        );
         let n = 7;
-        assert_eq!(catch(|| panic!("n = {n}")).unwrap_err().as_str(), "n = 7");
-        let other = catch(|| std::panic::panic_any(5u8)).unwrap_err();
+        let m = message(catch(|| panic!("n = {n}"))).unwrap();
+        assert_eq!(m.as_str(), "n = 7");
+        let other = message(catch(|| std::panic::panic_any(5u8))).unwrap();
         assert_eq!(other.as_str(), "(non-string panic payload)");
-        assert_eq!(catch(|| 3), Ok(3));
+        assert_eq!(catch(|| 3).ok(), Some(3));
+    }
+
+    #[test]
+    fn resumed_panic_carries_the_original_payload() {
+        let caught = catch(|| std::panic::panic_any(42u32)).err().unwrap();
+        let again =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| caught.resume())).unwrap_err();
+        assert_eq!(again.downcast_ref::<u32>(), Some(&42));
     }
 }
