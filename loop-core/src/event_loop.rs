@@ -1007,7 +1007,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
                 let name = || call.f.as_ref().map_or("", |f| f.name());
                 call.lp.watch_end(started, source, name);
                 let name = outcome.is_err().then(name);
-                drop(call);
+                call.settle();
                 if let (Err(caught), Some(name)) = (outcome, name) {
                     self.panicked(source, name, caught);
                 }
@@ -1087,7 +1087,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         let name = || call.f.as_ref().map_or("", |f| f.name());
         call.lp.watch_end(started, source, name);
         let name = outcome.is_err().then(name);
-        drop(call);
+        call.settle();
         match outcome {
             Ok(Ok(()) | Err(HandlerError::Os(Errno::EPIPE))) => {}
             Ok(Err(error)) => {
@@ -1328,7 +1328,8 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     }
 
     /// Drop a closure the loop no longer keeps, catching a panic of its captures' drop.
-    #[inline]
+    /// Out of line: the call sites are hot, and this path is rare on most of them.
+    #[inline(never)]
     fn release<A: ?Sized + 'static, X: 'static, R: 'static>(
         &mut self,
         f: InlineFn<A, X, R>,
@@ -1675,11 +1676,19 @@ struct HandlerCall<'a, P: Poller + 'static, const H: usize, const T: usize, cons
     f: Option<HandlerFn<P, H, T, Q>>,
 }
 
-impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> Drop
-    for HandlerCall<'_, P, H, T, Q>
+impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>
+    HandlerCall<'_, P, H, T, Q>
 {
-    #[inline]
-    fn drop(&mut self) {
+    /// The normal way out: what `Drop` does, inlined at the call site (the drop glue then
+    /// only serves the unwinding path).
+    #[inline(always)]
+    fn settle(mut self) {
+        self.put_back();
+        core::mem::forget(self); // holds nothing any more
+    }
+
+    #[inline(always)]
+    fn put_back(&mut self) {
         if let Some(f) = self.f.take() {
             // If the handler removed itself (or the loop was closed), its closure goes now.
             if let Err(f) = self.lp.handlers.restore(self.id, f) {
@@ -1693,6 +1702,14 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> Drop
     }
 }
 
+impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> Drop
+    for HandlerCall<'_, P, H, T, Q>
+{
+    fn drop(&mut self) {
+        self.put_back();
+    }
+}
+
 /// A due timer's closure, out of the heap for the call; settled on drop: re-armed if it asked
 /// to be (`next`), else freed. A panic that unwinds through leaves `next` at `Done`.
 struct TimerCall<'a, P: Poller + 'static, const H: usize, const T: usize, const Q: usize> {
@@ -1702,19 +1719,41 @@ struct TimerCall<'a, P: Poller + 'static, const H: usize, const T: usize, const 
     next: Next,
 }
 
+impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>
+    TimerCall<'_, P, H, T, Q>
+{
+    /// The normal way out: what `Drop` does, inlined at the call site.
+    #[inline(always)]
+    fn settle(mut self) {
+        self.put_back();
+        core::mem::forget(self); // holds nothing any more
+    }
+
+    #[inline(always)]
+    fn put_back(&mut self) {
+        if let Some(f) = self.f.take() {
+            if let Some(f) = self.lp.timers.finish(self.handle, f, self.next) {
+                if let Next::At(_) = self.next {
+                    // A periodic callback that cancelled itself: its captures go now.
+                    let source = Source::Timer {
+                        handle: self.handle,
+                    };
+                    self.lp.release(f, source);
+                } else {
+                    // A one-shot timer: consumed by its call (a `FnOnce` is spent before it
+                    // runs, also if it panics), so this drop runs no user code.
+                    drop(f);
+                }
+            }
+        }
+    }
+}
+
 impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> Drop
     for TimerCall<'_, P, H, T, Q>
 {
-    #[inline]
     fn drop(&mut self) {
-        if let Some(f) = self.f.take() {
-            if let Some(f) = self.lp.timers.finish(self.handle, f, self.next) {
-                let source = Source::Timer {
-                    handle: self.handle,
-                };
-                self.lp.release(f, source);
-            }
-        }
+        self.put_back();
     }
 }
 

@@ -102,10 +102,10 @@ impl defmt::Format for PanicMessage {
     }
 }
 
-/// A caught panic: its message, and its payload to resume unwinding with.
+/// A caught panic: its payload, to read the message from or to resume unwinding with. Two
+/// words, so that `Result<R, Caught>` stays small on the hot path.
 #[cfg(any(feature = "std", test))]
 pub(crate) struct Caught {
-    message: PanicMessage,
     payload: std::boxed::Box<dyn core::any::Any + Send>,
 }
 
@@ -119,7 +119,8 @@ impl Caught {
     pub(crate) fn into_message(self) -> PanicMessage {
         #[cfg(any(feature = "std", test))]
         {
-            let Caught { message, payload } = self;
+            let Caught { payload } = self;
+            let message = PanicMessage::from_payload(&*payload);
             if let Err(again) =
                 std::panic::catch_unwind(core::panic::AssertUnwindSafe(move || drop(payload)))
             {
@@ -156,10 +157,8 @@ pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, Caught> {
         if !testing::catching() {
             return Ok(f());
         }
-        std::panic::catch_unwind(core::panic::AssertUnwindSafe(f)).map_err(|payload| Caught {
-            message: PanicMessage::from_payload(&*payload),
-            payload,
-        })
+        std::panic::catch_unwind(core::panic::AssertUnwindSafe(f))
+            .map_err(|payload| Caught { payload })
     }
     #[cfg(not(any(feature = "std", test)))]
     {
