@@ -1007,7 +1007,8 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
                 let name = || call.f.as_ref().map_or("", |f| f.name());
                 call.lp.watch_end(started, source, name);
                 let name = outcome.is_err().then(name);
-                call.settle();
+                call.put_back();
+                core::mem::forget(call); // holds nothing any more
                 if let (Err(caught), Some(name)) = (outcome, name) {
                     self.panicked(source, name, caught);
                 }
@@ -1065,19 +1066,23 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         if self.dispatch_io(id, ev.readiness) {
             return;
         }
-        let Some((f, fd, readiness)) = self.handlers.take_for_call(id, ev.readiness) else {
-            return;
-        };
-        self.counters.events_dispatched += 1;
-        let source = Source::Handler { id, fd };
         // The guard puts the closure back (or drops it if the handler removed itself), also
         // when a panic unwinds through here: no fd stays registered without its closure.
         let mut call = HandlerCall {
             lp: self,
             id,
-            fd,
-            f: Some(f),
+            fd: -1,
+            f: None,
         };
+        let Some((fd, readiness)) = call.lp.handlers.take_into(id, ev.readiness, &mut call.f)
+        else {
+            call.put_back();
+            core::mem::forget(call); // holds nothing any more
+            return;
+        };
+        call.fd = fd;
+        call.lp.counters.events_dispatched += 1;
+        let source = Source::Handler { id, fd };
         let started = call.lp.watch_start();
         let mut outcome = Ok(Ok(()));
         if let Some(f) = call.f.as_mut() {
@@ -1087,7 +1092,8 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         let name = || call.f.as_ref().map_or("", |f| f.name());
         call.lp.watch_end(started, source, name);
         let name = outcome.is_err().then(name);
-        call.settle();
+        call.put_back();
+        core::mem::forget(call); // holds nothing any more
         match outcome {
             Ok(Ok(()) | Err(HandlerError::Os(Errno::EPIPE))) => {}
             Ok(Err(error)) => {
@@ -1679,25 +1685,18 @@ struct HandlerCall<'a, P: Poller + 'static, const H: usize, const T: usize, cons
 impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>
     HandlerCall<'_, P, H, T, Q>
 {
-    /// The normal way out: what `Drop` does, inlined at the call site (the drop glue then
-    /// only serves the unwinding path).
-    #[inline(always)]
-    fn settle(mut self) {
-        self.put_back();
-        core::mem::forget(self); // holds nothing any more
-    }
-
+    /// What `Drop` does. The normal way out calls it at the call site and forgets the guard,
+    /// so the drop glue only serves the unwinding path.
     #[inline(always)]
     fn put_back(&mut self) {
+        self.lp.handlers.restore_from(self.id, &mut self.f);
+        // If the handler removed itself (or the loop was closed), its closure goes now.
         if let Some(f) = self.f.take() {
-            // If the handler removed itself (or the loop was closed), its closure goes now.
-            if let Err(f) = self.lp.handlers.restore(self.id, f) {
-                let source = Source::Handler {
-                    id: self.id,
-                    fd: self.fd,
-                };
-                self.lp.release(f, source);
-            }
+            let source = Source::Handler {
+                id: self.id,
+                fd: self.fd,
+            };
+            self.lp.release(f, source);
         }
     }
 }
@@ -1722,13 +1721,7 @@ struct TimerCall<'a, P: Poller + 'static, const H: usize, const T: usize, const 
 impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>
     TimerCall<'_, P, H, T, Q>
 {
-    /// The normal way out: what `Drop` does, inlined at the call site.
-    #[inline(always)]
-    fn settle(mut self) {
-        self.put_back();
-        core::mem::forget(self); // holds nothing any more
-    }
-
+    /// What `Drop` does; called at the call site on the normal way out (as for handlers).
     #[inline(always)]
     fn put_back(&mut self) {
         if let Some(f) = self.f.take() {

@@ -192,34 +192,51 @@ impl<F, const H: usize> HandlerTable<F, H> {
         self.slots.remove(id.index, id.generation)
     }
 
-    /// Take the handler of `id` out for a call, with the readiness it may see. `None` if the
-    /// id is stale, the handler is already out (running), or nothing visible is ready.
+    /// Take the handler of `id` out for a call, into `out` (which the caller keeps, e.g. in a
+    /// drop guard: moving it there directly saves a copy per event), with the fd and the
+    /// readiness it may see. `None` (and `out` untouched) if the id is stale, the handler is
+    /// already out (running), or nothing visible is ready.
     #[inline]
-    pub(crate) fn take_for_call(
+    pub(crate) fn take_into(
         &mut self,
         id: HandlerId,
         ready: Readiness,
-    ) -> Option<(F, RawFd, Readiness)> {
+        out: &mut Option<F>,
+    ) -> Option<(RawFd, Readiness)> {
         let slot = self.slots.get_mut(id.index, id.generation)?;
         let visible = ready & slot.interest.visible();
-        if visible.is_empty() {
+        if visible.is_empty() || slot.handler.is_none() {
             return None;
         }
-        let f = slot.handler.take()?;
-        Some((f, slot.fd, visible))
+        *out = slot.handler.take();
+        Some((slot.fd, visible))
     }
 
-    /// Put a handler back after its call. If its registration was removed meanwhile, the
-    /// handler is handed back to be dropped.
+    /// Put a handler back from `from` after its call. If its registration was removed
+    /// meanwhile, `from` keeps it, for the caller to drop.
     #[inline]
-    pub(crate) fn restore(&mut self, id: HandlerId, f: F) -> Result<(), F> {
-        match self.slots.get_mut(id.index, id.generation) {
-            Some(slot) if slot.handler.is_none() => {
-                slot.handler = Some(f);
-                Ok(())
+    pub(crate) fn restore_from(&mut self, id: HandlerId, from: &mut Option<F>) {
+        if let Some(slot) = self.slots.get_mut(id.index, id.generation) {
+            if slot.handler.is_none() {
+                slot.handler = from.take();
             }
-            _ => Err(f),
         }
+    }
+
+    /// [`take_into`](Self::take_into), by value.
+    #[cfg(test)]
+    fn take_for_call(&mut self, id: HandlerId, ready: Readiness) -> Option<(F, RawFd, Readiness)> {
+        let mut out = None;
+        let (fd, r) = self.take_into(id, ready, &mut out)?;
+        out.map(|f| (f, fd, r))
+    }
+
+    /// [`restore_from`](Self::restore_from), by value.
+    #[cfg(test)]
+    fn restore(&mut self, id: HandlerId, f: F) -> Result<(), F> {
+        let mut from = Some(f);
+        self.restore_from(id, &mut from);
+        from.map_or(Ok(()), Err)
     }
 
     /// Closing the loop, first step: `each` sees every registration not yet released once
