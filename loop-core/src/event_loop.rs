@@ -320,6 +320,9 @@ pub struct EventLoop<
     /// A panic a periodic callback's wrapper caught (it goes on with its schedule); the call
     /// site reports it, naming the timer.
     caught: Option<Caught>,
+    /// A timer whose closure has drop glue was scheduled since the last teardown: teardown
+    /// must then drop the timers one at a time (see `drop_closures`).
+    timer_drop_glue: bool,
 }
 
 impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> RemoteTarget
@@ -377,6 +380,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             addr_of_mut!((*p).signal_count).write(0);
             addr_of_mut!((*p).executor).write(None);
             addr_of_mut!((*p).caught).write(None);
+            addr_of_mut!((*p).timer_drop_glue).write(false);
             addr_of_mut!((*p).poller).write(poller);
             slot.assume_init_mut()
         }
@@ -686,7 +690,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             f(lp);
             Next::Done
         });
-        Ok(self.schedule(deadline, timer))
+        Ok(self.schedule::<F>(deadline, timer))
     }
 
     /// Run `f` once, `delay` from now.
@@ -743,7 +747,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
                 deadline, now, period_ns, jitter_ppm, &mut rng,
             ))
         });
-        Ok(self.schedule(first, timer))
+        Ok(self.schedule::<F>(first, timer))
     }
 
     /// `Ok` if a timer can be added now: the loop is open and the heap has room.
@@ -760,7 +764,12 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         }
     }
 
-    fn schedule(&mut self, deadline: Instant, timer: TimerFn<P, H, T, Q>) -> TimerHandle {
+    /// Insert `timer`, which wraps a user closure of type `F`.
+    fn schedule<F>(&mut self, deadline: Instant, timer: TimerFn<P, H, T, Q>) -> TimerHandle {
+        // Known at compile time: no cost on the insert path.
+        if core::mem::needs_drop::<F>() {
+            self.timer_drop_glue = true;
+        }
         match self.timers.insert(deadline, timer) {
             Ok(h) => h,
             // Capacity was checked by the caller, and nothing runs in between.
@@ -1452,13 +1461,18 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
                 self.release(f, Source::Handler { id, fd: slot.fd });
             }
         }
-        // Every waiting timer, in heap order; then `clear` frees the slot of a timer running
-        // right now (its closure is held by the call site, which drops it when `finish` finds
-        // no slot).
-        while let Some((handle, f, _)) = self.timers.pop_due(Instant::MAX, u64::MAX) {
-            if let Some(f) = self.timers.finish(handle, f, Next::Done) {
-                self.release(f, Source::Timer { handle });
+        // Every waiting timer, in heap order, when one may run user code as it is dropped.
+        // That costs a heap pop each (about 70 ms for 10^5 timers, against 0.2 ms for
+        // `clear`), so it is skipped when no timer closure ever had drop glue: then nothing
+        // can panic. `clear` then frees the rest, and the slot of a timer running right now
+        // (its closure is held by the call site, which drops it when `finish` finds no slot).
+        if self.timer_drop_glue {
+            while let Some((handle, f, _)) = self.timers.pop_due(Instant::MAX, u64::MAX) {
+                if let Some(f) = self.timers.finish(handle, f, Next::Done) {
+                    self.release(f, Source::Timer { handle });
+                }
             }
+            self.timer_drop_glue = false;
         }
         self.timers.clear();
         while let Some(cb) = self.callbacks.pop() {
