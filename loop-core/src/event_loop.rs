@@ -135,8 +135,8 @@ pub struct Counters {
     /// (it costs two clock reads per call); zero otherwise.
     pub max_run_time: Duration,
     /// Panics caught in handlers, timers, callbacks and signal handlers, and in the drop of
-    /// their captures (feature `std`; see [`EventLoop`]'s panic policy), each reported as
-    /// [`Failure::Panicked`].
+    /// their captures (feature `std`; see [`EventLoop`]'s panic policy): each reported to
+    /// the error hook as [`Failure::Panicked`], or resumed when there is none.
     pub panics: u64,
 }
 
@@ -859,6 +859,11 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// [`Error::AlreadyRunning`] when called from inside this loop (a handler, timer or
     /// callback); [`Error::Os`] when the poller fails with anything but `EINTR` (which is
     /// retried). The loop stays usable after an error.
+    ///
+    /// # Panics
+    /// A panic of a handler, timer or callback unwinds out of `run` when it is not reported
+    /// to an error hook (see the panic policy on [`EventLoop`]); the loop stays usable and
+    /// can be run again.
     pub fn run(&mut self) -> Result<(), Error> {
         self.drive(None, usize::MAX)
     }
