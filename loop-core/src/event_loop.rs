@@ -2383,6 +2383,56 @@ mod tests {
         lp.run_once(Some(Duration::ZERO)).unwrap();
     }
 
+    #[test]
+    fn panic_in_the_watchdog_hook_still_puts_the_handler_back() {
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        lp.set_watchdog(Duration::ZERO, |_| panic!("watchdog boom"));
+        let calls = Rc::new(Cell::new(0));
+        let c = calls.clone();
+        lp.add_handler(3, Interest::READ, move |lp, fd, _| {
+            c.set(c.get() + 1);
+            lp.poller_mut().clear_ready(fd);
+            Ok(())
+        })
+        .map_err(|r| r.error)
+        .unwrap();
+        lp.poller_mut().set_ready(3, Readiness::READ);
+        assert!(run_unwinds(&mut lp, Some(Duration::ZERO)));
+        lp.clear_watchdog();
+        lp.poller_mut().set_ready(3, Readiness::READ);
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(calls.get(), 2, "the closure went back to its slot");
+    }
+
+    #[test]
+    fn panicking_signal_handler_stays_registered_caught_or_not() {
+        static REMOTE: Remote<Lp, 4> = Remote::new();
+        const SIGNO: i32 = 42;
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        lp.attach_remote(&REMOTE).unwrap();
+        let seen = record_failures(&mut lp);
+        let calls = Rc::new(Cell::new(0));
+        let c = calls.clone();
+        lp.add_signal_handler(SIGNO, fake_installer(), move |_, _| {
+            c.set(c.get() + 1);
+            panic!("signal boom")
+        })
+        .map_err(|r| r.error)
+        .unwrap();
+        crate::signal::deliver(SIGNO);
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(seen.borrow().len(), 1);
+        {
+            let _unwind = without_catching();
+            crate::signal::deliver(SIGNO);
+            assert!(run_unwinds(&mut lp, Some(Duration::ZERO)));
+        }
+        crate::signal::deliver(SIGNO);
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(calls.get(), 3);
+        assert!(lp.remove_signal_handler(SIGNO));
+    }
+
     static INSTALLED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     static RESTORED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
