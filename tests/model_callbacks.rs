@@ -21,23 +21,14 @@ use std::time::Duration;
 use loop_core::sim::SimPoller;
 use loop_core::{Error, EventLoop, Resource};
 use proptest::prelude::*;
-use proptest::test_runner::Config;
 
 const Q: usize = 4;
 const T: usize = 8;
 type Lp = EventLoop<SimPoller<8>, 4, T, Q>;
 
-fn config() -> Config {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(512);
-    Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
-    }
-}
+#[path = "common/proptest_config.rs"]
+mod proptest_config;
+use proptest_config::config;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Rec {

@@ -30,7 +30,6 @@ use loop_core::{
     Readiness, Resource,
 };
 use proptest::prelude::*;
-use proptest::test_runner::Config;
 
 const H: usize = 4;
 type Lp = EventLoop<SimPoller<16>, H, 8, 4>;
@@ -38,17 +37,9 @@ type Lp = EventLoop<SimPoller<16>, H, 8, 4>;
 /// fds chosen to collide in the loop's fd index (home = fd mod 2·H).
 const FDS: [RawFd; 8] = [0, 1, 2, 7, 8, 15, 16, 23];
 
-fn config() -> Config {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(512);
-    Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
-    }
-}
+#[path = "common/proptest_config.rs"]
+mod proptest_config;
+use proptest_config::config;
 
 fn interest(code: u8) -> Interest {
     match code % 4 {

@@ -23,7 +23,6 @@ use std::time::Duration;
 use loop_core::sim::SimPoller;
 use loop_core::{Error, EventLoop, Instant, Periodic, Resource, TimerHandle};
 use proptest::prelude::*;
-use proptest::test_runner::Config;
 
 const T: usize = 8;
 const Q: usize = 4;
@@ -33,17 +32,9 @@ type Lp<const N: usize> = EventLoop<SimPoller<8>, 4, N, Q>;
 /// The id given to closures that are expected to be refused (they never get a handle).
 const REFUSED: usize = usize::MAX;
 
-fn config() -> Config {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(512);
-    Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
-    }
-}
+#[path = "common/proptest_config.rs"]
+mod proptest_config;
+use proptest_config::config;
 
 // ------------------------------------------------------------------------------------------
 // What the closures record
