@@ -1,7 +1,8 @@
-//! One conformance suite for every real poller on Linux: epoll, poll and select.
+//! One conformance suite for every real poller: epoll (Linux), kqueue (BSDs, macOS), poll and
+//! select.
 //!
-//! Each case is a generic function over [`Poller`]; the `conformance!` macro instantiates it
-//! once per poller as `#[test] <poller>::<case>` (so `cargo test epoll::` runs one poller and
+//! Each case is a generic function over [`Poller`]; the harness (`tests/common/pollers.rs`)
+//! instantiates it once per poller as `#[test] <poller>::<case>` (so `cargo test epoll::` runs one poller and
 //! `cargo test read_only_never_sees_write` runs one case on all of them). The cases pin the
 //! contract written on `loop_core::Poller`; where a poller may legitimately differ (select has
 //! no hang-up bit, poll and select emulate oneshot, only epoll has edge mode) the case checks
@@ -10,35 +11,26 @@
 //! Not covered here: `EINTR`. Triggering it portably needs a signal handler (no `libc` among
 //! the dev-dependencies); the simulated poller's fault injection covers the loop's side.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::{mpsc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use loop_core::{Error, Interest, Mode, Notify, PollEvent, Poller, RawFd, Readiness};
+use loop_core::{Error, Interest, Mode, Notify, OpenPoller, PollEvent, Poller, RawFd, Readiness};
+
+#[macro_use]
+#[path = "common/pollers.rs"]
+mod pollers;
+use pollers::Row;
+#[path = "common/fds.rs"]
+mod fds;
+use fds::{raw, sockets};
 use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
 use rustix::pipe::{pipe_with, PipeFlags};
 
 // ---------------------------------------------------------------------------------------------
 // Harness
 // ---------------------------------------------------------------------------------------------
-
-/// A poller whose notifier can be handed to another thread while `wait` holds `&mut self`.
-/// (`Poller::notifier` returns a borrow; each notifier offers an owned `try_clone`.)
-trait Remote: Poller {
-    fn remote(&self) -> impl Notify + 'static;
-}
-
-macro_rules! remote_by_try_clone {
-    ($($ty:ty),*) => {$(
-        impl Remote for $ty {
-            fn remote(&self) -> impl Notify + 'static {
-                self.notifier().try_clone().expect("dup the notifier")
-            }
-        }
-    )*};
-}
-remote_by_try_clone!(loop_linux::Epoll, loop_select::Poll, loop_select::Select);
 
 /// Tests run on parallel threads and share the process's fd table. The many-fds cases hold a
 /// thousand fds, which would push every other test's fds past select's `FD_SETSIZE`: they
@@ -53,64 +45,38 @@ fn exclusive_fds() -> RwLockWriteGuard<'static, ()> {
     FD_TABLE.write().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Instantiate every case for every poller: `pollers { name => constructor, [extra cases] }`.
-macro_rules! conformance {
-    (
-        pollers { $($poller:ident => $make:expr, [$($extra:ident),*];)* }
-        cases $cases:tt
-    ) => {$(
-        mod $poller {
-            use super::*;
-            conformance!(@cases $make; $cases);
-            $(
-                #[test]
-                fn $extra() {
-                    super::$extra($make.expect("create the poller"));
-                }
-            )*
-        }
-    )*};
-    (@cases $make:expr; [$($case:ident),* $(,)?]) => {$(
-        #[test]
-        fn $case() {
-            let _fds = shared_fds();
-            super::$case($make.expect("create the poller"));
-        }
-    )*};
+/// A fresh poller of the row, and a share of the fd table for the test's duration.
+fn fresh<P: OpenPoller>() -> (RwLockReadGuard<'static, ()>, P) {
+    (shared_fds(), P::open().expect("create the poller"))
 }
 
-conformance! {
-    pollers {
-        epoll => loop_linux::Epoll::new(), [many_fds, fds_above_fd_setsize_work];
-        poll => loop_select::Poll::new(), [many_fds, fds_above_fd_setsize_work];
-        select => loop_select::Select::new(), [fd_at_or_above_fd_setsize_is_refused];
-    }
-    cases [
-        readable_socketpair_reports_read,
-        read_only_never_sees_write,
-        write_only_never_sees_read,
-        pipe_ends_report_their_direction,
-        closed_peer_is_reported_to_a_reader,
-        closed_peer_is_reported_to_a_writer,
-        refused_connect_is_reported_to_a_writer,
-        error_only_interest_sees_no_read_or_write,
-        modify_changes_interest_and_key,
-        duplicate_register_is_refused_and_keeps_the_first,
-        unknown_fds_are_enoent,
-        closed_fd_is_refused_at_register,
-        deregister_stops_reports,
-        deregistered_key_is_never_reported_even_after_fd_reuse,
-        small_buffer_reaches_every_ready_fd,
-        oneshot_reports_once_or_is_refused,
-        edge_reports_changes_or_is_refused,
-        notifier_wakes_a_blocked_wait_from_another_thread,
-        notifications_coalesce_into_one_wake,
-        timeouts_are_never_early,
-        clock_is_monotonic,
-        close_fd_closes_an_owned_fd,
-        reset_drops_every_registration_or_declines,
-    ]
-}
+for_each_poller!(cases:
+    readable_socketpair_reports_read,
+    read_only_never_sees_write,
+    write_only_never_sees_read,
+    pipe_ends_report_their_direction,
+    closed_peer_is_reported_to_a_reader,
+    closed_peer_is_reported_to_a_writer,
+    refused_connect_is_reported_to_a_writer,
+    error_only_interest_sees_no_read_or_write,
+    modify_changes_interest_and_key,
+    duplicate_register_is_refused_and_keeps_the_first,
+    unknown_fds_are_enoent,
+    closed_fd_is_refused_at_register,
+    deregister_stops_reports,
+    deregistered_key_is_never_reported_even_after_fd_reuse,
+    small_buffer_reaches_every_ready_fd,
+    oneshot_reports_once_or_is_refused,
+    edge_reports_changes_or_is_refused,
+    notifier_wakes_a_blocked_wait_from_another_thread,
+    notifications_coalesce_into_one_wake,
+    timeouts_are_never_early,
+    clock_is_monotonic,
+    close_fd_closes_an_owned_fd,
+    reset_drops_every_registration_or_declines,
+    many_fds,
+    fds_above_fd_setsize_work_or_are_refused,
+);
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -122,20 +88,6 @@ const WRITE: Interest = Interest::WRITE.union(Interest::ERROR);
 const BOTH: Interest = READ.union(WRITE);
 /// Long enough that a test only waits this long when something is broken.
 const PATIENCE: Duration = Duration::from_secs(5);
-
-fn sockets() -> (OwnedFd, OwnedFd) {
-    socketpair(
-        AddressFamily::UNIX,
-        SocketType::STREAM,
-        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
-        None,
-    )
-    .expect("socketpair")
-}
-
-fn raw(fd: &impl AsFd) -> RawFd {
-    fd.as_fd().as_raw_fd()
-}
 
 fn send(fd: &OwnedFd, bytes: &[u8]) {
     assert_eq!(rustix::io::write(fd, bytes).expect("write"), bytes.len());
@@ -164,7 +116,8 @@ fn ready_for<P: Poller>(p: &mut P, key: u64, timeout: Option<Duration>) -> Optio
 // Readiness
 // ---------------------------------------------------------------------------------------------
 
-fn readable_socketpair_reports_read<P: Poller>(mut p: P) {
+fn readable_socketpair_reports_read<P: OpenPoller>() {
+    let (_fds, mut p) = fresh::<P>();
     let (a, b) = sockets();
     p.register(raw(&a), 1, READ, Mode::Level).unwrap();
     assert_eq!(ready_for(&mut p, 1, NOW), None, "nothing to read yet");
@@ -177,7 +130,8 @@ fn readable_socketpair_reports_read<P: Poller>(mut p: P) {
 
 /// Tornado: a handler registered for READ is never called with WRITE, although a connected
 /// socket is always writable.
-fn read_only_never_sees_write<P: Poller>(mut p: P) {
+fn read_only_never_sees_write<P: OpenPoller>() {
+    let (_fds, mut p) = fresh::<P>();
     let (a, b) = sockets();
     p.register(raw(&a), 1, READ, Mode::Level).unwrap();
     assert_eq!(
@@ -190,7 +144,8 @@ fn read_only_never_sees_write<P: Poller>(mut p: P) {
     assert!(!r.contains(Readiness::WRITE), "{r:?}");
 }
 
-fn write_only_never_sees_read<P: Poller>(mut p: P) {
+fn write_only_never_sees_read<P: OpenPoller>() {
+    let (_fds, mut p) = fresh::<P>();
     let (a, b) = sockets();
     send(&b, b"pending data");
     p.register(raw(&a), 1, WRITE, Mode::Level).unwrap();
@@ -202,7 +157,8 @@ fn write_only_never_sees_read<P: Poller>(mut p: P) {
     );
 }
 
-fn pipe_ends_report_their_direction<P: Poller>(mut p: P) {
+fn pipe_ends_report_their_direction<P: OpenPoller>() {
+    let (_fds, mut p) = fresh::<P>();
     let (r, w) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK).unwrap();
     p.register(raw(&r), 1, READ, Mode::Level).unwrap();
     p.register(raw(&w), 2, WRITE, Mode::Level).unwrap();
@@ -226,7 +182,8 @@ fn pipe_ends_report_their_direction<P: Poller>(mut p: P) {
 
 /// epoll and poll report READ | HUP; select has no hang-up bit and reports READ (the handler's
 /// read then returns 0), as Tornado's select loop does.
-fn closed_peer_is_reported_to_a_reader<P: Poller>(mut p: P) {
+fn closed_peer_is_reported_to_a_reader<P: OpenPoller>() {
+    let (_fds, mut p) = fresh::<P>();
     let (a, b) = sockets();
     p.register(raw(&a), 1, READ, Mode::Level).unwrap();
     drop(b);
@@ -237,7 +194,8 @@ fn closed_peer_is_reported_to_a_reader<P: Poller>(mut p: P) {
 
 /// A write-only handler still learns that the peer is gone: HUP (epoll, poll) or WRITE
 /// (select, where the write then fails with EPIPE).
-fn closed_peer_is_reported_to_a_writer<P: Poller>(mut p: P) {
+fn closed_peer_is_reported_to_a_writer<P: OpenPoller>() {
+    let (_fds, mut p) = fresh::<P>();
     let (a, b) = sockets();
     p.register(raw(&a), 1, WRITE, Mode::Level).unwrap();
     drop(b);
@@ -251,7 +209,8 @@ fn closed_peer_is_reported_to_a_writer<P: Poller>(mut p: P) {
 
 /// Tornado's IOStream connects by waiting for WRITE, then reads SO_ERROR: a refused connect
 /// must wake a write handler (ERROR | HUP on epoll/poll, WRITE on select).
-fn refused_connect_is_reported_to_a_writer<P: Poller>(mut p: P) {
+fn refused_connect_is_reported_to_a_writer<P: OpenPoller>() {
+    let (_fds, mut p) = fresh::<P>();
     // A loopback port that nobody listens on: bind one, note it, close it.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -283,7 +242,8 @@ fn refused_connect_is_reported_to_a_writer<P: Poller>(mut p: P) {
     assert_eq!(err, Err(rustix::io::Errno::CONNREFUSED));
 }
 
-fn error_only_interest_sees_no_read_or_write<P: Poller>(mut p: P) {
+fn error_only_interest_sees_no_read_or_write<P: OpenPoller>() {
+    let (_fds, mut p) = fresh::<P>();
     let (a, b) = sockets();
     send(&b, b"x");
     p.register(raw(&a), 1, Interest::ERROR, Mode::Level)
@@ -295,7 +255,8 @@ fn error_only_interest_sees_no_read_or_write<P: Poller>(mut p: P) {
 // Registration
 // ---------------------------------------------------------------------------------------------
 
-fn modify_changes_interest_and_key<P: Poller>(mut p: P) {
+fn modify_changes_interest_and_key<P: OpenPoller>() {
+    let (_fds, mut p) = fresh::<P>();
     let (a, _b) = sockets();
     p.register(raw(&a), 1, READ, Mode::Level).unwrap();
     assert!(wait(&mut p, NOW).is_empty());
@@ -312,7 +273,8 @@ fn modify_changes_interest_and_key<P: Poller>(mut p: P) {
 }
 
 /// DESIGN.md §2: adding a second handler for an fd is an error and leaves the first untouched.
-fn duplicate_register_is_refused_and_keeps_the_first<P: Poller>(mut p: P) {
+fn duplicate_register_is_refused_and_keeps_the_first<P: OpenPoller>() {
+    let (_fds, mut p) = fresh::<P>();
     let (a, _b) = sockets();
     p.register(raw(&a), 1, WRITE, Mode::Level).unwrap();
     let second = p.register(raw(&a), 2, READ, Mode::Level);
@@ -336,7 +298,8 @@ fn duplicate_register_is_refused_and_keeps_the_first<P: Poller>(mut p: P) {
 
 /// Tornado's remove_handler of an unknown fd is an error the loop ignores; modify of one is
 /// ENOENT (epoll's answer, kept by every poller).
-fn unknown_fds_are_enoent<P: Poller>(mut p: P) {
+fn unknown_fds_are_enoent<P: OpenPoller>() {
+    let (_fds, mut p) = fresh::<P>();
     let (a, _b) = sockets();
     let enoent = Err(Error::Os {
         errno: loop_core::Errno::ENOENT,
@@ -348,7 +311,8 @@ fn unknown_fds_are_enoent<P: Poller>(mut p: P) {
     assert_eq!(p.deregister(raw(&a)), enoent);
 }
 
-fn closed_fd_is_refused_at_register<P: Poller>(mut p: P) {
+fn closed_fd_is_refused_at_register<P: OpenPoller>() {
+    let (_fds, mut p) = fresh::<P>();
     let (a, _b) = sockets();
     let fd = raw(&a);
     drop(a);
@@ -361,7 +325,8 @@ fn closed_fd_is_refused_at_register<P: Poller>(mut p: P) {
     );
 }
 
-fn deregister_stops_reports<P: Poller>(mut p: P) {
+fn deregister_stops_reports<P: OpenPoller>() {
+    let (_fds, mut p) = fresh::<P>();
     let (a, _b) = sockets();
     p.register(raw(&a), 1, WRITE, Mode::Level).unwrap();
     assert_eq!(wait(&mut p, NOW).len(), 1);
@@ -372,7 +337,8 @@ fn deregister_stops_reports<P: Poller>(mut p: P) {
 /// The stale-event rule (mio#219 is "the user's problem"; here it is the poller's): once
 /// `deregister` returns, no wait reports the old key, even when the fd number is reused at
 /// once by a new registration.
-fn deregistered_key_is_never_reported_even_after_fd_reuse<P: Poller>(mut p: P) {
+fn deregistered_key_is_never_reported_even_after_fd_reuse<P: OpenPoller>() {
+    let (_fds, mut p) = fresh::<P>();
     let (a, b) = sockets();
     send(&b, b"x");
     let fd = raw(&a);
@@ -391,7 +357,8 @@ fn deregistered_key_is_never_reported_even_after_fd_reuse<P: Poller>(mut p: P) {
 }
 
 /// Contract: if more fds are ready than the buffer holds, later waits report the rest.
-fn small_buffer_reaches_every_ready_fd<P: Poller>(mut p: P) {
+fn small_buffer_reaches_every_ready_fd<P: OpenPoller>() {
+    let (_fds, mut p) = fresh::<P>();
     let pairs: Vec<_> = (0..3).map(|_| sockets()).collect();
     for (key, (a, _)) in pairs.iter().enumerate() {
         p.register(raw(a), key as u64, WRITE, Mode::Level).unwrap();
@@ -409,7 +376,8 @@ fn small_buffer_reaches_every_ready_fd<P: Poller>(mut p: P) {
 // Modes
 // ---------------------------------------------------------------------------------------------
 
-fn oneshot_reports_once_or_is_refused<P: Poller>(mut p: P) {
+fn oneshot_reports_once_or_is_refused<P: OpenPoller>() {
+    let (_fds, mut p) = fresh::<P>();
     let (a, _b) = sockets();
     if !p.capabilities().supports(Mode::Oneshot) {
         assert_eq!(
@@ -433,7 +401,8 @@ fn oneshot_reports_once_or_is_refused<P: Poller>(mut p: P) {
     p.deregister(raw(&a)).unwrap();
 }
 
-fn edge_reports_changes_or_is_refused<P: Poller>(mut p: P) {
+fn edge_reports_changes_or_is_refused<P: OpenPoller>() {
+    let (_fds, mut p) = fresh::<P>();
     let (a, b) = sockets();
     if !p.capabilities().supports(Mode::Edge) {
         assert_eq!(
@@ -458,8 +427,12 @@ fn edge_reports_changes_or_is_refused<P: Poller>(mut p: P) {
 // Notifier
 // ---------------------------------------------------------------------------------------------
 
-fn notifier_wakes_a_blocked_wait_from_another_thread<P: Remote>(mut p: P) {
-    let remote = p.remote();
+fn notifier_wakes_a_blocked_wait_from_another_thread<P: OpenPoller>()
+where
+    P::Notifier: 'static,
+{
+    let (_fds, mut p) = fresh::<P>();
+    let remote = p.notifier().try_clone().expect("dup the notifier");
     // A fallback wake through an fd, so a broken notifier fails the test instead of hanging it.
     let (fallback, fallback_peer) = sockets();
     p.register(raw(&fallback), 99, READ, Mode::Level).unwrap();
@@ -492,7 +465,8 @@ fn notifier_wakes_a_blocked_wait_from_another_thread<P: Remote>(mut p: P) {
 
 /// Tornado's Waker is a flag, not a counter: a burst of wakes costs one wait, and the pipe
 /// (or eventfd) is drained by it.
-fn notifications_coalesce_into_one_wake<P: Poller>(mut p: P) {
+fn notifications_coalesce_into_one_wake<P: OpenPoller>() {
+    let (_fds, mut p) = fresh::<P>();
     for _ in 0..1000 {
         p.notifier().notify().unwrap();
     }
@@ -517,7 +491,8 @@ fn notifications_coalesce_into_one_wake<P: Poller>(mut p: P) {
 
 /// DESIGN.md §3: round up, never down. Only "never early" is asserted: a loaded CI machine
 /// may always be late.
-fn timeouts_are_never_early<P: Poller>(mut p: P) {
+fn timeouts_are_never_early<P: OpenPoller>() {
+    let (_fds, mut p) = fresh::<P>();
     let durations = [0, 1, 400, 1_000, 1_500, 10_000, 25_000].map(Duration::from_micros);
     for d in durations {
         let (start, clock_start) = (Instant::now(), p.now());
@@ -531,7 +506,8 @@ fn timeouts_are_never_early<P: Poller>(mut p: P) {
     }
 }
 
-fn clock_is_monotonic<P: Poller>(p: P) {
+fn clock_is_monotonic<P: OpenPoller>() {
+    let (_fds, p) = fresh::<P>();
     let mut last = p.now();
     for _ in 0..1000 {
         let now = p.now();
@@ -542,7 +518,8 @@ fn clock_is_monotonic<P: Poller>(p: P) {
     assert!(p.now() - last >= Duration::from_millis(2));
 }
 
-fn close_fd_closes_an_owned_fd<P: Poller>(mut p: P) {
+fn close_fd_closes_an_owned_fd<P: OpenPoller>() {
+    let (_fds, mut p) = fresh::<P>();
     let (a, _b) = sockets();
     let fd = std::os::fd::IntoRawFd::into_raw_fd(a);
     p.register(fd, 1, READ, Mode::Level).unwrap();
@@ -558,7 +535,8 @@ fn close_fd_closes_an_owned_fd<P: Poller>(mut p: P) {
 /// `reset` (the loop's way out of epoll's dup trap): either every registration is gone and
 /// the poller still works (notifier, new registrations), or the poller declines and keeps
 /// them all.
-fn reset_drops_every_registration_or_declines<P: Poller>(mut p: P) {
+fn reset_drops_every_registration_or_declines<P: OpenPoller>() {
+    let (_fds, mut p) = fresh::<P>();
     let (a, b) = sockets();
     send(&b, b"x");
     p.register(raw(&a), 1, READ, Mode::Level).unwrap();
@@ -607,21 +585,31 @@ fn many_pairs(n: usize) -> Option<Vec<(OwnedFd, OwnedFd)>> {
 }
 
 /// 1000 registered fds (both ends of 500 socketpairs): every one is reported, each once per
-/// wait, then a deregistered half goes quiet.
-fn many_fds<P: Poller>(mut p: P) {
+/// wait, then a deregistered half goes quiet. A poller with an fd limit (select's
+/// `FD_SETSIZE`) refuses the numbers at or above it with `InvalidFd`, and still reports the rest.
+fn many_fds<P: OpenPoller + Row>() {
     let _fds = exclusive_fds();
+    let mut p = P::open().expect("create the poller");
     let Some(pairs) = many_pairs(500) else { return };
     let ends: Vec<RawFd> = pairs.iter().flat_map(|(a, b)| [raw(a), raw(b)]).collect();
+    let fits = |fd: RawFd| P::FD_LIMIT.is_none_or(|limit| fd < limit);
     for (key, &fd) in ends.iter().enumerate() {
-        p.register(fd, key as u64, WRITE, Mode::Level).unwrap();
+        let registered = p.register(fd, key as u64, WRITE, Mode::Level);
+        if fits(fd) {
+            registered.unwrap();
+        } else {
+            assert_eq!(registered, Err(Error::InvalidFd { fd }));
+        }
     }
-    let mut seen = vec![false; ends.len()];
+    // The refused ones count as seen: they must never be reported.
+    let mut seen: Vec<bool> = ends.iter().map(|&fd| !fits(fd)).collect();
     let mut events = vec![PollEvent::default(); 128];
     for _ in 0..64 {
         let n = p.wait(&mut events, NOW).unwrap();
         let mut in_this_wait = vec![false; ends.len()];
         for e in &events[..n] {
             assert_eq!(e.readiness, Readiness::WRITE);
+            assert!(fits(ends[e.key as usize]), "a refused fd was reported");
             assert!(
                 !std::mem::replace(&mut in_this_wait[e.key as usize], true),
                 "key twice in one wait"
@@ -638,7 +626,7 @@ fn many_fds<P: Poller>(mut p: P) {
         seen.iter().filter(|s| !**s).count(),
         ends.len()
     );
-    for &fd in &ends[500..] {
+    for &fd in ends[500..].iter().filter(|&&fd| fits(fd)) {
         p.deregister(fd).unwrap();
     }
     for _ in 0..8 {
@@ -650,7 +638,6 @@ fn many_fds<P: Poller>(mut p: P) {
     }
 }
 
-/// Duplicate `fd` to a number at or above select's FD_SETSIZE, or explain why not.
 fn high_dup(fd: &OwnedFd) -> Option<OwnedFd> {
     match rustix::io::fcntl_dupfd_cloexec(fd, 1024) {
         Ok(high) => Some(high),
@@ -661,40 +648,34 @@ fn high_dup(fd: &OwnedFd) -> Option<OwnedFd> {
     }
 }
 
-fn fds_above_fd_setsize_work<P: Poller>(mut p: P) {
-    let _fds = shared_fds();
-    let (a, _b) = sockets();
-    let Some(high) = high_dup(&a) else { return };
-    p.register(raw(&high), 1, WRITE, Mode::Level).unwrap();
-    assert_eq!(
-        wait(&mut p, NOW),
-        [PollEvent {
-            key: 1,
-            readiness: Readiness::WRITE
-        }]
-    );
-}
-
-/// DESIGN.md §3: select's FD_SETSIZE gives a clear error, never a write past the fd set, and
-/// the poller stays usable.
-fn fd_at_or_above_fd_setsize_is_refused<P: Poller>(mut p: P) {
-    let _fds = shared_fds();
+/// An fd numbered above select's `FD_SETSIZE` works on a poller without an fd limit. On one
+/// with a limit (select, DESIGN.md §3) it gets a clear error, never a write past the fd set,
+/// and the poller stays usable.
+fn fds_above_fd_setsize_work_or_are_refused<P: OpenPoller + Row>() {
+    let (_fds, mut p) = fresh::<P>();
     let (a, _b) = sockets();
     let Some(high) = high_dup(&a) else { return };
     let fd = raw(&high);
-    assert_eq!(
-        p.register(fd, 1, WRITE, Mode::Level),
-        Err(Error::InvalidFd { fd })
-    );
-    assert_eq!(
-        p.register(-1, 1, WRITE, Mode::Level),
-        Err(Error::InvalidFd { fd: -1 })
-    );
-    p.register(raw(&a), 2, WRITE, Mode::Level).unwrap();
+    let key = if let Some(limit) = P::FD_LIMIT {
+        assert!(fd >= limit);
+        assert_eq!(
+            p.register(fd, 1, WRITE, Mode::Level),
+            Err(Error::InvalidFd { fd })
+        );
+        assert_eq!(
+            p.register(-1, 1, WRITE, Mode::Level),
+            Err(Error::InvalidFd { fd: -1 })
+        );
+        p.register(raw(&a), 2, WRITE, Mode::Level).unwrap();
+        2
+    } else {
+        p.register(fd, 1, WRITE, Mode::Level).unwrap();
+        1
+    };
     assert_eq!(
         wait(&mut p, NOW),
         [PollEvent {
-            key: 2,
+            key,
             readiness: Readiness::WRITE
         }]
     );

@@ -25,6 +25,7 @@
 //! [`Row`], implemented for every row's poller, never decided by which row a test sits in.
 
 /// What a test may need to know about the poller of a row.
+#[allow(dead_code)] // not every test binary asks
 pub trait Row {
     /// The row's name (`"epoll"`, `"kqueue"`, `"poll"`, `"select"`).
     const NAME: &'static str;
