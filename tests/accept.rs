@@ -15,6 +15,10 @@ use ioloop::accept::{add_accept_handler, Listener, ACCEPTS_PER_EVENT, LISTENER_F
 use ioloop::{Error, Failure, HandlerError, OpenPoller, Poller, Resource};
 use loop_core::EventLoop;
 
+#[macro_use]
+#[path = "common/pollers.rs"]
+mod pollers;
+
 type Lp<P> = EventLoop<P, 8, 16, 16>;
 
 /// A connection and its peer, as the callback received them.
@@ -262,21 +266,7 @@ fn a_failing_accept_backs_off_instead_of_spinning<P: Poller + OpenPoller + 'stat
     assert!(handle.is_active(&lp), "backing off keeps the handler");
 }
 
-macro_rules! for_each_poller {
-    ($($test:ident),* $(,)?) => {
-        mod epoll {
-            $(#[test] fn $test() { super::$test::<ioloop::linux::Epoll>(); })*
-        }
-        mod poll {
-            $(#[test] fn $test() { super::$test::<ioloop::portable::Poll>(); })*
-        }
-        mod select {
-            $(#[test] fn $test() { super::$test::<ioloop::portable::Select>(); })*
-        }
-    };
-}
-
-for_each_poller!(
+for_each_poller!(cases:
     accepted_connections_are_nonblocking_cloexec_and_carry_the_peer_address,
     unix_socket_connections_are_accepted_without_a_peer_address,
     one_readiness_accepts_at_most_128_connections,
@@ -288,6 +278,7 @@ for_each_poller!(
 
 /// epoll reports a TCP socket that never listened as HUP (no READ): the handler removes itself
 /// and says why, instead of being called every iteration by the level-triggered HUP.
+#[cfg(target_os = "linux")]
 #[test]
 fn a_socket_that_cannot_accept_removes_its_handler_instead_of_spinning() {
     use rustix::net::{socket_with, AddressFamily, SocketFlags, SocketType};
@@ -407,26 +398,20 @@ fn a_full_handler_table_pauses_accepting_instead_of_dropping<P: Poller + OpenPol
     assert_eq!(refused.get(), 0);
 }
 
-macro_rules! for_each_poller_limited {
-    ($($test:ident = $max:expr),* $(,)?) => {
-        mod limited {
-            macro_rules! one {
-                ($poller:ty, $t:ident, $m:expr) => {
-                    #[test]
-                    fn $t() {
-                        static LIMIT: super::super::AcceptLimit = super::super::AcceptLimit::new($m);
-                        super::super::$t::<$poller>(&LIMIT);
-                    }
-                };
-            }
-            mod epoll { $(one!(ioloop::linux::Epoll, $test, $max);)* }
-            mod poll { $(one!(ioloop::portable::Poll, $test, $max);)* }
-            mod select { $(one!(ioloop::portable::Select, $test, $max);)* }
-        }
-    };
-}
+mod limited {
+    use super::*;
 
-for_each_poller_limited!(
-    the_limit_pauses_accepting_and_release_resumes = 2,
-    a_full_handler_table_pauses_accepting_instead_of_dropping = 100,
-);
+    for_each_poller! {
+        #[test]
+        fn the_limit_pauses_accepting_and_release_resumes() {
+            static LIMIT: AcceptLimit = AcceptLimit::new(2);
+            super::super::the_limit_pauses_accepting_and_release_resumes::<P>(&LIMIT);
+        }
+
+        #[test]
+        fn a_full_handler_table_pauses_accepting_instead_of_dropping() {
+            static LIMIT: AcceptLimit = AcceptLimit::new(100);
+            super::super::a_full_handler_table_pauses_accepting_instead_of_dropping::<P>(&LIMIT);
+        }
+    }
+}

@@ -9,31 +9,38 @@ use loop_core::{
     Errno, Error, EventLoop, Executor, Interest, IoRegistration, OpenPoller, Poller, Remote,
 };
 
+#[macro_use]
+#[path = "common/pollers.rs"]
+mod pollers;
+
 fn errno(e: rustix::io::Errno) -> Errno {
     Errno(e.raw_os_error())
 }
 
-macro_rules! io_suite {
-    ($name:ident, $poller:ty) => {
-        mod $name {
-            use super::*;
-            type Lp = EventLoop<$poller, 8, 16, 8>;
+for_each_poller! {
+    type Lp = EventLoop<P, 8, 16, 8>;
 
-            fn lp() -> Lp {
-                static REMOTE: Remote<Lp, 16> = Remote::new();
-                static EXEC: Executor<4, 1024> = Executor::new();
-                let mut lp: Lp = EventLoop::new().unwrap();
-                lp.attach_remote(&REMOTE).unwrap();
-                lp.attach_executor(&EXEC).unwrap();
-                lp
-            }
+    /// A loop with a remote and an executor of its own (statics a call site: one a test).
+    macro_rules! lp {
+        () => {{
+            static REMOTE: Remote<Lp, 16> = Remote::new();
+            static EXEC: Executor<4, 1024> = Executor::new();
+            let mut lp: Lp = EventLoop::new().unwrap();
+            lp.attach_remote(&REMOTE).unwrap();
+            lp.attach_executor(&EXEC).unwrap();
+            lp
+        }};
+    }
 
-            #[test]
-            fn async_echo_over_a_socketpair_and_sticky_hangup() {
-                super::async_echo_over_a_socketpair_and_sticky_hangup(lp());
-            }
-        }
-    };
+    #[test]
+    fn async_echo_over_a_socketpair_and_sticky_hangup() {
+        super::async_echo_over_a_socketpair_and_sticky_hangup(lp!());
+    }
+
+    #[test]
+    fn a_registration_dropped_outside_a_task_does_not_block_the_reused_fd_number() {
+        super::a_registration_dropped_outside_a_task_does_not_block_the_reused_fd_number(lp!());
+    }
 }
 
 fn async_echo_over_a_socketpair_and_sticky_hangup<P: Poller + OpenPoller + 'static>(
@@ -119,18 +126,11 @@ fn async_echo_over_a_socketpair_and_sticky_hangup<P: Poller + OpenPoller + 'stat
     assert_eq!(IoRegistration::new(fd).unwrap_err(), Error::NotAttached);
 }
 
-io_suite!(epoll, loop_linux::Epoll);
-io_suite!(poll, loop_select::Poll);
-io_suite!(select, loop_select::Select);
-
-#[test]
-fn a_registration_dropped_outside_a_task_does_not_block_the_reused_fd_number() {
-    type Lp = EventLoop<loop_linux::Epoll, 8, 16, 8>;
-    static REMOTE: Remote<Lp, 16> = Remote::new();
-    static EXEC: Executor<4, 1024> = Executor::new();
-    let mut lp: Lp = EventLoop::new().unwrap();
-    lp.attach_remote(&REMOTE).unwrap();
-    lp.attach_executor(&EXEC).unwrap();
+fn a_registration_dropped_outside_a_task_does_not_block_the_reused_fd_number<
+    P: Poller + OpenPoller + 'static,
+>(
+    mut lp: EventLoop<P, 8, 16, 8>,
+) {
     let (a, _b) = UnixStream::pair().unwrap();
     let number = a.as_raw_fd();
     // Made in a task, dropped outside one: it cannot deregister.

@@ -14,6 +14,10 @@ use ioloop::stream::{BufStream, Timeouts};
 use ioloop::{join, join_array, sleep, Error, Executor, OpenPoller, Poller, Remote};
 use loop_core::EventLoop;
 
+#[macro_use]
+#[path = "common/pollers.rs"]
+mod pollers;
+
 const LIMIT: Option<Duration> = Some(Duration::from_secs(60));
 
 type Conn = BufStream<TcpStream, 256, 256>;
@@ -59,57 +63,48 @@ async fn one_line(addr: std::net::SocketAddr, id: u8) -> bool {
     back == msg
 }
 
-macro_rules! poller_suite {
-    ($name:ident, $poller:ty) => {
-        mod $name {
-            use super::*;
-            type Lp = EventLoop<$poller, 64, 64, 16>;
+for_each_poller! {
+    type Lp = EventLoop<P, 64, 64, 16>;
 
-            macro_rules! setup {
-                ($n:literal) => {{
-                    static REMOTE: Remote<Lp, 16> = Remote::new();
-                    static EXEC: Executor<$n, 4096> = Executor::new();
-                    static SERVER: Server<16> = Server::new();
-                    let mut lp: Lp = EventLoop::new().unwrap();
-                    lp.attach_remote(&REMOTE).unwrap();
-                    lp.attach_executor(&EXEC).unwrap();
-                    (lp, &EXEC, &SERVER)
-                }};
-            }
+    macro_rules! setup {
+        ($n:literal) => {{
+            static REMOTE: Remote<Lp, 16> = Remote::new();
+            static EXEC: Executor<$n, 4096> = Executor::new();
+            static SERVER: Server<16> = Server::new();
+            let mut lp: Lp = EventLoop::new().unwrap();
+            lp.attach_remote(&REMOTE).unwrap();
+            lp.attach_executor(&EXEC).unwrap();
+            (lp, &EXEC, &SERVER)
+        }};
+    }
 
-            #[test]
-            fn more_clients_than_the_limit_wait_and_none_is_dropped() {
-                let (mut lp, exec, server) = setup!(32);
-                let stats = super::more_clients_than_the_limit(&mut lp, exec, server, 4);
-                assert_eq!(stats.high_water, 4, "never more than the limit at once");
-            }
+    #[test]
+    fn more_clients_than_the_limit_wait_and_none_is_dropped() {
+        let (mut lp, exec, server) = setup!(32);
+        let stats = super::more_clients_than_the_limit(&mut lp, exec, server, 4);
+        assert_eq!(stats.high_water, 4, "never more than the limit at once");
+    }
 
-            #[test]
-            fn a_full_executor_is_back_pressure_too() {
-                // 3 task slots, limit 16: at most 3 connections live.
-                let (mut lp, exec, server) = setup!(3);
-                let stats = super::more_clients_than_the_limit(&mut lp, exec, server, 16);
-                assert_eq!(stats.high_water, 3, "bounded by the executor");
-            }
+    #[test]
+    fn a_full_executor_is_back_pressure_too() {
+        // 3 task slots, limit 16: at most 3 connections live.
+        let (mut lp, exec, server) = setup!(3);
+        let stats = super::more_clients_than_the_limit(&mut lp, exec, server, 16);
+        assert_eq!(stats.high_water, 3, "bounded by the executor");
+    }
 
-            #[test]
-            fn half_request_clients_are_closed_at_their_header_timeout() {
-                let (mut lp, exec, server) = setup!(32);
-                super::half_request_clients(&mut lp, exec, server);
-            }
+    #[test]
+    fn half_request_clients_are_closed_at_their_header_timeout() {
+        let (mut lp, exec, server) = setup!(32);
+        super::half_request_clients(&mut lp, exec, server);
+    }
 
-            #[test]
-            fn shutdown_lets_connections_finish_then_closes_the_rest() {
-                let (mut lp, exec, server) = setup!(32);
-                super::graceful_shutdown(&mut lp, exec, server);
-            }
-        }
-    };
+    #[test]
+    fn shutdown_lets_connections_finish_then_closes_the_rest() {
+        let (mut lp, exec, server) = setup!(32);
+        super::graceful_shutdown(&mut lp, exec, server);
+    }
 }
-
-poller_suite!(epoll, loop_linux::Epoll);
-poller_suite!(poll, loop_select::Poll);
-poller_suite!(select, loop_select::Select);
 
 /// 12 clients against `limit` slots: every one is echoed, and the server paused accepting.
 fn more_clients_than_the_limit<
