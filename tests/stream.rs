@@ -15,6 +15,10 @@ use ioloop::stream::{BufStream, Duplex, StreamError, TimeoutKind, Timeouts};
 use ioloop::{join, Error, Executor, OpenPoller, Poller, Remote};
 use loop_core::EventLoop;
 
+#[macro_use]
+#[path = "common/pollers.rs"]
+mod pollers;
+
 const LIMIT: Option<Duration> = Some(Duration::from_secs(30));
 
 type Buf = BufStream<UnixStream, 64, 32>;
@@ -24,54 +28,45 @@ fn pair() -> (Buf, UnixStream) {
     (BufStream::new(a), b)
 }
 
-macro_rules! poller_suite {
-    ($name:ident, $poller:ty, [$($test:ident),* $(,)?]) => {
-        mod $name {
-            use super::*;
-            type Lp = EventLoop<$poller, 16, 32, 16>;
-            $(
-                #[test]
-                fn $test() {
-                    static REMOTE: Remote<Lp, 16> = Remote::new();
-                    static EXEC: Executor<4, 4096> = Executor::new();
-                    let mut lp: Lp = EventLoop::new().unwrap();
-                    lp.attach_remote(&REMOTE).unwrap();
-                    lp.attach_executor(&EXEC).unwrap();
-                    super::run(&mut lp, super::$test());
-                }
-            )*
-        }
-    };
-}
+for_each_poller! {
+    type Lp = EventLoop<P, 16, 32, 16>;
 
-macro_rules! every_poller {
-    ($($test:ident),* $(,)?) => {
-        poller_suite!(epoll, loop_linux::Epoll, [$($test),*]);
-        poller_suite!(poll, loop_select::Poll, [$($test),*]);
-        poller_suite!(select, loop_select::Select, [$($test),*]);
-    };
-}
+    /// One `#[test]` a case, each on a loop with a remote and an executor of its own.
+    macro_rules! on_a_loop {
+        ($($test:ident),* $(,)?) => {$(
+            #[test]
+            fn $test() {
+                static REMOTE: Remote<Lp, 16> = Remote::new();
+                static EXEC: Executor<4, 4096> = Executor::new();
+                let mut lp: Lp = EventLoop::new().unwrap();
+                lp.attach_remote(&REMOTE).unwrap();
+                lp.attach_executor(&EXEC).unwrap();
+                super::run(&mut lp, super::$test());
+            }
+        )*};
+    }
 
-every_poller!(
-    read_until_returns_data_through_the_delimiter_and_keeps_the_rest,
-    read_until_assembles_a_delimiter_split_across_reads,
-    read_until_without_delimiter_within_max_is_limit_exceeded_and_stays_writable,
-    read_until_limit_is_bounded_by_the_buffer,
-    read_until_after_peer_close_is_closed,
-    read_exact_waits_for_n_bytes_and_refuses_more_than_the_buffer,
-    read_exact_into_fills_a_slice_larger_than_the_buffer,
-    read_partial_returns_what_is_there,
-    read_until_close_returns_everything_until_eof,
-    read_until_close_over_capacity_is_buffer_full,
-    write_queues_below_high_water_and_flush_sends,
-    write_above_high_water_flushes_and_large_writes_stream_through,
-    write_to_a_closed_peer_is_an_io_error_and_closes_the_stream,
-    wait_closed_resolves_on_peer_close_and_keeps_data,
-    close_fails_every_later_operation,
-    embedded_io_traits_read_bufread_write,
-    pipes_work_through_duplex,
-    deadlines_fire_on_real_sockets,
-);
+    on_a_loop!(
+        read_until_returns_data_through_the_delimiter_and_keeps_the_rest,
+        read_until_assembles_a_delimiter_split_across_reads,
+        read_until_without_delimiter_within_max_is_limit_exceeded_and_stays_writable,
+        read_until_limit_is_bounded_by_the_buffer,
+        read_until_after_peer_close_is_closed,
+        read_exact_waits_for_n_bytes_and_refuses_more_than_the_buffer,
+        read_exact_into_fills_a_slice_larger_than_the_buffer,
+        read_partial_returns_what_is_there,
+        read_until_close_returns_everything_until_eof,
+        read_until_close_over_capacity_is_buffer_full,
+        write_queues_below_high_water_and_flush_sends,
+        write_above_high_water_flushes_and_large_writes_stream_through,
+        write_to_a_closed_peer_is_an_io_error_and_closes_the_stream,
+        wait_closed_resolves_on_peer_close_and_keeps_data,
+        close_fails_every_later_operation,
+        embedded_io_traits_read_bufread_write,
+        pipes_work_through_duplex,
+        deadlines_fire_on_real_sockets,
+    );
+}
 
 fn run<P: Poller + OpenPoller + 'static, const H: usize, const T: usize, const Q: usize>(
     lp: &mut EventLoop<P, H, T, Q>,
