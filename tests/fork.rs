@@ -16,6 +16,11 @@ use std::time::Duration;
 
 use loop_core::{Errno, Error, EventLoop, Interest, OpenPoller, PollEvent, Poller, Readiness};
 
+#[macro_use]
+#[path = "common/pollers.rs"]
+mod pollers;
+use pollers::Row;
+
 type Lp<P> = EventLoop<P, 8, 8, 8>;
 
 /// A loop with a READ handler on one end of a socketpair that records what it saw (and
@@ -174,27 +179,32 @@ fn child_poller_refuses_every_kernel_operation<P: Poller + OpenPoller + 'static>
     assert_eq!(poller.deregister(fd), Ok(()));
 }
 
-macro_rules! cases {
-    ($($name:ident),* $(,)?) => {
-        fn run_all<P: Poller + OpenPoller + 'static>(poller: &str) {
-            $(
-                $name::<P>();
-                println!("test {}::{} ... ok", poller, stringify!($name));
-            )*
-        }
-    };
+/// Every case on one poller, reported in the test harness's words.
+fn run_all<P: Poller + OpenPoller + Row + 'static>() {
+    let cases: [(fn(), &str); 4] = [
+        (
+            child_dropping_inherited_loop_leaves_parent_handlers_firing::<P>,
+            "child_dropping_inherited_loop_leaves_parent_handlers_firing",
+        ),
+        (
+            child_closing_loop_does_not_touch_parent::<P>,
+            "child_closing_loop_does_not_touch_parent",
+        ),
+        (
+            child_updating_a_handler_does_not_touch_parent::<P>,
+            "child_updating_a_handler_does_not_touch_parent",
+        ),
+        (
+            child_poller_refuses_every_kernel_operation::<P>,
+            "child_poller_refuses_every_kernel_operation",
+        ),
+    ];
+    for (case, name) in cases {
+        case();
+        println!("test {}::{name} ... ok", P::NAME);
+    }
 }
 
-cases!(
-    child_dropping_inherited_loop_leaves_parent_handlers_firing,
-    child_closing_loop_does_not_touch_parent,
-    child_updating_a_handler_does_not_touch_parent,
-    child_poller_refuses_every_kernel_operation,
-);
-
 fn main() {
-    #[cfg(target_os = "linux")]
-    run_all::<loop_linux::Epoll>("epoll");
-    run_all::<loop_select::Poll>("poll");
-    run_all::<loop_select::Select>("select");
+    for_each_poller!(call: run_all);
 }

@@ -16,6 +16,10 @@ use loop_core::{EventLoop, HandlerError, Interest, OpenPoller, Periodic, Poller}
 mod alloc_counter;
 use alloc_counter::allocations_in;
 
+#[macro_use]
+#[path = "common/pollers.rs"]
+mod pollers;
+
 type Lp<P> = EventLoop<P, 16, 64, 64>;
 
 fn drain(fd: i32) -> Result<(), HandlerError> {
@@ -42,20 +46,7 @@ fn echo_tick<P: Poller + 'static>(lp: &mut Lp<P>) {
     let _ = lp.call_later(Duration::from_micros(200), echo_tick::<P>);
 }
 
-#[test]
-fn epoll_loop_makes_no_heap_allocation_after_the_first_run_once() {
-    no_heap_allocation_after_the_first_run_once::<loop_linux::Epoll>();
-}
-
-#[test]
-fn poll_loop_makes_no_heap_allocation_after_the_first_run_once() {
-    no_heap_allocation_after_the_first_run_once::<loop_select::Poll>();
-}
-
-#[test]
-fn select_loop_makes_no_heap_allocation_after_the_first_run_once() {
-    no_heap_allocation_after_the_first_run_once::<loop_select::Select>();
-}
+for_each_poller!(cases: no_heap_allocation_after_the_first_run_once);
 
 fn no_heap_allocation_after_the_first_run_once<P: Poller + OpenPoller + 'static>() {
     let mut lp: Lp<P> = EventLoop::new().unwrap();

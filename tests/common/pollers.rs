@@ -19,6 +19,8 @@
 //! - `for_each_poller! { items }` — the items are expanded in every row's module, which holds
 //!   `use super::*;` and `type P = <the row's poller>;`: a setup (a loop type, statics) is
 //!   written once too.
+//! - `for_each_poller!(call: f);` — in a function body (a test binary with its own `main`):
+//!   `f::<P>()` for every row, in row order.
 //!
 //! Each row is a module named after it, so `cargo test epoll::` runs one poller and
 //! `cargo test <case>` one case on all of them. What differs between pollers is asked of
@@ -33,42 +35,72 @@ pub trait Row {
     const FD_LIMIT: Option<i32>;
 }
 
-macro_rules! rows {
-    ($($(#[$cfg:meta])* $name:literal => $ty:ty, $limit:expr;)*) => {$(
-        $(#[$cfg])*
-        impl Row for $ty {
-            const NAME: &'static str = $name;
-            const FD_LIMIT: Option<i32> = $limit;
-        }
-    )*};
+/// The rows, the one list of them: each row's target gate, module name, poller and fd limit,
+/// handed to `$m!` one row at a time.
+macro_rules! __poller_rows {
+    ($m:ident ! $args:tt) => {
+        $m!(
+            #[cfg(target_os = "linux")]
+            epoll,
+            ioloop::linux::Epoll,
+            None,
+            $args
+        );
+        $m!(
+            #[cfg(kqueue)]
+            kqueue,
+            ioloop::bsd::Kqueue,
+            None,
+            $args
+        );
+        $m!(
+            #[cfg(all())]
+            poll,
+            ioloop::portable::Poll,
+            None,
+            $args
+        );
+        // FD_SETSIZE, the same on every platform that has select.
+        $m!(
+            #[cfg(all())]
+            select,
+            ioloop::portable::Select,
+            Some(1024),
+            $args
+        );
+    };
 }
 
-// The rows' pollers; keep in step with `__poller_row!` below.
-rows! {
-    #[cfg(target_os = "linux")]
-    "epoll" => ioloop::linux::Epoll, None;
-    #[cfg(kqueue)]
-    "kqueue" => ioloop::bsd::Kqueue, None;
-    "poll" => ioloop::portable::Poll, None;
-    "select" => ioloop::portable::Select, Some(1024);
+/// One row's [`Row`] implementation.
+macro_rules! __poller_row_impl {
+    (#[$cfg:meta] $name:ident, $ty:ty, $limit:expr, ()) => {
+        #[$cfg]
+        impl Row for $ty {
+            const NAME: &'static str = stringify!($name);
+            const FD_LIMIT: Option<i32> = $limit;
+        }
+    };
 }
+
+__poller_rows!(__poller_row_impl!());
 
 /// See the module docs.
 macro_rules! for_each_poller {
     (cases: $($case:ident),* $(,)?) => {
         for_each_poller! { $( #[test] fn $case() { super::$case::<P>(); } )* }
     };
+    (call: $f:ident) => {
+        __poller_rows!(__poller_row_call!($f))
+    };
     ($($items:tt)*) => {
-        __poller_row!(epoll { $($items)* });
-        __poller_row!(kqueue { $($items)* });
-        __poller_row!(poll { $($items)* });
-        __poller_row!(select { $($items)* });
+        __poller_rows!(__poller_row_mod!{ $($items)* });
     };
 }
 
-/// One row of [`for_each_poller!`]: its module, its target gate and its poller.
-macro_rules! __poller_row {
-    (@mod $name:ident, $ty:ty, { $($items:tt)* }) => {
+/// One row's module of [`for_each_poller!`].
+macro_rules! __poller_row_mod {
+    (#[$cfg:meta] $name:ident, $ty:ty, $limit:expr, { $($items:tt)* }) => {
+        #[$cfg]
         mod $name {
             #[allow(unused_imports)]
             use super::*;
@@ -77,18 +109,12 @@ macro_rules! __poller_row {
             $($items)*
         }
     };
-    (epoll $items:tt) => {
-        #[cfg(target_os = "linux")]
-        __poller_row!(@mod epoll, ioloop::linux::Epoll, $items);
-    };
-    (kqueue $items:tt) => {
-        #[cfg(kqueue)]
-        __poller_row!(@mod kqueue, ioloop::bsd::Kqueue, $items);
-    };
-    (poll $items:tt) => {
-        __poller_row!(@mod poll, ioloop::portable::Poll, $items);
-    };
-    (select $items:tt) => {
-        __poller_row!(@mod select, ioloop::portable::Select, $items);
+}
+
+/// One row's call of `for_each_poller!(call: f)`: `f::<P>()` in statement position.
+macro_rules! __poller_row_call {
+    (#[$cfg:meta] $name:ident, $ty:ty, $limit:expr, ($f:ident)) => {
+        #[$cfg]
+        $f::<$ty>();
     };
 }
