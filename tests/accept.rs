@@ -11,7 +11,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use ioloop::accept::{add_accept_handler, Listener, ACCEPTS_PER_EVENT, LISTENER_FAILED};
+use ioloop::accept::{add_accept_handler, Listener, ACCEPTS_PER_EVENT};
 use ioloop::{Error, Failure, HandlerError, OpenPoller, Poller, Resource};
 use loop_core::EventLoop;
 
@@ -281,6 +281,7 @@ for_each_poller!(cases:
 #[cfg(target_os = "linux")]
 #[test]
 fn a_socket_that_cannot_accept_removes_its_handler_instead_of_spinning() {
+    use ioloop::accept::LISTENER_FAILED;
     use rustix::net::{socket_with, AddressFamily, SocketFlags, SocketType};
     let mut lp: Lp<ioloop::linux::Epoll> = EventLoop::new().unwrap();
     let sock = socket_with(

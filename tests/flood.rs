@@ -3,6 +3,9 @@
 //! keep talking. Every connection beyond capacity is refused cleanly (accepted, closed and
 //! counted: the client sees EOF or a reset, never a hang), no fd leaks, the 15 keep echoing,
 //! and the loop thread makes no heap allocation while it happens.
+//!
+//! Linux only: it counts open fds in `/proc/self/fd`.
+#![cfg(target_os = "linux")]
 
 use std::cell::Cell;
 use std::io::{ErrorKind, Read, Write};

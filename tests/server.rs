@@ -284,7 +284,7 @@ fn graceful_shutdown<
 
 #[test]
 fn a_limit_above_max_is_clamped_and_an_early_shutdown_is_not_lost() {
-    type Lp = EventLoop<loop_linux::Epoll, 16, 16, 16>;
+    type Lp = EventLoop<ioloop::DefaultPoller, 16, 16, 16>;
     static REMOTE: Remote<Lp, 16> = Remote::new();
     static EXEC: Executor<4, 4096> = Executor::new();
     static SERVER: Server<2> = Server::new();
@@ -329,7 +329,7 @@ mod alloc_counter;
 fn stream_server_with_100_connections_allocates_nothing_in_steady_state() {
     use alloc_counter::allocations_in;
     const CONNECTIONS: usize = 100;
-    type Lp = EventLoop<loop_linux::Epoll, 256, 256, 64>;
+    type Lp = EventLoop<ioloop::DefaultPoller, 256, 256, 64>;
     static REMOTE: Remote<Lp, 16> = Remote::new();
     static EXEC: Executor<{ CONNECTIONS + 8 }, 4096> = Executor::new();
     static SERVER: Server<128> = Server::new();
