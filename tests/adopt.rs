@@ -6,21 +6,14 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Duration;
 
+use ioloop::join;
 use ioloop::net::{pipe, PipeReader, TcpListener, TcpStream, UdpSocket, UnixStream};
-use ioloop::{join, Executor, Remote};
 
 const LIMIT: Option<Duration> = Some(Duration::from_secs(20));
 
-macro_rules! event_loop {
-    () => {{
-        static REMOTE: Remote<ioloop::EventLoop, 16> = Remote::new();
-        static EXEC: Executor<8, 4096> = Executor::new();
-        let mut lp = ioloop::EventLoop::new().unwrap();
-        lp.attach_remote(&REMOTE).unwrap();
-        lp.attach_executor(&EXEC).unwrap();
-        lp
-    }};
-}
+#[macro_use]
+#[path = "common/attached.rs"]
+mod attached;
 
 fn nonblocking(fd: impl AsFd) -> bool {
     rustix::fs::fcntl_getfl(fd)
@@ -47,7 +40,7 @@ fn a_std_listener_and_stream_made_before_the_loop_serve_an_exchange_on_it() {
     assert!(nonblocking(&listener) && nonblocking(&client));
     assert_eq!(listener.local_addr().unwrap(), addr);
 
-    let mut lp = event_loop!();
+    let (mut lp, _) = attached_loop!(ioloop::EventLoop);
     let answer = lp
         .run_sync(
             async {
@@ -88,7 +81,7 @@ fn an_inherited_fd_without_cloexec_is_adopted_nonblocking_and_close_on_exec() {
     assert!(cloexec(&listener));
 
     let addr = listener.local_addr().unwrap();
-    let mut lp = event_loop!();
+    let (mut lp, _) = attached_loop!(ioloop::EventLoop);
     let peer = lp
         .run_sync(
             async {
@@ -106,7 +99,7 @@ fn an_inherited_fd_without_cloexec_is_adopted_nonblocking_and_close_on_exec() {
 #[test]
 fn into_std_hands_back_a_working_socket_after_loop_use() {
     let (a, b) = UnixStream::pair().unwrap();
-    let mut lp = event_loop!();
+    let (mut lp, _) = attached_loop!(ioloop::EventLoop);
     // Use `a` on the loop (it registers), then take it back inside run_sync (it deregisters).
     let std_a = lp
         .run_sync(
@@ -133,7 +126,7 @@ fn into_std_hands_back_a_working_socket_after_loop_use() {
 
 #[test]
 fn a_socket_taken_back_can_be_adopted_again_by_the_same_loop() {
-    let mut lp = event_loop!();
+    let (mut lp, _) = attached_loop!(ioloop::EventLoop);
     let (a, b) = UnixStream::pair().unwrap();
     let got = lp
         .run_sync(
@@ -166,7 +159,7 @@ fn udp_and_pipes_round_trip_through_std() {
     let r = PipeReader::from_std(r).unwrap();
     let w = ioloop::net::PipeWriter::from_std(w).unwrap();
     assert!(nonblocking(&r) && nonblocking(&w));
-    let mut lp = event_loop!();
+    let (mut lp, _) = attached_loop!(ioloop::EventLoop);
     let n = lp
         .run_sync(
             async {

@@ -1,6 +1,6 @@
 //! `futures_io::AsyncRead` / `AsyncWrite` on `ioloop::net`'s streams (feature `futures-io`),
 //! driven by the `futures::io` utilities (`read_to_end`, `write_all`, `copy`, `BufReader`)
-//! inside `run_sync`, on epoll (edge-triggered) and poll (level-triggered). Every run is
+//! inside `run_sync`, on every poller (edge-triggered on epoll, level-triggered elsewhere). Every run is
 //! bounded by a `run_sync` timeout. Where the streams have an inherent method of the same name
 //! (`read`, `write_all`), the trait's is named explicitly so the trait impl is what runs.
 
@@ -8,24 +8,22 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use ioloop::join;
 use ioloop::net::{pipe, TcpListener, TcpStream, UnixStream};
-use ioloop::{join, Executor, Remote};
 
 const LIMIT: Option<Duration> = Some(Duration::from_secs(20));
 
-type Epoll = ioloop::EventLoop;
-type PollLoop = loop_core::EventLoop<loop_select::Poll, 64, 256, 256>;
+#[macro_use]
+#[path = "common/attached.rs"]
+mod attached;
+#[macro_use]
+#[path = "common/pollers.rs"]
+mod pollers;
 
-macro_rules! event_loop {
-    ($lp:ty) => {{
-        static REMOTE: Remote<$lp, 16> = Remote::new();
-        static EXEC: Executor<8, 4096> = Executor::new();
-        let mut lp = <$lp>::new().unwrap();
-        lp.attach_remote(&REMOTE).unwrap();
-        lp.attach_executor(&EXEC).unwrap();
-        lp
-    }};
-}
+/// The platform's default poller (epoll on Linux, kqueue on the BSDs and macOS).
+type DefaultLoop = ioloop::EventLoop;
+/// Each poller's loop, for the cases run on every poller.
+type Lp<P> = loop_core::EventLoop<P, 64, 256, 256>;
 
 /// Deterministic payload: larger than the socket buffers, so writers must wait for room.
 fn payload(n: usize) -> Vec<u8> {
@@ -35,37 +33,6 @@ fn payload(n: usize) -> Vec<u8> {
 }
 
 const BIG: usize = 1 << 20;
-
-#[test]
-fn tcp_write_all_and_read_to_end_move_a_megabyte_on_epoll() {
-    let mut lp = event_loop!(Epoll);
-    let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let data = payload(BIG);
-    let got = lp
-        .run_sync(
-            async {
-                let client = async {
-                    let mut s = TcpStream::connect(addr).await?;
-                    AsyncWriteExt::write_all(&mut s, &data).await?;
-                    s.close().await // shutdown(SHUT_WR): the server reads end-of-stream
-                };
-                let server = async {
-                    let (mut s, _) = listener.accept().await?;
-                    let mut got = Vec::new();
-                    s.read_to_end(&mut got).await?;
-                    Ok::<_, std::io::Error>(got)
-                };
-                let (c, s) = join(client, server).await;
-                c?;
-                s
-            },
-            LIMIT,
-        )
-        .unwrap()
-        .unwrap();
-    assert!(got == data, "received {} bytes, not the payload", got.len());
-}
 
 /// An echo server written only with `futures::io::copy` over the two halves of one
 /// `&TcpStream`: the shared-reference impls let the reader and the writer be the same socket.
@@ -99,35 +66,55 @@ async fn client(addr: SocketAddr, data: &[u8]) -> std::io::Result<Vec<u8>> {
     r
 }
 
-#[test]
-fn futures_io_copy_echoes_a_megabyte_on_epoll() {
-    let mut lp = event_loop!(Epoll);
-    let data = payload(BIG);
-    echo_through_copy(&mut lp, |lp, listener, addr| {
-        let (copied, back) = lp
-            .run_sync(join(copy_echo(listener), client(addr, &data)), LIMIT)
+for_each_poller! {
+    #[test]
+    fn tcp_write_all_and_read_to_end_move_a_megabyte() {
+        let (mut lp, _) = attached_loop!(Lp<P>);
+        let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let data = payload(BIG);
+        let got = lp
+            .run_sync(
+                async {
+                    let client = async {
+                        let mut s = TcpStream::connect(addr).await?;
+                        AsyncWriteExt::write_all(&mut s, &data).await?;
+                        s.close().await // shutdown(SHUT_WR): the server reads end-of-stream
+                    };
+                    let server = async {
+                        let (mut s, _) = listener.accept().await?;
+                        let mut got = Vec::new();
+                        s.read_to_end(&mut got).await?;
+                        Ok::<_, std::io::Error>(got)
+                    };
+                    let (c, s) = join(client, server).await;
+                    c?;
+                    s
+                },
+                LIMIT,
+            )
+            .unwrap()
             .unwrap();
-        assert_eq!(copied.unwrap(), BIG as u64);
-        assert!(back.unwrap() == data);
-    });
-}
+        assert!(got == data, "received {} bytes, not the payload", got.len());
+    }
 
-#[test]
-fn futures_io_copy_echoes_a_megabyte_on_poll() {
-    let mut lp = event_loop!(PollLoop);
-    let data = payload(BIG);
-    echo_through_copy(&mut lp, |lp, listener, addr| {
-        let (copied, back) = lp
-            .run_sync(join(copy_echo(listener), client(addr, &data)), LIMIT)
-            .unwrap();
-        assert_eq!(copied.unwrap(), BIG as u64);
-        assert!(back.unwrap() == data);
-    });
+    #[test]
+    fn futures_io_copy_echoes_a_megabyte() {
+        let (mut lp, _) = attached_loop!(Lp<P>);
+        let data = payload(BIG);
+        echo_through_copy(&mut lp, |lp, listener, addr| {
+            let (copied, back) = lp
+                .run_sync(join(copy_echo(listener), client(addr, &data)), LIMIT)
+                .unwrap();
+            assert_eq!(copied.unwrap(), BIG as u64);
+            assert!(back.unwrap() == data);
+        });
+    }
 }
 
 #[test]
 fn pipe_ends_work_with_copy_and_buffered_lines() {
-    let mut lp = event_loop!(Epoll);
+    let (mut lp, _) = attached_loop!(DefaultLoop);
     let (r, mut w) = pipe().unwrap();
     let (r2, w2) = pipe().unwrap();
     let lines = lp
@@ -172,7 +159,7 @@ fn pipe_ends_work_with_copy_and_buffered_lines() {
 
 #[test]
 fn unix_stream_halves_carry_a_request_and_an_answer() {
-    let mut lp = event_loop!(Epoll);
+    let (mut lp, _) = attached_loop!(DefaultLoop);
     let (a, b) = UnixStream::pair().unwrap();
     let answer = lp
         .run_sync(
@@ -215,7 +202,7 @@ fn polling_outside_a_loop_fails_with_not_attached_instead_of_hanging() {
 
 #[test]
 fn a_refused_connection_reports_the_os_error_through_io_error() {
-    let mut lp = event_loop!(Epoll);
+    let (mut lp, _) = attached_loop!(DefaultLoop);
     // A port that nobody listens on: bind, note the port, close.
     let addr = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -1,6 +1,6 @@
 //! `ioloop::net`: async TCP, UDP, Unix sockets and pipes on the loop, all over loopback, each
-//! run bounded by a `run_sync` timeout. TCP echo runs on epoll (edge-triggered) and on poll
-//! (level-triggered) to show the sockets do not care which.
+//! run bounded by a `run_sync` timeout. TCP echo runs on every poller (edge-triggered on
+//! epoll, level-triggered elsewhere) to show the sockets do not care which.
 
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::AsFd;
@@ -8,25 +8,20 @@ use std::time::Duration;
 
 use embedded_io_async::{Read, Write};
 use ioloop::net::{pipe, TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
-use ioloop::{join, Errno, Error, Executor, Remote};
+use ioloop::{join, Errno, Error};
 
 const LIMIT: Option<Duration> = Some(Duration::from_secs(20));
 
-type Epoll = ioloop::EventLoop;
-type PollLoop = loop_core::EventLoop<loop_select::Poll, 64, 256, 256>;
+/// The platform's default poller (epoll on Linux, kqueue on the BSDs and macOS).
+type DefaultLoop = ioloop::EventLoop;
 
-/// A loop with its own `static` remote and executor (one set per call site: each test gets
-/// its own, as each is attached once for good).
-macro_rules! event_loop {
-    ($lp:ty) => {{
-        static REMOTE: Remote<$lp, 16> = Remote::new();
-        static EXEC: Executor<8, 4096> = Executor::new();
-        let mut lp = <$lp>::new().unwrap();
-        lp.attach_remote(&REMOTE).unwrap();
-        lp.attach_executor(&EXEC).unwrap();
-        (lp, &EXEC)
-    }};
-}
+#[macro_use]
+#[path = "common/pollers.rs"]
+mod pollers;
+
+#[macro_use]
+#[path = "common/attached.rs"]
+mod attached;
 
 fn localhost() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
@@ -89,45 +84,40 @@ async fn pump(stream: &TcpStream, total: usize) -> Result<usize, Error> {
     r
 }
 
-macro_rules! tcp_echo {
-    ($name:ident, $lp:ty) => {
-        /// 1 MiB through an echo server: far more than the socket buffers hold, so both ends
-        /// hit `EAGAIN` and wait for readiness many times.
-        #[test]
-        fn $name() {
-            let (mut lp, exec) = event_loop!($lp);
-            let listener = TcpListener::bind(localhost()).unwrap();
-            let addr = listener.local_addr().unwrap();
-            let out = lp.run_sync(
-                async move {
-                    let (tx, rx) = std::sync::mpsc::channel();
-                    exec.spawn(async move {
-                        let _ = tx.send(echo_one(listener).await);
-                    })
-                    .map_err(|r| r.error)?;
-                    let stream = TcpStream::connect(addr).await?;
-                    let me = stream.local_addr()?;
-                    assert_eq!(stream.peer_addr()?, addr);
-                    let n = pump(&stream, 1 << 20).await?;
-                    drop(stream);
-                    // The server task finished when it read end-of-stream.
-                    ioloop::yield_now().await;
-                    let peer = rx.try_recv().expect("server done")?;
-                    Ok::<_, Error>((n, peer == me))
-                },
-                LIMIT,
-            );
-            assert_eq!(out, Ok(Ok((1 << 20, true))));
-        }
-    };
+for_each_poller! {
+    /// 1 MiB through an echo server: far more than the socket buffers hold, so both ends
+    /// hit `EAGAIN` and wait for readiness many times.
+    #[test]
+    fn tcp_connect_accept_and_echo_a_mebibyte() {
+        let (mut lp, exec) = attached_loop!(loop_core::EventLoop<P, 64, 256, 256>);
+        let listener = TcpListener::bind(localhost()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let out = lp.run_sync(
+            async move {
+                let (tx, rx) = std::sync::mpsc::channel();
+                exec.spawn(async move {
+                    let _ = tx.send(echo_one(listener).await);
+                })
+                .map_err(|r| r.error)?;
+                let stream = TcpStream::connect(addr).await?;
+                let me = stream.local_addr()?;
+                assert_eq!(stream.peer_addr()?, addr);
+                let n = pump(&stream, 1 << 20).await?;
+                drop(stream);
+                // The server task finished when it read end-of-stream.
+                ioloop::yield_now().await;
+                let peer = rx.try_recv().expect("server done")?;
+                Ok::<_, Error>((n, peer == me))
+            },
+            LIMIT,
+        );
+        assert_eq!(out, Ok(Ok((1 << 20, true))));
+    }
 }
-
-tcp_echo!(tcp_connect_accept_and_echo_a_mebibyte_on_epoll, Epoll);
-tcp_echo!(tcp_connect_accept_and_echo_a_mebibyte_on_poll, PollLoop);
 
 #[test]
 fn connecting_to_a_closed_port_is_refused_with_econnrefused() {
-    let (mut lp, _) = event_loop!(Epoll);
+    let (mut lp, _) = attached_loop!(DefaultLoop);
     // A port that was just free: bound, read, closed (never registered, so dropping it
     // outside a task is fine).
     let addr = TcpListener::bind(localhost())
@@ -150,7 +140,7 @@ fn connecting_to_a_closed_port_is_refused_with_econnrefused() {
 
 #[test]
 fn udp_send_to_and_recv_from_round_trip() {
-    let (mut lp, _) = event_loop!(Epoll);
+    let (mut lp, _) = attached_loop!(DefaultLoop);
     let out = lp.run_sync(
         async {
             let server = UdpSocket::bind(localhost())?;
@@ -179,7 +169,7 @@ fn udp_send_to_and_recv_from_round_trip() {
 
 #[test]
 fn unix_stream_connects_to_a_listener_on_a_path_and_echoes() {
-    let (mut lp, exec) = event_loop!(Epoll);
+    let (mut lp, exec) = attached_loop!(DefaultLoop);
     let path = std::env::temp_dir().join(format!("ioloop-net-{}.sock", std::process::id()));
     // A stale socket file from an earlier run is replaced, as Tornado's bind_unix_socket.
     drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
@@ -231,7 +221,7 @@ fn binding_a_unix_listener_over_a_regular_file_is_refused() {
 
 #[test]
 fn pipe_carries_more_than_its_buffer_and_reads_eof_after_the_writer_is_dropped() {
-    let (mut lp, exec) = event_loop!(Epoll);
+    let (mut lp, exec) = attached_loop!(DefaultLoop);
     const TOTAL: usize = 300_000; // several times a pipe's 64 KiB buffer
     let out = lp.run_sync(
         async move {
@@ -273,7 +263,7 @@ fn pipe_carries_more_than_its_buffer_and_reads_eof_after_the_writer_is_dropped()
 
 #[test]
 fn writing_to_a_pipe_whose_reader_is_gone_fails_with_epipe() {
-    let (mut lp, _) = event_loop!(Epoll);
+    let (mut lp, _) = attached_loop!(DefaultLoop);
     let out = lp.run_sync(
         async {
             let (reader, writer) = pipe()?;
@@ -311,7 +301,7 @@ async fn generic_ask<S: Read + Write>(s: &mut S, msg: &[u8]) -> Result<[u8; 5], 
 
 #[test]
 fn embedded_io_async_traits_echo_generically_over_tcp_unix_and_pipes() {
-    let (mut lp, _) = event_loop!(Epoll);
+    let (mut lp, _) = attached_loop!(DefaultLoop);
     let out = lp.run_sync(
         async {
             let listener = TcpListener::bind(localhost())?;
@@ -380,7 +370,7 @@ fn every_fd_is_nonblocking_and_close_on_exec() {
             "{what} is close-on-exec"
         );
     }
-    let (mut lp, _) = event_loop!(Epoll);
+    let (mut lp, _) = attached_loop!(DefaultLoop);
     let out = lp.run_sync(
         async {
             let listener = TcpListener::bind(localhost())?;
@@ -431,7 +421,7 @@ fn sockets_used_outside_a_task_are_refused_with_not_attached() {
 
 #[test]
 fn sockets_dropped_inside_a_task_leave_no_registration_behind() {
-    let (mut lp, _) = event_loop!(Epoll);
+    let (mut lp, _) = attached_loop!(DefaultLoop);
     let out = lp.run_sync(
         async {
             let listener = TcpListener::bind(localhost())?;
