@@ -5,10 +5,11 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use loop_core::{
-    Errno, Error, EventLoop, Executor, Interest, IoRegistration, OpenPoller, Poller, Remote,
-};
+use loop_core::{Errno, Error, EventLoop, Interest, IoRegistration, OpenPoller, Poller};
 
+#[macro_use]
+#[path = "common/attached.rs"]
+mod attached;
 #[macro_use]
 #[path = "common/pollers.rs"]
 mod pollers;
@@ -20,26 +21,14 @@ fn errno(e: rustix::io::Errno) -> Errno {
 for_each_poller! {
     type Lp = EventLoop<P, 8, 16, 8>;
 
-    /// A loop with a remote and an executor of its own (statics a call site: one a test).
-    macro_rules! lp {
-        () => {{
-            static REMOTE: Remote<Lp, 16> = Remote::new();
-            static EXEC: Executor<4, 1024> = Executor::new();
-            let mut lp: Lp = EventLoop::new().unwrap();
-            lp.attach_remote(&REMOTE).unwrap();
-            lp.attach_executor(&EXEC).unwrap();
-            lp
-        }};
-    }
-
     #[test]
     fn async_echo_over_a_socketpair_and_sticky_hangup() {
-        super::async_echo_over_a_socketpair_and_sticky_hangup(lp!());
+        super::async_echo_over_a_socketpair_and_sticky_hangup(attached_loop!(Lp, 4, 1024).0);
     }
 
     #[test]
     fn a_registration_dropped_outside_a_task_does_not_block_the_reused_fd_number() {
-        super::a_registration_dropped_outside_a_task_does_not_block_the_reused_fd_number(lp!());
+        super::a_registration_dropped_outside_a_task_does_not_block_the_reused_fd_number(attached_loop!(Lp, 4, 1024).0);
     }
 }
 

@@ -16,6 +16,9 @@ use ioloop::{join, Error, Executor, OpenPoller, Poller, Remote};
 use loop_core::EventLoop;
 
 #[macro_use]
+#[path = "common/attached.rs"]
+mod attached;
+#[macro_use]
 #[path = "common/pollers.rs"]
 mod pollers;
 
@@ -36,11 +39,7 @@ for_each_poller! {
         ($($test:ident),* $(,)?) => {$(
             #[test]
             fn $test() {
-                static REMOTE: Remote<Lp, 16> = Remote::new();
-                static EXEC: Executor<4, 4096> = Executor::new();
-                let mut lp: Lp = EventLoop::new().unwrap();
-                lp.attach_remote(&REMOTE).unwrap();
-                lp.attach_executor(&EXEC).unwrap();
+                let (mut lp, _) = attached_loop!(Lp, 4, 4096);
                 super::run(&mut lp, super::$test());
             }
         )*};
