@@ -1,6 +1,6 @@
 //! An async TCP echo server on `ioloop::net` — one spawned task per connection, 100
 //! connections, 100 clients driven concurrently from `run_sync` — makes **no heap allocation**
-//! in steady state: after the connections are up and have echoed once, 20 more rounds of
+//! in steady state, on every poller: after the connections are up and have echoed once, 20 more rounds of
 //! 100 concurrent echoes (4 000 reads and writes through readiness waits) allocate nothing.
 //! A counting global allocator watches this thread only (the harness allocates on its own).
 
@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ioloop::net::{TcpListener, TcpStream};
-use ioloop::{join_array, yield_now, Error, Executor, Remote};
+use ioloop::{join_array, yield_now, Error, Executor, OpenPoller, Poller, Remote};
+use loop_core::EventLoop;
 
 #[path = "common/alloc_counter.rs"]
 mod alloc_counter;
@@ -19,27 +20,39 @@ const ROUNDS: usize = 20;
 const MSG: usize = 32;
 const LIMIT: Option<Duration> = Some(Duration::from_secs(30));
 
-/// 100 server sockets + 100 client sockets + the listener.
-type Lp = ioloop::EventLoop<256, 64, 64>;
-static REMOTE: Remote<Lp, 16> = Remote::new();
-/// One task per connection plus the acceptor.
-static EXEC: Executor<{ CONNECTIONS + 8 }, 1024> = Executor::new();
-static ECHOED: AtomicUsize = AtomicUsize::new(0);
+#[macro_use]
+#[path = "common/pollers.rs"]
+mod pollers;
 
-async fn echo(stream: TcpStream) {
+/// 100 server sockets + 100 client sockets + the listener.
+type Lp<P> = EventLoop<P, 256, 64, 64>;
+/// One task per connection plus the acceptor.
+type Exec = Executor<{ CONNECTIONS + 8 }, 1024>;
+
+for_each_poller! {
+    #[test]
+    fn async_echo_server_with_100_connections_allocates_nothing_in_steady_state() {
+        static REMOTE: Remote<Lp<P>, 16> = Remote::new();
+        static EXEC: Exec = Executor::new();
+        static ECHOED: AtomicUsize = AtomicUsize::new(0);
+        super::echo_server_allocates_nothing_in_steady_state::<P>(&REMOTE, &EXEC, &ECHOED);
+    }
+}
+
+async fn echo(stream: TcpStream, echoed: &'static AtomicUsize) {
     let mut buf = [0u8; 256];
     while let Ok(n @ 1..) = stream.read(&mut buf).await {
         if stream.write_all(&buf[..n]).await.is_err() {
             return;
         }
-        ECHOED.fetch_add(n, Ordering::Relaxed);
+        echoed.fetch_add(n, Ordering::Relaxed);
     }
 }
 
-async fn acceptor(listener: TcpListener) {
+async fn acceptor(listener: TcpListener, exec: &'static Exec, echoed: &'static AtomicUsize) {
     while let Ok((stream, _)) = listener.accept().await {
         // A full executor hands the task back; dropping it closes the connection.
-        let _ = EXEC.spawn(echo(stream));
+        let _ = exec.spawn(echo(stream, echoed));
     }
 }
 
@@ -65,15 +78,18 @@ async fn all_round_trip(clients: &[TcpStream], round: usize) -> Result<(), Error
     join_array(trips).await.into_iter().collect()
 }
 
-#[test]
-fn async_echo_server_with_100_connections_allocates_nothing_in_steady_state() {
+fn echo_server_allocates_nothing_in_steady_state<P: Poller + OpenPoller + 'static>(
+    remote: &'static Remote<Lp<P>, 16>,
+    exec: &'static Exec,
+    echoed: &'static AtomicUsize,
+) {
     // The counter sees this thread's allocations (so a zero below is not vacuous).
     let (_, n) = allocations_in(|| drop(std::hint::black_box(Box::new(1u64))));
     assert_eq!(n, 1);
 
-    let mut lp = Lp::new_boxed().unwrap();
-    lp.attach_remote(&REMOTE).unwrap();
-    lp.attach_executor(&EXEC).unwrap();
+    let mut lp = Lp::<P>::new_boxed().unwrap();
+    lp.attach_remote(remote).unwrap();
+    lp.attach_executor(exec).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
 
@@ -82,7 +98,8 @@ fn async_echo_server_with_100_connections_allocates_nothing_in_steady_state() {
     let clients = lp
         .run_sync(
             async move {
-                EXEC.spawn(acceptor(listener)).map_err(|r| r.error)?;
+                exec.spawn(acceptor(listener, exec, echoed))
+                    .map_err(|r| r.error)?;
                 let mut clients = Vec::with_capacity(CONNECTIONS);
                 for _ in 0..CONNECTIONS {
                     clients.push(TcpStream::connect(addr).await?);
@@ -95,7 +112,7 @@ fn async_echo_server_with_100_connections_allocates_nothing_in_steady_state() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        EXEC.len(),
+        exec.len(),
         CONNECTIONS + 1,
         "one task per connection + the acceptor"
     );
@@ -114,7 +131,7 @@ fn async_echo_server_with_100_connections_allocates_nothing_in_steady_state() {
     });
     assert_eq!(out, Ok(Ok(())));
     assert_eq!(
-        ECHOED.load(Ordering::Relaxed),
+        echoed.load(Ordering::Relaxed),
         (ROUNDS + 1) * CONNECTIONS * MSG
     );
     assert_eq!(
@@ -126,7 +143,7 @@ fn async_echo_server_with_100_connections_allocates_nothing_in_steady_state() {
     let out = lp.run_sync(
         async move {
             drop(clients);
-            while EXEC.len() > 1 {
+            while exec.len() > 1 {
                 yield_now().await;
             }
         },
