@@ -24,9 +24,8 @@ mod pollers;
 use pollers::Row;
 #[path = "common/fds.rs"]
 mod fds;
-use fds::{raw, sockets};
-use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
-use rustix::pipe::{pipe_with, PipeFlags};
+use fds::{nonblocking_cloexec, pipe, raw, sockets, try_sockets};
+use rustix::net::{AddressFamily, SocketType};
 
 // ---------------------------------------------------------------------------------------------
 // Harness
@@ -159,7 +158,7 @@ fn write_only_never_sees_read<P: OpenPoller>() {
 
 fn pipe_ends_report_their_direction<P: OpenPoller>() {
     let (_fds, mut p) = fresh::<P>();
-    let (r, w) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK).unwrap();
+    let (r, w) = pipe();
     p.register(raw(&r), 1, READ, Mode::Level).unwrap();
     p.register(raw(&w), 2, WRITE, Mode::Level).unwrap();
     let events = wait(&mut p, Some(PATIENCE));
@@ -216,13 +215,8 @@ fn refused_connect_is_reported_to_a_writer<P: OpenPoller>() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let s = rustix::net::socket_with(
-        AddressFamily::INET,
-        SocketType::STREAM,
-        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
-        None,
-    )
-    .unwrap();
+    let s = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+    let s = nonblocking_cloexec(s).unwrap();
     match rustix::net::connect(&s, &port) {
         Err(rustix::io::Errno::INPROGRESS) => {}
         Err(rustix::io::Errno::CONNREFUSED) => {
@@ -564,12 +558,7 @@ fn reset_drops_every_registration_or_declines<P: OpenPoller>() {
 fn many_pairs(n: usize) -> Option<Vec<(OwnedFd, OwnedFd)>> {
     let mut pairs = Vec::with_capacity(n);
     for _ in 0..n {
-        match socketpair(
-            AddressFamily::UNIX,
-            SocketType::STREAM,
-            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
-            None,
-        ) {
+        match try_sockets() {
             Ok(pair) => pairs.push(pair),
             Err(rustix::io::Errno::MFILE | rustix::io::Errno::NFILE) => {
                 eprintln!(

@@ -14,22 +14,41 @@ pub fn pair() -> (UnixStream, UnixStream) {
     (a, b)
 }
 
-/// A connected pair of non-blocking, close-on-exec Unix stream sockets as bare fds.
-pub fn sockets() -> (OwnedFd, OwnedFd) {
+/// Make `fd` non-blocking and close-on-exec. (Done after the fact, not with `SOCK_CLOEXEC` /
+/// `pipe2`, which macOS lacks.)
+pub fn nonblocking_cloexec(fd: OwnedFd) -> rustix::io::Result<OwnedFd> {
+    use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
+    use rustix::io::{fcntl_setfd, FdFlags};
+    fcntl_setfd(&fd, FdFlags::CLOEXEC)?;
+    fcntl_setfl(&fd, fcntl_getfl(&fd)? | OFlags::NONBLOCK)?;
+    Ok(fd)
+}
+
+/// A connected pair of non-blocking, close-on-exec Unix stream sockets as bare fds, or the
+/// error (`EMFILE` when out of fds).
+pub fn try_sockets() -> rustix::io::Result<(OwnedFd, OwnedFd)> {
     use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
-    socketpair(
+    let (a, b) = socketpair(
         AddressFamily::UNIX,
         SocketType::STREAM,
-        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        SocketFlags::empty(),
         None,
-    )
-    .expect("socketpair")
+    )?;
+    Ok((nonblocking_cloexec(a)?, nonblocking_cloexec(b)?))
+}
+
+/// A connected pair of non-blocking, close-on-exec Unix stream sockets as bare fds.
+pub fn sockets() -> (OwnedFd, OwnedFd) {
+    try_sockets().expect("socketpair")
 }
 
 /// A non-blocking, close-on-exec pipe: (read end, write end).
 pub fn pipe() -> (OwnedFd, OwnedFd) {
-    use rustix::pipe::{pipe_with, PipeFlags};
-    pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK).expect("pipe")
+    let (r, w) = rustix::pipe::pipe().expect("pipe");
+    (
+        nonblocking_cloexec(r).expect("pipe flags"),
+        nonblocking_cloexec(w).expect("pipe flags"),
+    )
 }
 
 /// The number of an fd.
