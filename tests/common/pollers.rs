@@ -12,7 +12,7 @@
 //! | `select` | `ioloop::portable::Select`  | everywhere                  |
 //!
 //! (`cfg(kqueue)` comes from the crate's build.rs, which takes it from `loop-bsd/build.rs`, the
-//! one list of kqueue targets.) Two forms:
+//! one list of kqueue targets.) Three forms:
 //!
 //! - `for_each_poller!(cases: a, b, c);` — each case is a generic `fn a<P: ...>()`; every row
 //!   gets `#[test] fn a() { super::a::<P>() }`, so a case is written once and named once.
@@ -37,37 +37,13 @@ pub trait Row {
 
 /// The rows, the one list of them: each row's target gate, module name, poller and fd limit,
 /// handed to `$m!` one row at a time.
+#[rustfmt::skip]
 macro_rules! __poller_rows {
     ($m:ident ! $args:tt) => {
-        $m!(
-            #[cfg(target_os = "linux")]
-            epoll,
-            ioloop::linux::Epoll,
-            None,
-            $args
-        );
-        $m!(
-            #[cfg(kqueue)]
-            kqueue,
-            ioloop::bsd::Kqueue,
-            None,
-            $args
-        );
-        $m!(
-            #[cfg(all())]
-            poll,
-            ioloop::portable::Poll,
-            None,
-            $args
-        );
-        // FD_SETSIZE, the same on every platform that has select.
-        $m!(
-            #[cfg(all())]
-            select,
-            ioloop::portable::Select,
-            Some(1024),
-            $args
-        );
+        $m!(#[cfg(target_os = "linux")] epoll, ioloop::linux::Epoll, None, $args);
+        $m!(#[cfg(kqueue)] kqueue, ioloop::bsd::Kqueue, None, $args);
+        $m!(#[cfg(all())] poll, ioloop::portable::Poll, None, $args);
+        $m!(#[cfg(all())] select, ioloop::portable::Select, Some(ioloop::portable::FD_SETSIZE as i32), $args);
     };
 }
 
