@@ -63,15 +63,17 @@ async fn one_line(addr: std::net::SocketAddr, id: u8) -> bool {
     back == msg
 }
 
+/// The loop of the cases run on every poller.
+type Lp<P> = EventLoop<P, 64, 64, 16>;
+
 for_each_poller! {
-    type Lp = EventLoop<P, 64, 64, 16>;
 
     macro_rules! setup {
         ($n:literal) => {{
-            static REMOTE: Remote<Lp, 16> = Remote::new();
+            static REMOTE: Remote<Lp<P>, 16> = Remote::new();
             static EXEC: Executor<$n, 4096> = Executor::new();
             static SERVER: Server<16> = Server::new();
-            let mut lp: Lp = EventLoop::new().unwrap();
+            let mut lp: Lp<P> = EventLoop::new().unwrap();
             lp.attach_remote(&REMOTE).unwrap();
             lp.attach_executor(&EXEC).unwrap();
             (lp, &EXEC, &SERVER)
@@ -107,14 +109,8 @@ for_each_poller! {
 }
 
 /// 12 clients against `limit` slots: every one is echoed, and the server paused accepting.
-fn more_clients_than_the_limit<
-    P: Poller + OpenPoller + 'static,
-    const H: usize,
-    const T: usize,
-    const Q: usize,
-    const N: usize,
->(
-    lp: &mut EventLoop<P, H, T, Q>,
+fn more_clients_than_the_limit<P: Poller + OpenPoller + 'static, const N: usize>(
+    lp: &mut Lp<P>,
     exec: &'static Executor<N, 4096>,
     server: &'static Server<16>,
     limit: usize,
@@ -155,14 +151,8 @@ fn more_clients_than_the_limit<
 
 /// 8 clients send half a request header and stop; each is closed by the server at its
 /// header (read) timeout, while a full client is answered meanwhile.
-fn half_request_clients<
-    P: Poller + OpenPoller + 'static,
-    const H: usize,
-    const T: usize,
-    const Q: usize,
-    const N: usize,
->(
-    lp: &mut EventLoop<P, H, T, Q>,
+fn half_request_clients<P: Poller + OpenPoller + 'static, const N: usize>(
+    lp: &mut Lp<P>,
     exec: &'static Executor<N, 4096>,
     server: &'static Server<16>,
 ) {
@@ -222,14 +212,8 @@ fn half_request_clients<
 
 /// A shutdown with connections open: a client that finishes within the grace period is
 /// served; one that stays idle is closed after it.
-fn graceful_shutdown<
-    P: Poller + OpenPoller + 'static,
-    const H: usize,
-    const T: usize,
-    const Q: usize,
-    const N: usize,
->(
-    lp: &mut EventLoop<P, H, T, Q>,
+fn graceful_shutdown<P: Poller + OpenPoller + 'static, const N: usize>(
+    lp: &mut Lp<P>,
     exec: &'static Executor<N, 4096>,
     server: &'static Server<16>,
 ) {
