@@ -232,7 +232,7 @@ fn tasks_are_dropped_with_the_loop_releasing_their_captures() {
     assert_eq!(Rc::strong_count(&rc), 1);
 }
 
-type Epl = EventLoop<loop_linux::Epoll, 8, 16, 8>;
+type Epl = EventLoop<ioloop::DefaultPoller, 8, 16, 8>;
 
 /// A future completed from another thread through its waker.
 struct Flag {

@@ -21,7 +21,7 @@ use ioloop::accept::add_accept_handler;
 use ioloop::{Errno, Failure, HandlerError, Interest, Remote};
 use loop_core::EventLoop;
 
-type Lp = EventLoop<ioloop::linux::Epoll, 16, 16, 16>;
+type Lp = EventLoop<ioloop::DefaultPoller, 16, 16, 16>;
 
 static REMOTE: Remote<Lp, 8> = Remote::new();
 

@@ -14,7 +14,7 @@ use fd_identity::{identity, still_open};
 
 #[test]
 fn close_closes_owned_fds_only_and_refuses_everything_after() {
-    let mut lp: EventLoop<loop_linux::Epoll, 8, 8, 8> = EventLoop::new().unwrap();
+    let mut lp: EventLoop<ioloop::DefaultPoller, 8, 8, 8> = EventLoop::new().unwrap();
     let (a, _a_peer) = UnixStream::pair().unwrap();
     let (b, _b_peer) = UnixStream::pair().unwrap();
     let owned: OwnedFd = a.into();
@@ -100,7 +100,7 @@ fn a_loop_inherited_across_fork_refuses_to_run_or_register() {
 
 #[test]
 fn real_fork_child_gets_forked_errors_and_a_new_loop_works() {
-    let mut lp: EventLoop<loop_linux::Epoll, 8, 8, 8> = EventLoop::new().unwrap();
+    let mut lp: EventLoop<ioloop::DefaultPoller, 8, 8, 8> = EventLoop::new().unwrap();
     lp.add_callback(|lp| lp.stop()).unwrap();
     // SAFETY: the child only makes syscalls and `_exit`s; it never returns into the test
     // harness (which holds locks in other threads).
@@ -111,7 +111,7 @@ fn real_fork_child_gets_forked_errors_and_a_new_loop_works() {
         let reg = lp
             .add_handler(0, Interest::READ, |_, _, _| Ok(()))
             .map_err(|r| r.error);
-        let fresh = EventLoop::<loop_linux::Epoll, 8, 8, 8>::new().and_then(|mut new| {
+        let fresh = EventLoop::<ioloop::DefaultPoller, 8, 8, 8>::new().and_then(|mut new| {
             new.add_callback(|lp| lp.stop()).map_err(|r| r.error)?;
             new.run()
         });

@@ -19,7 +19,7 @@ impl Drop for Token {
     }
 }
 
-type Epl = EventLoop<loop_linux::Epoll, 4, 4, 4>;
+type Epl = EventLoop<ioloop::DefaultPoller, 4, 4, 4>;
 
 #[test]
 fn storm_of_four_threads_loses_nothing_and_runs_every_accepted_callback_once() {

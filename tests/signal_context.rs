@@ -12,7 +12,7 @@ use std::time::Duration;
 use ioloop::SignalExt;
 use loop_core::{EventLoop, LoopHandle, Remote};
 
-type Lp = EventLoop<loop_linux::Epoll, 4, 4, 4>;
+type Lp = EventLoop<ioloop::DefaultPoller, 4, 4, 4>;
 
 static REMOTE: Remote<Lp, 16> = Remote::new();
 static HANDLE: OnceLock<LoopHandle<Lp, 16>> = OnceLock::new();
