@@ -22,8 +22,10 @@
 //! calloop 0.14) is `BinaryHeap::retain`, O(n) per timer: the cancel phase alone would be
 //! 10^12 steps at N = 10^6. The heap baseline below is the same data structure done right.
 
+pub mod callgrind;
 pub mod heap;
 pub mod ioloop_peer;
+pub mod libev_peer;
 pub mod tokio_peer;
 
 use std::sync::Arc;
@@ -140,6 +142,29 @@ pub fn per_timer(t0: Instant, t1: Instant, n: usize) -> f64 {
     (t1 - t0).as_nanos() as f64 / n as f64
 }
 
+/// Starts a timed phase: zeroes callgrind's counters (a no-op outside valgrind), then reads
+/// the clock.
+#[inline(always)]
+pub fn start() -> Instant {
+    callgrind::zero();
+    Instant::now()
+}
+
+/// Ends a timed phase started at `t0`: reads the clock, dumps callgrind's counters under the
+/// phase's name, and returns ns per timer.
+#[inline(always)]
+pub fn stop(t0: Instant, n: usize, phase: &'static str) -> f64 {
+    let t1 = Instant::now();
+    let name: &std::ffi::CStr = match phase {
+        "schedule" => c"schedule",
+        "rearm" => c"rearm",
+        "cancel" => c"cancel",
+        _ => c"fire",
+    };
+    callgrind::dump(name);
+    per_timer(t0, t1, n)
+}
+
 /// Sleeps until every fire-phase timer scheduled by `scheduled_by` is due.
 pub fn wait_until_due(scheduled_by: Instant) {
     let due = scheduled_by + FIRE_SPAN + FIRE_MARGIN;
@@ -156,6 +181,16 @@ pub fn peers() -> Vec<Peer<TimerCase, TimerSamples>> {
             name: "ioloop",
             role: Role::Ioloop,
             run: ioloop_peer::run,
+        },
+        Peer {
+            name: "ioloop call_at",
+            role: Role::Peer,
+            run: ioloop_peer::run_call_at,
+        },
+        Peer {
+            name: "libev",
+            role: Role::Peer,
+            run: libev_peer::run,
         },
         Peer {
             name: "BinaryHeap+lazy cancel",
