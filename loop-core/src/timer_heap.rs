@@ -162,28 +162,75 @@ impl<F, const T: usize> TimerHeap<F, T> {
         if a.deadline != b.deadline {
             a.deadline < b.deadline
         } else {
-            self.seq[a.slot as usize] < self.seq[b.slot as usize]
+            self.seq_of(a.slot) < self.seq_of(b.slot)
         }
     }
 
+    /// The sequence of a live slot.
     #[inline(always)]
-    fn place(&mut self, pos: usize, node: Node) {
-        self.heap[pos] = node;
-        self.meta[node.slot as usize].pos = pos as u32;
+    fn seq_of(&self, slot: u32) -> u64 {
+        debug_assert!((slot as usize) < T);
+        // SAFETY: slots are only ever handed out below `T` (`alloc`), and only live slots'
+        // sequences are read (heap nodes and run members name live slots).
+        unsafe { *self.seq.get_unchecked(slot as usize) }
     }
 
-    /// The smaller of the children starting at `first` (at least one exists below `len`).
+    /// The heap node at `pos`.
+    ///
+    /// # Safety
+    /// `pos < self.len` (which is at most `T`).
     #[inline(always)]
-    fn min_child(&self, first: usize, len: usize) -> usize {
+    unsafe fn node(&self, pos: usize) -> Node {
+        debug_assert!(pos < self.len as usize);
+        // SAFETY: `pos < len <= T` (the caller's promise).
+        unsafe { *self.heap.get_unchecked(pos) }
+    }
+
+    /// Put `node` at heap position `pos` and record the position in its slot.
+    ///
+    /// # Safety
+    /// `pos < T` and `node.slot` is a live slot (below `T`).
+    #[inline(always)]
+    unsafe fn put(&mut self, pos: usize, node: Node) {
+        debug_assert!(pos < T && (node.slot as usize) < T);
+        // SAFETY: both indices are below `T` (the caller's promise).
+        unsafe {
+            *self.heap.get_unchecked_mut(pos) = node;
+            self.meta.get_unchecked_mut(node.slot as usize).pos = pos as u32;
+        }
+    }
+
+    /// The smaller of the children starting at `first`, of a heap `len` long.
+    ///
+    /// # Safety
+    /// `first < len <= self.len`.
+    #[inline(always)]
+    unsafe fn min_child(&self, first: usize, len: usize) -> usize {
         if first + ARITY <= len {
-            let c = |i: usize| self.heap[first + i];
+            // Deadlines only, branch-free; equal deadlines (rare outside the run) take the
+            // exact path below.
+            // SAFETY: `first + 3 < len <= self.len <= T` (checked above, and the caller's
+            // promise).
+            let d = |i: usize| unsafe { self.heap.get_unchecked(first + i).deadline };
+            let (d0, d1, d2, d3) = (d(0), d(1), d(2), d(3));
+            let a = (d1 < d0) as usize;
+            let da = if d1 < d0 { d1 } else { d0 };
+            let b = 2 + (d3 < d2) as usize;
+            let db = if d3 < d2 { d3 } else { d2 };
+            let tie = (d0 == d1) as u8 | (d2 == d3) as u8 | (da == db) as u8;
+            if tie == 0 {
+                return first + if db < da { b } else { a };
+            }
+            // SAFETY: as above.
+            let c = |i: usize| unsafe { self.node(first + i) };
             let a = if self.less(c(1), c(0)) { 1 } else { 0 };
             let b = if self.less(c(3), c(2)) { 3 } else { 2 };
             first + if self.less(c(b), c(a)) { b } else { a }
         } else {
             let mut best = first;
             for c in first + 1..len {
-                if self.less(self.heap[c], self.heap[best]) {
+                // SAFETY: `c < len <= self.len` and `best < len`.
+                if unsafe { self.less(self.node(c), self.node(best)) } {
                     best = c;
                 }
             }
@@ -192,50 +239,68 @@ impl<F, const T: usize> TimerHeap<F, T> {
     }
 
     /// Move `node` up from `pos` (no higher than `top`) to its place.
-    #[inline]
-    fn sift_up_from(&mut self, mut pos: usize, top: usize, node: Node) {
+    ///
+    /// # Safety
+    /// `top <= pos < self.len` and `node.slot` is live.
+    #[inline(always)]
+    unsafe fn sift_up_from(&mut self, mut pos: usize, top: usize, node: Node) {
         while pos > top {
             let parent = (pos - 1) / ARITY;
-            let p = self.heap[parent];
+            // SAFETY: `parent < pos < self.len`.
+            let p = unsafe { self.node(parent) };
             if !self.less(node, p) {
                 break;
             }
-            self.place(pos, p);
+            // SAFETY: `pos < self.len <= T` and `p` is a heap node (live slot).
+            unsafe { self.put(pos, p) };
             pos = parent;
         }
-        self.place(pos, node);
+        // SAFETY: `pos < self.len <= T`, `node.slot` live (the caller's promise).
+        unsafe { self.put(pos, node) };
     }
 
     /// Move `node` down from `pos` to its place (stops as soon as no child is smaller).
-    fn sift_down_from(&mut self, mut pos: usize, node: Node) {
+    ///
+    /// # Safety
+    /// `pos < self.len` and `node.slot` is live.
+    unsafe fn sift_down_from(&mut self, mut pos: usize, node: Node) {
         let len = self.len as usize;
         loop {
             let first = ARITY * pos + 1;
             if first >= len {
                 break;
             }
-            let best = self.min_child(first, len);
-            let b = self.heap[best];
+            // SAFETY: `first < len`.
+            let best = unsafe { self.min_child(first, len) };
+            // SAFETY: `best < len`.
+            let b = unsafe { self.node(best) };
             if !self.less(b, node) {
                 break;
             }
-            self.place(pos, b);
+            // SAFETY: `pos < len <= T`, `b` is a heap node.
+            unsafe { self.put(pos, b) };
             pos = best;
         }
-        self.place(pos, node);
+        // SAFETY: `pos < len <= T`, `node.slot` live (the caller's promise).
+        unsafe { self.put(pos, node) };
     }
 
     /// Remove the node at `pos` (bottom-up: the hole goes down to a leaf along the smaller
     /// children, then the last node is sifted up into it).
-    fn remove_at(&mut self, pos: usize) {
+    ///
+    /// # Safety
+    /// `pos < self.len`.
+    unsafe fn remove_at(&mut self, pos: usize) {
         self.len -= 1;
         let len = self.len as usize;
         if pos == len {
             return;
         }
-        let moved = self.heap[len];
-        if pos > 0 && self.less(moved, self.heap[(pos - 1) / ARITY]) {
-            self.sift_up_from(pos, 0, moved);
+        // SAFETY (every access below): positions are below the old length, which is at most
+        // `T`; `len` is the old last position, still holding a valid node.
+        let moved = unsafe { *self.heap.get_unchecked(len) };
+        if pos > 0 && self.less(moved, unsafe { self.node((pos - 1) / ARITY) }) {
+            unsafe { self.sift_up_from(pos, 0, moved) };
             return;
         }
         let mut hole = pos;
@@ -244,11 +309,11 @@ impl<F, const T: usize> TimerHeap<F, T> {
             if first >= len {
                 break;
             }
-            let best = self.min_child(first, len);
-            self.place(hole, self.heap[best]);
+            let best = unsafe { self.min_child(first, len) };
+            unsafe { self.put(hole, self.node(best)) };
             hole = best;
         }
-        self.sift_up_from(hole, pos, moved);
+        unsafe { self.sift_up_from(hole, pos, moved) };
     }
 
     /// Append `slot` to the run.
@@ -296,7 +361,8 @@ impl<F, const T: usize> TimerHeap<F, T> {
         } else {
             let pos = self.len as usize;
             self.len += 1;
-            self.sift_up_from(pos, 0, Node { deadline, slot });
+            // SAFETY: `pos < self.len` now, and `slot` is live.
+            unsafe { self.sift_up_from(pos, 0, Node { deadline, slot }) };
         }
     }
 
@@ -382,7 +448,8 @@ impl<F, const T: usize> TimerHeap<F, T> {
                 if p == IN_RUN {
                     self.run_unlink(h.index);
                 } else {
-                    self.remove_at(p as usize);
+                    // SAFETY: a live, waiting slot's heap position is below `self.len`.
+                    unsafe { self.remove_at(p as usize) };
                 }
                 // SAFETY: the slot is live and was waiting; it is freed right below.
                 let f = unsafe { self.take_fn(h.index) };
@@ -412,10 +479,14 @@ impl<F, const T: usize> TimerHeap<F, T> {
                     deadline,
                     slot: h.index,
                 };
-                if pos > 0 && self.less(node, self.heap[(pos - 1) / ARITY]) {
-                    self.sift_up_from(pos, 0, node);
-                } else {
-                    self.sift_down_from(pos, node);
+                // SAFETY: a live, waiting slot's heap position is below `self.len`, and so is
+                // its parent's.
+                unsafe {
+                    if pos > 0 && self.less(node, self.node((pos - 1) / ARITY)) {
+                        self.sift_up_from(pos, 0, node);
+                    } else {
+                        self.sift_down_from(pos, node);
+                    }
                 }
                 true
             }
@@ -505,7 +576,8 @@ impl<F, const T: usize> TimerHeap<F, T> {
             return None;
         }
         if in_heap {
-            self.remove_at(0);
+            // SAFETY: the root exists (`first` found the heap non-empty).
+            unsafe { self.remove_at(0) };
         } else {
             self.run_unlink(node.slot);
         }
