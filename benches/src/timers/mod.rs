@@ -211,7 +211,7 @@ pub fn run(quick: bool, peers: &[Peer<TimerCase, TimerSamples>]) -> Report {
     let cases: &[(usize, usize, usize)] = if quick {
         &[(10_000, 2, 4)]
     } else {
-        &[(100_000, 3, 6), (1_000_000, 2, 4)]
+        &[(10_000, 5, 8), (100_000, 3, 6), (1_000_000, 2, 4)]
     };
     let mut report = Report::new(
         "timers",
