@@ -83,13 +83,26 @@ struct Link {
     next: u32,
 }
 
+/// The heap array, placed so that every group of four siblings (positions `4p + 1` to
+/// `4p + 4`) fills exactly one 64-byte cache line: a sift reads one line per level.
+#[repr(C, align(64))]
+struct Nodes<const T: usize> {
+    _pad: [u8; 48],
+    nodes: [Node; T],
+}
+
+/// The closures, one per slot, starting on a cache line: a 64-byte closure (the loop's) is
+/// then one line, not two.
+#[repr(C, align(64))]
+struct Closures<F, const T: usize>([MaybeUninit<F>; T]);
+
 pub(crate) struct TimerHeap<F, const T: usize> {
-    heap: [Node; T],
+    heap: Nodes<T>,
     meta: [Meta; T],
     seq: [u64; T],
     link: [Link; T],
     /// Initialised exactly for live slots whose timer is waiting (not running).
-    fns: [MaybeUninit<F>; T],
+    fns: Closures<F, T>,
     /// Nodes in the heap.
     len: u32,
     /// Live slots (waiting or running).
@@ -183,7 +196,7 @@ impl<F, const T: usize> TimerHeap<F, T> {
     unsafe fn node(&self, pos: usize) -> Node {
         debug_assert!(pos < self.len as usize);
         // SAFETY: `pos < len <= T` (the caller's promise).
-        unsafe { *self.heap.get_unchecked(pos) }
+        unsafe { *self.heap.nodes.get_unchecked(pos) }
     }
 
     /// Put `node` at heap position `pos` and record the position in its slot.
@@ -195,7 +208,7 @@ impl<F, const T: usize> TimerHeap<F, T> {
         debug_assert!(pos < T && (node.slot as usize) < T);
         // SAFETY: both indices are below `T` (the caller's promise).
         unsafe {
-            *self.heap.get_unchecked_mut(pos) = node;
+            *self.heap.nodes.get_unchecked_mut(pos) = node;
             self.meta.get_unchecked_mut(node.slot as usize).pos = pos as u32;
         }
     }
@@ -211,7 +224,7 @@ impl<F, const T: usize> TimerHeap<F, T> {
             // exact path below.
             // SAFETY: `first + 3 < len <= self.len <= T` (checked above, and the caller's
             // promise).
-            let d = |i: usize| unsafe { self.heap.get_unchecked(first + i).deadline };
+            let d = |i: usize| unsafe { self.heap.nodes.get_unchecked(first + i).deadline };
             let (d0, d1, d2, d3) = (d(0), d(1), d(2), d(3));
             let a = (d1 < d0) as usize;
             let da = if d1 < d0 { d1 } else { d0 };
@@ -298,7 +311,7 @@ impl<F, const T: usize> TimerHeap<F, T> {
         }
         // SAFETY (every access below): positions are below the old length, which is at most
         // `T`; `len` is the old last position, still holding a valid node.
-        let moved = unsafe { *self.heap.get_unchecked(len) };
+        let moved = unsafe { *self.heap.nodes.get_unchecked(len) };
         if pos > 0 && self.less(moved, unsafe { self.node((pos - 1) / ARITY) }) {
             unsafe { self.sift_up_from(pos, 0, moved) };
             return;
@@ -418,7 +431,7 @@ impl<F, const T: usize> TimerHeap<F, T> {
     #[inline]
     unsafe fn take_fn(&mut self, slot: u32) -> F {
         // SAFETY: the caller guarantees the closure is initialised, and it is read once.
-        unsafe { self.fns[slot as usize].assume_init_read() }
+        unsafe { self.fns.0[slot as usize].assume_init_read() }
     }
 
     /// Schedule `f` at `deadline`; the closure comes back when the table is full.
@@ -426,7 +439,7 @@ impl<F, const T: usize> TimerHeap<F, T> {
         let Some(index) = self.alloc() else {
             return Err(f);
         };
-        self.fns[index as usize].write(f);
+        self.fns.0[index as usize].write(f);
         self.file(index, deadline.as_nanos());
         Ok(TimerHandle {
             index,
@@ -520,7 +533,7 @@ impl<F, const T: usize> TimerHeap<F, T> {
             if m.pos < CANCELLED_WHILE_RUNNING {
                 // SAFETY: the slot was live and waiting, so its closure is initialised; the
                 // slot is now free (even generation), so it is not dropped again.
-                unsafe { self.fns[i].assume_init_drop() };
+                unsafe { self.fns.0[i].assume_init_drop() };
             }
         }
     }
@@ -544,7 +557,7 @@ impl<F, const T: usize> TimerHeap<F, T> {
         if self.len == 0 {
             return run.map(|n| (n, false));
         }
-        let root = self.heap[0];
+        let root = self.heap.nodes[0];
         match run {
             Some(r) if self.less(r, root) => Some((r, false)),
             _ => Some((root, true)),
@@ -555,7 +568,7 @@ impl<F, const T: usize> TimerHeap<F, T> {
     #[inline]
     pub(crate) fn peek_deadline(&self) -> Option<Instant> {
         let run = self.run_first().map(|n| n.deadline);
-        let root = (self.len > 0).then(|| self.heap[0].deadline);
+        let root = (self.len > 0).then(|| self.heap.nodes[0].deadline);
         match (run, root) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -604,7 +617,7 @@ impl<F, const T: usize> TimerHeap<F, T> {
         let pos = self.live_pos(h);
         match (pos, next) {
             (Some(RUNNING), Next::At(deadline)) => {
-                self.fns[h.index as usize].write(f);
+                self.fns.0[h.index as usize].write(f);
                 self.file(h.index, deadline.as_nanos());
                 None
             }

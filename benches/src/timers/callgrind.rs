@@ -74,7 +74,14 @@ pub fn child_main(args: &[String]) -> io::Result<()> {
         iters: 2,
         inputs: Arc::new(Inputs::new(n, same, 0x5eed_0000 + n as u64)),
     };
-    (p.run)(&case).map(|_| ())
+    let s = (p.run)(&case)?;
+    // Timed figures of the same run (meaningless under valgrind; useful when run bare to
+    // look at one peer alone).
+    println!(
+        "{peer} N={n} {variant}: ns/timer schedule {:?} rearm {:?} cancel {:?} fire {:?}",
+        s.schedule, s.rearm, s.cancel, s.fire
+    );
+    Ok(())
 }
 
 /// `(phase, instructions)` from the dumps callgrind wrote for one child, last dump per phase.
