@@ -335,6 +335,15 @@ impl<F, const T: usize> TimerHeap<F, T> {
             if first >= len {
                 break;
             }
+            // The next level's candidates: the children of these four siblings are 16
+            // consecutive nodes (four cache lines). Asking for all four now overlaps the next
+            // level's miss with this level's compares; the hole always goes to the bottom.
+            let grand = self.heap.nodes.as_ptr().wrapping_add(ARITY * first + 1);
+            if ARITY * first + 1 < len {
+                for k in 0..ARITY {
+                    prefetch(grand.wrapping_add(ARITY * k));
+                }
+            }
             let best = unsafe { self.min_child(first, len) };
             unsafe { self.put(hole, self.node(best)) };
             hole = best;
