@@ -151,10 +151,7 @@ pub(crate) enum Next {
 
 impl<F, const T: usize> TimerHeap<F, T> {
     /// Compile-time guard: positions, markers and `index + 1` must fit in a `u32`.
-    const CAPACITY_FITS: () = assert!(
-        T < IN_RUN as usize,
-        "timer capacity must be below 2^32 - 3"
-    );
+    const CAPACITY_FITS: () = assert!(T < IN_RUN as usize, "timer capacity must be below 2^32 - 3");
 
     /// Number of live timers (scheduled or running).
     #[inline]
@@ -815,11 +812,22 @@ mod tests {
     #[test]
     fn equal_delay_timers_go_to_the_run_and_fire_fifo() {
         let mut h: TimerHeap<u32, 16> = zeroed();
-        let hs: Vec<_> = (0..6u32).map(|i| h.insert(at(100 + u64::from(i / 2)), i).unwrap()).collect();
-        assert_eq!(h.len, 0, "non-decreasing deadlines are all appended to the run");
+        let hs: Vec<_> = (0..6u32)
+            .map(|i| h.insert(at(100 + u64::from(i / 2)), i).unwrap())
+            .collect();
+        assert_eq!(
+            h.len, 0,
+            "non-decreasing deadlines are all appended to the run"
+        );
         assert_eq!(h.scheduled(), 6);
-        assert!(h.cancel(hs[2]).is_some(), "unlinked from the middle of the run");
-        assert!(h.reset(hs[0], at(102)), "re-armed to the tail, behind equal deadlines");
+        assert!(
+            h.cancel(hs[2]).is_some(),
+            "unlinked from the middle of the run"
+        );
+        assert!(
+            h.reset(hs[0], at(102)),
+            "re-armed to the tail, behind equal deadlines"
+        );
         assert_eq!(h.len, 0);
         assert_eq!(drain(&mut h, 1000), [1, 3, 4, 5, 0]);
     }
@@ -845,7 +853,10 @@ mod tests {
         h.insert(at(20), 2).unwrap();
         assert!(h.reset(a, at(30)));
         let b = h.insert(at(40), 3).unwrap();
-        assert!(h.reset(b, at(5)), "earlier than the run's tail: into the heap");
+        assert!(
+            h.reset(b, at(5)),
+            "earlier than the run's tail: into the heap"
+        );
         assert_eq!((h.len, h.run_len), (1, 2));
         assert_eq!(h.peek_deadline(), Some(at(5)));
         assert_eq!(drain(&mut h, 100), [3, 2, 1]);
@@ -863,7 +874,9 @@ mod tests {
     #[test]
     fn slots_are_handed_out_from_zero_again_once_the_table_empties() {
         let mut h: TimerHeap<u32, 4> = zeroed();
-        let old: Vec<_> = (0..4).map(|i| h.insert(at(40 - i as u64), i).unwrap()).collect();
+        let old: Vec<_> = (0..4)
+            .map(|i| h.insert(at(40 - i as u64), i).unwrap())
+            .collect();
         for k in [2, 0, 3, 1] {
             assert!(h.cancel(old[k]).is_some());
         }
@@ -871,7 +884,10 @@ mod tests {
         let idx: Vec<u32> = new.iter().map(|t| t.index).collect();
         assert_eq!(idx, [0, 1, 2, 3], "dense again after the table emptied");
         for (o, n) in old.iter().zip(&new) {
-            assert!(!h.is_pending(*o), "an old handle stays dead on its reused slot");
+            assert!(
+                !h.is_pending(*o),
+                "an old handle stays dead on its reused slot"
+            );
             assert_eq!(h.cancel(*o), None);
             assert!(h.is_pending(*n));
         }
@@ -898,12 +914,23 @@ mod tests {
                 h.insert(at(d), rc.clone()).unwrap();
             }
             let (running, f, _) = h.pop_due(at(100), u64::MAX).unwrap();
-            assert_eq!(Rc::strong_count(&rc), 6, "the running closure is out, not copied");
+            assert_eq!(
+                Rc::strong_count(&rc),
+                6,
+                "the running closure is out, not copied"
+            );
             h.clear();
-            assert_eq!(Rc::strong_count(&rc), 2, "cleared: only the running one is left");
+            assert_eq!(
+                Rc::strong_count(&rc),
+                2,
+                "cleared: only the running one is left"
+            );
             assert!(!h.is_pending(running));
             let back = h.finish(running, f, Next::At(at(200)));
-            assert!(back.is_some(), "a timer running across clear() is handed back");
+            assert!(
+                back.is_some(),
+                "a timer running across clear() is handed back"
+            );
             drop(back);
             for d in [2, 9] {
                 h.insert(at(d), rc.clone()).unwrap();

@@ -61,7 +61,9 @@ pub fn dump(name: &std::ffi::CStr) {
 /// The child side: `--timers-callgrind-child PEER N same|random`.
 pub fn child_main(args: &[String]) -> io::Result<()> {
     let [peer, n, variant] = args else {
-        return Err(io::Error::other("usage: --timers-callgrind-child PEER N same|random"));
+        return Err(io::Error::other(
+            "usage: --timers-callgrind-child PEER N same|random",
+        ));
     };
     let n: usize = n.parse().map_err(|_| io::Error::other("bad N"))?;
     let same = variant == "same";
@@ -152,17 +154,16 @@ pub fn run(quick: bool) -> Report {
             }
             for phase in ["schedule", "rearm", "cancel", "fire"] {
                 for (p, r) in peers.iter().zip(&results) {
-                    let hit = r
-                        .as_ref()
-                        .map_err(|e| e.to_string())
-                        .and_then(|v| {
-                            v.iter()
-                                .find(|(q, _)| q == phase)
-                                .map(|(_, t)| *t)
-                                .ok_or_else(|| "no dump for this phase".to_owned())
-                        });
+                    let hit = r.as_ref().map_err(|e| e.to_string()).and_then(|v| {
+                        v.iter()
+                            .find(|(q, _)| q == phase)
+                            .map(|(_, t)| *t)
+                            .ok_or_else(|| "no dump for this phase".to_owned())
+                    });
                     match hit {
-                        Ok(t) => report.push(&label(phase), p.name, p.role, vec![t as f64 / n as f64]),
+                        Ok(t) => {
+                            report.push(&label(phase), p.name, p.role, vec![t as f64 / n as f64])
+                        }
                         Err(e) => report.push_missing(&label(phase), p.name, p.role, e),
                     }
                 }
@@ -187,7 +188,11 @@ fn one(exe: &Path, peer: &str, n: usize, variant: &str) -> io::Result<Vec<(Strin
     let status = Command::new("valgrind")
         .arg("--tool=callgrind")
         .arg(format!("--callgrind-out-file={}/cg.%p", dir.display()))
-        .args(["--dump-instr=no", "--compress-strings=no", "--compress-pos=no"])
+        .args([
+            "--dump-instr=no",
+            "--compress-strings=no",
+            "--compress-pos=no",
+        ])
         .arg("-q")
         .arg(exe)
         .args(["--timers-callgrind-child", peer, &n.to_string(), variant])
