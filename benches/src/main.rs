@@ -47,6 +47,8 @@ const WORKLOADS: &[(&str, Runner)] = &[
     ("echo", |q| echo::run(q, &echo::peers())),
     ("precision", |q| precision::run(q, &precision::peers())),
     ("footprint", footprint::run),
+    // Instruction counts of the timer phases under callgrind (valgrind must be installed).
+    ("timers-callgrind", timers::callgrind::run),
 ];
 
 struct Args {
@@ -56,9 +58,10 @@ struct Args {
     plots: Option<String>,
 }
 
-const USAGE: &str = "usage: ioloop-bench [--quick] [--only chain,timers,callbacks,wake,xput,echo,precision,footprint] [--json FILE] [--plots DIR]
+const USAGE: &str = "usage: ioloop-bench [--quick] [--only chain,timers,callbacks,wake,xput,echo,precision,footprint,timers-callgrind] [--json FILE] [--plots DIR]
   --quick   smoke test: small sizes, few iterations, under a minute; no thresholds
-  --only    run only these workloads (comma-separated)
+  --only    run only these workloads (comma-separated); timers-callgrind (instructions per
+            timer under valgrind's callgrind) runs only when named here
   --json    also write every row (all percentiles, ratios) to FILE
   --plots   also draw DIR/chain.svg and DIR/timers.svg from this run's tables";
 
@@ -97,6 +100,16 @@ fn parse_args() -> Result<Args, String> {
 fn main() -> ExitCode {
     // The footprint workload measures each server in a fresh child process (this binary).
     let argv: Vec<String> = std::env::args().collect();
+    // The timer workload's callgrind mode runs each peer in a child under valgrind.
+    if argv.get(1).map(String::as_str) == Some("--timers-callgrind-child") {
+        return match timers::callgrind::child_main(&argv[2..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if argv.get(1).map(String::as_str) == Some("--footprint-child") {
         return match footprint::child_main(&argv[2..]) {
             Ok(()) => ExitCode::SUCCESS,
@@ -131,6 +144,7 @@ fn main() -> ExitCode {
         println!("  {k:<8} {v}");
     }
     println!("  {:<8} {}", "ioloop", ioloop_status());
+    println!("  {:<8} {}", "libev", timers::libev_peer::version());
     println!();
 
     let started = Instant::now();
@@ -140,6 +154,8 @@ fn main() -> ExitCode {
             if !only.iter().any(|o| o == name) {
                 continue;
             }
+        } else if *name == "timers-callgrind" {
+            continue; // only on request: it needs valgrind
         }
         let t = Instant::now();
         let report = run(args.quick);

@@ -1,26 +1,41 @@
-//! The timer heap: fixed capacity, O(log n) insert, cancel and re-arm, FIFO among equal
-//! deadlines.
+//! The timer table: fixed capacity, FIFO among equal deadlines, O(log n) insert, cancel and
+//! re-arm, and O(1) for the commonest timeout pattern (every timer armed with the same delay).
 //!
-//! The design is libev's: a 4-ary min-heap whose nodes cache the deadline next to the slot
-//! index (16 bytes, four children in one cache line), so sifting compares deadlines without
-//! touching the timer slots. Each timer's heap position is kept, which makes cancellation a
-//! real O(log n) removal rather than Tornado's lazy "mark and compact later": a full heap means
-//! that many live timers, never dead entries (DESIGN.md §3).
+//! Timers are ordered by `(deadline, sequence)`: the sequence is taken at insert and re-arm,
+//! so equal deadlines fire first-in first-out. A waiting timer sits in one of two places:
 //!
-//! Positions live in a dense side array (4 bytes per timer), not in the slots that hold the
-//! closures: every step of a sift writes a moved timer's position, and at 10^5–10^6 timers a
-//! write into a ~90-byte slot is a cache miss per level while the dense array stays mostly
-//! cached. The slot itself is touched once per insert, cancel and fire.
+//! * **the run**: a doubly linked list, sorted, that only ever grows at its tail. A timer whose
+//!   deadline is at or after the run's last one is appended in O(1): its sequence is the
+//!   newest, so the run stays sorted by `(deadline, sequence)`. With one delay for every
+//!   timer (idle timeouts, keep-alives: `call_later(30 s)` and `reset_timeout(now + 30 s)` on
+//!   each activity), every insert and re-arm is an append, every cancel an unlink, every fire a
+//!   pop from the front: libev's "timeout list" trick, done automatically.
+//! * **the heap**: every other timer, in libev's layout: a 4-ary min-heap of 16-byte nodes
+//!   (deadline and slot index, four children in one cache line). Nodes compare by deadline (one
+//!   64-bit compare); the sequence, kept beside the slot, is read only on equal deadlines.
+//!   Removal (cancel, fire) is bottom-up: the hole left by the removed node walks down to a
+//!   leaf along the smaller children (three compares per level instead of four) and the heap's
+//!   last node is sifted up from there, usually not at all.
 //!
-//! Ties are broken by a sequence number taken at insert (and re-arm), so equal deadlines fire
-//! first-in first-out. It sits in the node beside the deadline, so the smallest of four
-//! children is found by branch-free 128-bit compares (random deadlines make every branch a
-//! coin toss).
+//! The next timer is the smaller of the heap's root and the run's head. Each timer's position
+//! (heap index, or "in the run") is kept, so cancellation is a real removal, never a dead entry
+//! left for later (DESIGN.md §3).
 //!
-//! A timer that is due is popped from the heap but keeps its slot while its closure runs, so
-//! the closure may re-arm itself (periodic callbacks) under the same handle, or cancel itself.
+//! Per-timer state is split by how hot it is: `meta` (generation and position, 8 bytes: read by
+//! every handle operation, written by every heap move), `seq` (8 bytes: ties and fire), `link`
+//! (the run's deadline and neighbours, 16 bytes: run members only) and the closures. Slots are
+//! handed out last-freed first (the free list threads through `meta`), and from index 0
+//! upwards again whenever the table empties, so a table that is filled, drained and refilled
+//! stays dense instead of scattering over memory.
+//!
+//! A timer that is due is popped but keeps its slot while its closure runs, so the closure may
+//! re-arm itself (periodic callbacks) under the same handle, or cancel itself.
+//!
+//! All-zero bytes are the empty table (generation 0 is even: free), so a table for 10^6
+//! timers is made by zeroing memory in place.
 
-use crate::slab::Slab;
+use core::mem::MaybeUninit;
+
 use crate::time::Instant;
 use crate::zeroed::ZeroInit;
 
@@ -33,48 +48,96 @@ pub struct TimerHandle {
     generation: u32,
 }
 
-/// Positions below this are heap positions; the two values above mark a running timer.
+/// Positions below these are heap positions.
 const RUNNING: u32 = u32::MAX;
 const CANCELLED_WHILE_RUNNING: u32 = u32::MAX - 1;
+/// Waiting in the run (the sorted list), not in the heap.
+const IN_RUN: u32 = u32::MAX - 2;
 
-/// A timer's closure; `None` while it runs.
-struct TimerSlot<F> {
-    f: Option<F>,
-}
+/// "No slot" in the run's links and the free list, which store `index + 1`.
+const NIL: u32 = 0;
 
-/// A heap entry: the ordering key `(deadline, seq)` cached next to the slot it belongs to, so
-/// comparisons never leave the heap array.
+/// A heap entry: the deadline cached next to the slot it belongs to, so comparisons stay in
+/// the heap array unless two deadlines are equal.
 #[derive(Clone, Copy)]
 struct Node {
     deadline: u64,
-    seq: u64,
     slot: u32,
 }
 
-impl Node {
-    /// `(deadline, seq)` as one integer: compares without branches.
-    #[inline(always)]
-    fn key(self) -> u128 {
-        ((self.deadline as u128) << 64) | self.seq as u128
-    }
+/// Per-slot handle state. `generation` is odd while the slot is live (scheduled or running)
+/// and even while it is free, so a handle (always odd) matches only a live slot.
+#[derive(Clone, Copy)]
+struct Meta {
+    generation: u32,
+    /// Live: heap position, [`IN_RUN`], [`RUNNING`] or [`CANCELLED_WHILE_RUNNING`].
+    /// Free: the next free slot + 1, or [`NIL`].
+    pos: u32,
 }
 
+/// A run member's deadline and neighbours (`index + 1`, [`NIL`] at the ends).
+#[derive(Clone, Copy)]
+struct Link {
+    deadline: u64,
+    prev: u32,
+    next: u32,
+}
+
+/// The heap array, placed so that every group of four siblings (positions `4p + 1` to
+/// `4p + 4`) fills exactly one 64-byte cache line: a sift reads one line per level.
+#[repr(C, align(64))]
+struct Nodes<const T: usize> {
+    _pad: [u8; 48],
+    nodes: [Node; T],
+}
+
+/// The closures, one per slot, starting on a cache line: a 64-byte closure (the loop's) is
+/// then one line, not two.
+#[repr(C, align(64))]
+struct Closures<F, const T: usize>([MaybeUninit<F>; T]);
+
 pub(crate) struct TimerHeap<F, const T: usize> {
-    slots: Slab<TimerSlot<F>, T>,
-    /// Slot index → heap position (or a running marker); valid for occupied slots.
-    pos: [u32; T],
-    heap: [Node; T],
+    heap: Nodes<T>,
+    meta: [Meta; T],
+    seq: [u64; T],
+    link: [Link; T],
+    /// Initialised exactly for live slots whose timer is waiting (not running).
+    fns: Closures<F, T>,
+    /// Nodes in the heap.
     len: u32,
+    /// Live slots (waiting or running).
+    live: u32,
+    /// Timers in the run.
+    run_len: u32,
+    /// First and last run member, `index + 1` or [`NIL`].
+    run_head: u32,
+    run_tail: u32,
+    /// Last freed slot + 1, or [`NIL`].
+    free_head: u32,
+    /// Slots at and above this index are free and not on the free list.
+    fresh: u32,
     next_seq: u64,
 }
 
-// SAFETY: the slab is zero-valid, nodes, positions and sequences are plain integers read only
-// for slots in use, `len = 0` means no node is in use, and `next_seq = 0` is a valid start.
+// SAFETY: all-zero is the empty table: no heap node or run member in use, every generation 0
+// (even: free), an empty free list with every slot fresh, and `fns` is `MaybeUninit`, never
+// read for a free slot. Such a table owns no closure.
 unsafe impl<F, const T: usize> ZeroInit for TimerHeap<F, T> {}
-// SAFETY: plain integers.
-unsafe impl ZeroInit for Node {}
 
 const ARITY: usize = 4;
+
+/// Ask for the cache line holding `p` (a hint: it never faults, whatever the address), so
+/// that independent misses of one operation overlap instead of queueing.
+#[inline(always)]
+fn prefetch<X>(p: *const X) {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    // SAFETY: `prefetcht0` has no architectural effect and does not fault on any address.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch(p.cast::<i8>(), core::arch::x86_64::_MM_HINT_T0)
+    };
+    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+    let _ = p;
+}
 
 /// What a timer closure asks for after it ran.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -87,16 +150,19 @@ pub(crate) enum Next {
 }
 
 impl<F, const T: usize> TimerHeap<F, T> {
+    /// Compile-time guard: positions, markers and `index + 1` must fit in a `u32`.
+    const CAPACITY_FITS: () = assert!(T < IN_RUN as usize, "timer capacity must be below 2^32 - 3");
+
     /// Number of live timers (scheduled or running).
     #[inline]
     pub(crate) fn len(&self) -> usize {
-        self.slots.len()
+        self.live as usize
     }
 
-    /// Number of timers waiting in the heap.
+    /// Number of timers waiting (in the heap or the run).
     #[inline]
     pub(crate) fn scheduled(&self) -> usize {
-        self.len as usize
+        (self.len + self.run_len) as usize
     }
 
     /// The sequence number the next insert will get; timers with a sequence at or above a
@@ -113,191 +179,463 @@ impl<F, const T: usize> TimerHeap<F, T> {
         s
     }
 
-    /// `(deadline, sequence)` order.
+    /// `(deadline, sequence)` order; the sequence is read only on equal deadlines.
     #[inline(always)]
     fn less(&self, a: Node, b: Node) -> bool {
-        a.key() < b.key()
+        if a.deadline != b.deadline {
+            a.deadline < b.deadline
+        } else {
+            self.seq_of(a.slot) < self.seq_of(b.slot)
+        }
     }
 
-    #[inline]
-    fn place(&mut self, pos: usize, node: Node) {
-        self.heap[pos] = node;
-        self.pos[node.slot as usize] = pos as u32;
+    /// The sequence of a live slot.
+    #[inline(always)]
+    fn seq_of(&self, slot: u32) -> u64 {
+        debug_assert!((slot as usize) < T);
+        // SAFETY: slots are only ever handed out below `T` (`alloc`), and only live slots'
+        // sequences are read (heap nodes and run members name live slots).
+        unsafe { *self.seq.get_unchecked(slot as usize) }
     }
 
-    fn sift_up(&mut self, mut pos: usize) {
-        let node = self.heap[pos];
-        while pos > 0 {
+    /// The heap node at `pos`.
+    ///
+    /// # Safety
+    /// `pos < self.len` (which is at most `T`).
+    #[inline(always)]
+    unsafe fn node(&self, pos: usize) -> Node {
+        debug_assert!(pos < self.len as usize);
+        // SAFETY: `pos < len <= T` (the caller's promise).
+        unsafe { *self.heap.nodes.get_unchecked(pos) }
+    }
+
+    /// Put `node` at heap position `pos` and record the position in its slot.
+    ///
+    /// # Safety
+    /// `pos < T` and `node.slot` is a live slot (below `T`).
+    #[inline(always)]
+    unsafe fn put(&mut self, pos: usize, node: Node) {
+        debug_assert!(pos < T && (node.slot as usize) < T);
+        // SAFETY: both indices are below `T` (the caller's promise).
+        unsafe {
+            *self.heap.nodes.get_unchecked_mut(pos) = node;
+            self.meta.get_unchecked_mut(node.slot as usize).pos = pos as u32;
+        }
+    }
+
+    /// The smaller of the children starting at `first`, of a heap `len` long.
+    ///
+    /// # Safety
+    /// `first < len <= self.len`.
+    #[inline(always)]
+    unsafe fn min_child(&self, first: usize, len: usize) -> usize {
+        if first + ARITY <= len {
+            // Deadlines only, branch-free; equal deadlines (rare outside the run) take the
+            // exact path below.
+            // SAFETY: `first + 3 < len <= self.len <= T` (checked above, and the caller's
+            // promise).
+            let d = |i: usize| unsafe { self.heap.nodes.get_unchecked(first + i).deadline };
+            let (d0, d1, d2, d3) = (d(0), d(1), d(2), d(3));
+            let a = (d1 < d0) as usize;
+            let da = if d1 < d0 { d1 } else { d0 };
+            let b = 2 + (d3 < d2) as usize;
+            let db = if d3 < d2 { d3 } else { d2 };
+            let tie = (d0 == d1) as u8 | (d2 == d3) as u8 | (da == db) as u8;
+            if tie == 0 {
+                return first + if db < da { b } else { a };
+            }
+            // SAFETY: as above.
+            let c = |i: usize| unsafe { self.node(first + i) };
+            let a = if self.less(c(1), c(0)) { 1 } else { 0 };
+            let b = if self.less(c(3), c(2)) { 3 } else { 2 };
+            first + if self.less(c(b), c(a)) { b } else { a }
+        } else {
+            let mut best = first;
+            for c in first + 1..len {
+                // SAFETY: `c < len <= self.len` and `best < len`.
+                if unsafe { self.less(self.node(c), self.node(best)) } {
+                    best = c;
+                }
+            }
+            best
+        }
+    }
+
+    /// Move `node` up from `pos` (no higher than `top`) to its place.
+    ///
+    /// # Safety
+    /// `top <= pos < self.len` and `node.slot` is live.
+    #[inline(always)]
+    unsafe fn sift_up_from(&mut self, mut pos: usize, top: usize, node: Node) {
+        while pos > top {
             let parent = (pos - 1) / ARITY;
-            let p = self.heap[parent];
+            // SAFETY: `parent < pos < self.len`.
+            let p = unsafe { self.node(parent) };
             if !self.less(node, p) {
                 break;
             }
-            self.place(pos, p);
+            // SAFETY: `pos < self.len <= T` and `p` is a heap node (live slot).
+            unsafe { self.put(pos, p) };
             pos = parent;
         }
-        self.place(pos, node);
+        // SAFETY: `pos < self.len <= T`, `node.slot` live (the caller's promise).
+        unsafe { self.put(pos, node) };
     }
 
-    fn sift_down(&mut self, mut pos: usize) {
+    /// Move `node` down from `pos` to its place (stops as soon as no child is smaller).
+    ///
+    /// # Safety
+    /// `pos < self.len` and `node.slot` is live.
+    unsafe fn sift_down_from(&mut self, mut pos: usize, node: Node) {
         let len = self.len as usize;
-        let node = self.heap[pos];
         loop {
             let first = ARITY * pos + 1;
             if first >= len {
                 break;
             }
-            let best = if first + ARITY <= len {
-                // All four children exist: a branch-free tournament.
-                let k = |i: usize| self.heap[first + i].key();
-                let (k0, k1, k2, k3) = (k(0), k(1), k(2), k(3));
-                let a = if k1 < k0 { 1 } else { 0 };
-                let ka = if k1 < k0 { k1 } else { k0 };
-                let b = if k3 < k2 { 3 } else { 2 };
-                let kb = if k3 < k2 { k3 } else { k2 };
-                first + if kb < ka { b } else { a }
-            } else {
-                let mut best = first;
-                for c in first + 1..len {
-                    if self.less(self.heap[c], self.heap[best]) {
-                        best = c;
-                    }
-                }
-                best
-            };
-            if !self.less(self.heap[best], node) {
+            // SAFETY: `first < len`.
+            let best = unsafe { self.min_child(first, len) };
+            // SAFETY: `best < len`.
+            let b = unsafe { self.node(best) };
+            if !self.less(b, node) {
                 break;
             }
-            self.place(pos, self.heap[best]);
+            // SAFETY: `pos < len <= T`, `b` is a heap node.
+            unsafe { self.put(pos, b) };
             pos = best;
         }
-        self.place(pos, node);
+        // SAFETY: `pos < len <= T`, `node.slot` live (the caller's promise).
+        unsafe { self.put(pos, node) };
     }
 
-    /// Restore the heap property for the node at `pos` after its key changed either way.
-    fn fix(&mut self, pos: usize) {
-        if pos > 0 && self.less(self.heap[pos], self.heap[(pos - 1) / ARITY]) {
-            self.sift_up(pos);
-        } else {
-            self.sift_down(pos);
-        }
-    }
-
-    fn remove_at(&mut self, pos: usize) {
+    /// Remove the node at `pos` (bottom-up: the hole goes down to a leaf along the smaller
+    /// children, then the last node is sifted up into it).
+    ///
+    /// # Safety
+    /// `pos < self.len`.
+    unsafe fn remove_at(&mut self, pos: usize) {
         self.len -= 1;
-        let last = self.len as usize;
-        if pos != last {
-            let moved = self.heap[last];
-            self.place(pos, moved);
-            self.fix(pos);
+        let len = self.len as usize;
+        if pos == len {
+            return;
+        }
+        // SAFETY (every access below): positions are below the old length, which is at most
+        // `T`; `len` is the old last position, still holding a valid node.
+        let moved = unsafe { *self.heap.nodes.get_unchecked(len) };
+        if pos > 0 && self.less(moved, unsafe { self.node((pos - 1) / ARITY) }) {
+            unsafe { self.sift_up_from(pos, 0, moved) };
+            return;
+        }
+        let mut hole = pos;
+        loop {
+            let first = ARITY * hole + 1;
+            if first >= len {
+                break;
+            }
+            // The next level's candidates: the children of these four siblings are 16
+            // consecutive nodes (four cache lines). Asking for all four now overlaps the next
+            // level's miss with this level's compares; the hole always goes to the bottom.
+            let grand = self.heap.nodes.as_ptr().wrapping_add(ARITY * first + 1);
+            if ARITY * first + 1 < len {
+                for k in 0..ARITY {
+                    prefetch(grand.wrapping_add(ARITY * k));
+                }
+            }
+            let best = unsafe { self.min_child(first, len) };
+            unsafe { self.put(hole, self.node(best)) };
+            hole = best;
+        }
+        unsafe { self.sift_up_from(hole, pos, moved) };
+    }
+
+    /// Append `slot` to the run.
+    #[inline]
+    fn run_push(&mut self, slot: u32, deadline: u64) {
+        let tail = self.run_tail;
+        self.link[slot as usize] = Link {
+            deadline,
+            prev: tail,
+            next: NIL,
+        };
+        match tail {
+            NIL => self.run_head = slot + 1,
+            t => self.link[(t - 1) as usize].next = slot + 1,
+        }
+        self.run_tail = slot + 1;
+        self.run_len += 1;
+        self.meta[slot as usize].pos = IN_RUN;
+    }
+
+    /// Take `slot` out of the run.
+    #[inline]
+    fn run_unlink(&mut self, slot: u32) {
+        let Link { prev, next, .. } = self.link[slot as usize];
+        match prev {
+            NIL => self.run_head = next,
+            p => self.link[(p - 1) as usize].next = next,
+        }
+        match next {
+            NIL => self.run_tail = prev,
+            n => self.link[(n - 1) as usize].prev = prev,
+        }
+        self.run_len -= 1;
+    }
+
+    /// File a live slot with a fresh sequence at `deadline`: appended to the run when it goes
+    /// last, else into the heap.
+    #[inline]
+    fn file(&mut self, slot: u32, deadline: u64) {
+        let seq = self.take_seq();
+        self.seq[slot as usize] = seq;
+        let tail = self.run_tail;
+        if tail == NIL || deadline >= self.link[(tail - 1) as usize].deadline {
+            self.run_push(slot, deadline);
+        } else {
+            let pos = self.len as usize;
+            self.len += 1;
+            // SAFETY: `pos < self.len` now, and `slot` is live.
+            unsafe { self.sift_up_from(pos, 0, Node { deadline, slot }) };
         }
     }
 
-    fn push_node(&mut self, deadline: Instant, slot: u32) {
-        let pos = self.len as usize;
-        self.len += 1;
-        let seq = self.take_seq();
-        self.heap[pos] = Node {
-            deadline: deadline.as_nanos(),
-            seq,
-            slot,
+    /// A free slot, made live (odd generation), or `None` when all `T` are live.
+    #[inline]
+    fn alloc(&mut self) -> Option<u32> {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::CAPACITY_FITS;
+        let slot = if self.free_head != NIL {
+            let s = self.free_head - 1;
+            self.free_head = self.meta.get(s as usize)?.pos;
+            s
+        } else if (self.fresh as usize) < T {
+            self.fresh += 1;
+            self.fresh - 1
+        } else {
+            return None;
         };
-        self.sift_up(pos);
+        let m = self.meta.get_mut(slot as usize)?;
+        m.generation = m.generation.wrapping_add(1);
+        self.live += 1;
+        Some(slot)
     }
 
-    /// Schedule `f` at `deadline`; the closure comes back when the heap is full.
+    /// Free a live slot whose closure is already out. Once no slot is live, slots are handed
+    /// out from index 0 again (generations are kept, so old handles stay dead).
+    #[inline]
+    fn free(&mut self, slot: u32) {
+        self.live -= 1;
+        let m = &mut self.meta[slot as usize];
+        m.generation = m.generation.wrapping_add(1);
+        if self.live == 0 {
+            self.free_head = NIL;
+            self.fresh = 0;
+        } else {
+            m.pos = self.free_head;
+            self.free_head = slot + 1;
+        }
+    }
+
+    /// The slot's position if `h` names a live slot.
+    #[inline]
+    fn live_pos(&self, h: TimerHandle) -> Option<u32> {
+        let m = self.meta.get(h.index as usize)?;
+        (m.generation == h.generation && h.generation & 1 == 1).then_some(m.pos)
+    }
+
+    /// Move the closure out of a waiting slot.
+    ///
+    /// # Safety
+    /// `slot` is live and waiting (in the heap or the run), so its closure is initialised; the
+    /// caller makes it not waiting (running or free) before the slot is read again.
+    #[inline]
+    unsafe fn take_fn(&mut self, slot: u32) -> F {
+        // SAFETY: the caller guarantees the closure is initialised, and it is read once.
+        unsafe { self.fns.0[slot as usize].assume_init_read() }
+    }
+
+    /// Schedule `f` at `deadline`; the closure comes back when the table is full.
     pub(crate) fn insert(&mut self, deadline: Instant, f: F) -> Result<TimerHandle, F> {
-        let (index, generation) = match self.slots.insert(TimerSlot { f: Some(f) }) {
-            Ok(ig) => ig,
-            Err(TimerSlot { f }) => {
-                return f.map_or_else(|| unreachable!("built with a closure"), Err)
-            }
+        let Some(index) = self.alloc() else {
+            return Err(f);
         };
-        self.push_node(deadline, index);
-        Ok(TimerHandle { index, generation })
+        self.fns.0[index as usize].write(f);
+        self.file(index, deadline.as_nanos());
+        Ok(TimerHandle {
+            index,
+            generation: self.meta[index as usize].generation,
+        })
     }
 
     /// Cancel `h`. Returns the closure for the caller to drop, or `None` when the handle is
     /// stale (fired, cancelled, never issued) or the timer is running right now, in which case
     /// it is freed as soon as its closure returns instead of being re-armed.
     pub(crate) fn cancel(&mut self, h: TimerHandle) -> Option<F> {
-        self.slots.get(h.index, h.generation)?;
-        match self.pos[h.index as usize] {
+        // The closure is read below whatever the slot's place: start its miss now.
+        prefetch(self.fns.0.as_ptr().wrapping_add(h.index as usize));
+        match self.live_pos(h)? {
             RUNNING => {
-                self.pos[h.index as usize] = CANCELLED_WHILE_RUNNING;
+                self.meta[h.index as usize].pos = CANCELLED_WHILE_RUNNING;
                 None
             }
             CANCELLED_WHILE_RUNNING => None,
             p => {
-                self.remove_at(p as usize);
-                self.slots.remove(h.index, h.generation).and_then(|s| s.f)
+                if p == IN_RUN {
+                    self.run_unlink(h.index);
+                } else {
+                    // SAFETY: a live, waiting slot's heap position is below `self.len`.
+                    unsafe { self.remove_at(p as usize) };
+                }
+                // SAFETY: the slot is live and was waiting; it is freed right below.
+                let f = unsafe { self.take_fn(h.index) };
+                self.free(h.index);
+                Some(f)
             }
         }
     }
 
     /// Move a scheduled timer to a new deadline, as if it had just been inserted there (it
     /// goes after timers already due at the same instant). Returns `false` for a handle that
-    /// is not waiting in the heap.
+    /// is not waiting.
     pub(crate) fn reset(&mut self, h: TimerHandle, deadline: Instant) -> bool {
-        if self.slots.get(h.index, h.generation).is_none() {
-            return false;
+        let deadline = deadline.as_nanos();
+        match self.live_pos(h) {
+            None | Some(RUNNING | CANCELLED_WHILE_RUNNING) => false,
+            Some(IN_RUN) => {
+                self.run_unlink(h.index);
+                self.file(h.index, deadline);
+                true
+            }
+            Some(p) => {
+                let seq = self.take_seq();
+                self.seq[h.index as usize] = seq;
+                let pos = p as usize;
+                let node = Node {
+                    deadline,
+                    slot: h.index,
+                };
+                // SAFETY: a live, waiting slot's heap position is below `self.len`, and so is
+                // its parent's.
+                unsafe {
+                    if pos > 0 && self.less(node, self.node((pos - 1) / ARITY)) {
+                        self.sift_up_from(pos, 0, node);
+                    } else {
+                        self.sift_down_from(pos, node);
+                    }
+                }
+                true
+            }
         }
-        let pos = self.pos[h.index as usize];
-        if pos >= CANCELLED_WHILE_RUNNING {
-            return false;
-        }
-        let seq = self.take_seq();
-        let node = &mut self.heap[pos as usize];
-        node.deadline = deadline.as_nanos();
-        node.seq = seq;
-        self.fix(pos as usize);
-        true
     }
 
     /// Whether `h` is scheduled or running (and not cancelled).
     pub(crate) fn is_pending(&self, h: TimerHandle) -> bool {
-        self.slots.get(h.index, h.generation).is_some()
-            && self.pos[h.index as usize] != CANCELLED_WHILE_RUNNING
+        self.live_pos(h)
+            .is_some_and(|p| p != CANCELLED_WHILE_RUNNING)
     }
 
-    /// Drop every timer (closing the loop). Handles issued before must not be used again.
+    /// Drop every timer (closing the loop). Handles issued before must not be used again
+    /// (they stay dead: generations are kept).
     pub(crate) fn clear(&mut self) {
+        let fresh = self.fresh as usize;
+        // Reset first: if a closure's drop panics, the table is already empty (the rest leak).
         self.len = 0;
-        self.slots.clear();
+        self.live = 0;
+        self.run_len = 0;
+        self.run_head = NIL;
+        self.run_tail = NIL;
+        self.free_head = NIL;
+        self.fresh = 0;
+        for i in 0..fresh {
+            let m = &mut self.meta[i];
+            if m.generation & 1 == 0 {
+                continue;
+            }
+            m.generation = m.generation.wrapping_add(1);
+            if m.pos < CANCELLED_WHILE_RUNNING {
+                // SAFETY: the slot was live and waiting, so its closure is initialised; the
+                // slot is now free (even generation), so it is not dropped again.
+                unsafe { self.fns.0[i].assume_init_drop() };
+            }
+        }
+    }
+
+    /// The run's head as a node, if the run is not empty.
+    #[inline(always)]
+    fn run_first(&self) -> Option<Node> {
+        match self.run_head {
+            NIL => None,
+            h => Some(Node {
+                deadline: self.link[(h - 1) as usize].deadline,
+                slot: h - 1,
+            }),
+        }
+    }
+
+    /// The next timer to fire and whether it is the heap's root (else the run's head).
+    #[inline(always)]
+    fn first(&self) -> Option<(Node, bool)> {
+        let run = self.run_first();
+        if self.len == 0 {
+            return run.map(|n| (n, false));
+        }
+        let root = self.heap.nodes[0];
+        match run {
+            Some(r) if self.less(r, root) => Some((r, false)),
+            _ => Some((root, true)),
+        }
     }
 
     /// The earliest deadline, if any timer is scheduled.
     #[inline]
     pub(crate) fn peek_deadline(&self) -> Option<Instant> {
-        (self.len > 0).then(|| Instant::from_nanos(self.heap[0].deadline))
+        let run = self.run_first().map(|n| n.deadline);
+        let root = (self.len > 0).then(|| self.heap.nodes[0].deadline);
+        match (run, root) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+        .map(Instant::from_nanos)
     }
 
-    /// Pop the head if it is due at `now` and was scheduled before `seq_limit`. Its slot stays
-    /// allocated (marked running) until [`finish`](Self::finish).
+    /// Pop the next timer if it is due at `now` and was scheduled before `seq_limit`. Its
+    /// slot stays allocated (marked running) until [`finish`](Self::finish).
     #[inline]
     pub(crate) fn pop_due(
         &mut self,
         now: Instant,
         seq_limit: u64,
     ) -> Option<(TimerHandle, F, Instant)> {
-        if self.len == 0 {
+        let (node, in_heap) = self.first()?;
+        if node.deadline > now.as_nanos() {
             return None;
         }
-        let head = self.heap[0];
-        if head.deadline > now.as_nanos() || head.seq >= seq_limit {
+        let slot = node.slot as usize;
+        prefetch(self.fns.0.as_ptr().wrapping_add(slot));
+        prefetch(self.meta.as_ptr().wrapping_add(slot));
+        // Only a timer filed after the limit was taken has a sequence at or above it: when
+        // none was, the sequence need not be read.
+        if self.next_seq > seq_limit && self.seq_of(node.slot) >= seq_limit {
             return None;
         }
-        self.remove_at(0);
-        self.pos[head.slot as usize] = RUNNING;
-        let (_, generation) = self.slots.get_by_index(head.slot)?;
-        let f = self.slots.get_mut(head.slot, generation)?.f.take()?;
+        if in_heap {
+            // SAFETY: the root exists (`first` found the heap non-empty).
+            unsafe { self.remove_at(0) };
+        } else {
+            self.run_unlink(node.slot);
+        }
+        let m = &mut self.meta[node.slot as usize];
+        m.pos = RUNNING;
+        let generation = m.generation;
+        // SAFETY: the slot was live and waiting; it is marked running above, so its closure is
+        // not read again until `finish` writes it back.
+        let f = unsafe { self.take_fn(node.slot) };
         Some((
             TimerHandle {
-                index: head.slot,
+                index: node.slot,
                 generation,
             },
             f,
-            Instant::from_nanos(head.deadline),
+            Instant::from_nanos(node.deadline),
         ))
     }
 
@@ -305,21 +643,26 @@ impl<F, const T: usize> TimerHeap<F, T> {
     /// `next`, or free it (returning the closure to drop) when it asked to stop or was
     /// cancelled while running.
     pub(crate) fn finish(&mut self, h: TimerHandle, f: F, next: Next) -> Option<F> {
-        let rearm = matches!(next, Next::At(_)) && self.pos[h.index as usize] == RUNNING;
-        let Some(slot) = self.slots.get_mut(h.index, h.generation) else {
-            return Some(f);
-        };
-        match next {
-            Next::At(deadline) if rearm => {
-                slot.f = Some(f);
-                self.push_node(deadline, h.index);
+        let pos = self.live_pos(h);
+        match (pos, next) {
+            (Some(RUNNING), Next::At(deadline)) => {
+                self.fns.0[h.index as usize].write(f);
+                self.file(h.index, deadline.as_nanos());
                 None
             }
-            _ => {
-                self.slots.remove(h.index, h.generation);
+            (Some(RUNNING | CANCELLED_WHILE_RUNNING), _) => {
+                self.free(h.index);
                 Some(f)
             }
+            // Stale (the table was cleared meanwhile) or not a running timer: not ours.
+            _ => Some(f),
         }
+    }
+}
+
+impl<F, const T: usize> Drop for TimerHeap<F, T> {
+    fn drop(&mut self) {
+        self.clear();
     }
 }
 
@@ -464,5 +807,229 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, live.len());
+    }
+
+    #[test]
+    fn equal_delay_timers_go_to_the_run_and_fire_fifo() {
+        let mut h: TimerHeap<u32, 16> = zeroed();
+        let hs: Vec<_> = (0..6u32)
+            .map(|i| h.insert(at(100 + u64::from(i / 2)), i).unwrap())
+            .collect();
+        assert_eq!(
+            h.len, 0,
+            "non-decreasing deadlines are all appended to the run"
+        );
+        assert_eq!(h.scheduled(), 6);
+        assert!(
+            h.cancel(hs[2]).is_some(),
+            "unlinked from the middle of the run"
+        );
+        assert!(
+            h.reset(hs[0], at(102)),
+            "re-armed to the tail, behind equal deadlines"
+        );
+        assert_eq!(h.len, 0);
+        assert_eq!(drain(&mut h, 1000), [1, 3, 4, 5, 0]);
+    }
+
+    #[test]
+    fn run_and_heap_merge_in_deadline_then_sequence_order() {
+        let mut h: TimerHeap<u32, 16> = zeroed();
+        h.insert(at(50), 1).unwrap(); // run
+        h.insert(at(60), 2).unwrap(); // run
+        h.insert(at(50), 3).unwrap(); // heap: before the run's tail, equal to its head
+        h.insert(at(10), 4).unwrap(); // heap
+        h.insert(at(60), 5).unwrap(); // run, equal to its tail
+        h.insert(at(55), 6).unwrap(); // heap
+        assert_eq!((h.len, h.run_len), (3, 3));
+        assert_eq!(h.peek_deadline(), Some(at(10)));
+        assert_eq!(drain(&mut h, 1000), [4, 1, 3, 6, 2, 5]);
+    }
+
+    #[test]
+    fn run_member_reset_earlier_moves_into_the_heap() {
+        let mut h: TimerHeap<u32, 8> = zeroed();
+        let a = h.insert(at(10), 1).unwrap();
+        h.insert(at(20), 2).unwrap();
+        assert!(h.reset(a, at(30)));
+        let b = h.insert(at(40), 3).unwrap();
+        assert!(
+            h.reset(b, at(5)),
+            "earlier than the run's tail: into the heap"
+        );
+        assert_eq!((h.len, h.run_len), (1, 2));
+        assert_eq!(h.peek_deadline(), Some(at(5)));
+        assert_eq!(drain(&mut h, 100), [3, 2, 1]);
+    }
+
+    #[test]
+    fn seq_limit_holds_back_a_new_run_head() {
+        let mut h: TimerHeap<u32, 4> = zeroed();
+        let limit = h.next_seq();
+        h.insert(at(0), 1).unwrap();
+        assert!(h.pop_due(at(100), limit).is_none());
+        assert_eq!(drain(&mut h, 100), [1]);
+    }
+
+    #[test]
+    fn slots_are_handed_out_from_zero_again_once_the_table_empties() {
+        let mut h: TimerHeap<u32, 4> = zeroed();
+        let old: Vec<_> = (0..4)
+            .map(|i| h.insert(at(40 - i as u64), i).unwrap())
+            .collect();
+        for k in [2, 0, 3, 1] {
+            assert!(h.cancel(old[k]).is_some());
+        }
+        let new: Vec<_> = (0..4).map(|i| h.insert(at(1), i).unwrap()).collect();
+        let idx: Vec<u32> = new.iter().map(|t| t.index).collect();
+        assert_eq!(idx, [0, 1, 2, 3], "dense again after the table emptied");
+        for (o, n) in old.iter().zip(&new) {
+            assert!(
+                !h.is_pending(*o),
+                "an old handle stays dead on its reused slot"
+            );
+            assert_eq!(h.cancel(*o), None);
+            assert!(h.is_pending(*n));
+        }
+    }
+
+    #[test]
+    fn last_freed_slot_is_reused_first_while_timers_remain() {
+        let mut h: TimerHeap<u32, 8> = zeroed();
+        let hs: Vec<_> = (0..4).map(|i| h.insert(at(10), i).unwrap()).collect();
+        h.cancel(hs[1]);
+        h.cancel(hs[3]);
+        assert_eq!(h.insert(at(10), 9).unwrap().index, hs[3].index);
+        assert_eq!(h.insert(at(10), 9).unwrap().index, hs[1].index);
+        assert_eq!(h.insert(at(10), 9).unwrap().index, 4);
+    }
+
+    #[test]
+    fn dropping_or_clearing_drops_each_waiting_closure_once() {
+        use std::rc::Rc;
+        let rc = Rc::new(());
+        {
+            let mut h: TimerHeap<Rc<()>, 8> = zeroed();
+            for d in [5, 1, 7, 7, 3] {
+                h.insert(at(d), rc.clone()).unwrap();
+            }
+            let (running, f, _) = h.pop_due(at(100), u64::MAX).unwrap();
+            assert_eq!(
+                Rc::strong_count(&rc),
+                6,
+                "the running closure is out, not copied"
+            );
+            h.clear();
+            assert_eq!(
+                Rc::strong_count(&rc),
+                2,
+                "cleared: only the running one is left"
+            );
+            assert!(!h.is_pending(running));
+            let back = h.finish(running, f, Next::At(at(200)));
+            assert!(
+                back.is_some(),
+                "a timer running across clear() is handed back"
+            );
+            drop(back);
+            for d in [2, 9] {
+                h.insert(at(d), rc.clone()).unwrap();
+            }
+            assert_eq!(Rc::strong_count(&rc), 3);
+        }
+        assert_eq!(Rc::strong_count(&rc), 1, "drop freed the rest");
+    }
+
+    /// Differential test against a plain list model: every operation, with many equal
+    /// deadlines (so the run, the heap and their ties are all exercised), at a capacity that
+    /// is hit often.
+    #[test]
+    fn matches_a_list_model_under_random_operations() {
+        const CAP: usize = 48;
+        let mut h: TimerHeap<u32, CAP> = zeroed();
+        // (handle, deadline, seq, id) of waiting timers.
+        let mut model: Vec<(TimerHandle, u64, u64, u32)> = Vec::new();
+        let mut dead: Vec<TimerHandle> = Vec::new();
+        let mut seq = 0u64;
+        let mut now = 0u64;
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut rnd = |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % m
+        };
+        let iterations = if cfg!(miri) { 600 } else { 20_000 };
+        for id in 0..iterations {
+            let deadline = now + rnd(4) * 10 + if rnd(3) == 0 { rnd(40) } else { 0 };
+            match rnd(8) {
+                0..=2 => match h.insert(at(deadline), id) {
+                    Ok(t) => {
+                        model.push((t, deadline, seq, id));
+                        seq += 1;
+                    }
+                    Err(back) => {
+                        assert_eq!(back, id);
+                        assert_eq!(model.len(), CAP);
+                    }
+                },
+                3 if !model.is_empty() => {
+                    let k = rnd(model.len() as u64) as usize;
+                    let (t, _, _, want) = model.remove(k);
+                    assert_eq!(h.cancel(t), Some(want));
+                    dead.push(t);
+                }
+                4 if !model.is_empty() => {
+                    let k = rnd(model.len() as u64) as usize;
+                    assert!(h.reset(model[k].0, at(deadline)));
+                    model[k].1 = deadline;
+                    model[k].2 = seq;
+                    seq += 1;
+                }
+                5 if !dead.is_empty() => {
+                    let t = dead[rnd(dead.len() as u64) as usize];
+                    assert_eq!(h.cancel(t), None);
+                    assert!(!h.reset(t, at(deadline)));
+                    assert!(!h.is_pending(t));
+                }
+                _ => {
+                    now += rnd(25);
+                    let limit = h.next_seq();
+                    loop {
+                        let want = model
+                            .iter()
+                            .enumerate()
+                            .min_by_key(|(_, e)| (e.1, e.2))
+                            .filter(|(_, e)| e.1 <= now)
+                            .map(|(k, _)| k);
+                        let got = h.pop_due(at(now), limit);
+                        match (want, got) {
+                            (None, None) => break,
+                            (Some(k), Some((t, f, d))) => {
+                                let (mt, md, _, mid) = model.remove(k);
+                                assert_eq!((t, f, d), (mt, mid, at(md)));
+                                if rnd(3) == 0 {
+                                    let next = now + 1 + rnd(30);
+                                    assert!(h.finish(t, f, Next::At(at(next))).is_none());
+                                    model.push((t, next, seq, f));
+                                    seq += 1;
+                                } else {
+                                    assert_eq!(h.finish(t, f, Next::Done), Some(f));
+                                    dead.push(t);
+                                }
+                            }
+                            (w, g) => panic!("model {w:?} vs table {:?}", g.map(|g| g.1)),
+                        }
+                    }
+                }
+            }
+            assert_eq!(h.len(), model.len());
+            assert_eq!(h.scheduled(), model.len());
+            let first = model.iter().map(|e| e.1).min().map(at);
+            assert_eq!(h.peek_deadline(), first);
+            if dead.len() > 64 {
+                dead.drain(..32);
+            }
+        }
     }
 }

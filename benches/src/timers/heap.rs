@@ -18,7 +18,7 @@ use std::collections::BinaryHeap;
 use std::io;
 use std::time::{Duration, Instant};
 
-use super::{per_timer, wait_until_due, TimerCase, TimerSamples};
+use super::{start, stop, wait_until_due, TimerCase, TimerSamples};
 
 /// One heap entry. Ordered by deadline, then insertion order (Tornado's tiebreaker).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -160,39 +160,35 @@ pub fn run(case: &TimerCase) -> io::Result<TimerSamples> {
 
     for _ in 0..case.iters {
         handles.clear();
-        let t0 = Instant::now();
+        let t0 = start();
         for d in &inp.schedule {
             handles.push(t.call_later(*d, cb));
         }
-        let t1 = Instant::now();
-        out.schedule.push(per_timer(t0, t1, n));
+        out.schedule.push(stop(t0, n, "schedule"));
 
-        let t0 = Instant::now();
+        let t0 = start();
         for (h, d) in handles.iter_mut().zip(&inp.rearm) {
             t.remove_timeout(*h);
             *h = t.call_later(*d, cb);
         }
-        let t1 = Instant::now();
-        out.rearm.push(per_timer(t0, t1, n));
+        out.rearm.push(stop(t0, n, "rearm"));
 
-        let t0 = Instant::now();
+        let t0 = start();
         for &i in &inp.cancel {
             t.remove_timeout(handles[i as usize]);
         }
-        let t1 = Instant::now();
-        out.cancel.push(per_timer(t0, t1, n));
+        out.cancel.push(stop(t0, n, "cancel"));
 
         fired.set(0);
         for d in &inp.fire {
             t.call_later(*d, cb);
         }
         wait_until_due(Instant::now());
-        let t0 = Instant::now();
+        let t0 = start();
         while fired.get() < n as u64 {
             t.run_due(&fired);
         }
-        let t1 = Instant::now();
-        out.fire.push(per_timer(t0, t1, n));
+        out.fire.push(stop(t0, n, "fire"));
         std::hint::black_box(fired.get());
     }
     Ok(out)

@@ -11,6 +11,10 @@
 //! * rearm = `reset_timeout(h, now + d)`, ioloop's O(log n) in-place move;
 //! * cancel = `remove_timeout(h)`;
 //! * fire = `run_once(Some(0))` until every callback ran (one iteration runs all due timers).
+//!
+//! The `call_at` variant ([`run_call_at`]) reads the loop's clock once per phase and passes
+//! absolute deadlines (`call_at(now + d)`, `reset_timeout(h, now + d)`), as libev's cached
+//! `ev_now` does: the timer table's own cost without a clock read per timer.
 
 use std::cell::Cell;
 use std::io;
@@ -19,22 +23,31 @@ use std::time::{Duration, Instant};
 use loop_core::{EventLoop, TimerHandle};
 use loop_linux::Epoll;
 
-use super::{per_timer, wait_until_due, TimerCase, TimerSamples};
+use super::{start, stop, wait_until_due, TimerCase, TimerSamples};
 use crate::sys::io_err;
 
 /// Runs one timer case on a loop sized for it.
 pub fn run(case: &TimerCase) -> io::Result<TimerSamples> {
+    sized(case, false)
+}
+
+/// Runs one timer case with `call_at` and one clock read per phase.
+pub fn run_call_at(case: &TimerCase) -> io::Result<TimerSamples> {
+    sized(case, true)
+}
+
+fn sized(case: &TimerCase, at: bool) -> io::Result<TimerSamples> {
     match case.n {
-        n if n <= 1 << 14 => run_sized::<{ 1 << 14 }>(case),
-        n if n <= 1 << 17 => run_sized::<{ 1 << 17 }>(case),
-        n if n <= 1 << 20 => run_sized::<{ 1 << 20 }>(case),
+        n if n <= 1 << 14 => run_sized::<{ 1 << 14 }>(case, at),
+        n if n <= 1 << 17 => run_sized::<{ 1 << 17 }>(case, at),
+        n if n <= 1 << 20 => run_sized::<{ 1 << 20 }>(case, at),
         n => Err(io::Error::other(format!(
             "no loop size configured for {n} timers"
         ))),
     }
 }
 
-fn run_sized<const T: usize>(case: &TimerCase) -> io::Result<TimerSamples> {
+fn run_sized<const T: usize>(case: &TimerCase, at: bool) -> io::Result<TimerSamples> {
     type Lp<const T: usize> = EventLoop<Epoll, 4, T, 4>;
     let n = case.n;
     let inp = &*case.inputs;
@@ -48,27 +61,38 @@ fn run_sized<const T: usize>(case: &TimerCase) -> io::Result<TimerSamples> {
 
     for _ in 0..case.iters {
         handles.clear();
-        let t0 = Instant::now();
-        for d in &inp.schedule {
-            handles.push(lp.call_later(*d, bump).map_err(full)?);
+        let t0 = start();
+        if at {
+            let now = lp.now();
+            for d in &inp.schedule {
+                handles.push(lp.call_at(now + *d, bump).map_err(full)?);
+            }
+        } else {
+            for d in &inp.schedule {
+                handles.push(lp.call_later(*d, bump).map_err(full)?);
+            }
         }
-        let t1 = Instant::now();
-        out.schedule.push(per_timer(t0, t1, n));
+        out.schedule.push(stop(t0, n, "schedule"));
 
-        let t0 = Instant::now();
-        for (h, d) in handles.iter().zip(&inp.rearm) {
-            let deadline = lp.now() + *d;
-            lp.reset_timeout(*h, deadline);
+        let t0 = start();
+        if at {
+            let now = lp.now();
+            for (h, d) in handles.iter().zip(&inp.rearm) {
+                lp.reset_timeout(*h, now + *d);
+            }
+        } else {
+            for (h, d) in handles.iter().zip(&inp.rearm) {
+                let deadline = lp.now() + *d;
+                lp.reset_timeout(*h, deadline);
+            }
         }
-        let t1 = Instant::now();
-        out.rearm.push(per_timer(t0, t1, n));
+        out.rearm.push(stop(t0, n, "rearm"));
 
-        let t0 = Instant::now();
+        let t0 = start();
         for &i in &inp.cancel {
             lp.remove_timeout(handles[i as usize]);
         }
-        let t1 = Instant::now();
-        out.cancel.push(per_timer(t0, t1, n));
+        out.cancel.push(stop(t0, n, "cancel"));
         if lp.timer_count() != 0 {
             return Err(io::Error::other("timers left after cancelling all"));
         }
@@ -78,12 +102,11 @@ fn run_sized<const T: usize>(case: &TimerCase) -> io::Result<TimerSamples> {
             lp.call_later(*d, bump).map_err(full)?;
         }
         wait_until_due(Instant::now());
-        let t0 = Instant::now();
+        let t0 = start();
         while fired.get() < n as u64 {
             lp.run_once(Some(Duration::ZERO)).map_err(io_err)?;
         }
-        let t1 = Instant::now();
-        out.fire.push(per_timer(t0, t1, n));
+        out.fire.push(stop(t0, n, "fire"));
         std::hint::black_box(fired.get());
     }
     Ok(out)

@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use tokio::time::{sleep, Sleep};
 
-use super::{per_timer, wait_until_due, TimerCase, TimerSamples};
+use super::{start, stop, wait_until_due, TimerCase, TimerSamples};
 
 /// Pins a `Sleep` inside the preallocated vector.
 ///
@@ -57,30 +57,27 @@ pub fn run(case: &TimerCase) -> io::Result<TimerSamples> {
         let mut out = TimerSamples::with_capacity(case.iters);
         for _ in 0..case.iters {
             // schedule
-            let t0 = Instant::now();
+            let t0 = start();
             poll_fn(|cx| {
                 register(&mut sleeps, &inp.schedule, cx);
                 Poll::Ready(())
             })
             .await;
-            let t1 = Instant::now();
-            out.schedule.push(per_timer(t0, t1, n));
+            out.schedule.push(stop(t0, n, "schedule"));
 
             // rearm
-            let t0 = Instant::now();
+            let t0 = start();
             for (s, d) in sleeps.iter_mut().zip(&inp.rearm) {
                 pinned(s).reset(tokio::time::Instant::now() + *d);
             }
-            let t1 = Instant::now();
-            out.rearm.push(per_timer(t0, t1, n));
+            out.rearm.push(stop(t0, n, "rearm"));
 
             // cancel
-            let t0 = Instant::now();
+            let t0 = start();
             for &i in &inp.cancel {
                 sleeps[i as usize] = None;
             }
-            let t1 = Instant::now();
-            out.cancel.push(per_timer(t0, t1, n));
+            out.cancel.push(stop(t0, n, "cancel"));
             sleeps.clear();
 
             // fire
@@ -91,7 +88,7 @@ pub fn run(case: &TimerCase) -> io::Result<TimerSamples> {
             .await;
             done.iter_mut().for_each(|d| *d = false);
             wait_until_due(Instant::now());
-            let t0 = Instant::now();
+            let t0 = start();
             tokio::task::yield_now().await;
             let mut ran = 0;
             poll_fn(|cx| {
@@ -108,8 +105,7 @@ pub fn run(case: &TimerCase) -> io::Result<TimerSamples> {
                 }
             })
             .await;
-            let t1 = Instant::now();
-            out.fire.push(per_timer(t0, t1, n));
+            out.fire.push(stop(t0, n, "fire"));
             std::hint::black_box(ran);
             sleeps.clear();
         }
