@@ -16,9 +16,9 @@
 //!   keeps the rest and switches the handler to `WRITE`, reading nothing meanwhile, so a client
 //!   that does not read its echo holds one buffer and no more. End of stream or an error closes
 //!   the connection and frees the slot.
-//! * Syscalls go through rustix's `linux_raw` backend (no `libc` crate); the binary is linked
-//!   statically against musl only for its C entry point (see the README of this directory, and
-//!   [`main`]).
+//! * Syscalls go through rustix's `linux_raw` backend (no `libc` crate). The binary is linked
+//!   statically against musl for its C entry point only (see [`main`] for why not a `_start`
+//!   of our own); `.cargo/config.toml` here picks the target and a non-PIE static layout.
 //! * A panic (none is expected: every failure below is handled) exits with status 101.
 #![no_std]
 #![no_main]
@@ -121,6 +121,14 @@ fn parse_port(arg: *const u8) -> Option<u16> {
 }
 
 /// The C entry point (musl's `__libc_start_main` calls it). `argv[1]`, if given, is the port.
+///
+/// Why musl's start-up code and not a `_start` of our own: musl's part is about 2 KB (its
+/// `__libc_start_main`, `__init_libc`, the TLS set-up, plus `memcpy` / `memset` / `bcmp` /
+/// `strlen`, which `core` calls and `compiler_builtins` does not export on this target). A
+/// hand-written `_start` would need assembly to find `argc` / `argv` on the initial stack, our
+/// own `mem*` functions (written so that the compiler does not turn their loops back into
+/// calls to themselves), and no thread-local storage anywhere; it would save at most those
+/// 2 KB, for code that is easy to get subtly wrong. musl's is the sound choice.
 /// Exit status: 0 never (the server runs until killed), 2 for a bad port, 1 if the socket
 /// cannot be set up or the loop fails.
 #[no_mangle]
@@ -151,14 +159,18 @@ fn serve(port: u16) -> Result<(), loop_core::Error> {
     )
     .map_err(os)?;
     net::sockopt::set_socket_reuseaddr(&listener, true).map_err(os)?;
-    net::bind(&listener, &SocketAddrV4::new(net::Ipv4Addr::LOCALHOST, port)).map_err(os)?;
+    net::bind(
+        &listener,
+        &SocketAddrV4::new(net::Ipv4Addr::LOCALHOST, port),
+    )
+    .map_err(os)?;
     net::listen(&listener, 128).map_err(os)?;
     let lfd = listener_fd(&listener);
-    let mut lp = Loop::new()?;
-    lp.add_handler(lfd, Interest::READ, move |lp, _, _| {
-        accept_all(lp, lfd)
-    })
-    .map_err(|r| r.error)?;
+    // Never dropped: `run` returns only on failure, and then the process exits, which closes
+    // every fd at once. Leaking it (safe) keeps the loop's teardown code out of the binary.
+    let mut lp = core::mem::ManuallyDrop::new(Loop::new()?);
+    lp.add_handler(lfd, Interest::READ, move |lp, _, _| accept_all(lp, lfd))
+        .map_err(|r| r.error)?;
     lp.run()
 }
 
@@ -229,7 +241,8 @@ fn on_conn(lp: &mut Loop, lfd: RawFd, i: usize, fd: RawFd, ready: Readiness) -> 
         }
         Next::Close => {
             lp.remove_handler(fd);
-            c.fd = None; // closes the socket, after the handler is gone
+            // Closes the socket, after its handler is gone.
+            c.fd = None;
             // A slot is free: accept again (no system call if the listener was not paused).
             let _ = lp.update_handler(lfd, Interest::READ);
         }
@@ -237,10 +250,13 @@ fn on_conn(lp: &mut Loop, lfd: RawFd, i: usize, fd: RawFd, ready: Readiness) -> 
     Ok(())
 }
 
-/// Writes the backlog, then reads once and writes that back.
+/// Writes the backlog, then reads and writes back until a read comes up short (the socket is
+/// drained for now: level-triggered epoll reports it again when more arrives, so the `read`
+/// that would answer `EAGAIN` is saved).
 fn echo(c: &mut Conn, fd: RawFd) -> Next {
     // SAFETY: `fd` is this slot's socket, open while its handler is registered.
     let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    let mut short = false;
     loop {
         while c.start < c.end {
             match rustix::io::write(fd, &c.buf[c.start..c.end]) {
@@ -250,11 +266,15 @@ fn echo(c: &mut Conn, fd: RawFd) -> Next {
                 Err(_) => return Next::Close,
             }
         }
+        if short {
+            return Next::Read;
+        }
         match rustix::io::read(fd, &mut c.buf) {
             Ok(0) => return Next::Close,
             Ok(k) => {
                 c.start = 0;
                 c.end = k;
+                short = k < BUF;
             }
             Err(Errno::AGAIN) => return Next::Read,
             Err(Errno::INTR) => {}
