@@ -152,8 +152,11 @@ fn serve(addr: SocketAddr, max: usize) -> std::io::Result<()> {
                             }
                             free.push(i);
                             if !armed && rearm_at.is_none() {
-                                poll.registry()
-                                    .register(&mut listener, LISTENER, Interest::READABLE)?;
+                                poll.registry().register(
+                                    &mut listener,
+                                    LISTENER,
+                                    Interest::READABLE,
+                                )?;
                                 armed = true;
                             }
                             continue;
