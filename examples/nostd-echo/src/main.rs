@@ -70,11 +70,14 @@ static TABLE: Table = Table(UnsafeCell::new(
 ));
 
 /// The table, borrowed for one handler call.
-fn table() -> &'static mut [Conn; MAX_CONNS] {
-    // SAFETY: one thread (see `Sync` above), and the loop calls one handler at a time; each
-    // handler calls this once and drops the borrow before it returns, and nothing it calls
-    // (the loop's `add_handler`, `update_handler`, `remove_handler`) re-enters a handler. So
-    // no two of these borrows are ever alive at once.
+///
+/// # Safety
+/// No other borrow from `table` may be alive while this one is. It holds here: the program
+/// has one thread, the loop calls one handler at a time, each handler calls `table` once and
+/// drops the borrow before it returns, and nothing it calls while holding it (the loop's
+/// `add_handler`, `update_handler`, `remove_handler`) runs a handler.
+unsafe fn table() -> &'static mut [Conn; MAX_CONNS] {
+    // SAFETY: exclusive by the caller's contract; the pointer is valid for the program's life.
     unsafe { &mut *TABLE.0.get() }
 }
 
@@ -184,7 +187,8 @@ fn listener_fd(listener: &OwnedFd) -> RawFd {
 fn accept_all(lp: &mut Loop, lfd: RawFd) -> HandlerResult {
     // SAFETY: `lfd` is the listener, open for as long as the loop runs (see `listener_fd`).
     let listener = unsafe { BorrowedFd::borrow_raw(lfd) };
-    let conns = table();
+    // SAFETY: the only borrow of the table during this handler call (see `table`).
+    let conns = unsafe { table() };
     loop {
         let Some(i) = conns.iter().position(|c| c.fd.is_none()) else {
             // Full: stop accepting until a connection ends (`close`).
@@ -226,7 +230,8 @@ enum Next {
 
 /// A connection's handler: flush the backlog, then read and echo while data comes.
 fn on_conn(lp: &mut Loop, lfd: RawFd, i: usize, fd: RawFd, ready: Readiness) -> HandlerResult {
-    let c = &mut table()[i];
+    // SAFETY: the only borrow of the table during this handler call (see `table`).
+    let c = unsafe { &mut table()[i] };
     let next = if ready.intersects(Readiness::ERROR) && !ready.intersects(Readiness::READ) {
         Next::Close
     } else {
