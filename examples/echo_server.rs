@@ -36,7 +36,7 @@ const CAPACITY: usize = 1024;
 const BUF: usize = 4096;
 
 /// Handlers: the connections and the listener. Timers: the accept back-off. No callbacks.
-type Loop = ioloop::EventLoop<{ CAPACITY + 1 }, 2, 1>;
+type Loop = ioloop::EventLoop<{ CAPACITY + 1 }, 2, 0>;
 
 /// One connection's buffer and its unwritten bytes: `buf[start..end]`.
 struct Conn {
