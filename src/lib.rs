@@ -36,10 +36,10 @@ pub mod offload;
 // module as `loop_core::signal` (re-exported there with a glob), instead of a second, `signals`.
 #[path = "signals.rs"]
 pub mod signal;
-pub use signal::SignalExt;
 /// The former name of [`signal`] (kept so `ioloop::signals::SIGACTION` still resolves).
 #[doc(hidden)]
 pub use signal as signals;
+pub use signal::SignalExt;
 pub mod accept;
 pub use accept::{
     add_accept_handler, add_accept_handler_limited, AcceptHandle, AcceptLimit, Listener,
