@@ -341,7 +341,42 @@ macro_rules! fd_traits {
     )*};
 }
 
-/// A TCP listening socket (Tornado's `bind_sockets` + `add_accept_handler`, as a future).
+/// A TCP listening socket (Tornado's `bind_sockets` + `add_accept_handler`, as a future):
+/// [`bind`](Self::bind) it (anywhere, before or while the loop runs), then
+/// [`accept`](Self::accept) connections inside a task or `run_sync`, each a [`TcpStream`].
+/// For a complete server with a connection limit and back-pressure, see
+/// [`Server`](crate::Server).
+///
+/// # Examples
+///
+/// ```
+/// use ioloop::{EventLoop, Executor, Remote};
+///
+/// static REMOTE: Remote<EventLoop, 64> = Remote::new();
+/// static EXEC: Executor<4, 1024> = Executor::new();
+/// let mut lp: EventLoop = EventLoop::new()?;
+/// lp.attach_remote(&REMOTE)?;
+/// lp.attach_executor(&EXEC)?;
+/// use ioloop::net::{TcpListener, TcpStream};
+///
+/// let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+/// let addr = listener.local_addr()?; // port 0: the kernel picked one
+/// let (server_side, client_side) = lp.run_sync(
+///     ioloop::join(listener.accept(), TcpStream::connect(addr)),
+///     None,
+/// )?;
+/// let (accepted, peer) = server_side?;
+/// let client = client_side?;
+/// assert_eq!(peer, client.local_addr()?);
+/// assert_eq!(accepted.peer_addr()?, client.local_addr()?);
+/// # Ok::<(), ioloop::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// Binding fails with [`Error::Os`] (`EADDRINUSE`, `EACCES`, `EMFILE`, …); `accept` also with
+/// the registration's errors ([`Error::NotAttached`] outside a task, [`Error::Full`] when the
+/// loop's handler table is full). See each method.
 #[derive(Debug)]
 pub struct TcpListener {
     io: Io,
@@ -441,7 +476,60 @@ impl TcpListener {
     }
 }
 
-/// A TCP connection.
+/// A TCP connection on the loop (Tornado's `IOStream` over a TCP socket): made by
+/// [`TcpStream::connect`] or [`TcpListener::accept`] (or adopted with
+/// [`from_std`](Self::from_std)), used from tasks of one loop.
+///
+/// The methods are `async fn`s taking `&self`: [`read`](Self::read) waits until data (or the
+/// end of the stream) is there, [`write`](Self::write) / [`write_all`](Self::write_all) wait
+/// for room in the send buffer; [`shutdown`](Self::shutdown),
+/// [`set_nodelay`](Self::set_nodelay) and the addresses are immediate. It also implements the
+/// [`embedded_io_async`] `Read` / `Write` traits (error type [`IoError`]) and, with feature
+/// `futures-io`, the `futures::io` traits. For line- or length-framed protocols wrap it in a
+/// [`BufStream`](crate::BufStream). Dropping it (inside a task) closes the connection.
+///
+/// # Examples
+///
+/// An echo round trip over 127.0.0.1:
+///
+/// ```
+/// use ioloop::{EventLoop, Executor, Remote};
+///
+/// static REMOTE: Remote<EventLoop, 64> = Remote::new();
+/// static EXEC: Executor<4, 1024> = Executor::new();
+/// let mut lp: EventLoop = EventLoop::new()?;
+/// lp.attach_remote(&REMOTE)?;
+/// lp.attach_executor(&EXEC)?;
+/// use ioloop::net::{TcpListener, TcpStream};
+///
+/// let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+/// let addr = listener.local_addr()?;
+/// let server = async {
+///     let (stream, _peer) = listener.accept().await?;
+///     let mut buf = [0u8; 64];
+///     let n = stream.read(&mut buf).await?;
+///     stream.write_all(&buf[..n]).await // echo it back
+/// };
+/// let client = async {
+///     let stream = TcpStream::connect(addr).await?;
+///     stream.set_nodelay(true)?;
+///     stream.write_all(b"hello").await?;
+///     let mut buf = [0u8; 64];
+///     let n = stream.read(&mut buf).await?;
+///     Ok::<_, ioloop::Error>(buf[..n].to_vec())
+/// };
+/// let (served, echoed) = lp.run_sync(ioloop::join(server, client), None)?;
+/// served?;
+/// assert_eq!(echoed?, b"hello");
+/// # Ok::<(), ioloop::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// I/O fails with [`Error::Os`] and the kernel's errno (`ECONNREFUSED` from `connect`,
+/// `ECONNRESET`, `EPIPE` when writing to a peer that closed — no `SIGPIPE` is raised), or the
+/// registration's errors ([`Error::NotAttached`] outside a task, [`Error::Full`] when the
+/// loop's handler table has no room).
 #[derive(Debug)]
 pub struct TcpStream {
     io: Io,
@@ -537,7 +625,44 @@ impl TcpStream {
     }
 }
 
-/// A UDP socket.
+/// A UDP socket on the loop: [`bind`](Self::bind) it, then [`send_to`](Self::send_to) and
+/// [`recv_from`](Self::recv_from) datagrams inside a task or `run_sync`. Each datagram is sent
+/// or received whole (a receive buffer that is too small truncates it).
+///
+/// # Examples
+///
+/// ```
+/// use ioloop::{EventLoop, Executor, Remote};
+///
+/// static REMOTE: Remote<EventLoop, 64> = Remote::new();
+/// static EXEC: Executor<4, 1024> = Executor::new();
+/// let mut lp: EventLoop = EventLoop::new()?;
+/// lp.attach_remote(&REMOTE)?;
+/// lp.attach_executor(&EXEC)?;
+/// use ioloop::net::UdpSocket;
+///
+/// let a = UdpSocket::bind("127.0.0.1:0".parse().unwrap())?;
+/// let b = UdpSocket::bind("127.0.0.1:0".parse().unwrap())?;
+/// let b_addr = b.local_addr()?;
+/// let (got, from) = lp.run_sync(
+///     async {
+///         a.send_to(b"ping", b_addr).await?;
+///         let mut buf = [0u8; 16];
+///         let (n, from) = b.recv_from(&mut buf).await?;
+///         Ok::<_, ioloop::Error>((buf[..n].to_vec(), from))
+///     },
+///     None,
+/// )??;
+/// assert_eq!(got, b"ping");
+/// assert_eq!(from, a.local_addr()?);
+/// # Ok::<(), ioloop::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// [`Error::Os`] with the kernel's errno (`EADDRINUSE` from `bind`, `EMSGSIZE` from a
+/// datagram too large, `ECONNREFUSED` reported by a later call after an ICMP error), or the
+/// registration's errors ([`Error::NotAttached`], [`Error::Full`]).
 #[derive(Debug)]
 pub struct UdpSocket {
     io: Io,
@@ -592,7 +717,47 @@ impl UdpSocket {
     }
 }
 
-/// A Unix-domain stream listener on a filesystem path.
+/// A Unix-domain stream listener on a filesystem path (Tornado's `bind_unix_socket`):
+/// [`bind`](Self::bind) it, then [`accept`](Self::accept) [`UnixStream`]s inside a task or
+/// `run_sync`. The socket file stays behind when the listener is dropped (the next `bind`
+/// to the same path removes it).
+///
+/// # Examples
+///
+/// ```
+/// use ioloop::{EventLoop, Executor, Remote};
+///
+/// static REMOTE: Remote<EventLoop, 64> = Remote::new();
+/// static EXEC: Executor<4, 1024> = Executor::new();
+/// let mut lp: EventLoop = EventLoop::new()?;
+/// lp.attach_remote(&REMOTE)?;
+/// lp.attach_executor(&EXEC)?;
+/// use ioloop::net::{UnixListener, UnixStream};
+///
+/// let path = std::env::temp_dir().join(format!("ioloop-doc-ul-{}.sock", std::process::id()));
+/// let listener = UnixListener::bind(&path)?;
+/// let (accepted, connected) =
+///     lp.run_sync(ioloop::join(listener.accept(), UnixStream::connect(&path)), None)?;
+/// let (server, client) = (accepted?, connected?);
+/// lp.run_sync(
+///     async {
+///         client.write_all(b"hi").await?;
+///         let mut buf = [0u8; 2];
+///         let n = server.read(&mut buf).await?;
+///         assert_eq!(&buf[..n], b"hi");
+///         Ok::<(), ioloop::Error>(())
+///     },
+///     None,
+/// )??;
+/// let _ = std::fs::remove_file(&path);
+/// # Ok::<(), ioloop::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// [`Error::Os`] (`EADDRINUSE` if the path is taken by something that is not a socket,
+/// `ENAMETOOLONG`, `EACCES`, `EMFILE`, …); `accept` also with the registration's errors
+/// ([`Error::NotAttached`], [`Error::Full`]).
 #[derive(Debug)]
 pub struct UnixListener {
     io: Io,
@@ -646,7 +811,51 @@ impl UnixListener {
     }
 }
 
-/// A Unix-domain stream connection.
+/// A Unix-domain stream connection: from [`UnixStream::connect`], [`UnixListener::accept`] or
+/// [`UnixStream::pair`] (a connected pair, for talking to yourself or a child process). Its
+/// methods work as [`TcpStream`]'s: `async` [`read`](Self::read), [`write`](Self::write) and
+/// [`write_all`](Self::write_all) inside a task or `run_sync`, and
+/// [`shutdown`](Self::shutdown).
+///
+/// # Examples
+///
+/// ```
+/// use ioloop::{EventLoop, Executor, Remote};
+///
+/// static REMOTE: Remote<EventLoop, 64> = Remote::new();
+/// static EXEC: Executor<4, 1024> = Executor::new();
+/// let mut lp: EventLoop = EventLoop::new()?;
+/// lp.attach_remote(&REMOTE)?;
+/// lp.attach_executor(&EXEC)?;
+/// use std::net::Shutdown;
+/// use ioloop::net::UnixStream;
+///
+/// let (a, b) = UnixStream::pair()?;
+/// let got = lp.run_sync(
+///     async {
+///         a.write_all(b"ping").await?;
+///         a.shutdown(Shutdown::Write)?; // b reads end-of-stream after the bytes
+///         let mut got = Vec::new();
+///         let mut buf = [0u8; 16];
+///         loop {
+///             match b.read(&mut buf).await? {
+///                 0 => break,
+///                 n => got.extend_from_slice(&buf[..n]),
+///             }
+///         }
+///         Ok::<_, ioloop::Error>(got)
+///     },
+///     None,
+/// )??;
+/// assert_eq!(got, b"ping");
+/// # Ok::<(), ioloop::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// As [`TcpStream`]: [`Error::Os`] with the kernel's errno (`ECONNREFUSED` / `ENOENT` from
+/// `connect`, `EPIPE` once the peer is gone, …) or the registration's errors
+/// ([`Error::NotAttached`], [`Error::Full`]).
 #[derive(Debug)]
 pub struct UnixStream {
     io: Io,
@@ -711,13 +920,60 @@ impl UnixStream {
     }
 }
 
-/// The read end of a [`pipe`].
+/// The read end of a [`pipe`]: `async` [`read`](Self::read) inside a task or `run_sync`;
+/// `Ok(0)` once every writer is gone.
+///
+/// # Examples
+///
+/// ```
+/// use ioloop::{EventLoop, Executor, Remote};
+///
+/// static REMOTE: Remote<EventLoop, 64> = Remote::new();
+/// static EXEC: Executor<4, 1024> = Executor::new();
+/// let mut lp: EventLoop = EventLoop::new()?;
+/// lp.attach_remote(&REMOTE)?;
+/// lp.attach_executor(&EXEC)?;
+/// let (reader, writer) = ioloop::net::pipe()?;
+/// drop(writer); // no writer left: the reader sees end-of-stream
+/// let mut buf = [0u8; 8];
+/// assert_eq!(lp.run_sync(reader.read(&mut buf), None)??, 0);
+/// # Ok::<(), ioloop::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// [`read`](Self::read) fails with [`Error::Os`] or the registration's errors
+/// ([`Error::NotAttached`] outside a task, [`Error::Full`]).
 #[derive(Debug)]
 pub struct PipeReader {
     io: Io,
 }
 
-/// The write end of a [`pipe`].
+/// The write end of a [`pipe`]: `async` [`write`](Self::write) and
+/// [`write_all`](Self::write_all) inside a task or `run_sync`.
+///
+/// # Examples
+///
+/// ```
+/// use ioloop::{EventLoop, Executor, Remote};
+///
+/// static REMOTE: Remote<EventLoop, 64> = Remote::new();
+/// static EXEC: Executor<4, 1024> = Executor::new();
+/// let mut lp: EventLoop = EventLoop::new()?;
+/// lp.attach_remote(&REMOTE)?;
+/// lp.attach_executor(&EXEC)?;
+/// let (reader, writer) = ioloop::net::pipe()?;
+/// drop(reader);
+/// // No reader left: EPIPE (Rust programs ignore SIGPIPE by default).
+/// let err = lp.run_sync(writer.write(b"x"), None)?.unwrap_err();
+/// assert!(matches!(err, ioloop::Error::Os { .. }));
+/// # Ok::<(), ioloop::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// [`Error::Os`]: `EPIPE` when the reader is gone; the registration's errors
+/// ([`Error::NotAttached`], [`Error::Full`]).
 #[derive(Debug)]
 pub struct PipeWriter {
     io: Io,
@@ -725,6 +981,37 @@ pub struct PipeWriter {
 
 /// A pipe (`pipe2(O_NONBLOCK | O_CLOEXEC)`): bytes written to the [`PipeWriter`] come out of
 /// the [`PipeReader`]; once every writer is dropped the reader reads end-of-stream (`Ok(0)`).
+///
+/// A pipe is the simplest way to feed a task from a child process or from code that writes to
+/// an fd.
+///
+/// # Examples
+///
+/// ```
+/// use ioloop::{EventLoop, Executor, Remote};
+///
+/// static REMOTE: Remote<EventLoop, 64> = Remote::new();
+/// static EXEC: Executor<4, 1024> = Executor::new();
+/// let mut lp: EventLoop = EventLoop::new()?;
+/// lp.attach_remote(&REMOTE)?;
+/// lp.attach_executor(&EXEC)?;
+/// let (reader, writer) = ioloop::net::pipe()?;
+/// let got = lp.run_sync(
+///     async move {
+///         writer.write_all(b"line\n").await?;
+///         drop(writer); // end-of-stream for the reader
+///         let mut got = Vec::new();
+///         let mut buf = [0u8; 16];
+///         while let n @ 1.. = reader.read(&mut buf).await? {
+///             got.extend_from_slice(&buf[..n]);
+///         }
+///         Ok::<_, ioloop::Error>(got)
+///     },
+///     None,
+/// )??;
+/// assert_eq!(got, b"line\n");
+/// # Ok::<(), ioloop::Error>(())
+/// ```
 ///
 /// # Errors
 /// [`Error::Os`]: `EMFILE`, `ENFILE`.
@@ -780,6 +1067,32 @@ fd_traits!(
 /// The error type of the [`embedded_io_async`] traits on this module's streams: an [`Error`]
 /// that also implements `embedded_io::Error` (which `Error` itself cannot, as it lives in
 /// `loop-core`). Converts both ways with `From` / `?`.
+///
+/// # Examples
+///
+/// ```
+/// use embedded_io_async::Write;
+/// use ioloop::net::{IoError, UnixStream};
+/// # use ioloop::{EventLoop, Executor, Remote};
+/// #
+/// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+/// # static EXEC: Executor<4, 1024> = Executor::new();
+/// # let mut lp: EventLoop = EventLoop::new()?;
+/// # lp.attach_remote(&REMOTE)?;
+/// # lp.attach_executor(&EXEC)?;
+///
+/// // Generic code written against embedded-io-async sees `IoError`...
+/// async fn greet<W: Write>(w: &mut W) -> Result<(), W::Error> {
+///     w.write_all(b"hello").await
+/// }
+/// let (mut a, b) = UnixStream::pair()?;
+/// drop(b);
+/// let result: Result<(), IoError> = lp.run_sync(greet(&mut a), None)?;
+/// // ...and `?` or `From` turns it back into an `ioloop::Error` (here EPIPE).
+/// let err: ioloop::Error = result.unwrap_err().into();
+/// assert!(matches!(err, ioloop::Error::Os { .. }));
+/// # Ok::<(), ioloop::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IoError(pub Error);
 
