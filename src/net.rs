@@ -1,9 +1,12 @@
 //! Async sockets and pipes on the loop: Tornado's `bind_sockets` / `IOStream` re-thought as
 //! `async fn`s over [`IoRegistration`].
 //!
-//! ```no_run
+//! An echo server (each connection a task) and a client, on 127.0.0.1 with a port the kernel
+//! picks:
+//!
+//! ```
 //! use std::time::Duration;
-//! use ioloop::net::TcpListener;
+//! use ioloop::net::{TcpListener, TcpStream};
 //! use ioloop::{EventLoop, Executor, Remote};
 //!
 //! static REMOTE: Remote<EventLoop, 64> = Remote::new();
@@ -12,28 +15,32 @@
 //! let mut lp: EventLoop = EventLoop::new()?;
 //! lp.attach_remote(&REMOTE)?;
 //! lp.attach_executor(&EXEC)?;
-//! let listener = TcpListener::bind("127.0.0.1:7000".parse().unwrap())?;
-//! let stopped = lp.run_sync(
-//!     async move {
-//!         loop {
-//!             let (stream, _peer) = match listener.accept().await {
-//!                 Ok(conn) => conn,
-//!                 Err(e) => break e,
-//!             };
-//!             // Each connection is a task: echo until the peer closes.
-//!             let _ = EXEC.spawn(async move {
-//!                 let mut buf = [0u8; 512];
-//!                 while let Ok(n @ 1..) = stream.read(&mut buf).await {
-//!                     if stream.write_all(&buf[..n]).await.is_err() {
-//!                         break;
-//!                     }
+//! let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+//! let addr = listener.local_addr()?;
+//! EXEC.spawn(async move {
+//!     while let Ok((stream, _peer)) = listener.accept().await {
+//!         // Each connection is a task: echo until the peer closes.
+//!         let _ = EXEC.spawn(async move {
+//!             let mut buf = [0u8; 512];
+//!             while let Ok(n @ 1..) = stream.read(&mut buf).await {
+//!                 if stream.write_all(&buf[..n]).await.is_err() {
+//!                     break;
 //!                 }
-//!             });
-//!         }
+//!             }
+//!         });
+//!     }
+//! })?;
+//! let echoed = lp.run_sync(
+//!     async {
+//!         let client = TcpStream::connect(addr).await?;
+//!         client.write_all(b"ping").await?;
+//!         let mut buf = [0u8; 4];
+//!         let n = client.read(&mut buf).await?;
+//!         Ok::<_, ioloop::Error>(buf[..n].to_vec())
 //!     },
-//!     Some(Duration::from_secs(60)),
-//! );
-//! println!("{stopped:?}");
+//!     Some(Duration::from_secs(10)),
+//! )??;
+//! assert_eq!(echoed, b"ping");
 //! # Ok::<(), ioloop::Error>(())
 //! ```
 //!
