@@ -7,25 +7,54 @@
 //! (const generics): a stream and its buffers live inside the task that owns them, and no
 //! operation allocates.
 //!
-//! ```no_run
+//! A line server and its client over 127.0.0.1 (port 0), both buffered:
+//!
+//! ```
 //! use std::time::Duration;
-//! use ioloop::net::TcpStream;
+//! use ioloop::net::{TcpListener, TcpStream};
 //! use ioloop::stream::{BufStream, StreamError, Timeouts};
+//! use ioloop::{EventLoop, Executor, Remote};
 //!
 //! async fn answer(tcp: TcpStream) -> Result<(), StreamError> {
 //!     let mut s: BufStream<_, 4096, 4096> = BufStream::new(tcp).with_timeouts(Timeouts {
 //!         idle: Some(Duration::from_secs(60)),  // waiting for a request to begin
-//!         read: Some(Duration::from_secs(5)),   // one request header, from its first byte
+//!         read: Some(Duration::from_secs(5)),   // one request line, from its first byte
 //!         write: Some(Duration::from_secs(10)), // one flush
 //!     });
 //!     loop {
-//!         let line = s.read_until(b"\n", 1024).await?; // up to and including the delimiter
-//!         let len = line.len();
+//!         let len = match s.read_until(b"\n", 1024).await {
+//!             Ok(line) => line.len(), // up to and including the delimiter
+//!             Err(StreamError::Closed) => return Ok(()), // the client hung up
+//!             Err(e) => return Err(e),
+//!         };
 //!         s.write(b"got ").await?;
-//!         s.write(&len.to_le_bytes()).await?;
+//!         s.write(&[b'0' + len as u8, b'\n']).await?;
 //!         s.flush().await?;
 //!     }
 //! }
+//!
+//! static REMOTE: Remote<EventLoop, 64> = Remote::new();
+//! static EXEC: Executor<4, 8192> = Executor::new();
+//! let mut lp: EventLoop = EventLoop::new()?;
+//! lp.attach_remote(&REMOTE)?;
+//! lp.attach_executor(&EXEC)?;
+//! let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+//! let addr = listener.local_addr()?;
+//! let server = async {
+//!     let (tcp, _peer) = listener.accept().await?;
+//!     Ok::<_, StreamError>(answer(tcp).await?)
+//! };
+//! let client = async {
+//!     let mut s: BufStream<_> = BufStream::new(TcpStream::connect(addr).await?);
+//!     s.write(b"hello\n").await?;
+//!     s.flush().await?;
+//!     let reply = s.read_until(b"\n", 64).await?.to_vec();
+//!     Ok::<_, StreamError>(reply) // dropping `s` closes the connection
+//! };
+//! let (served, reply) = lp.run_sync(ioloop::join(server, client), None)?;
+//! assert_eq!(reply?, b"got 6\n");
+//! served?;
+//! # Ok::<(), ioloop::Error>(())
 //! ```
 //!
 //! # Reads (Tornado's behaviour, kept)
@@ -93,7 +122,7 @@ use loop_core::{timeout, Errno, Error};
 
 use crate::net::IoError;
 
-/// Which deadline ran out; see [`Timeouts`].
+/// Which deadline ran out; see [`Timeouts`] (whose example shows an `Idle` timeout).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TimeoutKind {
     /// A read waited for its first byte longer than [`Timeouts::idle`].
@@ -104,7 +133,43 @@ pub enum TimeoutKind {
     Write,
 }
 
-/// What a [`BufStream`] operation can fail with. Each outcome is its own variant.
+/// What a [`BufStream`] operation can fail with. Each outcome is its own variant. It converts
+/// to [`Error`] with `?` (`Closed` as [`Error::Os`] `EPIPE`, `LimitExceeded` and `BufferFull`
+/// as `EMSGSIZE`, `TimedOut` as [`Error::TimedOut`], `Io` as the error it holds) and
+/// implements `embedded_io::Error`.
+///
+/// # Examples
+///
+/// ```
+/// use ioloop::net::UnixStream;
+/// use ioloop::stream::{BufStream, StreamError};
+/// # use ioloop::{EventLoop, Executor, Remote};
+/// #
+/// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+/// # static EXEC: Executor<4, 1024> = Executor::new();
+/// # let mut lp: EventLoop = EventLoop::new()?;
+/// # lp.attach_remote(&REMOTE)?;
+/// # lp.attach_executor(&EXEC)?;
+/// #
+///
+/// let (a, b) = UnixStream::pair()?;
+/// let mut s: BufStream<_, 16, 16> = BufStream::new(a);
+/// let (too_long, too_big) = lp.run_sync(
+///     async {
+///         b.write_all(b"no newline in sixteen bytes").await?;
+///         let too_long = s.read_until(b"\n", 8).await.map(|l| l.len());
+///         drop(b); // the peer closes
+///         let too_big = s.read_exact(100).await.map(|r| r.len()); // more than R = 16
+///         Ok::<_, ioloop::Error>((too_long, too_big))
+///     },
+///     None,
+/// )??;
+/// assert_eq!(too_long, Err(StreamError::LimitExceeded { max: 8 }));
+/// assert_eq!(too_big, Err(StreamError::BufferFull { capacity: 16 }));
+/// let as_error: ioloop::Error = StreamError::Closed.into(); // what `?` does
+/// assert!(matches!(as_error, ioloop::Error::Os { .. }));
+/// # Ok::<(), ioloop::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StreamError {
@@ -200,6 +265,42 @@ impl embedded_io_async::Error for StreamError {
 }
 
 /// A stream's deadlines (all off by default); see the [module docs](self#timeouts).
+///
+/// # Examples
+///
+/// A peer that never sends hits the idle timeout; the stream is closed afterwards:
+///
+/// ```
+/// use std::time::Duration;
+/// use ioloop::net::UnixStream;
+/// use ioloop::stream::{BufStream, StreamError, TimeoutKind, Timeouts};
+/// # use ioloop::{EventLoop, Executor, Remote};
+/// #
+/// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+/// # static EXEC: Executor<4, 1024> = Executor::new();
+/// # let mut lp: EventLoop = EventLoop::new()?;
+/// # lp.attach_remote(&REMOTE)?;
+/// # lp.attach_executor(&EXEC)?;
+/// #
+///
+/// let (a, _silent_peer) = UnixStream::pair()?;
+/// let mut s: BufStream<_> = BufStream::new(a).with_timeouts(Timeouts {
+///     idle: Some(Duration::from_millis(20)),
+///     ..Timeouts::default()
+/// });
+/// let (first, then) = lp.run_sync(
+///     async {
+///         let first = s.read_partial(64).await.map(|r| r.len());
+///         let then = s.read_partial(64).await.map(|r| r.len());
+///         (first, then)
+///     },
+///     None,
+/// )?;
+/// assert_eq!(first, Err(StreamError::TimedOut(TimeoutKind::Idle)));
+/// assert_eq!(then, Err(StreamError::Closed));
+/// assert!(s.is_closed());
+/// # Ok::<(), ioloop::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Timeouts {
     /// How long a read may wait for its first byte when nothing is buffered.
@@ -212,6 +313,35 @@ pub struct Timeouts {
 
 /// A reader and a writer used as one stream: a pipe pair ([`PipeReader`](crate::net::PipeReader),
 /// [`PipeWriter`](crate::net::PipeWriter)), or any two halves, under one [`BufStream`].
+///
+/// # Examples
+///
+/// ```
+/// use ioloop::net::pipe;
+/// use ioloop::stream::{BufStream, Duplex};
+/// # use ioloop::{EventLoop, Executor, Remote};
+/// #
+/// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+/// # static EXEC: Executor<4, 1024> = Executor::new();
+/// # let mut lp: EventLoop = EventLoop::new()?;
+/// # lp.attach_remote(&REMOTE)?;
+/// # lp.attach_executor(&EXEC)?;
+/// #
+///
+/// // Two pipes make a loopback: what we write comes back to our reader.
+/// let (reader, writer) = pipe()?;
+/// let mut s: BufStream<_> = BufStream::new(Duplex { reader, writer });
+/// let echoed = lp.run_sync(
+///     async {
+///         s.write(b"ok\n").await?;
+///         s.flush().await?;
+///         Ok::<_, ioloop::stream::StreamError>(s.read_until(b"\n", 16).await?.to_vec())
+///     },
+///     None,
+/// )??;
+/// assert_eq!(echoed, b"ok\n");
+/// # Ok::<(), ioloop::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Duplex<Rd, Wr> {
     /// The read half.
@@ -242,6 +372,54 @@ impl<Rd, Wr: Write + ErrorType<Error = IoError>> Write for Duplex<Rd, Wr> {
 
 /// Tornado's `IOStream` over `S` with an `R`-byte read buffer and a `W`-byte write buffer; see
 /// the [module docs](self).
+///
+/// Methods by group: reads ([`read_until`](Self::read_until), [`read_exact`](Self::read_exact),
+/// [`read_exact_into`](Self::read_exact_into), [`read_partial`](Self::read_partial),
+/// [`read_until_close`](Self::read_until_close), [`wait_closed`](Self::wait_closed)) return
+/// slices into the read buffer; writes ([`write`](Self::write), [`flush`](Self::flush)) queue
+/// and send; [`Timeouts`] and the high-water mark are set with
+/// [`with_timeouts`](Self::with_timeouts) / [`set_write_high_water`](Self::set_write_high_water);
+/// [`buffered`](Self::buffered), [`queued`](Self::queued), [`is_closed`](Self::is_closed),
+/// [`close`](Self::close) and [`into_inner`](Self::into_inner) inspect and end it.
+///
+/// # Examples
+///
+/// Length-prefixed and delimited reads over a socket pair:
+///
+/// ```
+/// use ioloop::net::UnixStream;
+/// use ioloop::stream::{BufStream, StreamError};
+/// # use ioloop::{EventLoop, Executor, Remote};
+/// #
+/// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+/// # static EXEC: Executor<4, 1024> = Executor::new();
+/// # let mut lp: EventLoop = EventLoop::new()?;
+/// # lp.attach_remote(&REMOTE)?;
+/// # lp.attach_executor(&EXEC)?;
+/// #
+///
+/// let (a, b) = UnixStream::pair()?;
+/// let mut s: BufStream<_, 64, 64> = BufStream::new(a);
+/// lp.run_sync(
+///     async {
+///         b.write_all(b"\x05helloHEADER\r\n\r\nrest").await?;
+///         let len = s.read_exact(1).await?[0] as usize;
+///         assert_eq!(s.read_exact(len).await?, b"hello");
+///         assert_eq!(s.read_until(b"\r\n\r\n", 64).await?, b"HEADER\r\n\r\n");
+///         assert_eq!(s.buffered(), 4); // "rest" is already read from the fd
+///         drop(b);
+///         assert_eq!(s.read_until_close().await?, b"rest");
+///         Ok::<(), StreamError>(())
+///     },
+///     None,
+/// )??;
+/// # Ok::<(), ioloop::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// Every operation returns a [`StreamError`]; each method lists which. A timeout or an I/O
+/// error closes the stream (later operations fail with [`StreamError::Closed`]).
 pub struct BufStream<S, const R: usize = 4096, const W: usize = 4096> {
     io: S,
     rbuf: [u8; R],
