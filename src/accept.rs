@@ -6,24 +6,27 @@
 //! [`OwnedFd`] that is already non-blocking and close-on-exec (`accept4` with `SOCK_NONBLOCK |
 //! SOCK_CLOEXEC`, so no `exec` in another thread can inherit it), with the peer's address.
 //!
-//! ```no_run
-//! use std::net::TcpListener;
+//! ```
+//! use std::net::{TcpListener, TcpStream};
 //! use ioloop::accept::add_accept_handler;
 //! use ioloop::{EventLoop, Interest};
 //!
 //! let mut lp: EventLoop = EventLoop::new()?;
 //! let listener = TcpListener::bind("127.0.0.1:0")?;
+//! let addr = listener.local_addr()?;
 //! let handle = add_accept_handler(&mut lp, listener, |lp, conn, peer| {
 //!     println!("connection from {peer:?}");
 //!     // Give it to the loop; when the handler table is full, dropping `conn` closes it.
 //!     if let Err(refused) = lp.add_owned_handler(conn, Interest::READ, |_, _, _| Ok(())) {
 //!         eprintln!("refused: {}", refused.error);
 //!     }
-//! })
-//! .map_err(|refused| refused.error)?;
+//!     lp.stop(); // one connection is enough for this example
+//! })?;
+//! let _client = TcpStream::connect(addr)?; // completes in the listen backlog
 //! lp.run()?;
-//! handle.remove(&mut lp);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! assert!(handle.is_active(&lp));
+//! assert!(handle.remove(&mut lp)); // closes the (owned) listener
+//! # Ok::<(), ioloop::Error>(())
 //! ```
 //!
 //! # Bounded work per readiness
@@ -99,7 +102,21 @@ pub const BACKOFF_NO_TIMER: &str = "accept back-off needs a free timer slot; ret
 
 /// A listening socket handed to [`add_accept_handler`]: owned (the loop closes it when the
 /// handler is removed or the loop is dropped) or borrowed (keep it open until the handler is
-/// removed, as with [`EventLoop::add_handler`]).
+/// removed, as with [`EventLoop::add_handler`]). `From` conversions make either from a
+/// `std` listener, an [`OwnedFd`] (owned) or a reference (borrowed).
+///
+/// # Examples
+///
+/// ```
+/// use ioloop::accept::Listener;
+///
+/// let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// let borrowed = Listener::from(&std_listener); // std_listener must outlive the handler
+/// assert!(borrowed.into_owned().is_none());
+/// let owned = Listener::from(std_listener); // the loop will close it
+/// assert!(owned.into_owned().is_some());
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug)]
 pub enum Listener {
     /// The loop takes the fd and closes it on removal.
@@ -151,7 +168,23 @@ impl<T: AsFd + ?Sized> From<&T> for Listener {
 }
 
 /// Names one accept handler: its listener's fd and its registration. Copy it freely; it does
-/// not own anything.
+/// not own anything. The [module example](self) checks and removes one.
+///
+/// # Examples
+///
+/// ```
+/// use ioloop::accept::add_accept_handler;
+/// use ioloop::EventLoop;
+///
+/// let mut lp: EventLoop = EventLoop::new()?;
+/// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// let handle = add_accept_handler(&mut lp, listener, |_, _conn, _| {})?;
+/// assert!(handle.is_active(&lp));
+/// assert!(handle.remove(&mut lp));
+/// assert!(!handle.is_active(&lp));
+/// assert!(!handle.remove(&mut lp)); // removing twice does nothing
+/// # Ok::<(), ioloop::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AcceptHandle {
     fd: RawFd,
@@ -231,6 +264,8 @@ where
 /// connections wait in the kernel's backlog; see the [module docs](self#back-pressure-a-connection-limit-instead-of-accept-then-drop).
 /// Every connection handed to `callback` counts against `limit` until you call
 /// [`AcceptLimit::release`] for it (when it closes). One listener per `AcceptLimit`.
+///
+/// See [`AcceptLimit`] for an example.
 ///
 /// # Errors
 /// As [`add_accept_handler`].
@@ -388,6 +423,37 @@ impl<F> Acceptor<F> {
 
 /// A connection limit for [`add_accept_handler_limited`], with its counters. `const`: put it
 /// in a `static`. See the [module docs](self#back-pressure-a-connection-limit-instead-of-accept-then-drop).
+///
+/// # Examples
+///
+/// A limit of one connection; each is released as soon as it is handled, so the second one
+/// gets its turn:
+///
+/// ```
+/// use std::net::{TcpListener, TcpStream};
+/// use ioloop::accept::{add_accept_handler_limited, AcceptLimit};
+/// use ioloop::EventLoop;
+///
+/// static LIMIT: AcceptLimit = AcceptLimit::new(1);
+/// let mut lp: EventLoop = EventLoop::new()?;
+/// let listener = TcpListener::bind("127.0.0.1:0")?;
+/// let addr = listener.local_addr()?;
+/// let mut seen = 0;
+/// add_accept_handler_limited(&mut lp, listener, &LIMIT, move |lp, conn, _peer| {
+///     drop(conn); // the connection ends here...
+///     LIMIT.release(lp); // ...so its place is free again
+///     seen += 1;
+///     if seen == 2 {
+///         lp.stop();
+///     }
+/// })?;
+/// let _a = TcpStream::connect(addr)?;
+/// let _b = TcpStream::connect(addr)?;
+/// lp.run()?;
+/// let stats = LIMIT.stats();
+/// assert_eq!((stats.accepted, stats.current, stats.high_water), (2, 0, 1));
+/// # Ok::<(), ioloop::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct AcceptLimit {
     max: AtomicUsize,
@@ -401,7 +467,18 @@ pub struct AcceptLimit {
     high_water: AtomicU64,
 }
 
-/// [`AcceptLimit`]'s counters (a snapshot).
+/// [`AcceptLimit`]'s counters (a snapshot), from [`AcceptLimit::stats`]; the
+/// [`AcceptLimit`] example reads them.
+///
+/// # Examples
+///
+/// ```
+/// use ioloop::accept::{AcceptLimit, AcceptStats};
+///
+/// static LIMIT: AcceptLimit = AcceptLimit::new(8);
+/// assert_eq!(LIMIT.stats(), AcceptStats::default());
+/// assert!(!LIMIT.is_paused());
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AcceptStats {
     /// Connections accepted and handed to the callback.
