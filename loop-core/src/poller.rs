@@ -55,7 +55,17 @@ impl Errno {
     pub const ECHILD: Errno = Errno(10);
 }
 
-/// One ready fd, as reported by [`Poller::wait`].
+/// One ready fd, as reported by [`Poller::wait`]; see [`Poller`]'s example.
+///
+/// # Examples
+///
+/// ```
+/// use loop_core::{PollEvent, Readiness};
+///
+/// let mut events = [PollEvent::default(); 8]; // the buffer a wait fills from the front
+/// events[0] = PollEvent { key: 42, readiness: Readiness::READ | Readiness::HUP };
+/// assert!(events[0].readiness.contains(Readiness::HUP));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct PollEvent {
@@ -67,6 +77,26 @@ pub struct PollEvent {
 
 /// Wakes a poller's `wait` from another thread (or a signal handler, for implementations that
 /// document themselves async-signal-safe: eventfd, pipe and `EVFILT_USER` writes are).
+///
+/// # Examples
+///
+/// A notification makes the next wait return at once, with no event:
+///
+/// ```
+/// use core::time::Duration;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{Clock, Notify, PollEvent, Poller};
+///
+/// let mut poller: SimPoller = SimPoller::new();
+/// let waker = poller.notifier().try_clone()?; // e.g. for another thread
+/// waker.notify()?;
+/// waker.notify()?; // coalesces with the first
+/// let start = poller.now();
+/// let mut events = [PollEvent::default(); 4];
+/// assert_eq!(poller.wait(&mut events, Some(Duration::from_secs(60)))?, 0);
+/// assert_eq!(poller.now(), start); // woken, not timed out
+/// # Ok::<(), loop_core::Errno>(())
+/// ```
 pub trait Notify: Send + Sync {
     /// Make the current or next `wait` return. Calls before that wait coalesce into one wake.
     ///
@@ -89,7 +119,37 @@ pub trait Notify: Send + Sync {
 
 /// An OS readiness API (epoll, kqueue, poll, select, or a simulation), as the loop uses it.
 ///
-/// See the [module docs](self) for the contract every implementation keeps.
+/// See the [module docs](self) for the contract every implementation keeps. The loop is
+/// generic over it; you call these methods yourself only to write or test a poller (or through
+/// `EventLoop::poller_mut` for fds the loop does not handle).
+///
+/// # Examples
+///
+/// The calls the loop makes, on the simulated poller:
+///
+/// ```
+/// use core::time::Duration;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{Capabilities, Interest, Mode, PollEvent, Poller, Readiness};
+///
+/// let mut poller: SimPoller = SimPoller::new();
+/// assert!(poller.capabilities().contains(Capabilities::LEVEL));
+/// poller.register(5, 0xfeed, Interest::READ.registered(), Mode::Level)?;
+/// poller.set_ready(5, Readiness::READ);
+/// let mut events = [PollEvent::default(); 4];
+/// let n = poller.wait(&mut events, Some(Duration::ZERO))?;
+/// assert_eq!(&events[..n], &[PollEvent { key: 0xfeed, readiness: Readiness::READ }]);
+/// poller.modify(5, 0xfeed, Interest::WRITE.registered(), Mode::Level)?; // READ no longer asked
+/// assert_eq!(poller.wait(&mut events, Some(Duration::ZERO))?, 0);
+/// poller.deregister(5)?;
+/// # Ok::<(), loop_core::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// Registration calls fail with [`Error`] (an fd it cannot hold, a full table, an unsupported
+/// mode, the kernel's refusal, a forked child); `wait` with an [`Errno`] (`EINTR` is retried by
+/// the loop). Each method lists its cases.
 pub trait Poller: Clock {
     /// The thread-safe waker for this poller.
     type Notifier: Notify;
@@ -193,6 +253,19 @@ pub trait Poller: Clock {
 }
 
 /// A poller that can be opened with default settings, so that `EventLoop::new()` can make one.
+///
+/// # Examples
+///
+/// ```
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{EventLoop, OpenPoller};
+///
+/// let poller = SimPoller::<16>::open()?; // what `EventLoop::new` does for you
+/// let lp: EventLoop<SimPoller<16>, 4, 4, 4> = EventLoop::with_poller(poller);
+/// let lp2: EventLoop<SimPoller<16>, 4, 4, 4> = EventLoop::new()?;
+/// # let _ = (lp, lp2);
+/// # Ok::<(), loop_core::Error>(())
+/// ```
 pub trait OpenPoller: Poller + Sized {
     /// Open the poller (create the epoll/kqueue instance and its notifier).
     ///
