@@ -36,6 +36,20 @@ pub struct PipeNotifier {
 }
 
 /// The read end of a self-pipe, kept by the poller: watched for readability and drained.
+///
+/// # Examples
+///
+/// ```
+/// use loop_core::Notify;
+/// use std::os::fd::AsFd;
+///
+/// let (notifier, reader) = loop_posix::PipeNotifier::pair()?;
+/// let _watched = reader.as_fd(); // what the poller registers for READ
+/// let for_thread = notifier.try_clone()?;
+/// std::thread::spawn(move || for_thread.notify()).join().unwrap()?;
+/// assert!(reader.drain());
+/// # Ok::<(), loop_core::Errno>(())
+/// ```
 #[derive(Debug)]
 pub struct PipeReader {
     read: OwnedFd,
