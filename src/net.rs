@@ -394,6 +394,18 @@ impl TcpListener {
     /// [`local_addr`](Self::local_addr)), with `SO_REUSEADDR`, a backlog of 128, and
     /// `IPV6_V6ONLY` for IPv6 addresses, as Tornado's `bind_sockets`.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ioloop::net::TcpListener;
+    /// let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+    /// assert_ne!(listener.local_addr()?.port(), 0); // the port the kernel picked
+    /// // A second plain bind to the same port fails.
+    /// let again = TcpListener::bind(listener.local_addr()?);
+    /// assert!(matches!(again, Err(ioloop::Error::Os { .. })));
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Os`]: `EADDRINUSE`, `EACCES` (a port below 1024), `EMFILE`, ….
     pub fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
@@ -402,6 +414,16 @@ impl TcpListener {
 
     /// As [`bind`](Self::bind), plus `SO_REUSEPORT`: several sockets (one per loop, one loop
     /// per core) listen on the same port and the kernel spreads new connections over them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ioloop::net::TcpListener;
+    /// let a = TcpListener::bind_reuse_port("127.0.0.1:0".parse().unwrap())?;
+    /// let b = TcpListener::bind_reuse_port(a.local_addr()?)?; // same port, e.g. for a second loop
+    /// assert_eq!(a.local_addr()?, b.local_addr()?);
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     ///
     /// # Errors
     /// As [`bind`](Self::bind); `EADDRINUSE` if a socket without `SO_REUSEPORT` (or of another
@@ -414,6 +436,15 @@ impl TcpListener {
     /// `backlog` connections instead of 128 (the kernel caps it at `net.core.somaxconn`). A
     /// server that applies back-pressure (stops accepting when full) leaves waiting clients
     /// in this backlog: size it for the excess you expect.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ioloop::net::TcpListener;
+    /// let listener = TcpListener::bind_with_backlog("127.0.0.1:0".parse().unwrap(), false, 1024)?;
+    /// # let _ = listener;
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     ///
     /// # Errors
     /// As [`bind`](Self::bind).
@@ -443,6 +474,25 @@ impl TcpListener {
     /// Wait for a connection and accept it: the new stream is non-blocking and close-on-exec
     /// (`accept4`). A connection that was aborted before it was accepted (`ECONNABORTED`) is
     /// skipped, as Tornado does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::TcpListener;
+    /// # let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+    /// use ioloop::net::TcpStream;
+    /// let addr = listener.local_addr()?;
+    /// let (accepted, _client) = lp.run_sync(ioloop::join(listener.accept(), TcpStream::connect(addr)), None)?;
+    /// let (_stream, peer) = accepted?;
+    /// assert!(peer.ip().is_loopback());
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     ///
     /// # Errors
     /// [`Error::Os`]: `EMFILE` / `ENFILE` when out of fds — the pending connection stays
@@ -475,6 +525,17 @@ impl TcpListener {
     }
 
     /// The address it listens on (with the port the kernel picked for port 0).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ioloop::net::TcpListener;
+    /// let listener = TcpListener::bind("[::1]:0".parse().unwrap()).or_else(|_| {
+    ///     TcpListener::bind("127.0.0.1:0".parse().unwrap()) // no IPv6 here
+    /// })?;
+    /// assert_ne!(listener.local_addr()?.port(), 0);
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     ///
     /// # Errors
     /// [`Error::Os`] from `getsockname` (practically never).
@@ -546,6 +607,23 @@ impl TcpStream {
     /// Connect to `addr`: a non-blocking `connect`, a wait until the socket is writable, then
     /// `SO_ERROR` says whether it worked. Call it inside a task or `run_sync`.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// use ioloop::net::{TcpListener, TcpStream};
+    /// // A port nobody listens on any more: the connection is refused.
+    /// let addr = TcpListener::bind("127.0.0.1:0".parse().unwrap())?.local_addr()?;
+    /// let refused = lp.run_sync(TcpStream::connect(addr), None)?;
+    /// assert!(matches!(refused, Err(ioloop::Error::Os { .. }))); // ECONNREFUSED
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Os`]: `ECONNREFUSED` (nothing listens), `ETIMEDOUT`, `ENETUNREACH`, …;
     /// [`Error::NotAttached`] outside a task; [`Error::Full`] if the loop's handler table is
@@ -560,6 +638,29 @@ impl TcpStream {
     /// Read what is there, up to `buf.len()` bytes, waiting until something is. `Ok(0)`: the
     /// peer closed its side (or `buf` is empty).
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::{TcpListener, TcpStream};
+    /// # let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+    /// # let (accepted, connected) =
+    /// #     lp.run_sync(ioloop::join(listener.accept(), TcpStream::connect(listener.local_addr()?)), None)?;
+    /// # let ((server, _), client) = (accepted?, connected?);
+    /// lp.run_sync(client.write_all(b"hi"), None)??;
+    /// drop(client);
+    /// let mut buf = [0u8; 8];
+    /// let n = lp.run_sync(server.read(&mut buf), None)??;
+    /// assert_eq!(&buf[..n], b"hi");
+    /// assert_eq!(lp.run_sync(server.read(&mut buf), None)??, 0); // the peer closed
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Os`]: `ECONNRESET`, …; the registration's errors (see the
     /// [module docs](self)).
@@ -569,6 +670,26 @@ impl TcpStream {
 
     /// Write some of `buf`, waiting until the socket takes at least one byte; returns how many
     /// it took.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::{TcpListener, TcpStream};
+    /// # let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+    /// # let (accepted, connected) =
+    /// #     lp.run_sync(ioloop::join(listener.accept(), TcpStream::connect(listener.local_addr()?)), None)?;
+    /// # let ((server, _), client) = (accepted?, connected?);
+    /// let n = lp.run_sync(client.write(b"hello"), None)??;
+    /// assert_eq!(n, 5); // a small write is taken whole
+    /// # let _ = server;
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     ///
     /// # Errors
     /// [`Error::Os`]: `EPIPE` (the peer closed; no `SIGPIPE` is raised), `ECONNRESET`, …;
@@ -580,6 +701,35 @@ impl TcpStream {
     /// Write all of `buf`, waiting for room as needed. If it fails, some bytes may have been
     /// sent.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::{TcpListener, TcpStream};
+    /// # let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+    /// # let (accepted, connected) =
+    /// #     lp.run_sync(ioloop::join(listener.accept(), TcpStream::connect(listener.local_addr()?)), None)?;
+    /// # let ((server, _), client) = (accepted?, connected?);
+    /// let big = vec![0x55u8; 256 * 1024]; // more than a socket buffer: waits for the reader
+    /// let reader = async {
+    ///     let mut got = 0;
+    ///     let mut buf = [0u8; 4096];
+    ///     while got < big.len() {
+    ///         got += server.read(&mut buf).await?;
+    ///     }
+    ///     Ok::<_, ioloop::Error>(got)
+    /// };
+    /// let (sent, got) = lp.run_sync(ioloop::join(client.write_all(&big), reader), None)?;
+    /// sent?;
+    /// assert_eq!(got?, big.len());
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// As [`write`](Self::write).
     pub async fn write_all(&self, buf: &[u8]) -> Result<(), Error> {
@@ -589,6 +739,30 @@ impl TcpStream {
     /// Shut down one or both directions (`shutdown(2)`): `Shutdown::Write` sends a FIN, so
     /// the peer reads end-of-stream while this side can still read its answer.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::{TcpListener, TcpStream};
+    /// # let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+    /// # let (accepted, connected) =
+    /// #     lp.run_sync(ioloop::join(listener.accept(), TcpStream::connect(listener.local_addr()?)), None)?;
+    /// # let ((server, _), client) = (accepted?, connected?);
+    /// use std::net::Shutdown;
+    /// client.shutdown(Shutdown::Write)?; // FIN: the server reads end-of-stream...
+    /// let mut buf = [0u8; 8];
+    /// assert_eq!(lp.run_sync(server.read(&mut buf), None)??, 0);
+    /// lp.run_sync(server.write_all(b"bye"), None)??; // ...and can still answer
+    /// let n = lp.run_sync(client.read(&mut buf), None)??;
+    /// assert_eq!(&buf[..n], b"bye");
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Os`]: `ENOTCONN`, ….
     pub fn shutdown(&self, how: Shutdown) -> Result<(), Error> {
@@ -596,6 +770,25 @@ impl TcpStream {
     }
 
     /// Disable (`true`) or enable Nagle's algorithm (`TCP_NODELAY`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::{TcpListener, TcpStream};
+    /// # let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+    /// # let (accepted, connected) =
+    /// #     lp.run_sync(ioloop::join(listener.accept(), TcpStream::connect(listener.local_addr()?)), None)?;
+    /// # let ((server, _), client) = (accepted?, connected?);
+    /// client.set_nodelay(true)?; // small writes go out at once
+    /// # let _ = server;
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     ///
     /// # Errors
     /// [`Error::Os`] from `setsockopt`.
@@ -608,6 +801,25 @@ impl TcpStream {
     /// while the server can still wait for room (back-pressure) instead of failing inside the
     /// connection's handler. A second call does nothing.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::{TcpListener, TcpStream};
+    /// # let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+    /// # let (accepted, connected) =
+    /// #     lp.run_sync(ioloop::join(listener.accept(), TcpStream::connect(listener.local_addr()?)), None)?;
+    /// # let ((server, _), client) = (accepted?, connected?);
+    /// lp.run_sync(async { server.register() }, None)??; // inside the loop: now, not at first I/O
+    /// # let _ = client;
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Full`] when the loop's handler table has no room; [`Error::NotAttached`]
     /// outside a task or `run_sync`; the kernel's error.
@@ -617,6 +829,25 @@ impl TcpStream {
 
     /// The local address.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::{TcpListener, TcpStream};
+    /// # let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+    /// # let (accepted, connected) =
+    /// #     lp.run_sync(ioloop::join(listener.accept(), TcpStream::connect(listener.local_addr()?)), None)?;
+    /// # let ((server, _), client) = (accepted?, connected?);
+    /// assert_eq!(client.local_addr()?.ip(), std::net::Ipv4Addr::LOCALHOST);
+    /// # let _ = server;
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Os`] from `getsockname`.
     pub fn local_addr(&self) -> Result<SocketAddr, Error> {
@@ -624,6 +855,25 @@ impl TcpStream {
     }
 
     /// The peer's address.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::{TcpListener, TcpStream};
+    /// # let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+    /// # let (accepted, connected) =
+    /// #     lp.run_sync(ioloop::join(listener.accept(), TcpStream::connect(listener.local_addr()?)), None)?;
+    /// # let ((server, _), client) = (accepted?, connected?);
+    /// assert_eq!(client.peer_addr()?, listener.local_addr()?);
+    /// assert_eq!(server.peer_addr()?, client.local_addr()?);
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     ///
     /// # Errors
     /// [`Error::Os`]: `ENOTCONN` once the connection is gone.
@@ -688,6 +938,22 @@ impl UdpSocket {
 
     /// Send `buf` as one datagram to `addr`, waiting for room in the send buffer if needed.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// use ioloop::net::UdpSocket;
+    /// let sock = UdpSocket::bind("127.0.0.1:0".parse().unwrap())?;
+    /// let to = sock.local_addr()?; // to ourselves
+    /// assert_eq!(lp.run_sync(sock.send_to(b"hi", to), None)??, 2);
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Os`]: `EMSGSIZE` (too large for one datagram), `ENETUNREACH`, …; the
     /// registration's errors.
@@ -701,6 +967,26 @@ impl UdpSocket {
 
     /// Wait for a datagram and receive it into `buf`: its length (truncated to `buf.len()`;
     /// the rest of a longer datagram is lost) and sender.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// use ioloop::net::UdpSocket;
+    /// let a = UdpSocket::bind("127.0.0.1:0".parse().unwrap())?;
+    /// let b = UdpSocket::bind("127.0.0.1:0".parse().unwrap())?;
+    /// lp.run_sync(a.send_to(b"0123456789", b.local_addr()?), None)??;
+    /// let mut small = [0u8; 4];
+    /// let (n, from) = lp.run_sync(b.recv_from(&mut small), None)??;
+    /// assert_eq!((n, &small[..]), (4, &b"0123"[..])); // truncated: the rest is lost
+    /// assert_eq!(from, a.local_addr()?);
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     ///
     /// # Errors
     /// [`Error::Os`]: `ECONNREFUSED` (an ICMP error from an earlier send), …; the
@@ -716,6 +1002,15 @@ impl UdpSocket {
     }
 
     /// The local address.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ioloop::net::UdpSocket;
+    /// let sock = UdpSocket::bind("127.0.0.1:0".parse().unwrap())?;
+    /// assert_ne!(sock.local_addr()?.port(), 0);
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     ///
     /// # Errors
     /// [`Error::Os`] from `getsockname`.
@@ -774,6 +1069,19 @@ impl UnixListener {
     /// Bind and listen on `path`. As Tornado's `bind_unix_socket`, a *socket* file already at
     /// `path` (left by an earlier run) is removed first; any other file is an error.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ioloop::net::UnixListener;
+    /// let path = std::env::temp_dir().join(format!("ioloop-doc-bind-{}.sock", std::process::id()));
+    /// let first = UnixListener::bind(&path)?;
+    /// drop(first); // leaves the socket file behind...
+    /// let second = UnixListener::bind(&path)?; // ...which the next bind removes
+    /// # let _ = second;
+    /// let _ = std::fs::remove_file(&path);
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Os`]: `EADDRINUSE` if `path` exists and is not a socket, `ENAMETOOLONG`
     /// (over 107 bytes), `EACCES`, ….
@@ -798,6 +1106,25 @@ impl UnixListener {
     }
 
     /// Wait for a connection and accept it (non-blocking, close-on-exec).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::{UnixListener, UnixStream};
+    /// let path = std::env::temp_dir().join(format!("ioloop-doc-acc-{}.sock", std::process::id()));
+    /// let listener = UnixListener::bind(&path)?;
+    /// let (accepted, connected) =
+    ///     lp.run_sync(ioloop::join(listener.accept(), UnixStream::connect(&path)), None)?;
+    /// # let _ = (accepted?, connected?);
+    /// let _ = std::fs::remove_file(&path);
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     ///
     /// # Errors
     /// As [`TcpListener::accept`].
@@ -871,6 +1198,22 @@ pub struct UnixStream {
 impl UnixStream {
     /// Connect to the listener at `path`. Call it inside a task or `run_sync`.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// use ioloop::net::UnixStream;
+    /// let missing = std::env::temp_dir().join("ioloop-doc-no-such.sock");
+    /// let result = lp.run_sync(UnixStream::connect(&missing), None)?;
+    /// assert!(matches!(result, Err(ioloop::Error::Os { .. }))); // ENOENT
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Os`]: `ENOENT` (no such file), `ECONNREFUSED` (nobody listens there), …; the
     /// registration's errors.
@@ -884,6 +1227,15 @@ impl UnixStream {
 
     /// A connected pair (`socketpair(2)`), for talking to yourself or a child.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ioloop::net::UnixStream;
+    /// let (a, b) = UnixStream::pair()?; // connected to each other
+    /// # let _ = (a, b);
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Os`]: `EMFILE`, ….
     pub fn pair() -> Result<(UnixStream, UnixStream), Error> {
@@ -896,6 +1248,24 @@ impl UnixStream {
 
     /// As [`TcpStream::read`].
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::UnixStream;
+    /// # let (a, b) = UnixStream::pair()?;
+    /// lp.run_sync(a.write_all(b"hi"), None)??;
+    /// let mut buf = [0u8; 8];
+    /// let n = lp.run_sync(b.read(&mut buf), None)??;
+    /// assert_eq!(&buf[..n], b"hi");
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// As [`TcpStream::read`].
     pub async fn read(&self, buf: &mut [u8]) -> Result<usize, Error> {
@@ -903,6 +1273,21 @@ impl UnixStream {
     }
 
     /// As [`TcpStream::write`] (no `SIGPIPE` either).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::UnixStream;
+    /// # let (a, b) = UnixStream::pair()?;
+    /// assert_eq!(lp.run_sync(a.write(b"hi"), None)??, 2);
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     ///
     /// # Errors
     /// As [`TcpStream::write`].
@@ -912,6 +1297,24 @@ impl UnixStream {
 
     /// As [`TcpStream::write_all`].
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::UnixStream;
+    /// # let (a, b) = UnixStream::pair()?;
+    /// lp.run_sync(a.write_all(b"one message"), None)??;
+    /// drop(b);
+    /// // Once the peer is gone, writes fail with EPIPE (no SIGPIPE is raised).
+    /// assert!(lp.run_sync(a.write_all(b"more"), None)?.is_err());
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// As [`TcpStream::write`].
     pub async fn write_all(&self, buf: &[u8]) -> Result<(), Error> {
@@ -919,6 +1322,24 @@ impl UnixStream {
     }
 
     /// As [`TcpStream::shutdown`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::UnixStream;
+    /// # let (a, b) = UnixStream::pair()?;
+    /// use std::net::Shutdown;
+    /// a.shutdown(Shutdown::Both)?;
+    /// let mut buf = [0u8; 4];
+    /// assert_eq!(lp.run_sync(b.read(&mut buf), None)??, 0); // the peer sees end-of-stream
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     ///
     /// # Errors
     /// As [`TcpStream::shutdown`].
@@ -1031,6 +1452,22 @@ impl PipeReader {
     /// Read what is there, up to `buf.len()` bytes, waiting until something is. `Ok(0)`:
     /// every writer is gone (or `buf` is empty).
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # let (reader, writer) = ioloop::net::pipe()?;
+    /// drop(writer);
+    /// let mut buf = [0u8; 4];
+    /// assert_eq!(lp.run_sync(reader.read(&mut buf), None)??, 0); // no writer left: end of stream
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Os`]; the registration's errors.
     pub async fn read(&self, buf: &mut [u8]) -> Result<usize, Error> {
@@ -1041,6 +1478,21 @@ impl PipeReader {
 impl PipeWriter {
     /// Write some of `buf`, waiting until the pipe has room; returns how many bytes it took.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # let (reader, writer) = ioloop::net::pipe()?;
+    /// let n = lp.run_sync(writer.write(b"abc"), None)??;
+    /// assert_eq!(n, 3);
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Os`]: `EPIPE` when the reader is gone (the process also gets `SIGPIPE`,
     /// which Rust programs ignore by default); the registration's errors.
@@ -1049,6 +1501,30 @@ impl PipeWriter {
     }
 
     /// Write all of `buf`, waiting for room as needed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # let (reader, writer) = ioloop::net::pipe()?;
+    /// let data = vec![7u8; 200_000]; // more than a pipe holds: waits for the reader
+    /// let read_all = async {
+    ///     let (mut got, mut buf) = (0, [0u8; 4096]);
+    ///     while got < data.len() {
+    ///         got += reader.read(&mut buf).await?;
+    ///     }
+    ///     Ok::<_, ioloop::Error>(got)
+    /// };
+    /// let (sent, got) = lp.run_sync(ioloop::join(writer.write_all(&data), read_all), None)?;
+    /// sent?;
+    /// assert_eq!(got?, data.len());
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     ///
     /// # Errors
     /// As [`write`](Self::write).
