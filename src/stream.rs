@@ -474,6 +474,17 @@ where
     const VALID: () = assert!(R > 0 && W > 0, "BufStream<_, R, W>: R and W above 0");
 
     /// Wrap `io` with empty buffers, no timeouts, and a write high-water mark of `W`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ioloop::net::UnixStream;
+    /// use ioloop::stream::BufStream;
+    /// let (a, _b) = UnixStream::pair()?;
+    /// let s: BufStream<_, 1024, 512> = BufStream::new(a); // 1 KiB read, 512 B write buffer
+    /// assert_eq!((s.buffered(), s.queued(), s.is_closed()), (0, 0, false));
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     pub fn new(io: S) -> Self {
         #[allow(clippy::let_unit_value)]
         let () = Self::VALID;
@@ -499,6 +510,20 @@ where
     }
 
     /// Set the deadlines for the following operations.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioloop::net::UnixStream;
+    /// use ioloop::stream::{BufStream, Timeouts};
+    /// let (a, _b) = UnixStream::pair()?;
+    /// let mut s: BufStream<_> = BufStream::new(a);
+    /// // A long keep-alive wait, then a short one per request.
+    /// s.set_timeouts(Timeouts { idle: Some(Duration::from_secs(300)), ..s.timeouts() });
+    /// assert_eq!(s.timeouts().idle, Some(Duration::from_secs(300)));
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     pub fn set_timeouts(&mut self, t: Timeouts) {
         self.timeouts = t;
     }
@@ -510,12 +535,56 @@ where
 
     /// Set the write high-water mark (clamped to `1..=W`): [`write`](Self::write) flushes
     /// before queueing past it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::UnixStream;
+    /// # use ioloop::stream::{BufStream, StreamError};
+    /// # let (a, b) = UnixStream::pair()?;
+    /// let mut s: BufStream<_, 64, 64> = BufStream::new(a);
+    /// s.set_write_high_water(8);
+    /// lp.run_sync(async {
+    ///     s.write(b"1234").await?; // under the mark: only queued
+    ///     assert_eq!(s.queued(), 4);
+    ///     s.write(b"5678").await?; // reaches it: flushed first
+    ///     Ok::<(), StreamError>(())
+    /// }, None)??;
+    /// assert!(s.queued() < 8);
+    /// # let _ = b;
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     pub fn set_write_high_water(&mut self, bytes: usize) {
         self.high_water = bytes.clamp(1, W);
     }
 
     /// The underlying stream (for `set_nodelay`, `peer_addr`, …). Reading or writing it
     /// directly bypasses the buffers.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// use ioloop::net::{UnixStream, TcpListener, TcpStream};
+    /// use ioloop::stream::BufStream;
+    /// # let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+    /// # let (_acc, tcp) = lp.run_sync(ioloop::join(listener.accept(), TcpStream::connect(listener.local_addr()?)), None)?;
+    /// let s: BufStream<TcpStream> = BufStream::new(tcp?);
+    /// s.get_ref().set_nodelay(true)?; // socket options go to the stream underneath
+    /// let _peer = s.get_ref().peer_addr()?;
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     pub fn get_ref(&self) -> &S {
         &self.io
     }
@@ -526,6 +595,24 @@ where
     }
 
     /// The underlying stream; buffered data is lost.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::UnixStream;
+    /// # use ioloop::stream::{BufStream, StreamError};
+    /// # let (a, b) = UnixStream::pair()?;
+    /// let s: BufStream<_> = BufStream::new(a);
+    /// let a = s.into_inner(); // back to the plain stream
+    /// # let _ = (a, b);
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     pub fn into_inner(self) -> S {
         self.io
     }
@@ -549,6 +636,27 @@ where
     /// Close the stream: every later operation fails with [`StreamError::Closed`]; queued
     /// writes are discarded (flush first to send them). The fd itself closes when the
     /// `BufStream` is dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::UnixStream;
+    /// # use ioloop::stream::{BufStream, StreamError};
+    /// # let (a, b) = UnixStream::pair()?;
+    /// let mut s: BufStream<_> = BufStream::new(a);
+    /// s.close();
+    /// assert!(s.is_closed());
+    /// let after = lp.run_sync(s.read_partial(8), None)?.map(|r| r.len());
+    /// assert_eq!(after, Err(StreamError::Closed));
+    /// # let _ = b;
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     pub fn close(&mut self) {
         self.closed = true;
         self.wlen = 0;
@@ -646,6 +754,30 @@ where
     /// Read up to and including `delim` (Tornado's `read_until(delimiter, max_bytes)`); the
     /// slice is valid until the next call. An empty `delim` matches at once (empty slice).
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::UnixStream;
+    /// # use ioloop::stream::{BufStream, StreamError};
+    /// # let (a, b) = UnixStream::pair()?;
+    /// let mut s: BufStream<_, 64, 64> = BufStream::new(a);
+    /// lp.run_sync(async {
+    ///     b.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").await?;
+    ///     let line = s.read_until(b"\r\n", 64).await?;
+    ///     assert_eq!(line, b"GET / HTTP/1.0\r\n");
+    ///     // A header longer than `max` is refused; its bytes stay buffered.
+    ///     assert_eq!(s.read_until(b"\r\n\r\n", 4).await, Err(StreamError::LimitExceeded { max: 4 }));
+    ///     Ok::<(), ioloop::Error>(())
+    /// }, None)??;
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`StreamError::LimitExceeded`] when `min(max, R)` bytes are buffered without the
     /// delimiter (the stream stays open: answer, then close); [`StreamError::Closed`] when the
@@ -665,6 +797,29 @@ where
 
     /// Read exactly `n` bytes (Tornado's `read_bytes(n)`); the slice is valid until the next
     /// call.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::UnixStream;
+    /// # use ioloop::stream::{BufStream, StreamError};
+    /// # let (a, b) = UnixStream::pair()?;
+    /// let mut s: BufStream<_, 64, 64> = BufStream::new(a);
+    /// lp.run_sync(async {
+    ///     b.write_all(&[0, 3, b'a', b'b', b'c']).await?;
+    ///     let len = u16::from_be_bytes(s.read_exact(2).await?.try_into().unwrap()) as usize;
+    ///     assert_eq!(s.read_exact(len).await?, b"abc");
+    ///     assert_eq!(s.read_exact(65).await, Err(StreamError::BufferFull { capacity: 64 }));
+    ///     Ok::<(), ioloop::Error>(())
+    /// }, None)??;
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     ///
     /// # Errors
     /// [`StreamError::BufferFull`] if `n > R` (nothing is read); [`StreamError::Closed`] when
@@ -688,6 +843,29 @@ where
     /// Fill all of `out` (Tornado's `read_into`), for bodies larger than the read buffer.
     /// The idle timeout applies to the first byte only; the read timeout to each wait for
     /// more.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::UnixStream;
+    /// # use ioloop::stream::{BufStream, StreamError};
+    /// # let (a, b) = UnixStream::pair()?;
+    /// let mut s: BufStream<_, 16, 16> = BufStream::new(a);
+    /// let mut body = [0u8; 100]; // larger than the 16-byte buffer
+    /// lp.run_sync(async {
+    ///     b.write_all(&[9u8; 100]).await?;
+    ///     s.read_exact_into(&mut body).await?;
+    ///     Ok::<(), ioloop::Error>(())
+    /// }, None)??;
+    /// assert_eq!(body, [9u8; 100]);
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     ///
     /// # Errors
     /// As [`read_exact`](Self::read_exact), without `BufferFull`. On error some of `out` may
@@ -718,6 +896,28 @@ where
     /// Read what is buffered, or wait for at least one byte (Tornado's `read_bytes(max,
     /// partial=True)`): 1 to `max` bytes (`max == 0` returns an empty slice at once).
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::UnixStream;
+    /// # use ioloop::stream::{BufStream, StreamError};
+    /// # let (a, b) = UnixStream::pair()?;
+    /// let mut s: BufStream<_> = BufStream::new(a);
+    /// lp.run_sync(async {
+    ///     b.write_all(b"some bytes").await?;
+    ///     let got = s.read_partial(4).await?; // what is there, at most 4
+    ///     assert_eq!(got, b"some");
+    ///     Ok::<(), ioloop::Error>(())
+    /// }, None)??;
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`StreamError::Closed`] when the peer closed and nothing is buffered;
     /// [`StreamError::TimedOut`]; [`StreamError::Io`].
@@ -736,6 +936,28 @@ where
 
     /// Read everything until the peer closes (Tornado's `read_until_close`), at most `R`
     /// bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::UnixStream;
+    /// # use ioloop::stream::{BufStream, StreamError};
+    /// # let (a, b) = UnixStream::pair()?;
+    /// let mut s: BufStream<_> = BufStream::new(a);
+    /// lp.run_sync(async {
+    ///     b.write_all(b"the whole answer").await?;
+    ///     drop(b);
+    ///     assert_eq!(s.read_until_close().await?, b"the whole answer");
+    ///     Ok::<(), ioloop::Error>(())
+    /// }, None)??;
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     ///
     /// # Errors
     /// [`StreamError::BufferFull`] if more than `R` bytes come before the close (they stay
@@ -759,6 +981,29 @@ where
     /// reads; the idle and read timeouts do not apply (bound the wait with
     /// [`timeout`] if needed).
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::UnixStream;
+    /// # use ioloop::stream::{BufStream, StreamError};
+    /// # let (a, b) = UnixStream::pair()?;
+    /// let mut s: BufStream<_> = BufStream::new(a);
+    /// lp.run_sync(async {
+    ///     b.write_all(b"late data").await?;
+    ///     drop(b);
+    ///     s.wait_closed().await?; // the peer hung up...
+    ///     assert_eq!(s.read_partial(64).await?, b"late data"); // ...the data is still readable
+    ///     Ok::<(), ioloop::Error>(())
+    /// }, None)??;
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`StreamError::BufferFull`] if the buffer fills before the close. A failed connection
     /// (`ECONNRESET`, …) counts as closed: `Ok(())`.
@@ -780,6 +1025,32 @@ where
     /// Queue `data` for writing (Tornado's `write`). Returns at once while the write buffer
     /// stays under the high-water mark; past it, flushes first (back-pressure). Data longer
     /// than the buffer streams through it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::UnixStream;
+    /// # use ioloop::stream::{BufStream, StreamError};
+    /// # let (a, b) = UnixStream::pair()?;
+    /// let mut s: BufStream<_> = BufStream::new(a);
+    /// lp.run_sync(async {
+    ///     s.write(b"HTTP/1.0 200 OK\r\n").await?; // queued, nothing sent yet
+    ///     s.write(b"\r\n").await?;
+    ///     assert_eq!(s.queued(), 19);
+    ///     s.flush().await?;
+    ///     let mut buf = [0u8; 32];
+    ///     let n = b.read(&mut buf).await?;
+    ///     assert_eq!(&buf[..n], b"HTTP/1.0 200 OK\r\n\r\n");
+    ///     Ok::<(), ioloop::Error>(())
+    /// }, None)??;
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     ///
     /// # Errors
     /// [`StreamError::Closed`] on a closed stream; a flush's errors
@@ -805,6 +1076,29 @@ where
     }
 
     /// Send everything queued, within the write timeout.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::UnixStream;
+    /// # use ioloop::stream::{BufStream, StreamError};
+    /// # let (a, b) = UnixStream::pair()?;
+    /// let mut s: BufStream<_> = BufStream::new(a);
+    /// drop(b);
+    /// let result = lp.run_sync(async {
+    ///     s.write(b"nobody listens").await?;
+    ///     s.flush().await // EPIPE: the peer is gone
+    /// }, None)?;
+    /// assert!(matches!(result, Err(StreamError::Io(_))));
+    /// assert!(s.is_closed());
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     ///
     /// # Errors
     /// [`StreamError::Closed`] on a closed stream; [`StreamError::TimedOut`] `Write`;
