@@ -240,6 +240,30 @@ impl AcceptHandle {
 /// docs](self) for the per-readiness bound, the `EMFILE` back-off (it needs one free timer
 /// slot while it backs off) and what is reported to the error hook.
 ///
+/// # Examples
+///
+/// ```
+/// use std::os::unix::net::{UnixListener, UnixStream};
+/// use ioloop::accept::add_accept_handler;
+/// use ioloop::EventLoop;
+///
+/// let mut lp: EventLoop = EventLoop::new()?;
+/// let path = std::env::temp_dir().join(format!("ioloop-doc-aah-{}.sock", std::process::id()));
+/// let _ = std::fs::remove_file(&path);
+/// let listener = UnixListener::bind(&path)?;
+/// // Borrowed: `listener` stays ours; remove the handler before dropping it.
+/// let handle = add_accept_handler(&mut lp, &listener, |lp, conn, peer| {
+///     assert!(peer.is_none()); // no address for Unix sockets
+///     drop(conn);
+///     lp.stop();
+/// })?;
+/// let _client = UnixStream::connect(&path)?;
+/// lp.run()?;
+/// handle.remove(&mut lp);
+/// let _ = std::fs::remove_file(&path);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
 /// # Errors
 /// The listener and the callback come back inside [`Refused`] with: [`Error::Os`] if the
 /// listener cannot be made non-blocking (`EBADF`), or the errors of
@@ -527,6 +551,18 @@ impl AcceptLimit {
     /// One connection ended: free its place and, if accepting was paused, re-arm the
     /// listener. Call it once per connection the callback received (more calls than
     /// connections are ignored).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ioloop::accept::AcceptLimit;
+    /// use ioloop::EventLoop;
+    /// static LIMIT: AcceptLimit = AcceptLimit::new(2);
+    /// let mut lp: EventLoop = EventLoop::new()?;
+    /// LIMIT.release(&mut lp); // more releases than connections are ignored
+    /// assert_eq!(LIMIT.stats().current, 0);
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     pub fn release<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>(
         &self,
         lp: &mut EventLoop<P, H, T, Q>,

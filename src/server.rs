@@ -357,6 +357,15 @@ impl<const MAX: usize> Drop for SlotGuard<MAX> {
 
 impl<const MAX: usize> Server<MAX> {
     /// A server with no connections (`const`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ioloop::server::Server;
+    /// static SERVER: Server<64> = Server::new(); // room for 64 connections, no allocation
+    /// assert_eq!(SERVER.limit(), 64);
+    /// assert!(!SERVER.is_paused() && !SERVER.is_shutting_down());
+    /// ```
     pub const fn new() -> Self {
         Server {
             live: [const { AtomicBool::new(false) }; MAX],
@@ -400,6 +409,31 @@ impl<const MAX: usize> Server<MAX> {
     /// Ask [`serve`](Self::serve) to shut down gracefully (see the [module docs](self)). Any
     /// thread, any context that may take a lock (not a signal handler itself: use the loop's
     /// signal handlers, which run as loop callbacks).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// use ioloop::net::{TcpListener, TcpStream};
+    /// use ioloop::server::{Server, ServerConfig};
+    /// use ioloop::stream::BufStream;
+    /// static SERVER: Server<4> = Server::new();
+    /// let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+    /// // Another thread (a control socket, a watchdog...) ends the server.
+    /// // (Asked before `serve` starts, the shutdown makes it return at once; asked while it
+    /// // runs, it stops accepting and drains the connections.)
+    /// let stopper = std::thread::spawn(|| SERVER.shutdown());
+    /// let handler = |_s: BufStream<TcpStream, 64, 64>, _| async {};
+    /// let stats = lp.run_sync(SERVER.serve(listener, &EXEC, ServerConfig::default(), handler), None)??;
+    /// stopper.join().unwrap();
+    /// assert_eq!(stats.current, 0);
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     pub fn shutdown(&self) {
         self.stop.store(true, Ordering::Release);
         self.wake_acceptor();
@@ -465,6 +499,39 @@ impl<const MAX: usize> Server<MAX> {
     /// One `serve` at a time per `Server` (the slots are its own); a `Server` can serve again
     /// after `serve` returned. A [`shutdown`](Self::shutdown) asked before `serve` starts
     /// makes it return at once. The counters are cumulative over every `serve`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<5, 4096> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// use ioloop::net::{TcpListener, TcpStream};
+    /// use ioloop::server::{Server, ServerConfig};
+    /// use ioloop::stream::BufStream;
+    /// static SERVER: Server<4> = Server::new();
+    /// let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+    /// let addr = listener.local_addr()?;
+    /// let handler = |mut s: BufStream<TcpStream, 256, 256>, _peer| async move {
+    ///     let _ = s.write(b"hello\n").await;
+    ///     let _ = s.flush().await;
+    ///     SERVER.shutdown(); // one connection is enough for this example
+    /// };
+    /// let client = async {
+    ///     let c = TcpStream::connect(addr).await?;
+    ///     let mut buf = [0u8; 6];
+    ///     let n = c.read(&mut buf).await?;
+    ///     Ok::<_, ioloop::Error>(buf[..n].to_vec())
+    /// };
+    /// let config = ServerConfig { max_connections: 4, ..ServerConfig::default() };
+    /// let (stats, greeting) = lp.run_sync(ioloop::join(SERVER.serve(listener, &EXEC, config, handler), client), None)?;
+    /// assert_eq!(greeting?, b"hello\n");
+    /// assert_eq!(stats?.accepted, 1);
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     ///
     /// # Errors
     /// [`Error::NotAttached`] if `exec` is not attached to this thread's loop (or `serve` runs

@@ -290,9 +290,42 @@ fn restore(signo: i32) {
 /// disposition it replaced. A handler function that was in place is chained (called first, with
 /// the same arguments), as `signal-hook-registry` does. `SIGSEGV`, `SIGBUS`, `SIGILL` and
 /// `SIGFPE` are refused (`EINVAL`): a handler that returns re-runs the faulting instruction.
+///
+/// # Examples
+///
+/// ```
+/// use ioloop::signal::SIGACTION;
+/// use ioloop::{EventLoop, Remote};
+///
+/// static REMOTE: Remote<EventLoop, 64> = Remote::new();
+/// let mut lp: EventLoop = EventLoop::new()?;
+/// lp.attach_remote(&REMOTE)?;
+/// // The long form of `on_signal`: any installer can be passed.
+/// lp.add_signal_handler(libc::SIGUSR2, SIGACTION, |lp, _| lp.stop())?;
+/// // A fault signal is refused: its handler would return into the faulting instruction.
+/// let refused = lp.add_signal_handler(libc::SIGSEGV, SIGACTION, |_, _| {}).unwrap_err();
+/// assert!(matches!(refused.error, ioloop::Error::Os { .. }));
+/// assert!(lp.remove_signal_handler(libc::SIGUSR2)); // the old disposition is back
+/// # Ok::<(), ioloop::Error>(())
+/// ```
 pub const SIGACTION: SignalInstaller = SignalInstaller { install, restore };
 
 /// `on_signal` for any loop: [`EventLoop::add_signal_handler`] with [`SIGACTION`].
+///
+/// # Examples
+///
+/// ```
+/// use ioloop::{EventLoop, Remote, SignalExt};
+///
+/// static REMOTE: Remote<EventLoop, 64> = Remote::new();
+/// let mut lp: EventLoop = EventLoop::new()?;
+/// // Without a remote, the handler is handed back.
+/// let refused = lp.on_signal(libc::SIGHUP, |_, _| {}).unwrap_err();
+/// assert_eq!(refused.error, ioloop::Error::NoRemote);
+/// lp.attach_remote(&REMOTE)?;
+/// lp.on_signal(libc::SIGHUP, |_lp, _| { /* reload the configuration */ })?;
+/// # Ok::<(), ioloop::Error>(())
+/// ```
 pub trait SignalExt: Sized {
     /// Run `handler(loop, signo)` on the loop thread when `signo` arrives. Needs an attached
     /// [`loop_core::Remote`]. Every loop that handles `signo` gets each arrival. Remove it
