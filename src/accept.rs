@@ -127,6 +127,14 @@ pub enum Listener {
 
 impl Listener {
     /// The fd number.
+    ///
+    /// ```
+    /// use std::os::fd::AsRawFd;
+    /// use ioloop::accept::Listener;
+    /// let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// assert_eq!(Listener::from(&l).raw(), l.as_raw_fd());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn raw(&self) -> RawFd {
         match self {
             Listener::Owned(fd) => fd.as_raw_fd(),
@@ -135,6 +143,21 @@ impl Listener {
     }
 
     /// The fd, if it was handed over owned (so a refused owned listener is not lost).
+    ///
+    /// ```
+    /// use ioloop::accept::{add_accept_handler, Listener};
+    /// use ioloop::EventLoop;
+    /// let mut lp: EventLoop<1> = EventLoop::new()?;
+    /// let _first = add_accept_handler(&mut lp, std::net::TcpListener::bind("127.0.0.1:0")?, |_, _, _| {})?;
+    /// // The table (1 handler) is full: the owned listener comes back, not closed.
+    /// let refused = add_accept_handler(&mut lp, std::net::TcpListener::bind("127.0.0.1:0")?, |_, _, _| {})
+    ///     .unwrap_err();
+    /// let (listener, _callback) = refused.value;
+    /// let fd = listener.into_owned().expect("handed over owned, handed back owned");
+    /// let back = std::net::TcpListener::from(fd);
+    /// # let _ = back;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn into_owned(self) -> Option<OwnedFd> {
         match self {
             Listener::Owned(fd) => Some(fd),
@@ -193,6 +216,18 @@ pub struct AcceptHandle {
 
 impl AcceptHandle {
     /// The listener's fd.
+    ///
+    /// ```
+    /// use std::os::fd::AsRawFd;
+    /// use ioloop::accept::add_accept_handler;
+    /// let mut lp: ioloop::EventLoop = ioloop::EventLoop::new()?;
+    /// let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let handle = add_accept_handler(&mut lp, &l, |_, _, _| {})?;
+    /// assert_eq!(handle.fd(), l.as_raw_fd());
+    /// assert_eq!(lp.handler_id(&l), Some(handle.id()));
+    /// handle.remove(&mut lp);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn fd(self) -> RawFd {
         self.fd
     }
@@ -519,6 +554,13 @@ pub struct AcceptStats {
 
 impl AcceptLimit {
     /// A limit of `max` live connections (at least 1).
+    ///
+    /// ```
+    /// use ioloop::accept::AcceptLimit;
+    /// static LIMIT: AcceptLimit = AcceptLimit::new(100);
+    /// assert_eq!(LIMIT.stats().current, 0);
+    /// assert!(!LIMIT.is_paused());
+    /// ```
     pub const fn new(max: usize) -> Self {
         AcceptLimit {
             max: AtomicUsize::new(if max == 0 { 1 } else { max }),

@@ -178,6 +178,14 @@ pub struct WorkerThread {
 impl WorkerThread {
     /// Run jobs until every [`Worker`] is dropped and the queue is empty. A job that panics is
     /// reported to its awaiting task as [`OffloadError::Panicked`]; the thread goes on.
+    ///
+    /// ```
+    /// let (jobs, thread) = ioloop::offload::worker(4);
+    /// let runner = std::thread::Builder::new().name("blocking".into()).spawn(move || thread.run())?;
+    /// drop(jobs); // run returns: no Worker left and nothing queued
+    /// runner.join().unwrap();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn run(self) {
         loop {
             // The lock is held only while waiting for the next job, not while running it.
@@ -237,6 +245,25 @@ impl Worker {
     ///
     /// The call runs even if the future is dropped first (a blocking call cannot be cancelled
     /// half-way); its result is then dropped on the worker thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ioloop::offload::worker;
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 16> = Remote::new();
+    /// # static EXEC: Executor<4> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// let (jobs, thread) = worker(2);
+    /// let runner = std::thread::spawn(move || thread.run());
+    /// let size = jobs.submit(|| std::fs::metadata("/").map(|m| m.is_dir()))?;
+    /// assert!(matches!(lp.run_sync(size, None)?, Ok(Ok(true))));
+    /// drop(jobs);
+    /// runner.join().unwrap();
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     ///
     /// # Errors
     /// `f` comes back inside [`Refused`] with [`Error::Full`] (`Resource::Callbacks`) when

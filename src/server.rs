@@ -387,6 +387,13 @@ impl<const MAX: usize> Server<MAX> {
     }
 
     /// The counters now.
+    ///
+    /// ```
+    /// use ioloop::server::Server;
+    /// static SERVER: Server<8> = Server::new();
+    /// let stats = SERVER.stats(); // any thread, any time
+    /// assert_eq!((stats.accepted, stats.current, stats.high_water), (0, 0, 0));
+    /// ```
     pub fn stats(&self) -> ServerStats {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         ServerStats {

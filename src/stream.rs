@@ -618,6 +618,26 @@ where
     }
 
     /// Bytes buffered and not yet read (not counting the last read's result).
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// use ioloop::net::UnixStream;
+    /// use ioloop::stream::BufStream;
+    /// let (a, b) = UnixStream::pair()?;
+    /// let mut s: BufStream<_, 64, 64> = BufStream::new(a);
+    /// lp.run_sync(async {
+    ///     b.write_all(b"a\nb\n").await?;
+    ///     s.read_until(b"\n", 64).await?; // reads both lines from the fd, returns the first
+    ///     Ok::<(), ioloop::Error>(())
+    /// }, None)??;
+    /// assert_eq!(s.buffered(), 2); // "b\n" waits in the buffer
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     pub fn buffered(&self) -> usize {
         self.rend - self.rstart - self.handed
     }
