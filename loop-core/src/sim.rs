@@ -111,6 +111,18 @@ pub struct SimNotifier(Arc<SimFlag>);
 
 impl SimNotifier {
     /// How many times `notify` was called, on this notifier or any clone.
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{EventLoop, Poller, Remote};
+    /// type Lp = EventLoop<SimPoller, 4, 4, 4>;
+    /// static REMOTE: Remote<Lp, 4> = Remote::new();
+    /// let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+    /// let handle = lp.attach_remote(&REMOTE)?;
+    /// handle.add_callback(|lp| lp.stop()).ok(); // from "another thread": wakes the poller
+    /// assert!(lp.poller().notifier().count() >= 1);
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn count(&self) -> usize {
         self.0.count.load(Ordering::Relaxed)
     }
@@ -282,6 +294,17 @@ impl<const N: usize> SimPoller<N> {
 
     /// Mark `fd` closed: registering it fails with `EBADF`, and its registration and readiness
     /// disappear (as the kernel drops a closed fd from epoll).
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{EventLoop, Interest};
+    /// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+    /// lp.add_handler(6, Interest::READ, |_, _, _| Ok(()))?;
+    /// lp.poller_mut().close(6); // closed behind the loop's back: the kernel forgets it
+    /// assert_eq!(lp.poller().interest(6), None);
+    /// lp.poller_mut().reopen(6); // the number is reused by a new file
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn close(&mut self, fd: RawFd) {
         self.regs.retain(|r| r.fd != fd);
         self.clear_ready(fd);
@@ -300,6 +323,19 @@ impl<const N: usize> SimPoller<N> {
     /// does, its registration stays and keeps reporting the readiness it has (set with
     /// [`set_ready`](Self::set_ready) before), `deregister(fd)` fails with `EBADF`, and only
     /// [`reset`](Poller::reset) removes it.
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{EventLoop, Interest};
+    /// use loop_core::Readiness;
+    /// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+    /// lp.add_handler(6, Interest::READ, |_, _, _| Ok(()))?;
+    /// lp.poller_mut().set_ready(6, Readiness::READ);
+    /// lp.poller_mut().close_keeping_registration(6); // closed, but a dup keeps the file open
+    /// lp.remove_handler(6); // deregister fails with EBADF: the loop resets the poller
+    /// assert_eq!(lp.poller().resets(), 1);
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn close_keeping_registration(&mut self, fd: RawFd) {
         if !self.closed.contains(&fd) {
             let _ = self.closed.push(fd);
@@ -360,6 +396,17 @@ impl<const N: usize> SimPoller<N> {
     }
 
     /// The fds closed through [`Poller::close_fd`] (fds the loop owned).
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::Poller;
+    ///
+    /// let mut poller: SimPoller = SimPoller::new();
+    /// // What the loop does when it removes a handler that owns its fd:
+    /// // SAFETY: 9 is a virtual fd of the simulation; nothing real is closed.
+    /// unsafe { poller.close_fd(9) };
+    /// assert_eq!(poller.closed_by_loop(), &[9]);
+    /// ```
     pub fn closed_by_loop(&self) -> &[RawFd] {
         &self.closed_by_loop
     }
