@@ -67,6 +67,14 @@ pub fn mechanism() -> Mechanism {
 }
 
 /// Whether an object created in generation `created` now lives in a forked child.
+///
+/// ```
+/// let created = loop_posix::fork::generation(); // recorded when an object is made
+/// // ... later, before touching a kernel object shared with the parent:
+/// if loop_posix::fork::forked_since(created) {
+///     unreachable!("we did not fork");
+/// }
+/// ```
 #[inline]
 pub fn forked_since(created: u32) -> bool {
     generation() != created
