@@ -14,7 +14,7 @@ use rustix::time::Timespec;
 /// The longest single kernel wait: one day, which every `poll`/`select` accepts.
 pub const MAX_SLICE: Duration = Duration::from_secs(86_400);
 
-/// The resolution a syscall can express; see [`slice`].
+/// The resolution a syscall can express; see [`slice`](fn@slice).
 ///
 /// # Examples
 ///
@@ -36,7 +36,7 @@ pub enum Resolution {
     Nanos,
 }
 
-/// One kernel wait's worth of a timeout, from [`slice`].
+/// One kernel wait's worth of a timeout, from [`slice`](fn@slice).
 ///
 /// # Examples
 ///
