@@ -575,6 +575,13 @@ impl AcceptLimit {
     }
 
     /// The counters now.
+    ///
+    /// ```
+    /// use ioloop::accept::AcceptLimit;
+    /// static LIMIT: AcceptLimit = AcceptLimit::new(10);
+    /// let s = LIMIT.stats();
+    /// println!("{} live, {} at most, paused {} times", s.current, s.high_water, s.paused);
+    /// ```
     pub fn stats(&self) -> AcceptStats {
         AcceptStats {
             accepted: self.accepted.load(Ordering::Relaxed),
@@ -586,6 +593,14 @@ impl AcceptLimit {
     }
 
     /// Whether accepting is paused now.
+    ///
+    /// ```
+    /// use ioloop::accept::AcceptLimit;
+    /// static LIMIT: AcceptLimit = AcceptLimit::new(10);
+    /// if LIMIT.is_paused() {
+    ///     // clients wait in the listen backlog: a keep-alive protocol may close idle connections
+    /// }
+    /// ```
     pub fn is_paused(&self) -> bool {
         self.paused.load(Ordering::Relaxed)
     }

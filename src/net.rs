@@ -1720,6 +1720,12 @@ macro_rules! adopt {
             /// (call its `set_nonblocking(false)` for blocking use). Call it inside a task or
             /// `run_sync`, like a drop: the loop registration, if one was made, is removed
             /// there.
+            ///
+            #[doc = concat!("```\nlet ours = ioloop::net::", stringify!($ty), "::from_std(", adopt!(@make $ty), ")?;\n")]
+            #[doc = concat!("let std: ", stringify!($std), " = ours.into_std(); // still non-blocking\n")]
+            /// # let _ = std;
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
             pub fn into_std(self) -> $std {
                 <$std>::from(self.io.into_fd())
             }

@@ -450,6 +450,14 @@ impl<const MAX: usize> Server<MAX> {
     /// the listen backlog). A keep-alive protocol can close connections after their current
     /// request while this holds, so waiting clients get a turn (what HTTP servers do under
     /// pressure).
+    ///
+    /// ```
+    /// use ioloop::server::Server;
+    /// static SERVER: Server<16> = Server::new();
+    /// // In a keep-alive handler, after answering a request:
+    /// let close_after_this_request = SERVER.is_paused() || SERVER.is_shutting_down();
+    /// assert!(!close_after_this_request);
+    /// ```
     pub fn is_paused(&self) -> bool {
         self.waiting.load(Ordering::Relaxed)
     }

@@ -332,6 +332,24 @@ pub trait SignalExt: Sized {
     /// with `remove_signal_handler` (or close or drop the loop); the previous disposition comes
     /// back when the last loop that handles `signo` removed it.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ioloop::{EventLoop, Remote, SignalExt};
+    /// static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// let mut lp: EventLoop = EventLoop::new()?;
+    /// lp.attach_remote(&REMOTE)?;
+    /// let mut hups = 0;
+    /// lp.on_signal(libc::SIGHUP, move |lp, _| {
+    ///     hups += 1; // e.g. reload the configuration
+    ///     lp.stop();
+    /// })?;
+    /// // SAFETY: raise(3) has no preconditions; SIGHUP is handled by the loop now.
+    /// unsafe { libc::raise(libc::SIGHUP) };
+    /// lp.run()?;
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// As [`EventLoop::add_signal_handler`]; with [`SIGACTION`], [`loop_core::Error::Os`] with
     /// `EINVAL` for `SIGSEGV`, `SIGBUS`, `SIGILL`, `SIGFPE`, `SIGKILL` and `SIGSTOP`.

@@ -643,12 +643,45 @@ where
     }
 
     /// Bytes queued for writing.
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// use ioloop::net::UnixStream;
+    /// use ioloop::stream::BufStream;
+    /// let (a, _b) = UnixStream::pair()?;
+    /// let mut s: BufStream<_> = BufStream::new(a);
+    /// lp.run_sync(s.write(b"abc"), None)??;
+    /// assert_eq!(s.queued(), 3); // until `flush`
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     pub fn queued(&self) -> usize {
         self.wlen
     }
 
     /// Whether the stream was closed (by [`close`](Self::close), a timeout or an I/O error)
     /// or the peer closed its side.
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// use ioloop::net::UnixStream;
+    /// use ioloop::stream::BufStream;
+    /// let (a, b) = UnixStream::pair()?;
+    /// let mut s: BufStream<_> = BufStream::new(a);
+    /// drop(b);
+    /// let _ = lp.run_sync(s.read_partial(8), None)?; // reads end-of-stream
+    /// assert!(s.is_closed());
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     pub fn is_closed(&self) -> bool {
         self.closed || self.eof
     }
