@@ -6,24 +6,27 @@
 //! [`OwnedFd`] that is already non-blocking and close-on-exec (`accept4` with `SOCK_NONBLOCK |
 //! SOCK_CLOEXEC`, so no `exec` in another thread can inherit it), with the peer's address.
 //!
-//! ```no_run
-//! use std::net::TcpListener;
+//! ```
+//! use std::net::{TcpListener, TcpStream};
 //! use ioloop::accept::add_accept_handler;
 //! use ioloop::{EventLoop, Interest};
 //!
 //! let mut lp: EventLoop = EventLoop::new()?;
 //! let listener = TcpListener::bind("127.0.0.1:0")?;
+//! let addr = listener.local_addr()?;
 //! let handle = add_accept_handler(&mut lp, listener, |lp, conn, peer| {
 //!     println!("connection from {peer:?}");
 //!     // Give it to the loop; when the handler table is full, dropping `conn` closes it.
 //!     if let Err(refused) = lp.add_owned_handler(conn, Interest::READ, |_, _, _| Ok(())) {
 //!         eprintln!("refused: {}", refused.error);
 //!     }
-//! })
-//! .map_err(|refused| refused.error)?;
+//!     lp.stop(); // one connection is enough for this example
+//! })?;
+//! let _client = TcpStream::connect(addr)?; // completes in the listen backlog
 //! lp.run()?;
-//! handle.remove(&mut lp);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! assert!(handle.is_active(&lp));
+//! assert!(handle.remove(&mut lp)); // closes the (owned) listener
+//! # Ok::<(), ioloop::Error>(())
 //! ```
 //!
 //! # Bounded work per readiness
@@ -99,7 +102,21 @@ pub const BACKOFF_NO_TIMER: &str = "accept back-off needs a free timer slot; ret
 
 /// A listening socket handed to [`add_accept_handler`]: owned (the loop closes it when the
 /// handler is removed or the loop is dropped) or borrowed (keep it open until the handler is
-/// removed, as with [`EventLoop::add_handler`]).
+/// removed, as with [`EventLoop::add_handler`]). `From` conversions make either from a
+/// `std` listener, an [`OwnedFd`] (owned) or a reference (borrowed).
+///
+/// # Examples
+///
+/// ```
+/// use ioloop::accept::Listener;
+///
+/// let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// let borrowed = Listener::from(&std_listener); // std_listener must outlive the handler
+/// assert!(borrowed.into_owned().is_none());
+/// let owned = Listener::from(std_listener); // the loop will close it
+/// assert!(owned.into_owned().is_some());
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug)]
 pub enum Listener {
     /// The loop takes the fd and closes it on removal.
@@ -110,6 +127,14 @@ pub enum Listener {
 
 impl Listener {
     /// The fd number.
+    ///
+    /// ```
+    /// use std::os::fd::AsRawFd;
+    /// use ioloop::accept::Listener;
+    /// let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// assert_eq!(Listener::from(&l).raw(), l.as_raw_fd());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn raw(&self) -> RawFd {
         match self {
             Listener::Owned(fd) => fd.as_raw_fd(),
@@ -118,6 +143,21 @@ impl Listener {
     }
 
     /// The fd, if it was handed over owned (so a refused owned listener is not lost).
+    ///
+    /// ```
+    /// use ioloop::accept::{add_accept_handler, Listener};
+    /// use ioloop::EventLoop;
+    /// let mut lp: EventLoop<1> = EventLoop::new()?;
+    /// let _first = add_accept_handler(&mut lp, std::net::TcpListener::bind("127.0.0.1:0")?, |_, _, _| {})?;
+    /// // The table (1 handler) is full: the owned listener comes back, not closed.
+    /// let refused = add_accept_handler(&mut lp, std::net::TcpListener::bind("127.0.0.1:0")?, |_, _, _| {})
+    ///     .unwrap_err();
+    /// let (listener, _callback) = refused.value;
+    /// let fd = listener.into_owned().expect("handed over owned, handed back owned");
+    /// let back = std::net::TcpListener::from(fd);
+    /// # let _ = back;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn into_owned(self) -> Option<OwnedFd> {
         match self {
             Listener::Owned(fd) => Some(fd),
@@ -151,7 +191,23 @@ impl<T: AsFd + ?Sized> From<&T> for Listener {
 }
 
 /// Names one accept handler: its listener's fd and its registration. Copy it freely; it does
-/// not own anything.
+/// not own anything. The [module example](self) checks and removes one.
+///
+/// # Examples
+///
+/// ```
+/// use ioloop::accept::add_accept_handler;
+/// use ioloop::EventLoop;
+///
+/// let mut lp: EventLoop = EventLoop::new()?;
+/// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// let handle = add_accept_handler(&mut lp, listener, |_, _conn, _| {})?;
+/// assert!(handle.is_active(&lp));
+/// assert!(handle.remove(&mut lp));
+/// assert!(!handle.is_active(&lp));
+/// assert!(!handle.remove(&mut lp)); // removing twice does nothing
+/// # Ok::<(), ioloop::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AcceptHandle {
     fd: RawFd,
@@ -160,6 +216,18 @@ pub struct AcceptHandle {
 
 impl AcceptHandle {
     /// The listener's fd.
+    ///
+    /// ```
+    /// use std::os::fd::AsRawFd;
+    /// use ioloop::accept::add_accept_handler;
+    /// let mut lp: ioloop::EventLoop = ioloop::EventLoop::new()?;
+    /// let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let handle = add_accept_handler(&mut lp, &l, |_, _, _| {})?;
+    /// assert_eq!(handle.fd(), l.as_raw_fd());
+    /// assert_eq!(lp.handler_id(&l), Some(handle.id()));
+    /// handle.remove(&mut lp);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn fd(self) -> RawFd {
         self.fd
     }
@@ -207,6 +275,30 @@ impl AcceptHandle {
 /// docs](self) for the per-readiness bound, the `EMFILE` back-off (it needs one free timer
 /// slot while it backs off) and what is reported to the error hook.
 ///
+/// # Examples
+///
+/// ```
+/// use std::os::unix::net::{UnixListener, UnixStream};
+/// use ioloop::accept::add_accept_handler;
+/// use ioloop::EventLoop;
+///
+/// let mut lp: EventLoop = EventLoop::new()?;
+/// let path = std::env::temp_dir().join(format!("ioloop-doc-aah-{}.sock", std::process::id()));
+/// let _ = std::fs::remove_file(&path);
+/// let listener = UnixListener::bind(&path)?;
+/// // Borrowed: `listener` stays ours; remove the handler before dropping it.
+/// let handle = add_accept_handler(&mut lp, &listener, |lp, conn, peer| {
+///     assert!(peer.is_none()); // no address for Unix sockets
+///     drop(conn);
+///     lp.stop();
+/// })?;
+/// let _client = UnixStream::connect(&path)?;
+/// lp.run()?;
+/// handle.remove(&mut lp);
+/// let _ = std::fs::remove_file(&path);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
 /// # Errors
 /// The listener and the callback come back inside [`Refused`] with: [`Error::Os`] if the
 /// listener cannot be made non-blocking (`EBADF`), or the errors of
@@ -231,6 +323,8 @@ where
 /// connections wait in the kernel's backlog; see the [module docs](self#back-pressure-a-connection-limit-instead-of-accept-then-drop).
 /// Every connection handed to `callback` counts against `limit` until you call
 /// [`AcceptLimit::release`] for it (when it closes). One listener per `AcceptLimit`.
+///
+/// See [`AcceptLimit`] for an example.
 ///
 /// # Errors
 /// As [`add_accept_handler`].
@@ -388,6 +482,37 @@ impl<F> Acceptor<F> {
 
 /// A connection limit for [`add_accept_handler_limited`], with its counters. `const`: put it
 /// in a `static`. See the [module docs](self#back-pressure-a-connection-limit-instead-of-accept-then-drop).
+///
+/// # Examples
+///
+/// A limit of one connection; each is released as soon as it is handled, so the second one
+/// gets its turn:
+///
+/// ```
+/// use std::net::{TcpListener, TcpStream};
+/// use ioloop::accept::{add_accept_handler_limited, AcceptLimit};
+/// use ioloop::EventLoop;
+///
+/// static LIMIT: AcceptLimit = AcceptLimit::new(1);
+/// let mut lp: EventLoop = EventLoop::new()?;
+/// let listener = TcpListener::bind("127.0.0.1:0")?;
+/// let addr = listener.local_addr()?;
+/// let mut seen = 0;
+/// add_accept_handler_limited(&mut lp, listener, &LIMIT, move |lp, conn, _peer| {
+///     drop(conn); // the connection ends here...
+///     LIMIT.release(lp); // ...so its place is free again
+///     seen += 1;
+///     if seen == 2 {
+///         lp.stop();
+///     }
+/// })?;
+/// let _a = TcpStream::connect(addr)?;
+/// let _b = TcpStream::connect(addr)?;
+/// lp.run()?;
+/// let stats = LIMIT.stats();
+/// assert_eq!((stats.accepted, stats.current, stats.high_water), (2, 0, 1));
+/// # Ok::<(), ioloop::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct AcceptLimit {
     max: AtomicUsize,
@@ -401,7 +526,18 @@ pub struct AcceptLimit {
     high_water: AtomicU64,
 }
 
-/// [`AcceptLimit`]'s counters (a snapshot).
+/// [`AcceptLimit`]'s counters (a snapshot), from [`AcceptLimit::stats`]; the
+/// [`AcceptLimit`] example reads them.
+///
+/// # Examples
+///
+/// ```
+/// use ioloop::accept::{AcceptLimit, AcceptStats};
+///
+/// static LIMIT: AcceptLimit = AcceptLimit::new(8);
+/// assert_eq!(LIMIT.stats(), AcceptStats::default());
+/// assert!(!LIMIT.is_paused());
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AcceptStats {
     /// Connections accepted and handed to the callback.
@@ -418,6 +554,13 @@ pub struct AcceptStats {
 
 impl AcceptLimit {
     /// A limit of `max` live connections (at least 1).
+    ///
+    /// ```
+    /// use ioloop::accept::AcceptLimit;
+    /// static LIMIT: AcceptLimit = AcceptLimit::new(100);
+    /// assert_eq!(LIMIT.stats().current, 0);
+    /// assert!(!LIMIT.is_paused());
+    /// ```
     pub const fn new(max: usize) -> Self {
         AcceptLimit {
             max: AtomicUsize::new(if max == 0 { 1 } else { max }),
@@ -432,6 +575,13 @@ impl AcceptLimit {
     }
 
     /// The counters now.
+    ///
+    /// ```
+    /// use ioloop::accept::AcceptLimit;
+    /// static LIMIT: AcceptLimit = AcceptLimit::new(10);
+    /// let s = LIMIT.stats();
+    /// println!("{} live, {} at most, paused {} times", s.current, s.high_water, s.paused);
+    /// ```
     pub fn stats(&self) -> AcceptStats {
         AcceptStats {
             accepted: self.accepted.load(Ordering::Relaxed),
@@ -443,6 +593,14 @@ impl AcceptLimit {
     }
 
     /// Whether accepting is paused now.
+    ///
+    /// ```
+    /// use ioloop::accept::AcceptLimit;
+    /// static LIMIT: AcceptLimit = AcceptLimit::new(10);
+    /// if LIMIT.is_paused() {
+    ///     // clients wait in the listen backlog: a keep-alive protocol may close idle connections
+    /// }
+    /// ```
     pub fn is_paused(&self) -> bool {
         self.paused.load(Ordering::Relaxed)
     }
@@ -450,6 +608,18 @@ impl AcceptLimit {
     /// One connection ended: free its place and, if accepting was paused, re-arm the
     /// listener. Call it once per connection the callback received (more calls than
     /// connections are ignored).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ioloop::accept::AcceptLimit;
+    /// use ioloop::EventLoop;
+    /// static LIMIT: AcceptLimit = AcceptLimit::new(2);
+    /// let mut lp: EventLoop = EventLoop::new()?;
+    /// LIMIT.release(&mut lp); // more releases than connections are ignored
+    /// assert_eq!(LIMIT.stats().current, 0);
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     pub fn release<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>(
         &self,
         lp: &mut EventLoop<P, H, T, Q>,

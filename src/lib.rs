@@ -32,8 +32,14 @@ pub use loop_core::*;
 
 pub mod net;
 pub mod offload;
-pub mod signals;
-pub use signals::SignalExt;
+// One `signal` module in the docs: the facade's `sigaction` installer lives in the same
+// module as `loop_core::signal` (re-exported there with a glob), instead of a second, `signals`.
+#[path = "signals.rs"]
+pub mod signal;
+/// The former name of [`signal`] (kept so `ioloop::signals::SIGACTION` still resolves).
+#[doc(hidden)]
+pub use signal as signals;
+pub use signal::SignalExt;
 pub mod accept;
 pub use accept::{
     add_accept_handler, add_accept_handler_limited, AcceptHandle, AcceptLimit, Listener,
@@ -133,5 +139,46 @@ default_poller!(
 /// An event loop over the [`DefaultPoller`], with default capacities: 64 fd handlers, 256
 /// timers, 256 queued callbacks. Name other capacities as `EventLoop<H, T, Q>`, or use
 /// [`loop_core::EventLoop`] with another poller.
+///
+/// This is a type alias, so rustdoc lists its methods on [`loop_core::EventLoop`] (they are
+/// all available here, with `P` = [`DefaultPoller`]). By group:
+///
+/// * creating: [`new`](loop_core::EventLoop::new), [`new_boxed`](loop_core::EventLoop::new_boxed),
+///   [`with_poller`](loop_core::EventLoop::with_poller);
+/// * file descriptors: [`add_handler`](loop_core::EventLoop::add_handler),
+///   [`update_handler`](loop_core::EventLoop::update_handler),
+///   [`remove_handler`](loop_core::EventLoop::remove_handler);
+/// * timers and callbacks: [`call_later`](loop_core::EventLoop::call_later),
+///   [`call_at`](loop_core::EventLoop::call_at),
+///   [`add_periodic`](loop_core::EventLoop::add_periodic),
+///   [`remove_timeout`](loop_core::EventLoop::remove_timeout),
+///   [`add_callback`](loop_core::EventLoop::add_callback);
+/// * running: [`run`](loop_core::EventLoop::run), [`run_once`](loop_core::EventLoop::run_once),
+///   [`stop`](loop_core::EventLoop::stop), [`close`](loop_core::EventLoop::close);
+/// * threads, signals and tasks: [`attach_remote`](loop_core::EventLoop::attach_remote),
+///   [`add_signal_handler`](loop_core::EventLoop::add_signal_handler) (or
+///   [`SignalExt::on_signal`]), [`attach_executor`](loop_core::EventLoop::attach_executor),
+///   [`run_sync`](loop_core::EventLoop::run_sync).
+///
+/// (A wrapper type instead of an alias would give the methods a page of their own, but every
+/// handler receives `&mut loop_core::EventLoop<..>`, and code generic over the poller names
+/// that type: the alias keeps the two one type.)
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use ioloop::EventLoop;
+///
+/// let mut lp: EventLoop = EventLoop::new()?;
+/// lp.call_later(Duration::from_millis(1), |lp| lp.stop())?;
+/// lp.run()?; // returns once the timer has stopped the loop
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+///
+/// [`EventLoop::new`](loop_core::EventLoop::new) fails with [`Error::Os`] when the kernel
+/// refuses the poller or its wake-up fd (for example `EMFILE`); `run` with the poller's error.
 pub type EventLoop<const H: usize = 64, const T: usize = 256, const Q: usize = 256> =
     loop_core::EventLoop<DefaultPoller, H, T, Q>;

@@ -1,9 +1,12 @@
 //! Async sockets and pipes on the loop: Tornado's `bind_sockets` / `IOStream` re-thought as
 //! `async fn`s over [`IoRegistration`].
 //!
-//! ```no_run
+//! An echo server (each connection a task) and a client, on 127.0.0.1 with a port the kernel
+//! picks:
+//!
+//! ```
 //! use std::time::Duration;
-//! use ioloop::net::TcpListener;
+//! use ioloop::net::{TcpListener, TcpStream};
 //! use ioloop::{EventLoop, Executor, Remote};
 //!
 //! static REMOTE: Remote<EventLoop, 64> = Remote::new();
@@ -12,28 +15,32 @@
 //! let mut lp: EventLoop = EventLoop::new()?;
 //! lp.attach_remote(&REMOTE)?;
 //! lp.attach_executor(&EXEC)?;
-//! let listener = TcpListener::bind("127.0.0.1:7000".parse().unwrap())?;
-//! let stopped = lp.run_sync(
-//!     async move {
-//!         loop {
-//!             let (stream, _peer) = match listener.accept().await {
-//!                 Ok(conn) => conn,
-//!                 Err(e) => break e,
-//!             };
-//!             // Each connection is a task: echo until the peer closes.
-//!             let _ = EXEC.spawn(async move {
-//!                 let mut buf = [0u8; 512];
-//!                 while let Ok(n @ 1..) = stream.read(&mut buf).await {
-//!                     if stream.write_all(&buf[..n]).await.is_err() {
-//!                         break;
-//!                     }
+//! let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+//! let addr = listener.local_addr()?;
+//! EXEC.spawn(async move {
+//!     while let Ok((stream, _peer)) = listener.accept().await {
+//!         // Each connection is a task: echo until the peer closes.
+//!         let _ = EXEC.spawn(async move {
+//!             let mut buf = [0u8; 512];
+//!             while let Ok(n @ 1..) = stream.read(&mut buf).await {
+//!                 if stream.write_all(&buf[..n]).await.is_err() {
+//!                     break;
 //!                 }
-//!             });
-//!         }
+//!             }
+//!         });
+//!     }
+//! })?;
+//! let echoed = lp.run_sync(
+//!     async {
+//!         let client = TcpStream::connect(addr).await?;
+//!         client.write_all(b"ping").await?;
+//!         let mut buf = [0u8; 4];
+//!         let n = client.read(&mut buf).await?;
+//!         Ok::<_, ioloop::Error>(buf[..n].to_vec())
 //!     },
-//!     Some(Duration::from_secs(60)),
-//! );
-//! println!("{stopped:?}");
+//!     Some(Duration::from_secs(10)),
+//! )??;
+//! assert_eq!(echoed, b"ping");
 //! # Ok::<(), ioloop::Error>(())
 //! ```
 //!
@@ -341,7 +348,42 @@ macro_rules! fd_traits {
     )*};
 }
 
-/// A TCP listening socket (Tornado's `bind_sockets` + `add_accept_handler`, as a future).
+/// A TCP listening socket (Tornado's `bind_sockets` + `add_accept_handler`, as a future):
+/// [`bind`](Self::bind) it (anywhere, before or while the loop runs), then
+/// [`accept`](Self::accept) connections inside a task or `run_sync`, each a [`TcpStream`].
+/// For a complete server with a connection limit and back-pressure, see
+/// [`Server`](crate::Server).
+///
+/// # Examples
+///
+/// ```
+/// use ioloop::{EventLoop, Executor, Remote};
+///
+/// static REMOTE: Remote<EventLoop, 64> = Remote::new();
+/// static EXEC: Executor<4, 1024> = Executor::new();
+/// let mut lp: EventLoop = EventLoop::new()?;
+/// lp.attach_remote(&REMOTE)?;
+/// lp.attach_executor(&EXEC)?;
+/// use ioloop::net::{TcpListener, TcpStream};
+///
+/// let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+/// let addr = listener.local_addr()?; // port 0: the kernel picked one
+/// let (server_side, client_side) = lp.run_sync(
+///     ioloop::join(listener.accept(), TcpStream::connect(addr)),
+///     None,
+/// )?;
+/// let (accepted, peer) = server_side?;
+/// let client = client_side?;
+/// assert_eq!(peer, client.local_addr()?);
+/// assert_eq!(accepted.peer_addr()?, client.local_addr()?);
+/// # Ok::<(), ioloop::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// Binding fails with [`Error::Os`] (`EADDRINUSE`, `EACCES`, `EMFILE`, …); `accept` also with
+/// the registration's errors ([`Error::NotAttached`] outside a task, [`Error::Full`] when the
+/// loop's handler table is full). See each method.
 #[derive(Debug)]
 pub struct TcpListener {
     io: Io,
@@ -352,6 +394,18 @@ impl TcpListener {
     /// [`local_addr`](Self::local_addr)), with `SO_REUSEADDR`, a backlog of 128, and
     /// `IPV6_V6ONLY` for IPv6 addresses, as Tornado's `bind_sockets`.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ioloop::net::TcpListener;
+    /// let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+    /// assert_ne!(listener.local_addr()?.port(), 0); // the port the kernel picked
+    /// // A second plain bind to the same port fails.
+    /// let again = TcpListener::bind(listener.local_addr()?);
+    /// assert!(matches!(again, Err(ioloop::Error::Os { .. })));
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Os`]: `EADDRINUSE`, `EACCES` (a port below 1024), `EMFILE`, ….
     pub fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
@@ -360,6 +414,16 @@ impl TcpListener {
 
     /// As [`bind`](Self::bind), plus `SO_REUSEPORT`: several sockets (one per loop, one loop
     /// per core) listen on the same port and the kernel spreads new connections over them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ioloop::net::TcpListener;
+    /// let a = TcpListener::bind_reuse_port("127.0.0.1:0".parse().unwrap())?;
+    /// let b = TcpListener::bind_reuse_port(a.local_addr()?)?; // same port, e.g. for a second loop
+    /// assert_eq!(a.local_addr()?, b.local_addr()?);
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     ///
     /// # Errors
     /// As [`bind`](Self::bind); `EADDRINUSE` if a socket without `SO_REUSEPORT` (or of another
@@ -372,6 +436,15 @@ impl TcpListener {
     /// `backlog` connections instead of 128 (the kernel caps it at `net.core.somaxconn`). A
     /// server that applies back-pressure (stops accepting when full) leaves waiting clients
     /// in this backlog: size it for the excess you expect.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ioloop::net::TcpListener;
+    /// let listener = TcpListener::bind_with_backlog("127.0.0.1:0".parse().unwrap(), false, 1024)?;
+    /// # let _ = listener;
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     ///
     /// # Errors
     /// As [`bind`](Self::bind).
@@ -401,6 +474,25 @@ impl TcpListener {
     /// Wait for a connection and accept it: the new stream is non-blocking and close-on-exec
     /// (`accept4`). A connection that was aborted before it was accepted (`ECONNABORTED`) is
     /// skipped, as Tornado does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::TcpListener;
+    /// # let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+    /// use ioloop::net::TcpStream;
+    /// let addr = listener.local_addr()?;
+    /// let (accepted, _client) = lp.run_sync(ioloop::join(listener.accept(), TcpStream::connect(addr)), None)?;
+    /// let (_stream, peer) = accepted?;
+    /// assert!(peer.ip().is_loopback());
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     ///
     /// # Errors
     /// [`Error::Os`]: `EMFILE` / `ENFILE` when out of fds — the pending connection stays
@@ -434,6 +526,17 @@ impl TcpListener {
 
     /// The address it listens on (with the port the kernel picked for port 0).
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ioloop::net::TcpListener;
+    /// let listener = TcpListener::bind("[::1]:0".parse().unwrap()).or_else(|_| {
+    ///     TcpListener::bind("127.0.0.1:0".parse().unwrap()) // no IPv6 here
+    /// })?;
+    /// assert_ne!(listener.local_addr()?.port(), 0);
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Os`] from `getsockname` (practically never).
     pub fn local_addr(&self) -> Result<SocketAddr, Error> {
@@ -441,7 +544,60 @@ impl TcpListener {
     }
 }
 
-/// A TCP connection.
+/// A TCP connection on the loop (Tornado's `IOStream` over a TCP socket): made by
+/// [`TcpStream::connect`] or [`TcpListener::accept`] (or adopted with
+/// [`from_std`](Self::from_std)), used from tasks of one loop.
+///
+/// The methods are `async fn`s taking `&self`: [`read`](Self::read) waits until data (or the
+/// end of the stream) is there, [`write`](Self::write) / [`write_all`](Self::write_all) wait
+/// for room in the send buffer; [`shutdown`](Self::shutdown),
+/// [`set_nodelay`](Self::set_nodelay) and the addresses are immediate. It also implements the
+/// [`embedded_io_async`] `Read` / `Write` traits (error type [`IoError`]) and, with feature
+/// `futures-io`, the `futures::io` traits. For line- or length-framed protocols wrap it in a
+/// [`BufStream`](crate::BufStream). Dropping it (inside a task) closes the connection.
+///
+/// # Examples
+///
+/// An echo round trip over 127.0.0.1:
+///
+/// ```
+/// use ioloop::{EventLoop, Executor, Remote};
+///
+/// static REMOTE: Remote<EventLoop, 64> = Remote::new();
+/// static EXEC: Executor<4, 1024> = Executor::new();
+/// let mut lp: EventLoop = EventLoop::new()?;
+/// lp.attach_remote(&REMOTE)?;
+/// lp.attach_executor(&EXEC)?;
+/// use ioloop::net::{TcpListener, TcpStream};
+///
+/// let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+/// let addr = listener.local_addr()?;
+/// let server = async {
+///     let (stream, _peer) = listener.accept().await?;
+///     let mut buf = [0u8; 64];
+///     let n = stream.read(&mut buf).await?;
+///     stream.write_all(&buf[..n]).await // echo it back
+/// };
+/// let client = async {
+///     let stream = TcpStream::connect(addr).await?;
+///     stream.set_nodelay(true)?;
+///     stream.write_all(b"hello").await?;
+///     let mut buf = [0u8; 64];
+///     let n = stream.read(&mut buf).await?;
+///     Ok::<_, ioloop::Error>(buf[..n].to_vec())
+/// };
+/// let (served, echoed) = lp.run_sync(ioloop::join(server, client), None)?;
+/// served?;
+/// assert_eq!(echoed?, b"hello");
+/// # Ok::<(), ioloop::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// I/O fails with [`Error::Os`] and the kernel's errno (`ECONNREFUSED` from `connect`,
+/// `ECONNRESET`, `EPIPE` when writing to a peer that closed — no `SIGPIPE` is raised), or the
+/// registration's errors ([`Error::NotAttached`] outside a task, [`Error::Full`] when the
+/// loop's handler table has no room).
 #[derive(Debug)]
 pub struct TcpStream {
     io: Io,
@@ -450,6 +606,23 @@ pub struct TcpStream {
 impl TcpStream {
     /// Connect to `addr`: a non-blocking `connect`, a wait until the socket is writable, then
     /// `SO_ERROR` says whether it worked. Call it inside a task or `run_sync`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// use ioloop::net::{TcpListener, TcpStream};
+    /// // A port nobody listens on any more: the connection is refused.
+    /// let addr = TcpListener::bind("127.0.0.1:0".parse().unwrap())?.local_addr()?;
+    /// let refused = lp.run_sync(TcpStream::connect(addr), None)?;
+    /// assert!(matches!(refused, Err(ioloop::Error::Os { .. }))); // ECONNREFUSED
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     ///
     /// # Errors
     /// [`Error::Os`]: `ECONNREFUSED` (nothing listens), `ETIMEDOUT`, `ENETUNREACH`, …;
@@ -465,6 +638,29 @@ impl TcpStream {
     /// Read what is there, up to `buf.len()` bytes, waiting until something is. `Ok(0)`: the
     /// peer closed its side (or `buf` is empty).
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::{TcpListener, TcpStream};
+    /// # let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+    /// # let (accepted, connected) =
+    /// #     lp.run_sync(ioloop::join(listener.accept(), TcpStream::connect(listener.local_addr()?)), None)?;
+    /// # let ((server, _), client) = (accepted?, connected?);
+    /// lp.run_sync(client.write_all(b"hi"), None)??;
+    /// drop(client);
+    /// let mut buf = [0u8; 8];
+    /// let n = lp.run_sync(server.read(&mut buf), None)??;
+    /// assert_eq!(&buf[..n], b"hi");
+    /// assert_eq!(lp.run_sync(server.read(&mut buf), None)??, 0); // the peer closed
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Os`]: `ECONNRESET`, …; the registration's errors (see the
     /// [module docs](self)).
@@ -474,6 +670,26 @@ impl TcpStream {
 
     /// Write some of `buf`, waiting until the socket takes at least one byte; returns how many
     /// it took.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::{TcpListener, TcpStream};
+    /// # let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+    /// # let (accepted, connected) =
+    /// #     lp.run_sync(ioloop::join(listener.accept(), TcpStream::connect(listener.local_addr()?)), None)?;
+    /// # let ((server, _), client) = (accepted?, connected?);
+    /// let n = lp.run_sync(client.write(b"hello"), None)??;
+    /// assert_eq!(n, 5); // a small write is taken whole
+    /// # let _ = server;
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     ///
     /// # Errors
     /// [`Error::Os`]: `EPIPE` (the peer closed; no `SIGPIPE` is raised), `ECONNRESET`, …;
@@ -485,6 +701,35 @@ impl TcpStream {
     /// Write all of `buf`, waiting for room as needed. If it fails, some bytes may have been
     /// sent.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::{TcpListener, TcpStream};
+    /// # let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+    /// # let (accepted, connected) =
+    /// #     lp.run_sync(ioloop::join(listener.accept(), TcpStream::connect(listener.local_addr()?)), None)?;
+    /// # let ((server, _), client) = (accepted?, connected?);
+    /// let big = vec![0x55u8; 256 * 1024]; // more than a socket buffer: waits for the reader
+    /// let reader = async {
+    ///     let mut got = 0;
+    ///     let mut buf = [0u8; 4096];
+    ///     while got < big.len() {
+    ///         got += server.read(&mut buf).await?;
+    ///     }
+    ///     Ok::<_, ioloop::Error>(got)
+    /// };
+    /// let (sent, got) = lp.run_sync(ioloop::join(client.write_all(&big), reader), None)?;
+    /// sent?;
+    /// assert_eq!(got?, big.len());
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// As [`write`](Self::write).
     pub async fn write_all(&self, buf: &[u8]) -> Result<(), Error> {
@@ -494,6 +739,30 @@ impl TcpStream {
     /// Shut down one or both directions (`shutdown(2)`): `Shutdown::Write` sends a FIN, so
     /// the peer reads end-of-stream while this side can still read its answer.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::{TcpListener, TcpStream};
+    /// # let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+    /// # let (accepted, connected) =
+    /// #     lp.run_sync(ioloop::join(listener.accept(), TcpStream::connect(listener.local_addr()?)), None)?;
+    /// # let ((server, _), client) = (accepted?, connected?);
+    /// use std::net::Shutdown;
+    /// client.shutdown(Shutdown::Write)?; // FIN: the server reads end-of-stream...
+    /// let mut buf = [0u8; 8];
+    /// assert_eq!(lp.run_sync(server.read(&mut buf), None)??, 0);
+    /// lp.run_sync(server.write_all(b"bye"), None)??; // ...and can still answer
+    /// let n = lp.run_sync(client.read(&mut buf), None)??;
+    /// assert_eq!(&buf[..n], b"bye");
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Os`]: `ENOTCONN`, ….
     pub fn shutdown(&self, how: Shutdown) -> Result<(), Error> {
@@ -501,6 +770,25 @@ impl TcpStream {
     }
 
     /// Disable (`true`) or enable Nagle's algorithm (`TCP_NODELAY`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::{TcpListener, TcpStream};
+    /// # let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+    /// # let (accepted, connected) =
+    /// #     lp.run_sync(ioloop::join(listener.accept(), TcpStream::connect(listener.local_addr()?)), None)?;
+    /// # let ((server, _), client) = (accepted?, connected?);
+    /// client.set_nodelay(true)?; // small writes go out at once
+    /// # let _ = server;
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     ///
     /// # Errors
     /// [`Error::Os`] from `setsockopt`.
@@ -513,6 +801,25 @@ impl TcpStream {
     /// while the server can still wait for room (back-pressure) instead of failing inside the
     /// connection's handler. A second call does nothing.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::{TcpListener, TcpStream};
+    /// # let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+    /// # let (accepted, connected) =
+    /// #     lp.run_sync(ioloop::join(listener.accept(), TcpStream::connect(listener.local_addr()?)), None)?;
+    /// # let ((server, _), client) = (accepted?, connected?);
+    /// lp.run_sync(async { server.register() }, None)??; // inside the loop: now, not at first I/O
+    /// # let _ = client;
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Full`] when the loop's handler table has no room; [`Error::NotAttached`]
     /// outside a task or `run_sync`; the kernel's error.
@@ -522,6 +829,25 @@ impl TcpStream {
 
     /// The local address.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::{TcpListener, TcpStream};
+    /// # let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+    /// # let (accepted, connected) =
+    /// #     lp.run_sync(ioloop::join(listener.accept(), TcpStream::connect(listener.local_addr()?)), None)?;
+    /// # let ((server, _), client) = (accepted?, connected?);
+    /// assert_eq!(client.local_addr()?.ip(), std::net::Ipv4Addr::LOCALHOST);
+    /// # let _ = server;
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Os`] from `getsockname`.
     pub fn local_addr(&self) -> Result<SocketAddr, Error> {
@@ -530,6 +856,25 @@ impl TcpStream {
 
     /// The peer's address.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::{TcpListener, TcpStream};
+    /// # let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+    /// # let (accepted, connected) =
+    /// #     lp.run_sync(ioloop::join(listener.accept(), TcpStream::connect(listener.local_addr()?)), None)?;
+    /// # let ((server, _), client) = (accepted?, connected?);
+    /// assert_eq!(client.peer_addr()?, listener.local_addr()?);
+    /// assert_eq!(server.peer_addr()?, client.local_addr()?);
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Os`]: `ENOTCONN` once the connection is gone.
     pub fn peer_addr(&self) -> Result<SocketAddr, Error> {
@@ -537,7 +882,44 @@ impl TcpStream {
     }
 }
 
-/// A UDP socket.
+/// A UDP socket on the loop: [`bind`](Self::bind) it, then [`send_to`](Self::send_to) and
+/// [`recv_from`](Self::recv_from) datagrams inside a task or `run_sync`. Each datagram is sent
+/// or received whole (a receive buffer that is too small truncates it).
+///
+/// # Examples
+///
+/// ```
+/// use ioloop::{EventLoop, Executor, Remote};
+///
+/// static REMOTE: Remote<EventLoop, 64> = Remote::new();
+/// static EXEC: Executor<4, 1024> = Executor::new();
+/// let mut lp: EventLoop = EventLoop::new()?;
+/// lp.attach_remote(&REMOTE)?;
+/// lp.attach_executor(&EXEC)?;
+/// use ioloop::net::UdpSocket;
+///
+/// let a = UdpSocket::bind("127.0.0.1:0".parse().unwrap())?;
+/// let b = UdpSocket::bind("127.0.0.1:0".parse().unwrap())?;
+/// let b_addr = b.local_addr()?;
+/// let (got, from) = lp.run_sync(
+///     async {
+///         a.send_to(b"ping", b_addr).await?;
+///         let mut buf = [0u8; 16];
+///         let (n, from) = b.recv_from(&mut buf).await?;
+///         Ok::<_, ioloop::Error>((buf[..n].to_vec(), from))
+///     },
+///     None,
+/// )??;
+/// assert_eq!(got, b"ping");
+/// assert_eq!(from, a.local_addr()?);
+/// # Ok::<(), ioloop::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// [`Error::Os`] with the kernel's errno (`EADDRINUSE` from `bind`, `EMSGSIZE` from a
+/// datagram too large, `ECONNREFUSED` reported by a later call after an ICMP error), or the
+/// registration's errors ([`Error::NotAttached`], [`Error::Full`]).
 #[derive(Debug)]
 pub struct UdpSocket {
     io: Io,
@@ -556,6 +938,22 @@ impl UdpSocket {
 
     /// Send `buf` as one datagram to `addr`, waiting for room in the send buffer if needed.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// use ioloop::net::UdpSocket;
+    /// let sock = UdpSocket::bind("127.0.0.1:0".parse().unwrap())?;
+    /// let to = sock.local_addr()?; // to ourselves
+    /// assert_eq!(lp.run_sync(sock.send_to(b"hi", to), None)??, 2);
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Os`]: `EMSGSIZE` (too large for one datagram), `ENETUNREACH`, …; the
     /// registration's errors.
@@ -569,6 +967,26 @@ impl UdpSocket {
 
     /// Wait for a datagram and receive it into `buf`: its length (truncated to `buf.len()`;
     /// the rest of a longer datagram is lost) and sender.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// use ioloop::net::UdpSocket;
+    /// let a = UdpSocket::bind("127.0.0.1:0".parse().unwrap())?;
+    /// let b = UdpSocket::bind("127.0.0.1:0".parse().unwrap())?;
+    /// lp.run_sync(a.send_to(b"0123456789", b.local_addr()?), None)??;
+    /// let mut small = [0u8; 4];
+    /// let (n, from) = lp.run_sync(b.recv_from(&mut small), None)??;
+    /// assert_eq!((n, &small[..]), (4, &b"0123"[..])); // truncated: the rest is lost
+    /// assert_eq!(from, a.local_addr()?);
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     ///
     /// # Errors
     /// [`Error::Os`]: `ECONNREFUSED` (an ICMP error from an earlier send), …; the
@@ -585,6 +1003,15 @@ impl UdpSocket {
 
     /// The local address.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ioloop::net::UdpSocket;
+    /// let sock = UdpSocket::bind("127.0.0.1:0".parse().unwrap())?;
+    /// assert_ne!(sock.local_addr()?.port(), 0);
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Os`] from `getsockname`.
     pub fn local_addr(&self) -> Result<SocketAddr, Error> {
@@ -592,7 +1019,47 @@ impl UdpSocket {
     }
 }
 
-/// A Unix-domain stream listener on a filesystem path.
+/// A Unix-domain stream listener on a filesystem path (Tornado's `bind_unix_socket`):
+/// [`bind`](Self::bind) it, then [`accept`](Self::accept) [`UnixStream`]s inside a task or
+/// `run_sync`. The socket file stays behind when the listener is dropped (the next `bind`
+/// to the same path removes it).
+///
+/// # Examples
+///
+/// ```
+/// use ioloop::{EventLoop, Executor, Remote};
+///
+/// static REMOTE: Remote<EventLoop, 64> = Remote::new();
+/// static EXEC: Executor<4, 1024> = Executor::new();
+/// let mut lp: EventLoop = EventLoop::new()?;
+/// lp.attach_remote(&REMOTE)?;
+/// lp.attach_executor(&EXEC)?;
+/// use ioloop::net::{UnixListener, UnixStream};
+///
+/// let path = std::env::temp_dir().join(format!("ioloop-doc-ul-{}.sock", std::process::id()));
+/// let listener = UnixListener::bind(&path)?;
+/// let (accepted, connected) =
+///     lp.run_sync(ioloop::join(listener.accept(), UnixStream::connect(&path)), None)?;
+/// let (server, client) = (accepted?, connected?);
+/// lp.run_sync(
+///     async {
+///         client.write_all(b"hi").await?;
+///         let mut buf = [0u8; 2];
+///         let n = server.read(&mut buf).await?;
+///         assert_eq!(&buf[..n], b"hi");
+///         Ok::<(), ioloop::Error>(())
+///     },
+///     None,
+/// )??;
+/// let _ = std::fs::remove_file(&path);
+/// # Ok::<(), ioloop::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// [`Error::Os`] (`EADDRINUSE` if the path is taken by something that is not a socket,
+/// `ENAMETOOLONG`, `EACCES`, `EMFILE`, …); `accept` also with the registration's errors
+/// ([`Error::NotAttached`], [`Error::Full`]).
 #[derive(Debug)]
 pub struct UnixListener {
     io: Io,
@@ -601,6 +1068,19 @@ pub struct UnixListener {
 impl UnixListener {
     /// Bind and listen on `path`. As Tornado's `bind_unix_socket`, a *socket* file already at
     /// `path` (left by an earlier run) is removed first; any other file is an error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ioloop::net::UnixListener;
+    /// let path = std::env::temp_dir().join(format!("ioloop-doc-bind-{}.sock", std::process::id()));
+    /// let first = UnixListener::bind(&path)?;
+    /// drop(first); // leaves the socket file behind...
+    /// let second = UnixListener::bind(&path)?; // ...which the next bind removes
+    /// # let _ = second;
+    /// let _ = std::fs::remove_file(&path);
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     ///
     /// # Errors
     /// [`Error::Os`]: `EADDRINUSE` if `path` exists and is not a socket, `ENAMETOOLONG`
@@ -627,6 +1107,25 @@ impl UnixListener {
 
     /// Wait for a connection and accept it (non-blocking, close-on-exec).
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::{UnixListener, UnixStream};
+    /// let path = std::env::temp_dir().join(format!("ioloop-doc-acc-{}.sock", std::process::id()));
+    /// let listener = UnixListener::bind(&path)?;
+    /// let (accepted, connected) =
+    ///     lp.run_sync(ioloop::join(listener.accept(), UnixStream::connect(&path)), None)?;
+    /// # let _ = (accepted?, connected?);
+    /// let _ = std::fs::remove_file(&path);
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// As [`TcpListener::accept`].
     pub async fn accept(&self) -> Result<UnixStream, Error> {
@@ -646,7 +1145,51 @@ impl UnixListener {
     }
 }
 
-/// A Unix-domain stream connection.
+/// A Unix-domain stream connection: from [`UnixStream::connect`], [`UnixListener::accept`] or
+/// [`UnixStream::pair`] (a connected pair, for talking to yourself or a child process). Its
+/// methods work as [`TcpStream`]'s: `async` [`read`](Self::read), [`write`](Self::write) and
+/// [`write_all`](Self::write_all) inside a task or `run_sync`, and
+/// [`shutdown`](Self::shutdown).
+///
+/// # Examples
+///
+/// ```
+/// use ioloop::{EventLoop, Executor, Remote};
+///
+/// static REMOTE: Remote<EventLoop, 64> = Remote::new();
+/// static EXEC: Executor<4, 1024> = Executor::new();
+/// let mut lp: EventLoop = EventLoop::new()?;
+/// lp.attach_remote(&REMOTE)?;
+/// lp.attach_executor(&EXEC)?;
+/// use std::net::Shutdown;
+/// use ioloop::net::UnixStream;
+///
+/// let (a, b) = UnixStream::pair()?;
+/// let got = lp.run_sync(
+///     async {
+///         a.write_all(b"ping").await?;
+///         a.shutdown(Shutdown::Write)?; // b reads end-of-stream after the bytes
+///         let mut got = Vec::new();
+///         let mut buf = [0u8; 16];
+///         loop {
+///             match b.read(&mut buf).await? {
+///                 0 => break,
+///                 n => got.extend_from_slice(&buf[..n]),
+///             }
+///         }
+///         Ok::<_, ioloop::Error>(got)
+///     },
+///     None,
+/// )??;
+/// assert_eq!(got, b"ping");
+/// # Ok::<(), ioloop::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// As [`TcpStream`]: [`Error::Os`] with the kernel's errno (`ECONNREFUSED` / `ENOENT` from
+/// `connect`, `EPIPE` once the peer is gone, …) or the registration's errors
+/// ([`Error::NotAttached`], [`Error::Full`]).
 #[derive(Debug)]
 pub struct UnixStream {
     io: Io,
@@ -654,6 +1197,22 @@ pub struct UnixStream {
 
 impl UnixStream {
     /// Connect to the listener at `path`. Call it inside a task or `run_sync`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// use ioloop::net::UnixStream;
+    /// let missing = std::env::temp_dir().join("ioloop-doc-no-such.sock");
+    /// let result = lp.run_sync(UnixStream::connect(&missing), None)?;
+    /// assert!(matches!(result, Err(ioloop::Error::Os { .. }))); // ENOENT
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     ///
     /// # Errors
     /// [`Error::Os`]: `ENOENT` (no such file), `ECONNREFUSED` (nobody listens there), …; the
@@ -668,6 +1227,15 @@ impl UnixStream {
 
     /// A connected pair (`socketpair(2)`), for talking to yourself or a child.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ioloop::net::UnixStream;
+    /// let (a, b) = UnixStream::pair()?; // connected to each other
+    /// # let _ = (a, b);
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Os`]: `EMFILE`, ….
     pub fn pair() -> Result<(UnixStream, UnixStream), Error> {
@@ -680,6 +1248,24 @@ impl UnixStream {
 
     /// As [`TcpStream::read`].
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::UnixStream;
+    /// # let (a, b) = UnixStream::pair()?;
+    /// lp.run_sync(a.write_all(b"hi"), None)??;
+    /// let mut buf = [0u8; 8];
+    /// let n = lp.run_sync(b.read(&mut buf), None)??;
+    /// assert_eq!(&buf[..n], b"hi");
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// As [`TcpStream::read`].
     pub async fn read(&self, buf: &mut [u8]) -> Result<usize, Error> {
@@ -687,6 +1273,21 @@ impl UnixStream {
     }
 
     /// As [`TcpStream::write`] (no `SIGPIPE` either).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::UnixStream;
+    /// # let (a, b) = UnixStream::pair()?;
+    /// assert_eq!(lp.run_sync(a.write(b"hi"), None)??, 2);
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     ///
     /// # Errors
     /// As [`TcpStream::write`].
@@ -696,6 +1297,24 @@ impl UnixStream {
 
     /// As [`TcpStream::write_all`].
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::UnixStream;
+    /// # let (a, b) = UnixStream::pair()?;
+    /// lp.run_sync(a.write_all(b"one message"), None)??;
+    /// drop(b);
+    /// // Once the peer is gone, writes fail with EPIPE (no SIGPIPE is raised).
+    /// assert!(lp.run_sync(a.write_all(b"more"), None)?.is_err());
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// As [`TcpStream::write`].
     pub async fn write_all(&self, buf: &[u8]) -> Result<(), Error> {
@@ -704,6 +1323,24 @@ impl UnixStream {
 
     /// As [`TcpStream::shutdown`].
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::UnixStream;
+    /// # let (a, b) = UnixStream::pair()?;
+    /// use std::net::Shutdown;
+    /// a.shutdown(Shutdown::Both)?;
+    /// let mut buf = [0u8; 4];
+    /// assert_eq!(lp.run_sync(b.read(&mut buf), None)??, 0); // the peer sees end-of-stream
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// As [`TcpStream::shutdown`].
     pub fn shutdown(&self, how: Shutdown) -> Result<(), Error> {
@@ -711,13 +1348,60 @@ impl UnixStream {
     }
 }
 
-/// The read end of a [`pipe`].
+/// The read end of a [`pipe`]: `async` [`read`](Self::read) inside a task or `run_sync`;
+/// `Ok(0)` once every writer is gone.
+///
+/// # Examples
+///
+/// ```
+/// use ioloop::{EventLoop, Executor, Remote};
+///
+/// static REMOTE: Remote<EventLoop, 64> = Remote::new();
+/// static EXEC: Executor<4, 1024> = Executor::new();
+/// let mut lp: EventLoop = EventLoop::new()?;
+/// lp.attach_remote(&REMOTE)?;
+/// lp.attach_executor(&EXEC)?;
+/// let (reader, writer) = ioloop::net::pipe()?;
+/// drop(writer); // no writer left: the reader sees end-of-stream
+/// let mut buf = [0u8; 8];
+/// assert_eq!(lp.run_sync(reader.read(&mut buf), None)??, 0);
+/// # Ok::<(), ioloop::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// [`read`](Self::read) fails with [`Error::Os`] or the registration's errors
+/// ([`Error::NotAttached`] outside a task, [`Error::Full`]).
 #[derive(Debug)]
 pub struct PipeReader {
     io: Io,
 }
 
-/// The write end of a [`pipe`].
+/// The write end of a [`pipe`]: `async` [`write`](Self::write) and
+/// [`write_all`](Self::write_all) inside a task or `run_sync`.
+///
+/// # Examples
+///
+/// ```
+/// use ioloop::{EventLoop, Executor, Remote};
+///
+/// static REMOTE: Remote<EventLoop, 64> = Remote::new();
+/// static EXEC: Executor<4, 1024> = Executor::new();
+/// let mut lp: EventLoop = EventLoop::new()?;
+/// lp.attach_remote(&REMOTE)?;
+/// lp.attach_executor(&EXEC)?;
+/// let (reader, writer) = ioloop::net::pipe()?;
+/// drop(reader);
+/// // No reader left: EPIPE (Rust programs ignore SIGPIPE by default).
+/// let err = lp.run_sync(writer.write(b"x"), None)?.unwrap_err();
+/// assert!(matches!(err, ioloop::Error::Os { .. }));
+/// # Ok::<(), ioloop::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// [`Error::Os`]: `EPIPE` when the reader is gone; the registration's errors
+/// ([`Error::NotAttached`], [`Error::Full`]).
 #[derive(Debug)]
 pub struct PipeWriter {
     io: Io,
@@ -725,6 +1409,37 @@ pub struct PipeWriter {
 
 /// A pipe (`pipe2(O_NONBLOCK | O_CLOEXEC)`): bytes written to the [`PipeWriter`] come out of
 /// the [`PipeReader`]; once every writer is dropped the reader reads end-of-stream (`Ok(0)`).
+///
+/// A pipe is the simplest way to feed a task from a child process or from code that writes to
+/// an fd.
+///
+/// # Examples
+///
+/// ```
+/// use ioloop::{EventLoop, Executor, Remote};
+///
+/// static REMOTE: Remote<EventLoop, 64> = Remote::new();
+/// static EXEC: Executor<4, 1024> = Executor::new();
+/// let mut lp: EventLoop = EventLoop::new()?;
+/// lp.attach_remote(&REMOTE)?;
+/// lp.attach_executor(&EXEC)?;
+/// let (reader, writer) = ioloop::net::pipe()?;
+/// let got = lp.run_sync(
+///     async move {
+///         writer.write_all(b"line\n").await?;
+///         drop(writer); // end-of-stream for the reader
+///         let mut got = Vec::new();
+///         let mut buf = [0u8; 16];
+///         while let n @ 1.. = reader.read(&mut buf).await? {
+///             got.extend_from_slice(&buf[..n]);
+///         }
+///         Ok::<_, ioloop::Error>(got)
+///     },
+///     None,
+/// )??;
+/// assert_eq!(got, b"line\n");
+/// # Ok::<(), ioloop::Error>(())
+/// ```
 ///
 /// # Errors
 /// [`Error::Os`]: `EMFILE`, `ENFILE`.
@@ -737,6 +1452,22 @@ impl PipeReader {
     /// Read what is there, up to `buf.len()` bytes, waiting until something is. `Ok(0)`:
     /// every writer is gone (or `buf` is empty).
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # let (reader, writer) = ioloop::net::pipe()?;
+    /// drop(writer);
+    /// let mut buf = [0u8; 4];
+    /// assert_eq!(lp.run_sync(reader.read(&mut buf), None)??, 0); // no writer left: end of stream
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Os`]; the registration's errors.
     pub async fn read(&self, buf: &mut [u8]) -> Result<usize, Error> {
@@ -747,6 +1478,21 @@ impl PipeReader {
 impl PipeWriter {
     /// Write some of `buf`, waiting until the pipe has room; returns how many bytes it took.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # let (reader, writer) = ioloop::net::pipe()?;
+    /// let n = lp.run_sync(writer.write(b"abc"), None)??;
+    /// assert_eq!(n, 3);
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Os`]: `EPIPE` when the reader is gone (the process also gets `SIGPIPE`,
     /// which Rust programs ignore by default); the registration's errors.
@@ -755,6 +1501,30 @@ impl PipeWriter {
     }
 
     /// Write all of `buf`, waiting for room as needed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # let (reader, writer) = ioloop::net::pipe()?;
+    /// let data = vec![7u8; 200_000]; // more than a pipe holds: waits for the reader
+    /// let read_all = async {
+    ///     let (mut got, mut buf) = (0, [0u8; 4096]);
+    ///     while got < data.len() {
+    ///         got += reader.read(&mut buf).await?;
+    ///     }
+    ///     Ok::<_, ioloop::Error>(got)
+    /// };
+    /// let (sent, got) = lp.run_sync(ioloop::join(writer.write_all(&data), read_all), None)?;
+    /// sent?;
+    /// assert_eq!(got?, data.len());
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     ///
     /// # Errors
     /// As [`write`](Self::write).
@@ -780,6 +1550,32 @@ fd_traits!(
 /// The error type of the [`embedded_io_async`] traits on this module's streams: an [`Error`]
 /// that also implements `embedded_io::Error` (which `Error` itself cannot, as it lives in
 /// `loop-core`). Converts both ways with `From` / `?`.
+///
+/// # Examples
+///
+/// ```
+/// use embedded_io_async::Write;
+/// use ioloop::net::{IoError, UnixStream};
+/// # use ioloop::{EventLoop, Executor, Remote};
+/// #
+/// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+/// # static EXEC: Executor<4, 1024> = Executor::new();
+/// # let mut lp: EventLoop = EventLoop::new()?;
+/// # lp.attach_remote(&REMOTE)?;
+/// # lp.attach_executor(&EXEC)?;
+///
+/// // Generic code written against embedded-io-async sees `IoError`...
+/// async fn greet<W: Write>(w: &mut W) -> Result<(), W::Error> {
+///     w.write_all(b"hello").await
+/// }
+/// let (mut a, b) = UnixStream::pair()?;
+/// drop(b);
+/// let result: Result<(), IoError> = lp.run_sync(greet(&mut a), None)?;
+/// // ...and `?` or `From` turns it back into an `ioloop::Error` (here EPIPE).
+/// let err: ioloop::Error = result.unwrap_err().into();
+/// assert!(matches!(err, ioloop::Error::Os { .. }));
+/// # Ok::<(), ioloop::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IoError(pub Error);
 
@@ -924,6 +1720,12 @@ macro_rules! adopt {
             /// (call its `set_nonblocking(false)` for blocking use). Call it inside a task or
             /// `run_sync`, like a drop: the loop registration, if one was made, is removed
             /// there.
+            ///
+            #[doc = concat!("```\nlet ours = ioloop::net::", stringify!($ty), "::from_std(", adopt!(@make $ty), ")?;\n")]
+            #[doc = concat!("let std: ", stringify!($std), " = ours.into_std(); // still non-blocking\n")]
+            /// # let _ = std;
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
             pub fn into_std(self) -> $std {
                 <$std>::from(self.io.into_fd())
             }

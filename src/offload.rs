@@ -27,9 +27,7 @@
 //! lp.attach_remote(&REMOTE)?;
 //! lp.attach_executor(&EXEC)?;
 //! // Submitting needs no loop; awaiting does (here `run_sync`, usually a task).
-//! let pending = jobs
-//!     .submit(|| std::fs::read("/proc/self/stat").map(|b| b.len()))
-//!     .map_err(|r| r.error)?;
+//! let pending = jobs.submit(|| std::fs::read("/proc/self/stat").map(|b| b.len()))?;
 //! let len = lp.run_sync(pending, Some(Duration::from_secs(10)))?;
 //! assert!(matches!(len, Ok(Ok(n)) if n > 0));
 //! drop(jobs); // the thread's `run` returns once every `Worker` is gone
@@ -48,7 +46,32 @@ use loop_core::{Error, Refused, Resource};
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// Why an offloaded call produced no value.
+/// Why an offloaded call produced no value: the job panicked, or no thread was left to run
+/// it. The `Ok` value of an [`Offloaded`] future is the closure's own return value (itself a
+/// `Result` for fallible work).
+///
+/// # Examples
+///
+/// ```
+/// use ioloop::offload::OffloadError;
+/// # use ioloop::offload::worker;
+/// # use ioloop::{EventLoop, Executor, Remote};
+/// #
+/// # static REMOTE: Remote<EventLoop, 16> = Remote::new();
+/// # static EXEC: Executor<4> = Executor::new();
+/// # let mut lp: EventLoop = EventLoop::new()?;
+/// # lp.attach_remote(&REMOTE)?;
+/// # lp.attach_executor(&EXEC)?;
+///
+/// let (jobs, thread) = worker(1);
+/// let runner = std::thread::spawn(move || thread.run());
+/// let pending = jobs.submit(|| -> u32 { panic!("disk on fire") })?;
+/// let outcome = lp.run_sync(pending, None)?;
+/// assert!(matches!(outcome, Err(OffloadError::Panicked(_))));
+/// drop(jobs);
+/// runner.join().unwrap(); // the worker thread survived the panic
+/// # Ok::<(), ioloop::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OffloadError {
     /// The closure panicked on the worker thread; the message if it was a string.
@@ -71,7 +94,20 @@ impl std::error::Error for OffloadError {}
 
 /// A bounded job queue for blocking calls: the submitting end and the running end.
 /// `capacity` jobs may wait at once (at least 1); more are refused with the closure handed
-/// back. See the [module docs](self).
+/// back. See the [module docs](self) for a complete example.
+///
+/// # Examples
+///
+/// ```
+/// let (jobs, thread) = ioloop::offload::worker(1);
+/// let _waiting = jobs.submit(|| 1)?; // no thread runs yet: it waits in the queue
+/// let full = jobs.submit(|| 2).unwrap_err(); // the queue holds 1: refused, handed back
+/// assert!(matches!(full.error, ioloop::Error::Full { .. }));
+/// assert_eq!((full.value)(), 2);
+/// drop(thread); // no thread will run the queue any more
+/// assert!(matches!(jobs.submit(|| 3).unwrap_err().error, ioloop::Error::Closed));
+/// # Ok::<(), ioloop::Error>(())
+/// ```
 pub fn worker(capacity: usize) -> (Worker, WorkerThread) {
     let (tx, rx) = mpsc::sync_channel(capacity.max(1));
     (
@@ -83,6 +119,32 @@ pub fn worker(capacity: usize) -> (Worker, WorkerThread) {
 }
 
 /// The submitting end of a [`worker`] queue: `Clone + Send`, usable from any task (or thread).
+/// [`submit`](Self::submit) queues a closure and returns an [`Offloaded`] future for its
+/// result.
+///
+/// # Examples
+///
+/// ```
+/// use ioloop::offload::worker;
+/// use ioloop::{EventLoop, Executor, Remote};
+///
+/// static REMOTE: Remote<EventLoop, 16> = Remote::new();
+/// static EXEC: Executor<4> = Executor::new();
+/// let mut lp: EventLoop = EventLoop::new()?;
+/// lp.attach_remote(&REMOTE)?;
+/// lp.attach_executor(&EXEC)?;
+///
+/// let (jobs, thread) = worker(4);
+/// let runner = std::thread::spawn(move || thread.run());
+/// let other = jobs.clone(); // e.g. for another task
+/// let a = jobs.submit(|| 6 * 7)?;
+/// let b = other.submit(|| "done")?;
+/// let (a, b) = lp.run_sync(ioloop::join(a, b), None)?;
+/// assert_eq!((a, b), (Ok(42), Ok("done")));
+/// drop((jobs, other));
+/// runner.join().unwrap();
+/// # Ok::<(), ioloop::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Worker {
     tx: SyncSender<Job>,
@@ -90,6 +152,24 @@ pub struct Worker {
 
 /// The running end of a [`worker`] queue: move it to a thread you start and call
 /// [`run`](Self::run). `Clone`: several threads may serve one queue.
+///
+/// # Examples
+///
+/// Two threads on one queue, so two blocking calls can run at once:
+///
+/// ```
+/// let (jobs, thread) = ioloop::offload::worker(8);
+/// let threads: Vec<_> = [thread.clone(), thread]
+///     .into_iter()
+///     .map(|t| std::thread::spawn(move || t.run()))
+///     .collect();
+/// let _ = jobs.submit(|| std::thread::sleep(std::time::Duration::from_millis(1)))?;
+/// drop(jobs); // both `run`s return once the queue is empty and no Worker is left
+/// for t in threads {
+///     t.join().unwrap();
+/// }
+/// # Ok::<(), ioloop::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct WorkerThread {
     rx: Arc<Mutex<Receiver<Job>>>,
@@ -98,6 +178,14 @@ pub struct WorkerThread {
 impl WorkerThread {
     /// Run jobs until every [`Worker`] is dropped and the queue is empty. A job that panics is
     /// reported to its awaiting task as [`OffloadError::Panicked`]; the thread goes on.
+    ///
+    /// ```
+    /// let (jobs, thread) = ioloop::offload::worker(4);
+    /// let runner = std::thread::Builder::new().name("blocking".into()).spawn(move || thread.run())?;
+    /// drop(jobs); // run returns: no Worker left and nothing queued
+    /// runner.join().unwrap();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn run(self) {
         loop {
             // The lock is held only while waiting for the next job, not while running it.
@@ -157,6 +245,25 @@ impl Worker {
     ///
     /// The call runs even if the future is dropped first (a blocking call cannot be cancelled
     /// half-way); its result is then dropped on the worker thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ioloop::offload::worker;
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 16> = Remote::new();
+    /// # static EXEC: Executor<4> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// let (jobs, thread) = worker(2);
+    /// let runner = std::thread::spawn(move || thread.run());
+    /// let size = jobs.submit(|| std::fs::metadata("/").map(|m| m.is_dir()))?;
+    /// assert!(matches!(lp.run_sync(size, None)?, Ok(Ok(true))));
+    /// drop(jobs);
+    /// runner.join().unwrap();
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     ///
     /// # Errors
     /// `f` comes back inside [`Refused`] with [`Error::Full`] (`Resource::Callbacks`) when
@@ -218,7 +325,28 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// The result of an offloaded call, as a future: made by [`Worker::submit`].
+/// The result of an offloaded call, as a future: made by [`Worker::submit`]. Await it in a
+/// task or `run_sync` (see [`Worker`]'s example); it resolves to `Ok(value)` or an
+/// [`OffloadError`].
+///
+/// # Examples
+///
+/// ```
+/// use ioloop::offload::worker;
+/// use ioloop::{EventLoop, Executor, Remote};
+///
+/// static REMOTE: Remote<EventLoop, 16> = Remote::new();
+/// static EXEC: Executor<4> = Executor::new();
+/// let mut lp: EventLoop = EventLoop::new()?;
+/// lp.attach_remote(&REMOTE)?;
+/// lp.attach_executor(&EXEC)?;
+///
+/// let (jobs, thread) = worker(1);
+/// let pending = jobs.submit(|| 1)?;
+/// drop(thread); // nobody will run the job
+/// assert_eq!(lp.run_sync(pending, None)?, Err(ioloop::offload::OffloadError::WorkerGone));
+/// # Ok::<(), ioloop::Error>(())
+/// ```
 #[must_use = "futures do nothing unless polled"]
 pub struct Offloaded<T> {
     slot: Arc<Mutex<Slot<T>>>,

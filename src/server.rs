@@ -7,33 +7,48 @@
 //! becomes a [`BufStream`] (with the configured [`Timeouts`]) handed to your handler, whose
 //! future runs as a task on your [`Executor`].
 //!
-//! ```no_run
+//! A line server and one client, on 127.0.0.1 with a port the kernel picks:
+//!
+//! ```
 //! use std::time::Duration;
 //! use ioloop::net::{TcpListener, TcpStream};
 //! use ioloop::server::{Server, ServerConfig};
 //! use ioloop::stream::BufStream;
 //! use ioloop::{EventLoop, Executor, Remote};
 //!
-//! static REMOTE: Remote<EventLoop<1100, 1100>, 64> = Remote::new();
-//! static EXEC: Executor<1025, 12288> = Executor::new();
-//! static SERVER: Server<1024> = Server::new();
+//! // Sized for the example; an appliance uses e.g. `EventLoop<1100, 1100>`,
+//! // `Executor<1025, 12288>` and `Server<1024>` (see the README on capacities).
+//! static REMOTE: Remote<EventLoop, 64> = Remote::new();
+//! static EXEC: Executor<9, 12288> = Executor::new();
+//! static SERVER: Server<8> = Server::new();
 //!
-//! let mut lp: EventLoop<1100, 1100> = EventLoop::new()?;
+//! let mut lp: EventLoop = EventLoop::new()?;
 //! lp.attach_remote(&REMOTE)?;
 //! lp.attach_executor(&EXEC)?;
-//! let listener = TcpListener::bind("127.0.0.1:7000".parse().unwrap())?;
-//! let config = ServerConfig::default();
-//! let stats = lp.run_sync(
-//!     SERVER.serve(listener, &EXEC, config, |mut s: BufStream<TcpStream, 4096, 4096>, _peer| async move {
-//!         while let Ok(line) = s.read_until(b"\n", 4096).await {
-//!             let n = line.len();
-//!             let _ = n; // … answer, then:
-//!             if s.flush().await.is_err() { break; }
+//! let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+//! let addr = listener.local_addr()?;
+//! let config = ServerConfig { max_connections: 8, ..ServerConfig::default() };
+//! // Each connection: answer every line with "ok" until the client closes.
+//! let serving = SERVER.serve(listener, &EXEC, config, |mut s: BufStream<TcpStream>, _peer| async move {
+//!     while s.read_until(b"\n", 4096).await.is_ok() {
+//!         if s.write(b"ok\n").await.is_err() || s.flush().await.is_err() {
+//!             break;
 //!         }
-//!     }),
-//!     None,
-//! )?;
-//! println!("{stats:?}");
+//!     }
+//! });
+//! let client = async {
+//!     let mut c: BufStream<TcpStream> = BufStream::new(TcpStream::connect(addr).await?);
+//!     c.write(b"hello\n").await?;
+//!     c.flush().await?;
+//!     let answer = c.read_until(b"\n", 64).await?.to_vec();
+//!     drop(c);
+//!     SERVER.shutdown(); // serve returns once the connection has ended
+//!     Ok::<_, ioloop::stream::StreamError>(answer)
+//! };
+//! let (stats, answer) = lp.run_sync(ioloop::join(serving, client), Some(Duration::from_secs(30)))?;
+//! assert_eq!(answer?, b"ok\n");
+//! let stats = stats?;
+//! assert_eq!((stats.accepted, stats.current), (1, 0));
 //! # Ok::<(), ioloop::Error>(())
 //! ```
 //!
@@ -98,13 +113,36 @@ macro_rules! log_at {
 /// and a listen backlog of `backlog` (where clients wait while the server applies
 /// back-pressure; capped by `net.core.somaxconn`).
 ///
+/// # Examples
+///
+/// ```
+/// let listener = ioloop::server::bind("127.0.0.1:0".parse().unwrap(), true, 1024)?;
+/// assert_ne!(listener.local_addr()?.port(), 0);
+/// # Ok::<(), ioloop::Error>(())
+/// ```
+///
 /// # Errors
 /// As [`TcpListener::bind`]: `EADDRINUSE`, `EACCES`, ….
 pub fn bind(addr: SocketAddr, reuse_port: bool, backlog: u32) -> Result<TcpListener, Error> {
     TcpListener::bind_with_backlog(addr, reuse_port, backlog)
 }
 
-/// A server's settings.
+/// A server's settings: start from [`Default`] and change what you need.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use ioloop::server::ServerConfig;
+/// use ioloop::stream::Timeouts;
+///
+/// let config = ServerConfig {
+///     max_connections: 100,
+///     timeouts: Timeouts { idle: Some(Duration::from_secs(5)), ..ServerConfig::default().timeouts },
+///     ..ServerConfig::default()
+/// };
+/// assert_eq!(config.shutdown_grace, Duration::from_secs(5));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ServerConfig {
     /// At most this many live connections (also bounded by the server's `MAX` and the
@@ -130,7 +168,17 @@ impl Default for ServerConfig {
     }
 }
 
-/// A server's counters (a snapshot).
+/// A server's counters (a snapshot), from [`Server::stats`] or returned by
+/// [`Server::serve`]; the [module example](self) checks them.
+///
+/// # Examples
+///
+/// ```
+/// use ioloop::server::{Server, ServerStats};
+///
+/// static SERVER: Server<4> = Server::new();
+/// assert_eq!(SERVER.stats(), ServerStats::default()); // nothing served yet
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ServerStats {
     /// Connections accepted and handed to a handler.
@@ -154,7 +202,41 @@ pub struct ServerStats {
 }
 
 /// The shared state of one server with room for `MAX` live connections; see the
-/// [module docs](self). `const`: put it in a `static`.
+/// [module docs](self), whose example runs a server and shuts it down. `const`: put it in a
+/// `static`.
+///
+/// Methods: [`serve`](Self::serve) runs it; [`shutdown`](Self::shutdown) (from any thread)
+/// ends it gracefully; [`stats`](Self::stats), [`limit`](Self::limit),
+/// [`is_paused`](Self::is_paused) and [`is_shutting_down`](Self::is_shutting_down) observe it.
+///
+/// # Examples
+///
+/// A shutdown asked before `serve` makes it return at once:
+///
+/// ```
+/// use ioloop::net::{TcpListener, TcpStream};
+/// use ioloop::server::{Server, ServerConfig};
+/// use ioloop::stream::BufStream;
+/// # use ioloop::{EventLoop, Executor, Remote};
+/// #
+/// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+/// # static EXEC: Executor<4, 1024> = Executor::new();
+/// # let mut lp: EventLoop = EventLoop::new()?;
+/// # lp.attach_remote(&REMOTE)?;
+/// # lp.attach_executor(&EXEC)?;
+/// #
+///
+/// static SERVER: Server<4> = Server::new();
+/// let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+/// SERVER.shutdown();
+/// assert!(SERVER.is_shutting_down());
+/// let stats = lp.run_sync(
+///     SERVER.serve(listener, &EXEC, ServerConfig::default(), |_s: BufStream<TcpStream, 64, 64>, _| async {}),
+///     None,
+/// )??;
+/// assert_eq!(stats.accepted, 0);
+/// # Ok::<(), ioloop::Error>(())
+/// ```
 pub struct Server<const MAX: usize> {
     /// Whether slot `i` holds a live connection.
     live: [AtomicBool; MAX],
@@ -275,6 +357,15 @@ impl<const MAX: usize> Drop for SlotGuard<MAX> {
 
 impl<const MAX: usize> Server<MAX> {
     /// A server with no connections (`const`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ioloop::server::Server;
+    /// static SERVER: Server<64> = Server::new(); // room for 64 connections, no allocation
+    /// assert_eq!(SERVER.limit(), 64);
+    /// assert!(!SERVER.is_paused() && !SERVER.is_shutting_down());
+    /// ```
     pub const fn new() -> Self {
         Server {
             live: [const { AtomicBool::new(false) }; MAX],
@@ -296,6 +387,13 @@ impl<const MAX: usize> Server<MAX> {
     }
 
     /// The counters now.
+    ///
+    /// ```
+    /// use ioloop::server::Server;
+    /// static SERVER: Server<8> = Server::new();
+    /// let stats = SERVER.stats(); // any thread, any time
+    /// assert_eq!((stats.accepted, stats.current, stats.high_water), (0, 0, 0));
+    /// ```
     pub fn stats(&self) -> ServerStats {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         ServerStats {
@@ -318,6 +416,31 @@ impl<const MAX: usize> Server<MAX> {
     /// Ask [`serve`](Self::serve) to shut down gracefully (see the [module docs](self)). Any
     /// thread, any context that may take a lock (not a signal handler itself: use the loop's
     /// signal handlers, which run as loop callbacks).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// use ioloop::net::{TcpListener, TcpStream};
+    /// use ioloop::server::{Server, ServerConfig};
+    /// use ioloop::stream::BufStream;
+    /// static SERVER: Server<4> = Server::new();
+    /// let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+    /// // Another thread (a control socket, a watchdog...) ends the server.
+    /// // (Asked before `serve` starts, the shutdown makes it return at once; asked while it
+    /// // runs, it stops accepting and drains the connections.)
+    /// let stopper = std::thread::spawn(|| SERVER.shutdown());
+    /// let handler = |_s: BufStream<TcpStream, 64, 64>, _| async {};
+    /// let stats = lp.run_sync(SERVER.serve(listener, &EXEC, ServerConfig::default(), handler), None)??;
+    /// stopper.join().unwrap();
+    /// assert_eq!(stats.current, 0);
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     pub fn shutdown(&self) {
         self.stop.store(true, Ordering::Release);
         self.wake_acceptor();
@@ -327,6 +450,14 @@ impl<const MAX: usize> Server<MAX> {
     /// the listen backlog). A keep-alive protocol can close connections after their current
     /// request while this holds, so waiting clients get a turn (what HTTP servers do under
     /// pressure).
+    ///
+    /// ```
+    /// use ioloop::server::Server;
+    /// static SERVER: Server<16> = Server::new();
+    /// // In a keep-alive handler, after answering a request:
+    /// let close_after_this_request = SERVER.is_paused() || SERVER.is_shutting_down();
+    /// assert!(!close_after_this_request);
+    /// ```
     pub fn is_paused(&self) -> bool {
         self.waiting.load(Ordering::Relaxed)
     }
@@ -383,6 +514,39 @@ impl<const MAX: usize> Server<MAX> {
     /// One `serve` at a time per `Server` (the slots are its own); a `Server` can serve again
     /// after `serve` returned. A [`shutdown`](Self::shutdown) asked before `serve` starts
     /// makes it return at once. The counters are cumulative over every `serve`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<5, 4096> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// use ioloop::net::{TcpListener, TcpStream};
+    /// use ioloop::server::{Server, ServerConfig};
+    /// use ioloop::stream::BufStream;
+    /// static SERVER: Server<4> = Server::new();
+    /// let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+    /// let addr = listener.local_addr()?;
+    /// let handler = |mut s: BufStream<TcpStream, 256, 256>, _peer| async move {
+    ///     let _ = s.write(b"hello\n").await;
+    ///     let _ = s.flush().await;
+    ///     SERVER.shutdown(); // one connection is enough for this example
+    /// };
+    /// let client = async {
+    ///     let c = TcpStream::connect(addr).await?;
+    ///     let mut buf = [0u8; 6];
+    ///     let n = c.read(&mut buf).await?;
+    ///     Ok::<_, ioloop::Error>(buf[..n].to_vec())
+    /// };
+    /// let config = ServerConfig { max_connections: 4, ..ServerConfig::default() };
+    /// let (stats, greeting) = lp.run_sync(ioloop::join(SERVER.serve(listener, &EXEC, config, handler), client), None)?;
+    /// assert_eq!(greeting?, b"hello\n");
+    /// assert_eq!(stats?.accepted, 1);
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     ///
     /// # Errors
     /// [`Error::NotAttached`] if `exec` is not attached to this thread's loop (or `serve` runs

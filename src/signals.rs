@@ -1,29 +1,52 @@
-//! Signals as loop events: the platform half (`sigaction`, through `libc`: rustix has no
-//! signal-handler API).
+//! Signals as loop events: [`SignalExt::on_signal`] and the [`SIGACTION`] installer (the
+//! platform half, `sigaction` through `libc`: rustix has no signal-handler API), with the
+//! OS-free half from [`loop_core::signal`] re-exported here ([`deliver`],
+//! [`SignalInstaller`], [`MAX_SIGNAL_LOOPS`], ...), so there is one `signal` module.
 //!
 //! [`SIGACTION`] installs one process handler per signal, shared by every loop that handles
 //! it (a count of users per signal): it calls the handler it replaced, if that was a function,
-//! then [`loop_core::signal::deliver`] (atomics and one notifier write per loop:
-//! async-signal-safe), which wakes every loop that handles the signal. The disposition it
-//! replaced comes back when the last loop removes the signal (`remove_signal_handler`,
-//! `close`, drop). [`SignalExt::on_signal`] is the short form. The rules for several loops are
-//! in [`loop_core::signal`].
+//! then [`deliver`] (atomics and one notifier write per loop: async-signal-safe), which wakes
+//! every loop that handles the signal. The disposition it replaced comes back when the last
+//! loop removes the signal (`remove_signal_handler`, `close`, drop). [`SignalExt::on_signal`]
+//! is the short form. The rules for several loops are in [`loop_core::signal`].
 //!
-//! ```no_run
+//! A loop needs an attached [`Remote`](loop_core::Remote) to handle signals (the signal handler
+//! wakes the loop through it).
+//!
+//! # Examples
+//!
+//! ```
 //! use ioloop::{EventLoop, Remote, SignalExt};
 //!
 //! static REMOTE: Remote<EventLoop, 64> = Remote::new();
 //! let mut lp: EventLoop = EventLoop::new()?;
 //! lp.attach_remote(&REMOTE)?;
-//! lp.on_signal(libc::SIGTERM, |lp, _| lp.stop()).map_err(|r| r.error)?;
-//! lp.run()?; // returns after SIGTERM, with the previous SIGTERM disposition restored on drop
+//! lp.on_signal(libc::SIGUSR1, |lp, signo| {
+//!     assert_eq!(signo, libc::SIGUSR1);
+//!     lp.stop();
+//! })?;
+//! // SAFETY: raise(3) has no preconditions; SIGUSR1 is handled by the loop now.
+//! unsafe { libc::raise(libc::SIGUSR1) };
+//! lp.run()?; // returns after SIGUSR1; the previous disposition comes back on drop
 //! # Ok::<(), ioloop::Error>(())
 //! ```
+//!
+//! # Errors
+//!
+//! Registration hands the handler back in a [`Refused`] with
+//! [`Error::NoRemote`](loop_core::Error::NoRemote) (no attached remote),
+//! [`Error::InvalidSignal`](loop_core::Error::InvalidSignal) (outside 1..=63, or already
+//! handled by this loop), [`Error::Full`](loop_core::Error::Full) (this loop's signal table
+//! or the process-wide registry is full), [`Error::Os`](loop_core::Error::Os) when `sigaction`
+//! refuses the signal (`EINVAL` for the signals listed on [`SIGACTION`]), or
+//! [`Error::Closed`](loop_core::Error::Closed) / [`Error::Forked`](loop_core::Error::Forked).
+
+pub use loop_core::signal::*;
 
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use loop_core::{Errno, EventLoop, Poller, Refused, SignalInstaller};
+use loop_core::{Errno, EventLoop, Poller, Refused};
 
 /// Signal numbers the installer accepts: 1..=63.
 const SIGNALS: usize = 64;
@@ -267,14 +290,65 @@ fn restore(signo: i32) {
 /// disposition it replaced. A handler function that was in place is chained (called first, with
 /// the same arguments), as `signal-hook-registry` does. `SIGSEGV`, `SIGBUS`, `SIGILL` and
 /// `SIGFPE` are refused (`EINVAL`): a handler that returns re-runs the faulting instruction.
+///
+/// # Examples
+///
+/// ```
+/// use ioloop::signal::SIGACTION;
+/// use ioloop::{EventLoop, Remote};
+///
+/// static REMOTE: Remote<EventLoop, 64> = Remote::new();
+/// let mut lp: EventLoop = EventLoop::new()?;
+/// lp.attach_remote(&REMOTE)?;
+/// // The long form of `on_signal`: any installer can be passed.
+/// lp.add_signal_handler(libc::SIGUSR2, SIGACTION, |lp, _| lp.stop())?;
+/// // A fault signal is refused: its handler would return into the faulting instruction.
+/// let refused = lp.add_signal_handler(libc::SIGSEGV, SIGACTION, |_, _| {}).unwrap_err();
+/// assert!(matches!(refused.error, ioloop::Error::Os { .. }));
+/// assert!(lp.remove_signal_handler(libc::SIGUSR2)); // the old disposition is back
+/// # Ok::<(), ioloop::Error>(())
+/// ```
 pub const SIGACTION: SignalInstaller = SignalInstaller { install, restore };
 
 /// `on_signal` for any loop: [`EventLoop::add_signal_handler`] with [`SIGACTION`].
+///
+/// # Examples
+///
+/// ```
+/// use ioloop::{EventLoop, Remote, SignalExt};
+///
+/// static REMOTE: Remote<EventLoop, 64> = Remote::new();
+/// let mut lp: EventLoop = EventLoop::new()?;
+/// // Without a remote, the handler is handed back.
+/// let refused = lp.on_signal(libc::SIGHUP, |_, _| {}).unwrap_err();
+/// assert_eq!(refused.error, ioloop::Error::NoRemote);
+/// lp.attach_remote(&REMOTE)?;
+/// lp.on_signal(libc::SIGHUP, |_lp, _| { /* reload the configuration */ })?;
+/// # Ok::<(), ioloop::Error>(())
+/// ```
 pub trait SignalExt: Sized {
     /// Run `handler(loop, signo)` on the loop thread when `signo` arrives. Needs an attached
     /// [`loop_core::Remote`]. Every loop that handles `signo` gets each arrival. Remove it
     /// with `remove_signal_handler` (or close or drop the loop); the previous disposition comes
     /// back when the last loop that handles `signo` removed it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ioloop::{EventLoop, Remote, SignalExt};
+    /// static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// let mut lp: EventLoop = EventLoop::new()?;
+    /// lp.attach_remote(&REMOTE)?;
+    /// let mut hups = 0;
+    /// lp.on_signal(libc::SIGHUP, move |lp, _| {
+    ///     hups += 1; // e.g. reload the configuration
+    ///     lp.stop();
+    /// })?;
+    /// // SAFETY: raise(3) has no preconditions; SIGHUP is handled by the loop now.
+    /// unsafe { libc::raise(libc::SIGHUP) };
+    /// lp.run()?;
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     ///
     /// # Errors
     /// As [`EventLoop::add_signal_handler`]; with [`SIGACTION`], [`loop_core::Error::Os`] with

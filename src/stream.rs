@@ -7,25 +7,54 @@
 //! (const generics): a stream and its buffers live inside the task that owns them, and no
 //! operation allocates.
 //!
-//! ```no_run
+//! A line server and its client over 127.0.0.1 (port 0), both buffered:
+//!
+//! ```
 //! use std::time::Duration;
-//! use ioloop::net::TcpStream;
+//! use ioloop::net::{TcpListener, TcpStream};
 //! use ioloop::stream::{BufStream, StreamError, Timeouts};
+//! use ioloop::{EventLoop, Executor, Remote};
 //!
 //! async fn answer(tcp: TcpStream) -> Result<(), StreamError> {
 //!     let mut s: BufStream<_, 4096, 4096> = BufStream::new(tcp).with_timeouts(Timeouts {
 //!         idle: Some(Duration::from_secs(60)),  // waiting for a request to begin
-//!         read: Some(Duration::from_secs(5)),   // one request header, from its first byte
+//!         read: Some(Duration::from_secs(5)),   // one request line, from its first byte
 //!         write: Some(Duration::from_secs(10)), // one flush
 //!     });
 //!     loop {
-//!         let line = s.read_until(b"\n", 1024).await?; // up to and including the delimiter
-//!         let len = line.len();
+//!         let len = match s.read_until(b"\n", 1024).await {
+//!             Ok(line) => line.len(), // up to and including the delimiter
+//!             Err(StreamError::Closed) => return Ok(()), // the client hung up
+//!             Err(e) => return Err(e),
+//!         };
 //!         s.write(b"got ").await?;
-//!         s.write(&len.to_le_bytes()).await?;
+//!         s.write(&[b'0' + len as u8, b'\n']).await?;
 //!         s.flush().await?;
 //!     }
 //! }
+//!
+//! static REMOTE: Remote<EventLoop, 64> = Remote::new();
+//! static EXEC: Executor<4, 8192> = Executor::new();
+//! let mut lp: EventLoop = EventLoop::new()?;
+//! lp.attach_remote(&REMOTE)?;
+//! lp.attach_executor(&EXEC)?;
+//! let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+//! let addr = listener.local_addr()?;
+//! let server = async {
+//!     let (tcp, _peer) = listener.accept().await?;
+//!     Ok::<_, StreamError>(answer(tcp).await?)
+//! };
+//! let client = async {
+//!     let mut s: BufStream<_> = BufStream::new(TcpStream::connect(addr).await?);
+//!     s.write(b"hello\n").await?;
+//!     s.flush().await?;
+//!     let reply = s.read_until(b"\n", 64).await?.to_vec();
+//!     Ok::<_, StreamError>(reply) // dropping `s` closes the connection
+//! };
+//! let (served, reply) = lp.run_sync(ioloop::join(server, client), None)?;
+//! assert_eq!(reply?, b"got 6\n");
+//! served?;
+//! # Ok::<(), ioloop::Error>(())
 //! ```
 //!
 //! # Reads (Tornado's behaviour, kept)
@@ -93,7 +122,7 @@ use loop_core::{timeout, Errno, Error};
 
 use crate::net::IoError;
 
-/// Which deadline ran out; see [`Timeouts`].
+/// Which deadline ran out; see [`Timeouts`] (whose example shows an `Idle` timeout).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TimeoutKind {
     /// A read waited for its first byte longer than [`Timeouts::idle`].
@@ -104,7 +133,43 @@ pub enum TimeoutKind {
     Write,
 }
 
-/// What a [`BufStream`] operation can fail with. Each outcome is its own variant.
+/// What a [`BufStream`] operation can fail with. Each outcome is its own variant. It converts
+/// to [`Error`] with `?` (`Closed` as [`Error::Os`] `EPIPE`, `LimitExceeded` and `BufferFull`
+/// as `EMSGSIZE`, `TimedOut` as [`Error::TimedOut`], `Io` as the error it holds) and
+/// implements `embedded_io::Error`.
+///
+/// # Examples
+///
+/// ```
+/// use ioloop::net::UnixStream;
+/// use ioloop::stream::{BufStream, StreamError};
+/// # use ioloop::{EventLoop, Executor, Remote};
+/// #
+/// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+/// # static EXEC: Executor<4, 1024> = Executor::new();
+/// # let mut lp: EventLoop = EventLoop::new()?;
+/// # lp.attach_remote(&REMOTE)?;
+/// # lp.attach_executor(&EXEC)?;
+/// #
+///
+/// let (a, b) = UnixStream::pair()?;
+/// let mut s: BufStream<_, 16, 16> = BufStream::new(a);
+/// let (too_long, too_big) = lp.run_sync(
+///     async {
+///         b.write_all(b"no newline in sixteen bytes").await?;
+///         let too_long = s.read_until(b"\n", 8).await.map(|l| l.len());
+///         drop(b); // the peer closes
+///         let too_big = s.read_exact(100).await.map(|r| r.len()); // more than R = 16
+///         Ok::<_, ioloop::Error>((too_long, too_big))
+///     },
+///     None,
+/// )??;
+/// assert_eq!(too_long, Err(StreamError::LimitExceeded { max: 8 }));
+/// assert_eq!(too_big, Err(StreamError::BufferFull { capacity: 16 }));
+/// let as_error: ioloop::Error = StreamError::Closed.into(); // what `?` does
+/// assert!(matches!(as_error, ioloop::Error::Os { .. }));
+/// # Ok::<(), ioloop::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StreamError {
@@ -200,6 +265,42 @@ impl embedded_io_async::Error for StreamError {
 }
 
 /// A stream's deadlines (all off by default); see the [module docs](self#timeouts).
+///
+/// # Examples
+///
+/// A peer that never sends hits the idle timeout; the stream is closed afterwards:
+///
+/// ```
+/// use std::time::Duration;
+/// use ioloop::net::UnixStream;
+/// use ioloop::stream::{BufStream, StreamError, TimeoutKind, Timeouts};
+/// # use ioloop::{EventLoop, Executor, Remote};
+/// #
+/// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+/// # static EXEC: Executor<4, 1024> = Executor::new();
+/// # let mut lp: EventLoop = EventLoop::new()?;
+/// # lp.attach_remote(&REMOTE)?;
+/// # lp.attach_executor(&EXEC)?;
+/// #
+///
+/// let (a, _silent_peer) = UnixStream::pair()?;
+/// let mut s: BufStream<_> = BufStream::new(a).with_timeouts(Timeouts {
+///     idle: Some(Duration::from_millis(20)),
+///     ..Timeouts::default()
+/// });
+/// let (first, then) = lp.run_sync(
+///     async {
+///         let first = s.read_partial(64).await.map(|r| r.len());
+///         let then = s.read_partial(64).await.map(|r| r.len());
+///         (first, then)
+///     },
+///     None,
+/// )?;
+/// assert_eq!(first, Err(StreamError::TimedOut(TimeoutKind::Idle)));
+/// assert_eq!(then, Err(StreamError::Closed));
+/// assert!(s.is_closed());
+/// # Ok::<(), ioloop::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Timeouts {
     /// How long a read may wait for its first byte when nothing is buffered.
@@ -212,6 +313,35 @@ pub struct Timeouts {
 
 /// A reader and a writer used as one stream: a pipe pair ([`PipeReader`](crate::net::PipeReader),
 /// [`PipeWriter`](crate::net::PipeWriter)), or any two halves, under one [`BufStream`].
+///
+/// # Examples
+///
+/// ```
+/// use ioloop::net::pipe;
+/// use ioloop::stream::{BufStream, Duplex};
+/// # use ioloop::{EventLoop, Executor, Remote};
+/// #
+/// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+/// # static EXEC: Executor<4, 1024> = Executor::new();
+/// # let mut lp: EventLoop = EventLoop::new()?;
+/// # lp.attach_remote(&REMOTE)?;
+/// # lp.attach_executor(&EXEC)?;
+/// #
+///
+/// // Two pipes make a loopback: what we write comes back to our reader.
+/// let (reader, writer) = pipe()?;
+/// let mut s: BufStream<_> = BufStream::new(Duplex { reader, writer });
+/// let echoed = lp.run_sync(
+///     async {
+///         s.write(b"ok\n").await?;
+///         s.flush().await?;
+///         Ok::<_, ioloop::stream::StreamError>(s.read_until(b"\n", 16).await?.to_vec())
+///     },
+///     None,
+/// )??;
+/// assert_eq!(echoed, b"ok\n");
+/// # Ok::<(), ioloop::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Duplex<Rd, Wr> {
     /// The read half.
@@ -242,6 +372,54 @@ impl<Rd, Wr: Write + ErrorType<Error = IoError>> Write for Duplex<Rd, Wr> {
 
 /// Tornado's `IOStream` over `S` with an `R`-byte read buffer and a `W`-byte write buffer; see
 /// the [module docs](self).
+///
+/// Methods by group: reads ([`read_until`](Self::read_until), [`read_exact`](Self::read_exact),
+/// [`read_exact_into`](Self::read_exact_into), [`read_partial`](Self::read_partial),
+/// [`read_until_close`](Self::read_until_close), [`wait_closed`](Self::wait_closed)) return
+/// slices into the read buffer; writes ([`write`](Self::write), [`flush`](Self::flush)) queue
+/// and send; [`Timeouts`] and the high-water mark are set with
+/// [`with_timeouts`](Self::with_timeouts) / [`set_write_high_water`](Self::set_write_high_water);
+/// [`buffered`](Self::buffered), [`queued`](Self::queued), [`is_closed`](Self::is_closed),
+/// [`close`](Self::close) and [`into_inner`](Self::into_inner) inspect and end it.
+///
+/// # Examples
+///
+/// Length-prefixed and delimited reads over a socket pair:
+///
+/// ```
+/// use ioloop::net::UnixStream;
+/// use ioloop::stream::{BufStream, StreamError};
+/// # use ioloop::{EventLoop, Executor, Remote};
+/// #
+/// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+/// # static EXEC: Executor<4, 1024> = Executor::new();
+/// # let mut lp: EventLoop = EventLoop::new()?;
+/// # lp.attach_remote(&REMOTE)?;
+/// # lp.attach_executor(&EXEC)?;
+/// #
+///
+/// let (a, b) = UnixStream::pair()?;
+/// let mut s: BufStream<_, 64, 64> = BufStream::new(a);
+/// lp.run_sync(
+///     async {
+///         b.write_all(b"\x05helloHEADER\r\n\r\nrest").await?;
+///         let len = s.read_exact(1).await?[0] as usize;
+///         assert_eq!(s.read_exact(len).await?, b"hello");
+///         assert_eq!(s.read_until(b"\r\n\r\n", 64).await?, b"HEADER\r\n\r\n");
+///         assert_eq!(s.buffered(), 4); // "rest" is already read from the fd
+///         drop(b);
+///         assert_eq!(s.read_until_close().await?, b"rest");
+///         Ok::<(), StreamError>(())
+///     },
+///     None,
+/// )??;
+/// # Ok::<(), ioloop::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// Every operation returns a [`StreamError`]; each method lists which. A timeout or an I/O
+/// error closes the stream (later operations fail with [`StreamError::Closed`]).
 pub struct BufStream<S, const R: usize = 4096, const W: usize = 4096> {
     io: S,
     rbuf: [u8; R],
@@ -296,6 +474,17 @@ where
     const VALID: () = assert!(R > 0 && W > 0, "BufStream<_, R, W>: R and W above 0");
 
     /// Wrap `io` with empty buffers, no timeouts, and a write high-water mark of `W`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ioloop::net::UnixStream;
+    /// use ioloop::stream::BufStream;
+    /// let (a, _b) = UnixStream::pair()?;
+    /// let s: BufStream<_, 1024, 512> = BufStream::new(a); // 1 KiB read, 512 B write buffer
+    /// assert_eq!((s.buffered(), s.queued(), s.is_closed()), (0, 0, false));
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     pub fn new(io: S) -> Self {
         #[allow(clippy::let_unit_value)]
         let () = Self::VALID;
@@ -321,6 +510,20 @@ where
     }
 
     /// Set the deadlines for the following operations.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioloop::net::UnixStream;
+    /// use ioloop::stream::{BufStream, Timeouts};
+    /// let (a, _b) = UnixStream::pair()?;
+    /// let mut s: BufStream<_> = BufStream::new(a);
+    /// // A long keep-alive wait, then a short one per request.
+    /// s.set_timeouts(Timeouts { idle: Some(Duration::from_secs(300)), ..s.timeouts() });
+    /// assert_eq!(s.timeouts().idle, Some(Duration::from_secs(300)));
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     pub fn set_timeouts(&mut self, t: Timeouts) {
         self.timeouts = t;
     }
@@ -332,12 +535,56 @@ where
 
     /// Set the write high-water mark (clamped to `1..=W`): [`write`](Self::write) flushes
     /// before queueing past it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::UnixStream;
+    /// # use ioloop::stream::{BufStream, StreamError};
+    /// # let (a, b) = UnixStream::pair()?;
+    /// let mut s: BufStream<_, 64, 64> = BufStream::new(a);
+    /// s.set_write_high_water(8);
+    /// lp.run_sync(async {
+    ///     s.write(b"1234").await?; // under the mark: only queued
+    ///     assert_eq!(s.queued(), 4);
+    ///     s.write(b"5678").await?; // reaches it: flushed first
+    ///     Ok::<(), StreamError>(())
+    /// }, None)??;
+    /// assert!(s.queued() < 8);
+    /// # let _ = b;
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     pub fn set_write_high_water(&mut self, bytes: usize) {
         self.high_water = bytes.clamp(1, W);
     }
 
     /// The underlying stream (for `set_nodelay`, `peer_addr`, …). Reading or writing it
     /// directly bypasses the buffers.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// use ioloop::net::{UnixStream, TcpListener, TcpStream};
+    /// use ioloop::stream::BufStream;
+    /// # let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+    /// # let (_acc, tcp) = lp.run_sync(ioloop::join(listener.accept(), TcpStream::connect(listener.local_addr()?)), None)?;
+    /// let s: BufStream<TcpStream> = BufStream::new(tcp?);
+    /// s.get_ref().set_nodelay(true)?; // socket options go to the stream underneath
+    /// let _peer = s.get_ref().peer_addr()?;
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     pub fn get_ref(&self) -> &S {
         &self.io
     }
@@ -348,22 +595,93 @@ where
     }
 
     /// The underlying stream; buffered data is lost.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::UnixStream;
+    /// # use ioloop::stream::{BufStream, StreamError};
+    /// # let (a, b) = UnixStream::pair()?;
+    /// let s: BufStream<_> = BufStream::new(a);
+    /// let a = s.into_inner(); // back to the plain stream
+    /// # let _ = (a, b);
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     pub fn into_inner(self) -> S {
         self.io
     }
 
     /// Bytes buffered and not yet read (not counting the last read's result).
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// use ioloop::net::UnixStream;
+    /// use ioloop::stream::BufStream;
+    /// let (a, b) = UnixStream::pair()?;
+    /// let mut s: BufStream<_, 64, 64> = BufStream::new(a);
+    /// lp.run_sync(async {
+    ///     b.write_all(b"a\nb\n").await?;
+    ///     s.read_until(b"\n", 64).await?; // reads both lines from the fd, returns the first
+    ///     Ok::<(), ioloop::Error>(())
+    /// }, None)??;
+    /// assert_eq!(s.buffered(), 2); // "b\n" waits in the buffer
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     pub fn buffered(&self) -> usize {
         self.rend - self.rstart - self.handed
     }
 
     /// Bytes queued for writing.
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// use ioloop::net::UnixStream;
+    /// use ioloop::stream::BufStream;
+    /// let (a, _b) = UnixStream::pair()?;
+    /// let mut s: BufStream<_> = BufStream::new(a);
+    /// lp.run_sync(s.write(b"abc"), None)??;
+    /// assert_eq!(s.queued(), 3); // until `flush`
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     pub fn queued(&self) -> usize {
         self.wlen
     }
 
     /// Whether the stream was closed (by [`close`](Self::close), a timeout or an I/O error)
     /// or the peer closed its side.
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// use ioloop::net::UnixStream;
+    /// use ioloop::stream::BufStream;
+    /// let (a, b) = UnixStream::pair()?;
+    /// let mut s: BufStream<_> = BufStream::new(a);
+    /// drop(b);
+    /// let _ = lp.run_sync(s.read_partial(8), None)?; // reads end-of-stream
+    /// assert!(s.is_closed());
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     pub fn is_closed(&self) -> bool {
         self.closed || self.eof
     }
@@ -371,6 +689,27 @@ where
     /// Close the stream: every later operation fails with [`StreamError::Closed`]; queued
     /// writes are discarded (flush first to send them). The fd itself closes when the
     /// `BufStream` is dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::UnixStream;
+    /// # use ioloop::stream::{BufStream, StreamError};
+    /// # let (a, b) = UnixStream::pair()?;
+    /// let mut s: BufStream<_> = BufStream::new(a);
+    /// s.close();
+    /// assert!(s.is_closed());
+    /// let after = lp.run_sync(s.read_partial(8), None)?.map(|r| r.len());
+    /// assert_eq!(after, Err(StreamError::Closed));
+    /// # let _ = b;
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     pub fn close(&mut self) {
         self.closed = true;
         self.wlen = 0;
@@ -468,6 +807,30 @@ where
     /// Read up to and including `delim` (Tornado's `read_until(delimiter, max_bytes)`); the
     /// slice is valid until the next call. An empty `delim` matches at once (empty slice).
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::UnixStream;
+    /// # use ioloop::stream::{BufStream, StreamError};
+    /// # let (a, b) = UnixStream::pair()?;
+    /// let mut s: BufStream<_, 64, 64> = BufStream::new(a);
+    /// lp.run_sync(async {
+    ///     b.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").await?;
+    ///     let line = s.read_until(b"\r\n", 64).await?;
+    ///     assert_eq!(line, b"GET / HTTP/1.0\r\n");
+    ///     // A header longer than `max` is refused; its bytes stay buffered.
+    ///     assert_eq!(s.read_until(b"\r\n\r\n", 4).await, Err(StreamError::LimitExceeded { max: 4 }));
+    ///     Ok::<(), ioloop::Error>(())
+    /// }, None)??;
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`StreamError::LimitExceeded`] when `min(max, R)` bytes are buffered without the
     /// delimiter (the stream stays open: answer, then close); [`StreamError::Closed`] when the
@@ -487,6 +850,29 @@ where
 
     /// Read exactly `n` bytes (Tornado's `read_bytes(n)`); the slice is valid until the next
     /// call.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::UnixStream;
+    /// # use ioloop::stream::{BufStream, StreamError};
+    /// # let (a, b) = UnixStream::pair()?;
+    /// let mut s: BufStream<_, 64, 64> = BufStream::new(a);
+    /// lp.run_sync(async {
+    ///     b.write_all(&[0, 3, b'a', b'b', b'c']).await?;
+    ///     let len = u16::from_be_bytes(s.read_exact(2).await?.try_into().unwrap()) as usize;
+    ///     assert_eq!(s.read_exact(len).await?, b"abc");
+    ///     assert_eq!(s.read_exact(65).await, Err(StreamError::BufferFull { capacity: 64 }));
+    ///     Ok::<(), ioloop::Error>(())
+    /// }, None)??;
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     ///
     /// # Errors
     /// [`StreamError::BufferFull`] if `n > R` (nothing is read); [`StreamError::Closed`] when
@@ -510,6 +896,29 @@ where
     /// Fill all of `out` (Tornado's `read_into`), for bodies larger than the read buffer.
     /// The idle timeout applies to the first byte only; the read timeout to each wait for
     /// more.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::UnixStream;
+    /// # use ioloop::stream::{BufStream, StreamError};
+    /// # let (a, b) = UnixStream::pair()?;
+    /// let mut s: BufStream<_, 16, 16> = BufStream::new(a);
+    /// let mut body = [0u8; 100]; // larger than the 16-byte buffer
+    /// lp.run_sync(async {
+    ///     b.write_all(&[9u8; 100]).await?;
+    ///     s.read_exact_into(&mut body).await?;
+    ///     Ok::<(), ioloop::Error>(())
+    /// }, None)??;
+    /// assert_eq!(body, [9u8; 100]);
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     ///
     /// # Errors
     /// As [`read_exact`](Self::read_exact), without `BufferFull`. On error some of `out` may
@@ -540,6 +949,28 @@ where
     /// Read what is buffered, or wait for at least one byte (Tornado's `read_bytes(max,
     /// partial=True)`): 1 to `max` bytes (`max == 0` returns an empty slice at once).
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::UnixStream;
+    /// # use ioloop::stream::{BufStream, StreamError};
+    /// # let (a, b) = UnixStream::pair()?;
+    /// let mut s: BufStream<_> = BufStream::new(a);
+    /// lp.run_sync(async {
+    ///     b.write_all(b"some bytes").await?;
+    ///     let got = s.read_partial(4).await?; // what is there, at most 4
+    ///     assert_eq!(got, b"some");
+    ///     Ok::<(), ioloop::Error>(())
+    /// }, None)??;
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`StreamError::Closed`] when the peer closed and nothing is buffered;
     /// [`StreamError::TimedOut`]; [`StreamError::Io`].
@@ -558,6 +989,28 @@ where
 
     /// Read everything until the peer closes (Tornado's `read_until_close`), at most `R`
     /// bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::UnixStream;
+    /// # use ioloop::stream::{BufStream, StreamError};
+    /// # let (a, b) = UnixStream::pair()?;
+    /// let mut s: BufStream<_> = BufStream::new(a);
+    /// lp.run_sync(async {
+    ///     b.write_all(b"the whole answer").await?;
+    ///     drop(b);
+    ///     assert_eq!(s.read_until_close().await?, b"the whole answer");
+    ///     Ok::<(), ioloop::Error>(())
+    /// }, None)??;
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     ///
     /// # Errors
     /// [`StreamError::BufferFull`] if more than `R` bytes come before the close (they stay
@@ -581,6 +1034,29 @@ where
     /// reads; the idle and read timeouts do not apply (bound the wait with
     /// [`timeout`] if needed).
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::UnixStream;
+    /// # use ioloop::stream::{BufStream, StreamError};
+    /// # let (a, b) = UnixStream::pair()?;
+    /// let mut s: BufStream<_> = BufStream::new(a);
+    /// lp.run_sync(async {
+    ///     b.write_all(b"late data").await?;
+    ///     drop(b);
+    ///     s.wait_closed().await?; // the peer hung up...
+    ///     assert_eq!(s.read_partial(64).await?, b"late data"); // ...the data is still readable
+    ///     Ok::<(), ioloop::Error>(())
+    /// }, None)??;
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`StreamError::BufferFull`] if the buffer fills before the close. A failed connection
     /// (`ECONNRESET`, …) counts as closed: `Ok(())`.
@@ -602,6 +1078,32 @@ where
     /// Queue `data` for writing (Tornado's `write`). Returns at once while the write buffer
     /// stays under the high-water mark; past it, flushes first (back-pressure). Data longer
     /// than the buffer streams through it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::UnixStream;
+    /// # use ioloop::stream::{BufStream, StreamError};
+    /// # let (a, b) = UnixStream::pair()?;
+    /// let mut s: BufStream<_> = BufStream::new(a);
+    /// lp.run_sync(async {
+    ///     s.write(b"HTTP/1.0 200 OK\r\n").await?; // queued, nothing sent yet
+    ///     s.write(b"\r\n").await?;
+    ///     assert_eq!(s.queued(), 19);
+    ///     s.flush().await?;
+    ///     let mut buf = [0u8; 32];
+    ///     let n = b.read(&mut buf).await?;
+    ///     assert_eq!(&buf[..n], b"HTTP/1.0 200 OK\r\n\r\n");
+    ///     Ok::<(), ioloop::Error>(())
+    /// }, None)??;
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     ///
     /// # Errors
     /// [`StreamError::Closed`] on a closed stream; a flush's errors
@@ -627,6 +1129,29 @@ where
     }
 
     /// Send everything queued, within the write timeout.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// # use ioloop::net::UnixStream;
+    /// # use ioloop::stream::{BufStream, StreamError};
+    /// # let (a, b) = UnixStream::pair()?;
+    /// let mut s: BufStream<_> = BufStream::new(a);
+    /// drop(b);
+    /// let result = lp.run_sync(async {
+    ///     s.write(b"nobody listens").await?;
+    ///     s.flush().await // EPIPE: the peer is gone
+    /// }, None)?;
+    /// assert!(matches!(result, Err(StreamError::Io(_))));
+    /// assert!(s.is_closed());
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     ///
     /// # Errors
     /// [`StreamError::Closed`] on a closed stream; [`StreamError::TimedOut`] `Write`;

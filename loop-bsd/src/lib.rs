@@ -17,14 +17,26 @@
 //! assert_eq!(events[0].readiness, Readiness::READ | Readiness::HUP | Readiness::WRITE);
 //! ```
 //!
-//! On a BSD:
+//! On a BSD (elsewhere this example compiles to nothing):
 //!
-//! ```ignore
+//! ```
+//! # #[cfg(any(target_os = "freebsd", target_os = "dragonfly", target_os = "macos",
+//! #     target_os = "ios", target_os = "netbsd", target_os = "openbsd"))]
+//! # fn main() -> Result<(), loop_core::Error> {
 //! use loop_core::{Interest, Mode, Notify, PollEvent, Poller};
+//! use std::os::fd::AsRawFd;
+//!
+//! let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
 //! let mut poller = loop_bsd::Kqueue::new()?;
-//! poller.register(fd, 1, Interest::READ.registered(), Mode::Level)?;
+//! poller.register(a.as_raw_fd(), 1, Interest::READ.registered(), Mode::Level)?;
 //! poller.notifier().notify()?; // wakes the wait below; not reported as an event
 //! let n = poller.wait(&mut [PollEvent::default(); 64], None)?;
+//! assert_eq!(n, 0);
+//! # Ok(())
+//! # }
+//! # #[cfg(not(any(target_os = "freebsd", target_os = "dragonfly", target_os = "macos",
+//! #     target_os = "ios", target_os = "netbsd", target_os = "openbsd")))]
+//! # fn main() {}
 //! ```
 #![no_std]
 #![warn(missing_docs)]

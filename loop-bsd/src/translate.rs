@@ -25,6 +25,17 @@ pub const EV_EOF: u16 = 0x8000;
 pub const EV_ERROR: u16 = 0x4000;
 
 /// Which kqueue filter an event came from (the numbers differ between BSDs; the meaning does not).
+///
+/// # Examples
+///
+/// ```
+/// use loop_bsd::translate::{translate, Filter, EV_EOF};
+/// use loop_core::Readiness;
+///
+/// // A refused non-blocking connect: a write event with EOF.
+/// assert_eq!(translate(Filter::Write, EV_EOF), Readiness::ERROR | Readiness::HUP);
+/// assert_eq!(translate(Filter::Other, 0), Readiness::empty()); // the notifier, timers
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Filter {
     /// `EVFILT_READ`.
@@ -37,6 +48,15 @@ pub enum Filter {
 
 /// What one kevent (its filter and `flags`) means for the fd's handler. See the
 /// [module docs](self) for the table.
+///
+/// ```
+/// use loop_bsd::translate::{translate, Filter, EV_EOF, EV_ERROR};
+/// use loop_core::Readiness;
+///
+/// // EOF on the read filter: the data before it must still be read, so READ | HUP.
+/// assert_eq!(translate(Filter::Read, EV_EOF), Readiness::READ | Readiness::HUP);
+/// assert!(translate(Filter::Read, EV_ERROR).contains(Readiness::ERROR));
+/// ```
 pub fn translate(filter: Filter, flags: u16) -> Readiness {
     if flags & EV_ERROR != 0 {
         return Readiness::ERROR;
@@ -56,6 +76,18 @@ pub fn translate(filter: Filter, flags: u16) -> Readiness {
 /// The caller fetches at most `events.len()` kevents per wait, so there is always room; if
 /// there is not, the event is dropped (level-triggered filters report it again).
 /// Linear in `filled`: kevent batches are small and a fd's two filters are usually close.
+///
+/// ```
+/// use loop_bsd::translate::merge;
+/// use loop_core::{PollEvent, Readiness};
+///
+/// let mut events = [PollEvent::default(); 2];
+/// let n = merge(&mut events, 0, 1, Readiness::READ);
+/// let n = merge(&mut events, n, 2, Readiness::WRITE);
+/// let n = merge(&mut events, n, 1, Readiness::WRITE); // key 1 again: OR-ed, not appended
+/// assert_eq!(n, 2);
+/// assert_eq!(events[0].readiness, Readiness::READ | Readiness::WRITE);
+/// ```
 pub fn merge(events: &mut [PollEvent], filled: usize, key: u64, readiness: Readiness) -> usize {
     if readiness.is_empty() {
         return filled;

@@ -9,7 +9,25 @@ use crate::error::RawFd;
 ///
 /// Made from anything that implements `AsFd` (with the `std` feature: `&TcpStream`,
 /// `&OwnedFd`, `BorrowedFd`, …) or from a raw number (`Fd::from(5)`), which is what `no_std`
-/// users and the simulated poller use.
+/// users and the simulated poller use. Every `EventLoop` method that takes an fd takes
+/// `impl Into<Fd>`, so you rarely name this type.
+///
+/// # Examples
+///
+/// ```
+/// use loop_core::Fd;
+///
+/// let fd = Fd::from(5);
+/// assert_eq!(fd.raw(), 5);
+/// assert_eq!(Fd::from_raw(5), fd);
+/// # #[cfg(all(feature = "std", unix))] {
+/// let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+/// let borrowed = Fd::from(&a); // not owned: keep `a` open while it is registered
+/// # use std::os::fd::AsRawFd;
+/// assert_eq!(borrowed.raw(), a.as_raw_fd());
+/// # }
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Fd(RawFd);

@@ -12,7 +12,19 @@ bitflags! {
     ///
     /// `ERROR` is always added by the loop (as in Tornado): a handler registered for `READ` is
     /// also told about errors and hang-ups. A handler registered for `READ` only is never called
-    /// with `WRITE`.
+    /// with `WRITE`. Change it with `update_handler` (for example add `WRITE` only while there
+    /// is output queued, as Tornado's `IOStream` does).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use loop_core::Interest;
+    ///
+    /// let both = Interest::READ | Interest::WRITE;
+    /// assert!(both.contains(Interest::WRITE));
+    /// assert_eq!(both - Interest::WRITE, Interest::READ); // stop watching for room
+    /// assert!(Interest::READ.registered().contains(Interest::ERROR));
+    /// ```
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
     pub struct Interest: u8 {
         /// The fd is readable (or a listener has a connection, or the peer closed).
@@ -25,7 +37,30 @@ bitflags! {
 }
 
 bitflags! {
-    /// What the poller found for one fd in one wait, OR-ed into a single mask.
+    /// What the poller found for one fd in one wait, OR-ed into a single mask: the third
+    /// argument of an fd handler.
+    ///
+    /// # Examples
+    ///
+    /// A handler's usual tests (here on a simulated fd):
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{EventLoop, Interest, Readiness};
+    ///
+    /// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+    /// lp.add_handler(3, Interest::READ, |lp, _fd, ready| {
+    ///     if ready.intersects(Readiness::ERROR | Readiness::HUP) {
+    ///         lp.stop(); // the peer is gone: close up
+    ///     } else if ready.contains(Readiness::READ) {
+    ///         // read until EAGAIN
+    ///     }
+    ///     Ok(())
+    /// })?;
+    /// lp.poller_mut().set_ready(3, Readiness::READ | Readiness::HUP);
+    /// lp.run()?;
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
     pub struct Readiness: u8 {
         /// Readable.
@@ -41,6 +76,11 @@ bitflags! {
 
 impl Interest {
     /// The interest as it is registered with the poller: always with `ERROR` added.
+    ///
+    /// ```
+    /// use loop_core::Interest;
+    /// assert_eq!(Interest::empty().registered(), Interest::ERROR);
+    /// ```
     #[inline]
     pub const fn registered(self) -> Interest {
         self.union(Interest::ERROR)
@@ -48,6 +88,13 @@ impl Interest {
 
     /// The readiness bits a handler with this interest may be shown: its own READ/WRITE bits
     /// plus `ERROR` and `HUP`, which every handler sees.
+    ///
+    /// ```
+    /// use loop_core::{Interest, Readiness};
+    /// let seen = Interest::READ.visible();
+    /// assert!(seen.contains(Readiness::READ | Readiness::ERROR | Readiness::HUP));
+    /// assert!(!seen.contains(Readiness::WRITE)); // a READ handler never sees WRITE
+    /// ```
     #[inline]
     pub const fn visible(self) -> Readiness {
         Readiness::from_bits_truncate(self.bits())
@@ -61,6 +108,17 @@ impl Interest {
 /// The loop itself always registers [`Mode::Level`] (Tornado's model). Edge and oneshot are
 /// there for pollers that offer them (see [`Capabilities`]); asking a poller for a mode it
 /// lacks returns [`crate::Error::Unsupported`].
+///
+/// # Examples
+///
+/// ```
+/// use loop_core::{Capabilities, Mode};
+///
+/// let caps = Capabilities::LEVEL | Capabilities::EDGE; // what epoll offers, say
+/// let mode = if caps.supports(Mode::Edge) { Mode::Edge } else { Mode::default() };
+/// assert_eq!(mode, Mode::Edge);
+/// assert_eq!(Mode::default(), Mode::Level);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Mode {
@@ -74,7 +132,18 @@ pub enum Mode {
 }
 
 bitflags! {
-    /// The trigger modes a poller supports.
+    /// The trigger modes a poller supports (from `Poller::capabilities`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use loop_core::{Capabilities, Mode};
+    ///
+    /// let poll_like = Capabilities::LEVEL;
+    /// assert!(poll_like.supports(Mode::Level));
+    /// assert!(!poll_like.supports(Mode::Oneshot));
+    /// assert!(!poll_like.contains(Capabilities::PRECISE_TIMEOUT)); // millisecond timeouts
+    /// ```
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
     pub struct Capabilities: u8 {
         /// [`Mode::Level`].
@@ -90,6 +159,11 @@ bitflags! {
 
 impl Capabilities {
     /// Whether `mode` is one of these capabilities.
+    ///
+    /// ```
+    /// use loop_core::{Capabilities, Mode};
+    /// assert!(Capabilities::ONESHOT.supports(Mode::Oneshot));
+    /// ```
     pub const fn supports(self, mode: Mode) -> bool {
         match mode {
             Mode::Level => self.contains(Capabilities::LEVEL),

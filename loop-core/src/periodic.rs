@@ -13,6 +13,34 @@ use core::time::Duration;
 use crate::time::Instant;
 
 /// When and how often a periodic callback runs; see [`crate::EventLoop::add_periodic`].
+///
+/// # Examples
+///
+/// A callback every 100 ms that stops itself after three calls (on the simulated clock, so
+/// this finishes at once):
+///
+/// ```
+/// use core::time::Duration;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{EventLoop, Periodic};
+///
+/// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+/// let mut calls = 0;
+/// lp.add_periodic(Periodic::every(Duration::from_millis(100)), move |lp| {
+///     calls += 1;
+///     if calls == 3 {
+///         lp.stop();
+///     }
+/// })?;
+/// lp.run()?;
+/// assert_eq!(lp.now().as_nanos(), 300_000_000); // calls at 100, 200 and 300 ms
+/// # Ok::<(), loop_core::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// `add_periodic` refuses a zero period with [`crate::Error::InvalidPeriod`] and a full timer
+/// table with [`crate::Error::Full`], handing the callback back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Periodic {
@@ -25,6 +53,12 @@ pub struct Periodic {
 impl Periodic {
     /// Every `period`. A zero period is refused by `add_periodic` with
     /// [`crate::Error::InvalidPeriod`].
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::Periodic;
+    /// assert_eq!(Periodic::every(Duration::from_secs(1)).period(), Duration::from_secs(1));
+    /// ```
     pub const fn every(period: Duration) -> Periodic {
         let ns = period.as_nanos();
         let period_ns = if ns > u64::MAX as u128 {
@@ -41,6 +75,16 @@ impl Periodic {
 
     /// Add jitter, as a fraction in parts per million (`100_000` = Tornado's `jitter=0.1`,
     /// each period scaled by a factor in `[0.95, 1.05)`). Values above 1 000 000 are clamped.
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::Periodic;
+    ///
+    /// let p = Periodic::every(Duration::from_secs(10)).with_jitter_ppm(100_000); // ±5 %
+    /// for d in p.periods().take(100) {
+    ///     assert!(d >= Duration::from_millis(9_500) && d < Duration::from_millis(10_500));
+    /// }
+    /// ```
     pub const fn with_jitter_ppm(mut self, jitter_ppm: u32) -> Periodic {
         self.jitter_ppm = if jitter_ppm > 1_000_000 {
             1_000_000

@@ -55,7 +55,17 @@ impl Errno {
     pub const ECHILD: Errno = Errno(10);
 }
 
-/// One ready fd, as reported by [`Poller::wait`].
+/// One ready fd, as reported by [`Poller::wait`]; see [`Poller`]'s example.
+///
+/// # Examples
+///
+/// ```
+/// use loop_core::{PollEvent, Readiness};
+///
+/// let mut events = [PollEvent::default(); 8]; // the buffer a wait fills from the front
+/// events[0] = PollEvent { key: 42, readiness: Readiness::READ | Readiness::HUP };
+/// assert!(events[0].readiness.contains(Readiness::HUP));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct PollEvent {
@@ -67,8 +77,36 @@ pub struct PollEvent {
 
 /// Wakes a poller's `wait` from another thread (or a signal handler, for implementations that
 /// document themselves async-signal-safe: eventfd, pipe and `EVFILT_USER` writes are).
+///
+/// # Examples
+///
+/// A notification makes the next wait return at once, with no event:
+///
+/// ```
+/// use core::time::Duration;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{Clock, Notify, PollEvent, Poller};
+///
+/// let mut poller: SimPoller = SimPoller::new();
+/// let waker = poller.notifier().try_clone()?; // e.g. for another thread
+/// waker.notify()?;
+/// waker.notify()?; // coalesces with the first
+/// let start = poller.now();
+/// let mut events = [PollEvent::default(); 4];
+/// assert_eq!(poller.wait(&mut events, Some(Duration::from_secs(60)))?, 0);
+/// assert_eq!(poller.now(), start); // woken, not timed out
+/// # Ok::<(), loop_core::Errno>(())
+/// ```
 pub trait Notify: Send + Sync {
     /// Make the current or next `wait` return. Calls before that wait coalesce into one wake.
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{Notify, Poller};
+    /// let poller: SimPoller = SimPoller::new();
+    /// poller.notifier().notify()?; // the next wait returns at once
+    /// # Ok::<(), loop_core::Errno>(())
+    /// ```
     ///
     /// # Errors
     /// The OS error if the wake could not be delivered (never for a full pipe or counter,
@@ -89,15 +127,68 @@ pub trait Notify: Send + Sync {
 
 /// An OS readiness API (epoll, kqueue, poll, select, or a simulation), as the loop uses it.
 ///
-/// See the [module docs](self) for the contract every implementation keeps.
+/// See the [module docs](self) for the contract every implementation keeps. The loop is
+/// generic over it; you call these methods yourself only to write or test a poller (or through
+/// `EventLoop::poller_mut` for fds the loop does not handle).
+///
+/// # Examples
+///
+/// The calls the loop makes, on the simulated poller:
+///
+/// ```
+/// use core::time::Duration;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{Capabilities, Interest, Mode, PollEvent, Poller, Readiness};
+///
+/// let mut poller: SimPoller = SimPoller::new();
+/// assert!(poller.capabilities().contains(Capabilities::LEVEL));
+/// poller.register(5, 0xfeed, Interest::READ.registered(), Mode::Level)?;
+/// poller.set_ready(5, Readiness::READ);
+/// let mut events = [PollEvent::default(); 4];
+/// let n = poller.wait(&mut events, Some(Duration::ZERO))?;
+/// assert_eq!(&events[..n], &[PollEvent { key: 0xfeed, readiness: Readiness::READ }]);
+/// poller.modify(5, 0xfeed, Interest::WRITE.registered(), Mode::Level)?; // READ no longer asked
+/// assert_eq!(poller.wait(&mut events, Some(Duration::ZERO))?, 0);
+/// poller.deregister(5)?;
+/// # Ok::<(), loop_core::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// Registration calls fail with [`Error`] (an fd it cannot hold, a full table, an unsupported
+/// mode, the kernel's refusal, a forked child); `wait` with an [`Errno`] (`EINTR` is retried by
+/// the loop). Each method lists its cases.
 pub trait Poller: Clock {
     /// The thread-safe waker for this poller.
     type Notifier: Notify;
 
     /// Which trigger modes (and timeout precision) this poller offers.
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{Mode, Poller};
+    /// let poller: SimPoller = SimPoller::new();
+    /// let mode = if poller.capabilities().supports(Mode::Edge) { Mode::Edge } else { Mode::Level };
+    /// # let _ = mode;
+    /// ```
     fn capabilities(&self) -> Capabilities;
 
     /// Start watching `fd` for `interest`, reporting it with `key`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{Errno, Error, Interest, Mode, Poller};
+    /// let mut poller: SimPoller = SimPoller::new();
+    /// poller.register(3, 1, Interest::READ.registered(), Mode::Level)?;
+    /// // A second registration of the same fd is refused and leaves the first alone.
+    /// assert!(matches!(
+    ///     poller.register(3, 2, Interest::WRITE.registered(), Mode::Level),
+    ///     Err(Error::Os { errno: Errno::EEXIST } | Error::AlreadyRegistered { .. })
+    /// ));
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     ///
     /// # Errors
     /// [`Error::InvalidFd`] for an fd this poller cannot represent (negative, or at or above
@@ -115,12 +206,36 @@ pub trait Poller: Clock {
 
     /// Change the interest (and key) of a registered fd.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{Interest, Mode, Poller};
+    /// let mut poller: SimPoller = SimPoller::new();
+    /// poller.register(3, 1, Interest::READ.registered(), Mode::Level)?;
+    /// poller.modify(3, 1, (Interest::READ | Interest::WRITE).registered(), Mode::Level)?;
+    /// assert!(poller.modify(4, 1, Interest::READ.registered(), Mode::Level).is_err()); // ENOENT
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// As [`register`](Poller::register); `Error::Os { errno: Errno::ENOENT }` if `fd` is not
     /// registered.
     fn modify(&mut self, fd: RawFd, key: u64, interest: Interest, mode: Mode) -> Result<(), Error>;
 
     /// Stop watching `fd`. The fd is not closed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{Interest, Mode, Poller};
+    /// let mut poller: SimPoller = SimPoller::new();
+    /// poller.register(3, 1, Interest::READ.registered(), Mode::Level)?;
+    /// poller.deregister(3)?;
+    /// assert!(poller.deregister(3).is_err()); // not registered any more
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     ///
     /// # Errors
     /// `Error::Os { errno: Errno::ENOENT }` (or `EBADF`) if `fd` was not registered or was
@@ -133,6 +248,22 @@ pub trait Poller: Clock {
     /// If more fds are ready than `events` holds, the rest are reported by later waits
     /// (level-triggered registrations stay ready).
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{Interest, Mode, PollEvent, Poller, Readiness};
+    /// let mut poller: SimPoller = SimPoller::new();
+    /// for fd in 0..5 {
+    ///     poller.register(fd, fd as u64, Interest::READ.registered(), Mode::Level)?;
+    ///     poller.set_ready(fd, Readiness::READ);
+    /// }
+    /// let mut events = [PollEvent::default(); 2]; // smaller than what is ready
+    /// assert_eq!(poller.wait(&mut events, Some(Duration::ZERO))?, 2); // the rest comes later
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// `Errno::EINTR` when a signal interrupted the wait (the loop retries); any other
     /// `Errno` is a failure of the poller itself.
@@ -140,6 +271,15 @@ pub trait Poller: Clock {
         -> Result<usize, Errno>;
 
     /// The notifier that wakes this poller's `wait`.
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{Notify, Poller};
+    /// let poller: SimPoller = SimPoller::new();
+    /// let for_another_thread = poller.notifier().try_clone()?;
+    /// # let _ = for_another_thread;
+    /// # Ok::<(), loop_core::Errno>(())
+    /// ```
     fn notifier(&self) -> &Self::Notifier;
 
     /// Whether this poller was created by another process, i.e. this is a child after `fork`
@@ -148,6 +288,15 @@ pub trait Poller: Clock {
     /// the poller checks it too in every operation that touches the kernel (module docs,
     /// "Fork"). Real pollers compare the process-wide fork generation they were created in
     /// (an atomic load, no syscall); the simulation reports what it was told.
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::Poller;
+    /// let mut poller: SimPoller = SimPoller::new();
+    /// assert!(!poller.forked());
+    /// poller.set_forked(true); // the simulation reports what it is told
+    /// assert!(poller.forked());
+    /// ```
     fn forked(&self) -> bool;
 
     /// Drop every registration at once (the poller's own notifier and timer stay), so that
@@ -163,6 +312,20 @@ pub trait Poller: Clock {
     /// Pollers that forget a closed fd by number (poll, select, kqueue) keep the default.
     /// Registrations made directly on the poller (through `EventLoop::poller_mut`) are
     /// dropped too: the loop only registers its own handlers again.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{Interest, Mode, Poller};
+    /// let mut poller: SimPoller = SimPoller::new();
+    /// poller.register(3, 1, Interest::READ.registered(), Mode::Level)?;
+    /// if poller.reset()? {
+    ///     // every registration is gone: register the live fds again
+    ///     poller.register(3, 1, Interest::READ.registered(), Mode::Level)?;
+    /// }
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     ///
     /// # Errors
     /// The OS error if a fresh kernel object cannot be made (`EMFILE`, `ENOMEM`): the old
@@ -193,8 +356,31 @@ pub trait Poller: Clock {
 }
 
 /// A poller that can be opened with default settings, so that `EventLoop::new()` can make one.
+///
+/// # Examples
+///
+/// ```
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{EventLoop, OpenPoller};
+///
+/// let poller = SimPoller::<16>::open()?; // what `EventLoop::new` does for you
+/// let lp: EventLoop<SimPoller<16>, 4, 4, 4> = EventLoop::with_poller(poller);
+/// let lp2: EventLoop<SimPoller<16>, 4, 4, 4> = EventLoop::new()?;
+/// # let _ = (lp, lp2);
+/// # Ok::<(), loop_core::Error>(())
+/// ```
 pub trait OpenPoller: Poller + Sized {
     /// Open the poller (create the epoll/kqueue instance and its notifier).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::OpenPoller;
+    /// let poller = SimPoller::<8>::open()?;
+    /// # let _ = poller;
+    /// # Ok::<(), loop_core::Errno>(())
+    /// ```
     ///
     /// # Errors
     /// The OS error (`EMFILE`, `ENFILE`, `ENOMEM`).

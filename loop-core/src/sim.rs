@@ -9,6 +9,30 @@
 //!
 //! Faults can be queued for the next `wait` or `register` (EINTR, ENOMEM, EBADF, …), and
 //! spurious events injected. Every call is counted in [`SimStats`].
+//!
+//! # Examples
+//!
+//! A handler test without sockets or sleeping: a timer makes a virtual fd readable, the
+//! handler reads it "to `EAGAIN`" and stops the loop.
+//!
+//! ```
+//! use core::time::Duration;
+//! use loop_core::sim::SimPoller;
+//! use loop_core::{EventLoop, Interest, Readiness};
+//!
+//! let mut lp: EventLoop<SimPoller, 8, 8, 8> = EventLoop::with_poller(SimPoller::new());
+//! lp.add_handler(4, Interest::READ, |lp, _fd, ready| {
+//!     assert!(ready.contains(Readiness::READ));
+//!     lp.poller_mut().clear_ready(4);
+//!     lp.stop();
+//!     Ok(())
+//! })?;
+//! lp.call_later(Duration::from_secs(30), |lp| lp.poller_mut().set_ready(4, Readiness::READ))?;
+//! lp.run()?;
+//! assert_eq!(lp.now().as_nanos(), 30_000_000_000); // 30 simulated seconds, no real wait
+//! assert_eq!(lp.poller().interest(4), Some(Interest::READ | Interest::ERROR));
+//! # Ok::<(), loop_core::Error>(())
+//! ```
 
 use core::cell::Cell;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -22,7 +46,24 @@ use crate::interest::{Capabilities, Interest, Mode, Readiness};
 use crate::poller::{Notify, PollEvent, Poller};
 use crate::time::{Clock, Instant};
 
-/// Counts of what the loop asked of the simulated poller.
+/// Counts of what the loop asked of the simulated poller, from [`SimPoller::stats`]: pins
+/// down "no `epoll_ctl` per iteration" and "the loop slept for exactly this long".
+///
+/// # Examples
+///
+/// ```
+/// use core::time::Duration;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::EventLoop;
+///
+/// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+/// lp.call_later(Duration::from_millis(250), |lp| lp.stop())?;
+/// lp.run()?;
+/// let stats = lp.poller().stats();
+/// assert_eq!(stats.registers, 0); // timers need no fd
+/// assert!(stats.waits >= 1);
+/// # Ok::<(), loop_core::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SimStats {
     /// `wait` calls.
@@ -52,11 +93,36 @@ struct SimFlag {
 
 /// The simulated poller's notifier: a shared flag (clones share it, as `dup`s of an eventfd
 /// share the counter).
+///
+/// # Examples
+///
+/// ```
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{Notify, Poller};
+///
+/// let poller: SimPoller = SimPoller::new();
+/// let clone = poller.notifier().try_clone()?;
+/// clone.notify()?;
+/// assert_eq!(poller.notifier().count(), 1); // clones share the count
+/// # Ok::<(), loop_core::Errno>(())
+/// ```
 #[derive(Debug, Default)]
 pub struct SimNotifier(Arc<SimFlag>);
 
 impl SimNotifier {
     /// How many times `notify` was called, on this notifier or any clone.
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{EventLoop, Poller, Remote};
+    /// type Lp = EventLoop<SimPoller, 4, 4, 4>;
+    /// static REMOTE: Remote<Lp, 4> = Remote::new();
+    /// let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+    /// let handle = lp.attach_remote(&REMOTE)?;
+    /// handle.add_callback(|lp| lp.stop()).ok(); // from "another thread": wakes the poller
+    /// assert!(lp.poller().notifier().count() >= 1);
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn count(&self) -> usize {
         self.0.count.load(Ordering::Relaxed)
     }
@@ -75,6 +141,34 @@ impl Notify for SimNotifier {
 }
 
 /// A simulated poller for up to `N` virtual fds. See the [module docs](self).
+///
+/// Methods by group: time ([`advance`](Self::advance), [`set_time`](Self::set_time));
+/// readiness ([`set_ready`](Self::set_ready), [`clear_ready`](Self::clear_ready),
+/// [`readiness`](Self::readiness), [`inject_event`](Self::inject_event)); fd life
+/// ([`close`](Self::close), [`reopen`](Self::reopen),
+/// [`close_keeping_registration`](Self::close_keeping_registration),
+/// [`closed_by_loop`](Self::closed_by_loop)); faults ([`fail_next_wait`](Self::fail_next_wait),
+/// [`fail_next_register`](Self::fail_next_register), [`set_forked`](Self::set_forked));
+/// inspection ([`interest`](Self::interest), [`stats`](Self::stats),
+/// [`resets`](Self::resets)).
+///
+/// # Examples
+///
+/// Injecting faults, as the loop's own tests do:
+///
+/// ```
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{Errno, Error, EventLoop, Interest};
+///
+/// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+/// lp.poller_mut().fail_next_register(Errno::ENOSPC);
+/// let refused = lp.add_handler(3, Interest::READ, |_, _, _| Ok(())).unwrap_err();
+/// assert_eq!(refused.error, Error::Os { errno: Errno::ENOSPC });
+/// lp.poller_mut().close(5);
+/// let refused = lp.add_handler(5, Interest::READ, |_, _, _| Ok(())).unwrap_err();
+/// assert_eq!(refused.error, Error::Os { errno: Errno::EBADF }); // a closed fd
+/// # Ok::<(), loop_core::Error>(())
+/// ```
 pub struct SimPoller<const N: usize = 64> {
     now: Cell<u64>,
     regs: Vec<Registration, N>,
@@ -99,7 +193,17 @@ impl<const N: usize> Default for SimPoller<N> {
 }
 
 impl<const N: usize> SimPoller<N> {
-    /// The error a wait returns when nothing is ready and it has no timeout.
+    /// The error a wait returns when nothing is ready and it has no timeout: a test whose
+    /// loop would sleep forever fails instead of hanging.
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{PollEvent, Poller};
+    ///
+    /// let mut poller: SimPoller = SimPoller::new();
+    /// let mut events = [PollEvent::default(); 4];
+    /// assert_eq!(poller.wait(&mut events, None), Err(SimPoller::<64>::WOULD_BLOCK_FOREVER));
+    /// ```
     pub const WOULD_BLOCK_FOREVER: Errno = Errno(-1);
 
     /// A poller with no fds, at time zero.
@@ -128,6 +232,18 @@ impl<const N: usize> SimPoller<N> {
     }
 
     /// Move the clock forward.
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{Clock, Instant};
+    ///
+    /// let poller: SimPoller = SimPoller::new();
+    /// poller.advance(Duration::from_millis(5));
+    /// assert_eq!(poller.now().as_nanos(), 5_000_000);
+    /// poller.set_time(Instant::from_nanos(1_000)); // steps back, as a clock can
+    /// assert_eq!(poller.now().as_nanos(), 1_000);
+    /// ```
     pub fn advance(&self, d: Duration) {
         self.now.set(
             self.now
@@ -143,6 +259,18 @@ impl<const N: usize> SimPoller<N> {
 
     /// Mark `fd` ready for `r` (OR-ed with what it already had). Ignored if `N` fds are
     /// already ready.
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::Readiness;
+    ///
+    /// let mut poller: SimPoller = SimPoller::new();
+    /// poller.set_ready(3, Readiness::READ);
+    /// poller.set_ready(3, Readiness::WRITE);
+    /// assert_eq!(poller.readiness(3), Readiness::READ | Readiness::WRITE);
+    /// poller.clear_ready(3);
+    /// assert!(poller.readiness(3).is_empty());
+    /// ```
     pub fn set_ready(&mut self, fd: RawFd, r: Readiness) {
         if let Some((_, have)) = self.ready.iter_mut().find(|(f, _)| *f == fd) {
             *have |= r;
@@ -166,6 +294,17 @@ impl<const N: usize> SimPoller<N> {
 
     /// Mark `fd` closed: registering it fails with `EBADF`, and its registration and readiness
     /// disappear (as the kernel drops a closed fd from epoll).
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{EventLoop, Interest};
+    /// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+    /// lp.add_handler(6, Interest::READ, |_, _, _| Ok(()))?;
+    /// lp.poller_mut().close(6); // closed behind the loop's back: the kernel forgets it
+    /// assert_eq!(lp.poller().interest(6), None);
+    /// lp.poller_mut().reopen(6); // the number is reused by a new file
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn close(&mut self, fd: RawFd) {
         self.regs.retain(|r| r.fd != fd);
         self.clear_ready(fd);
@@ -184,6 +323,19 @@ impl<const N: usize> SimPoller<N> {
     /// does, its registration stays and keeps reporting the readiness it has (set with
     /// [`set_ready`](Self::set_ready) before), `deregister(fd)` fails with `EBADF`, and only
     /// [`reset`](Poller::reset) removes it.
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{EventLoop, Interest};
+    /// use loop_core::Readiness;
+    /// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+    /// lp.add_handler(6, Interest::READ, |_, _, _| Ok(()))?;
+    /// lp.poller_mut().set_ready(6, Readiness::READ);
+    /// lp.poller_mut().close_keeping_registration(6); // closed, but a dup keeps the file open
+    /// lp.remove_handler(6); // deregister fails with EBADF: the loop resets the poller
+    /// assert_eq!(lp.poller().resets(), 1);
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn close_keeping_registration(&mut self, fd: RawFd) {
         if !self.closed.contains(&fd) {
             let _ = self.closed.push(fd);
@@ -199,6 +351,18 @@ impl<const N: usize> SimPoller<N> {
     }
 
     /// Fail the next `wait` with `errno`.
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{Errno, PollEvent, Poller};
+    ///
+    /// let mut poller: SimPoller = SimPoller::new();
+    /// poller.fail_next_wait(Errno::EINTR);
+    /// let mut events = [PollEvent::default(); 4];
+    /// assert_eq!(poller.wait(&mut events, Some(Duration::ZERO)), Err(Errno::EINTR));
+    /// assert_eq!(poller.wait(&mut events, Some(Duration::ZERO)), Ok(0)); // once only
+    /// ```
     pub fn fail_next_wait(&mut self, errno: Errno) {
         let _ = self.wait_faults.push_back(errno);
     }
@@ -210,6 +374,18 @@ impl<const N: usize> SimPoller<N> {
 
     /// Report `readiness` for `key` at the next wait, whether or not anything is registered
     /// with that key (a spurious or stale event).
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{PollEvent, Poller, Readiness};
+    ///
+    /// let mut poller: SimPoller = SimPoller::new();
+    /// poller.inject_event(99, Readiness::READ);
+    /// let mut events = [PollEvent::default(); 4];
+    /// assert_eq!(poller.wait(&mut events, Some(Duration::ZERO)), Ok(1));
+    /// assert_eq!(events[0].key, 99);
+    /// ```
     pub fn inject_event(&mut self, key: u64, readiness: Readiness) {
         let _ = self.injected.push_back(PollEvent { key, readiness });
     }
@@ -220,6 +396,17 @@ impl<const N: usize> SimPoller<N> {
     }
 
     /// The fds closed through [`Poller::close_fd`] (fds the loop owned).
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::Poller;
+    ///
+    /// let mut poller: SimPoller = SimPoller::new();
+    /// // What the loop does when it removes a handler that owns its fd:
+    /// // SAFETY: 9 is a virtual fd of the simulation; nothing real is closed.
+    /// unsafe { poller.close_fd(9) };
+    /// assert_eq!(poller.closed_by_loop(), &[9]);
+    /// ```
     pub fn closed_by_loop(&self) -> &[RawFd] {
         &self.closed_by_loop
     }
@@ -227,6 +414,15 @@ impl<const N: usize> SimPoller<N> {
     /// Pretend this is (or is not) a child process after `fork`: `register`, `modify` and
     /// `deregister` then return [`Error::Forked`] and `wait` `Errno::ECHILD`, as real pollers
     /// do in a child (see the [`poller`](crate::poller) module docs, "Fork").
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{Error, Interest, Mode, Poller};
+    ///
+    /// let mut poller: SimPoller = SimPoller::new();
+    /// poller.set_forked(true);
+    /// assert_eq!(poller.register(3, 1, Interest::READ, Mode::Level), Err(Error::Forked));
+    /// ```
     pub fn set_forked(&mut self, forked: bool) {
         self.forked = forked;
     }

@@ -12,7 +12,11 @@ use core::time::Duration;
 /// The zero point is the clock's own, so an `Instant` means something only next to another
 /// from the same loop (usually [`EventLoop::now`](crate::EventLoop::now)). With the `std`
 /// feature it converts to and from `std::time::Instant` through such a pair: see
-/// [`to_std`](Instant::to_std) and [`from_std`](Instant::from_std).
+#[cfg_attr(
+    feature = "std",
+    doc = "[`to_std`](Instant::to_std) and [`from_std`](Instant::from_std)."
+)]
+#[cfg_attr(not(feature = "std"), doc = "`to_std` and `from_std`.")]
 ///
 /// **Conversion notes.** `std::time::Instant` is opaque and the loop's clock is the poller's
 /// (`CLOCK_MONOTONIC` for epoll, poll, select and kqueue; a manual clock for the simulated

@@ -19,6 +19,27 @@ use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 /// one with [`try_clone`](EventFdNotifier::try_clone). A clone is a `dup` of the same eventfd:
 /// it keeps working (waking nobody) after the poller is dropped, so a late wake never touches
 /// freed memory.
+///
+/// # Examples
+///
+/// Wake a poller that waits with no timeout, from another thread:
+///
+/// ```
+/// use loop_core::{Notify, PollEvent, Poller};
+///
+/// let mut poller = loop_linux::Epoll::new()?;
+/// let waker = poller.notifier().try_clone()?; // owned: can move to the thread
+/// let t = std::thread::spawn(move || waker.notify());
+/// let mut events = [PollEvent::default(); 4];
+/// assert_eq!(poller.wait(&mut events, None)?, 0); // woken, and no event reported
+/// t.join().unwrap()?;
+/// # Ok::<(), loop_core::Errno>(())
+/// ```
+///
+/// # Errors
+///
+/// [`try_clone`](Self::try_clone) fails with `EMFILE` when the process is out of fds;
+/// `notify` practically never fails (a full counter already guarantees a wake).
 #[derive(Debug)]
 pub struct EventFdNotifier {
     /// Non-blocking, so a full counter is `EAGAIN` rather than a writer stuck in `notify`.

@@ -10,6 +10,18 @@ use rustix::time::{clock_gettime, ClockId, Timespec};
 /// it does not advance while the system is suspended; neither does the `timerfd` that epoll's
 /// poller uses for timeouts, since both run on the same clock, so a deadline and the sleep
 /// towards it agree.
+///
+/// # Examples
+///
+/// ```
+/// use loop_core::Clock;
+/// use loop_posix::MonotonicClock;
+///
+/// let clock = MonotonicClock::new();
+/// let a = clock.now();
+/// let b = clock.now();
+/// assert!(b >= a); // monotonic
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct MonotonicClock;
@@ -28,6 +40,12 @@ impl Clock for MonotonicClock {
 }
 
 /// Now on `CLOCK_MONOTONIC`, as [`MonotonicClock`] reads it.
+///
+/// ```
+/// let start = loop_posix::monotonic_now();
+/// let elapsed = loop_posix::monotonic_now() - start; // a Duration
+/// assert!(elapsed.as_secs() < 60);
+/// ```
 #[inline]
 pub fn monotonic_now() -> Instant {
     Instant::from_nanos(timespec_nanos(clock_gettime(ClockId::Monotonic)))

@@ -5,12 +5,22 @@ use rustix::fd::{AsFd, BorrowedFd};
 
 /// rustix's error as the core's plain error number (both types are foreign to the platform
 /// crates, hence a function rather than a `From` impl).
+///
+/// ```
+/// assert_eq!(loop_posix::errno(rustix::io::Errno::BADF), loop_core::Errno::EBADF);
+/// ```
 #[inline]
 pub fn errno(e: rustix::io::Errno) -> Errno {
     Errno(e.raw_os_error())
 }
 
 /// A refused kernel call as the [`Error::Os`] the `Poller` contract names.
+///
+/// ```
+/// use loop_core::{Errno, Error};
+/// let e = loop_posix::os(rustix::io::Errno::MFILE);
+/// assert_eq!(e, Error::Os { errno: Errno::EMFILE });
+/// ```
 #[inline]
 pub fn os(e: rustix::io::Errno) -> Error {
     Error::Os { errno: errno(e) }
@@ -20,6 +30,17 @@ pub fn os(e: rustix::io::Errno) -> Error {
 /// a socket's peer from seeing the hang-up).
 ///
 /// One `ioctl(FIOCLEX)` on Linux and Apple targets; `fcntl` get-then-set elsewhere.
+///
+/// # Examples
+///
+/// ```
+/// // rustix's errors become the core's with `loop_posix::os`.
+/// let (r, _w) = rustix::pipe::pipe().map_err(loop_posix::os)?; // made without O_CLOEXEC
+/// loop_posix::set_cloexec(&r)?;
+/// let flags = rustix::io::fcntl_getfd(&r).map_err(loop_posix::os)?;
+/// assert!(flags.contains(rustix::io::FdFlags::CLOEXEC));
+/// # Ok::<(), loop_core::Error>(())
+/// ```
 ///
 /// # Errors
 /// The kernel's error, for example `EBADF` for a closed fd.
@@ -40,6 +61,17 @@ pub fn set_cloexec(fd: impl AsFd) -> Result<(), Errno> {
 /// writes until `EAGAIN`. A blocking fd would stall the whole loop on the first short read.
 /// The flag belongs to the open file description, so `dup`ed fds share it.
 ///
+/// # Examples
+///
+/// ```
+/// let (r, _w) = rustix::pipe::pipe().map_err(loop_posix::os)?;
+/// loop_posix::set_nonblocking(&r)?;
+/// let mut buf = [0u8; 1];
+/// // An empty pipe now says EAGAIN instead of blocking.
+/// assert_eq!(rustix::io::read(&r, &mut buf), Err(rustix::io::Errno::AGAIN));
+/// # Ok::<(), loop_core::Error>(())
+/// ```
+///
 /// # Errors
 /// The kernel's error, for example `EBADF` for a closed fd.
 pub fn set_nonblocking(fd: impl AsFd) -> Result<(), Errno> {
@@ -49,6 +81,16 @@ pub fn set_nonblocking(fd: impl AsFd) -> Result<(), Errno> {
 /// Whether `fd` is an open fd, by `fcntl(F_GETFD)`: the cheapest syscall that fails with
 /// `EBADF` and nothing else for a closed fd. Used at register time (so a closed fd is refused
 /// as epoll refuses it) and by `select` to find which registered fd made it fail.
+///
+/// # Examples
+///
+/// ```
+/// use std::os::fd::AsRawFd;
+/// let (r, _w) = rustix::pipe::pipe()?;
+/// assert_eq!(loop_posix::check_open(r.as_raw_fd()), Ok(()));
+/// assert_eq!(loop_posix::check_open(-1), Err(loop_core::Errno::EBADF));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 ///
 /// # Errors
 /// `EBADF` when `fd` is not open.
@@ -69,6 +111,17 @@ pub fn check_open(fd: RawFd) -> Result<(), Errno> {
 /// # Safety
 /// As [`Poller::close_fd`](loop_core::Poller::close_fd): the caller owns `fd` and nobody uses
 /// the number afterwards.
+///
+/// # Examples
+///
+/// ```
+/// use std::os::fd::IntoRawFd;
+/// let (r, _w) = rustix::pipe::pipe()?;
+/// let raw = r.into_raw_fd(); // ownership leaves the OwnedFd
+/// // SAFETY: `raw` is ours alone (taken from an OwnedFd) and is not used after this call.
+/// unsafe { loop_posix::close(raw) };
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub unsafe fn close(fd: RawFd) {
     if fd < 0 {
         return;

@@ -27,12 +27,29 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// The current fork generation; sets the detection up on first use. Every poller of the
 /// workspace (epoll, kqueue, poll, select) shares this one counter.
+///
+/// ```
+/// let g = loop_posix::fork::generation();
+/// assert_eq!(loop_posix::fork::generation(), g); // stable until a fork
+/// assert!(!loop_posix::fork::forked_since(g));
+/// ```
 #[inline]
 pub fn generation() -> u32 {
     imp::generation()
 }
 
 /// How this process detects a fork (see the module docs).
+///
+/// # Examples
+///
+/// ```
+/// use loop_posix::fork::{mechanism, Mechanism};
+///
+/// match mechanism() {
+///     Mechanism::WipeOnFork | Mechanism::AtFork => {} // cheap checks
+///     Mechanism::ProcessId => eprintln!("old kernel: a getpid per check"),
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mechanism {
     /// A `MADV_WIPEONFORK` page: two atomic loads per check (Linux 4.14+, Android).
@@ -50,6 +67,14 @@ pub fn mechanism() -> Mechanism {
 }
 
 /// Whether an object created in generation `created` now lives in a forked child.
+///
+/// ```
+/// let created = loop_posix::fork::generation(); // recorded when an object is made
+/// // ... later, before touching a kernel object shared with the parent:
+/// if loop_posix::fork::forked_since(created) {
+///     unreachable!("we did not fork");
+/// }
+/// ```
 #[inline]
 pub fn forked_since(created: u32) -> bool {
     generation() != created
@@ -184,6 +209,18 @@ mod imp {
 /// The fork generation a poller (or notifier) was created in: after `fork`, every operation
 /// that would touch a kernel object shared with the parent checks it first and becomes a
 /// refusal ([`Error::Forked`], or `ECHILD` for `wait` and its `Errno`) or a no-op.
+///
+/// # Examples
+///
+/// ```
+/// use loop_posix::fork::ForkGuard;
+///
+/// let guard = ForkGuard::new(); // stored next to the kernel object it protects
+/// assert!(!guard.forked());
+/// guard.check()?; // Err(Error::Forked) in a forked child
+/// guard.check_wait()?; // Err(Errno::ECHILD) there
+/// # Ok::<(), loop_core::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ForkGuard {
     created: u32,

@@ -36,6 +36,20 @@ pub struct PipeNotifier {
 }
 
 /// The read end of a self-pipe, kept by the poller: watched for readability and drained.
+///
+/// # Examples
+///
+/// ```
+/// use loop_core::Notify;
+/// use std::os::fd::AsFd;
+///
+/// let (notifier, reader) = loop_posix::PipeNotifier::pair()?;
+/// let _watched = reader.as_fd(); // what the poller registers for READ
+/// let for_thread = notifier.try_clone()?;
+/// std::thread::spawn(move || for_thread.notify()).join().unwrap()?;
+/// assert!(reader.drain());
+/// # Ok::<(), loop_core::Errno>(())
+/// ```
 #[derive(Debug)]
 pub struct PipeReader {
     read: OwnedFd,
@@ -43,6 +57,18 @@ pub struct PipeReader {
 
 impl PipeNotifier {
     /// Make a non-blocking, close-on-exec pipe and return its two ends.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::os::fd::AsFd;
+    /// let (notifier, reader) = loop_posix::PipeNotifier::pair()?;
+    /// // Both ends are non-blocking and close-on-exec.
+    /// let flags = rustix::io::fcntl_getfd(reader.as_fd()).unwrap();
+    /// assert!(flags.contains(rustix::io::FdFlags::CLOEXEC));
+    /// # let _ = notifier;
+    /// # Ok::<(), loop_core::Errno>(())
+    /// ```
     ///
     /// # Errors
     /// The OS error from `pipe2` (`EMFILE`, `ENFILE`) or, on Apple targets, from the `fcntl`
@@ -55,6 +81,18 @@ impl PipeNotifier {
 
     /// A second handle on the same pipe (`dup` of the write end, close-on-exec), owned, so it
     /// can be moved to another thread or kept in `'static` storage while the poller waits.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use loop_core::Notify;
+    /// let (notifier, reader) = loop_posix::PipeNotifier::pair()?;
+    /// let clone = notifier.try_clone()?;
+    /// drop(notifier); // the clone keeps the pipe's write end open
+    /// clone.notify()?;
+    /// assert!(reader.drain());
+    /// # Ok::<(), loop_core::Errno>(())
+    /// ```
     ///
     /// # Errors
     /// The OS error from `fcntl(F_DUPFD_CLOEXEC)` (`EMFILE` when out of fds).
@@ -109,6 +147,15 @@ impl PipeReader {
     /// Reads whole buffers at a time, so a burst of wakes costs a few syscalls, not one each.
     /// Errors other than `EINTR` end the drain: `EAGAIN` means empty, and the read end of a
     /// pipe we own cannot fail otherwise in a way a retry would fix.
+    ///
+    /// ```
+    /// use loop_core::Notify;
+    /// let (notifier, reader) = loop_posix::PipeNotifier::pair()?;
+    /// assert!(!reader.drain()); // nothing there: returns at once (non-blocking)
+    /// notifier.notify()?;
+    /// assert!(reader.drain());
+    /// # Ok::<(), loop_core::Errno>(())
+    /// ```
     pub fn drain(&self) -> bool {
         let mut buf = [0u8; 128];
         let mut any = false;

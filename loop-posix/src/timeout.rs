@@ -14,7 +14,18 @@ use rustix::time::Timespec;
 /// The longest single kernel wait: one day, which every `poll`/`select` accepts.
 pub const MAX_SLICE: Duration = Duration::from_secs(86_400);
 
-/// The resolution a syscall can express.
+/// The resolution a syscall can express; see [`slice`](fn@slice).
+///
+/// # Examples
+///
+/// ```
+/// use core::time::Duration;
+/// use loop_posix::timeout::{slice, Resolution};
+///
+/// let d = Some(Duration::from_nanos(1_500)); // 1.5 µs
+/// let micros = slice(d, Resolution::Micros).timeout.unwrap();
+/// assert_eq!(micros.tv_nsec, 2_000); // rounded up, never down
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Resolution {
     /// `poll(2)`: whole milliseconds.
@@ -25,7 +36,18 @@ pub enum Resolution {
     Nanos,
 }
 
-/// One kernel wait's worth of a timeout.
+/// One kernel wait's worth of a timeout, from [`slice`](fn@slice).
+///
+/// # Examples
+///
+/// ```
+/// use core::time::Duration;
+/// use loop_posix::timeout::{slice, Resolution, MAX_SLICE};
+///
+/// let s = slice(Some(Duration::from_secs(3 * 86_400)), Resolution::Nanos);
+/// assert!(s.partial); // wait a day, then wait again for the rest
+/// assert_eq!(s.timeout.map(|t| t.tv_sec), Some(MAX_SLICE.as_secs() as _));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Slice {
     /// What to pass to the syscall (`None` = block indefinitely).
@@ -35,6 +57,15 @@ pub struct Slice {
 }
 
 /// The first kernel wait for `remaining`, rounded up to `resolution`.
+///
+/// ```
+/// use core::time::Duration;
+/// use loop_posix::timeout::{slice, Resolution};
+///
+/// let s = slice(Some(Duration::from_micros(400)), Resolution::Millis);
+/// assert_eq!(s.timeout.unwrap().tv_nsec, 1_000_000); // 0.4 ms waits 1 ms, not 0
+/// assert!(slice(None, Resolution::Millis).timeout.is_none()); // block indefinitely
+/// ```
 pub fn slice(remaining: Option<Duration>, resolution: Resolution) -> Slice {
     let Some(d) = remaining else {
         return Slice {

@@ -125,6 +125,20 @@ impl Poll {
 impl<const N: usize> Poll<N> {
     /// A poller with `N` pollfd slots (`Poll::<64>::with_slots()` watches up to 63 fds).
     ///
+    /// ```
+    /// use loop_core::{Error, Interest, Mode, Poller, Resource};
+    ///
+    /// let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    /// let fd = |s: &std::os::unix::net::UnixStream| std::os::fd::AsRawFd::as_raw_fd(s);
+    /// let mut poller = loop_select::Poll::<2>::with_slots()?; // the notifier + 1 fd
+    /// poller.register(fd(&a), 1, Interest::READ.registered(), Mode::Level)?;
+    /// assert_eq!(
+    ///     poller.register(fd(&b), 2, Interest::READ.registered(), Mode::Level),
+    ///     Err(Error::Full { what: Resource::PollerSlots })
+    /// );
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// The OS error from creating the notifier pipe (`EMFILE`, `ENFILE`).
     pub fn with_slots() -> Result<Self, Errno> {
@@ -154,6 +168,20 @@ impl<const N: usize> Poll<N> {
     }
 
     /// How many fds are registered (armed or parked), not counting the notifier.
+    ///
+    /// ```
+    /// use loop_core::{Interest, Mode, Poller};
+    ///
+    /// let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    /// let fd = std::os::fd::AsRawFd::as_raw_fd(&a);
+    /// let mut poller = loop_select::Poll::<8>::with_slots()?;
+    /// assert!(poller.is_empty());
+    /// poller.register(fd, 1, Interest::READ.registered(), Mode::Level)?;
+    /// assert_eq!(poller.len(), 1);
+    /// poller.deregister(fd)?;
+    /// assert!(poller.is_empty());
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn len(&self) -> usize {
         self.slots.len() - 1
     }

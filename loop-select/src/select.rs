@@ -23,6 +23,12 @@ use loop_posix::timeout::{slice, Resolution};
 use loop_posix::{check_open, close, errno, PipeNotifier, PipeReader};
 
 /// The largest fd count `select(2)` is defined for (glibc, musl, the BSDs and macOS agree).
+///
+/// ```
+/// // Fds at or above it are refused by `Select::register` with `Error::InvalidFd`; a process
+/// // that may hold more fds should use `Poll` (or epoll/kqueue).
+/// assert_eq!(loop_select::FD_SETSIZE, 1024);
+/// ```
 pub const FD_SETSIZE: usize = 1024;
 
 /// `FdSetElement`s in one set of `FD_SETSIZE` bits.
@@ -122,6 +128,18 @@ impl Select {
     }
 
     /// How many fds are registered, not counting the notifier.
+    ///
+    /// ```
+    /// use loop_core::{Interest, Mode, Poller};
+    ///
+    /// let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    /// let fd = std::os::fd::AsRawFd::as_raw_fd(&a);
+    /// let mut poller = loop_select::Select::new()?;
+    /// assert!(poller.is_empty());
+    /// poller.register(fd, 1, Interest::READ.registered(), Mode::Level)?;
+    /// assert_eq!(poller.len(), 1);
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn len(&self) -> usize {
         self.registered
     }
