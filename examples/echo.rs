@@ -52,7 +52,10 @@ async fn accept_loop(listener: TcpListener, exec: &'static Exec, served: Rc<Serv
             Err(Error::Os { errno })
                 if errno.raw() == libc::EMFILE || errno.raw() == libc::ENFILE =>
             {
-                sleep(Duration::from_millis(100)).await;
+                // No timer slot to back off with: give up rather than spin.
+                if let Err(e) = sleep(Duration::from_millis(100)).await {
+                    return e;
+                }
                 continue;
             }
             Err(e) => return e,

@@ -256,7 +256,9 @@ async fn serve(mut stream: TcpStream, ctx: Ctx) -> Result<(), IoError> {
                 "200 OK"
             }
             Route::Slow => {
-                sleep(ctx.delay).await;
+                if sleep(ctx.delay).await.is_err() {
+                    return Ok(()); // no timer slot: drop the connection
+                }
                 let _ = writeln!(body, "backend answer after {} ms", ctx.delay.as_millis());
                 "200 OK"
             }
@@ -330,7 +332,9 @@ async fn accept_loop(listener: TcpListener, ctx: Ctx) {
             }
             Err(e) => {
                 eprintln!("  accept failed: {e}");
-                sleep(Duration::from_millis(100)).await;
+                if sleep(Duration::from_millis(100)).await.is_err() {
+                    return; // no timer slot to back off with: stop rather than spin
+                }
             }
         }
     }

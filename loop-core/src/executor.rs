@@ -439,8 +439,12 @@ pub(crate) trait ExecQueue: Sync {
     /// # Safety
     /// On the loop's thread (see [`ExecRef::spawn`]); `commit` must follow once the storage
     /// holds the future.
-    unsafe fn reserve(&self, epoch: u32, size: usize, align: usize)
-        -> Result<(usize, *mut u8), Error>;
+    unsafe fn reserve(
+        &self,
+        epoch: u32,
+        size: usize,
+        align: usize,
+    ) -> Result<(usize, *mut u8), Error>;
     /// # Safety
     /// Slot `index` was `reserve`d and now holds a live future `vtable` was made for.
     unsafe fn commit(&self, index: usize, vtable: &'static TaskVTable) -> TaskId;
@@ -705,8 +709,14 @@ impl<const N: usize, const S: usize> Drop for FinishOnUnwind<'_, N, S> {
 }
 
 /// The task `add_future` runs: the future, then the callback queued on the loop.
-struct AddFutureTask<P: crate::Poller + 'static, const H: usize, const T: usize, const Q: usize, Fut: Future, C>
-{
+struct AddFutureTask<
+    P: crate::Poller + 'static,
+    const H: usize,
+    const T: usize,
+    const Q: usize,
+    Fut: Future,
+    C,
+> {
     /// Structurally pinned.
     fut: Fut,
     callback: Option<C>,
@@ -895,7 +905,10 @@ impl<const N: usize, const S: usize> ExecQueue for Executor<N, S> {
             if self.attached_epoch() != Some(epoch) {
                 return false;
             }
-            self.deferred.borrow_ref_mut(cs).push_back((epoch, op)).is_ok()
+            self.deferred
+                .borrow_ref_mut(cs)
+                .push_back((epoch, op))
+                .is_ok()
         })
     }
 
@@ -1131,7 +1144,8 @@ mod tests {
                         drop(reg);
                         (nested, lp.timer_count(), lp.handler_count())
                     });
-                    let after = with_current_loop(|lp: &mut Lp| (lp.timer_count(), lp.handler_count()));
+                    let after =
+                        with_current_loop(|lp: &mut Lp| (lp.timer_count(), lp.handler_count()));
                     (before, inside, after)
                 },
                 None,
@@ -1560,7 +1574,10 @@ mod tests {
         let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
         lp.attach_remote(&REMOTE).unwrap();
         lp.attach_executor(&EXEC).unwrap();
-        assert_eq!(EXEC.spawn(async {}).err().unwrap().error, Error::NotAttached);
+        assert_eq!(
+            EXEC.spawn(async {}).err().unwrap().error,
+            Error::NotAttached
+        );
         let inside = lp
             .run_sync(async { EXEC.spawn(async {}).is_ok() }, None)
             .unwrap();
