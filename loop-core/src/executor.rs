@@ -262,6 +262,8 @@ pub struct Executor<const N: usize, const S: usize = 1024> {
     live: AtomicU32,
     /// Cleanups leaf futures could not do at once, with the epoch they belong to.
     deferred: critical_section::Mutex<RefCell<heapless::Deque<(u32, Deferred), DEFERRED>>>,
+    /// `deferred` may be non-empty: lets the hot path skip the critical section.
+    has_deferred: AtomicBool,
 }
 
 // SAFETY: the atomics (ready flags, `Shared`, `state`, the slots' states and generations,
@@ -473,6 +475,7 @@ impl<const N: usize, const S: usize> Executor<N, S> {
             owner_thread: core::sync::atomic::AtomicU64::new(0),
             live: AtomicU32::new(0),
             deferred: critical_section::Mutex::new(RefCell::new(heapless::Deque::new())),
+            has_deferred: AtomicBool::new(false),
         }
     }
 
@@ -890,6 +893,7 @@ impl<const N: usize, const S: usize> ExecQueue for Executor<N, S> {
             self.shared.wake.store(ptr::null_mut(), Ordering::Release);
             self.shared.sleeping.store(false, Ordering::SeqCst);
             self.deferred.borrow_ref_mut(cs).clear();
+            self.has_deferred.store(false, Ordering::Release);
             self.state.store(me.epoch << 1, Ordering::Release);
         });
     }
@@ -905,14 +909,22 @@ impl<const N: usize, const S: usize> ExecQueue for Executor<N, S> {
             if self.attached_epoch() != Some(epoch) {
                 return false;
             }
-            self.deferred
+            let pushed = self
+                .deferred
                 .borrow_ref_mut(cs)
                 .push_back((epoch, op))
-                .is_ok()
+                .is_ok();
+            self.has_deferred.store(true, Ordering::Release);
+            pushed
         })
     }
 
     fn take_deferred(&self, epoch: u32) -> Option<Deferred> {
+        // Called on every `with_loop`: without pending cleanups, no critical section. A push
+        // racing with this load is picked up by the next call (the loop's next iteration).
+        if !self.has_deferred.load(Ordering::Acquire) {
+            return None;
+        }
         critical_section::with(|cs| {
             let mut q = self.deferred.borrow_ref_mut(cs);
             while let Some((e, op)) = q.pop_front() {
@@ -920,6 +932,7 @@ impl<const N: usize, const S: usize> ExecQueue for Executor<N, S> {
                     return Some(op);
                 }
             }
+            self.has_deferred.store(false, Ordering::Release);
             None
         })
     }
