@@ -175,21 +175,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             c.iterations,
             c.max_run_time.as_micros()
         );
-    })
-    .map_err(|r| r.error)?;
+    })?;
     let s = state.clone();
     lp.on_signal(libc::SIGHUP, move |_, _| {
         s.reloads.set(s.reloads.get() + 1);
         reload(config.as_ref(), s.reloads.get());
-    })
-    .map_err(|r| r.error)?;
+    })?;
     for signo in [libc::SIGTERM, libc::SIGINT] {
         let s = state.clone();
         lp.on_signal(signo, move |_, signo| {
             println!("signal {signo}: shutting down gracefully");
             s.request_shutdown();
-        })
-        .map_err(|r| r.error)?;
+        })?;
     }
 
     let sock = UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], port)))?;

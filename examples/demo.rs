@@ -57,8 +57,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             String::from_utf8_lossy(&buf[..n])
         );
         Ok(())
-    })
-    .map_err(|r| r.error)?;
+    })?;
 
     // 2. A callback: runs in the next iteration, before any timer.
     lp.add_callback(move |lp| {
@@ -66,28 +65,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "{} callback: runs first, in the next iteration",
             at(lp, start)
         )
-    })
-    .map_err(|r| r.error)?;
+    })?;
 
     // 3. A periodic callback every 100 ms (first call one period after start) writes a ping.
     let writer = Rc::new(writer);
     let w = writer.clone();
     let pings = Rc::new(Cell::new(0));
     let p = pings.clone();
-    let periodic = lp
-        .add_periodic(Periodic::every(Duration::from_millis(100)), move |lp| {
-            p.set(p.get() + 1);
-            let msg = format!("ping {}", p.get());
-            println!("{} periodic: writing {msg:?}", at(lp, start));
-            let _ = (&*w).write_all(msg.as_bytes());
-        })
-        .map_err(|r| r.error)?;
+    let periodic = lp.add_periodic(Periodic::every(Duration::from_millis(100)), move |lp| {
+        p.set(p.get() + 1);
+        let msg = format!("ping {}", p.get());
+        println!("{} periodic: writing {msg:?}", at(lp, start));
+        let _ = (&*w).write_all(msg.as_bytes());
+    })?;
 
     // 4. Timers: one cancelled before it fires, one that stops the periodic callback and
     //    closes the writer (the reader then sees a hang-up), one that stops the loop.
-    let never = lp
-        .call_later(Duration::from_millis(50), |_| unreachable!("cancelled"))
-        .map_err(|r| r.error)?;
+    let never = lp.call_later(Duration::from_millis(50), |_| unreachable!("cancelled"))?;
     lp.remove_timeout(never);
     println!(
         "{} timer at 50 ms scheduled and cancelled (it will not fire)",
@@ -101,13 +95,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         lp.remove_timeout(periodic);
         writer_slot.take();
-    })
-    .map_err(|r| r.error)?;
+    })?;
     lp.call_later(Duration::from_millis(400), move |lp| {
         println!("{} timer: stop()", at(lp, start));
         lp.stop();
-    })
-    .map_err(|r| r.error)?;
+    })?;
 
     lp.run()?;
     println!(

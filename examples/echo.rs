@@ -1,156 +1,257 @@
-//! A TCP echo server with one loop per core: each core gets a thread with its own
-//! `EventLoop`, `Remote` and `Executor`, and its own listening socket bound to the **same
-//! port** with `SO_REUSEPORT`; the kernel spreads incoming connections over them. Every
-//! connection is a task on the loop of the socket that accepted it (no locks, no sharing).
+//! A TCP echo server with one loop per core, on `ioloop::server` and `ioloop::stream`: each
+//! core gets a thread with its own `EventLoop`, `Remote`, `Executor` and `Server`, and its own
+//! listening socket bound to the **same port** with `SO_REUSEPORT`; the kernel spreads incoming
+//! connections over them. Every connection is a task on the loop of the socket that accepted it
+//! (no locks, no sharing).
 //!
-//! A built-in client (threads with blocking std sockets) opens `--clients` connections, echoes
-//! a few messages on each and checks them; then each loop prints how many connections it
-//! served.
+//! Each loop serves at most `--max-conn` connections at once; beyond that it stops accepting
+//! and clients wait in the listen backlog until a connection ends (back-pressure: no
+//! connection is accepted and then dropped). A connection idle for `--idle-timeout` is closed.
+//! SIGINT / SIGTERM (or the end of `--duration`) shuts every loop down gracefully: stop
+//! accepting, let connections finish for up to 2 s, close the rest, print the summary.
+//!
+//! The built-in client (threads with blocking std sockets) first opens `--clients`
+//! connections (they wait in the backlog when the servers are full), then echoes 5 messages on
+//! each in turn and closes it, so earlier connections make room for later ones; it reports how
+//! many were served and how many failed.
 //!
 //! ```text
-//! cargo run --release --example echo -- --duration 3            # serve 3 s, with the client
-//! cargo run --release --example echo -- --port 7000 --no-client  # serve until Ctrl-C
-//! nc 127.0.0.1 7000                                              # …and talk to it
-//! options: --port P (7000) --duration SECS --clients N (200) --threads N (one per core)
+//! cargo run --release --example echo -- --duration 3                 # serve 3 s, with the client
+//! cargo run --release --example echo -- --clients 5000 --max-conn 500 # more clients than slots
+//! cargo run --release --example echo -- --port 7000 --no-client       # serve until Ctrl-C
+//! nc 127.0.0.1 7000                                                   # …and talk to it
+//! cargo run --example echo -- --help                                  # every option
 //! ```
 
-use std::cell::Cell;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use ioloop::net::{TcpListener, TcpStream};
-use ioloop::{sleep, Error, Executor, Remote};
+use ioloop::net::TcpStream;
+use ioloop::server::{Server, ServerConfig, ServerStats};
+use ioloop::stream::{BufStream, Timeouts};
+use ioloop::{Error, Executor, Remote, SignalExt};
 
-/// Up to 1024 connections per loop.
-type Lp = ioloop::EventLoop<1024, 64, 64>;
-/// One task per connection (plus the acceptor), 1 KiB each.
-type Exec = Executor<512, 1024>;
+/// Connections per loop this binary is built for; `--max-conn` picks the limit up to it.
+const CAPACITY: usize = 2048;
+/// At most this many loops (`--threads`).
+const MAX_LOOPS: usize = 4;
+type Lp = ioloop::EventLoop<{ CAPACITY + 16 }, { CAPACITY + 16 }, 64>;
+/// One task per connection plus the accept loop; a connection's task holds its two 1 KiB
+/// buffers and a 1 KiB chunk.
+type Exec = Executor<{ CAPACITY + 1 }, 8192>;
+type Srv = Server<CAPACITY>;
 
-#[derive(Default)]
-struct Served {
-    connections: Cell<u64>,
-    bytes: Cell<u64>,
-}
+// Per-loop `'static` storage, one element per loop (zero-initialised memory: only what a loop
+// uses is paged in).
+static REMOTES: [Remote<Lp, 16>; MAX_LOOPS] = [const { Remote::new() }; MAX_LOOPS];
+static EXECS: [Exec; MAX_LOOPS] = [const { Executor::new() }; MAX_LOOPS];
+static SERVERS: [Srv; MAX_LOOPS] = [const { Server::new() }; MAX_LOOPS];
+type Conn = BufStream<TcpStream, 1024, 1024>;
 
-async fn echo(stream: TcpStream, served: Rc<Served>) {
-    let mut buf = [0u8; 512];
-    while let Ok(n @ 1..) = stream.read(&mut buf).await {
-        if stream.write_all(&buf[..n]).await.is_err() {
-            break;
-        }
-        served.bytes.set(served.bytes.get() + n as u64);
-    }
-}
-
-async fn accept_loop(listener: TcpListener, exec: &'static Exec, served: Rc<Served>) -> Error {
+async fn echo(mut s: Conn) {
+    let mut chunk = [0u8; 1024];
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _peer)) => stream,
-            // Out of fds: the connection stays queued; back off instead of spinning.
-            Err(Error::Os { errno })
-                if errno.raw() == libc::EMFILE || errno.raw() == libc::ENFILE =>
-            {
-                // No timer slot to back off with: give up rather than spin.
-                if let Err(e) = sleep(Duration::from_millis(100)).await {
-                    return e;
-                }
-                continue;
+        // The data is a slice of the read buffer: copy it out before queueing it.
+        let n = match s.read_partial(chunk.len()).await {
+            Ok(data) => {
+                chunk[..data.len()].copy_from_slice(data);
+                data.len()
             }
-            Err(e) => return e,
+            // End-of-stream, idle timeout, reset: the connection ends.
+            Err(_) => return,
         };
-        served.connections.set(served.connections.get() + 1);
-        // A full executor hands the task back: dropping it closes the connection.
-        let _ = exec.spawn(echo(stream, served.clone()));
+        if s.write(&chunk[..n]).await.is_err() || s.flush().await.is_err() {
+            return;
+        }
     }
 }
 
-/// One loop on this thread, serving `listener` for `duration` (or for ever).
+/// One loop on this thread, serving `listener` until shut down; its server's counters.
 fn worker(
     id: usize,
-    listener: TcpListener,
+    listener: ioloop::net::TcpListener,
+    loops: usize,
+    config: ServerConfig,
     duration: Option<Duration>,
-) -> Result<(u64, u64), Error> {
-    // Per-thread `'static` storage: leaked once per thread, lives as long as the process.
-    let remote: &'static Remote<Lp, 16> = Box::leak(Box::new(Remote::new()));
-    let exec: &'static Exec = Box::leak(Box::new(Executor::new()));
+) -> Result<ServerStats, Error> {
+    let (remote, exec, server) = (&REMOTES[id], &EXECS[id], &SERVERS[id]);
     let mut lp = Lp::new_boxed()?;
     lp.attach_remote(remote)?;
     lp.attach_executor(exec)?;
-    let served = Rc::new(Served::default());
-    match lp.run_sync(accept_loop(listener, exec, served.clone()), duration) {
-        Err(Error::TimedOut) => {}
-        Ok(e) => eprintln!("loop {id}: accept failed: {e}"),
-        Err(e) => return Err(e),
+    if id == 0 {
+        // Signals are process-wide: the first loop takes them and stops every server.
+        for sig in [libc::SIGINT, libc::SIGTERM] {
+            lp.on_signal(sig, move |_, _| {
+                SERVERS[..loops].iter().for_each(Srv::shutdown)
+            })
+            .map_err(|r| r.error)?;
+        }
     }
-    let (c, b) = (served.connections.get(), served.bytes.get());
-    println!("loop {id}: served {c} connections, echoed {b} bytes");
-    Ok((c, b))
+    if let Some(d) = duration {
+        lp.call_later(d, move |_| server.shutdown())
+            .map_err(|r| r.error)?;
+    }
+    lp.run_sync(
+        server.serve(listener, exec, config, |s: Conn, _peer| echo(s)),
+        None,
+    )?
 }
 
-/// Open `n` connections from 4 threads, echo 5 messages on each, check every byte.
-fn client(addr: SocketAddr, n: usize) -> std::io::Result<usize> {
-    let threads: Vec<_> = (0..4)
+/// Open `n` connections from `threads` threads, then on each in turn echo 5 messages, check
+/// every byte and close it: `(served, failed)`.
+fn client(addr: SocketAddr, n: usize, threads: usize) -> (usize, usize) {
+    let workers: Vec<_> = (0..threads)
         .map(|t| {
             std::thread::spawn(move || {
-                let mut done = 0;
-                for i in (t..n).step_by(4) {
-                    let mut s = std::net::TcpStream::connect(addr)?;
-                    for round in 0..5 {
-                        let msg = format!("hello {i}.{round} from client thread {t}\n");
-                        s.write_all(msg.as_bytes())?;
-                        let mut back = vec![0u8; msg.len()];
-                        s.read_exact(&mut back)?;
-                        assert_eq!(back, msg.as_bytes());
+                let mut conns = Vec::new();
+                let mut failed = 0;
+                for _ in (t..n).step_by(threads) {
+                    match std::net::TcpStream::connect(addr) {
+                        Ok(s) => conns.push(s),
+                        Err(_) => failed += 1,
                     }
-                    done += 1;
                 }
-                Ok::<_, std::io::Error>(done)
+                let mut served = 0;
+                for (i, mut s) in conns.into_iter().enumerate() {
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(120)));
+                    let ok = (0..5).all(|round| {
+                        let msg = format!("hello {i}.{round} from client thread {t}\n");
+                        let mut back = vec![0u8; msg.len()];
+                        s.write_all(msg.as_bytes()).is_ok()
+                            && s.read_exact(&mut back).is_ok()
+                            && back == msg.as_bytes()
+                    });
+                    if ok {
+                        served += 1;
+                    } else {
+                        failed += 1;
+                    }
+                }
+                (served, failed)
             })
         })
         .collect();
-    let mut done = 0;
-    for t in threads {
-        done += t
-            .join()
-            .map_err(|_| std::io::Error::other("client panicked"))??;
+    workers
+        .into_iter()
+        .map(|w| w.join().unwrap_or((0, 1)))
+        .fold((0, 0), |(a, b), (c, d)| (a + c, b + d))
+}
+
+struct Args {
+    port: u16,
+    duration: Option<Duration>,
+    clients: usize,
+    client_threads: usize,
+    threads: usize,
+    max_conn: usize,
+    idle_timeout: Duration,
+    backlog: u32,
+}
+
+const USAGE: &str = "\
+usage: echo [options]
+  --port P               port, 0-65535 (default 7000; 0 picks a free one)
+  --duration SECS        serve this long, then shut down gracefully (default: until Ctrl-C;
+                         with the built-in client, until it is done)
+  --clients N            built-in client connections (default 200)
+  --client-threads N     threads the client spreads them over (default 8)
+  --no-client            serve only
+  --threads N            loops, 1-4 (default: one per core)
+  --max-conn N           connections per loop, 1-2048 (default 1024); beyond it clients wait
+  --idle-timeout SECS    close a connection idle this long (default 60)
+  --backlog N            listen backlog per loop (default 4096)
+  -h, --help             this text";
+
+fn args() -> Result<Args, lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut a = Args {
+        port: 7000,
+        duration: None,
+        clients: 200,
+        client_threads: 8,
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_LOOPS)),
+        max_conn: 1024,
+        idle_timeout: Duration::from_secs(60),
+        backlog: 4096,
+    };
+    let mut p = lexopt::Parser::from_env();
+    let positive = |n: usize, what: &str| {
+        if n == 0 {
+            Err(lexopt::Error::from(format!("{what} must be at least 1")))
+        } else {
+            Ok(n)
+        }
+    };
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("port") => a.port = p.value()?.parse()?,
+            Long("duration") => a.duration = Some(Duration::from_secs(p.value()?.parse()?)),
+            Long("clients") => a.clients = p.value()?.parse()?,
+            Long("client-threads") => {
+                a.client_threads = positive(p.value()?.parse()?, "--client-threads")?
+            }
+            Long("no-client") => a.clients = 0,
+            Long("threads") => {
+                a.threads = positive(p.value()?.parse()?, "--threads")?;
+                if a.threads > MAX_LOOPS {
+                    return Err(format!("--threads {}: at most {MAX_LOOPS}", a.threads).into());
+                }
+            }
+            Long("max-conn") => {
+                let n: usize = p.value()?.parse()?;
+                if !(1..=CAPACITY).contains(&n) {
+                    return Err(format!("--max-conn {n}: must be 1-{CAPACITY}").into());
+                }
+                a.max_conn = n;
+            }
+            Long("idle-timeout") => a.idle_timeout = Duration::from_secs(p.value()?.parse()?),
+            Long("backlog") => a.backlog = p.value()?.parse()?,
+            Short('h') | Long("help") => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            _ => return Err(arg.unexpected()),
+        }
     }
-    Ok(done)
+    Ok(a)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut port = 7000u16;
-    let mut duration = None;
-    let mut clients = 200usize;
-    let mut threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut value = || -> Result<u64, Box<dyn std::error::Error>> {
-            Ok(it.next().ok_or("missing value")?.parse()?)
-        };
-        match arg.as_str() {
-            "--port" => port = value()? as u16,
-            "--duration" => duration = Some(Duration::from_secs(value()?)),
-            "--clients" => clients = value()? as usize,
-            "--no-client" => clients = 0,
-            "--threads" => threads = value()?.max(1) as usize,
-            other => return Err(format!("unknown argument {other}").into()),
+    let args = match args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("echo: {e}\n{USAGE}");
+            std::process::exit(2);
         }
-    }
-
+    };
+    let config = ServerConfig {
+        max_connections: args.max_conn,
+        timeouts: Timeouts {
+            idle: Some(args.idle_timeout),
+            read: Some(Duration::from_secs(10)),
+            write: Some(Duration::from_secs(10)),
+        },
+        shutdown_grace: Duration::from_secs(2),
+    };
     // Every loop's socket binds the same address with SO_REUSEPORT (the first one picks the
     // port if asked for port 0).
-    let first = TcpListener::bind_reuse_port(SocketAddr::from(([127, 0, 0, 1], port)))?;
+    let bind = |addr| ioloop::server::bind(addr, true, args.backlog);
+    let first = bind(SocketAddr::from(([127, 0, 0, 1], args.port)))?;
     let addr = first.local_addr()?;
     let mut listeners = vec![first];
-    for _ in 1..threads {
-        listeners.push(TcpListener::bind_reuse_port(addr)?);
+    for _ in 1..args.threads {
+        listeners.push(bind(addr)?);
     }
+    let all = &SERVERS[..args.threads];
     println!(
-        "echo server on {addr}: {threads} loops (one per core), SO_REUSEPORT; {}",
-        match duration {
+        "echo server on {addr}: {} loops (one per core), SO_REUSEPORT, {} connections per \
+         loop; {}",
+        args.threads,
+        args.max_conn,
+        match args.duration {
             Some(d) => format!("stopping after {d:?}"),
+            None if args.clients > 0 => "stopping when the client is done".to_string(),
             None => "Ctrl-C to stop".to_string(),
         }
     );
@@ -158,24 +259,46 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .into_iter()
         .enumerate()
         .map(|(id, listener)| {
+            let duration = args.duration;
             std::thread::Builder::new()
                 .name(format!("loop-{id}"))
-                .spawn(move || worker(id, listener, duration))
+                .spawn(move || worker(id, listener, all.len(), config, duration))
         })
         .collect::<Result<_, _>>()?;
 
-    if clients > 0 {
+    let mut client_failed = 0;
+    if args.clients > 0 {
         let start = Instant::now();
-        let done = client(addr, clients)?;
+        let (served, failed) = client(addr, args.clients, args.client_threads);
+        client_failed = failed;
         println!(
-            "client: {done} connections × 5 echoes checked in {:.0} ms",
+            "client: {served} of {} connections × 5 echoes checked, {failed} failed, in {:.0} ms",
+            args.clients,
             start.elapsed().as_secs_f64() * 1e3
         );
+        if args.duration.is_none() {
+            all.iter().for_each(|s| s.shutdown());
+        }
     }
-    let mut total = 0;
-    for w in workers {
-        total += w.join().map_err(|_| "worker panicked")??.0;
+    let mut total = ServerStats::default();
+    for (id, w) in workers.into_iter().enumerate() {
+        let s = w.join().map_err(|_| "worker panicked")??;
+        println!(
+            "loop {id}: accepted {}, high-water {}, paused {} / resumed {}, forced closed {}, \
+             accept errors {}",
+            s.accepted, s.high_water, s.paused, s.resumed, s.forced_closed, s.accept_errors
+        );
+        total.accepted += s.accepted;
+        total.paused += s.paused;
+        total.forced_closed += s.forced_closed;
     }
-    println!("{total} connections served in all");
+    println!(
+        "{} connections served in all; back-pressure paused accepting {} times; {} closed at \
+         shutdown",
+        total.accepted, total.paused, total.forced_closed
+    );
+    if client_failed > 0 {
+        return Err(format!("{client_failed} client connections failed").into());
+    }
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! Why an event loop must never block, shown with two HTTP endpoints on one loop.
+//! Why an event loop must never block, shown with two HTTP endpoints on one loop — and how a
+//! server holds under overload (ioloop::server + ioloop::stream).
 //!
 //! One thread, one loop, three servers-worth of work on it: an HTTP/1.1 server (keep-alive,
 //! requests parsed with `httparse`), a slow *backend* HTTP server that waits `D` ms before
@@ -10,11 +11,19 @@
 //!   blocking call): everything waits, N requests take about **N** delays, and the watchdog
 //!   (`set_watchdog`, Tornado's `set_blocking_log_threshold`) names the culprit.
 //!
+//! Both servers are [`ioloop::server::Server`]s: at most `--max-conn` connections each (default
+//! 1024); beyond that the server stops accepting and clients wait in the listen backlog until
+//! a connection ends (and, while it is paused, keep-alive connections are closed after their
+//! current response so waiting clients get their turn). A request header must arrive within
+//! `--header-timeout` once it began, and a keep-alive connection may idle `--idle-timeout`:
+//! a peer that sends half a header and stops is closed at its deadline and frees its slot.
+//! Headers over 8 KiB get `431`; `HEAD` gets the head only.
+//!
 //! ```text
 //! cargo run --example http_demo -- --once            # built-in client, prints the table
-//! cargo run --example http_demo                       # serves http://127.0.0.1:8080
+//! cargo run --release --example http_demo             # serves http://127.0.0.1:8080
 //! curl http://127.0.0.1:8080/fast                     # …from another terminal
-//! options: -n N (5) --delay MS (500) --port P (8080) --duration SECS (serve, then exit)
+//! cargo run --example http_demo -- --help             # every option
 //! ```
 
 use std::cell::Cell;
@@ -25,15 +34,33 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use embedded_io_async::{Read, Write};
+use embedded_io_async::Read;
 use ioloop::net::{IoError, TcpListener, TcpStream};
-use ioloop::{sleep, with_current_loop, yield_now, Blocked, Error, Executor, Remote, SignalExt};
+use ioloop::server::{Server, ServerConfig, ServerStats};
+use ioloop::stream::{BufStream, StreamError, Timeouts};
+use ioloop::{
+    join, timeout, with_current_loop, yield_now, Blocked, Error, Executor, Remote, SignalExt,
+};
 
-/// Up to 256 fds (connections both ways) on the loop.
-type Lp = ioloop::EventLoop<256, 256, 256>;
+/// Connections per server (front and backend) this binary is built for; `--max-conn` picks
+/// the limit up to it.
+const CAPACITY: usize = 2048;
+/// The largest request head (request line + headers); more gets `431`.
+const MAX_HEAD: usize = 8192;
+/// Each connection's write buffer.
+const WBUF: usize = 1024;
+/// Per in-flight `/fast` request: the front connection, the client connection to the backend
+/// and the backend's connection; plus listeners, the signal pipe and some spare.
+type Lp = ioloop::EventLoop<{ 3 * CAPACITY + 64 }, { 3 * CAPACITY + 64 }, 1024>;
 static REMOTE: Remote<Lp, 64> = Remote::new();
-/// One task per connection (front and backend) plus the two acceptors.
-static EXEC: Executor<64, 4096> = Executor::new();
+/// One task per connection (front and backend) plus the two servers' accept loops; a
+/// connection's task (its `Conn` buffers, the request, the backend call) takes about 22 KiB.
+/// The executor is `static` (zero-initialised memory): only the slots used are paged in.
+static EXEC: Executor<{ 2 * CAPACITY + 4 }, 24576> = Executor::new();
+static FRONT: Server<CAPACITY> = Server::new();
+static BACKEND: Server<CAPACITY> = Server::new();
+
+type Conn = BufStream<TcpStream, MAX_HEAD, WBUF>;
 
 /// `/blocking` requests handed to the loop, and done.
 static BLOCKS_POSTED: AtomicU64 = AtomicU64::new(0);
@@ -50,6 +77,7 @@ enum Role {
 struct Ctx {
     role: Role,
     delay: Duration,
+    server: &'static Server<CAPACITY>,
 }
 
 /// A fixed-size text buffer (`write!` into it; no allocation per response).
@@ -92,16 +120,24 @@ enum Route {
     NotFound,
 }
 
-/// Parse one request at the start of `buf`: `(route, bytes used, keep-alive)`, `None` if
-/// incomplete, `Err` if malformed (or with a body, which no route takes).
-fn parse_request(buf: &[u8], role: Role) -> Result<Option<(Route, usize, bool)>, ()> {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
+/// One parsed request head.
+#[derive(Clone, Copy)]
+struct Request {
+    route: Route,
+    keep_alive: bool,
+    /// `HEAD`: answer with the head only.
+    head_only: bool,
+}
+
+/// Parse one complete request head; `Err` if malformed (or with a body, which no route
+/// takes).
+fn parse_request(head: &[u8], role: Role) -> Result<Request, ()> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut req = httparse::Request::new(&mut headers);
-    let used = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(_) => return Err(()),
-    };
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return Err(()),
+    }
     let header = |name: &str| {
         req.headers
             .iter()
@@ -118,6 +154,7 @@ fn parse_request(buf: &[u8], role: Role) -> Result<Option<(Route, usize, bool)>,
         Some(v) if v.eq_ignore_ascii_case(b"keep-alive") => true,
         _ => req.version == Some(1),
     };
+    let head_only = req.method == Some("HEAD");
     let path = req.path.unwrap_or("/");
     let path = path.split('?').next().unwrap_or(path);
     let route = match (role, path) {
@@ -127,16 +164,21 @@ fn parse_request(buf: &[u8], role: Role) -> Result<Option<(Route, usize, bool)>,
         (Role::Backend, "/slow") => Route::Slow,
         _ => Route::NotFound,
     };
-    Ok(Some((route, used, keep_alive)))
+    Ok(Request {
+        route,
+        keep_alive,
+        head_only,
+    })
 }
 
-/// Write one response: status line, headers, `body`.
-async fn respond<S: Write>(
-    s: &mut S,
+/// Queue one response (status line, headers, `body` unless `head_only`) and flush it.
+async fn respond(
+    s: &mut Conn,
     status: &str,
     body: &[u8],
     keep_alive: bool,
-) -> Result<(), S::Error> {
+    head_only: bool,
+) -> Result<(), StreamError> {
     let mut head = Text::<256>::new();
     // 256 bytes always hold this head.
     let _ = write!(
@@ -145,17 +187,11 @@ async fn respond<S: Write>(
         body.len(),
         if keep_alive { "keep-alive" } else { "close" }
     );
-    // One write per response (head and body together when they fit): no Nagle stall.
-    let mut out = [0u8; 1024];
-    let (h, b) = (head.as_bytes(), body);
-    if h.len() + b.len() <= out.len() {
-        out[..h.len()].copy_from_slice(h);
-        out[h.len()..h.len() + b.len()].copy_from_slice(b);
-        s.write_all(&out[..h.len() + b.len()]).await
-    } else {
-        s.write_all(h).await?;
-        s.write_all(b).await
+    s.write(head.as_bytes()).await?;
+    if !head_only {
+        s.write(body).await?;
     }
+    s.flush().await
 }
 
 /// A GET through the async client: connect, ask, read the whole answer. Written against the
@@ -219,125 +255,131 @@ fn block_the_loop(delay: Duration) -> impl FnOnce(&mut Lp) + 'static {
     }
 }
 
-/// Serve one connection: requests in a row while the client keeps it alive.
-async fn serve(mut stream: TcpStream, ctx: Ctx) -> Result<(), IoError> {
-    stream.set_nodelay(true)?;
-    let mut buf = [0u8; 1024];
-    let mut filled = 0;
+/// Serve one connection: requests in a row while the client keeps it alive, each head within
+/// the stream's deadlines.
+async fn serve(mut s: Conn, ctx: Ctx) {
+    let _ = s.get_ref().set_nodelay(true);
     loop {
-        let (route, used, keep_alive) = loop {
-            match parse_request(&buf[..filled], ctx.role) {
-                Ok(Some(req)) => break req,
-                Ok(None) if filled < buf.len() => {}
-                _ => {
-                    return respond(&mut stream, "400 Bad Request", b"bad request\n", false).await;
-                }
+        let req = match s.read_until(b"\r\n\r\n", MAX_HEAD).await {
+            Ok(head) => parse_request(head, ctx.role),
+            Err(StreamError::LimitExceeded { .. }) | Err(StreamError::BufferFull { .. }) => {
+                let body = b"request header fields too large\n";
+                let status = "431 Request Header Fields Too Large";
+                let _ = respond(&mut s, status, body, false, false).await;
+                return;
             }
-            let n = stream.read(&mut buf[filled..]).await?;
-            if n == 0 {
-                return Ok(()); // the client closed between requests
-            }
-            filled += n;
+            // The client left, went silent past a deadline, or reset: just close.
+            Err(_) => return,
         };
-        // Keep what a pipelining client sent after this request.
-        buf.copy_within(used..filled, 0);
-        filled -= used;
-
+        let Ok(req) = req else {
+            let _ = respond(&mut s, "400 Bad Request", b"bad request\n", false, false).await;
+            return;
+        };
         let mut body = Text::<512>::new();
-        let status = match route {
-            Route::Index => {
-                let _ = writeln!(
-                    body,
-                    "ioloop http_demo: try /fast (awaits a {} ms backend) and /blocking \
-                     (sleeps the loop {} ms)",
-                    ctx.delay.as_millis(),
-                    ctx.delay.as_millis()
-                );
-                "200 OK"
-            }
-            Route::Slow => {
-                if sleep(ctx.delay).await.is_err() {
-                    return Ok(()); // no timer slot: drop the connection
-                }
-                let _ = writeln!(body, "backend answer after {} ms", ctx.delay.as_millis());
-                "200 OK"
-            }
-            Route::Fast => {
-                let Role::Front { backend } = ctx.role else {
-                    unreachable!("only the front serves /fast")
-                };
-                let started = Instant::now();
-                match backend_get(backend, "/slow").await {
-                    Ok((code, answer)) => {
-                        let _ = writeln!(
-                            body,
-                            "fast: backend said {code} \"{}\" after {} ms; the loop served \
-                             others meanwhile",
-                            String::from_utf8_lossy(answer.as_bytes()).trim_end(),
-                            started.elapsed().as_millis()
-                        );
-                        "200 OK"
-                    }
-                    Err(e) => {
-                        let _ = writeln!(body, "backend failed: {e}");
-                        "502 Bad Gateway"
-                    }
-                }
-            }
-            Route::Blocking => {
-                let ticket = BLOCKS_POSTED.fetch_add(1, Ordering::SeqCst) + 1;
-                let queued = with_current_loop(|lp: &mut Lp| {
-                    lp.add_callback(block_the_loop(ctx.delay)).is_ok()
-                });
-                if queued != Some(true) {
-                    let _ = writeln!(body, "loop queue full");
-                    "503 Service Unavailable"
-                } else {
-                    // Callbacks run in order: ours has run once `DONE` reaches the ticket
-                    // (in the next iteration).
-                    while BLOCKS_DONE.load(Ordering::SeqCst) < ticket {
-                        yield_now().await;
-                    }
-                    let _ = writeln!(
-                        body,
-                        "blocking: slept {} ms on the loop thread; nothing else ran",
-                        ctx.delay.as_millis()
-                    );
-                    "200 OK"
-                }
-            }
-            Route::NotFound => {
-                let _ = writeln!(body, "not found");
-                "404 Not Found"
-            }
-        };
-        respond(&mut stream, status, body.as_bytes(), keep_alive).await?;
-        if !keep_alive {
-            return Ok(());
+        let status = route(req.route, ctx, &mut body).await;
+        // While the server is full (clients wait in the backlog) or shutting down, close after
+        // this answer so the waiting get their turn.
+        let keep_alive =
+            req.keep_alive && !ctx.server.is_paused() && !ctx.server.is_shutting_down();
+        if respond(&mut s, status, body.as_bytes(), keep_alive, req.head_only)
+            .await
+            .is_err()
+            || !keep_alive
+        {
+            return;
         }
     }
 }
 
-async fn accept_loop(listener: TcpListener, ctx: Ctx) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                // A connection's I/O error (a reset) only ends that connection.
-                let task = async move {
-                    let _ = serve(stream, ctx).await;
-                };
-                if EXEC.spawn(task).is_err() {
-                    eprintln!("  (executor full: connection dropped)");
-                }
+/// Run one route: its status, with its body written into `body`.
+async fn route(route: Route, ctx: Ctx, body: &mut Text<512>) -> &'static str {
+    match route {
+        Route::Index => {
+            let _ = writeln!(
+                body,
+                "ioloop http_demo: try /fast (awaits a {} ms backend) and /blocking \
+                 (sleeps the loop {} ms)",
+                ctx.delay.as_millis(),
+                ctx.delay.as_millis()
+            );
+            "200 OK"
+        }
+        Route::Slow => {
+            if ioloop::sleep(ctx.delay).await.is_err() {
+                let _ = writeln!(body, "no timer slot");
+                return "503 Service Unavailable";
             }
-            Err(e) => {
-                eprintln!("  accept failed: {e}");
-                if sleep(Duration::from_millis(100)).await.is_err() {
-                    return; // no timer slot to back off with: stop rather than spin
+            let _ = writeln!(body, "backend answer after {} ms", ctx.delay.as_millis());
+            "200 OK"
+        }
+        Route::Fast => {
+            let Role::Front { backend } = ctx.role else {
+                return "500 Internal Server Error";
+            };
+            let started = Instant::now();
+            let limit = ctx.delay + Duration::from_secs(10);
+            match timeout(limit, backend_get(backend, "/slow")).await {
+                Ok(Ok((code, answer))) => {
+                    let _ = writeln!(
+                        body,
+                        "fast: backend said {code} \"{}\" after {} ms; the loop served \
+                         others meanwhile",
+                        String::from_utf8_lossy(answer.as_bytes()).trim_end(),
+                        started.elapsed().as_millis()
+                    );
+                    "200 OK"
+                }
+                Ok(Err(e)) => {
+                    let _ = writeln!(body, "backend failed: {e}");
+                    "502 Bad Gateway"
+                }
+                Err(_) => {
+                    let _ = writeln!(body, "backend timed out");
+                    "504 Gateway Timeout"
                 }
             }
         }
+        Route::Blocking => {
+            let ticket = BLOCKS_POSTED.fetch_add(1, Ordering::SeqCst) + 1;
+            let queued =
+                with_current_loop(|lp: &mut Lp| lp.add_callback(block_the_loop(ctx.delay)).is_ok());
+            if queued != Some(true) {
+                let _ = writeln!(body, "loop queue full");
+                "503 Service Unavailable"
+            } else {
+                // Callbacks run in order: ours has run once `DONE` reaches the ticket
+                // (in the next iteration).
+                while BLOCKS_DONE.load(Ordering::SeqCst) < ticket {
+                    yield_now().await;
+                }
+                let _ = writeln!(
+                    body,
+                    "blocking: slept {} ms on the loop thread; nothing else ran",
+                    ctx.delay.as_millis()
+                );
+                "200 OK"
+            }
+        }
+        Route::NotFound => {
+            let _ = writeln!(body, "not found");
+            "404 Not Found"
+        }
     }
+}
+
+/// Both servers until shut down; their final counters.
+async fn serve_both(
+    front: TcpListener,
+    backend: TcpListener,
+    config: ServerConfig,
+    front_ctx: Ctx,
+    backend_ctx: Ctx,
+) -> (Result<ServerStats, Error>, Result<ServerStats, Error>) {
+    let front = FRONT.serve(front, &EXEC, config, move |s: Conn, _| serve(s, front_ctx));
+    let back = BACKEND.serve(backend, &EXEC, config, move |s: Conn, _| {
+        serve(s, backend_ctx)
+    });
+    join(front, back).await
 }
 
 /// A plain blocking HTTP GET from a client thread: `(status, body)`.
@@ -402,36 +444,74 @@ struct Args {
     delay: Duration,
     port: Option<u16>,
     duration: Option<Duration>,
+    max_conn: usize,
+    header_timeout: Duration,
+    idle_timeout: Duration,
+    backlog: u32,
 }
 
-fn args() -> Args {
+const USAGE: &str = "\
+usage: http_demo [options]
+  --once                 run the built-in client (keep-alive, /fast and /blocking bursts), print the table
+  -n N                   concurrent requests per endpoint with --once (default 5)
+  --delay MS             backend delay and /blocking sleep (default 500)
+  --port P               port to serve on, 0-65535 (default 8080; a free one with --once)
+  --duration SECS        serve this long, then shut down gracefully (default: until Ctrl-C)
+  --max-conn N           connections per server, 1-2048 (default 1024); beyond it clients wait
+  --header-timeout SECS  a begun request head must arrive within this (default 10)
+  --idle-timeout SECS    a keep-alive connection may idle this long (default 60)
+  --backlog N            listen backlog, where clients wait while the server is full (default 4096)
+  -h, --help             this text";
+
+fn args() -> Result<Args, lexopt::Error> {
+    use lexopt::prelude::*;
     let mut a = Args {
         once: false,
         n: 5,
         delay: Duration::from_millis(500),
         port: None,
         duration: None,
+        max_conn: 1024,
+        header_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(60),
+        backlog: 4096,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut value = || it.next().and_then(|v| v.parse::<u64>().ok());
-        match arg.as_str() {
-            "--once" => a.once = true,
-            "-n" => a.n = value().unwrap_or(5) as usize,
-            "--delay" => a.delay = Duration::from_millis(value().unwrap_or(500)),
-            "--port" => a.port = value().map(|p| p as u16),
-            "--duration" => a.duration = value().map(Duration::from_secs),
-            other => {
-                eprintln!("unknown argument {other}; see the top of examples/http_demo.rs");
-                std::process::exit(2);
+    let mut p = lexopt::Parser::from_env();
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("once") => a.once = true,
+            Short('n') => a.n = p.value()?.parse()?,
+            Long("delay") => a.delay = Duration::from_millis(p.value()?.parse()?),
+            Long("port") => a.port = Some(p.value()?.parse()?),
+            Long("duration") => a.duration = Some(Duration::from_secs(p.value()?.parse()?)),
+            Long("max-conn") => {
+                let n: usize = p.value()?.parse()?;
+                if !(1..=CAPACITY).contains(&n) {
+                    return Err(format!("--max-conn {n}: must be 1-{CAPACITY}").into());
+                }
+                a.max_conn = n;
             }
+            Long("header-timeout") => a.header_timeout = Duration::from_secs(p.value()?.parse()?),
+            Long("idle-timeout") => a.idle_timeout = Duration::from_secs(p.value()?.parse()?),
+            Long("backlog") => a.backlog = p.value()?.parse()?,
+            Short('h') | Long("help") => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            _ => return Err(arg.unexpected()),
         }
     }
-    a
+    Ok(a)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = args();
+    let args = match args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("http_demo: {e}\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
     let mut lp = Lp::new_boxed()?;
     let handle = lp.attach_remote(&REMOTE)?;
     lp.attach_executor(&EXEC)?;
@@ -447,40 +527,66 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             b.duration.as_millis()
         );
     });
-    lp.on_signal(libc::SIGINT, |lp, _| lp.stop())
+    // Ctrl-C / SIGTERM: graceful shutdown of both servers.
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        lp.on_signal(sig, |_, _| {
+            FRONT.shutdown();
+            BACKEND.shutdown();
+        })
         .map_err(|r| r.error)?;
+    }
 
-    let backend = TcpListener::bind("127.0.0.1:0".parse()?)?;
+    let config = ServerConfig {
+        max_connections: args.max_conn,
+        timeouts: Timeouts {
+            idle: Some(args.idle_timeout),
+            read: Some(args.header_timeout),
+            write: Some(Duration::from_secs(10)),
+        },
+        shutdown_grace: Duration::from_secs(2),
+    };
+    let backend = ioloop::server::bind("127.0.0.1:0".parse()?, false, args.backlog)?;
     let backend_addr = backend.local_addr()?;
     // The built-in client uses a free port unless one is asked for; serving uses 8080.
     let port = args.port.unwrap_or(if args.once { 0 } else { 8080 });
-    let front = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)))?;
+    let front = ioloop::server::bind(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        false,
+        args.backlog,
+    )?;
     let addr = front.local_addr()?;
-    let ctx = Ctx {
+    let backend_ctx = Ctx {
         role: Role::Backend,
         delay: args.delay,
+        server: &BACKEND,
     };
     let front_ctx = Ctx {
         role: Role::Front {
             backend: backend_addr,
         },
-        ..ctx
+        server: &FRONT,
+        ..backend_ctx
     };
-    EXEC.spawn(accept_loop(backend, ctx)).map_err(|r| r.error)?;
-    EXEC.spawn(accept_loop(front, front_ctx))
-        .map_err(|r| r.error)?;
+    let servers = serve_both(front, backend, config, front_ctx, backend_ctx);
 
     if !args.once {
         println!(
-            "serving http://{addr}/ (backend on {backend_addr}, delay {:?})",
-            args.delay
+            "serving http://{addr}/ (backend on {backend_addr}, delay {:?}, {} connections per \
+             server, header timeout {:?})",
+            args.delay, args.max_conn, args.header_timeout
         );
         println!("  try: curl http://{addr}/fast   and   curl http://{addr}/blocking");
-        match lp.run_sync(std::future::pending::<()>(), args.duration) {
-            Err(Error::TimedOut) | Err(Error::Stopped) => {}
-            Err(e) => return Err(e.into()),
-            Ok(()) => {}
+        if let Some(d) = args.duration {
+            lp.call_later(d, |_| {
+                FRONT.shutdown();
+                BACKEND.shutdown();
+            })
+            .map_err(|r| r.error)?;
         }
+        let (front, back) = lp.run_sync(servers, None)?;
+        let (front, back) = (front?, back?);
+        println!("front:   {front:?}");
+        println!("backend: {back:?}");
         println!(
             "served {} events; {} watchdog reports",
             lp.counters().events_dispatched,
@@ -513,7 +619,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (keep_alive, fast, blocking)
     });
     let limit = args.delay * (2 * n as u32 + 10) + Duration::from_secs(5);
-    match lp.run_sync(std::future::pending::<()>(), Some(limit)) {
+    match lp.run_sync(servers, Some(limit)) {
         Err(Error::Stopped) => {}
         other => return Err(format!("the loop ended early: {other:?}").into()),
     }

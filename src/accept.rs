@@ -48,6 +48,19 @@
 //! Per-connection failures (`ECONNABORTED`, `EINTR`, `EPROTO`, `EPERM` and the network errors
 //! Linux passes on from the new socket, see `accept(2)`) skip that connection and go on.
 //!
+//! # Back-pressure: a connection limit instead of accept-then-drop
+//!
+//! [`add_accept_handler_limited`] takes an [`AcceptLimit`] (a `static`): before each `accept`
+//! the handler checks that the limit has room and that the loop's handler table has a free
+//! slot for the connection. If not, it **stops accepting**: it drops READ from the listener's
+//! interest (`update_handler` to an empty interest), so new connections wait in the kernel's
+//! listen backlog instead of being accepted and dropped. [`AcceptLimit::release`], called when
+//! a connection ends, re-arms the listener; a pause caused by a full handler table (room that
+//! no release of ours frees) re-arms after [`BACKOFF_MIN`] and looks again. Pauses, resumes,
+//! accepted connections, the current count and its high-water mark are counted
+//! ([`AcceptLimit::stats`]); with the `log` feature the first pause is logged (`warn`), later
+//! ones at `debug`: never one line per connection.
+//!
 //! A listening socket reports ERROR or HUP without READ only when it can no longer accept (it
 //! was shut down, or never listened); both are always watched and level-triggered, so the
 //! handler removes itself (closing an owned listener) and reports
@@ -56,6 +69,8 @@
 use core::time::Duration;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use rustix::net::SocketFlags;
 
@@ -208,7 +223,42 @@ where
     P: Poller + 'static,
     F: FnMut(&mut EventLoop<P, H, T, Q>, OwnedFd, Option<SocketAddr>) + 'static,
 {
-    let listener = listener.into();
+    add_acceptor(lp, listener.into(), callback, None)
+}
+
+/// As [`add_accept_handler`], with a connection limit and back-pressure: while `limit` has no
+/// room (or the loop's handler table has no free slot), the listener is disarmed and
+/// connections wait in the kernel's backlog; see the [module docs](self#back-pressure-a-connection-limit-instead-of-accept-then-drop).
+/// Every connection handed to `callback` counts against `limit` until you call
+/// [`AcceptLimit::release`] for it (when it closes). One listener per `AcceptLimit`.
+///
+/// # Errors
+/// As [`add_accept_handler`].
+#[allow(clippy::type_complexity)]
+pub fn add_accept_handler_limited<P, const H: usize, const T: usize, const Q: usize, F>(
+    lp: &mut EventLoop<P, H, T, Q>,
+    listener: impl Into<Listener>,
+    limit: &'static AcceptLimit,
+    callback: F,
+) -> Result<AcceptHandle, Refused<(Listener, F)>>
+where
+    P: Poller + 'static,
+    F: FnMut(&mut EventLoop<P, H, T, Q>, OwnedFd, Option<SocketAddr>) + 'static,
+{
+    add_acceptor(lp, listener.into(), callback, Some(limit))
+}
+
+#[allow(clippy::type_complexity)]
+fn add_acceptor<P, const H: usize, const T: usize, const Q: usize, F>(
+    lp: &mut EventLoop<P, H, T, Q>,
+    listener: Listener,
+    callback: F,
+    limit: Option<&'static AcceptLimit>,
+) -> Result<AcceptHandle, Refused<(Listener, F)>>
+where
+    P: Poller + 'static,
+    F: FnMut(&mut EventLoop<P, H, T, Q>, OwnedFd, Option<SocketAddr>) + 'static,
+{
     let fd = listener.raw();
     let refuse = |error, listener, callback| {
         Err(Refused {
@@ -226,6 +276,7 @@ where
     let acceptor = Acceptor {
         callback,
         backoff_ms: 0,
+        limit,
     };
     let on_ready = |a: &mut Acceptor<F>,
                     lp: &mut EventLoop<P, H, T, Q>,
@@ -243,7 +294,12 @@ where
             .map_err(|r| (r.error, Listener::Borrowed(raw), r.value.0)),
     };
     match added {
-        Ok(id) => Ok(AcceptHandle { fd, id }),
+        Ok(id) => {
+            if let Some(limit) = limit {
+                limit.attach(fd, id);
+            }
+            Ok(AcceptHandle { fd, id })
+        }
         Err((error, listener, acceptor)) => refuse(error, listener, acceptor.callback),
     }
 }
@@ -253,6 +309,7 @@ struct Acceptor<F> {
     callback: F,
     /// The current back-off in milliseconds; 0 while accepting normally.
     backoff_ms: u32,
+    limit: Option<&'static AcceptLimit>,
 }
 
 impl<F> Acceptor<F> {
@@ -273,9 +330,19 @@ impl<F> Acceptor<F> {
         // from inside the callback.
         let me = lp.handler_id(fd);
         for _ in 0..ACCEPTS_PER_EVENT {
+            if let Some(limit) = self.limit {
+                let own_room = limit.has_room();
+                if !own_room || lp.handler_count() >= H {
+                    limit.pause(lp, fd, own_room);
+                    return Ok(());
+                }
+            }
             match accept(fd) {
                 Ok((conn, peer)) => {
                     self.backoff_ms = 0;
+                    if let Some(limit) = self.limit {
+                        limit.acquire();
+                    }
                     (self.callback)(lp, conn, peer);
                     if lp.handler_id(fd) != me || lp.is_closed() {
                         return Ok(());
@@ -319,6 +386,151 @@ impl<F> Acceptor<F> {
     }
 }
 
+/// A connection limit for [`add_accept_handler_limited`], with its counters. `const`: put it
+/// in a `static`. See the [module docs](self#back-pressure-a-connection-limit-instead-of-accept-then-drop).
+#[derive(Debug)]
+pub struct AcceptLimit {
+    max: AtomicUsize,
+    current: AtomicUsize,
+    paused: AtomicBool,
+    /// The listener this limit gates (fd and registration), set when the handler is added.
+    listener: Mutex<Option<(RawFd, HandlerId)>>,
+    accepted: AtomicU64,
+    pauses: AtomicU64,
+    resumes: AtomicU64,
+    high_water: AtomicU64,
+}
+
+/// [`AcceptLimit`]'s counters (a snapshot).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AcceptStats {
+    /// Connections accepted and handed to the callback.
+    pub accepted: u64,
+    /// Times accepting was paused for lack of room.
+    pub paused: u64,
+    /// Times it was re-armed.
+    pub resumed: u64,
+    /// Connections accepted and not yet released.
+    pub current: u64,
+    /// The most connections at once.
+    pub high_water: u64,
+}
+
+impl AcceptLimit {
+    /// A limit of `max` live connections (at least 1).
+    pub const fn new(max: usize) -> Self {
+        AcceptLimit {
+            max: AtomicUsize::new(if max == 0 { 1 } else { max }),
+            current: AtomicUsize::new(0),
+            paused: AtomicBool::new(false),
+            listener: Mutex::new(None),
+            accepted: AtomicU64::new(0),
+            pauses: AtomicU64::new(0),
+            resumes: AtomicU64::new(0),
+            high_water: AtomicU64::new(0),
+        }
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> AcceptStats {
+        AcceptStats {
+            accepted: self.accepted.load(Ordering::Relaxed),
+            paused: self.pauses.load(Ordering::Relaxed),
+            resumed: self.resumes.load(Ordering::Relaxed),
+            current: self.current.load(Ordering::Relaxed) as u64,
+            high_water: self.high_water.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether accepting is paused now.
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+
+    /// One connection ended: free its place and, if accepting was paused, re-arm the
+    /// listener. Call it once per connection the callback received (more calls than
+    /// connections are ignored).
+    pub fn release<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>(
+        &self,
+        lp: &mut EventLoop<P, H, T, Q>,
+    ) {
+        let _ = self
+            .current
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        if self.paused.load(Ordering::Acquire) && self.has_room() {
+            self.resume(lp);
+        }
+    }
+
+    fn attach(&self, fd: RawFd, id: HandlerId) {
+        if let Ok(mut l) = self.listener.lock() {
+            *l = Some((fd, id));
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        self.current.load(Ordering::Acquire) < self.max.load(Ordering::Relaxed)
+    }
+
+    fn acquire(&self) {
+        let now = self.current.fetch_add(1, Ordering::AcqRel) as u64 + 1;
+        self.high_water.fetch_max(now, Ordering::Relaxed);
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Disarm the listener. A pause for the handler table (`own_room`: the limit itself has
+    /// room) re-arms after [`BACKOFF_MIN`], as no release of ours may come.
+    fn pause<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>(
+        &'static self,
+        lp: &mut EventLoop<P, H, T, Q>,
+        fd: RawFd,
+        own_room: bool,
+    ) {
+        if lp.update_handler(fd, Interest::empty()).is_err() {
+            return;
+        }
+        if !self.paused.swap(true, Ordering::AcqRel) {
+            let n = self.pauses.fetch_add(1, Ordering::Relaxed);
+            #[cfg(feature = "log")]
+            if n == 0 {
+                log::warn!("accept: connection limit or handler table reached; accepting paused (back-pressure)");
+            } else {
+                log::debug!("accept: accepting paused");
+            }
+            #[cfg(not(feature = "log"))]
+            let _ = n;
+        }
+        if own_room {
+            if let Some(id) = lp.handler_id(fd) {
+                let me = self;
+                let _ = lp.call_later(BACKOFF_MIN, move |lp| {
+                    if lp.handler_id(fd) == Some(id) && me.is_paused() {
+                        me.resume(lp);
+                    }
+                });
+            }
+        }
+    }
+
+    fn resume<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>(
+        &self,
+        lp: &mut EventLoop<P, H, T, Q>,
+    ) {
+        let Some((fd, id)) = self.listener.lock().ok().and_then(|l| *l) else {
+            return;
+        };
+        if lp.handler_id(fd) != Some(id) {
+            return;
+        }
+        if self.paused.swap(false, Ordering::AcqRel) {
+            self.resumes.fetch_add(1, Ordering::Relaxed);
+            #[cfg(feature = "log")]
+            log::debug!("accept: accepting resumed");
+        }
+        rearm(lp, fd, id);
+    }
+}
+
 /// A timer that gives the listener its READ interest back, if the same registration is still
 /// in place.
 fn schedule_rearm<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>(
@@ -348,7 +560,7 @@ fn rearm<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>(
 /// Errors that concern one connection only: skip it and accept the next. Linux passes the new
 /// socket's pending network errors on from `accept` and asks to treat them like `EAGAIN`
 /// (`accept(2)`, "Error handling"); unlike `EAGAIN` the queue made progress, so go on.
-fn skippable(e: Errno) -> bool {
+pub(crate) fn skippable(e: Errno) -> bool {
     let e = e.0;
     #[cfg(any(target_os = "linux", target_os = "android"))]
     if e == libc::ENONET {

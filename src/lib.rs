@@ -31,24 +31,24 @@
 pub use loop_core::*;
 
 pub mod net;
+pub mod offload;
 pub mod signals;
 pub use signals::SignalExt;
 pub mod accept;
-pub use accept::{add_accept_handler, AcceptHandle, Listener};
+pub use accept::{
+    add_accept_handler, add_accept_handler_limited, AcceptHandle, AcceptLimit, Listener,
+};
+pub mod server;
+pub mod stream;
+pub use server::{Server, ServerConfig, ServerStats};
+pub use stream::{BufStream, StreamError};
 
 // A feature for a poller this platform lacks is an error only when it would be the one chosen
 // (with `--all-features`, `select` wins and the build stays valid).
 #[cfg(all(
     feature = "kqueue",
     not(any(feature = "select", feature = "poll")),
-    not(any(
-        target_os = "freebsd",
-        target_os = "netbsd",
-        target_os = "openbsd",
-        target_os = "dragonfly",
-        target_os = "macos",
-        target_os = "ios"
-    ))
+    not(kqueue)
 ))]
 compile_error!("the `kqueue` feature is only available on the BSDs and macOS");
 #[cfg(all(
@@ -59,14 +59,7 @@ compile_error!("the `kqueue` feature is only available on the BSDs and macOS");
 compile_error!("the `epoll` feature is only available on Linux");
 
 /// The BSD/macOS poller crate (kqueue).
-#[cfg(any(
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly",
-    target_os = "macos",
-    target_os = "ios"
-))]
+#[cfg(kqueue)]
 pub use loop_bsd as bsd;
 /// The Linux poller crate (epoll, eventfd, timerfd, CLOCK_MONOTONIC, fd helpers).
 #[cfg(target_os = "linux")]
@@ -114,14 +107,7 @@ default_poller!(
 );
 default_poller!(
     all(
-        any(
-            target_os = "freebsd",
-            target_os = "netbsd",
-            target_os = "openbsd",
-            target_os = "dragonfly",
-            target_os = "macos",
-            target_os = "ios"
-        ),
+        kqueue,
         not(any(
             feature = "select",
             feature = "poll",
@@ -133,15 +119,7 @@ default_poller!(
 );
 default_poller!(
     all(
-        not(any(
-            target_os = "linux",
-            target_os = "freebsd",
-            target_os = "netbsd",
-            target_os = "openbsd",
-            target_os = "dragonfly",
-            target_os = "macos",
-            target_os = "ios"
-        )),
+        not(any(target_os = "linux", kqueue)),
         not(any(
             feature = "select",
             feature = "poll",

@@ -368,6 +368,25 @@ impl TcpListener {
         Self::bind_with(addr, true)
     }
 
+    /// As [`bind`](Self::bind) with `SO_REUSEPORT` if `reuse_port`, and a listen backlog of
+    /// `backlog` connections instead of 128 (the kernel caps it at `net.core.somaxconn`). A
+    /// server that applies back-pressure (stops accepting when full) leaves waiting clients
+    /// in this backlog: size it for the excess you expect.
+    ///
+    /// # Errors
+    /// As [`bind`](Self::bind).
+    pub fn bind_with_backlog(
+        addr: SocketAddr,
+        reuse_port: bool,
+        backlog: u32,
+    ) -> Result<TcpListener, Error> {
+        let listener = Self::bind_with(addr, reuse_port)?;
+        // A second listen(2) on a listening socket only changes its backlog.
+        let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+        rustix::net::listen(&listener.io.fd, backlog).map_err(os)?;
+        Ok(listener)
+    }
+
     fn bind_with(addr: SocketAddr, reuse_port: bool) -> Result<TcpListener, Error> {
         let fd = listen_socket(
             family(&addr),
@@ -487,6 +506,18 @@ impl TcpStream {
     /// [`Error::Os`] from `setsockopt`.
     pub fn set_nodelay(&self, nodelay: bool) -> Result<(), Error> {
         rustix::net::sockopt::set_tcp_nodelay(&self.io.fd, nodelay).map_err(os)
+    }
+
+    /// Register the stream with the loop polling the current task now, rather than on its
+    /// first I/O: a server calls it right after `accept`, so a full handler table is noticed
+    /// while the server can still wait for room (back-pressure) instead of failing inside the
+    /// connection's handler. A second call does nothing.
+    ///
+    /// # Errors
+    /// [`Error::Full`] when the loop's handler table has no room; [`Error::NotAttached`]
+    /// outside a task or `run_sync`; the kernel's error.
+    pub fn register(&self) -> Result<(), Error> {
+        self.io.registration().map(|_| ())
     }
 
     /// The local address.
@@ -840,3 +871,106 @@ impl embedded_io_async::ErrorType for PipeWriter {
     type Error = IoError;
 }
 embedded_write!(PipeWriter => write);
+
+// ---- Adopting fds made outside the loop (systemd socket activation, std sockets) ----
+
+impl Io {
+    /// Take over `fd`: non-blocking (the loop must never block in a system call) and
+    /// close-on-exec (as every fd this module makes).
+    fn adopt(fd: OwnedFd) -> Result<Io, Error> {
+        rustix::io::ioctl_fionbio(&fd, true).map_err(os)?;
+        rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC).map_err(os)?;
+        Ok(Io::new(fd))
+    }
+
+    /// Adopt for an infallible `From<OwnedFd>`: the flags are set where the kernel lets us
+    /// (it refuses only for an fd that is not open, on which every later call fails with
+    /// `EBADF` rather than block).
+    fn adopt_lossy(fd: OwnedFd) -> Io {
+        let _ = rustix::io::ioctl_fionbio(&fd, true);
+        let _ = rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC);
+        Io::new(fd)
+    }
+
+    /// Give the fd back: the registration (if any) is removed from the loop first.
+    fn into_fd(self) -> OwnedFd {
+        let Io { reg, fd } = self;
+        drop(reg);
+        fd
+    }
+}
+
+macro_rules! adopt {
+    ($($ty:ident <=> $std:ty, $what:literal;)*) => {$(
+        impl $ty {
+            #[doc = concat!("Adopt ", $what, " made outside the loop (by `std`, or inherited: ")]
+            /// systemd socket activation, a parent process). It is switched to non-blocking
+            /// and close-on-exec; it registers with the loop on first use inside a task, as
+            /// the ones this module makes.
+            ///
+            /// # Errors
+            /// [`Error::Os`] if the kernel refuses `FIONBIO` / `FD_CLOEXEC` (`EBADF`).
+            #[doc = concat!("\n\n```\nlet std = ", adopt!(@make $ty), ";\n")]
+            #[doc = concat!("let ours = ioloop::net::", stringify!($ty), "::from_std(std)?;\n")]
+            #[doc = concat!("let back: ", stringify!($std), " = ours.into_std();\n")]
+            /// # let _ = back;
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
+            pub fn from_std(s: $std) -> Result<$ty, Error> {
+                Ok($ty { io: Io::adopt(OwnedFd::from(s))? })
+            }
+
+            #[doc = concat!("Hand the fd back as a `", stringify!($std), "`, still in non-blocking mode ")]
+            /// (call its `set_nonblocking(false)` for blocking use). Call it inside a task or
+            /// `run_sync`, like a drop: the loop registration, if one was made, is removed
+            /// there.
+            pub fn into_std(self) -> $std {
+                <$std>::from(self.io.into_fd())
+            }
+        }
+
+        #[doc = concat!("Adopt an fd as a ", stringify!($ty), ", as [`", stringify!($ty), "::from_std`] does ")]
+        /// (non-blocking, close-on-exec), for fds inherited from systemd (`LISTEN_FDS`) or a
+        /// parent. The fd must be of the right kind; the flags cannot fail on an open fd
+        /// (on a closed one every later call fails with `EBADF`).
+        impl From<OwnedFd> for $ty {
+            fn from(fd: OwnedFd) -> $ty {
+                $ty { io: Io::adopt_lossy(fd) }
+            }
+        }
+
+        #[doc = concat!("The fd of a ", stringify!($ty), " (see [`", stringify!($ty), "::into_std`]).")]
+        impl From<$ty> for OwnedFd {
+            fn from(s: $ty) -> OwnedFd {
+                s.io.into_fd()
+            }
+        }
+    )*};
+    (@make TcpListener) => { "std::net::TcpListener::bind(\"127.0.0.1:0\")?" };
+    (@make TcpStream) => {
+        "std::net::TcpStream::connect(std::net::TcpListener::bind(\"127.0.0.1:0\")?.local_addr()?)?"
+    };
+    (@make UdpSocket) => { "std::net::UdpSocket::bind(\"127.0.0.1:0\")?" };
+    (@make UnixListener) => {
+        "std::os::unix::net::UnixListener::bind({\n    \
+         let p = std::env::temp_dir().join(format!(\"ioloop-doc-{}.sock\", std::process::id()));\n    \
+         let _ = std::fs::remove_file(&p);\n    \
+         p\n})?"
+    };
+    (@make UnixStream) => { "std::os::unix::net::UnixStream::pair()?.0" };
+    (@make PipeReader) => { "std::io::pipe()?.0" };
+    (@make PipeWriter) => { "std::io::pipe()?.1" };
+}
+
+adopt! {
+    TcpListener <=> std::net::TcpListener, "a listening TCP socket";
+    TcpStream <=> std::net::TcpStream, "a connected TCP socket";
+    UdpSocket <=> std::net::UdpSocket, "a UDP socket";
+    UnixListener <=> std::os::unix::net::UnixListener, "a listening Unix-domain socket";
+    UnixStream <=> std::os::unix::net::UnixStream, "a connected Unix-domain socket";
+    PipeReader <=> std::io::PipeReader, "the read end of a pipe";
+    PipeWriter <=> std::io::PipeWriter, "the write end of a pipe";
+}
+
+#[cfg(feature = "futures-io")]
+mod futures_io;

@@ -317,3 +317,116 @@ fn a_socket_that_cannot_accept_removes_its_handler_instead_of_spinning() {
     assert!(!handle.is_active(&lp));
     assert_eq!(lp.handler_count(), 0);
 }
+
+// ---- Back-pressure: add_accept_handler_limited ------------------------------------------------
+
+use ioloop::accept::{add_accept_handler_limited, AcceptLimit};
+
+/// Whether a client's connection is still open and unanswered (not reset, not closed).
+fn still_waiting(c: &TcpStream) -> bool {
+    c.set_nonblocking(true).unwrap();
+    let mut b = [0u8; 1];
+    matches!((&*c).read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+fn the_limit_pauses_accepting_and_release_resumes<P: Poller + OpenPoller + 'static>(
+    limit: &'static AcceptLimit,
+) {
+    let mut lp: Lp<P> = EventLoop::new().unwrap();
+    let (listener, addr) = local_listener();
+    let got: Rc<RefCell<Vec<OwnedFd>>> = Rc::default();
+    let g = got.clone();
+    add_accept_handler_limited(&mut lp, listener, limit, move |_, conn, _| {
+        g.borrow_mut().push(conn)
+    })
+    .map_err(|r| r.error)
+    .unwrap();
+    let clients: Vec<TcpStream> = (0..5).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    run_until(&mut lp, Duration::from_secs(5), || got.borrow().len() == 2);
+    run_for(&mut lp, Duration::from_millis(30));
+    assert_eq!(got.borrow().len(), 2, "no accept beyond the limit");
+    let s = limit.stats();
+    assert_eq!((s.accepted, s.current, s.paused, s.resumed), (2, 2, 1, 0));
+    assert!(limit.is_paused());
+    assert!(
+        clients.iter().all(still_waiting),
+        "the excess waits in the backlog: nobody is reset or closed"
+    );
+    // Each connection that ends lets one more in, until all were served.
+    for served in 3..=5 {
+        drop(got.borrow_mut().remove(0));
+        limit.release(&mut lp);
+        run_until(&mut lp, Duration::from_secs(5), || {
+            limit.stats().accepted == served
+        });
+        assert_eq!(limit.stats().accepted, served);
+    }
+    let s = limit.stats();
+    assert_eq!((s.accepted, s.high_water), (5, 2), "{s:?}");
+    assert!(s.resumed >= 3);
+}
+
+fn a_full_handler_table_pauses_accepting_instead_of_dropping<P: Poller + OpenPoller + 'static>(
+    limit: &'static AcceptLimit,
+) {
+    // 8 handler slots: the listener and 7 connections.
+    let mut lp: Lp<P> = EventLoop::new().unwrap();
+    let (listener, addr) = local_listener();
+    let fds: Rc<RefCell<Vec<i32>>> = Rc::default();
+    let refused = Rc::new(Cell::new(0));
+    let (f, r) = (fds.clone(), refused.clone());
+    add_accept_handler_limited(&mut lp, listener, limit, move |lp, conn, _| {
+        let fd = conn.as_raw_fd();
+        match lp.add_owned_handler(conn, ioloop::Interest::READ, |_, _, _| Ok(())) {
+            Ok(_) => f.borrow_mut().push(fd),
+            Err(_) => r.set(r.get() + 1),
+        }
+    })
+    .map_err(|r| r.error)
+    .unwrap();
+    let clients: Vec<TcpStream> = (0..10).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    run_until(&mut lp, Duration::from_secs(5), || fds.borrow().len() == 7);
+    run_for(&mut lp, Duration::from_millis(30));
+    assert_eq!(fds.borrow().len(), 7);
+    assert_eq!(refused.get(), 0, "never accepted without a handler slot");
+    assert!(limit.stats().paused >= 1);
+    assert!(
+        clients.iter().all(still_waiting),
+        "accepted or waiting in the backlog: nobody is reset or closed"
+    );
+    // Three connections end: the pause re-checks and the rest are accepted.
+    for _ in 0..3 {
+        let fd = fds.borrow_mut().remove(0);
+        assert!(lp.remove_handler(fd));
+        limit.release(&mut lp);
+    }
+    run_until(&mut lp, Duration::from_secs(5), || {
+        limit.stats().accepted == 10
+    });
+    assert_eq!(limit.stats().accepted, 10);
+    assert_eq!(refused.get(), 0);
+}
+
+macro_rules! for_each_poller_limited {
+    ($($test:ident = $max:expr),* $(,)?) => {
+        mod limited {
+            macro_rules! one {
+                ($poller:ty, $t:ident, $m:expr) => {
+                    #[test]
+                    fn $t() {
+                        static LIMIT: super::super::AcceptLimit = super::super::AcceptLimit::new($m);
+                        super::super::$t::<$poller>(&LIMIT);
+                    }
+                };
+            }
+            mod epoll { $(one!(ioloop::linux::Epoll, $test, $max);)* }
+            mod poll { $(one!(ioloop::portable::Poll, $test, $max);)* }
+            mod select { $(one!(ioloop::portable::Select, $test, $max);)* }
+        }
+    };
+}
+
+for_each_poller_limited!(
+    the_limit_pauses_accepting_and_release_resumes = 2,
+    a_full_handler_table_pauses_accepting_instead_of_dropping = 100,
+);

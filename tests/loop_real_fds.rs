@@ -125,7 +125,7 @@ fn reused_fd_number_does_not_get_the_old_registrations_event<P: Poller + OpenPol
     let (a2, mut b2) = pair();
     let victim = a2.as_raw_fd();
     let victim_owned: Rc<RefCell<Option<UnixStream>>> = Rc::new(RefCell::new(Some(a2)));
-    let keep_alive: Rc<RefCell<Vec<UnixStream>>> = Rc::new(RefCell::new(Vec::new()));
+    let keep_alive: Rc<RefCell<Vec<OwnedFd>>> = Rc::new(RefCell::new(Vec::new()));
     let log = Rc::new(RefCell::new(Vec::<&str>::new()));
     let (v, k, l) = (victim_owned.clone(), keep_alive.clone(), log.clone());
     let first = a1.as_raw_fd().min(victim);
@@ -134,8 +134,10 @@ fn reused_fd_number_does_not_get_the_old_registrations_event<P: Poller + OpenPol
     } else {
         victim
     };
-    // Whichever of the two is dispatched first closes the victim (if it is not the victim)
-    // and opens a socket that gets the victim's number.
+    // Whichever of the two is dispatched first replaces the victim (if it is not the victim)
+    // with a new socket under the same number. `dup2` closes the old file and reuses the
+    // number in one step: a close followed by an open would race with the other tests'
+    // threads for the freed number (which the kernel hands to the lowest-numbered open).
     let make = move |me: i32| {
         let (v, k, l) = (v.clone(), k.clone(), l.clone());
         move |lp: &mut EventLoop<P, 8, 8, 8>, fd: i32, _r: Readiness| -> Result<(), HandlerError> {
@@ -145,17 +147,20 @@ fn reused_fd_number_does_not_get_the_old_registrations_event<P: Poller + OpenPol
                 return Ok(());
             }
             lp.remove_handler(victim);
-            drop(v.borrow_mut().take());
+            let Some(old) = v.borrow_mut().take() else {
+                return Ok(());
+            };
+            let mut reused = OwnedFd::from(old);
             let (new_a, new_b) = pair();
-            let reused = new_a.as_raw_fd() == victim || new_b.as_raw_fd() == victim;
-            assert!(reused, "the kernel hands out the lowest free number");
+            rustix::io::dup2(&new_a, &mut reused).map_err(|_| HandlerError::Other("dup2"))?;
+            assert_eq!(reused.as_raw_fd(), victim, "dup2 keeps the number");
             let l2 = l.clone();
             lp.add_handler(victim, Interest::READ | Interest::WRITE, move |_, _, _| {
                 l2.borrow_mut().push("new handler of the victim");
                 Ok(())
             })
             .map_err(|_| HandlerError::Other("re-add"))?;
-            k.borrow_mut().extend([new_a, new_b]);
+            k.borrow_mut().extend([reused, new_a.into(), new_b.into()]);
             Ok(())
         }
     };
@@ -201,11 +206,32 @@ fn duplicate_add_is_refused_and_the_first_handler_still_fires<P: Poller + OpenPo
     assert_eq!(first.get(), 1);
 }
 
+/// An fd number that is closed and stays closed while this test binary runs, though its tests
+/// open and close fds on other threads at the same time.
+///
+/// Dropping a freshly opened fd is not enough: another test's `socketpair` gets the lowest free
+/// number, very likely the one just closed (the flake of issue 10, defect 16). The kernel
+/// hands out the *lowest* free number, so a number high above everything in use is reused only
+/// once every number below it is open: `F_DUPFD_CLOEXEC` finds the first free number at or
+/// above 1000 (select's `FD_SETSIZE` is 1024, and the number must be representable there too),
+/// and closing it leaves a hole that only a process holding ~1000 fds could fill. This binary
+/// holds a few dozen at most (8 tests in parallel, each a loop and two socketpairs).
+fn certainly_closed_fd() -> i32 {
+    let (a, _b) = pair();
+    // Smaller floors only if RLIMIT_NOFILE is below 1001 (F_DUPFD then fails with EINVAL).
+    for floor in [1000, 900, 500] {
+        if let Ok(high) = rustix::io::fcntl_dupfd_cloexec(&a, floor) {
+            let n = high.as_raw_fd();
+            drop(high);
+            return n;
+        }
+    }
+    panic!("RLIMIT_NOFILE below 501: no room for a number nobody else will open");
+}
+
 fn closed_fd_is_refused_with_the_kernels_error<P: Poller + OpenPoller + 'static>() {
     let mut lp: EventLoop<P, 8, 8, 8> = EventLoop::new().unwrap();
-    let (a, _b) = pair();
-    let n = a.as_raw_fd();
-    drop(a);
+    let n = certainly_closed_fd();
     let refused = lp
         .add_handler(n, Interest::READ, |_, _, _| Ok(()))
         .unwrap_err();
@@ -220,6 +246,55 @@ fn closed_fd_is_refused_with_the_kernels_error<P: Poller + OpenPoller + 'static>
         refused.error
     );
     assert_eq!(lp.handler_count(), 0);
+}
+
+/// The epoll dup trap (issue 10, defect 15): a handler's fd is `dup`ed, the original closed
+/// without removing the handler, data arrives, and `remove_handler`'s `EPOLL_CTL_DEL` fails with
+/// `EBADF`. The registration lives on through the dup and would be reported at every wait —
+/// a loop spinning with no handler. After the removal no wait may report anything (checked
+/// on the poller itself with a zero timeout: an immediate answer, no timing), and the other
+/// handlers still fire.
+fn dup_trap_does_not_spin<P: Poller + OpenPoller + 'static>() {
+    let mut lp: EventLoop<P, 8, 8, 8> = EventLoop::new().unwrap();
+    let (a, mut a_peer) = pair();
+    let (c, mut c_peer) = pair();
+    let calls = Rc::new(Cell::new(0));
+    let k = calls.clone();
+    // Never drains: level-triggered, its registration stays ready for good.
+    lp.add_handler(&a, Interest::READ, move |_, _, _| {
+        k.set(k.get() + 1);
+        Ok(())
+    })
+    .map_err(|r| r.error)
+    .unwrap();
+    let other = Rc::new(Cell::new(0));
+    let o = other.clone();
+    lp.add_handler(&c, Interest::READ, move |_, fd, _| {
+        o.set(o.get() + 1);
+        drain(fd);
+        Ok(())
+    })
+    .map_err(|r| r.error)
+    .unwrap();
+    let number = a.as_raw_fd();
+    let dup = a.try_clone().unwrap();
+    drop(a);
+    a_peer.write_all(b"x").unwrap();
+
+    assert!(lp.remove_handler(number));
+    let mut events = [loop_core::PollEvent::default(); 8];
+    assert_eq!(
+        lp.poller_mut().wait(&mut events, Some(Duration::ZERO)),
+        Ok(0),
+        "no stale event after the handler is removed"
+    );
+    assert_eq!(calls.get(), 0);
+
+    c_peer.write_all(b"y").unwrap();
+    lp.run_once(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(other.get(), 1, "the live handler still fires");
+    assert_eq!(calls.get(), 0);
+    drop(dup);
 }
 
 fn owned_fds_are_closed_on_removal_and_borrowed_ones_are_not<P: Poller + OpenPoller + 'static>() {
@@ -303,6 +378,10 @@ macro_rules! suite {
             #[test]
             fn closed_fd_is_refused_with_the_kernels_error() {
                 super::closed_fd_is_refused_with_the_kernels_error::<$ty>();
+            }
+            #[test]
+            fn dup_trap_does_not_spin() {
+                super::dup_trap_does_not_spin::<$ty>();
             }
             #[test]
             fn owned_fds_are_closed_on_removal_and_borrowed_ones_are_not() {

@@ -119,6 +119,7 @@ fn counters_count_iterations_events_callbacks_timers_and_errors() {
             remote_callbacks_run: 0,
             remote_high_water: 0,
             max_run_time: Duration::from_millis(250),
+            panics: 0,
         },
         "EPIPE is not an error; the 1 s timer has not fired"
     );

@@ -108,6 +108,7 @@ conformance! {
         timeouts_are_never_early,
         clock_is_monotonic,
         close_fd_closes_an_owned_fd,
+        reset_drops_every_registration_or_declines,
     ]
 }
 
@@ -546,10 +547,34 @@ fn close_fd_closes_an_owned_fd<P: Poller>(mut p: P) {
     let fd = std::os::fd::IntoRawFd::into_raw_fd(a);
     p.register(fd, 1, READ, Mode::Level).unwrap();
     p.deregister(fd).unwrap();
-    p.close_fd(fd);
+    // SAFETY: `fd` came out of our OwnedFd (`into_raw_fd`); only probed (never used as the
+    // file) afterwards.
+    unsafe { p.close_fd(fd) };
     // SAFETY: only asks the kernel whether the number is open; nothing is read through it.
     let probe = rustix::io::fcntl_getfd(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) });
     assert_eq!(probe.err(), Some(rustix::io::Errno::BADF));
+}
+
+/// `reset` (the loop's way out of epoll's dup trap): either every registration is gone and
+/// the poller still works (notifier, new registrations), or the poller declines and keeps
+/// them all.
+fn reset_drops_every_registration_or_declines<P: Poller>(mut p: P) {
+    let (a, b) = sockets();
+    send(&b, b"x");
+    p.register(raw(&a), 1, READ, Mode::Level).unwrap();
+    if p.reset().unwrap() {
+        assert_eq!(ready_for(&mut p, 1, NOW), None, "dropped by the reset");
+        p.notifier().notify().unwrap();
+        assert_eq!(
+            wait(&mut p, Some(PATIENCE)),
+            vec![],
+            "the notifier still wakes"
+        );
+        p.register(raw(&a), 2, READ, Mode::Level).unwrap();
+        assert!(ready_for(&mut p, 2, Some(PATIENCE)).is_some());
+    } else {
+        assert!(ready_for(&mut p, 1, NOW).is_some(), "declined: kept");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 //! Other threads hand work to the loop through a `LoopHandle`: bounded, lossless (a refused
 //! callback comes back to its sender), coalesced wakes, clear errors after close.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -177,15 +177,17 @@ fn after_close_or_drop_handles_get_closed_errors_and_their_callbacks_back() {
     assert_eq!(handle.wake(), Err(Error::Closed));
 
     let mut lp2: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+    let h2 = lp2.attach_remote(&REMOTE2).unwrap();
+    let mut lp3: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+    assert_eq!(
+        lp3.attach_remote(&REMOTE2).unwrap_err(),
+        Error::AlreadyAttached,
+        "a remote serves one loop at a time"
+    );
     assert_eq!(
         lp2.attach_remote(&REMOTE).unwrap_err(),
         Error::AlreadyAttached,
-        "a remote serves one loop"
-    );
-    let h2 = lp2.attach_remote(&REMOTE2).unwrap();
-    assert_eq!(
-        lp2.attach_remote(&REMOTE2).unwrap_err(),
-        Error::AlreadyAttached
+        "a loop has one remote"
     );
     drop(lp2);
     assert_eq!(h2.add_callback(|_| {}).unwrap_err().error, Error::Closed);
@@ -204,4 +206,203 @@ fn stop_from_another_thread_wakes_a_loop_asleep_in_epoll() {
     });
     lp.run().unwrap();
     t.join().unwrap();
+}
+
+#[test]
+fn remote_close_finishes_while_many_threads_hammer_the_handle() {
+    static REMOTE: Remote<Epl, 64> = Remote::new();
+    const THREADS: usize = 16;
+    let mut lp: Epl = EventLoop::new().unwrap();
+    let handle = lp.attach_remote(&REMOTE).unwrap();
+    let made = Arc::new(AtomicU64::new(0));
+    let dropped = Arc::new(AtomicU64::new(0));
+    let ran = Arc::new(AtomicU64::new(0));
+    let accepted = Arc::new(AtomicU64::new(0));
+    let halt = Arc::new(AtomicBool::new(false));
+    let hammers: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let (made, dropped, ran, accepted, halt) = (
+                made.clone(),
+                dropped.clone(),
+                ran.clone(),
+                accepted.clone(),
+                halt.clone(),
+            );
+            std::thread::spawn(move || {
+                // Each thread calls in a tight loop until the loop is gone *and* it has seen
+                // the refusal: the calls keep coming during the whole drop.
+                let mut closed_seen = false;
+                while !(closed_seen && halt.load(Ordering::Acquire)) {
+                    made.fetch_add(1, Ordering::Relaxed);
+                    let token = Token {
+                        dropped: dropped.clone(),
+                    };
+                    let ran = ran.clone();
+                    match handle.add_callback(move |_: &mut Epl| {
+                        let _keep = &token;
+                        ran.fetch_add(1, Ordering::Relaxed);
+                    }) {
+                        Ok(()) => {
+                            assert!(!closed_seen, "accepted after a Closed refusal");
+                            accepted.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(refused) => {
+                            match refused.error {
+                                Error::Closed => closed_seen = true,
+                                Error::Full { .. } => assert!(!closed_seen),
+                                e => panic!("unexpected {e:?}"),
+                            }
+                            drop(refused.into_inner());
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    while made.load(Ordering::Relaxed) < 16 * THREADS as u64 {
+        std::thread::yield_now();
+    }
+    for _ in 0..8 {
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+    }
+    // The drop under test: it must return while 16 threads keep calling the handle.
+    drop(lp);
+    halt.store(true, Ordering::Release);
+    for h in hammers {
+        h.join().unwrap();
+    }
+    let (made, dropped, ran, accepted) = (
+        made.load(Ordering::Relaxed),
+        dropped.load(Ordering::Relaxed),
+        ran.load(Ordering::Relaxed),
+        accepted.load(Ordering::Relaxed),
+    );
+    assert_eq!(dropped, made, "every closure was dropped exactly once");
+    assert!(
+        ran > 0 && ran <= accepted,
+        "ran {ran} of {accepted} accepted"
+    );
+    assert_eq!(handle.wake(), Err(Error::Closed));
+}
+
+type Sim = EventLoop<SimPoller, 4, 4, 4>;
+
+#[test]
+fn remote_can_be_attached_again_after_its_loop_closed() {
+    static REMOTE: Remote<Sim, 8> = Remote::new();
+    let ran = Arc::new(AtomicU64::new(0));
+    // Create, close, create again with the same static (the closed loop still alive).
+    let mut first: Sim = EventLoop::with_poller(SimPoller::new());
+    let h1 = first.attach_remote(&REMOTE).unwrap();
+    let r = ran.clone();
+    h1.add_callback(move |_| {
+        r.fetch_add(1, Ordering::Relaxed);
+    })
+    .map_err(|r| r.error)
+    .unwrap();
+    first.run_once(Some(Duration::ZERO)).unwrap();
+    first.close();
+    let mut second: Sim = EventLoop::with_poller(SimPoller::new());
+    let h2 = second.attach_remote(&REMOTE).unwrap();
+    drop(first); // must not close the new attachment
+    let r = ran.clone();
+    std::thread::spawn(move || {
+        h2.add_callback(move |lp| {
+            r.fetch_add(1, Ordering::Relaxed);
+            lp.stop();
+        })
+        .map_err(|r| r.error)
+        .unwrap()
+    })
+    .join()
+    .unwrap();
+    second.run().unwrap();
+    assert_eq!(ran.load(Ordering::Relaxed), 2);
+    drop(second);
+    // And again, with a real epoll loop and a real notifier (a new eventfd dup each time).
+    static EREMOTE: Remote<Epl, 8> = Remote::new();
+    for _ in 0..3 {
+        let mut lp: Epl = EventLoop::new().unwrap();
+        let h = lp.attach_remote(&EREMOTE).unwrap();
+        lp.call_later(Duration::from_secs(120), |_| panic!("not woken"))
+            .unwrap();
+        let t = std::thread::spawn(move || h.stop().unwrap());
+        lp.run().unwrap();
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn stale_handle_from_a_previous_loop_is_refused_after_reattach() {
+    static REMOTE: Remote<Sim, 8> = Remote::new();
+    let dropped = Arc::new(AtomicU64::new(0));
+    let mut lp: Sim = EventLoop::with_poller(SimPoller::new());
+    let stale = lp.attach_remote(&REMOTE).unwrap();
+    drop(lp);
+    let mut lp: Sim = EventLoop::with_poller(SimPoller::new());
+    let fresh = lp.attach_remote(&REMOTE).unwrap();
+    let token = Token {
+        dropped: dropped.clone(),
+    };
+    let refused = stale
+        .add_callback(move |lp: &mut Sim| {
+            let _keep = &token;
+            lp.stop();
+        })
+        .unwrap_err();
+    assert_eq!(refused.error, Error::Closed);
+    assert_eq!(
+        dropped.load(Ordering::Relaxed),
+        0,
+        "handed back to the caller"
+    );
+    drop(refused.into_inner());
+    assert_eq!(dropped.load(Ordering::Relaxed), 1);
+    assert_eq!(stale.stop(), Err(Error::Closed));
+    assert_eq!(stale.wake(), Err(Error::Closed));
+    assert_eq!(
+        lp.poller().notifier().count(),
+        0,
+        "the stale handle never woke the new loop"
+    );
+    fresh.add_callback(|_| {}).map_err(|r| r.error).unwrap();
+    lp.run_once(Some(Duration::ZERO)).unwrap();
+    assert_eq!(lp.counters().remote_callbacks_run, 1);
+    assert_eq!(lp.poller().notifier().count(), 1);
+}
+
+#[test]
+fn queued_closures_are_dropped_once_at_close() {
+    static REMOTE: Remote<Sim, 8> = Remote::new();
+    let dropped = Arc::new(AtomicU64::new(0));
+    let ran = Arc::new(AtomicU64::new(0));
+    let mut lp: Sim = EventLoop::with_poller(SimPoller::new());
+    let handle = lp.attach_remote(&REMOTE).unwrap();
+    for _ in 0..5 {
+        let token = Token {
+            dropped: dropped.clone(),
+        };
+        let ran = ran.clone();
+        handle
+            .add_callback(move |_| {
+                let _keep = &token;
+                ran.fetch_add(1, Ordering::Relaxed);
+            })
+            .map_err(|r| r.error)
+            .unwrap();
+    }
+    lp.close();
+    assert_eq!(dropped.load(Ordering::Relaxed), 5);
+    assert_eq!(ran.load(Ordering::Relaxed), 0);
+    drop(lp);
+    let mut lp: Sim = EventLoop::with_poller(SimPoller::new());
+    let _handle = lp.attach_remote(&REMOTE).unwrap();
+    lp.run_once(Some(Duration::ZERO)).unwrap();
+    drop(lp);
+    assert_eq!(
+        dropped.load(Ordering::Relaxed),
+        5,
+        "dropped once, not again by a later loop"
+    );
+    assert_eq!(ran.load(Ordering::Relaxed), 0, "never run by a later loop");
 }

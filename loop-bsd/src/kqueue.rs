@@ -15,8 +15,10 @@ use loop_core::{
     RawFd, Resource,
 };
 use rustix::event::kqueue::{kevent_timespec, kqueue, Event, EventFilter, EventFlags};
-use rustix::event::Timespec;
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd};
+
+use loop_posix::fork::ForkGuard;
+use loop_posix::timeout::{slice, Resolution, Slice};
 
 use crate::errno;
 use crate::notifier::KqueueNotifier;
@@ -25,12 +27,8 @@ use crate::translate::{merge, translate, Filter, EV_EOF, EV_ERROR};
 const _: () = assert!(EventFlags::EOF.bits() == EV_EOF && EventFlags::ERROR.bits() == EV_ERROR);
 
 /// `udata` of the notifier's pipe filter (where there is no `EVFILT_USER`).
-#[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
+#[cfg(kqueue_pipe)]
 const NOTIFIER: usize = usize::MAX;
-
-/// The longest single `kevent` wait; longer ones are sliced (some kernels reject huge
-/// timespecs with `EINVAL`).
-const MAX_SLICE: Duration = Duration::from_secs(86_400);
 
 /// A kqueue poller with room for `N` registrations, fetching up to `E` kevents per wait.
 ///
@@ -55,13 +53,15 @@ pub struct Kqueue<const N: usize = 1024, const E: usize = 256> {
     buf: [MaybeUninit<Event>; E],
     /// Holds the kqueue fd where the notifier is an `EVFILT_USER` event.
     notifier: KqueueNotifier,
-    #[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
-    kq: rustix::fd::OwnedFd,
-    #[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
-    reader: loop_select::PipeReader,
-    /// The fork generation the kqueue was created in (fork detection; kqueues are not
-    /// inherited by a child, but a loop value copied into one must still refuse to run).
-    forks: u32,
+    /// Closed on drop only in the process that created it (see `Drop`).
+    #[cfg(kqueue_pipe)]
+    kq: core::mem::ManuallyDrop<rustix::fd::OwnedFd>,
+    #[cfg(kqueue_pipe)]
+    reader: loop_posix::PipeReader,
+    /// The fork generation the kqueue was created in. A child does not inherit the kqueue
+    /// (its fd number is free there, and may name a file the child opened since), so a
+    /// child's copy of this value refuses every operation and never closes that number.
+    fork: ForkGuard,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -96,25 +96,20 @@ impl<const N: usize, const E: usize> Kqueue<N, E> {
         Self::with_kqueue(kq)
     }
 
-    #[cfg(any(
-        target_os = "freebsd",
-        target_os = "dragonfly",
-        target_os = "macos",
-        target_os = "ios"
-    ))]
+    #[cfg(evfilt_user)]
     fn with_kqueue(kq: rustix::fd::OwnedFd) -> Result<Self, Errno> {
         Ok(Kqueue {
             regs: [None; N],
             registered: 0,
             buf: [MaybeUninit::uninit(); E],
             notifier: KqueueNotifier::new(kq)?,
-            forks: loop_select::fork::generation(),
+            fork: ForkGuard::new(),
         })
     }
 
-    #[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
+    #[cfg(kqueue_pipe)]
     fn with_kqueue(kq: rustix::fd::OwnedFd) -> Result<Self, Errno> {
-        let (pipe, reader) = loop_select::PipeNotifier::pair()?;
+        let (pipe, reader) = loop_posix::PipeNotifier::pair()?;
         let watch = Event::new(
             EventFilter::Read(reader.as_fd().as_raw_fd()),
             EventFlags::ADD,
@@ -126,21 +121,16 @@ impl<const N: usize, const E: usize> Kqueue<N, E> {
             registered: 0,
             buf: [MaybeUninit::uninit(); E],
             notifier: KqueueNotifier { pipe },
-            kq,
+            kq: core::mem::ManuallyDrop::new(kq),
             reader,
-            forks: loop_select::fork::generation(),
+            fork: ForkGuard::new(),
         })
     }
 
     fn kq(&self) -> BorrowedFd<'_> {
-        #[cfg(any(
-            target_os = "freebsd",
-            target_os = "dragonfly",
-            target_os = "macos",
-            target_os = "ios"
-        ))]
+        #[cfg(evfilt_user)]
         return self.notifier.kq.as_fd();
-        #[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
+        #[cfg(kqueue_pipe)]
         return self.kq.as_fd();
     }
 
@@ -202,7 +192,7 @@ impl<const N: usize, const E: usize> Kqueue<N, E> {
                 _ => continue,
             };
             let index = ev.udata().addr();
-            #[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
+            #[cfg(kqueue_pipe)]
             if index == NOTIFIER {
                 self.reader.drain();
                 continue;
@@ -257,7 +247,7 @@ fn mode_is_edge(mode: Mode) -> Result<bool, Error> {
 
 impl<const N: usize, const E: usize> Clock for Kqueue<N, E> {
     fn now(&self) -> Instant {
-        crate::clock::monotonic_now()
+        loop_posix::monotonic_now()
     }
 }
 
@@ -275,6 +265,7 @@ impl<const N: usize, const E: usize> Poller for Kqueue<N, E> {
         interest: Interest,
         mode: Mode,
     ) -> Result<(), Error> {
+        self.fork.check()?;
         if fd < 0 {
             return Err(Error::InvalidFd { fd });
         }
@@ -307,6 +298,7 @@ impl<const N: usize, const E: usize> Poller for Kqueue<N, E> {
     }
 
     fn modify(&mut self, fd: RawFd, key: u64, interest: Interest, mode: Mode) -> Result<(), Error> {
+        self.fork.check()?;
         if fd < 0 {
             return Err(Error::InvalidFd { fd });
         }
@@ -332,6 +324,7 @@ impl<const N: usize, const E: usize> Poller for Kqueue<N, E> {
     }
 
     fn deregister(&mut self, fd: RawFd) -> Result<(), Error> {
+        self.fork.check()?;
         let index = self.find(fd).ok_or(Error::Os {
             errno: Errno::ENOENT,
         })?;
@@ -349,6 +342,7 @@ impl<const N: usize, const E: usize> Poller for Kqueue<N, E> {
         events: &mut [PollEvent],
         timeout: Option<Duration>,
     ) -> Result<usize, Errno> {
+        self.fork.check_wait()?;
         // Never fetch more kevents than `events` can take after merging: a fetched edge
         // event that did not fit would be lost. So an empty buffer is refused, as epoll does.
         if events.is_empty() {
@@ -358,20 +352,12 @@ impl<const N: usize, const E: usize> Poller for Kqueue<N, E> {
         let start = self.now();
         let mut remaining = timeout;
         loop {
-            let (timeout, partial) = match remaining {
-                None => (None, false),
-                Some(d) if d > MAX_SLICE => (Some(timespec(MAX_SLICE)), true),
-                Some(d) => (Some(timespec(d)), false),
-            };
+            // Waits over a day are sliced: some kernels reject huge timespecs with EINVAL.
+            let Slice { timeout, partial } = slice(remaining, Resolution::Nanos);
             // Field by field (not `self.kq()`), so the buffer can be borrowed mutably beside it.
-            #[cfg(any(
-                target_os = "freebsd",
-                target_os = "dragonfly",
-                target_os = "macos",
-                target_os = "ios"
-            ))]
+            #[cfg(evfilt_user)]
             let kq = self.notifier.kq.as_fd();
-            #[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
+            #[cfg(kqueue_pipe)]
             let kq = self.kq.as_fd();
             // SAFETY: no changes are submitted (see `apply` for the fd-lifetime argument);
             // the event list is our own buffer, `want <= E` entries long.
@@ -393,31 +379,34 @@ impl<const N: usize, const E: usize> Poller for Kqueue<N, E> {
     }
 
     /// Compares the fork generation with the one this poller was created in (one atomic
-    /// load, no syscall; see `loop_select::fork`).
+    /// load, no syscall; see `loop_posix::fork`).
     #[inline]
     fn forked(&self) -> bool {
-        loop_select::fork::forked_since(self.forks)
+        self.fork.forked()
     }
 
-    fn close_fd(&mut self, fd: RawFd) {
+    unsafe fn close_fd(&mut self, fd: RawFd) {
         if fd < 0 || fd == self.kq().as_raw_fd() {
             return;
         }
-        #[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
+        #[cfg(kqueue_pipe)]
         if fd == self.reader.as_fd().as_raw_fd() || fd == self.notifier.pipe.as_fd().as_raw_fd() {
             return;
         }
-        // SAFETY: the loop calls `close_fd` exactly once per fd whose ownership it was given,
-        // after deregistering it; nothing else uses this fd number as that file afterwards.
-        unsafe { rustix::io::close(fd) }
+        // SAFETY: the caller owns `fd` and never uses it again (`close_fd`'s contract).
+        unsafe { loop_posix::close(fd) }
     }
 }
 
-fn timespec(d: Duration) -> Timespec {
-    // At most MAX_SLICE seconds: fits every time_t.
-    Timespec {
-        tv_sec: d.as_secs() as _,
-        tv_nsec: d.subsec_nanos() as _,
+/// Closes the kqueue only in the process that created it: in a forked child the number was
+/// not inherited and may name another file by now.
+#[cfg(kqueue_pipe)]
+impl<const N: usize, const E: usize> Drop for Kqueue<N, E> {
+    fn drop(&mut self) {
+        if !self.fork.forked() {
+            // SAFETY: `kq` is dropped here, once, and the value is never used again.
+            unsafe { core::mem::ManuallyDrop::drop(&mut self.kq) };
+        }
     }
 }
 

@@ -31,32 +31,18 @@
 
 pub mod translate;
 
-/// Items that exist only where kqueue does (the translation above is pure and compiles, and
-/// is tested, everywhere).
-macro_rules! cfg_kqueue {
-    ($($item:item)*) => {$(
-        #[cfg(any(
-            target_os = "freebsd",
-            target_os = "dragonfly",
-            target_os = "macos",
-            target_os = "ios",
-            target_os = "netbsd",
-            target_os = "openbsd"
-        ))]
-        $item
-    )*};
-}
+// The kqueue half exists only where kqueue does (`cfg(kqueue)`, `cfg(evfilt_user)` and
+// `cfg(kqueue_pipe)` come from build.rs, the one place that lists those targets); the
+// translation above is pure, and compiles and is tested everywhere.
+#[cfg(kqueue)]
+mod kqueue;
+#[cfg(kqueue)]
+mod notifier;
 
-cfg_kqueue! {
-    mod clock;
-    mod kqueue;
-    mod notifier;
+#[cfg(kqueue)]
+pub use kqueue::Kqueue;
+#[cfg(kqueue)]
+pub use notifier::KqueueNotifier;
 
-    pub use kqueue::Kqueue;
-    pub use notifier::KqueueNotifier;
-
-    /// rustix's error as the core's plain error number.
-    pub(crate) fn errno(e: rustix::io::Errno) -> loop_core::Errno {
-        loop_core::Errno(e.raw_os_error())
-    }
-}
+#[cfg(kqueue)]
+use loop_posix::errno;

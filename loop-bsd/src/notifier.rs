@@ -4,30 +4,23 @@
 //! event on the kqueue itself: registered once with `EV_CLEAR`, triggered with `NOTE_TRIGGER`.
 //! No extra fd, and any number of triggers before a wait coalesce into one event that the
 //! wait consumes by fetching it. Elsewhere (NetBSD, OpenBSD) it is the self-pipe from
-//! `loop-select`, watched with `EVFILT_READ` and drained inside the wait.
+//! `loop-posix`, watched with `EVFILT_READ` and drained inside the wait.
 
-#[cfg(any(
-    target_os = "freebsd",
-    target_os = "dragonfly",
-    target_os = "macos",
-    target_os = "ios"
-))]
+#[cfg(evfilt_user)]
 pub use user::KqueueNotifier;
 
-#[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
+#[cfg(kqueue_pipe)]
 pub use pipe::KqueueNotifier;
 
-#[cfg(any(
-    target_os = "freebsd",
-    target_os = "dragonfly",
-    target_os = "macos",
-    target_os = "ios"
-))]
+#[cfg(evfilt_user)]
 mod user {
+    use core::mem::ManuallyDrop;
     use loop_core::{Errno, Notify};
     use rustix::event::kqueue::{
         kevent_timespec, Event, EventFilter, EventFlags, UserDefinedFlags, UserFlags,
     };
+
+    use loop_posix::fork::ForkGuard;
     use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 
     use crate::errno;
@@ -38,10 +31,14 @@ mod user {
     /// Wakes a [`Kqueue`](crate::Kqueue) by triggering its `EVFILT_USER` event.
     ///
     /// Holds the kqueue fd itself (the poller borrows it from here). `notify` is one `kevent`
-    /// call, safe from any thread and from a signal handler.
+    /// call, safe from any thread and from a signal handler. In a forked child (which does
+    /// not inherit kqueues) it does nothing, and dropping it closes nothing: the number may
+    /// name a file the child opened since.
     #[derive(Debug)]
     pub struct KqueueNotifier {
-        pub(crate) kq: OwnedFd,
+        /// Closed on drop only in the process that created it (see `Drop`).
+        pub(crate) kq: ManuallyDrop<OwnedFd>,
+        fork: ForkGuard,
     }
 
     impl KqueueNotifier {
@@ -54,22 +51,43 @@ mod user {
                 core::ptr::null_mut(),
             );
             change(kq.as_fd(), &add)?;
-            Ok(KqueueNotifier { kq })
+            Ok(KqueueNotifier {
+                kq: ManuallyDrop::new(kq),
+                fork: ForkGuard::new(),
+            })
         }
 
         /// A second handle on the same kqueue (`dup`, close-on-exec), owned, for another
         /// thread or `'static` storage.
         ///
         /// # Errors
-        /// `EMFILE` when out of fds.
+        /// `EMFILE` when out of fds; `ECHILD` in a forked child (the kqueue is not inherited).
         pub fn try_clone(&self) -> Result<KqueueNotifier, Errno> {
-            let kq = rustix::io::fcntl_dupfd_cloexec(&self.kq, 0).map_err(errno)?;
-            Ok(KqueueNotifier { kq })
+            if self.fork.forked() {
+                return Err(Errno::ECHILD);
+            }
+            let kq = rustix::io::fcntl_dupfd_cloexec(&*self.kq, 0).map_err(errno)?;
+            Ok(KqueueNotifier {
+                kq: ManuallyDrop::new(kq),
+                fork: self.fork,
+            })
+        }
+    }
+
+    impl Drop for KqueueNotifier {
+        fn drop(&mut self) {
+            if !self.fork.forked() {
+                // SAFETY: `kq` is dropped here, once, and the value is never used again.
+                unsafe { ManuallyDrop::drop(&mut self.kq) };
+            }
         }
     }
 
     impl Notify for KqueueNotifier {
         fn notify(&self) -> Result<(), Errno> {
+            if self.fork.forked() {
+                return Ok(());
+            }
             let trigger = Event::new(
                 user(UserFlags::TRIGGER),
                 EventFlags::empty(),
@@ -103,10 +121,10 @@ mod user {
     }
 }
 
-#[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
+#[cfg(kqueue_pipe)]
 mod pipe {
     use loop_core::{Errno, Notify};
-    use loop_select::PipeNotifier;
+    use loop_posix::PipeNotifier;
 
     /// Wakes a [`Kqueue`](crate::Kqueue) through a self-pipe (no `EVFILT_USER` here).
     #[derive(Debug)]

@@ -67,6 +67,14 @@ pub(crate) trait LoopOps {
     ) -> core::task::Poll<Result<Readiness, Error>>;
     /// Remove registration `id` of `fd` if it is still there.
     fn io_deregister(&mut self, fd: RawFd, id: HandlerId);
+    /// A task's poll panicked and the panic was caught (feature `std`): report it as the
+    /// loop's panic policy says (`Failure::Panicked` with `Source::Task`, or unwind on).
+    fn task_panicked(
+        &mut self,
+        id: crate::executor::TaskId,
+        name: &'static str,
+        caught: crate::panic::Caught,
+    );
     /// The concrete loop type, for [`with_current_loop`].
     fn loop_type(&self) -> core::any::TypeId;
     /// `self` as an untyped pointer, for [`with_current_loop`].

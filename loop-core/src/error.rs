@@ -9,6 +9,18 @@ pub type RawFd = i32;
 
 /// An OS error number (`errno`). The core knows no OS, so this is just the number; the platform
 /// crates convert to and from their own error types.
+///
+/// `Display` gives the system's message: with the `std` feature the one the standard library
+/// gets from the C library (`strerror_r`), otherwise a short built-in table of common numbers;
+/// both end in `(os error N)`.
+///
+/// ```
+/// use loop_core::Errno;
+///
+/// let e = Errno::EBADF;
+/// assert_eq!(e.raw(), 9);
+/// assert!(e.to_string().ends_with("(os error 9)"));
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Errno(pub i32);
@@ -20,6 +32,9 @@ impl Errno {
     pub const ENOENT: Errno = Errno(2);
     /// `EINTR`: a signal interrupted the wait; the loop retries.
     pub const EINTR: Errno = Errno(4);
+    /// `EIO`: an I/O error (also what an `io::Error` with no OS number and no closer match
+    /// becomes, see `From<std::io::Error> for Error`).
+    pub const EIO: Errno = Errno(5);
     /// `EBADF`: not an open fd.
     pub const EBADF: Errno = Errno(9);
     /// `ENOMEM`.
@@ -68,9 +83,106 @@ impl fmt::Debug for Errno {
     }
 }
 
+/// The standard library's message for `errno` (its first letter in lower case, to read well
+/// after "the kernel refused: "), then ` (os error N)`.
+#[cfg(feature = "std")]
 impl fmt::Display for Errno {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "os error {}", self.0)
+        use fmt::Write;
+        /// Lower-cases the first character written through it.
+        struct LowerFirst<'a, 'b> {
+            f: &'a mut fmt::Formatter<'b>,
+            first: bool,
+        }
+        impl Write for LowerFirst<'_, '_> {
+            fn write_str(&mut self, s: &str) -> fmt::Result {
+                if !self.first {
+                    return self.f.write_str(s);
+                }
+                let mut chars = s.chars();
+                match chars.next() {
+                    None => Ok(()),
+                    Some(c) => {
+                        self.first = false;
+                        for l in c.to_lowercase() {
+                            self.f.write_char(l)?;
+                        }
+                        self.f.write_str(chars.as_str())
+                    }
+                }
+            }
+        }
+        // `io::Error`'s own text is "<strerror> (os error N)".
+        write!(
+            LowerFirst { f, first: true },
+            "{}",
+            std::io::Error::from_raw_os_error(self.0)
+        )
+    }
+}
+
+/// Without `std`: the message from a table of common numbers (Linux numbering beyond 34, the
+/// numbers every Unix shares below), then ` (os error N)`; unknown numbers print only the
+/// latter.
+#[cfg(not(feature = "std"))]
+impl fmt::Display for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match errno_message(self.0) {
+            Some(m) => write!(f, "{m} (os error {})", self.0),
+            None => write!(f, "os error {}", self.0),
+        }
+    }
+}
+
+/// The C library's messages for the numbers `no_std` users meet most.
+#[cfg(not(feature = "std"))]
+fn errno_message(n: i32) -> Option<&'static str> {
+    Some(match n {
+        1 => "operation not permitted",
+        2 => "no such file or directory",
+        4 => "interrupted system call",
+        5 => "input/output error",
+        9 => "bad file descriptor",
+        12 => "cannot allocate memory",
+        13 => "permission denied",
+        17 => "file exists",
+        22 => "invalid argument",
+        23 => "too many open files in system",
+        24 => "too many open files",
+        28 => "no space left on device",
+        32 => "broken pipe",
+        _ => return errno_message_os(n),
+    })
+}
+
+#[cfg(all(not(feature = "std"), any(target_os = "linux", target_os = "android")))]
+fn errno_message_os(n: i32) -> Option<&'static str> {
+    Some(match n {
+        11 => "resource temporarily unavailable",
+        95 => "operation not supported",
+        98 => "address already in use",
+        99 => "cannot assign requested address",
+        101 => "network is unreachable",
+        103 => "software caused connection abort",
+        104 => "connection reset by peer",
+        107 => "transport endpoint is not connected",
+        110 => "connection timed out",
+        111 => "connection refused",
+        113 => "no route to host",
+        115 => "operation now in progress",
+        _ => return None,
+    })
+}
+
+#[cfg(all(
+    not(feature = "std"),
+    not(any(target_os = "linux", target_os = "android"))
+))]
+fn errno_message_os(n: i32) -> Option<&'static str> {
+    match n {
+        35 if Errno::EAGAIN.0 == 35 => Some("resource temporarily unavailable"),
+        11 if Errno::EAGAIN.0 == 11 => Some("resource temporarily unavailable"),
+        _ => None,
     }
 }
 
@@ -83,6 +195,18 @@ impl From<std::io::Error> for Errno {
 }
 
 /// Which fixed-capacity table was full.
+///
+/// ```
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{Error, EventLoop, Resource};
+/// use core::time::Duration;
+///
+/// let mut lp: EventLoop<SimPoller, 4, 1, 4> = EventLoop::with_poller(SimPoller::new());
+/// lp.call_later(Duration::from_secs(1), |_| {})?;
+/// let refused = lp.call_later(Duration::from_secs(2), |_| {}).unwrap_err();
+/// assert_eq!(refused.error, Error::Full { what: Resource::Timers });
+/// # Ok::<(), Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Resource {
@@ -101,6 +225,17 @@ pub enum Resource {
 }
 
 /// Everything that can go wrong in the loop, as a value.
+///
+/// Converts with `?` from [`Refused`], [`Errno`] and (feature `std`) `std::io::Error`, and
+/// into `std::io::Error` and `Box<dyn Error>`; see the `From` impls.
+///
+/// ```
+/// use loop_core::{Errno, Error};
+///
+/// let e = Error::Os { errno: Errno::EBADF };
+/// assert!(e.to_string().starts_with("the kernel refused: "));
+/// assert!(e.to_string().ends_with("(os error 9)"));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
@@ -184,6 +319,155 @@ impl From<Errno> for Error {
     }
 }
 
+/// `?` on a refused call: keeps the reason, drops the refused value (use
+/// [`Refused::into_inner`] first to keep it).
+///
+/// ```
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{Error, EventLoop};
+///
+/// fn queue_two(lp: &mut EventLoop<SimPoller, 4, 4, 1>) -> Result<(), Error> {
+///     lp.add_callback(|_| {})?;
+///     lp.add_callback(|_| {})?; // the queue holds one: refused
+///     Ok(())
+/// }
+///
+/// let mut lp = EventLoop::with_poller(SimPoller::new());
+/// assert!(matches!(queue_two(&mut lp), Err(Error::Full { .. })));
+/// ```
+impl<T> From<Refused<T>> for Error {
+    fn from(r: Refused<T>) -> Error {
+        r.error
+    }
+}
+
+/// Lossless for [`Error::Os`] (the same OS error number); every other error is wrapped with
+/// the closest [`std::io::ErrorKind`] and converts back to itself with
+/// `From<std::io::Error> for Error`.
+///
+/// ```
+/// use loop_core::{Errno, Error};
+///
+/// let io: std::io::Error = Error::Os { errno: Errno::EBADF }.into();
+/// assert_eq!(io.raw_os_error(), Some(9));
+/// let io: std::io::Error = Error::TimedOut.into();
+/// assert_eq!(io.kind(), std::io::ErrorKind::TimedOut);
+/// assert_eq!(Error::from(io), Error::TimedOut);
+/// ```
+#[cfg(feature = "std")]
+impl From<Error> for std::io::Error {
+    fn from(e: Error) -> std::io::Error {
+        use std::io::ErrorKind as K;
+        let kind = match e {
+            Error::Os { errno } => return std::io::Error::from_raw_os_error(errno.0),
+            Error::Full { .. } => K::OutOfMemory,
+            Error::AlreadyRegistered { .. } | Error::AlreadyAttached => K::AlreadyExists,
+            Error::NotRegistered { .. } => K::NotFound,
+            Error::InvalidFd { .. } | Error::InvalidPeriod | Error::InvalidSignal { .. } => {
+                K::InvalidInput
+            }
+            Error::Unsupported => K::Unsupported,
+            Error::TimedOut => K::TimedOut,
+            _ => K::Other,
+        };
+        std::io::Error::new(kind, e)
+    }
+}
+
+/// `?` on a refused call in code that returns `std::io::Error`: as
+/// `From<Error> for std::io::Error`, dropping the refused value.
+#[cfg(feature = "std")]
+impl<T> From<Refused<T>> for std::io::Error {
+    fn from(r: Refused<T>) -> std::io::Error {
+        r.error.into()
+    }
+}
+
+/// An OS error becomes [`Error::Os`] with its number, and an [`Error`] that was wrapped by
+/// `From<Error> for std::io::Error` comes back as itself: both lossless. Other `io::Error`s
+/// (made by user code, with no OS number) are mapped by kind: `TimedOut` to
+/// [`Error::TimedOut`], `Unsupported` to [`Error::Unsupported`], the kinds with an obvious
+/// `errno` (`InvalidInput` → `EINVAL`, `NotFound` → `ENOENT`, `PermissionDenied` → `EPERM`,
+/// `AlreadyExists` → `EEXIST`, `OutOfMemory` → `ENOMEM`, `BrokenPipe` → `EPIPE`, `WouldBlock`
+/// → `EAGAIN`, `Interrupted` → `EINTR`) to that [`Error::Os`], anything else to `EIO`; their
+/// message is lost.
+///
+/// ```
+/// use loop_core::{Errno, Error};
+///
+/// let e: Error = std::io::Error::from_raw_os_error(111).into();
+/// assert_eq!(e, Error::Os { errno: Errno(111) });
+/// ```
+#[cfg(feature = "std")]
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Error {
+        use std::io::ErrorKind as K;
+        if let Some(n) = e.raw_os_error() {
+            return Error::Os { errno: Errno(n) };
+        }
+        if let Some(inner) = e.get_ref().and_then(|r| r.downcast_ref::<Error>()) {
+            return *inner;
+        }
+        let errno = match e.kind() {
+            K::TimedOut => return Error::TimedOut,
+            K::Unsupported => return Error::Unsupported,
+            K::InvalidInput => Errno::EINVAL,
+            K::NotFound => Errno::ENOENT,
+            K::PermissionDenied => Errno::EPERM,
+            K::AlreadyExists => Errno::EEXIST,
+            K::OutOfMemory => Errno::ENOMEM,
+            K::BrokenPipe => Errno::EPIPE,
+            K::WouldBlock => Errno::EAGAIN,
+            K::Interrupted => Errno::EINTR,
+            _ => Errno::EIO,
+        };
+        Error::Os { errno }
+    }
+}
+
+/// A short fixed description of each [`Error`] variant, for [`HandlerError::Other`].
+impl Error {
+    const fn summary(&self) -> &'static str {
+        match self {
+            Error::Full {
+                what: Resource::Handlers,
+            } => "handler table is full",
+            Error::Full {
+                what: Resource::Timers,
+            } => "timer heap is full",
+            Error::Full {
+                what: Resource::Callbacks,
+            } => "callback queue is full",
+            Error::Full {
+                what: Resource::PollerSlots,
+            } => "poller table is full",
+            Error::Full {
+                what: Resource::SignalHandlers,
+            } => "signal handler table is full",
+            Error::Full {
+                what: Resource::Tasks,
+            } => "task slots are full",
+            Error::AlreadyRegistered { .. } => "fd already has a handler",
+            Error::NotRegistered { .. } => "fd has no handler",
+            Error::InvalidFd { .. } => "fd cannot be registered with this poller",
+            Error::Os { .. } => "the kernel refused",
+            Error::Unsupported => "the poller does not support this trigger mode",
+            Error::InvalidPeriod => "a periodic callback needs a period above zero",
+            Error::AlreadyRunning => "the loop is already running",
+            Error::AlreadyAttached => "the remote queue already serves a loop",
+            Error::NoRemote => "attach a Remote first",
+            Error::InvalidSignal { .. } => "signal is invalid or already handled",
+            Error::NotAttached => "no executor attached to a loop on this thread",
+            Error::TimedOut => "timed out",
+            Error::Stopped => "the loop was stopped before the future finished",
+            Error::Closed => "the loop is closed",
+            Error::Forked => "the loop belongs to the parent process (used after fork)",
+            Error::WrongLoop => "the registration belongs to another loop",
+            Error::TooLarge { .. } => "the future does not fit a task slot",
+        }
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -220,6 +504,28 @@ impl core::error::Error for Error {}
 
 /// An operation that was refused, with the value (closure, fd) the caller handed in, so that
 /// nothing is lost: `refused.error` says why, `refused.into_inner()` gives the value back.
+///
+/// `?` converts it into [`Error`], `std::io::Error` (feature `std`), [`HandlerError`] (inside
+/// a handler) and `Box<dyn Error>` (for a `'static` value), dropping the value.
+///
+/// ```
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{Error, EventLoop, Resource};
+///
+/// let mut lp: EventLoop<SimPoller, 4, 4, 1> = EventLoop::with_poller(SimPoller::new());
+/// lp.add_callback(|_| {})?;
+/// let retry = match lp.add_callback(|lp| lp.stop()) {
+///     Err(refused) => {
+///         assert_eq!(refused.error, Error::Full { what: Resource::Callbacks });
+///         refused.into_inner() // the closure, back to the caller
+///     }
+///     Ok(()) => unreachable!("the queue holds one callback"),
+/// };
+/// lp.run_once(Some(core::time::Duration::ZERO))?; // runs the first callback: room again
+/// lp.add_callback(retry)?;
+/// lp.run()?;
+/// # Ok::<(), Error>(())
+/// ```
 pub struct Refused<T> {
     /// Why it was refused.
     pub error: Error,
@@ -250,11 +556,26 @@ impl<T> fmt::Display for Refused<T> {
 
 impl<T> core::error::Error for Refused<T> {}
 
-/// What an fd handler returns. An error is passed to the loop's error hook (except `EPIPE`,
+/// What an fd handler returns (see [`HandlerError`] for an example). An error is passed to the loop's error hook (except `EPIPE`,
 /// which is ignored as in Tornado) and the loop goes on.
 pub type HandlerResult = Result<(), HandlerError>;
 
 /// An fd handler's failure.
+///
+/// `?` converts into it from [`Errno`], [`Error`], [`Refused`] and (feature `std`)
+/// `std::io::Error`.
+///
+/// ```
+/// use loop_core::{Errno, HandlerError, HandlerResult};
+///
+/// fn handler_body(n: i32) -> HandlerResult {
+///     if n < 0 {
+///         return Err(HandlerError::Other("negative"));
+///     }
+///     Err(Errno::EPIPE)? // ignored by the loop, as in Tornado
+/// }
+/// assert_eq!(handler_body(1), Err(HandlerError::Os(Errno::EPIPE)));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum HandlerError {
@@ -270,6 +591,38 @@ impl From<Errno> for HandlerError {
     }
 }
 
+/// `?` inside a handler on a loop call: [`Error::Os`] keeps its number
+/// ([`HandlerError::Os`]), every other error becomes [`HandlerError::Other`] with a fixed
+/// description of its kind (the fd or signal number is dropped).
+///
+/// ```
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{EventLoop, HandlerError, Interest};
+///
+/// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+/// lp.add_handler(3, Interest::READ, |lp, _fd, _ready| {
+///     lp.add_callback(|lp| lp.stop())?; // a full queue is the handler's failure
+///     Ok(())
+/// })?;
+/// # Ok::<(), loop_core::Error>(())
+/// ```
+impl From<Error> for HandlerError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Os { errno } => HandlerError::Os(errno),
+            other => HandlerError::Other(other.summary()),
+        }
+    }
+}
+
+/// `?` inside a handler on a refused loop call: as `From<Error> for HandlerError`, dropping
+/// the refused value.
+impl<T> From<Refused<T>> for HandlerError {
+    fn from(r: Refused<T>) -> Self {
+        r.error.into()
+    }
+}
+
 #[cfg(feature = "std")]
 impl From<std::io::Error> for HandlerError {
     fn from(e: std::io::Error) -> Self {
@@ -282,6 +635,167 @@ impl fmt::Display for HandlerError {
         match self {
             HandlerError::Os(e) => fmt::Display::fmt(e, f),
             HandlerError::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::ToString;
+
+    #[test]
+    fn refused_converts_to_its_error_and_keeps_the_value_until_then() {
+        let r = Refused {
+            error: Error::Full {
+                what: Resource::Timers,
+            },
+            value: 7u8,
+        };
+        assert_eq!(
+            r.error,
+            Error::Full {
+                what: Resource::Timers
+            }
+        );
+        let e: Error = r.into();
+        assert_eq!(
+            e,
+            Error::Full {
+                what: Resource::Timers
+            }
+        );
+        let r = Refused {
+            error: Error::Closed,
+            value: 7u8,
+        };
+        assert_eq!(r.into_inner(), 7);
+    }
+
+    #[test]
+    fn os_errors_keep_their_number_in_handler_errors_and_others_get_a_fixed_text() {
+        assert_eq!(
+            HandlerError::from(Error::Os {
+                errno: Errno::EPIPE
+            }),
+            HandlerError::Os(Errno::EPIPE)
+        );
+        assert_eq!(
+            HandlerError::from(Error::Full {
+                what: Resource::Callbacks
+            }),
+            HandlerError::Other("callback queue is full")
+        );
+        let r = Refused {
+            error: Error::Closed,
+            value: (),
+        };
+        assert_eq!(
+            HandlerError::from(r),
+            HandlerError::Other("the loop is closed")
+        );
+    }
+
+    #[test]
+    fn display_names_the_os_error_and_its_number() {
+        let s = Error::Os { errno: Errno(9) }.to_string();
+        assert!(
+            s.starts_with("the kernel refused: bad file descriptor"),
+            "{s}"
+        );
+        assert!(s.ends_with("(os error 9)"), "{s}");
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[test]
+    fn display_of_econnrefused_reads_like_the_c_library() {
+        assert_eq!(
+            Error::Os { errno: Errno(111) }.to_string(),
+            "the kernel refused: connection refused (os error 111)"
+        );
+    }
+
+    #[test]
+    fn display_of_an_unknown_errno_still_shows_the_number() {
+        let s = Errno(4000).to_string();
+        assert!(s.ends_with("os error 4000)") || s == "os error 4000", "{s}");
+    }
+
+    #[cfg(feature = "std")]
+    mod std_conversions {
+        use super::*;
+        use std::io;
+
+        #[test]
+        fn os_errors_round_trip_through_io_error_losslessly() {
+            for n in [1, 9, 11, 32, 111, 4000] {
+                let io: io::Error = Error::Os { errno: Errno(n) }.into();
+                assert_eq!(io.raw_os_error(), Some(n));
+                assert_eq!(Error::from(io), Error::Os { errno: Errno(n) });
+            }
+        }
+
+        #[test]
+        fn loop_errors_round_trip_through_io_error_as_themselves() {
+            let all = [
+                Error::Full {
+                    what: Resource::Tasks,
+                },
+                Error::AlreadyRegistered { fd: 3 },
+                Error::NotRegistered { fd: 4 },
+                Error::InvalidFd { fd: -1 },
+                Error::Unsupported,
+                Error::InvalidPeriod,
+                Error::AlreadyRunning,
+                Error::AlreadyAttached,
+                Error::NoRemote,
+                Error::InvalidSignal { signo: 99 },
+                Error::NotAttached,
+                Error::TimedOut,
+                Error::Stopped,
+                Error::Closed,
+                Error::Forked,
+            ];
+            for e in all {
+                let io: io::Error = e.into();
+                assert_eq!(io.raw_os_error(), None);
+                assert_eq!(io.to_string(), e.to_string());
+                assert_eq!(Error::from(io), e);
+            }
+        }
+
+        #[test]
+        fn io_error_kinds_map_to_the_closest_loop_error() {
+            assert_eq!(
+                Error::from(io::Error::from(io::ErrorKind::TimedOut)),
+                Error::TimedOut
+            );
+            assert_eq!(
+                Error::from(io::Error::other("user")),
+                Error::Os { errno: Errno::EIO }
+            );
+            assert_eq!(
+                Error::from(io::Error::from(io::ErrorKind::InvalidInput)),
+                Error::Os {
+                    errno: Errno::EINVAL
+                }
+            );
+            assert_eq!(
+                io::Error::from(Error::Full {
+                    what: Resource::Timers
+                })
+                .kind(),
+                io::ErrorKind::OutOfMemory
+            );
+        }
+
+        #[test]
+        fn refused_converts_into_io_error() {
+            let r = Refused {
+                error: Error::Os { errno: Errno(24) },
+                value: 0u32,
+            };
+            assert_eq!(io::Error::from(r).raw_os_error(), Some(24));
         }
     }
 }

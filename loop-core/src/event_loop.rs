@@ -41,6 +41,7 @@ use crate::fd::Fd;
 use crate::handler_table::{HandlerId, HandlerTable, InsertError};
 use crate::inline_fn::InlineFn;
 use crate::interest::{Interest, Mode, Readiness};
+use crate::panic::{self, Caught, PanicMessage};
 use crate::periodic::{self, Periodic};
 use crate::poller::{Notify, PollEvent, Poller};
 use crate::remote::{LoopHandle, Remote, RemoteTarget, SendFn};
@@ -54,6 +55,10 @@ struct SignalSlot<L: 'static> {
     /// `None` while it runs.
     handler: Option<InlineFn<L, i32, ()>>,
     restore: fn(i32),
+    /// The loop's entry in the process's signal registry.
+    entry: signal::Slot,
+    /// Teardown restored the disposition and released the entry.
+    released: bool,
 }
 use crate::time::Instant;
 use crate::timer_heap::{Next, TimerHandle, TimerHeap};
@@ -133,6 +138,10 @@ pub struct Counters {
     /// The longest any handler, timer or callback ran. Measured only while a watchdog is set
     /// (it costs two clock reads per call); zero otherwise.
     pub max_run_time: Duration,
+    /// Panics caught in handlers, timers, callbacks and signal handlers, and in the drop of
+    /// their captures (feature `std`; see [`EventLoop`]'s panic policy): each reported to
+    /// the error hook as [`Failure::Panicked`], or resumed when there is none.
+    pub panics: u64,
 }
 
 /// The loop's view of its attached [`Remote`], with the capacity erased.
@@ -182,6 +191,18 @@ pub enum Failure {
         /// What it returned.
         error: HandlerError,
     },
+    /// A handler, timer, periodic callback, callback, remote callback or signal handler
+    /// panicked, or the drop of its captures did (feature `std`: the panic was caught, see
+    /// [`EventLoop`]'s panic policy).
+    Panicked {
+        /// Which one. A callback from a [`LoopHandle`] is a [`Source::Callback`].
+        source: Source,
+        /// The type name of its closure (where it was written).
+        name: &'static str,
+        /// The panic's message (`&str` and `String` payloads), cut to
+        /// [`PANIC_MESSAGE_BYTES`](crate::PANIC_MESSAGE_BYTES).
+        message: PanicMessage,
+    },
 }
 
 /// A single-threaded event loop over a [`Poller`], with fixed capacities:
@@ -211,6 +232,49 @@ pub enum Failure {
 ///
 /// Not `Send`: build the loop on the thread that runs it. Other threads reach it through the
 /// poller's notifier.
+///
+/// # Panics in user code
+///
+/// A panic in a handler, timer or callback never bricks the loop, leaks a slot or loses a
+/// capture:
+///
+/// - **With feature `std`** every closure the loop calls — fd handler, timer, periodic
+///   callback, callback, remote callback, signal handler — runs under `catch_unwind`. A caught
+///   panic is counted in [`Counters::panics`] and the loop's tables are put right as listed
+///   below. Then:
+///   - with an error hook set ([`set_error_hook`](Self::set_error_hook)), Tornado's model:
+///     the panic is reported to the hook as [`Failure::Panicked`] (source, closure name,
+///     message) and the loop goes on;
+///   - with no error hook, the panic unwinds on out of `run` / `run_once`, as Rust code
+///     expects (a test's `assert!` inside a callback still fails the test): nothing is lost
+///     silently, and the loop, already consistent, can be run again.
+///
+///   What a panic leaves:
+///   - an fd handler **stays registered**, with its closure, as Tornado keeps a handler whose
+///     call raised: its next event calls it again (remove it from the error hook's side, e.g.
+///     through a queued callback, if a failure should end it);
+///   - a periodic callback **stays scheduled** on its grid, as Tornado's `PeriodicCallback`
+///     does after an exception;
+///   - a signal handler stays registered;
+///   - a one-shot timer, callback or remote callback is consumed by its call: its captures
+///     were dropped while unwinding, and a timer's slot is free at once.
+///
+///   A panic in the drop of a capture (when a handler is removed, a timer cancelled, or the
+///   loop closed or dropped) is caught and handled the same way, except that while closing or
+///   dropping it never unwinds: with no hook it is logged (features `log` / `defmt`) and
+///   teardown goes on.
+/// - **Without `std`** nothing can be caught: the panic unwinds out of `run` / `run_once` (or
+///   aborts, with `panic = "abort"`). Drop guards leave the loop as the `std` policy would: not
+///   running (the next `run` works), the handler's closure back in its slot, the timer's slot
+///   free (a periodic callback is stopped), the callback queue intact.
+/// - A panic in the error hook or the watchdog hook itself is never caught (reporting it to the
+///   hook could recurse): it unwinds out of `run`, through the same guards.
+/// - [`close`](Self::close) and dropping the loop release the kernel-facing state first —
+///   signal dispositions restored, fds deregistered and owned fds closed, the [`Remote`] closed
+///   so [`LoopHandle::add_callback`] returns [`Error::Closed`] — and only then drop the
+///   closures, one at a time, each under `catch_unwind` with `std` (a panic is reported to the
+///   error hook, then teardown goes on); without `std` a guard finishes the teardown while the
+///   first panic unwinds (a second one aborts, as in `std`'s collections).
 ///
 /// # Example
 ///
@@ -257,6 +321,12 @@ pub struct EventLoop<
     signals: [Option<SignalSlot<Self>>; MAX_SIGNAL_HANDLERS],
     signal_count: usize,
     executor: Option<ExecRef>,
+    /// A panic a periodic callback's wrapper caught (it goes on with its schedule); the call
+    /// site reports it, naming the timer.
+    caught: Option<Caught>,
+    /// A timer whose closure has drop glue was scheduled since the last teardown: teardown
+    /// must then drop the timers one at a time (see `drop_closures`).
+    timer_drop_glue: bool,
 }
 
 impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> RemoteTarget
@@ -313,6 +383,8 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             addr_of_mut!((*p).signals).write([const { None }; MAX_SIGNAL_HANDLERS]);
             addr_of_mut!((*p).signal_count).write(0);
             addr_of_mut!((*p).executor).write(None);
+            addr_of_mut!((*p).caught).write(None);
+            addr_of_mut!((*p).timer_drop_glue).write(false);
             addr_of_mut!((*p).poller).write(poller);
             slot.assume_init_mut()
         }
@@ -574,18 +646,91 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// An event already fetched for `fd` in this iteration is dropped: the handler is never
     /// called after this returns. A handler may remove itself. Remove the handler before
     /// closing a borrowed fd: epoll watches the open file description, and a `dup` of it would
-    /// keep reporting events.
+    /// keep reporting events. Should the removal come after the close anyway (the kernel then
+    /// answers `EBADF`, or `ENOENT` if the number was reused), the loop resets the poller
+    /// ([`Poller::reset`]: epoll gets a fresh instance) and registers every live handler again,
+    /// so the stale registration cannot keep the loop busy; that costs a system call per
+    /// handler, and a handler that cannot be registered again is reported to the error hook.
     pub fn remove_handler(&mut self, fd: impl Into<Fd>) -> bool {
         let fd = fd.into().raw();
-        let Some((_, slot)) = self.handlers.remove(fd) else {
+        let Some((id, slot)) = self.handlers.remove(fd) else {
             return false;
         };
-        // Errors (ENOENT, EBADF: the fd was already closed) leave nothing to undo.
-        let _ = self.poller.deregister(fd);
+        // A parked I/O registration is already deregistered.
+        if !slot.io.as_ref().is_some_and(|io| io.parked) {
+            let deregistered = self.poller.deregister(fd);
+            self.recover_from_failed_deregister(id, fd, deregistered);
+        }
         if slot.owned {
-            self.poller.close_fd(fd);
+            // SAFETY: `owned` is set only by `add_owned_handler*`, which took the fd out of an
+            // `OwnedFd` (`into_raw_fd`); the slot was just removed, so this is the one close
+            // and the loop never uses the number again.
+            unsafe { self.poller.close_fd(fd) };
+        }
+        if let Some(f) = slot.handler {
+            self.release(f, Source::Handler { id, fd });
         }
         true
+    }
+
+    /// After a `deregister` of a live registration that failed with `EBADF` (the fd was
+    /// closed) or `ENOENT` (closed, and the number reused): on epoll a `dup` of the old file
+    /// may keep the registration alive, reachable by no fd number, firing forever for a key
+    /// no handler owns (the dup trap, DESIGN.md §3). Reset the poller and register every live
+    /// handler again; pollers without the trap decline (`Ok(false)`) and nothing happens.
+    /// Failures go to the error hook as the removed (or un-re-registrable) handler's.
+    fn recover_from_failed_deregister(
+        &mut self,
+        removed: HandlerId,
+        fd: RawFd,
+        deregistered: Result<(), Error>,
+    ) {
+        let Err(Error::Os {
+            errno: errno @ (Errno::EBADF | Errno::ENOENT),
+        }) = deregistered
+        else {
+            return;
+        };
+        match self.poller.reset() {
+            Ok(true) => {}
+            Ok(false) | Err(Error::Forked) => return,
+            Err(error) => {
+                let errno = match error {
+                    Error::Os { errno } => errno,
+                    _ => errno,
+                };
+                let (id, error) = (removed, HandlerError::Os(errno));
+                return self.report(Failure::Handler { id, fd, error });
+            }
+        }
+        // The first few failures are reported one by one, the rest (if any) in one report.
+        let (poller, mut lost, mut more) = (&mut self.poller, heapless::Vec::<_, 4>::new(), 0);
+        self.handlers.for_each_mut(|id, slot| {
+            let (interest, mode) = match &slot.io {
+                Some(io) if io.parked => return,
+                Some(io) if io.edge => {
+                    ((Interest::READ | Interest::WRITE).registered(), Mode::Edge)
+                }
+                _ => (slot.interest, Mode::Level),
+            };
+            if let Err(Error::Os { errno }) = poller.register(slot.fd, id.key(), interest, mode) {
+                if lost.push((id, slot.fd, errno)).is_err() {
+                    more += 1;
+                }
+            }
+        });
+        for (id, fd, errno) in lost {
+            let error = HandlerError::Os(errno);
+            self.report(Failure::Handler { id, fd, error });
+        }
+        if more > 0 {
+            let error = HandlerError::Other("more handlers lost their registration in a reset");
+            self.report(Failure::Handler {
+                id: removed,
+                fd,
+                error,
+            });
+        }
     }
 
     /// The handler registered for `fd`.
@@ -619,7 +764,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             f(lp);
             Next::Done
         });
-        Ok(self.schedule(deadline, timer))
+        Ok(self.schedule::<F>(deadline, timer))
     }
 
     /// Run `f` once, `delay` from now.
@@ -662,17 +807,21 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         }
         let now = self.now();
         let (period_ns, jitter_ppm) = (periodic.period_ns, periodic.jitter_ppm);
-        let mut rng = periodic::seed(now, self.timers.next_seq());
+        let mut rng = periodic.first_rng(now, self.timers.next_seq());
         let first = periodic::next_deadline(now, now, period_ns, jitter_ppm, &mut rng);
         let timer = InlineFn::named::<F, _>(move |lp: &mut Self, deadline: Instant| {
-            f(lp);
+            // Tornado's `PeriodicCallback` schedules the next call also after an exception:
+            // a caught panic is handed to the call site, which reports it.
+            if let Err(caught) = panic::catch(|| f(lp)) {
+                lp.caught = Some(caught);
+            }
             // Scheduled after the call, from a fresh clock reading, as Tornado does.
             let now = lp.now();
             Next::At(periodic::next_deadline(
                 deadline, now, period_ns, jitter_ppm, &mut rng,
             ))
         });
-        Ok(self.schedule(first, timer))
+        Ok(self.schedule::<F>(first, timer))
     }
 
     /// `Ok` if a timer can be added now: the loop is open and the heap has room.
@@ -689,7 +838,12 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         }
     }
 
-    fn schedule(&mut self, deadline: Instant, timer: TimerFn<P, H, T, Q>) -> TimerHandle {
+    /// Insert `timer`, which wraps a user closure of type `F`.
+    fn schedule<F>(&mut self, deadline: Instant, timer: TimerFn<P, H, T, Q>) -> TimerHandle {
+        // Known at compile time: no cost on the insert path.
+        if core::mem::needs_drop::<F>() {
+            self.timer_drop_glue = true;
+        }
         match self.timers.insert(deadline, timer) {
             Ok(h) => h,
             // Capacity was checked by the caller, and nothing runs in between.
@@ -703,7 +857,9 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// once (except when a periodic callback cancels itself: then when it returns).
     pub fn remove_timeout(&mut self, h: TimerHandle) -> bool {
         let pending = self.timers.is_pending(h);
-        drop(self.timers.cancel(h));
+        if let Some(f) = self.timers.cancel(h) {
+            self.release(f, Source::Timer { handle: h });
+        }
         pending
     }
 
@@ -777,6 +933,11 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// [`Error::AlreadyRunning`] when called from inside this loop (a handler, timer or
     /// callback); [`Error::Os`] when the poller fails with anything but `EINTR` (which is
     /// retried). The loop stays usable after an error.
+    ///
+    /// # Panics
+    /// A panic of a handler, timer or callback unwinds out of `run` when it is not reported
+    /// to an error hook (see the panic policy on [`EventLoop`]); the loop stays usable and
+    /// can be run again.
     pub fn run(&mut self) -> Result<(), Error> {
         self.drive(None, usize::MAX)
     }
@@ -814,10 +975,10 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             self.stop_requested = false;
             return Ok(());
         }
-        self.active = true;
+        let running = Running::enter(self);
         let mut result = Ok(());
         for _ in 0..iterations {
-            match self.iterate(cap) {
+            match running.lp.iterate(cap) {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(e) => {
@@ -826,8 +987,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
                 }
             }
         }
-        self.active = false;
-        self.stop_requested = false;
+        drop(running);
         result
     }
 
@@ -859,19 +1019,24 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         let now = (self.timers.scheduled() > 0).then(|| self.poller.now());
         let seq_limit = self.timers.next_seq();
         let signals = if self.signal_count > 0 {
-            signal::take_pending()
+            signal::take_pending(self.remote_wake)
         } else {
             0
         };
         // 3. Callbacks, then due timers.
+        // A callback is out of the queue before it runs and consumed by its call: a panic
+        // leaves nothing to restore (its captures are dropped while unwinding).
         for _ in 0..ncallbacks {
             let Some(mut cb) = self.callbacks.pop() else {
                 break; // emptied by `close()`
             };
             self.counters.callbacks_run += 1;
             let started = self.watch_start();
-            cb.call(self, ());
+            let outcome = panic::catch(|| cb.call(self, ()));
             self.watch_end(started, Source::Callback, || cb.name());
+            if let Err(caught) = outcome {
+                self.panicked(Source::Callback, cb.name(), caught);
+            }
         }
         for _ in 0..nremote {
             let Some(r) = self.remote else { break };
@@ -883,8 +1048,11 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             }
             self.counters.remote_callbacks_run += 1;
             let started = self.watch_start();
-            cb.call(self, ());
+            let outcome = panic::catch(|| cb.call(self, ()));
             self.watch_end(started, Source::Callback, || cb.name());
+            if let Err(caught) = outcome {
+                self.panicked(Source::Callback, cb.name(), caught);
+            }
         }
         if signals != 0 {
             self.run_signal_handlers(signals);
@@ -905,17 +1073,42 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             }
         }
         if let Some(now) = now {
-            while let Some((handle, mut f, deadline)) = self.timers.pop_due(now, seq_limit) {
+            while let Some((handle, f, deadline)) = self.timers.pop_due(now, seq_limit) {
                 self.counters.timers_fired += 1;
-                let started = self.watch_start();
-                let next = f.call(self, deadline);
-                self.watch_end(started, Source::Timer { handle }, || f.name());
-                drop(self.timers.finish(handle, f, next));
+                let source = Source::Timer { handle };
+                // Until the guard is dropped the timer's slot is marked running; the guard
+                // settles it also when a panic unwinds through here.
+                let mut call = TimerCall {
+                    lp: self,
+                    handle,
+                    f: Some(f),
+                    next: Next::Done,
+                };
+                let started = call.lp.watch_start();
+                let mut outcome = Ok(());
+                if let Some(f) = call.f.as_mut() {
+                    let lp = &mut *call.lp;
+                    match panic::catch(|| f.call(lp, deadline)) {
+                        Ok(next) => call.next = next,
+                        Err(caught) => outcome = Err(caught),
+                    }
+                }
+                if let Some(caught) = call.lp.caught.take() {
+                    outcome = Err(caught); // a periodic callback's, caught by its wrapper
+                }
+                let name = || call.f.as_ref().map_or("", |f| f.name());
+                call.lp.watch_end(started, source, name);
+                let name = outcome.is_err().then(name);
+                call.put_back();
+                core::mem::forget(call); // holds nothing any more
+                if let (Err(caught), Some(name)) = (outcome, name) {
+                    self.panicked(source, name, caught);
+                }
             }
         }
         // 4. Poll timeout.
         let remote_pending = self.remote.is_some_and(|r| r.len() > 0)
-            || (self.signal_count > 0 && signal::any_pending())
+            || (self.signal_count > 0 && signal::any_pending(self.remote_wake))
             || self.executor.is_some_and(|e| e.any_ready());
         let timeout = if !self.callbacks.is_empty() || remote_pending {
             Some(Duration::ZERO)
@@ -965,21 +1158,41 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         if self.dispatch_io(id, ev.readiness) {
             return;
         }
-        let Some((mut f, fd, readiness)) = self.handlers.take_for_call(id, ev.readiness) else {
+        // The guard puts the closure back (or drops it if the handler removed itself), also
+        // when a panic unwinds through here: no fd stays registered without its closure.
+        let mut call = HandlerCall {
+            lp: self,
+            id,
+            fd: -1,
+            f: None,
+        };
+        let Some((fd, readiness)) = call.lp.handlers.take_into(id, ev.readiness, &mut call.f)
+        else {
+            call.put_back();
+            core::mem::forget(call); // holds nothing any more
             return;
         };
-        self.counters.events_dispatched += 1;
-        let started = self.watch_start();
-        let result = f.call(self, (fd, readiness));
-        self.watch_end(started, Source::Handler { id, fd }, || f.name());
-        // If the handler removed itself, its closure is dropped here.
-        drop(self.handlers.restore(id, f));
-        match result {
-            Ok(()) | Err(HandlerError::Os(Errno::EPIPE)) => {}
-            Err(error) => {
+        call.fd = fd;
+        call.lp.counters.events_dispatched += 1;
+        let source = Source::Handler { id, fd };
+        let started = call.lp.watch_start();
+        let mut outcome = Ok(Ok(()));
+        if let Some(f) = call.f.as_mut() {
+            let lp = &mut *call.lp;
+            outcome = panic::catch(|| f.call(lp, (fd, readiness)));
+        }
+        let name = || call.f.as_ref().map_or("", |f| f.name());
+        call.lp.watch_end(started, source, name);
+        let name = outcome.is_err().then(name);
+        call.put_back();
+        core::mem::forget(call); // holds nothing any more
+        match outcome {
+            Ok(Ok(()) | Err(HandlerError::Os(Errno::EPIPE))) => {}
+            Ok(Err(error)) => {
                 self.counters.handler_errors += 1;
                 self.report(Failure::Handler { id, fd, error });
             }
+            Err(caught) => self.panicked(source, name.unwrap_or(""), caught),
         }
     }
 
@@ -992,17 +1205,30 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             if mask & (1 << signo) == 0 || self.closed {
                 continue;
             }
-            let Some(mut f) = slot.handler.take() else {
+            let Some(f) = slot.handler.take() else {
                 continue;
             };
-            let started = self.watch_start();
-            f.call(self, signo);
-            self.watch_end(started, Source::Signal { signo }, || f.name());
-            // Put it back unless the handler removed (or replaced) itself.
-            if let Some(slot) = self.signals[i].as_mut() {
-                if slot.signo == signo && slot.handler.is_none() {
-                    slot.handler = Some(f);
-                }
+            let source = Source::Signal { signo };
+            // The guard puts the closure back (unless the handler removed or replaced itself),
+            // also when a panic unwinds through here.
+            let mut call = SignalCall {
+                lp: self,
+                i,
+                signo,
+                f: Some(f),
+            };
+            let started = call.lp.watch_start();
+            let mut outcome = Ok(());
+            if let Some(f) = call.f.as_mut() {
+                let lp = &mut *call.lp;
+                outcome = panic::catch(|| f.call(lp, signo));
+            }
+            let name = || call.f.as_ref().map_or("", |f| f.name());
+            call.lp.watch_end(started, source, name);
+            let name = outcome.is_err().then(name);
+            drop(call);
+            if let (Err(caught), Some(name)) = (outcome, name) {
+                self.panicked(source, name, caught);
             }
         }
     }
@@ -1012,14 +1238,19 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// handler in place and later restores the previous disposition; the `ioloop` facade
     /// provides one (`ioloop::signals::SIGACTION`, or `ioloop::SignalExt::on_signal`).
     /// Several arrivals between two iterations run the handler once. Needs an attached
-    /// [`Remote`]: the signal wakes the loop through it. One loop per process should handle
-    /// signals.
+    /// [`Remote`]: the signal wakes the loop through it.
+    ///
+    /// Any number of loops, on any threads, may handle the same or different signals (up to
+    /// [`MAX_SIGNAL_LOOPS`](crate::signal::MAX_SIGNAL_LOOPS) loops at once): every loop that
+    /// registered `signo` gets each arrival, and removing it from one loop leaves it, and the
+    /// process's handler, in place for the others. See [`crate::signal`] for the rules.
     ///
     /// # Errors
     /// The handler comes back inside [`Refused`] with [`Error::NoRemote`],
     /// [`Error::InvalidSignal`] (outside 1..=63 or already handled here),
-    /// [`Error::Full`] (`MAX_SIGNAL_HANDLERS`), [`Error::Os`] from the installer, or
-    /// [`Error::Closed`] / [`Error::Forked`].
+    /// [`Error::Full`] with [`Resource::SignalHandlers`] (this loop's `MAX_SIGNAL_HANDLERS`
+    /// are taken, or `MAX_SIGNAL_LOOPS` other loops already handle signals), [`Error::Os`]
+    /// from the installer, or [`Error::Closed`] / [`Error::Forked`].
     pub fn add_signal_handler<F>(
         &mut self,
         signo: i32,
@@ -1033,24 +1264,30 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         if let Err(e) = self.usable() {
             return refuse(e, handler);
         }
-        let Some(entry) = self.remote_wake else {
+        let Some(wake) = self.remote_wake else {
             return refuse(Error::NoRemote, handler);
         };
         if !(1..=63).contains(&signo) || self.signals.iter().flatten().any(|s| s.signo == signo) {
             return refuse(Error::InvalidSignal { signo }, handler);
         }
-        let Some(free) = self.signals.iter().position(Option::is_none) else {
-            return refuse(
-                Error::Full {
-                    what: Resource::SignalHandlers,
-                },
-                handler,
-            );
+        let full = Error::Full {
+            what: Resource::SignalHandlers,
         };
-        signal::route_wakes_to(entry);
+        let Some(free) = self.signals.iter().position(Option::is_none) else {
+            return refuse(full, handler);
+        };
+        // The loop's first signal claims its registry entry; the entry is released when the
+        // last one goes (here on failure, or in `remove_signal_handler` / close / drop).
+        let Some(entry) = signal::claim(wake) else {
+            return refuse(full, handler);
+        };
         if let Err(errno) = (installer.install)(signo) {
+            if self.signal_count == 0 {
+                signal::release(entry);
+            }
             return refuse(Error::Os { errno }, handler);
         }
+        signal::want(entry, signo);
         let mut handler = handler;
         self.signals[free] = Some(SignalSlot {
             signo,
@@ -1058,14 +1295,17 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
                 handler(lp, s)
             })),
             restore: installer.restore,
+            entry,
+            released: false,
         });
         self.signal_count += 1;
         Ok(())
     }
 
-    /// Remove the handler of `signo` and restore the disposition that was in place before it
-    /// was added (tokio never does: tokio#7905). Returns whether there was one. A handler may
-    /// remove itself.
+    /// Remove the handler of `signo`. The process's disposition goes back to what it was
+    /// before the first loop added `signo` only when no other loop handles it any more (tokio
+    /// never restores it: tokio#7905); other loops keep receiving `signo`. Returns whether
+    /// there was one. A handler may remove itself.
     pub fn remove_signal_handler(&mut self, signo: i32) -> bool {
         let Some(i) = self
             .signals
@@ -1075,19 +1315,17 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             return false;
         };
         if let Some(slot) = self.signals[i].take() {
+            signal::unwant(slot.entry, signo);
             (slot.restore)(signo);
             self.signal_count -= 1;
-        }
-        true
-    }
-
-    fn remove_all_signal_handlers(&mut self) {
-        for i in 0..MAX_SIGNAL_HANDLERS {
-            if let Some(slot) = self.signals[i].take() {
-                (slot.restore)(slot.signo);
+            if self.signal_count == 0 {
+                signal::release(slot.entry);
+            }
+            if let Some(f) = slot.handler {
+                self.release(f, Source::Signal { signo });
             }
         }
-        self.signal_count = 0;
+        true
     }
 
     /// Wake the tasks waiting on an async I/O registration. `false` if `id` is not one.
@@ -1179,6 +1417,47 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         }
     }
 
+    /// Count a caught panic and report it to the error hook; with no hook set, let it unwind
+    /// on (the loop is consistent again by now) rather than lose it. While closing, report it
+    /// (or log it) and go on: teardown must finish. For the executor's task polls too
+    /// (`Source::Task`).
+    #[cold]
+    pub(crate) fn panicked(&mut self, source: Source, name: &'static str, caught: Caught) {
+        self.counters.panics += 1;
+        if self.error_hook.is_none() && !self.closed {
+            caught.resume();
+        }
+        let failure = Failure::Panicked {
+            source,
+            name,
+            message: caught.into_message(),
+        };
+        if self.closed {
+            // Teardown goes on whatever the hook does: a panic of the hook is dropped here.
+            if let Err(again) = panic::catch(|| self.report(failure)) {
+                self.counters.panics += 1;
+                let _ = again.into_message();
+            }
+        } else {
+            self.report(failure);
+        }
+    }
+
+    /// Drop a closure the loop no longer keeps, catching a panic of its captures' drop.
+    /// Out of line: the call sites are hot, and this path is rare on most of them.
+    #[inline(never)]
+    fn release<A: ?Sized + 'static, X: 'static, R: 'static>(
+        &mut self,
+        f: InlineFn<A, X, R>,
+        source: Source,
+    ) {
+        let name = f.name();
+        if let Err(caught) = panic::catch(move || drop(f)) {
+            self.panicked(source, name, caught);
+        }
+    }
+
+    /// The error hook, or the log. Not guarded: a panic of the hook unwinds to the caller.
     fn report(&mut self, failure: Failure) {
         if let Some(hook) = self.error_hook.as_mut() {
             hook.call(&mut (), failure);
@@ -1189,6 +1468,10 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
                 // Read only by the log back ends; without one the failure is dropped.
                 let _ = (fd, error);
                 crate::log::log_warn!("ioloop: handler for fd {} failed: {}", fd, error);
+            }
+            Failure::Panicked { name, message, .. } => {
+                let _ = (name, message);
+                crate::log::log_warn!("ioloop: {} panicked: {}", name, message);
             }
         }
     }
@@ -1216,41 +1499,120 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
 
     /// Close the loop (Tornado's `close(all_fds=True)` for the fds it owns): every handler is
     /// removed, closing the fds handed over with `add_owned_handler` (borrowed fds are only
-    /// deregistered), every timer and queued callback is dropped, and from now on `run`,
-    /// `run_once` and every `add_*` return [`Error::Closed`] (closures handed back). Called
-    /// from inside the loop, the loop leaves after the current step. Closing twice is a no-op.
+    /// deregistered), every signal disposition is restored, the [`Remote`] is closed
+    /// ([`LoopHandle::add_callback`] returns [`Error::Closed`]), every task, timer and queued
+    /// callback is dropped, and from now on `run`, `run_once` and every `add_*` return
+    /// [`Error::Closed`] (closures handed back). Called from inside the loop, the loop leaves
+    /// after the current step. Closing twice is a no-op. Dropping the loop does the same.
+    ///
+    /// The kernel-facing state goes first, then the closures one at a time: a capture whose
+    /// drop panics is reported to the error hook (feature `std`) and the rest is still dropped
+    /// (see the panic policy on [`EventLoop`]).
     pub fn close(&mut self) {
-        if self.closed {
-            return;
-        }
+        self.teardown();
+    }
+
+    /// The one teardown of `close` and `Drop`. Idempotent: after a panic unwound out of it
+    /// (without `std`), calling it again finishes the job.
+    fn teardown(&mut self) {
         self.closed = true;
+        // Without `std` a drop may unwind out of here: the guard finishes the teardown on the
+        // way out (a second panic meanwhile aborts). With `std` every drop is caught.
+        let resume = Resume(self);
+        resume.0.release_kernel_state();
+        if let Some(exec) = resume.0.executor {
+            exec.drop_all(&mut *resume.0);
+        }
+        resume.0.drop_closures();
+        core::mem::forget(resume);
+    }
+
+    /// Teardown, first step: nothing that could panic in user code runs before every signal
+    /// disposition is restored and every fd deregistered (and closed if owned). The remote
+    /// closes last: its queued closures are dropped inside `Remote::close`.
+    fn release_kernel_state(&mut self) {
+        // Each disposition restored and the loop's registry entry released exactly once, also
+        // if teardown runs again (a released entry may already be another loop's).
+        let mut entry = None;
+        for slot in self.signals.iter_mut().flatten() {
+            if slot.released {
+                continue;
+            }
+            slot.released = true;
+            signal::unwant(slot.entry, slot.signo);
+            (slot.restore)(slot.signo);
+            entry = Some(slot.entry);
+        }
+        if let Some(entry) = entry {
+            signal::release(entry);
+        }
         let poller = &mut self.poller;
-        self.handlers.drain_all(|_, slot| {
+        self.handlers.release_all(|slot| {
             let _ = poller.deregister(slot.fd);
             if slot.owned {
-                poller.close_fd(slot.fd);
+                // SAFETY: the loop owns this fd (`add_owned_handler*` took it out of an
+                // `OwnedFd`); the slot is drained, so this is the one close.
+                unsafe { poller.close_fd(slot.fd) };
             }
         });
-        // Safe while a timer runs: its closure is held outside the table, and `finish` then
-        // finds no slot and drops it.
-        self.timers.clear();
-        while self.callbacks.pop().is_some() {}
-        if let Some(exec) = self.executor {
-            exec.drop_all(self);
+        // `take`: once closed, the remote may serve another loop; this one must not close (or
+        // pop from) that attachment later, e.g. in `drop`. `Remote::close` refuses producers,
+        // releases the notifier and drops every queued closure, each exactly once, also when
+        // one of their drops panics.
+        if let Some(r) = self.remote.take() {
+            if let Err(caught) = panic::catch(|| r.close()) {
+                self.panicked(Source::Callback, "ioloop::Remote::close", caught);
+            }
         }
-        self.remove_all_signal_handlers();
-        if let Some(r) = self.remote {
-            r.close();
+        // The wake entry is the remote's: it may serve another loop from now on.
+        self.remote_wake = None;
+    }
+
+    /// Teardown, second step: every closure the loop keeps, one at a time, each dropped under
+    /// `catch` (feature `std`), so one panicking capture does not keep the others alive.
+    fn drop_closures(&mut self) {
+        let mut cursor = 0;
+        while let Some((id, slot)) = self.handlers.take_next(&mut cursor) {
+            if let Some(f) = slot.handler {
+                self.release(f, Source::Handler { id, fd: slot.fd });
+            }
+        }
+        // Every waiting timer, in heap order, when one may run user code as it is dropped.
+        // That costs a heap pop each (about 70 ms for 10^5 timers, against 0.2 ms for
+        // `clear`), so it is skipped when no timer closure ever had drop glue: then nothing
+        // can panic. `clear` then frees the rest, and the slot of a timer running right now
+        // (its closure is held by the call site, which drops it when `finish` finds no slot).
+        if self.timer_drop_glue {
+            while let Some((handle, f, _)) = self.timers.pop_due(Instant::MAX, u64::MAX) {
+                if let Some(f) = self.timers.finish(handle, f, Next::Done) {
+                    self.release(f, Source::Timer { handle });
+                }
+            }
+            self.timer_drop_glue = false;
+        }
+        self.timers.clear();
+        while let Some(cb) = self.callbacks.pop() {
+            self.release(cb, Source::Callback);
+        }
+        for i in 0..MAX_SIGNAL_HANDLERS {
+            if let Some(slot) = self.signals[i].take() {
+                self.signal_count -= 1;
+                if let Some(f) = slot.handler {
+                    self.release(f, Source::Signal { signo: slot.signo });
+                }
+            }
         }
     }
 
     /// Attach `remote` to this loop and return a handle for other threads and signal handlers
     /// ([`LoopHandle::add_callback`], [`LoopHandle::stop`]). The remote keeps a clone of the
-    /// poller's notifier. A loop has at most one remote; a remote serves one loop for good.
+    /// poller's notifier. A loop has at most one remote; a remote serves one loop at a time,
+    /// and once that loop is closed or dropped it can be attached again (handles made for the
+    /// earlier loop stay refused with [`Error::Closed`]).
     ///
     /// # Errors
-    /// [`Error::AlreadyAttached`] if `remote` serves a loop (this or another) or this loop
-    /// already has a remote; [`Error::Os`] if the notifier cannot be cloned (`EMFILE`);
+    /// [`Error::AlreadyAttached`] if `remote` serves an open loop (this or another) or this
+    /// loop already has a remote; [`Error::Os`] if the notifier cannot be cloned (`EMFILE`);
     /// [`Error::Closed`] / [`Error::Forked`] as for `run`.
     pub fn attach_remote<const N: usize>(
         &mut self,
@@ -1426,10 +1788,11 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         self.active
     }
 
-    /// Call `hook` for every [`Failure`] inside the running loop (a handler's error). By
-    /// default failures are logged (features `log` / `defmt`; otherwise dropped) and the loop
-    /// goes on. The hook cannot reach the loop: queue
-    /// work from a handler instead.
+    /// Call `hook` for every [`Failure`] inside the running loop (a handler's error, a caught
+    /// panic) and go on. Without a hook, handler errors are logged (features `log` / `defmt`;
+    /// otherwise dropped) and a caught panic unwinds on out of `run` (see the panic policy on
+    /// [`EventLoop`]). The hook cannot reach the loop: queue work from a handler instead. A
+    /// panic in the hook itself is not caught: it unwinds out of `run`.
     pub fn set_error_hook(&mut self, mut hook: impl FnMut(Failure) + 'static) {
         self.error_hook = Some(InlineFn::new(move |_: &mut (), f| hook(f)));
     }
@@ -1479,23 +1842,156 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize, F> Dro
 impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> Drop
     for EventLoop<P, H, T, Q>
 {
-    /// Deregisters every handler and closes the fds the loop owns; drops every closure.
+    /// [`close`](EventLoop::close), then the error hook and the watchdog hook are dropped
+    /// (a panic there is caught and dropped with `std`: there is no hook left to tell).
     fn drop(&mut self) {
-        if let Some(exec) = self.executor {
-            exec.drop_all(self);
+        // Before the poller goes: no handle may write to a notifier whose reader is closed
+        // (`teardown` closes the remote).
+        self.teardown();
+        let hooks = (self.error_hook.take(), self.watchdog.take());
+        if panic::catch(move || drop(hooks)).is_err() {
+            self.counters.panics += 1;
         }
-        self.remove_all_signal_handlers();
-        // Before the poller goes: no handle may write to a notifier whose reader is closed.
-        if let Some(r) = self.remote {
-            r.close();
+    }
+}
+
+/// Inside `run` / `run_once`: the loop is marked running until this is dropped, also by a
+/// panic unwinding out of an iteration, so the next `run` does not find it still running.
+pub(crate) struct Running<'a, P: Poller + 'static, const H: usize, const T: usize, const Q: usize> {
+    pub(crate) lp: &'a mut EventLoop<P, H, T, Q>,
+}
+
+impl<'a, P: Poller + 'static, const H: usize, const T: usize, const Q: usize>
+    Running<'a, P, H, T, Q>
+{
+    pub(crate) fn enter(lp: &'a mut EventLoop<P, H, T, Q>) -> Self {
+        lp.active = true;
+        Running { lp }
+    }
+}
+
+impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> Drop
+    for Running<'_, P, H, T, Q>
+{
+    fn drop(&mut self) {
+        self.lp.active = false;
+        self.lp.stop_requested = false;
+    }
+}
+
+/// An fd handler's closure, out of its slot for the call; put back on drop.
+struct HandlerCall<'a, P: Poller + 'static, const H: usize, const T: usize, const Q: usize> {
+    lp: &'a mut EventLoop<P, H, T, Q>,
+    id: HandlerId,
+    fd: RawFd,
+    f: Option<HandlerFn<P, H, T, Q>>,
+}
+
+impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>
+    HandlerCall<'_, P, H, T, Q>
+{
+    /// What `Drop` does. The normal way out calls it at the call site and forgets the guard,
+    /// so the drop glue only serves the unwinding path.
+    #[inline(always)]
+    fn put_back(&mut self) {
+        self.lp.handlers.restore_from(self.id, &mut self.f);
+        // If the handler removed itself (or the loop was closed), its closure goes now.
+        if let Some(f) = self.f.take() {
+            let source = Source::Handler {
+                id: self.id,
+                fd: self.fd,
+            };
+            self.lp.release(f, source);
         }
-        let poller = &mut self.poller;
-        self.handlers.drain_all(|_, slot| {
-            let _ = poller.deregister(slot.fd);
-            if slot.owned {
-                poller.close_fd(slot.fd);
+    }
+}
+
+impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> Drop
+    for HandlerCall<'_, P, H, T, Q>
+{
+    fn drop(&mut self) {
+        self.put_back();
+    }
+}
+
+/// A due timer's closure, out of the heap for the call; settled on drop: re-armed if it asked
+/// to be (`next`), else freed. A panic that unwinds through leaves `next` at `Done`.
+struct TimerCall<'a, P: Poller + 'static, const H: usize, const T: usize, const Q: usize> {
+    lp: &'a mut EventLoop<P, H, T, Q>,
+    handle: TimerHandle,
+    f: Option<TimerFn<P, H, T, Q>>,
+    next: Next,
+}
+
+impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>
+    TimerCall<'_, P, H, T, Q>
+{
+    /// What `Drop` does; called at the call site on the normal way out (as for handlers).
+    #[inline(always)]
+    fn put_back(&mut self) {
+        if let Some(f) = self.f.take() {
+            if let Some(f) = self.lp.timers.finish(self.handle, f, self.next) {
+                if let Next::At(_) = self.next {
+                    // A periodic callback that cancelled itself: its captures go now.
+                    let source = Source::Timer {
+                        handle: self.handle,
+                    };
+                    self.lp.release(f, source);
+                } else {
+                    // A one-shot timer: consumed by its call (a `FnOnce` is spent before it
+                    // runs, also if it panics), so this drop runs no user code.
+                    drop(f);
+                }
             }
-        });
+        }
+    }
+}
+
+impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> Drop
+    for TimerCall<'_, P, H, T, Q>
+{
+    fn drop(&mut self) {
+        self.put_back();
+    }
+}
+
+/// A signal handler's closure, out of its slot for the call; put back on drop unless the
+/// handler removed or replaced itself.
+struct SignalCall<'a, P: Poller + 'static, const H: usize, const T: usize, const Q: usize> {
+    lp: &'a mut EventLoop<P, H, T, Q>,
+    i: usize,
+    signo: i32,
+    f: Option<InlineFn<EventLoop<P, H, T, Q>, i32, ()>>,
+}
+
+impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> Drop
+    for SignalCall<'_, P, H, T, Q>
+{
+    fn drop(&mut self) {
+        let Some(f) = self.f.take() else { return };
+        match self.lp.signals[self.i].as_mut() {
+            Some(slot) if slot.signo == self.signo && slot.handler.is_none() => {
+                slot.handler = Some(f);
+            }
+            _ => {
+                let source = Source::Signal { signo: self.signo };
+                self.lp.release(f, source);
+            }
+        }
+    }
+}
+
+/// Finishes a teardown that a panicking drop interrupted (without `std`).
+struct Resume<'a, P: Poller + 'static, const H: usize, const T: usize, const Q: usize>(
+    &'a mut EventLoop<P, H, T, Q>,
+);
+
+impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> Drop
+    for Resume<'_, P, H, T, Q>
+{
+    fn drop(&mut self) {
+        self.0.release_kernel_state();
+        self.0.drop_closures();
     }
 }
 
@@ -1624,6 +2120,15 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> LoopOp
         if self.handler_id(fd) == Some(id) {
             self.remove_handler(fd);
         }
+    }
+
+    fn task_panicked(
+        &mut self,
+        id: crate::executor::TaskId,
+        name: &'static str,
+        caught: panic::Caught,
+    ) {
+        self.panicked(Source::Task { id }, name, caught);
     }
 
     fn loop_type(&self) -> core::any::TypeId {
@@ -1758,5 +2263,487 @@ mod tests {
             assert_eq!(Rc::strong_count(&rc), 6);
         }
         assert_eq!(Rc::strong_count(&rc), 1);
+    }
+
+    // -------------------------------------------------------------------------------------
+    // Panics in user closures (DESIGN.md §6). Test builds catch as with `std`;
+    // `panic::testing::without_catching` lets the panic unwind, as without `std`.
+    // -------------------------------------------------------------------------------------
+
+    use crate::panic::testing::without_catching;
+    use crate::remote::Remote;
+    use std::cell::RefCell;
+    use std::vec::Vec;
+
+    /// Counts its drops.
+    struct Counted(Rc<Cell<u32>>);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.set(self.0.get() + 1);
+        }
+    }
+
+    /// Panics when dropped (not while unwinding: that would abort).
+    struct PanicOnDrop;
+    impl Drop for PanicOnDrop {
+        fn drop(&mut self) {
+            if !std::thread::panicking() {
+                panic!("drop failed");
+            }
+        }
+    }
+
+    fn record_failures(lp: &mut Lp) -> Rc<RefCell<Vec<Failure>>> {
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let s = seen.clone();
+        lp.set_error_hook(move |f| s.borrow_mut().push(f));
+        seen
+    }
+
+    fn unwinds(f: impl FnOnce()) -> bool {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err()
+    }
+
+    fn run_unwinds(lp: &mut Lp, timeout: Option<Duration>) -> bool {
+        unwinds(|| {
+            let _ = lp.run_once(timeout);
+        })
+    }
+
+    #[test]
+    fn caught_panic_in_a_callback_is_reported_and_the_loop_runs_again() {
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        let seen = record_failures(&mut lp);
+        let drops = Rc::new(Cell::new(0));
+        let c = Counted(drops.clone());
+        lp.add_callback(move |_| {
+            let _c = c;
+            panic!("callback boom")
+        })
+        .map_err(|r| r.error)
+        .unwrap();
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(drops.get(), 1, "captures dropped once, by the unwinding");
+        assert_eq!(lp.counters().panics, 1);
+        let seen = seen.borrow();
+        let Failure::Panicked {
+            source,
+            name,
+            message,
+        } = seen[0]
+        else {
+            panic!("{:?}", seen[0])
+        };
+        assert_eq!(source, Source::Callback);
+        assert!(name.contains("caught_panic_in_a_callback"), "{name}");
+        assert_eq!(message.as_str(), "callback boom");
+        let ran = Rc::new(Cell::new(false));
+        let r = ran.clone();
+        lp.add_callback(move |_| r.set(true))
+            .map_err(|r| r.error)
+            .unwrap();
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert!(ran.get());
+    }
+
+    #[test]
+    fn caught_panic_in_a_handler_keeps_it_registered_with_its_closure() {
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        let seen = record_failures(&mut lp);
+        let calls = Rc::new(Cell::new(0));
+        let c = calls.clone();
+        let id = lp
+            .add_handler(3, Interest::READ, move |lp, fd, _| {
+                c.set(c.get() + 1);
+                if c.get() == 1 {
+                    panic!("handler boom");
+                }
+                lp.poller_mut().clear_ready(fd);
+                Ok(())
+            })
+            .map_err(|r| r.error)
+            .unwrap();
+        lp.poller_mut().set_ready(3, Readiness::READ);
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(
+            seen.borrow()[0],
+            Failure::Panicked {
+                source: Source::Handler { id, fd: 3 },
+                name: seen.borrow()[0].panicked_name(),
+                message: PanicMessage::new("handler boom"),
+            }
+        );
+        assert_eq!(lp.handler_id(3), Some(id), "still registered");
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(calls.get(), 2, "the next event reaches the same closure");
+        assert!(lp.remove_handler(3));
+        assert!(lp.poller().interest(3).is_none(), "deregistered");
+    }
+
+    impl Failure {
+        fn panicked_name(&self) -> &'static str {
+            match self {
+                Failure::Panicked { name, .. } => name,
+                _ => "",
+            }
+        }
+    }
+
+    #[test]
+    fn caught_panic_in_a_timer_frees_its_slot() {
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        let _seen = record_failures(&mut lp);
+        let drops = Rc::new(Cell::new(0));
+        for _ in 0..8 {
+            let c = Counted(drops.clone());
+            lp.call_later(Duration::from_millis(1), move |_| {
+                let _c = c;
+                panic!("timer boom")
+            })
+            .map_err(|r| r.error)
+            .unwrap();
+        }
+        lp.run_once(Some(Duration::from_millis(1))).unwrap();
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(lp.counters().panics, 8);
+        assert_eq!(lp.timer_count(), 0);
+        assert_eq!(drops.get(), 8);
+        for _ in 0..8 {
+            lp.call_later(Duration::from_millis(1), |_| {})
+                .map_err(|r| r.error)
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn caught_panic_in_a_periodic_callback_keeps_it_on_its_grid() {
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        let seen = record_failures(&mut lp);
+        let calls = Rc::new(Cell::new(0));
+        let c = calls.clone();
+        let h = lp
+            .add_periodic(Periodic::every(Duration::from_millis(10)), move |_| {
+                c.set(c.get() + 1);
+                panic!("tick boom")
+            })
+            .map_err(|r| r.error)
+            .unwrap();
+        // The first iteration only sleeps until the first tick.
+        for _ in 0..4 {
+            lp.run_once(None).unwrap();
+        }
+        assert_eq!(calls.get(), 3, "re-armed after each panic");
+        assert_eq!(lp.now().as_nanos(), 40_000_000, "on its grid");
+        assert!(matches!(
+            seen.borrow()[2],
+            Failure::Panicked { source: Source::Timer { handle }, .. } if handle == h
+        ));
+        assert!(lp.remove_timeout(h));
+        assert_eq!(lp.timer_count(), 0);
+    }
+
+    #[test]
+    fn without_an_error_hook_a_caught_panic_unwinds_on_with_the_loop_put_right() {
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        let calls = Rc::new(Cell::new(0));
+        let c = calls.clone();
+        let p = lp
+            .add_periodic(Periodic::every(Duration::from_millis(10)), move |_| {
+                c.set(c.get() + 1);
+                panic!("tick boom")
+            })
+            .map_err(|r| r.error)
+            .unwrap();
+        lp.add_handler(3, Interest::READ, |_, _, _| panic!("handler boom"))
+            .map_err(|r| r.error)
+            .unwrap();
+        lp.run_once(None).unwrap(); // sleeps until the first tick
+        assert!(run_unwinds(&mut lp, Some(Duration::ZERO)), "tick panics");
+        assert!(lp.timeout_pending(p), "re-armed before unwinding on");
+        assert!(!lp.is_running());
+        lp.poller_mut().set_ready(3, Readiness::READ);
+        assert!(run_unwinds(&mut lp, Some(Duration::ZERO)), "handler panics");
+        assert!(lp.handler_id(3).is_some());
+        assert!(lp.remove_handler(3));
+        lp.run_once(None).unwrap(); // sleeps until the next tick
+        assert!(run_unwinds(&mut lp, Some(Duration::ZERO)));
+        assert_eq!((calls.get(), lp.counters().panics), (2, 3));
+    }
+
+    #[test]
+    fn uncaught_panic_in_a_handler_leaves_the_loop_runnable_with_the_closure_restored() {
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        let calls = Rc::new(Cell::new(0));
+        let c = calls.clone();
+        lp.add_handler(3, Interest::READ, move |lp, fd, _| {
+            c.set(c.get() + 1);
+            if c.get() == 1 {
+                panic!("handler boom");
+            }
+            lp.poller_mut().clear_ready(fd);
+            Ok(())
+        })
+        .map_err(|r| r.error)
+        .unwrap();
+        lp.poller_mut().set_ready(3, Readiness::READ);
+        {
+            let _unwind = without_catching();
+            assert!(run_unwinds(&mut lp, Some(Duration::ZERO)));
+        }
+        assert!(!lp.is_running());
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(calls.get(), 2, "closure back in its slot");
+        assert_eq!(lp.counters().panics, 0, "nothing was caught");
+    }
+
+    #[test]
+    fn uncaught_panic_in_timers_and_callbacks_frees_their_slots() {
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        let drops = Rc::new(Cell::new(0));
+        let _unwind = without_catching();
+        for _ in 0..8 {
+            let c = Counted(drops.clone());
+            lp.call_later(Duration::from_millis(1), move |_| {
+                let _c = c;
+                panic!("timer boom")
+            })
+            .map_err(|r| r.error)
+            .unwrap();
+        }
+        let c = Counted(drops.clone());
+        lp.add_periodic(Periodic::every(Duration::from_millis(1)), move |_| {
+            let _c = &c;
+            panic!("tick boom")
+        })
+        .map_err(|_| ())
+        .unwrap_err(); // the heap is full: the periodic is refused, and handed back
+        assert_eq!(drops.get(), 1);
+        let mut panics = 0;
+        while lp.timer_count() > 0 {
+            if run_unwinds(&mut lp, Some(Duration::from_millis(1))) {
+                panics += 1;
+            }
+            assert!(panics <= 8, "no timer ran twice");
+        }
+        assert_eq!(panics, 8);
+        assert_eq!(drops.get(), 9);
+        let c = Counted(drops.clone());
+        let p = lp
+            .add_periodic(Periodic::every(Duration::from_millis(1)), move |_| {
+                let _c = &c;
+                panic!("tick boom")
+            })
+            .map_err(|r| r.error)
+            .unwrap();
+        let mut unwound = 0;
+        for _ in 0..2 {
+            unwound += u32::from(run_unwinds(&mut lp, None));
+        }
+        assert_eq!(unwound, 1);
+        assert!(!lp.timeout_pending(p), "an uncaught panic stops a periodic");
+        assert_eq!(drops.get(), 10);
+        let c = Counted(drops.clone());
+        lp.add_callback(move |_| {
+            let _c = c;
+            panic!("cb boom")
+        })
+        .map_err(|r| r.error)
+        .unwrap();
+        assert!(run_unwinds(&mut lp, Some(Duration::ZERO)));
+        assert_eq!(drops.get(), 11);
+        assert_eq!(lp.callback_count(), 0);
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+    }
+
+    #[test]
+    fn panic_in_the_error_hook_unwinds_once_and_leaves_the_loop_runnable() {
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        let hook_calls = Rc::new(Cell::new(0));
+        let h = hook_calls.clone();
+        lp.set_error_hook(move |_| {
+            h.set(h.get() + 1);
+            panic!("hook boom");
+        });
+        lp.add_handler(3, Interest::READ, |lp, fd, _| {
+            lp.poller_mut().clear_ready(fd);
+            panic!("handler boom")
+        })
+        .map_err(|r| r.error)
+        .unwrap();
+        lp.poller_mut().set_ready(3, Readiness::READ);
+        assert!(run_unwinds(&mut lp, Some(Duration::ZERO)));
+        assert_eq!(hook_calls.get(), 1, "no recursion through the hook");
+        assert!(!lp.is_running());
+        assert!(lp.handler_id(3).is_some());
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+    }
+
+    #[test]
+    fn panic_in_the_watchdog_hook_still_puts_the_handler_back() {
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        lp.set_watchdog(Duration::ZERO, |_| panic!("watchdog boom"));
+        let calls = Rc::new(Cell::new(0));
+        let c = calls.clone();
+        lp.add_handler(3, Interest::READ, move |lp, fd, _| {
+            c.set(c.get() + 1);
+            lp.poller_mut().clear_ready(fd);
+            Ok(())
+        })
+        .map_err(|r| r.error)
+        .unwrap();
+        lp.poller_mut().set_ready(3, Readiness::READ);
+        assert!(run_unwinds(&mut lp, Some(Duration::ZERO)));
+        lp.clear_watchdog();
+        lp.poller_mut().set_ready(3, Readiness::READ);
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(calls.get(), 2, "the closure went back to its slot");
+    }
+
+    #[test]
+    fn panicking_signal_handler_stays_registered_caught_or_not() {
+        static REMOTE: Remote<Lp, 4> = Remote::new();
+        const SIGNO: i32 = 42;
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        lp.attach_remote(&REMOTE).unwrap();
+        let seen = record_failures(&mut lp);
+        let calls = Rc::new(Cell::new(0));
+        let c = calls.clone();
+        lp.add_signal_handler(SIGNO, fake_installer(), move |_, _| {
+            c.set(c.get() + 1);
+            panic!("signal boom")
+        })
+        .map_err(|r| r.error)
+        .unwrap();
+        crate::signal::deliver(SIGNO);
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(seen.borrow().len(), 1);
+        {
+            let _unwind = without_catching();
+            crate::signal::deliver(SIGNO);
+            assert!(run_unwinds(&mut lp, Some(Duration::ZERO)));
+        }
+        crate::signal::deliver(SIGNO);
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(calls.get(), 3);
+        assert!(lp.remove_signal_handler(SIGNO));
+    }
+
+    static INSTALLED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    static RESTORED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+    fn fake_installer() -> crate::SignalInstaller {
+        use std::sync::atomic::Ordering::SeqCst;
+        crate::SignalInstaller {
+            install: |s| {
+                INSTALLED.fetch_or(1u64 << s, SeqCst);
+                Ok(())
+            },
+            restore: |s| {
+                RESTORED.fetch_or(1u64 << s, SeqCst);
+            },
+        }
+    }
+
+    /// A loop holding two handlers (one on an owned fd), a timer, a periodic callback, a
+    /// callback and a signal handler, each with a counted capture; the callback's capture
+    /// panics when dropped, and with `more_panics` the second handler's and the periodic's.
+    fn loaded_loop(
+        remote: &'static Remote<Lp, 4>,
+        drops: &Rc<Cell<u32>>,
+        signo: i32,
+        more_panics: bool,
+    ) -> (Lp, crate::LoopHandle<Lp, 4>) {
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        let handle = lp.attach_remote(remote).unwrap();
+        let c = Counted(drops.clone());
+        lp.register_then(4, Interest::READ, true, (), |()| {
+            InlineFn::new(move |_: &mut Lp, _| {
+                let _ = &c;
+                Ok(())
+            })
+        })
+        .map_err(|r| r.error)
+        .unwrap();
+        let (c, p) = (
+            Counted(drops.clone()),
+            if more_panics { Some(PanicOnDrop) } else { None },
+        );
+        lp.add_handler(5, Interest::READ, move |_, _, _| {
+            let _ = (&c, &p);
+            Ok(())
+        })
+        .map_err(|r| r.error)
+        .unwrap();
+        let c = Counted(drops.clone());
+        lp.call_later(Duration::from_secs(1), move |_| drop(c))
+            .map_err(|r| r.error)
+            .unwrap();
+        let (c, p) = (
+            Counted(drops.clone()),
+            if more_panics { Some(PanicOnDrop) } else { None },
+        );
+        lp.add_periodic(Periodic::every(Duration::from_secs(1)), move |_| {
+            let _ = (&c, &p);
+        })
+        .map_err(|r| r.error)
+        .unwrap();
+        let (c, p) = (Counted(drops.clone()), PanicOnDrop);
+        lp.add_callback(move |_| drop((c, p)))
+            .map_err(|r| r.error)
+            .unwrap();
+        let c = Counted(drops.clone());
+        lp.add_signal_handler(signo, fake_installer(), move |_, _| {
+            let _ = &c;
+        })
+        .map_err(|r| r.error)
+        .unwrap();
+        (lp, handle)
+    }
+
+    #[test]
+    fn panicking_captures_at_close_are_reported_and_everything_else_released() {
+        static REMOTE: Remote<Lp, 4> = Remote::new();
+        let drops = Rc::new(Cell::new(0));
+        let (mut lp, handle) = loaded_loop(&REMOTE, &drops, 40, true);
+        let seen = record_failures(&mut lp);
+        lp.close();
+        assert_eq!(drops.get(), 6, "every counted capture dropped once");
+        assert_eq!(lp.counters().panics, 3);
+        assert_eq!(seen.borrow().len(), 3);
+        assert!(lp.poller().interest(4).is_none() && lp.poller().interest(5).is_none());
+        assert_eq!(lp.poller().closed_by_loop(), &[4]);
+        assert_ne!(
+            RESTORED.load(std::sync::atomic::Ordering::SeqCst) & (1u64 << 40),
+            0
+        );
+        assert!(matches!(
+            handle.add_callback(|_| {}),
+            Err(Refused {
+                error: Error::Closed,
+                ..
+            })
+        ));
+        assert_eq!(
+            (lp.handler_count(), lp.timer_count(), lp.callback_count()),
+            (0, 0, 0)
+        );
+        drop(lp);
+        assert_eq!(drops.get(), 6, "nothing dropped twice");
+    }
+
+    #[test]
+    fn uncaught_panic_while_dropping_the_loop_still_finishes_the_teardown() {
+        static REMOTE: Remote<Lp, 4> = Remote::new();
+        let drops = Rc::new(Cell::new(0));
+        // One panicking capture only: a second panic while unwinding aborts.
+        let (lp, handle) = loaded_loop(&REMOTE, &drops, 41, false);
+        let _unwind = without_catching();
+        assert!(unwinds(move || drop(lp)));
+        assert_eq!(drops.get(), 6);
+        assert_ne!(
+            RESTORED.load(std::sync::atomic::Ordering::SeqCst) & (1u64 << 41),
+            0
+        );
+        assert!(handle.add_callback(|_| {}).is_err());
     }
 }

@@ -830,18 +830,24 @@ impl<const N: usize, const S: usize> ExecQueue for Executor<N, S> {
             if !t.scheduled.replace(false) || t.state.load(Ordering::Relaxed) != OCCUPIED {
                 continue;
             }
-            let Some(threshold) = threshold else {
-                self.poll_slot(t, &me);
-                continue;
-            };
             // Taken before the poll: a task that finishes gets a new generation.
             let id = TaskId {
                 index: index as u32,
                 generation: t.generation.load(Ordering::Relaxed),
             };
-            let name = t.vtable.get().map_or("", |v| (v.name)());
-            let started = current::with_loop(|l| l.now());
-            self.poll_slot(t, &me);
+            let vtable = t.vtable.get();
+            let started = threshold.and_then(|_| current::with_loop(|l| l.now()));
+            // With `std` a panic is caught here, after `poll_slot`'s guard dropped the task
+            // and freed its slot, and reported by the loop's policy (which may unwind on).
+            if let Err(caught) = crate::panic::catch(|| self.poll_slot(t, &me)) {
+                let name = vtable.map_or("", |v| (v.name)());
+                let _ = current::with_loop(move |l| l.task_panicked(id, name, caught));
+                continue;
+            }
+            let Some(threshold) = threshold else {
+                continue;
+            };
+            let name = vtable.map_or("", |v| (v.name)());
             let ended = current::with_loop(|l| l.now());
             if let (Some(a), Some(b)) = (started, ended) {
                 let duration = b - a;
@@ -1254,6 +1260,53 @@ mod tests {
         assert_eq!(lp.timer_count(), 0);
         // The one slot is free again.
         assert!(lp.spawn(async {}).is_ok());
+    }
+
+    #[test]
+    fn a_panicking_task_is_reported_to_the_error_hook_and_the_loop_goes_on() {
+        static REMOTE: Remote<Lp, 4> = Remote::new();
+        static EXEC: Executor<2, 256> = Executor::new();
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        lp.attach_remote(&REMOTE).unwrap();
+        lp.attach_executor(&EXEC).unwrap();
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let s = seen.clone();
+        lp.set_error_hook(move |f| {
+            if let crate::Failure::Panicked {
+                source, message, ..
+            } = f
+            {
+                s.borrow_mut()
+                    .push((source, std::string::String::from(message.as_str())));
+            }
+        });
+        let drops = Rc::new(Cell::new(0));
+        let held = DropCount(drops.clone());
+        let id = lp
+            .spawn(async move {
+                let _held = held;
+                yield_now().await;
+                panic!("task failed");
+            })
+            .map_err(|r| r.error)
+            .unwrap();
+        let out = lp.run_sync(
+            async {
+                sleep(ms(3)).await.unwrap();
+                5
+            },
+            None,
+        );
+        assert_eq!(out, Ok(5));
+        assert_eq!(drops.get(), 1);
+        assert!(EXEC.is_empty());
+        assert_eq!(
+            *seen.borrow(),
+            [(
+                crate::Source::Task { id },
+                std::string::String::from("task failed")
+            )]
+        );
     }
 
     #[test]

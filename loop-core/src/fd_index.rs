@@ -87,16 +87,6 @@ impl<const H: usize> FdIndex<H> {
         );
     }
 
-    /// Forget every fd.
-    pub(crate) fn clear(&mut self) {
-        for bucket in self.buckets.iter_mut() {
-            *bucket = [Entry {
-                fd_plus_one: 0,
-                slot: 0,
-            }; 2];
-        }
-    }
-
     /// Forget `fd`, returning its slot.
     pub(crate) fn remove(&mut self, fd: RawFd) -> Option<u32> {
         if H == 0 || fd < 0 {

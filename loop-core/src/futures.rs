@@ -457,7 +457,8 @@ pub fn interval(periodic: crate::Periodic) -> Interval {
     Interval {
         period_ns: periodic.period_ns.max(1),
         jitter_ppm: periodic.jitter_ppm,
-        rng: 0,
+        // 0 until the first tick derives one from the clock, unless the schedule has a seed.
+        rng: periodic.seed,
         last: None,
         next: None,
         sleep: None,
@@ -480,7 +481,9 @@ impl Interval {
                 let from = match self.last {
                     Some(last) => last,
                     None => {
-                        self.rng = crate::periodic::seed(now, self.period_ns);
+                        if self.rng == 0 {
+                            self.rng = crate::periodic::seed(now, self.period_ns);
+                        }
                         now
                     }
                 };

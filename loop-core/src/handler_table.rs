@@ -50,6 +50,9 @@ pub(crate) struct Slot<F> {
     pub(crate) handler: Option<F>,
     /// For an async I/O registration (`crate::io`): who waits, and what was seen.
     pub(crate) io: Option<IoWaiters>,
+    /// Closing the loop has deregistered the fd (and closed it if owned); the slot only
+    /// waits for its closure to be dropped.
+    pub(crate) released: bool,
 }
 
 /// The tasks waiting on an async I/O registration, and the readiness seen since they last
@@ -120,6 +123,7 @@ impl<F, const H: usize> HandlerTable<F, H> {
             owned,
             handler: None,
             io: None,
+            released: false,
         };
         let (index, generation) = self.slots.insert(slot).map_err(|_| InsertError::Full)?;
         self.index.insert(fd, index);
@@ -188,45 +192,89 @@ impl<F, const H: usize> HandlerTable<F, H> {
         self.slots.remove(id.index, id.generation)
     }
 
-    /// Take the handler of `id` out for a call, with the readiness it may see. `None` if the
-    /// id is stale, the handler is already out (running), or nothing visible is ready.
+    /// Take the handler of `id` out for a call, into `out` (which the caller keeps, e.g. in a
+    /// drop guard: moving it there directly saves a copy per event), with the fd and the
+    /// readiness it may see. `None` (and `out` untouched) if the id is stale, the handler is
+    /// already out (running), or nothing visible is ready.
     #[inline]
-    pub(crate) fn take_for_call(
+    pub(crate) fn take_into(
         &mut self,
         id: HandlerId,
         ready: Readiness,
-    ) -> Option<(F, RawFd, Readiness)> {
+        out: &mut Option<F>,
+    ) -> Option<(RawFd, Readiness)> {
         let slot = self.slots.get_mut(id.index, id.generation)?;
         let visible = ready & slot.interest.visible();
-        if visible.is_empty() {
+        if visible.is_empty() || slot.handler.is_none() {
             return None;
         }
-        let f = slot.handler.take()?;
-        Some((f, slot.fd, visible))
+        *out = slot.handler.take();
+        Some((slot.fd, visible))
     }
 
-    /// Put a handler back after its call. If its registration was removed meanwhile, the
-    /// handler is handed back to be dropped.
+    /// Put a handler back from `from` after its call. If its registration was removed
+    /// meanwhile, `from` keeps it, for the caller to drop.
     #[inline]
-    pub(crate) fn restore(&mut self, id: HandlerId, f: F) -> Result<(), F> {
-        match self.slots.get_mut(id.index, id.generation) {
-            Some(slot) if slot.handler.is_none() => {
-                slot.handler = Some(f);
-                Ok(())
+    pub(crate) fn restore_from(&mut self, id: HandlerId, from: &mut Option<F>) {
+        if let Some(slot) = self.slots.get_mut(id.index, id.generation) {
+            if slot.handler.is_none() {
+                slot.handler = from.take();
             }
-            _ => Err(f),
         }
     }
 
-    /// Every registration, for closing the loop: `each` sees every slot once, then all are
-    /// dropped together. One pass over the table (it used to rescan it for each batch of
-    /// ids, which made dropping a loop with 10^4 handlers quadratic).
-    pub(crate) fn drain_all(&mut self, mut each: impl FnMut(HandlerId, &Slot<F>)) {
+    /// Every live registration, in place (for registering them all again with a poller that
+    /// was reset).
+    pub(crate) fn for_each_mut(&mut self, mut each: impl FnMut(HandlerId, &mut Slot<F>)) {
         for (index, generation, slot) in self.slots.iter_mut() {
             each(HandlerId { index, generation }, slot);
         }
-        self.slots.clear();
-        self.index.clear();
+    }
+
+    /// [`take_into`](Self::take_into), by value.
+    #[cfg(test)]
+    fn take_for_call(&mut self, id: HandlerId, ready: Readiness) -> Option<(F, RawFd, Readiness)> {
+        let mut out = None;
+        let (fd, r) = self.take_into(id, ready, &mut out)?;
+        out.map(|f| (f, fd, r))
+    }
+
+    /// [`restore_from`](Self::restore_from), by value.
+    #[cfg(test)]
+    fn restore(&mut self, id: HandlerId, f: F) -> Result<(), F> {
+        let mut from = Some(f);
+        self.restore_from(id, &mut from);
+        from.map_or(Ok(()), Err)
+    }
+
+    /// Closing the loop, first step: `each` sees every registration not yet released once
+    /// (to deregister its fd and close it if owned), which is then marked released. The
+    /// closures stay: [`take_next`](Self::take_next) hands them out one by one afterwards, so
+    /// a closure whose drop panics cannot keep a later fd registered. One pass over the table
+    /// (it used to rescan it for each batch of ids, which made dropping a loop with 10^4
+    /// handlers quadratic); calling it again only visits what was added since.
+    pub(crate) fn release_all(&mut self, mut each: impl FnMut(&Slot<F>)) {
+        for (_, _, slot) in self.slots.iter_mut() {
+            if !slot.released {
+                each(slot);
+                slot.released = true;
+            }
+        }
+    }
+
+    /// Closing the loop, second step: remove the next registration at or after `*cursor`
+    /// (start at 0) and move the cursor past it. Removing one at a time keeps the table
+    /// consistent between two drops, whatever a drop does. O(capacity) over a whole drain.
+    pub(crate) fn take_next(&mut self, cursor: &mut u32) -> Option<(HandlerId, Slot<F>)> {
+        while self.len() > 0 && (*cursor as usize) < H {
+            let index = *cursor;
+            *cursor += 1;
+            if let Some((_, generation)) = self.slots.get_by_index(index) {
+                let id = HandlerId { index, generation };
+                return self.remove_id(id).map(|slot| (id, slot));
+            }
+        }
+        None
     }
 }
 
@@ -304,22 +352,41 @@ mod tests {
     }
 
     #[test]
-    fn drain_all_visits_every_registration_once() {
+    fn release_all_visits_every_registration_once_even_when_called_again() {
         let mut t: HandlerTable<u32, 64> = zeroed();
         for fd in 0..40 {
             t.insert(fd, Interest::READ, false, fd as u32).ok().unwrap();
         }
         let mut seen = 0u64;
-        t.drain_all(|_, s| seen |= 1 << s.fd);
-        t.insert(3, Interest::READ, false, 3).ok().unwrap();
-        assert_eq!(
-            t.lookup(3).map(|(_, s)| s.handler),
-            Some(Some(3)),
-            "usable after draining"
-        );
-        t.remove(3);
+        t.release_all(|s| seen |= 1 << s.fd);
         assert_eq!(seen, (1u64 << 40) - 1);
+        assert_eq!(t.len(), 40, "closures stay until taken");
+        t.insert(50, Interest::READ, false, 50).ok().unwrap();
+        let mut again = 0u64;
+        t.release_all(|s| again |= 1 << s.fd);
+        assert_eq!(again, 1 << 50, "only the registration added since");
+    }
+
+    #[test]
+    fn take_next_removes_one_at_a_time_and_leaves_the_table_usable() {
+        let mut t: HandlerTable<u32, 64> = zeroed();
+        for fd in 0..40 {
+            t.insert(fd, Interest::READ, false, fd as u32).ok().unwrap();
+        }
+        t.remove(7);
+        let mut cursor = 0;
+        let (_, first) = t.take_next(&mut cursor).unwrap();
+        assert_eq!(first.handler, Some(0));
+        assert_eq!(t.len(), 38);
+        assert!(t.lookup(0).is_none(), "its fd is free again");
+        let mut seen = 1u64;
+        while let Some((id, slot)) = t.take_next(&mut cursor) {
+            assert!(t.take_for_call(id, Readiness::READ).is_none(), "id is dead");
+            seen |= 1 << slot.fd;
+        }
+        assert_eq!(seen, ((1u64 << 40) - 1) & !(1 << 7));
         assert_eq!(t.len(), 0);
-        assert!(t.lookup(3).is_none());
+        t.insert(3, Interest::READ, false, 3).ok().unwrap();
+        assert_eq!(t.lookup(3).map(|(_, s)| s.handler), Some(Some(3)));
     }
 }

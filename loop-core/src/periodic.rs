@@ -18,6 +18,8 @@ use crate::time::Instant;
 pub struct Periodic {
     pub(crate) period_ns: u64,
     pub(crate) jitter_ppm: u32,
+    /// The jitter generator's first state; 0: derived from the clock when the callback starts.
+    pub(crate) seed: u32,
 }
 
 impl Periodic {
@@ -33,6 +35,7 @@ impl Periodic {
         Periodic {
             period_ns,
             jitter_ppm: 0,
+            seed: 0,
         }
     }
 
@@ -47,9 +50,53 @@ impl Periodic {
         self
     }
 
+    /// Start the jitter generator from `seed` instead of a value derived from the clock, so
+    /// the jittered periods are reproducible: exactly those of [`periods`](Self::periods).
+    /// Tests use it to pin jitter down; `0` means "derive from the clock" (the default).
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::Periodic;
+    ///
+    /// let p = Periodic::every(Duration::from_millis(100))
+    ///     .with_jitter_ppm(100_000)
+    ///     .with_jitter_seed(7);
+    /// let mut periods = p.periods();
+    /// let first = periods.next().unwrap();
+    /// assert!(first >= Duration::from_millis(95) && first < Duration::from_millis(105));
+    /// assert_eq!(p.periods().next(), Some(first)); // same seed, same sequence
+    /// ```
+    pub const fn with_jitter_seed(mut self, seed: u32) -> Periodic {
+        self.seed = seed;
+        self
+    }
+
     /// The period.
     pub const fn period(&self) -> Duration {
         Duration::from_nanos(self.period_ns)
+    }
+
+    /// The jittered periods a callback with this schedule uses, in order, from its jitter seed
+    /// (with no seed set, from seed 1: a running callback derives its seed from the clock).
+    /// Without jitter every item is [`period`](Self::period). A callback that is late skips
+    /// grid points, and each skip consumes no extra item: step `k` of the schedule waits the
+    /// `k`-th period (or a multiple of it after a late call).
+    pub fn periods(&self) -> impl Iterator<Item = Duration> {
+        let (period_ns, jitter_ppm) = (self.period_ns.max(1), self.jitter_ppm);
+        let mut rng = if self.seed == 0 { 1 } else { self.seed };
+        core::iter::repeat_with(move || {
+            Duration::from_nanos(jittered(period_ns, jitter_ppm, &mut rng).max(1))
+        })
+    }
+
+    /// The generator's first state for a callback started at `now` (`salt` tells callbacks
+    /// started at the same instant apart).
+    pub(crate) fn first_rng(&self, now: Instant, salt: u64) -> u32 {
+        if self.seed != 0 {
+            self.seed
+        } else {
+            seed(now, salt)
+        }
     }
 }
 

@@ -31,6 +31,15 @@
 //!   was woken only by the notifier returns `Ok(0)`. Many notifications before a wait coalesce
 //!   into one wake.
 //! * **`EINTR`** is returned as `Err(Errno::EINTR)`; the loop restarts its iteration.
+//! * **Fork.** A poller copied into a child by `fork` shares kernel objects with the parent
+//!   (the epoll instance and its timerfd, the notifier's eventfd or pipe). Nothing the child
+//!   does to its copy may touch them: `register`, `modify` and `deregister` return
+//!   [`Error::Forked`], `wait` returns `Err(`[`Errno::ECHILD`]`)`, a notifier (and its clones)
+//!   does nothing, and dropping the poller only closes the child's own fd copies (never an
+//!   `EPOLL_CTL_*`; a kqueue, which the child does not inherit, is not even closed, since its
+//!   number may name a file the child opened since). Build a new loop in the child.
+//!
+//! [`Error::Forked`]: crate::Error::Forked
 //!
 //! [`Error::Unsupported`]: crate::Error::Unsupported
 
@@ -39,6 +48,12 @@ use core::time::Duration;
 use crate::error::{Errno, Error, RawFd};
 use crate::interest::{Capabilities, Interest, Mode, Readiness};
 use crate::time::Clock;
+
+impl Errno {
+    /// `ECHILD` (10 on Linux, the BSDs and macOS): what [`Poller::wait`] returns on a poller
+    /// copied into a child by `fork` (see the module docs).
+    pub const ECHILD: Errno = Errno(10);
+}
 
 /// One ready fd, as reported by [`Poller::wait`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -129,15 +144,52 @@ pub trait Poller: Clock {
 
     /// Whether this poller was created by another process, i.e. this is a child after `fork`
     /// (the kernel object is shared with the parent, so using it would steal or misroute the
-    /// parent's events). Checked by the loop when it starts running and when it registers fds.
-    /// Pollers of real processes compare the process id they were created in; a poller that
-    /// has no process (the simulation) reports what it was told.
+    /// parent's events). Checked by the loop when it starts running and when it registers fds;
+    /// the poller checks it too in every operation that touches the kernel (module docs,
+    /// "Fork"). Real pollers compare the process-wide fork generation they were created in
+    /// (an atomic load, no syscall); the simulation reports what it was told.
     fn forked(&self) -> bool;
+
+    /// Drop every registration at once (the poller's own notifier and timer stay), so that
+    /// the caller can register its live fds again. Returns `Ok(true)` if registrations were
+    /// dropped (the caller must then register every fd it still watches), `Ok(false)` if this
+    /// poller never needs it (the default).
+    ///
+    /// The loop calls it after a `deregister` that failed with `EBADF` or `ENOENT`: the fd
+    /// number no longer names the registered file. epoll registrations belong to the open file
+    /// description, so if the user `dup`ed the fd and closed the original without removing
+    /// the handler first, the registration stays in the kernel, reachable by no fd number,
+    /// and reports its key at every wait — a busy loop with no handler (the dup trap).
+    /// Pollers that forget a closed fd by number (poll, select, kqueue) keep the default.
+    /// Registrations made directly on the poller (through `EventLoop::poller_mut`) are
+    /// dropped too: the loop only registers its own handlers again.
+    ///
+    /// # Errors
+    /// The OS error if a fresh kernel object cannot be made (`EMFILE`, `ENOMEM`): the old
+    /// registrations are then all kept. [`Error::Forked`] in a forked
+    /// child.
+    fn reset(&mut self) -> Result<bool, Error> {
+        Ok(false)
+    }
 
     /// Close an fd whose ownership was handed to the loop (`add_owned_handler`). Called after
     /// `deregister`, exactly once per owned fd. Errors from `close` are ignored (the fd is gone
-    /// either way on Linux and the BSDs).
-    fn close_fd(&mut self, fd: RawFd);
+    /// either way on Linux and the BSDs). The poller's own fds (notifier, timer, the
+    /// epoll/kqueue instance) are never closed, whatever the caller passes.
+    ///
+    /// # Safety
+    /// The caller owns `fd` (it is an open fd that nothing else will close or use as that
+    /// file), and neither the caller nor anyone else uses the number afterwards: after the
+    /// call it may name an unrelated file opened later. Closing an fd some other owner (an
+    /// `OwnedFd`, a `File`) still holds is undefined behaviour for that owner (I/O safety).
+    /// Safe code cannot call it:
+    ///
+    /// ```compile_fail,E0133
+    /// fn close_any_number<P: loop_core::Poller>(poller: &mut P) {
+    ///     poller.close_fd(3); // error[E0133]: call to unsafe function
+    /// }
+    /// ```
+    unsafe fn close_fd(&mut self, fd: RawFd);
 }
 
 /// A poller that can be opened with default settings, so that `EventLoop::new()` can make one.

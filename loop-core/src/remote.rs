@@ -23,7 +23,21 @@
 //! The notifier the handles write to is a clone (`dup`) of the poller's, owned by the `Remote`.
 //! Closing waits for producers that are between their "is it open?" check and their write
 //! (an in-flight count), then drops the clone: no write can reach a notifier whose poller is
-//! gone (a pipe with no reader would raise `SIGPIPE`).
+//! gone (a pipe with no reader would raise `SIGPIPE`). A producer enters with a load and a
+//! compare-and-swap that only succeeds on an open state, so once `close` has set `CLOSED` the
+//! count can only go down: `close` waits for the producers already inside (a few instructions
+//! and one write each), never for the ones that keep arriving.
+//!
+//! ## Attaching again
+//!
+//! After its loop is closed or dropped a `Remote` is free again: the next
+//! [`EventLoop::attach_remote`](crate::EventLoop::attach_remote) (on any thread, for any loop
+//! of the same type) starts a new *attachment*. Closures still queued at close are dropped there,
+//! exactly once, and the queue starts empty. Every attachment has a generation number, and
+//! each [`LoopHandle`] carries the one it was made for: a handle from an earlier attachment
+//! gets [`Error::Closed`] (with its closure back) forever, and never reaches the new loop.
+//! (The generation is a `usize`: a handle kept across `2^32` attachments on a 32-bit target
+//! would alias; on 64-bit targets this cannot happen.)
 
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
@@ -56,12 +70,22 @@ struct Cell<L: 'static> {
     value: UnsafeCell<MaybeUninit<SendFn<L>>>,
 }
 
+// The state word: two flags and, above them, the number of producers inside a call.
+//
+//   IDLE (0)                 never attached, or closed: `attach` may claim it
+//   CLOSED                   an `attach` is filling in the notifier: producers refuse
+//   ATTACHED + n*IN_FLIGHT   open: producers enter (CAS n -> n+1) and leave (n -> n-1)
+//   ATTACHED|CLOSED + n*..   closing: producers refuse without touching the word; `close`
+//                            waits for n to reach 0, drains the queue, then stores IDLE
+const IDLE: usize = 0;
 const ATTACHED: usize = 1;
 const CLOSED: usize = 2;
 const IN_FLIGHT: usize = 4;
+/// While `attach` fills in the notifier: neither idle nor open.
+const CLAIMING: usize = CLOSED;
 
-/// A fixed-capacity queue of closures for one loop, fed from any thread and from signal
-/// handlers. See the [module docs](self). `N` must be a power of two.
+/// A fixed-capacity queue of closures for one loop at a time, fed from any thread and from
+/// signal handlers. See the [module docs](self). `N` must be a power of two.
 ///
 /// ```
 /// use loop_core::sim::SimPoller;
@@ -76,30 +100,45 @@ const IN_FLIGHT: usize = 4;
 ///     .join()
 ///     .unwrap();
 /// lp.run().unwrap();
+/// drop(lp);
+///
+/// // The loop is gone: its handles are refused, and the remote can serve a new loop.
+/// assert!(handle.add_callback(|_| {}).is_err());
+/// let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+/// let handle = lp.attach_remote(&REMOTE).unwrap();
+/// handle.stop().unwrap();
+/// lp.run().unwrap();
 /// ```
 pub struct Remote<L: RemoteTarget, const N: usize> {
     cells: [Cell<L>; N],
     enqueue: AtomicUsize,
-    /// The consumer's position; only the attached loop reads and writes it.
+    /// The consumer's position; only the attached loop reads and writes it (an attachment
+    /// hands it to the next through `state`: `close` stores `IDLE` with Release after its
+    /// last `pop`, `attach` claims `IDLE` with Acquire).
     dequeue: UnsafeCell<usize>,
-    /// `ATTACHED | CLOSED` bits, plus `IN_FLIGHT` per producer inside a call.
+    /// `ATTACHED | CLOSED` bits, plus `IN_FLIGHT` per producer inside a call (see above).
     state: AtomicUsize,
+    /// The generation of the current (or last) attachment; written only by `attach` while
+    /// no producer is inside, read by producers once they are inside.
+    epoch: AtomicUsize,
     wake_pending: AtomicBool,
     stop: AtomicBool,
-    /// Written once by `attach` (before `ATTACHED` is published), taken by `close` (after the
+    /// Written by `attach` (before `ATTACHED` is published), taken by `close` (after the
     /// in-flight count drained): never touched concurrently with a write.
     notifier: UnsafeCell<Option<L::Notifier>>,
     high_water: AtomicUsize,
-    /// How signal handlers reach this remote (see [`crate::signal`]).
+    /// How signal handlers reach this remote (see [`crate::signal`]): `wake(ctx)` wakes the
+    /// loop the remote serves at that moment, if any, and does nothing otherwise.
     pub(crate) wake_entry: WakeEntry,
 }
 
 // SAFETY: the shared parts are atomics; `cells` hand values from producers to the one consumer
 // through the sequence protocol (a value is written only by the producer that claimed the
 // cell and read only by the consumer after `seq` published it); `dequeue` is touched only by
-// the attached loop, which is `!Send` and unique (`attach` succeeds once); `notifier` is
-// written before `ATTACHED` is published and taken only after `CLOSED` is set and no producer
-// is in flight. The closures are `Send` (see `SendFn`), the notifier is `Send + Sync`.
+// the attached loop, which is `!Send` and unique (`attach` succeeds only from `IDLE`, and the
+// next attachment starts after `close` published `IDLE`); `notifier` is written before
+// `ATTACHED` is published and taken only after `CLOSED` is set and no producer is in flight.
+// The closures are `Send` (see `SendFn`), the notifier is `Send + Sync`.
 unsafe impl<L: RemoteTarget, const N: usize> Sync for Remote<L, N> {}
 // SAFETY: as above; a `Remote` owns `Send` closures and a `Send` notifier.
 unsafe impl<L: RemoteTarget, const N: usize> Send for Remote<L, N> {}
@@ -129,7 +168,8 @@ impl<L: RemoteTarget, const N: usize> Remote<L, N> {
             }; N],
             enqueue: AtomicUsize::new(0),
             dequeue: UnsafeCell::new(0),
-            state: AtomicUsize::new(0),
+            state: AtomicUsize::new(IDLE),
+            epoch: AtomicUsize::new(0),
             wake_pending: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             notifier: UnsafeCell::new(None),
@@ -156,28 +196,43 @@ impl<L: RemoteTarget, const N: usize> Remote<L, N> {
             .store(seq.wrapping_sub(index), Ordering::Release);
     }
 
-    /// Attach to a loop, taking ownership of `notifier` (a clone of the loop poller's).
+    /// Attach to a loop, taking ownership of `notifier` (a clone of the loop poller's), and
+    /// start a new generation: handles made before (see [`LoopHandle::new`]) are refused.
     pub(crate) fn attach(&'static self, notifier: L::Notifier) -> Result<(), Error> {
         // Claim the attachment first so two loops can never both write `notifier`.
-        const CLAIMING: usize = CLOSED; // closed-and-not-attached: refuses producers meanwhile
         if self
             .state
-            .compare_exchange(0, CLAIMING, Ordering::Acquire, Ordering::Relaxed)
+            .compare_exchange(IDLE, CLAIMING, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
             return Err(Error::AlreadyAttached);
         }
-        // SAFETY: the successful CAS from 0 makes this the only thread that ever writes the
-        // notifier before `ATTACHED` is published; producers refuse while `CLOSED` is set.
+        // SAFETY: the successful CAS from `IDLE` makes this the only thread that touches the
+        // notifier until `ATTACHED` is published; producers refuse meanwhile (no `ATTACHED`),
+        // and the previous attachment's `close` took its notifier before publishing `IDLE`.
         unsafe { *self.notifier.get() = Some(notifier) };
+        // A fresh start: nothing pending from the previous attachment reaches this loop.
+        self.wake_pending.store(false, Ordering::Relaxed);
+        self.stop.store(false, Ordering::Relaxed);
+        self.high_water.store(0, Ordering::Relaxed);
+        // Generation 0 means "never attached": skip it when the counter wraps.
+        let epoch = match self.epoch.load(Ordering::Relaxed).wrapping_add(1) {
+            0 => 1,
+            e => e,
+        };
+        self.epoch.store(epoch, Ordering::Relaxed);
         self.wake_entry
             .ctx
             .store(self as *const Self as *mut (), Ordering::Release);
+        // Publishes all of the above to producers (their entering CAS is Acquire).
         self.state.store(ATTACHED, Ordering::Release);
         Ok(())
     }
 
-    /// The signal path's wake: `ctx` is this remote (see `attach`). Async-signal-safe.
+    /// The signal path's wake: `ctx` is this remote (see `attach`). Async-signal-safe: a
+    /// bounded number of atomic operations and at most one notifier write. Wakes whichever
+    /// loop the remote serves now (at worst one spurious wake-up of a loop attached after the
+    /// signal was raised); after `close` it does nothing and never touches the notifier.
     fn wake_from_signal(ctx: *const ()) {
         if ctx.is_null() {
             return;
@@ -190,12 +245,40 @@ impl<L: RemoteTarget, const N: usize> Remote<L, N> {
         }
     }
 
-    /// Enter a producer call: `Err` unless attached and open.
+    /// Enter a producer call: `Err` unless attached and open. Never changes the state word
+    /// unless it is open, so a closing remote's in-flight count only drains. Lock-free and
+    /// async-signal-safe (a CAS retried only when another producer changed the word).
     #[inline]
     fn enter(&self) -> Result<(), Error> {
-        let s = self.state.fetch_add(IN_FLIGHT, Ordering::Acquire);
-        if s & CLOSED != 0 || s & ATTACHED == 0 {
-            self.state.fetch_sub(IN_FLIGHT, Ordering::Release);
+        let mut s = self.state.load(Ordering::Relaxed);
+        loop {
+            if s & (ATTACHED | CLOSED) != ATTACHED {
+                return Err(Error::Closed);
+            }
+            // The count is bounded by the producer calls running at once (threads plus
+            // nested signal handlers), far below `usize::MAX / IN_FLIGHT`.
+            match self.state.compare_exchange_weak(
+                s,
+                s.wrapping_add(IN_FLIGHT),
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(now) => s = now,
+            }
+        }
+    }
+
+    /// Enter a producer call for the attachment of generation `epoch`: `Err` unless that
+    /// attachment is the current one and open.
+    #[inline]
+    fn enter_for(&self, epoch: usize) -> Result<(), Error> {
+        self.enter()?;
+        // Inside, the generation cannot change (`attach` needs `close` to finish, which waits
+        // for this call), and the Acquire CAS of `enter` read a state published by the
+        // current `attach` (or an RMW after it), so this sees the current generation.
+        if self.epoch.load(Ordering::Relaxed) != epoch {
+            self.exit();
             return Err(Error::Closed);
         }
         Ok(())
@@ -204,6 +287,11 @@ impl<L: RemoteTarget, const N: usize> Remote<L, N> {
     #[inline]
     fn exit(&self) {
         self.state.fetch_sub(IN_FLIGHT, Ordering::Release);
+    }
+
+    /// The current generation (read by the attached loop's thread right after `attach`).
+    fn epoch(&self) -> usize {
+        self.epoch.load(Ordering::Relaxed)
     }
 
     /// Wake the loop unless a wake is already pending. Called between `enter` and `exit`.
@@ -269,7 +357,8 @@ impl<L: RemoteTarget, const N: usize> Remote<L, N> {
 
     /// Take the oldest closure. Only the attached loop calls this.
     pub(crate) fn pop(&self) -> Option<SendFn<L>> {
-        // SAFETY: only the attached loop (one `!Send` value) reaches `pop`, `len` and `close`.
+        // SAFETY: only the attached loop (one `!Send` value) reaches `pop`, `len` and `close`,
+        // and the reference does not outlive this call.
         let dequeue = unsafe { &mut *self.dequeue.get() };
         let pos = *dequeue;
         let index = pos % N;
@@ -309,33 +398,99 @@ impl<L: RemoteTarget, const N: usize> Remote<L, N> {
         self.stop.load(Ordering::Relaxed) && self.stop.swap(false, Ordering::AcqRel)
     }
 
-    /// The largest queue length the loop has seen.
+    /// The largest queue length the loop it serves (or last served) has seen; reset when the
+    /// remote is attached again.
     pub fn high_water(&self) -> usize {
         self.high_water.load(Ordering::Relaxed)
     }
 
     /// Refuse all further calls, wait for producers inside a call to leave, drop the notifier
-    /// clone and every queued closure. Only the attached loop calls this.
+    /// clone and every queued closure (each exactly once), and make the remote free for the
+    /// next `attach`. Only the attached loop calls this; on a remote that is not open (never
+    /// attached, or already closed) it does nothing.
+    ///
+    /// Finishes in bounded time whatever other threads do: producers arriving after `CLOSED`
+    /// is set never touch the in-flight count, so only the calls already inside are waited
+    /// for (each is a few atomics and at most one notifier write away from leaving).
     pub(crate) fn close(&self) {
-        let prev = self.state.fetch_or(CLOSED, Ordering::AcqRel);
-        if prev & CLOSED != 0 {
-            return;
+        let mut s = self.state.load(Ordering::Relaxed);
+        loop {
+            if s & (ATTACHED | CLOSED) != ATTACHED {
+                return;
+            }
+            match self.state.compare_exchange_weak(
+                s,
+                s | CLOSED,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(now) => s = now,
+            }
         }
-        // A producer inside a call is a few instructions and one write(2) away from leaving.
-        while self.state.load(Ordering::Acquire) >= IN_FLIGHT {
-            core::hint::spin_loop();
+        let mut spins = 0u32;
+        // Acquire pairs with each producer's Release `exit`: their pushes and notifier writes
+        // happen before what follows.
+        while self.state.load(Ordering::Acquire) != ATTACHED | CLOSED {
+            spins = spins.wrapping_add(1);
+            backoff(spins);
         }
         // SAFETY: `CLOSED` is set and no producer is in flight, so nobody reads the notifier
-        // any more; only this (the attached loop) writes it.
+        // any more, and no new producer can enter; only this (the attached loop) writes it.
         drop(unsafe { (*self.notifier.get()).take() });
-        while self.pop().is_some() {}
+        self.finish_close();
+    }
+
+    /// Drop every queued closure, then publish `IDLE`. If a closure's `Drop` panics, the
+    /// rest are still dropped (during unwinding; a second panic aborts, as for a `Vec`) and
+    /// the remote is still freed: nothing is leaked, nothing dropped twice.
+    fn finish_close(&self) {
+        struct Resume<'a, L: RemoteTarget, const N: usize>(&'a Remote<L, N>);
+        impl<L: RemoteTarget, const N: usize> Drop for Resume<'_, L, N> {
+            fn drop(&mut self) {
+                self.0.finish_close();
+            }
+        }
+        let resume = Resume(self);
+        // Every claimed cell is published: pushes happen only inside a call, and none is.
+        while let Some(f) = self.pop() {
+            drop(f);
+        }
+        core::mem::forget(resume);
+        self.wake_pending.store(false, Ordering::Relaxed);
+        self.stop.store(false, Ordering::Relaxed);
+        // Hands `dequeue`, the cells and the flags to the next `attach` (Acquire there).
+        self.state.store(IDLE, Ordering::Release);
+    }
+}
+
+/// Wait a little while producers leave: spin first, then (with `std`) give the CPU to them,
+/// which matters when there are more producer threads than cores.
+#[inline]
+fn backoff(spins: u32) {
+    if spins < 64 {
+        core::hint::spin_loop();
+    } else {
+        #[cfg(any(feature = "std", test))]
+        {
+            extern crate std;
+            std::thread::yield_now();
+        }
+        #[cfg(not(any(feature = "std", test)))]
+        core::hint::spin_loop();
     }
 }
 
 /// A handle to a loop for other threads and signal handlers: `Copy`, `Send`, `Sync`, no
 /// allocation. Made by [`EventLoop::attach_remote`](crate::EventLoop::attach_remote).
+///
+/// A handle belongs to one attachment of its [`Remote`]: once that loop is closed or dropped,
+/// every call returns [`Error::Closed`], also after the remote was attached to a new loop
+/// (which gets its own handles).
 pub struct LoopHandle<L: RemoteTarget, const N: usize> {
     remote: &'static Remote<L, N>,
+    /// The generation of the attachment this handle was made for.
+    epoch: usize,
 }
 
 impl<L: RemoteTarget, const N: usize> Clone for LoopHandle<L, N> {
@@ -348,13 +503,21 @@ impl<L: RemoteTarget, const N: usize> Copy for LoopHandle<L, N> {}
 
 impl<L: RemoteTarget, const N: usize> core::fmt::Debug for LoopHandle<L, N> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("LoopHandle").field("capacity", &N).finish()
+        f.debug_struct("LoopHandle")
+            .field("capacity", &N)
+            .field("generation", &self.epoch)
+            .finish()
     }
 }
 
 impl<L: RemoteTarget, const N: usize> LoopHandle<L, N> {
+    /// A handle for the current attachment of `remote`: called by the attaching loop right
+    /// after a successful `attach` (the generation cannot change until that loop closes).
     pub(crate) fn new(remote: &'static Remote<L, N>) -> Self {
-        LoopHandle { remote }
+        LoopHandle {
+            remote,
+            epoch: remote.epoch(),
+        }
     }
 
     /// Run `f` on the loop thread in its next iteration (FIFO among remote callbacks; they run
@@ -363,13 +526,14 @@ impl<L: RemoteTarget, const N: usize> LoopHandle<L, N> {
     ///
     /// # Errors
     /// `f` comes back inside [`Refused`] with [`Error::Full`] when `N` closures are queued, or
-    /// [`Error::Closed`] when the loop was closed or dropped (or not attached yet).
+    /// [`Error::Closed`] when this handle's loop was closed or dropped (also once the remote
+    /// serves another loop).
     pub fn add_callback<F>(&self, f: F) -> Result<(), Refused<F>>
     where
         F: FnOnce(&mut L) + Send + 'static,
     {
         let r = self.remote;
-        if let Err(error) = r.enter() {
+        if let Err(error) = r.enter_for(self.epoch) {
             return Err(Refused { error, value: f });
         }
         let pushed = r.push(f);
@@ -386,11 +550,11 @@ impl<L: RemoteTarget, const N: usize> LoopHandle<L, N> {
     /// Make the loop stop as [`EventLoop::stop`](crate::EventLoop::stop) does, from any thread.
     ///
     /// # Errors
-    /// [`Error::Closed`] when the loop was closed or dropped; [`Error::Os`] if the wake could
-    /// not be written (the stop is still recorded).
+    /// [`Error::Closed`] when this handle's loop was closed or dropped; [`Error::Os`] if the
+    /// wake could not be written (the stop is still recorded).
     pub fn stop(&self) -> Result<(), Error> {
         let r = self.remote;
-        r.enter()?;
+        r.enter_for(self.epoch)?;
         r.stop.store(true, Ordering::Release);
         let woke = r.wake_inside();
         r.exit();
@@ -403,13 +567,13 @@ impl<L: RemoteTarget, const N: usize> LoopHandle<L, N> {
     /// As [`stop`](Self::stop).
     pub fn wake(&self) -> Result<(), Error> {
         let r = self.remote;
-        r.enter()?;
+        r.enter_for(self.epoch)?;
         let woke = r.wake_inside();
         r.exit();
         woke.map_err(Error::from)
     }
 
-    /// The largest number of queued closures the loop has seen at once.
+    /// The largest number of queued closures the remote's current loop has seen at once.
     pub fn high_water(&self) -> usize {
         self.remote.high_water()
     }
@@ -421,6 +585,7 @@ impl<L: RemoteTarget, const N: usize> LoopHandle<L, N> {
 mod tests {
     extern crate std;
     use super::*;
+    use crate::poller::{Notify, Poller};
     use crate::sim::SimPoller;
     use crate::EventLoop;
     use core::time::Duration;
@@ -489,5 +654,285 @@ mod tests {
             .map_err(|r| r.error)
             .unwrap();
         lp.close();
+    }
+
+    /// Counts drops of the closures that carry it.
+    struct Token(Arc<AtomicU64>);
+
+    impl Drop for Token {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn remote_close_finishes_while_many_threads_hammer_the_handle() {
+        static REMOTE: Remote<Lp, 8> = Remote::new();
+        let threads = if cfg!(miri) { 4 } else { 16 };
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        let handle = lp.attach_remote(&REMOTE).unwrap();
+        let made = Arc::new(AtomicU64::new(0));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let ran = Arc::new(AtomicU64::new(0));
+        let accepted = Arc::new(AtomicU64::new(0));
+        let halt = Arc::new(AtomicBool::new(false));
+        let hammers: std::vec::Vec<_> = (0..threads)
+            .map(|_| {
+                let (made, dropped, ran, accepted, halt) = (
+                    made.clone(),
+                    dropped.clone(),
+                    ran.clone(),
+                    accepted.clone(),
+                    halt.clone(),
+                );
+                std::thread::spawn(move || {
+                    // Bounded by the flag, which is set only after the loop is gone: the
+                    // calls keep coming during the whole close (then each thread goes on
+                    // until it saw the refusal, which is its next call).
+                    let mut closed_seen = false;
+                    while !(closed_seen && halt.load(Ordering::Acquire)) {
+                        made.fetch_add(1, Ordering::Relaxed);
+                        let token = Token(dropped.clone());
+                        let ran = ran.clone();
+                        match handle.add_callback(move |_: &mut Lp| {
+                            let _keep = &token;
+                            ran.fetch_add(1, Ordering::Relaxed);
+                        }) {
+                            Ok(()) => {
+                                assert!(!closed_seen, "accepted after a Closed refusal");
+                                accepted.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(refused) => {
+                                match refused.error {
+                                    Error::Closed => closed_seen = true,
+                                    Error::Full { .. } => assert!(!closed_seen),
+                                    e => panic!("unexpected {e:?}"),
+                                }
+                                drop(refused.into_inner());
+                            }
+                        }
+                    }
+                    closed_seen
+                })
+            })
+            .collect();
+        // Let every thread get going, and the loop run some of their closures.
+        while made.load(Ordering::Relaxed) < 4 * threads as u64 {
+            std::thread::yield_now();
+        }
+        for _ in 0..4 {
+            lp.run_once(Some(Duration::ZERO)).unwrap();
+        }
+        drop(lp); // the close under test: must return while the threads keep calling
+        halt.store(true, Ordering::Release);
+        for h in hammers {
+            assert!(h.join().unwrap());
+        }
+        assert_eq!(
+            handle.add_callback(|_| {}).map_err(|r| r.error),
+            Err(Error::Closed)
+        );
+        let (made, dropped, ran, accepted) = (
+            made.load(Ordering::Relaxed),
+            dropped.load(Ordering::Relaxed),
+            ran.load(Ordering::Relaxed),
+            accepted.load(Ordering::Relaxed),
+        );
+        assert_eq!(dropped, made, "every closure dropped exactly once");
+        assert!(ran <= accepted, "ran {ran} of {accepted} accepted");
+        assert!(accepted > 0);
+    }
+
+    #[test]
+    fn remote_can_be_attached_again_after_its_loop_closed() {
+        static REMOTE: Remote<Lp, 4> = Remote::new();
+        let ran = Arc::new(AtomicU64::new(0));
+        for round in 0..3u64 {
+            let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+            let handle = lp.attach_remote(&REMOTE).unwrap();
+            let r = ran.clone();
+            std::thread::spawn(move || {
+                handle
+                    .add_callback(move |_: &mut Lp| {
+                        r.fetch_add(1, Ordering::Relaxed);
+                    })
+                    .map_err(|r| r.error)
+                    .unwrap()
+            })
+            .join()
+            .unwrap();
+            assert_eq!(lp.poller().notifier().count(), 1, "the new loop is woken");
+            lp.run_once(Some(Duration::ZERO)).unwrap();
+            assert_eq!(ran.load(Ordering::Relaxed), round + 1);
+            // Alternate between an explicit close (the loop lives on) and a drop.
+            if round % 2 == 0 {
+                lp.close();
+                let mut other: Lp = EventLoop::with_poller(SimPoller::new());
+                let h = other.attach_remote(&REMOTE).unwrap();
+                // The closed loop's later drop must not close the new attachment.
+                drop(lp);
+                h.add_callback(|lp| lp.stop()).map_err(|r| r.error).unwrap();
+                other.run().unwrap();
+            } else {
+                drop(lp);
+            }
+        }
+    }
+
+    #[test]
+    fn stale_handle_from_a_previous_loop_is_refused_after_reattach() {
+        static REMOTE: Remote<Lp, 4> = Remote::new();
+        let dropped = Arc::new(AtomicU64::new(0));
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        let old = lp.attach_remote(&REMOTE).unwrap();
+        lp.close();
+        let mut lp2: Lp = EventLoop::with_poller(SimPoller::new());
+        let new = lp2.attach_remote(&REMOTE).unwrap();
+        // Every producer call of the old handle is refused, its closure handed back.
+        let token = Token(dropped.clone());
+        let refused = std::thread::spawn(move || {
+            old.add_callback(move |_: &mut Lp| drop(token)).unwrap_err()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(refused.error, Error::Closed);
+        assert_eq!(
+            dropped.load(Ordering::Relaxed),
+            0,
+            "handed back, not dropped"
+        );
+        drop(refused.into_inner());
+        assert_eq!(dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(old.stop(), Err(Error::Closed));
+        assert_eq!(old.wake(), Err(Error::Closed));
+        // Nothing from the old handle reached the new loop: no wake, no stop, no callback.
+        assert_eq!(lp2.poller().notifier().count(), 0);
+        new.add_callback(|_| {}).map_err(|r| r.error).unwrap();
+        lp2.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(lp2.counters().remote_callbacks_run, 1);
+        // And a third attachment refuses both earlier handles.
+        drop(lp2);
+        let mut lp3: Lp = EventLoop::with_poller(SimPoller::new());
+        let third = lp3.attach_remote(&REMOTE).unwrap();
+        assert_eq!(old.wake(), Err(Error::Closed));
+        assert_eq!(new.wake(), Err(Error::Closed));
+        third.wake().unwrap();
+        drop(lp);
+    }
+
+    #[test]
+    fn queued_closures_are_dropped_once_at_close() {
+        static REMOTE: Remote<Lp, 4> = Remote::new();
+        let dropped = Arc::new(AtomicU64::new(0));
+        let ran = Arc::new(AtomicU64::new(0));
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        let handle = lp.attach_remote(&REMOTE).unwrap();
+        // Wrap the ring once so the queue's positions are not at zero when it is reset.
+        for _ in 0..3 {
+            handle.add_callback(|_| {}).map_err(|r| r.error).unwrap();
+        }
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        for _ in 0..4 {
+            let token = Token(dropped.clone());
+            let ran = ran.clone();
+            handle
+                .add_callback(move |_: &mut Lp| {
+                    let _keep = &token;
+                    ran.fetch_add(1, Ordering::Relaxed);
+                })
+                .map_err(|r| r.error)
+                .unwrap();
+        }
+        handle.stop().unwrap();
+        lp.close();
+        assert_eq!(dropped.load(Ordering::Relaxed), 4, "dropped at close");
+        assert_eq!(ran.load(Ordering::Relaxed), 0, "not run");
+        drop(lp);
+        assert_eq!(dropped.load(Ordering::Relaxed), 4, "and only once");
+        // The next loop starts with an empty queue, no pending stop and a fresh high water.
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        let handle = lp.attach_remote(&REMOTE).unwrap();
+        assert_eq!(handle.high_water(), 0);
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(lp.counters().remote_callbacks_run, 0);
+        for _ in 0..4 {
+            handle.add_callback(|_| {}).map_err(|r| r.error).unwrap();
+        }
+        assert_eq!(
+            handle.add_callback(|_| {}).map_err(|r| r.error),
+            Err(Error::Full {
+                what: Resource::Callbacks
+            }),
+            "the full capacity is available again"
+        );
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(lp.counters().remote_callbacks_run, 4);
+    }
+
+    #[test]
+    fn close_drops_every_queued_closure_and_frees_the_remote_when_a_drop_panics() {
+        static REMOTE: Remote<Lp, 4> = Remote::new();
+        struct PanicOnDrop;
+        impl Drop for PanicOnDrop {
+            fn drop(&mut self) {
+                panic!("drop of a queued closure panicked");
+            }
+        }
+        let dropped = Arc::new(AtomicU64::new(0));
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        let handle = lp.attach_remote(&REMOTE).unwrap();
+        let token = Token(dropped.clone());
+        handle
+            .add_callback(move |_: &mut Lp| drop(token))
+            .map_err(|r| r.error)
+            .unwrap();
+        let bomb = PanicOnDrop;
+        handle
+            .add_callback(move |_: &mut Lp| drop(bomb))
+            .map_err(|r| r.error)
+            .unwrap();
+        let token = Token(dropped.clone());
+        handle
+            .add_callback(move |_: &mut Lp| drop(token))
+            .map_err(|r| r.error)
+            .unwrap();
+        let closed = std::panic::catch_unwind(|| REMOTE.close());
+        assert!(closed.is_err(), "the panic reaches the caller");
+        assert_eq!(
+            dropped.load(Ordering::Relaxed),
+            2,
+            "the others were dropped"
+        );
+        assert_eq!(handle.wake(), Err(Error::Closed));
+        // The loop's own close finds the remote already closed.
+        drop(lp);
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        let handle = lp.attach_remote(&REMOTE).unwrap();
+        handle
+            .add_callback(|lp| lp.stop())
+            .map_err(|r| r.error)
+            .unwrap();
+        lp.run().unwrap();
+    }
+
+    #[test]
+    fn signal_wake_after_close_touches_nothing_and_after_reattach_wakes_the_new_loop() {
+        static REMOTE: Remote<Lp, 4> = Remote::new();
+        let entry = &REMOTE.wake_entry;
+        let signal = || (entry.wake)(entry.ctx.load(Ordering::Acquire));
+        signal(); // never attached: nothing to wake
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        let _handle = lp.attach_remote(&REMOTE).unwrap();
+        signal();
+        assert_eq!(lp.poller().notifier().count(), 1);
+        let first = lp.poller().notifier().try_clone().unwrap();
+        drop(lp); // the remote's notifier clone is gone
+        signal();
+        assert_eq!(first.count(), 1, "no write after close");
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        let _handle = lp.attach_remote(&REMOTE).unwrap();
+        signal();
+        assert_eq!(lp.poller().notifier().count(), 1, "the new loop is woken");
+        assert_eq!(first.count(), 1);
     }
 }

@@ -81,6 +81,9 @@ pub struct SimPoller<const N: usize = 64> {
     ready: Vec<(RawFd, Readiness), N>,
     closed: Vec<RawFd, N>,
     closed_by_loop: Vec<RawFd, N>,
+    /// Closed while a `dup` keeps the file open: registration kept, `deregister` refused.
+    trapped: Vec<RawFd, N>,
+    resets: u64,
     wait_faults: Deque<Errno, 8>,
     register_faults: Deque<Errno, 8>,
     injected: Deque<PollEvent, 16>,
@@ -107,6 +110,8 @@ impl<const N: usize> SimPoller<N> {
             ready: Vec::new(),
             closed: Vec::new(),
             closed_by_loop: Vec::new(),
+            trapped: Vec::new(),
+            resets: 0,
             wait_faults: Deque::new(),
             register_faults: Deque::new(),
             injected: Deque::new(),
@@ -172,6 +177,25 @@ impl<const N: usize> SimPoller<N> {
     /// Mark `fd` open again (the number was reused).
     pub fn reopen(&mut self, fd: RawFd) {
         self.closed.retain(|f| *f != fd);
+        self.trapped.retain(|f| *f != fd);
+    }
+
+    /// epoll's dup trap: `fd` is closed while a `dup` of it keeps the file open. As epoll
+    /// does, its registration stays and keeps reporting the readiness it has (set with
+    /// [`set_ready`](Self::set_ready) before), `deregister(fd)` fails with `EBADF`, and only
+    /// [`reset`](Poller::reset) removes it.
+    pub fn close_keeping_registration(&mut self, fd: RawFd) {
+        if !self.closed.contains(&fd) {
+            let _ = self.closed.push(fd);
+        }
+        if !self.trapped.contains(&fd) {
+            let _ = self.trapped.push(fd);
+        }
+    }
+
+    /// How many times [`Poller::reset`] dropped every registration.
+    pub fn resets(&self) -> u64 {
+        self.resets
     }
 
     /// Fail the next `wait` with `errno`.
@@ -200,7 +224,9 @@ impl<const N: usize> SimPoller<N> {
         &self.closed_by_loop
     }
 
-    /// Pretend this is (or is not) a child process after `fork`.
+    /// Pretend this is (or is not) a child process after `fork`: `register`, `modify` and
+    /// `deregister` then return [`Error::Forked`] and `wait` `Errno::ECHILD`, as real pollers
+    /// do in a child (see the [`poller`](crate::poller) module docs, "Fork").
     pub fn set_forked(&mut self, forked: bool) {
         self.forked = forked;
     }
@@ -232,6 +258,9 @@ impl<const N: usize> Poller for SimPoller<N> {
         mode: Mode,
     ) -> Result<(), Error> {
         self.stats.registers += 1;
+        if self.forked {
+            return Err(Error::Forked);
+        }
         if let Some(errno) = self.register_faults.pop_front() {
             return Err(Error::Os { errno });
         }
@@ -260,6 +289,9 @@ impl<const N: usize> Poller for SimPoller<N> {
 
     fn modify(&mut self, fd: RawFd, key: u64, interest: Interest, mode: Mode) -> Result<(), Error> {
         self.stats.modifies += 1;
+        if self.forked {
+            return Err(Error::Forked);
+        }
         if mode != Mode::Level {
             return Err(Error::Unsupported);
         }
@@ -273,6 +305,14 @@ impl<const N: usize> Poller for SimPoller<N> {
 
     fn deregister(&mut self, fd: RawFd) -> Result<(), Error> {
         self.stats.deregisters += 1;
+        if self.forked {
+            return Err(Error::Forked);
+        }
+        if self.trapped.contains(&fd) {
+            return Err(Error::Os {
+                errno: Errno::EBADF,
+            });
+        }
         let before = self.regs.len();
         self.regs.retain(|r| r.fd != fd);
         if self.regs.len() == before {
@@ -291,6 +331,9 @@ impl<const N: usize> Poller for SimPoller<N> {
     ) -> Result<usize, Errno> {
         self.stats.waits += 1;
         self.stats.last_timeout = Some(timeout);
+        if self.forked {
+            return Err(Errno::ECHILD);
+        }
         if let Some(errno) = self.wait_faults.pop_front() {
             return Err(errno);
         }
@@ -334,11 +377,28 @@ impl<const N: usize> Poller for SimPoller<N> {
         &self.notifier
     }
 
+    /// Drops every registration (a trapped one too) and returns `Ok(true)`, as epoll's
+    /// rebuild does.
+    fn reset(&mut self) -> Result<bool, Error> {
+        if self.forked {
+            return Err(Error::Forked);
+        }
+        self.regs.clear();
+        self.trapped.clear();
+        self.resets += 1;
+        Ok(true)
+    }
+
     fn forked(&self) -> bool {
         self.forked
     }
 
-    fn close_fd(&mut self, fd: RawFd) {
+    /// Records `fd` in [`closed_by_loop`](SimPoller::closed_by_loop) and marks it closed; no
+    /// real fd is touched.
+    ///
+    /// # Safety
+    /// None beyond the trait's: the simulation closes nothing real, so any number is harmless.
+    unsafe fn close_fd(&mut self, fd: RawFd) {
         let _ = self.closed_by_loop.push(fd);
         self.close(fd);
     }
@@ -347,5 +407,93 @@ impl<const N: usize> Poller for SimPoller<N> {
 impl<const N: usize> crate::OpenPoller for SimPoller<N> {
     fn open() -> Result<Self, Errno> {
         Ok(Self::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::EventLoop;
+
+    type Lp = EventLoop<SimPoller<8>, 4, 4, 4>;
+
+    /// epoll's dup trap, simulated: the handler's fd is closed while a `dup` keeps the file
+    /// (and its registration) alive, data arrives, and `remove_handler`'s deregister fails
+    /// with EBADF. The stale registration must not keep the loop busy: with nothing else
+    /// ready, the next wait has nothing to report and would block (the simulation says so
+    /// with WOULD_BLOCK_FOREVER instead of sleeping), and the other handlers still fire.
+    #[test]
+    fn dup_trap_does_not_spin() {
+        let mut lp = Lp::with_poller(SimPoller::new());
+        let (trapped, other) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
+        let t = trapped.clone();
+        lp.add_handler(3, Interest::READ, move |_, _, _| {
+            t.set(t.get() + 1);
+            Ok(())
+        })
+        .map_err(|r| r.error)
+        .unwrap();
+        let o = other.clone();
+        lp.add_handler(4, Interest::READ, move |lp, fd, _| {
+            o.set(o.get() + 1);
+            lp.poller_mut().clear_ready(fd);
+            Ok(())
+        })
+        .map_err(|r| r.error)
+        .unwrap();
+        lp.poller_mut().close_keeping_registration(3);
+        lp.poller_mut().set_ready(3, Readiness::READ);
+
+        assert!(lp.remove_handler(3));
+        assert_eq!(
+            lp.poller_mut().resets(),
+            1,
+            "the failed deregister reset the poller"
+        );
+        let waits = lp.poller_mut().stats().waits;
+        assert_eq!(
+            lp.run_once(None),
+            Err(Error::Os {
+                errno: SimPoller::<8>::WOULD_BLOCK_FOREVER
+            }),
+            "nothing to report: the loop blocks instead of spinning on the stale key"
+        );
+        assert_eq!(lp.poller_mut().stats().waits, waits + 1);
+        assert_eq!(trapped.get(), 0);
+
+        // The live handler was registered again, with its interest.
+        assert_eq!(
+            lp.poller_mut().interest(4),
+            Some(Interest::READ.registered())
+        );
+        lp.poller_mut().set_ready(4, Readiness::READ);
+        lp.run_once(None).unwrap();
+        assert_eq!(other.get(), 1);
+    }
+
+    #[test]
+    fn a_failed_deregister_of_a_plain_close_resets_once_and_keeps_the_rest() {
+        let mut lp = Lp::with_poller(SimPoller::new());
+        lp.add_handler(3, Interest::READ, |_, _, _| Ok(()))
+            .map_err(|r| r.error)
+            .unwrap();
+        lp.add_handler(5, Interest::WRITE, |_, _, _| Ok(()))
+            .map_err(|r| r.error)
+            .unwrap();
+        // Closed without a dup: the kernel already dropped it (ENOENT on deregister).
+        lp.poller_mut().close(3);
+        assert!(lp.remove_handler(3));
+        assert_eq!(lp.poller_mut().resets(), 1);
+        assert_eq!(
+            lp.poller_mut().interest(5),
+            Some(Interest::WRITE.registered())
+        );
+        // A successful deregister never resets.
+        assert!(lp.remove_handler(5));
+        assert_eq!(lp.poller_mut().resets(), 1);
     }
 }

@@ -39,6 +39,10 @@
 //! wait reports its key. epoll registrations belong to the open file description, though: an fd
 //! that was `dup`ed and closed without `deregister` keeps delivering events through the copy, and
 //! `deregister` by the closed number then fails with `EBADF`. Deregister before closing.
+//! Should it happen anyway, the loop calls [`Poller::reset`] on that `EBADF` (or `ENOENT`, when
+//! the number was reused): the poller swaps in a fresh epoll instance, dropping the stale
+//! registration with the old one, and the loop registers its live handlers again — O(handlers)
+//! system calls, once per misuse, instead of a loop that spins on a key nobody owns.
 
 use core::fmt;
 use core::time::Duration;
@@ -46,12 +50,12 @@ use core::time::Duration;
 use loop_core::{
     Capabilities, Clock, Errno, Error, Instant, Interest, Mode, PollEvent, Poller, RawFd, Readiness,
 };
+use loop_posix::fork::ForkGuard;
+use loop_posix::{errno, os, MonotonicClock};
 use rustix::event::epoll::{self, CreateFlags, Event, EventData, EventFlags};
-use rustix::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use rustix::time::Timespec;
 
-use crate::clock::MonotonicClock;
-use crate::errno::{errno, os};
 use crate::eventfd::EventFdNotifier;
 use crate::timerfd::DeadlineTimer;
 
@@ -84,8 +88,9 @@ pub struct Epoll<const N: usize = 256> {
     notifier: EventFdNotifier,
     timer: DeadlineTimer,
     events: RawEvents<N>,
-    /// The fork generation the epoll instance was created in (fork detection).
-    forks: u32,
+    /// The fork generation the epoll instance was created in: a forked child's copy never
+    /// touches the epoll instance or the timerfd it shares with the parent.
+    fork: ForkGuard,
 }
 
 /// The kernel's side of the event buffer.
@@ -120,19 +125,9 @@ impl<const N: usize> Epoll<N> {
     pub fn with_buffer() -> Result<Epoll<N>, Errno> {
         const { assert!(N > 0, "an Epoll needs room for at least one event") };
         // CLOEXEC: a child process must not inherit (and keep alive) the loop's epoll.
-        let epoll = epoll::create(CreateFlags::CLOEXEC).map_err(errno)?;
         let notifier = EventFdNotifier::new()?;
         let timer = DeadlineTimer::new()?;
-        // Edge-triggered, never read back (as mio's waker): every eventfd write is a new edge,
-        // so a notification that races with a wait is seen by that wait or the next, and a
-        // wake costs one syscall on each side instead of two on the loop's (`read` to drain).
-        // Writes coalesce into one report while it is pending; the counter only overflows
-        // after 2^64 - 2 writes (`EventFdNotifier::notify` then treats EAGAIN as pending).
-        let notify = EventData::new_u64(NOTIFY_KEY);
-        epoll::add(&epoll, &notifier, notify, EventFlags::IN | EventFlags::ET).map_err(errno)?;
-        // Edge-triggered: see `timerfd.rs`; one report per expiry, never a read.
-        let timer_data = EventData::new_u64(TIMER_KEY);
-        epoll::add(&epoll, &timer, timer_data, EventFlags::IN | EventFlags::ET).map_err(errno)?;
+        let epoll = new_epoll(&notifier, &timer)?;
         let empty = Event {
             flags: EventFlags::empty(),
             data: EventData::new_u64(0),
@@ -142,8 +137,17 @@ impl<const N: usize> Epoll<N> {
             notifier,
             timer,
             events: RawEvents([empty; N]),
-            forks: loop_select::fork::generation(),
+            fork: ForkGuard::new(),
         })
+    }
+
+    /// Replace the epoll instance by a fresh one holding only the notifier and the timer,
+    /// under the same fd number (`dup3`, so whoever nests this poller by its fd keeps the
+    /// number). Closing the old instance frees every registration in it, including one that
+    /// no fd number reaches any more (the dup trap, see the module docs).
+    fn rebuild(&mut self) -> Result<(), Errno> {
+        let fresh = new_epoll(&self.notifier, &self.timer)?;
+        rustix::io::dup3(&fresh, &mut self.epoll, rustix::io::DupFlags::CLOEXEC).map_err(errno)
     }
 
     /// Whether `fd` is one of the poller's own, which callers may not touch.
@@ -159,6 +163,8 @@ impl<const N: usize> Epoll<N> {
         fd: RawFd,
         op: impl FnOnce(&OwnedFd, BorrowedFd<'_>) -> rustix::io::Result<()>,
     ) -> Result<(), Error> {
+        // Before anything else: an EPOLL_CTL_* from a forked child edits the parent's set.
+        self.fork.check()?;
         if fd < 0 || self.is_internal(fd) {
             return Err(Error::InvalidFd { fd });
         }
@@ -168,6 +174,24 @@ impl<const N: usize> Epoll<N> {
         let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
         op(&self.epoll, borrowed).map_err(os)
     }
+}
+
+/// A close-on-exec epoll instance watching the poller's own notifier and timer.
+fn new_epoll(notifier: &EventFdNotifier, timer: &DeadlineTimer) -> Result<OwnedFd, Errno> {
+    // CLOEXEC: a child process must not inherit (and keep alive) the loop's epoll.
+    let epoll = epoll::create(CreateFlags::CLOEXEC).map_err(errno)?;
+    // Edge-triggered, never read back (as mio's waker): every eventfd write is a new edge,
+    // so a notification that races with a wait is seen by that wait or the next, and a
+    // wake costs one syscall on each side instead of two on the loop's (`read` to drain).
+    // Writes coalesce into one report while it is pending; the counter only overflows
+    // after 2^64 - 2 writes (`EventFdNotifier::notify` then treats EAGAIN as pending).
+    // Adding checks readiness at once, so a wake pending across a rebuild is not lost.
+    let notify = EventData::new_u64(NOTIFY_KEY);
+    epoll::add(&epoll, notifier, notify, EventFlags::IN | EventFlags::ET).map_err(errno)?;
+    // Edge-triggered: see `timerfd.rs`; one report per expiry, never a read.
+    let timer_data = EventData::new_u64(TIMER_KEY);
+    epoll::add(&epoll, timer, timer_data, EventFlags::IN | EventFlags::ET).map_err(errno)?;
+    Ok(epoll)
 }
 
 /// A key the loop may use.
@@ -279,6 +303,8 @@ impl<const N: usize> Poller for Epoll<N> {
             tv_nsec: 0,
         };
 
+        // A forked child must neither steal the parent's events nor re-arm the shared timerfd.
+        self.fork.check_wait()?;
         // Never ask the kernel for more fds than the caller can take: an edge-triggered or
         // oneshot event fetched and then dropped would be lost for good.
         let room = N.min(events.len());
@@ -321,22 +347,33 @@ impl<const N: usize> Poller for Epoll<N> {
         &self.notifier
     }
 
-    /// Closes `fd`. Negative fds and the poller's own are left alone.
-    /// Compares the fork generation with the one this poller was created in (one atomic
-    /// load; see `loop_select::fork`).
-    #[inline]
-    fn forked(&self) -> bool {
-        loop_select::fork::forked_since(self.forks)
+    /// A fresh epoll instance under the same fd number, with only the notifier and the timer
+    /// registered: the loop registers its live fds again. The way out of the dup trap (module
+    /// docs), which no `EPOLL_CTL_DEL` can reach.
+    ///
+    /// # Errors
+    /// `EMFILE`/`ENFILE`/`ENOMEM` from `epoll_create1` (every old registration is then kept);
+    /// [`Error::Forked`] in a forked child.
+    fn reset(&mut self) -> Result<bool, Error> {
+        self.fork.check()?;
+        self.rebuild().map_err(|errno| Error::Os { errno })?;
+        Ok(true)
     }
 
-    fn close_fd(&mut self, fd: RawFd) {
+    /// Compares the fork generation with the one this poller was created in (one atomic
+    /// load; see `loop_posix::fork`).
+    #[inline]
+    fn forked(&self) -> bool {
+        self.fork.forked()
+    }
+
+    /// Closes `fd`. Negative fds and the poller's own are left alone.
+    unsafe fn close_fd(&mut self, fd: RawFd) {
         if fd < 0 || self.is_internal(fd) {
             return;
         }
-        // SAFETY: the `Poller` contract hands over an fd the loop owns, once, after deregistering
-        // it; nothing else uses or closes that number afterwards, so this `OwnedFd` is its only
-        // owner and dropping it is the one `close`.
-        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        // SAFETY: the caller owns `fd` and never uses it again (`close_fd`'s contract).
+        unsafe { loop_posix::close(fd) };
     }
 }
 
@@ -430,7 +467,9 @@ mod tests {
             assert_eq!(poller.register(fd, 1, Interest::READ, Mode::Level), refused);
             assert_eq!(poller.modify(fd, 1, Interest::READ, Mode::Level), refused);
             assert_eq!(poller.deregister(fd), refused);
-            poller.close_fd(fd);
+            // SAFETY: the poller's own fds are refused before anything is closed (what this
+            // test checks), so nothing is closed here.
+            unsafe { poller.close_fd(fd) };
         }
         // Still alive: a notification still wakes a wait.
         loop_core::Notify::notify(poller.notifier()).unwrap();

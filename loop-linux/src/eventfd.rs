@@ -1,10 +1,10 @@
 //! The notifier: an `eventfd` that another thread (or a signal handler) writes to.
 
 use loop_core::{Errno, Notify};
+use loop_posix::errno;
+use loop_posix::fork::ForkGuard;
 use rustix::event::{eventfd, EventfdFlags};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
-
-use crate::errno::errno;
 
 /// Wakes an [`Epoll`](crate::Epoll) that is blocked in `wait`, from any thread.
 ///
@@ -23,6 +23,8 @@ use crate::errno::errno;
 pub struct EventFdNotifier {
     /// Non-blocking, so a full counter is `EAGAIN` rather than a writer stuck in `notify`.
     fd: OwnedFd,
+    /// In a forked child the eventfd is the parent's: `notify` must not wake its loop.
+    fork: ForkGuard,
 }
 
 impl EventFdNotifier {
@@ -30,7 +32,10 @@ impl EventFdNotifier {
     pub(crate) fn new() -> Result<EventFdNotifier, Errno> {
         // CLOEXEC: a child must not inherit the poller's internals; NONBLOCK: see `fd`.
         let fd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).map_err(errno)?;
-        Ok(EventFdNotifier { fd })
+        Ok(EventFdNotifier {
+            fd,
+            fork: ForkGuard::new(),
+        })
     }
 
     /// Another handle on the same eventfd (`F_DUPFD_CLOEXEC`), owned, `'static` and `Send`, for
@@ -40,7 +45,10 @@ impl EventFdNotifier {
     /// `EMFILE` when the process is out of fds.
     pub fn try_clone(&self) -> Result<EventFdNotifier, Errno> {
         let fd = rustix::io::fcntl_dupfd_cloexec(&self.fd, 0).map_err(errno)?;
-        Ok(EventFdNotifier { fd })
+        Ok(EventFdNotifier {
+            fd,
+            fork: self.fork,
+        })
     }
 
     /// Reset the counter (when it is full, so the next write makes a new edge).
@@ -53,7 +61,12 @@ impl EventFdNotifier {
 }
 
 impl Notify for EventFdNotifier {
+    /// Adds 1 to the counter. In a forked child it does nothing and returns `Ok`: the eventfd
+    /// is the parent's, and the child's copy of the loop cannot run (`Error::Forked`).
     fn notify(&self) -> Result<(), Errno> {
+        if self.fork.forked() {
+            return Ok(());
+        }
         let one = 1u64.to_ne_bytes();
         match rustix::io::write(&self.fd, &one) {
             Ok(_) => Ok(()),

@@ -39,14 +39,11 @@
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
-mod clock;
 mod epoll;
-mod errno;
 mod eventfd;
-mod fd;
 mod timerfd;
 
-pub use clock::MonotonicClock;
 pub use epoll::Epoll;
 pub use eventfd::EventFdNotifier;
-pub use fd::{set_cloexec, set_nonblocking};
+/// Shared with every POSIX poller (they live in `loop-posix`).
+pub use loop_posix::{set_cloexec, set_nonblocking, MonotonicClock};

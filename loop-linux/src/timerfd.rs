@@ -15,13 +15,12 @@
 use core::time::Duration;
 
 use loop_core::Errno;
+use loop_posix::errno;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::time::{
     timerfd_create, timerfd_settime, Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags,
     Timespec,
 };
-
-use crate::errno::errno;
 
 const ZERO: Timespec = Timespec {
     tv_sec: 0,

@@ -329,7 +329,8 @@ fn negative_fd_is_invalid_fd() {
     assert_eq!(poller.register(-1, 1, read, Mode::Level), invalid);
     assert_eq!(poller.modify(-1, 1, read, Mode::Level), invalid);
     assert_eq!(poller.deregister(-1), invalid);
-    poller.close_fd(-1);
+    // SAFETY: -1 is no fd: nothing is closed.
+    unsafe { poller.close_fd(-1) };
 }
 
 #[test]
@@ -589,7 +590,8 @@ fn close_fd_closes_an_owned_fd() {
     let mut poller = Epoll::new().unwrap();
     let (ours, theirs) = pair();
     let raw = std::os::fd::IntoRawFd::into_raw_fd(ours);
-    poller.close_fd(raw);
+    // SAFETY: `raw` came out of our OwnedFd (`into_raw_fd`) and is not used afterwards.
+    unsafe { poller.close_fd(raw) };
     // The peer sees the hang-up: the fd was really closed.
     level(&mut poller, &theirs, 24, Interest::READ);
     let events = wait_some(&mut poller);

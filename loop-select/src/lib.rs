@@ -36,14 +36,10 @@
 #![cfg_attr(not(test), no_std)]
 #![warn(missing_docs)]
 
-mod clock;
-mod fd;
-pub mod fork;
-mod notifier;
 mod poll;
 mod select;
-mod timeout;
 
-pub use notifier::{PipeNotifier, PipeReader};
+/// The self-pipe waker both pollers use (it lives in `loop-posix`, shared with kqueue).
+pub use loop_posix::{PipeNotifier, PipeReader};
 pub use poll::Poll;
 pub use select::{Select, FD_SETSIZE};

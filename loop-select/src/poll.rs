@@ -44,9 +44,9 @@ use loop_core::{
 use rustix::event::{PollFd, PollFlags};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd};
 
-use crate::fd::{check_open, close, errno};
-use crate::notifier::{PipeNotifier, PipeReader};
-use crate::timeout::{slice, Resolution};
+use loop_posix::fork::ForkGuard;
+use loop_posix::timeout::{slice, Resolution};
+use loop_posix::{check_open, close, errno, PipeNotifier, PipeReader};
 
 /// A `poll(2)` poller with room for `N` pollfds, one of which is the notifier's: it watches up
 /// to `N - 1` fds.
@@ -97,8 +97,9 @@ pub struct Poll<const N: usize = 1024> {
     notifier: PipeNotifier,
     /// Entry 0 of `fds` borrows this fd; `fds` is declared (so dropped) first.
     reader: PipeReader,
-    /// The fork generation the poller was created in (fork detection).
-    forks: u32,
+    /// The fork generation the poller was created in: a forked child's copy refuses every
+    /// operation rather than drain the wake-up pipe it shares with the parent.
+    fork: ForkGuard,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -136,7 +137,7 @@ impl<const N: usize> Poll<N> {
             cursor: 0,
             notifier,
             reader,
-            forks: crate::fork::generation(),
+            fork: ForkGuard::new(),
         };
         let fd = poll.reader.as_fd().as_raw_fd();
         // Capacity N >= 1 was checked at compile time, so the first push cannot fail.
@@ -293,7 +294,7 @@ fn oneshot(mode: Mode) -> Result<bool, Error> {
 
 impl<const N: usize> Clock for Poll<N> {
     fn now(&self) -> Instant {
-        crate::clock::monotonic_now()
+        loop_posix::monotonic_now()
     }
 }
 
@@ -311,6 +312,7 @@ impl<const N: usize> Poller for Poll<N> {
         interest: Interest,
         mode: Mode,
     ) -> Result<(), Error> {
+        self.fork.check()?;
         if fd < 0 {
             return Err(Error::InvalidFd { fd });
         }
@@ -343,6 +345,7 @@ impl<const N: usize> Poller for Poll<N> {
     }
 
     fn modify(&mut self, fd: RawFd, key: u64, interest: Interest, mode: Mode) -> Result<(), Error> {
+        self.fork.check()?;
         if fd < 0 {
             return Err(Error::InvalidFd { fd });
         }
@@ -365,6 +368,7 @@ impl<const N: usize> Poller for Poll<N> {
     }
 
     fn deregister(&mut self, fd: RawFd) -> Result<(), Error> {
+        self.fork.check()?;
         let mut i = self.find(fd).ok_or(Error::Os {
             errno: Errno::ENOENT,
         })?;
@@ -383,6 +387,8 @@ impl<const N: usize> Poller for Poll<N> {
         events: &mut [PollEvent],
         timeout: Option<Duration>,
     ) -> Result<usize, Errno> {
+        // A forked child must not drain the parent's wake-up pipe.
+        self.fork.check_wait()?;
         let start = self.now();
         let mut remaining = timeout;
         loop {
@@ -406,18 +412,19 @@ impl<const N: usize> Poller for Poll<N> {
     }
 
     /// Compares the fork generation with the one this poller was created in (one atomic
-    /// load, no syscall; see `loop_select::fork`).
+    /// load, no syscall; see `loop_posix::fork`).
     #[inline]
     fn forked(&self) -> bool {
-        crate::fork::forked_since(self.forks)
+        self.fork.forked()
     }
 
-    fn close_fd(&mut self, fd: RawFd) {
+    unsafe fn close_fd(&mut self, fd: RawFd) {
         // Never close the notifier's own pipe, whatever the caller believes it owns.
         if fd == self.reader.as_fd().as_raw_fd() || fd == self.notifier.as_fd().as_raw_fd() {
             return;
         }
-        close(fd);
+        // SAFETY: the caller owns `fd` and never uses it again (`close_fd`'s contract).
+        unsafe { close(fd) };
     }
 }
 

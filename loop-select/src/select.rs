@@ -18,9 +18,9 @@ use loop_core::{
 use rustix::event::{fd_set_bound, fd_set_insert, fd_set_remove, FdSetElement, FdSetIter};
 use rustix::fd::{AsFd, AsRawFd};
 
-use crate::fd::{check_open, close, errno};
-use crate::notifier::{PipeNotifier, PipeReader};
-use crate::timeout::{slice, Resolution};
+use loop_posix::fork::ForkGuard;
+use loop_posix::timeout::{slice, Resolution};
+use loop_posix::{check_open, close, errno, PipeNotifier, PipeReader};
 
 /// The largest fd count `select(2)` is defined for (glibc, musl, the BSDs and macOS agree).
 pub const FD_SETSIZE: usize = 1024;
@@ -80,8 +80,9 @@ pub struct Select {
     registered: usize,
     /// The fd after the last one reported: where the next report starts.
     cursor: RawFd,
-    /// The fork generation the poller was created in (fork detection).
-    forks: u32,
+    /// The fork generation the poller was created in: a forked child's copy refuses every
+    /// operation rather than drain the wake-up pipe it shares with the parent.
+    fork: ForkGuard,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -114,7 +115,7 @@ impl Select {
             reader_fd,
             registered: 0,
             cursor: 0,
-            forks: crate::fork::generation(),
+            fork: ForkGuard::new(),
         };
         fd_set_insert(&mut select.read, reader_fd);
         Ok(select)
@@ -269,7 +270,7 @@ fn oneshot(mode: Mode) -> Result<bool, Error> {
 
 impl Clock for Select {
     fn now(&self) -> Instant {
-        crate::clock::monotonic_now()
+        loop_posix::monotonic_now()
     }
 }
 
@@ -287,6 +288,7 @@ impl Poller for Select {
         interest: Interest,
         mode: Mode,
     ) -> Result<(), Error> {
+        self.fork.check()?;
         if !representable(fd) {
             return Err(Error::InvalidFd { fd });
         }
@@ -309,6 +311,7 @@ impl Poller for Select {
     }
 
     fn modify(&mut self, fd: RawFd, key: u64, interest: Interest, mode: Mode) -> Result<(), Error> {
+        self.fork.check()?;
         if !representable(fd) {
             return Err(Error::InvalidFd { fd });
         }
@@ -329,6 +332,7 @@ impl Poller for Select {
     }
 
     fn deregister(&mut self, fd: RawFd) -> Result<(), Error> {
+        self.fork.check()?;
         if !representable(fd) || self.entries[fd as usize].take().is_none() {
             return Err(Error::Os {
                 errno: Errno::ENOENT,
@@ -344,6 +348,8 @@ impl Poller for Select {
         events: &mut [PollEvent],
         timeout: Option<Duration>,
     ) -> Result<usize, Errno> {
+        // A forked child must not drain the parent's wake-up pipe.
+        self.fork.check_wait()?;
         let start = self.now();
         let mut remaining = timeout;
         loop {
@@ -388,17 +394,18 @@ impl Poller for Select {
     }
 
     /// Compares the fork generation with the one this poller was created in (one atomic
-    /// load, no syscall; see `loop_select::fork`).
+    /// load, no syscall; see `loop_posix::fork`).
     #[inline]
     fn forked(&self) -> bool {
-        crate::fork::forked_since(self.forks)
+        self.fork.forked()
     }
 
-    fn close_fd(&mut self, fd: RawFd) {
+    unsafe fn close_fd(&mut self, fd: RawFd) {
         if fd == self.reader_fd || fd == self.notifier.as_fd().as_raw_fd() {
             return;
         }
-        close(fd);
+        // SAFETY: the caller owns `fd` and never uses it again (`close_fd`'s contract).
+        unsafe { close(fd) };
     }
 }
 

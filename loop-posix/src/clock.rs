@@ -1,13 +1,15 @@
-//! The loop's clock on Linux: `CLOCK_MONOTONIC`.
+//! The loop's clock on every POSIX poller: `CLOCK_MONOTONIC` (Tornado's `monotonic_time`).
 
 use loop_core::{Clock, Instant};
 use rustix::time::{clock_gettime, ClockId, Timespec};
 
-/// `CLOCK_MONOTONIC` in nanoseconds, read through the vDSO (no syscall on common targets).
+/// `CLOCK_MONOTONIC` in nanoseconds (read through the vDSO on Linux: no syscall on common
+/// targets).
 ///
-/// It never steps with wall-clock changes (NTP, `date`), which is what deadlines need. It does not
-/// advance while the system is suspended; neither does the `timerfd` that [`crate::Epoll`] uses for
-/// timeouts, since both run on the same clock, so a deadline and the sleep towards it agree.
+/// It never steps with wall-clock changes (NTP, `date`), which is what deadlines need. On Linux
+/// it does not advance while the system is suspended; neither does the `timerfd` that epoll's
+/// poller uses for timeouts, since both run on the same clock, so a deadline and the sleep
+/// towards it agree.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct MonotonicClock;
@@ -21,8 +23,14 @@ impl MonotonicClock {
 
 impl Clock for MonotonicClock {
     fn now(&self) -> Instant {
-        Instant::from_nanos(timespec_nanos(clock_gettime(ClockId::Monotonic)))
+        monotonic_now()
     }
+}
+
+/// Now on `CLOCK_MONOTONIC`, as [`MonotonicClock`] reads it.
+#[inline]
+pub fn monotonic_now() -> Instant {
+    Instant::from_nanos(timespec_nanos(clock_gettime(ClockId::Monotonic)))
 }
 
 /// A non-negative timespec as nanoseconds, saturating (584 years of uptime fit).

@@ -1,4 +1,5 @@
-//! [`PipeNotifier`]: the self-pipe that wakes a sleeping `poll` or `select` from another thread.
+//! [`PipeNotifier`]: the self-pipe that wakes a sleeping `poll`, `select` or pipe-woken `kevent`
+//! from another thread.
 //!
 //! This is Tornado's `Waker` (TORNADO.md §2): an anonymous pipe, both ends non-blocking and
 //! close-on-exec. A wake writes one byte; the poller drains every byte inside `wait` and never
@@ -10,6 +11,7 @@ use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::io::Errno as OsErrno;
 
 use crate::fd::errno;
+use crate::fork::ForkGuard;
 
 /// The write end of a self-pipe: wakes the poller that holds the matching [`PipeReader`].
 ///
@@ -20,7 +22,7 @@ use crate::fd::errno;
 ///
 /// ```
 /// use loop_core::Notify;
-/// let (notifier, reader) = loop_select::PipeNotifier::pair().unwrap();
+/// let (notifier, reader) = loop_posix::PipeNotifier::pair().unwrap();
 /// notifier.notify().unwrap();
 /// notifier.notify().unwrap();
 /// assert!(reader.drain(), "two notifications, one wake");
@@ -29,6 +31,8 @@ use crate::fd::errno;
 #[derive(Debug)]
 pub struct PipeNotifier {
     write: OwnedFd,
+    /// In a forked child the pipe is the parent's: `notify` must not wake its loop.
+    fork: ForkGuard,
 }
 
 /// The read end of a self-pipe, kept by the poller: watched for readability and drained.
@@ -45,7 +49,8 @@ impl PipeNotifier {
     /// calls that set the flags `pipe2` would have set.
     pub fn pair() -> Result<(PipeNotifier, PipeReader), Errno> {
         let (read, write) = nonblocking_cloexec_pipe().map_err(errno)?;
-        Ok((PipeNotifier { write }, PipeReader { read }))
+        let fork = ForkGuard::new();
+        Ok((PipeNotifier { write, fork }, PipeReader { read }))
     }
 
     /// A second handle on the same pipe (`dup` of the write end, close-on-exec), owned, so it
@@ -55,7 +60,10 @@ impl PipeNotifier {
     /// The OS error from `fcntl(F_DUPFD_CLOEXEC)` (`EMFILE` when out of fds).
     pub fn try_clone(&self) -> Result<PipeNotifier, Errno> {
         let write = rustix::io::fcntl_dupfd_cloexec(&self.write, 0).map_err(errno)?;
-        Ok(PipeNotifier { write })
+        Ok(PipeNotifier {
+            write,
+            fork: self.fork,
+        })
     }
 }
 
@@ -67,7 +75,12 @@ impl AsFd for PipeNotifier {
 }
 
 impl Notify for PipeNotifier {
+    /// Writes one byte. In a forked child it does nothing and returns `Ok`: the pipe is the
+    /// parent's, and the child's copy of the loop cannot run (`Error::Forked`).
     fn notify(&self) -> Result<(), Errno> {
+        if self.fork.forked() {
+            return Ok(());
+        }
         loop {
             match rustix::io::write(&self.write, &[1]) {
                 // A full pipe is already readable: the wake is guaranteed (Tornado ignores it too).
@@ -111,26 +124,14 @@ impl PipeReader {
     }
 }
 
-#[cfg(not(any(
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "tvos",
-    target_os = "watchos",
-    target_os = "visionos"
-)))]
+#[cfg(not(target_vendor = "apple"))]
 fn nonblocking_cloexec_pipe() -> rustix::io::Result<(OwnedFd, OwnedFd)> {
     use rustix::pipe::PipeFlags;
     // One syscall sets both flags atomically: no window in which a fork+exec leaks the fds.
     rustix::pipe::pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)
 }
 
-#[cfg(any(
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "tvos",
-    target_os = "watchos",
-    target_os = "visionos"
-))]
+#[cfg(target_vendor = "apple")]
 fn nonblocking_cloexec_pipe() -> rustix::io::Result<(OwnedFd, OwnedFd)> {
     use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
     use rustix::io::{fcntl_getfd, fcntl_setfd, FdFlags};

@@ -5,33 +5,37 @@
 //! (DESIGN.md §3). **Slice** waits longer than [`MAX_SLICE`]: some kernels reject or overflow
 //! huge timeouts (`poll` takes an `int` of milliseconds where there is no `ppoll`), so a long
 //! wait is a series of one-day waits, and the poller re-waits after a slice that timed out.
+//! kqueue takes a nanosecond `timespec` ([`Resolution::Nanos`]: no rounding) but still slices:
+//! some kernels reject huge timespecs with `EINVAL`.
 
 use core::time::Duration;
-use rustix::event::Timespec;
+use rustix::time::Timespec;
 
 /// The longest single kernel wait: one day, which every `poll`/`select` accepts.
-pub(crate) const MAX_SLICE: Duration = Duration::from_secs(86_400);
+pub const MAX_SLICE: Duration = Duration::from_secs(86_400);
 
 /// The resolution a syscall can express.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Resolution {
+pub enum Resolution {
     /// `poll(2)`: whole milliseconds.
     Millis,
     /// `select(2)`'s `struct timeval`: whole microseconds.
     Micros,
+    /// `kevent(2)`'s `struct timespec`: nanoseconds, nothing to round.
+    Nanos,
 }
 
 /// One kernel wait's worth of a timeout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Slice {
+pub struct Slice {
     /// What to pass to the syscall (`None` = block indefinitely).
-    pub(crate) timeout: Option<Timespec>,
+    pub timeout: Option<Timespec>,
     /// The request was longer than [`MAX_SLICE`]: if this slice times out, wait again.
-    pub(crate) partial: bool,
+    pub partial: bool,
 }
 
 /// The first kernel wait for `remaining`, rounded up to `resolution`.
-pub(crate) fn slice(remaining: Option<Duration>, resolution: Resolution) -> Slice {
+pub fn slice(remaining: Option<Duration>, resolution: Resolution) -> Slice {
     let Some(d) = remaining else {
         return Slice {
             timeout: None,
@@ -47,6 +51,7 @@ pub(crate) fn slice(remaining: Option<Duration>, resolution: Resolution) -> Slic
     let unit: u32 = match resolution {
         Resolution::Millis => 1_000_000,
         Resolution::Micros => 1_000,
+        Resolution::Nanos => 1,
     };
     let nanos = d.subsec_nanos().div_ceil(unit) * unit;
     // subsec rounding may carry into a whole second (0.9996 s -> 1 s); Duration::new carries.

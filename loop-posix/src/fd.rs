@@ -1,0 +1,97 @@
+//! fd-level helpers: error conversion, the flags a watched fd needs, a liveness probe, close.
+
+use loop_core::{Errno, Error, RawFd};
+use rustix::fd::{AsFd, BorrowedFd};
+
+/// rustix's error as the core's plain error number (both types are foreign to the platform
+/// crates, hence a function rather than a `From` impl).
+#[inline]
+pub fn errno(e: rustix::io::Errno) -> Errno {
+    Errno(e.raw_os_error())
+}
+
+/// A refused kernel call as the [`Error::Os`] the `Poller` contract names.
+#[inline]
+pub fn os(e: rustix::io::Errno) -> Error {
+    Error::Os { errno: errno(e) }
+}
+
+/// Mark `fd` close-on-exec, so a child started with `exec` does not inherit it (and cannot keep
+/// a socket's peer from seeing the hang-up).
+///
+/// One `ioctl(FIOCLEX)` on Linux and Apple targets; `fcntl` get-then-set elsewhere.
+///
+/// # Errors
+/// The kernel's error, for example `EBADF` for a closed fd.
+pub fn set_cloexec(fd: impl AsFd) -> Result<(), Errno> {
+    #[cfg(any(target_os = "linux", target_os = "android", target_vendor = "apple"))]
+    return rustix::io::ioctl_fioclex(fd).map_err(errno);
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_vendor = "apple")))]
+    {
+        use rustix::io::{fcntl_getfd, fcntl_setfd, FdFlags};
+        let flags = fcntl_getfd(&fd).map_err(errno)?;
+        fcntl_setfd(&fd, flags | FdFlags::CLOEXEC).map_err(errno)
+    }
+}
+
+/// Put `fd`'s open file description into non-blocking mode (one `ioctl(FIONBIO)`).
+///
+/// A level-triggered loop calls a handler whenever the fd is ready; the handler then reads or
+/// writes until `EAGAIN`. A blocking fd would stall the whole loop on the first short read.
+/// The flag belongs to the open file description, so `dup`ed fds share it.
+///
+/// # Errors
+/// The kernel's error, for example `EBADF` for a closed fd.
+pub fn set_nonblocking(fd: impl AsFd) -> Result<(), Errno> {
+    rustix::io::ioctl_fionbio(fd, true).map_err(errno)
+}
+
+/// Whether `fd` is an open fd, by `fcntl(F_GETFD)`: the cheapest syscall that fails with
+/// `EBADF` and nothing else for a closed fd. Used at register time (so a closed fd is refused
+/// as epoll refuses it) and by `select` to find which registered fd made it fail.
+///
+/// # Errors
+/// `EBADF` when `fd` is not open.
+pub fn check_open(fd: RawFd) -> Result<(), Errno> {
+    if fd < 0 {
+        return Err(Errno::EBADF);
+    }
+    // SAFETY: `fd` is not negative (not the -1 niche); the BorrowedFd lives only for this call
+    // and is used for `fcntl(F_GETFD)` alone, which reads no memory through the fd: if `fd` is
+    // closed the kernel answers EBADF.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    rustix::io::fcntl_getfd(borrowed).map(|_| ()).map_err(errno)
+}
+
+/// `close(fd)`, errors ignored (the fd is released either way on Linux and the BSDs); a
+/// negative `fd` is ignored.
+///
+/// # Safety
+/// As [`Poller::close_fd`](loop_core::Poller::close_fd): the caller owns `fd` and nobody uses
+/// the number afterwards.
+pub unsafe fn close(fd: RawFd) {
+    if fd < 0 {
+        return;
+    }
+    // SAFETY: the caller owns `fd` and never uses it again (this function's contract).
+    unsafe { rustix::io::close(fd) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::fd::AsRawFd;
+
+    #[test]
+    fn flags_are_set_and_a_closed_fd_is_ebadf() {
+        use rustix::fs::{fcntl_getfl, OFlags};
+        use rustix::io::{fcntl_getfd, FdFlags};
+        let (a, _b) = rustix::pipe::pipe().unwrap();
+        set_cloexec(&a).unwrap();
+        set_nonblocking(&a).unwrap();
+        assert!(fcntl_getfd(&a).unwrap().contains(FdFlags::CLOEXEC));
+        assert!(fcntl_getfl(&a).unwrap().contains(OFlags::NONBLOCK));
+        assert_eq!(check_open(a.as_raw_fd()), Ok(()));
+        assert_eq!(check_open(-1), Err(Errno::EBADF));
+    }
+}

@@ -1,0 +1,39 @@
+//! The POSIX pieces every ioloop poller shares, in one place (Tornado keeps them in
+//! `tornado/platform/posix.py`): each platform crate (`loop-linux`, `loop-bsd`, `loop-select`)
+//! is then only its poller's translation, and no platform crate depends on another.
+//!
+//! - [`set_cloexec`], [`set_nonblocking`]: what an fd needs before a loop watches it;
+//! - [`PipeNotifier`] / [`PipeReader`]: the self-pipe waker (Tornado's `Waker`), for pollers
+//!   without a better one (poll, select, kqueue without `EVFILT_USER`);
+//! - [`fork`]: the process-wide fork generation, so a poller copied into a child by `fork`
+//!   refuses to touch the kernel objects it shares with the parent;
+//! - [`MonotonicClock`]: `CLOCK_MONOTONIC` as the loop's [`Clock`](loop_core::Clock);
+//! - [`errno`] / [`os`]: rustix's error numbers as loop-core's;
+//! - [`timeout`]: kernel timeouts that are rounded up, never down, and sliced when huge;
+//! - [`check_open`], [`close`]: the fd-level probes the pollers share.
+//!
+//! `no_std`, no allocation, and no libc on Linux and Android (rustix's raw-syscall backend);
+//! elsewhere rustix links libc anyway, and [`fork`] uses its `pthread_atfork`.
+//!
+//! ```
+//! use loop_core::Notify;
+//! let (notifier, reader) = loop_posix::PipeNotifier::pair()?;
+//! notifier.notify()?;
+//! assert!(reader.drain());
+//! let guard = loop_posix::fork::ForkGuard::new();
+//! assert!(!guard.forked());
+//! # Ok::<(), loop_core::Errno>(())
+//! ```
+#![cfg_attr(not(test), no_std)]
+#![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod clock;
+mod fd;
+pub mod fork;
+mod pipe;
+pub mod timeout;
+
+pub use clock::{monotonic_now, MonotonicClock};
+pub use fd::{check_open, close, errno, os, set_cloexec, set_nonblocking};
+pub use pipe::{PipeNotifier, PipeReader};
