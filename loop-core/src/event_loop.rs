@@ -1686,6 +1686,15 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// `fut` comes back inside [`Refused`] with [`Error::NotAttached`] without an executor,
     /// [`Error::Closed`] / [`Error::Forked`] as for `run`, [`Error::Full`] when every task
     /// slot is taken, [`Error::TooLarge`] when `fut` does not fit a slot.
+    ///
+    /// The soundness of this rests on the loop being `!Send` (a loop cannot leave the thread
+    /// its executor was attached on):
+    ///
+    /// ```compile_fail
+    /// # use loop_core::{sim::SimPoller, EventLoop};
+    /// fn send<T: Send>(_: T) {}
+    /// send(EventLoop::<SimPoller>::with_poller(SimPoller::new()));
+    /// ```
     pub fn spawn<F>(&mut self, fut: F) -> Result<crate::TaskId, Refused<F>>
     where
         F: Future<Output = ()> + 'static,
