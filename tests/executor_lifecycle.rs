@@ -141,3 +141,46 @@ fn two_loops_on_one_thread_each_keep_spawning_on_their_own_executor() {
         Some(Error::NotAttached)
     );
 }
+
+#[test]
+fn a_task_spawned_by_a_drop_while_the_loop_closes_is_refused_and_dropped_once() {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    static REMOTE: Remote<Lp, 16> = Remote::new();
+    static EXEC: Executor<4, 512> = Executor::new();
+    struct SpawnOnDrop(Rc<Cell<u32>>);
+    impl Drop for SpawnOnDrop {
+        fn drop(&mut self) {
+            let dropped = self.0.clone();
+            struct Count(Rc<Cell<u32>>);
+            impl Drop for Count {
+                fn drop(&mut self) {
+                    self.0.set(self.0.get() + 1);
+                }
+            }
+            let c = Count(dropped);
+            let r = EXEC.spawn(async move {
+                let _c = c;
+                let _ = sleep(Duration::from_secs(1)).await;
+            });
+            // Refused while the loop drops its tasks: handed back and dropped here.
+            assert_eq!(r.err().map(|r| r.error), Some(Error::Closed));
+        }
+    }
+    let dropped = Rc::new(Cell::new(0));
+    let mut lp: Lp = EventLoop::new().unwrap();
+    lp.attach_remote(&REMOTE).unwrap();
+    lp.attach_executor(&EXEC).unwrap();
+    let guard = SpawnOnDrop(dropped.clone());
+    EXEC.spawn(async move {
+        let _g = guard;
+        let _ = sleep(Duration::from_secs(60)).await;
+    })
+    .map_err(|r| r.error)
+    .unwrap();
+    lp.run_once(Some(Duration::ZERO)).unwrap();
+    drop(lp);
+    assert_eq!(dropped.get(), 1);
+    assert!(EXEC.is_empty());
+    assert!(!EXEC.is_attached());
+}

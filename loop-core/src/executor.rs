@@ -264,6 +264,9 @@ pub struct Executor<const N: usize, const S: usize = 1024> {
     deferred: critical_section::Mutex<RefCell<heapless::Deque<(u32, Deferred), DEFERRED>>>,
     /// `deferred` may be non-empty: lets the hot path skip the critical section.
     has_deferred: AtomicBool,
+    /// The loop is dropping the tasks (`drop_all`): spawns are refused, so a task spawned by
+    /// a dropping future's `Drop` cannot outlive the loop.
+    closing: AtomicBool,
 }
 
 // SAFETY: the atomics (ready flags, `Shared`, `state`, the slots' states and generations,
@@ -476,6 +479,7 @@ impl<const N: usize, const S: usize> Executor<N, S> {
             live: AtomicU32::new(0),
             deferred: critical_section::Mutex::new(RefCell::new(heapless::Deque::new())),
             has_deferred: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
         }
     }
 
@@ -558,7 +562,8 @@ impl<const N: usize, const S: usize> Executor<N, S> {
     /// # Errors
     /// `fut` comes back inside [`Refused`] with [`Error::Full`] when `N` tasks are alive, or
     /// [`Error::NotAttached`] when the executor is not attached to a loop on this thread
-    /// (never attached, its loop closed or dropped, another thread's loop).
+    /// (never attached, its loop closed or dropped, another thread's loop), or
+    /// [`Error::Closed`] while its loop is dropping the tasks (a spawn from a `Drop` then).
     pub fn spawn<F>(&'static self, fut: F) -> Result<TaskId, Refused<F>>
     where
         F: Future<Output = ()> + 'static,
@@ -877,6 +882,7 @@ impl<const N: usize, const S: usize> ExecQueue for Executor<N, S> {
             return;
         }
         self.drain_deferred(lp, &me);
+        self.closing.store(true, Ordering::Release);
         {
             let lp: *mut dyn LoopOps = lp;
             // SAFETY: as in `run_ready`: the loop's `&mut` is not used while the guard lives.
@@ -900,6 +906,7 @@ impl<const N: usize, const S: usize> ExecQueue for Executor<N, S> {
             self.shared.sleeping.store(false, Ordering::SeqCst);
             self.deferred.borrow_ref_mut(cs).clear();
             self.has_deferred.store(false, Ordering::Release);
+            self.closing.store(false, Ordering::Release);
             self.state.store(me.epoch << 1, Ordering::Release);
         });
     }
@@ -951,6 +958,9 @@ impl<const N: usize, const S: usize> ExecQueue for Executor<N, S> {
     ) -> Result<(usize, *mut u8), Error> {
         if self.attached_epoch() != Some(epoch) {
             return Err(Error::NotAttached);
+        }
+        if self.closing.load(Ordering::Acquire) {
+            return Err(Error::Closed);
         }
         if size > S || align > SLOT_ALIGN {
             return Err(Error::TooLarge {
