@@ -305,7 +305,10 @@ async fn route(route: Route, ctx: Ctx, body: &mut Text<512>) -> &'static str {
             "200 OK"
         }
         Route::Slow => {
-            ioloop::sleep(ctx.delay).await;
+            if ioloop::sleep(ctx.delay).await.is_err() {
+                let _ = writeln!(body, "no timer slot");
+                return "503 Service Unavailable";
+            }
             let _ = writeln!(body, "backend answer after {} ms", ctx.delay.as_millis());
             "200 OK"
         }

@@ -187,7 +187,7 @@ fn errors_from_run_sync_convert_into_io_error() {
     static REMOTE: Remote<ioloop::EventLoop, 4> = Remote::new();
     static EXEC: Executor<2, 256> = Executor::new();
     fn timed_out(lp: &mut ioloop::EventLoop) -> io::Result<()> {
-        lp.run_sync(ioloop::sleep(Duration::from_secs(60)), Some(Duration::ZERO))?;
+        lp.run_sync(ioloop::sleep(Duration::from_secs(60)), Some(Duration::ZERO))??;
         Ok(())
     }
     let mut lp = ioloop::EventLoop::new().unwrap();

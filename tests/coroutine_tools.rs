@@ -46,7 +46,7 @@ fn ms(n: u64) -> Duration {
 }
 
 async fn after(d: u64, v: &'static str) -> &'static str {
-    sleep(ms(d)).await;
+    sleep(ms(d)).await.unwrap();
     v
 }
 
@@ -127,7 +127,7 @@ fn async_periodic_runs_never_overlap_and_skip_covered_ticks() {
                 let r = r.clone();
                 async move {
                     // Runs alternate between 25 ms (covers two ticks) and 3 ms (on time).
-                    sleep(ms(if n % 2 == 1 { 25 } else { 3 })).await;
+                    sleep(ms(if n % 2 == 1 { 25 } else { 3 })).await.unwrap();
                     r.set(false);
                     if n == 4 {
                         ControlFlow::Break(n)
@@ -139,7 +139,7 @@ fn async_periodic_runs_never_overlap_and_skip_covered_ticks() {
             None,
         )
         .unwrap();
-    assert_eq!(out, 4);
+    assert_eq!(out, Ok(4));
     assert_eq!(*starts.borrow(), vec![10, 40, 50, 80]);
     assert!(!running.get());
 }
@@ -186,7 +186,7 @@ fn seeded_jitter_is_the_same_for_the_async_interval() {
                 let mut iv = loop_core::interval(p);
                 let mut ticks = Vec::new();
                 for _ in 0..4 {
-                    ticks.push(iv.tick().await.as_nanos());
+                    ticks.push(iv.tick().await.unwrap().as_nanos());
                 }
                 ticks
             },
@@ -284,7 +284,7 @@ fn embassy_sync_channel_and_signal_between_two_tasks() {
     exec.spawn(async move {
         for i in 0..5u32 {
             chan.send(i).await; // waits when the 2-slot channel is full
-            sleep(ms(1)).await;
+            sleep(ms(1)).await.unwrap();
         }
     })
     .map_err(|r| r.error)

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use loop_core::sim::SimPoller;
 use loop_core::{
-    join, join_array, readable, select, sleep, timeout, writable, yield_now, Either, Elapsed,
-    Error, EventLoop, Executor, Remote, Resource,
+    join, join_array, readable, select, sleep, timeout, writable, yield_now, Either, Error,
+    EventLoop, Executor, Remote, Resource,
 };
 
 type Sim = EventLoop<SimPoller, 8, 16, 8>;
@@ -44,7 +44,7 @@ fn run_sync_returns_the_futures_output() {
     let v = lp
         .run_sync(
             async {
-                sleep(secs(3)).await;
+                sleep(secs(3)).await.unwrap();
                 "done"
             },
             None,
@@ -115,7 +115,7 @@ fn join_keeps_input_order_and_waits_for_all_even_after_a_failure() {
     let f = |delay: u64, ok: bool| {
         let finished = finished.clone();
         async move {
-            sleep(secs(delay)).await;
+            sleep(secs(delay)).await.unwrap();
             finished.set(finished.get() + 1);
             if ok {
                 Ok(delay)
@@ -162,12 +162,12 @@ fn dropping_a_sleep_frees_its_timer_at_once() {
 fn timeout_returns_elapsed_and_select_returns_the_first() {
     let (mut lp, _) = sim_loop!(4);
     let r = lp.run_sync(timeout(secs(2), sleep(secs(5))), None).unwrap();
-    assert_eq!(r, Err(Elapsed));
+    assert_eq!(r, Err(Error::TimedOut));
     assert_eq!(lp.timer_count(), 0, "the losing sleep was cancelled");
     let r = lp
         .run_sync(
             timeout(secs(5), async {
-                sleep(secs(1)).await;
+                sleep(secs(1)).await.unwrap();
                 9
             }),
             None,
@@ -177,7 +177,7 @@ fn timeout_returns_elapsed_and_select_returns_the_first() {
     let r = lp
         .run_sync(
             select(sleep(secs(3)), async {
-                sleep(secs(1)).await;
+                sleep(secs(1)).await.unwrap();
                 'b'
             }),
             None,
@@ -189,9 +189,15 @@ fn timeout_returns_elapsed_and_select_returns_the_first() {
 #[test]
 fn spawn_on_a_full_executor_hands_the_future_back() {
     let (mut lp, exec) = sim_loop!(2);
-    exec.spawn(sleep(secs(1))).map_err(|r| r.error).unwrap();
-    exec.spawn(sleep(secs(1))).map_err(|r| r.error).unwrap();
-    let refused = exec.spawn(sleep(secs(7))).unwrap_err();
+    exec.spawn(async { sleep(secs(1)).await.unwrap() })
+        .map_err(|r| r.error)
+        .unwrap();
+    exec.spawn(async { sleep(secs(1)).await.unwrap() })
+        .map_err(|r| r.error)
+        .unwrap();
+    let refused = exec
+        .spawn(async { sleep(secs(7)).await.unwrap() })
+        .unwrap_err();
     assert_eq!(
         refused.error,
         Error::Full {
@@ -222,7 +228,7 @@ fn tasks_are_dropped_with_the_loop_releasing_their_captures() {
         let (_lp, exec) = sim_loop!(2);
         let held = rc.clone();
         exec.spawn(async move {
-            sleep(secs(100)).await;
+            sleep(secs(100)).await.unwrap();
             drop(held);
         })
         .map_err(|r| r.error)
@@ -346,10 +352,10 @@ fn interval_ticks_on_the_grid_and_skips_missed_ticks() {
                 let mut ticks = Vec::new();
                 let mut iv = loop_core::interval(loop_core::Periodic::every(secs(10)));
                 for i in 0..4 {
-                    ticks.push(iv.tick().await.as_nanos() / 1_000_000_000);
+                    ticks.push(iv.tick().await.unwrap().as_nanos() / 1_000_000_000);
                     if i == 1 {
                         // Busy for 25 s: the ticks at 30 and 40 are missed.
-                        sleep(secs(25)).await;
+                        sleep(secs(25)).await.unwrap();
                     }
                 }
                 ticks
@@ -374,7 +380,9 @@ fn watchdog_names_a_task_that_blocks_inside_a_poll() {
         yield_now().await;
     }
     let id = exec.spawn(blocking_step()).map_err(|r| r.error).unwrap();
-    lp.run_sync(async { sleep(secs(1)).await }, None).unwrap();
+    lp.run_sync(async { sleep(secs(1)).await }, None)
+        .unwrap()
+        .unwrap();
     let seen = seen.borrow();
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(seen[0].source, loop_core::Source::Task { id });

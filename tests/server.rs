@@ -184,7 +184,7 @@ fn half_request_clients<P: Poller + OpenPoller + 'static, const N: usize>(
                     let halves: [_; 8] = core::array::from_fn(|i| half(i as u8));
                     let out = join(join_array(halves), async {
                         // The half clients hold 8 slots; this one is still answered.
-                        sleep(Duration::from_millis(10)).await;
+                        sleep(Duration::from_millis(10)).await.unwrap();
                         one_line(addr, 99).await
                     })
                     .await;

@@ -298,6 +298,19 @@ pub enum Error {
     /// epoll/kqueue instance and notifier) cannot be shared across processes; build a new one
     /// in the child.
     Forked,
+    /// An I/O registration (an async socket) was used from a loop other than the one it was
+    /// registered with: registrations belong to one loop. Make a new one on this loop.
+    WrongLoop,
+    /// A future does not fit the executor's task slots (`size` bytes, alignment `align`,
+    /// against `max` bytes and 16-byte alignment): raise the executor's `S`.
+    TooLarge {
+        /// The future's size in bytes.
+        size: usize,
+        /// The future's alignment.
+        align: usize,
+        /// The task slot size in bytes.
+        max: usize,
+    },
 }
 
 impl From<Errno> for Error {
@@ -449,6 +462,8 @@ impl Error {
             Error::Stopped => "the loop was stopped before the future finished",
             Error::Closed => "the loop is closed",
             Error::Forked => "the loop belongs to the parent process (used after fork)",
+            Error::WrongLoop => "the registration belongs to another loop",
+            Error::TooLarge { .. } => "the future does not fit a task slot",
         }
     }
 }
@@ -476,6 +491,11 @@ impl fmt::Display for Error {
             Error::Forked => {
                 f.write_str("the loop belongs to the parent process (used after fork)")
             }
+            Error::WrongLoop => f.write_str("the registration belongs to another loop"),
+            Error::TooLarge { size, align, max } => write!(
+                f,
+                "a future of {size} bytes (align {align}) does not fit a {max}-byte task slot"
+            ),
         }
     }
 }

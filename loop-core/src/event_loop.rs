@@ -36,7 +36,7 @@ use core::task::{Context, Poll, Waker};
 use crate::callback_queue::CallbackQueue;
 use crate::current::{self, LoopOps};
 use crate::error::{Errno, Error, HandlerError, HandlerResult, RawFd, Refused, Resource};
-use crate::executor::{ExecQueue, Executor};
+use crate::executor::{ExecRef, Executor};
 use crate::fd::Fd;
 use crate::handler_table::{HandlerId, HandlerTable, InsertError};
 use crate::inline_fn::InlineFn;
@@ -320,7 +320,7 @@ pub struct EventLoop<
     remote_wake: Option<&'static WakeEntry>,
     signals: [Option<SignalSlot<Self>>; MAX_SIGNAL_HANDLERS],
     signal_count: usize,
-    executor: Option<&'static dyn ExecQueue>,
+    executor: Option<ExecRef>,
     /// A panic a periodic callback's wrapper caught (it goes on with its schedule); the call
     /// site reports it, naming the timer.
     caught: Option<Caught>,
@@ -994,7 +994,12 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// One iteration. `Ok(false)` when stopped.
     fn iterate(&mut self, cap: Option<Duration>) -> Result<bool, Error> {
         self.counters.iterations += 1;
-        // 1. Only the callbacks queued now run in this iteration (local and remote).
+        // 1. Only the callbacks queued now run in this iteration (local and remote), and only
+        //    the tasks woken before now (a task spawned or woken by a callback waits for the
+        //    next iteration, as one spawned by a timer or handler does).
+        if let Some(exec) = self.executor {
+            exec.begin_iteration();
+        }
         let ncallbacks = self.callbacks.len();
         let nremote = match self.remote {
             Some(r) => {
@@ -1054,12 +1059,11 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         }
         if let Some(exec) = self.executor {
             if !self.closed {
-                // Tasks woken before this point; the loop is only reached through this
-                // pointer while they are polled.
+                // Tasks woken before this iteration began (and cleanups deferred by leaf
+                // futures); the loop is only reached through the current frame meanwhile.
                 let threshold = self.watchdog.as_ref().map(|w| w.threshold);
                 let mut slow = heapless::Vec::new();
-                let lp: *mut dyn LoopOps = self as *mut Self;
-                let longest = exec.run_ready(lp, threshold, &mut slow);
+                let longest = exec.run_ready(self, threshold, &mut slow);
                 if longest > self.counters.max_run_time {
                     self.counters.max_run_time = longest;
                 }
@@ -1517,8 +1521,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         let resume = Resume(self);
         resume.0.release_kernel_state();
         if let Some(exec) = resume.0.executor {
-            let lp: *mut dyn LoopOps = &mut *resume.0 as *mut Self;
-            exec.drop_all(lp);
+            exec.drop_all(&mut *resume.0);
         }
         resume.0.drop_closures();
         core::mem::forget(resume);
@@ -1627,9 +1630,11 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     }
 
     /// Attach `executor`: its tasks are polled by this loop from now on (each iteration, after
-    /// the callbacks, before the timers), and `run_sync` becomes available. Needs an attached
-    /// [`Remote`] (tasks woken from other threads wake the loop through it). An executor
-    /// serves one loop for good; a loop has at most one executor.
+    /// the callbacks, before the timers), and `run_sync` and [`spawn`](Self::spawn) become
+    /// available. Needs an attached [`Remote`] (tasks woken from other threads wake the loop
+    /// through it). A loop has at most one executor; an executor serves one loop at a time:
+    /// when the loop is closed or dropped it drops the tasks and detaches the executor, which
+    /// another loop (on any thread) may then attach.
     ///
     /// # Errors
     /// [`Error::NoRemote`] without a remote; [`Error::AlreadyAttached`] if either already has
@@ -1645,21 +1650,82 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         if self.executor.is_some() {
             return Err(Error::AlreadyAttached);
         }
-        executor.attach(wake)?;
-        self.executor = Some(executor);
+        self.executor = Some(executor.attach(wake)?);
         Ok(())
+    }
+
+    /// Attach an executor of `N` slots of `S` bytes that the loop owns: no `static` needed.
+    /// Its storage comes from a process-wide pool of leaked executors, one pool entry per
+    /// executor type: a loop takes a free one (detached when its previous loop closed) or
+    /// leaks a new one. So memory stays bounded by the most loops alive at once, and a
+    /// `Waker` that outlives its loop still points to live memory (it only marks a slot of a
+    /// detached or reused executor ready: a spurious poll at worst). Spawn with
+    /// [`spawn`](Self::spawn).
+    ///
+    /// # Errors
+    /// As [`attach_executor`](Self::attach_executor).
+    #[cfg(feature = "alloc")]
+    pub fn attach_owned_executor<const N: usize, const S: usize>(&mut self) -> Result<(), Error> {
+        self.usable()?;
+        let Some(wake) = self.remote_wake else {
+            return Err(Error::NoRemote);
+        };
+        if self.executor.is_some() {
+            return Err(Error::AlreadyAttached);
+        }
+        self.executor = Some(crate::executor::attach_pooled::<N, S>(wake));
+        Ok(())
+    }
+
+    /// Spawn `fut` as a task on this loop's executor: it is first polled in the next
+    /// iteration (Tornado's `spawn_callback`). The loop's `&mut` proves the caller is on the
+    /// loop's thread, so this works with or without `std`, from setup code or — through
+    /// [`with_current_loop`](crate::with_current_loop) — from tasks.
+    ///
+    /// # Errors
+    /// `fut` comes back inside [`Refused`] with [`Error::NotAttached`] without an executor,
+    /// [`Error::Closed`] / [`Error::Forked`] as for `run`, [`Error::Full`] when every task
+    /// slot is taken, [`Error::TooLarge`] when `fut` does not fit a slot.
+    ///
+    /// The soundness of this rests on the loop being `!Send` (a loop cannot leave the thread
+    /// its executor was attached on):
+    ///
+    /// ```compile_fail
+    /// # use loop_core::{sim::SimPoller, EventLoop};
+    /// fn send<T: Send>(_: T) {}
+    /// send(EventLoop::<SimPoller>::with_poller(SimPoller::new()));
+    /// ```
+    pub fn spawn<F>(&mut self, fut: F) -> Result<crate::TaskId, Refused<F>>
+    where
+        F: Future<Output = ()> + 'static,
+    {
+        if let Err(error) = self.usable() {
+            return Err(Refused { error, value: fut });
+        }
+        let Some(exec) = self.executor else {
+            return Err(Refused {
+                error: Error::NotAttached,
+                value: fut,
+            });
+        };
+        // SAFETY: `&mut self` of a `!Send` loop: this is the thread the executor was attached
+        // on (the attachment's epoch is checked by `reserve`).
+        unsafe { exec.spawn(fut) }
     }
 
     /// Run the loop until `fut` completes and return its output (Tornado's `run_sync`). `fut`
     /// is polled on this stack (it need not be `'static` or fit a task slot); spawned tasks,
-    /// handlers, timers and callbacks run meanwhile. `timeout` bounds the whole run.
+    /// handlers, timers and callbacks run meanwhile. As in Tornado (`add_callback(run)`, then
+    /// `start()`), `fut` is first polled after the callbacks that were already queued, in the
+    /// first iteration. `timeout` bounds the whole run.
     ///
     /// # Errors
     /// [`Error::TimedOut`] when `timeout` passed first; [`Error::Stopped`] when the loop was
     /// stopped first (also by a `stop()` pending before the call); [`Error::NotAttached`]
     /// without an executor; [`Error::AlreadyRunning`] inside the loop; the poller's error, as
-    /// `run`. In every case `fut` is dropped before returning, with the loop at hand, so its
-    /// sleeps and fd waits are cancelled.
+    /// `run`. In every case — also when a panic unwinds through `run_sync` — `fut` is dropped
+    /// in place before returning, with the loop current, so its sleeps and fd waits are
+    /// cancelled.
     pub fn run_sync<F: Future>(
         &mut self,
         fut: F,
@@ -1678,42 +1744,39 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         }
         let header: &'static crate::executor::TaskHeader = exec.main_header();
         let waker: Waker = header.waker();
-        // Poll it in the first iteration.
+        // Poll it in the first iteration, after the callbacks already queued.
         waker.wake_by_ref();
         let deadline = timeout.map(|t| self.now() + t);
-        // Dropped explicitly below, with the loop current; never moved (pinned in place).
-        let mut slot = ManuallyDrop::new(fut);
         self.active = true;
-        let result = loop {
+        // From here on `fut` is pinned inside `main` and dropped in place by its guard.
+        let mut main = RunSyncGuard {
+            lp: self,
+            exec,
+            fut: ManuallyDrop::new(fut),
+        };
+        loop {
+            match main.lp.iterate(deadline.map(|d| d - main.lp.now())) {
+                Ok(true) => {}
+                Ok(false) => return Err(Error::Stopped),
+                Err(e) => return Err(e),
+            }
             if header.take_ready() {
-                let lp: *mut dyn LoopOps = self as *mut Self;
-                let entered = current::enter(lp);
-                // SAFETY: `slot` is never moved after this point and dropped in place below.
-                let pinned = unsafe { Pin::new_unchecked(&mut *slot) };
+                let lp: *mut dyn LoopOps = &mut *main.lp as *mut Self;
+                // SAFETY: `lp` comes from the loop's `&mut`, unused until `entered` drops.
+                let entered = unsafe { current::enter(lp, main.exec) };
+                // SAFETY: `main.fut` is never moved after this point (`main` stays in this
+                // frame) and is dropped in place by `RunSyncGuard::drop`.
+                let pinned = unsafe { Pin::new_unchecked(&mut *main.fut) };
                 let polled = pinned.poll(&mut Context::from_waker(&waker));
                 drop(entered);
                 if let Poll::Ready(v) = polled {
-                    break Ok(v);
+                    return Ok(v);
                 }
             }
-            if deadline.is_some_and(|d| self.now() >= d) {
-                break Err(Error::TimedOut);
+            if deadline.is_some_and(|d| main.lp.now() >= d) {
+                return Err(Error::TimedOut);
             }
-            match self.iterate(deadline.map(|d| d - self.now())) {
-                Ok(true) => {}
-                Ok(false) => break Err(Error::Stopped),
-                Err(e) => break Err(e),
-            }
-        };
-        {
-            let lp: *mut dyn LoopOps = self as *mut Self;
-            let _entered = current::enter(lp);
-            // SAFETY: dropped exactly once, in place (it was pinned there).
-            unsafe { ManuallyDrop::drop(&mut slot) };
         }
-        self.active = false;
-        self.stop_requested = false;
-        result
     }
 
     /// Whether [`close`](Self::close) was called.
@@ -1757,6 +1820,31 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// The poller, mutably (tests drive the simulated poller through this).
     pub fn poller_mut(&mut self) -> &mut P {
         &mut self.poller
+    }
+}
+
+/// `run_sync`'s future, pinned in place: dropped exactly once, with the loop current, on
+/// every exit from `run_sync` (return or unwinding), and the loop marked not running.
+struct RunSyncGuard<'a, P: Poller + 'static, const H: usize, const T: usize, const Q: usize, F> {
+    lp: &'a mut EventLoop<P, H, T, Q>,
+    exec: ExecRef,
+    fut: ManuallyDrop<F>,
+}
+
+impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize, F> Drop
+    for RunSyncGuard<'_, P, H, T, Q, F>
+{
+    fn drop(&mut self) {
+        {
+            let lp: *mut dyn LoopOps = &mut *self.lp as *mut EventLoop<P, H, T, Q>;
+            // SAFETY: `lp` comes from the loop's `&mut`, unused until `_entered` drops.
+            let _entered = unsafe { current::enter(lp, self.exec) };
+            // SAFETY: dropped exactly once, in place (it was pinned there); `fut` is not used
+            // afterwards.
+            unsafe { ManuallyDrop::drop(&mut self.fut) };
+        }
+        self.lp.active = false;
+        self.lp.stop_requested = false;
     }
 }
 
@@ -2041,6 +2129,15 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> LoopOp
         if self.handler_id(fd) == Some(id) {
             self.remove_handler(fd);
         }
+    }
+
+    fn task_panicked(
+        &mut self,
+        id: crate::executor::TaskId,
+        name: &'static str,
+        caught: panic::Caught,
+    ) {
+        self.panicked(Source::Task { id }, name, caught);
     }
 
     fn loop_type(&self) -> core::any::TypeId {

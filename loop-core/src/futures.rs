@@ -3,16 +3,20 @@
 //! [`select`] and fd readiness ([`readable`], [`writable`]).
 //!
 //! Leaf futures (`sleep`, `readable`, `writable`) use the loop that polls them (see
-//! `current.rs`); polled anywhere else they stay pending. They never allocate: a sleep
-//! is one timer in the loop's heap, cancelled when the future is dropped.
+//! `current.rs`); polled anywhere else (outside a task or `run_sync`, or inside a
+//! `with_current_loop` closure) they complete with [`Error::NotAttached`]. They never
+//! allocate: a sleep is one timer in the loop's heap, cancelled when the future is dropped (at
+//! once inside its loop; from elsewhere — another thread, another loop, a `with_current_loop`
+//! closure — the cancellation is deferred to the owning loop's next iteration).
 
 use core::future::Future;
 use core::pin::Pin;
 use core::task::{Context, Poll, Waker};
 use core::time::Duration;
 
-use crate::current::with_loop;
+use crate::current::{apply_or_defer, with_loop, with_loop_owned, Deferred};
 use crate::error::{Error, RawFd};
+use crate::executor::ExecRef;
 use crate::fd::Fd;
 use crate::handler_table::HandlerId;
 use crate::interest::Readiness;
@@ -20,25 +24,37 @@ use crate::time::Instant;
 use crate::timer_heap::TimerHandle;
 
 /// A future that completes at a deadline on the loop's clock. Made by [`sleep`] and
-/// [`sleep_until`]; dropping it before it fires cancels its timer at once (the timer slot is
-/// free again).
+/// [`sleep_until`]; dropping it before it fires cancels its timer (the timer slot is free
+/// again).
+///
+/// Like Tornado's `gen.sleep(0)`, it always yields to the loop at least once: a sleep whose
+/// deadline has already passed (`sleep(Duration::ZERO)`, `sleep_until` of a past instant)
+/// completes on its second poll, one iteration later, so a task looping on it cannot starve
+/// I/O and timers.
+///
+/// Its output is `Err(Error::Full { what: Resource::Timers })` when the loop's timer heap
+/// is full (the task decides: retry later, give up), `Err(Error::NotAttached)` when polled
+/// outside a loop's task, `Ok(())` otherwise. It never busy-waits.
 #[derive(Debug)]
 #[must_use = "futures do nothing unless polled"]
 pub struct Sleep {
     delay: Option<Duration>,
     deadline: Instant,
-    timer: Option<TimerHandle>,
+    timer: Option<(TimerHandle, ExecRef)>,
     waker: Option<Waker>,
+    /// Returned `Pending` at least once (it has yielded to the loop).
+    yielded: bool,
 }
 
 /// Sleep for `d`, measured from the first poll (which, for a spawned task or `run_sync`, is
-/// right away). Tornado's `gen.sleep`. Never completes early.
+/// right away). Tornado's `gen.sleep`. Never completes early; see [`Sleep`] for its output.
 pub fn sleep(d: Duration) -> Sleep {
     Sleep {
         delay: Some(d),
         deadline: Instant::MAX,
         timer: None,
         waker: None,
+        yielded: false,
     }
 }
 
@@ -49,6 +65,7 @@ pub fn sleep_until(deadline: Instant) -> Sleep {
         deadline,
         timer: None,
         waker: None,
+        yielded: false,
     }
 }
 
@@ -57,52 +74,68 @@ impl Sleep {
     pub fn deadline(&self) -> Option<Instant> {
         self.delay.is_none().then_some(self.deadline)
     }
+
+    fn cancel(&mut self) {
+        if let Some((h, owner)) = self.timer.take() {
+            apply_or_defer(owner, Deferred::CancelTimer(h));
+        }
+    }
 }
 
 impl Future for Sleep {
-    type Output = ();
+    type Output = Result<(), Error>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let this = self.get_mut();
-        with_loop(|lp| {
+        // A timer armed by another loop (the sleep moved) is cancelled there.
+        if let Some((_, owner)) = this.timer {
+            if crate::current::current_owner().is_some_and(|o| !o.same(&owner)) {
+                this.cancel();
+            }
+        }
+        let polled = with_loop_owned(|lp, owner| {
             if let Some(d) = this.delay.take() {
                 this.deadline = lp.now() + d;
             }
             if lp.now() >= this.deadline {
-                if let Some(h) = this.timer.take() {
+                if let Some((h, _)) = this.timer.take() {
                     lp.cancel_timer(h);
                 }
-                return Poll::Ready(());
+                if this.yielded {
+                    return Poll::Ready(Ok(()));
+                }
+                // Due already at the first poll: yield one iteration (Tornado's sleep(0)).
+                this.yielded = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
             }
             let same_waker = this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
             match this.timer {
-                Some(h) if same_waker && lp.timer_pending(h) => {}
+                Some((h, _)) if same_waker && lp.timer_pending(h) => {}
                 _ => {
-                    if let Some(h) = this.timer.take() {
+                    if let Some((h, _)) = this.timer.take() {
                         lp.cancel_timer(h);
                     }
                     match lp.wake_at(this.deadline, cx.waker().clone()) {
                         Ok(h) => {
-                            this.timer = Some(h);
+                            this.timer = Some((h, owner));
                             this.waker = Some(cx.waker().clone());
                         }
-                        // The timer heap is full: try again next iteration rather than fail.
-                        Err(_) => cx.waker().wake_by_ref(),
+                        // The timer heap is full: a clear error, never a busy loop.
+                        Err(e) => return Poll::Ready(Err(e)),
                     }
                 }
             }
+            this.yielded = true;
             Poll::Pending
-        })
-        .unwrap_or(Poll::Pending)
+        });
+        polled.unwrap_or(Poll::Ready(Err(Error::NotAttached)))
     }
 }
 
 impl Drop for Sleep {
     fn drop(&mut self) {
-        if let Some(h) = self.timer.take() {
-            // Outside a loop the timer stays and later wakes a waker nobody polls: harmless.
-            let _ = with_loop(|lp| lp.cancel_timer(h));
-        }
+        self.cancel();
     }
 }
 
@@ -299,16 +332,18 @@ impl<A: Future, B: Future> Future for Select<A, B> {
     }
 }
 
-/// [`timeout`] ran out before the future finished.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Elapsed;
-
-/// Run `fut` for at most `d` (Tornado's `with_timeout`): `Ok(output)`, or `Err(Elapsed)` when
-/// the time ran out first (then `fut` is dropped, cancelling whatever it waited on).
-pub async fn timeout<F: Future>(d: Duration, fut: F) -> Result<F::Output, Elapsed> {
+/// Run `fut` for at most `d` (Tornado's `with_timeout`): `Ok(output)`, or
+/// `Err(Error::TimedOut)` when the time ran out first (then `fut` is dropped, cancelling
+/// whatever it waited on).
+///
+/// # Errors
+/// [`Error::TimedOut`] as above; the timer's error ([`Error::Full`] when the loop's timer
+/// heap is full, [`Error::NotAttached`] outside a loop), in which case `fut` is dropped too.
+pub async fn timeout<F: Future>(d: Duration, fut: F) -> Result<F::Output, Error> {
     match select(fut, sleep(d)).await {
         Either::First(v) => Ok(v),
-        Either::Second(()) => Err(Elapsed),
+        Either::Second(Ok(())) => Err(Error::TimedOut),
+        Either::Second(Err(e)) => Err(e),
     }
 }
 
@@ -318,14 +353,15 @@ pub async fn timeout<F: Future>(d: Duration, fut: F) -> Result<F::Output, Elapse
 pub struct Ready {
     fd: RawFd,
     want: Readiness,
-    id: Option<HandlerId>,
+    id: Option<(HandlerId, ExecRef)>,
     waker: Option<Waker>,
 }
 
 /// Wait until `fd` is readable (or has an error or a hang-up: the next read tells which).
 /// While it waits it holds the fd's handler slot (a one-shot handler that wakes the task and
 /// removes itself), so the fd must not have a handler of its own; resolves to `Err` with
-/// [`Error::AlreadyRegistered`] if it does, or with the kernel's error for a bad fd.
+/// [`Error::AlreadyRegistered`] if it does, with the kernel's error for a bad fd, or with
+/// [`Error::NotAttached`] when polled outside a loop's task.
 pub fn readable(fd: impl Into<Fd>) -> Ready {
     Ready {
         fd: fd.into().raw(),
@@ -345,13 +381,27 @@ pub fn writable(fd: impl Into<Fd>) -> Ready {
     }
 }
 
+impl Ready {
+    fn cancel(&mut self) {
+        if let Some((id, owner)) = self.id.take() {
+            apply_or_defer(owner, Deferred::Unwatch(self.fd, id));
+        }
+    }
+}
+
 impl Future for Ready {
     type Output = Result<(), Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        with_loop(|lp| {
-            if let Some(id) = this.id {
+        // A watch made by another loop (the future moved) is removed there.
+        if let Some((_, owner)) = this.id {
+            if crate::current::current_owner().is_some_and(|o| !o.same(&owner)) {
+                this.cancel();
+            }
+        }
+        let polled = with_loop_owned(|lp, owner| {
+            if let Some((id, _)) = this.id {
                 if !lp.watching(this.fd, id) {
                     this.id = None;
                     return Poll::Ready(Ok(()));
@@ -365,23 +415,20 @@ impl Future for Ready {
             }
             match lp.watch_once(this.fd, this.want, cx.waker().clone()) {
                 Ok(id) => {
-                    this.id = Some(id);
+                    this.id = Some((id, owner));
                     this.waker = Some(cx.waker().clone());
                     Poll::Pending
                 }
                 Err(e) => Poll::Ready(Err(e)),
             }
-        })
-        .unwrap_or(Poll::Pending)
+        });
+        polled.unwrap_or(Poll::Ready(Err(Error::NotAttached)))
     }
 }
 
 impl Drop for Ready {
     fn drop(&mut self) {
-        if let Some(id) = self.id.take() {
-            let fd = self.fd;
-            let _ = with_loop(|lp| lp.unwatch(fd, id));
-        }
+        self.cancel();
     }
 }
 
@@ -420,12 +467,16 @@ pub fn interval(periodic: crate::Periodic) -> Interval {
 
 impl Interval {
     /// Ready with the tick's deadline when the next tick is due.
-    pub fn poll_tick(&mut self, cx: &mut Context<'_>) -> Poll<Instant> {
+    ///
+    /// # Errors
+    /// As [`Sleep`]: [`Error::Full`] when the loop's timer heap is full (the next poll tries
+    /// again), [`Error::NotAttached`] outside a loop's task.
+    pub fn poll_tick(&mut self, cx: &mut Context<'_>) -> Poll<Result<Instant, Error>> {
         let next = match self.next {
             Some(n) => n,
             None => {
                 let Some(now) = with_loop(|lp| lp.now()) else {
-                    return Poll::Pending;
+                    return Poll::Ready(Err(Error::NotAttached));
                 };
                 let from = match self.last {
                     Some(last) => last,
@@ -448,17 +499,25 @@ impl Interval {
             }
         };
         let sleep = self.sleep.get_or_insert_with(|| sleep_until(next));
-        if Pin::new(sleep).poll(cx).is_pending() {
-            return Poll::Pending;
+        match Pin::new(sleep).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(e)) => {
+                self.sleep = None;
+                return Poll::Ready(Err(e));
+            }
+            Poll::Ready(Ok(())) => {}
         }
         self.sleep = None;
         self.next = None;
         self.last = Some(next);
-        Poll::Ready(next)
+        Poll::Ready(Ok(next))
     }
 
     /// Wait for the next tick; returns its deadline on the loop's clock.
-    pub async fn tick(&mut self) -> Instant {
+    ///
+    /// # Errors
+    /// As [`poll_tick`](Self::poll_tick).
+    pub async fn tick(&mut self) -> Result<Instant, Error> {
         core::future::poll_fn(|cx| self.poll_tick(cx)).await
     }
 }

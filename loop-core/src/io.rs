@@ -12,16 +12,22 @@
 //! Errors and hang-ups stay set once seen, so every later wait returns at once and the next
 //! I/O reports them.
 //!
-//! Registrations use the loop polling the current task; make and drop them inside tasks or
-//! `run_sync`. One dropped elsewhere cannot reach its loop: its handler slot stays until the
-//! fd number is registered again (a new registration of that number replaces the stale one)
-//! or the loop closes.
+//! **One loop per registration.** A registration belongs to the loop that polled the task
+//! that made it (it records that loop's identity). It — and the sockets of `ioloop::net` built
+//! on it — may be moved to another thread or another loop (they are `Send`), but used there
+//! they fail with [`Error::WrongLoop`] instead of touching tables they do not belong to: make
+//! a new registration (a new socket) on that loop. Dropping one anywhere frees its handler
+//! slot in its own loop: at once when that loop is current, otherwise the removal is queued
+//! for the owning loop, which applies it in its next iteration (see `current.rs`; if that
+//! bounded queue is full, the slot is reclaimed when its fd number is registered again, and at
+//! the latest when the loop closes).
 
 use core::future::poll_fn;
 use core::task::{Context, Poll};
 
-use crate::current::with_loop;
+use crate::current::{apply_or_defer, current_owner, with_loop, with_loop_owned, Deferred};
 use crate::error::{Errno, Error, RawFd};
+use crate::executor::ExecRef;
 use crate::fd::Fd;
 use crate::handler_table::HandlerId;
 use crate::interest::{Interest, Readiness};
@@ -31,6 +37,8 @@ use crate::interest::{Interest, Readiness};
 pub struct IoRegistration {
     fd: RawFd,
     id: HandlerId,
+    /// The loop it is registered with.
+    owner: ExecRef,
 }
 
 impl IoRegistration {
@@ -43,8 +51,9 @@ impl IoRegistration {
     /// `Full`, `InvalidFd`, the kernel's `Os` error).
     pub fn new(fd: impl Into<Fd>) -> Result<Self, Error> {
         let fd = fd.into().raw();
-        let id = with_loop(|lp| lp.io_register(fd)).unwrap_or(Err(Error::NotAttached))?;
-        Ok(IoRegistration { fd, id })
+        let (id, owner) = with_loop_owned(|lp, owner| lp.io_register(fd).map(|id| (id, owner)))
+            .unwrap_or(Err(Error::NotAttached))?;
+        Ok(IoRegistration { fd, id, owner })
     }
 
     /// The fd.
@@ -55,19 +64,31 @@ impl IoRegistration {
     /// Ready with what was seen (including `ERROR`/`HUP`) once `dir` (`Interest::READ` or
     /// `Interest::WRITE`) readiness arrived since it was last consumed; consumes the `dir`
     /// readiness. Pending otherwise, waking the task when it arrives.
+    ///
+    /// # Errors
+    /// [`Error::WrongLoop`] when polled by another loop than the one it was registered with;
+    /// [`Error::NotAttached`] outside a task or `run_sync` (or inside a `with_current_loop`
+    /// closure); as [`ready`](Self::ready).
     pub fn poll_ready(
         &self,
         dir: Interest,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Readiness, Error>> {
-        with_loop(|lp| lp.io_poll(self.fd, self.id, dir, cx)).unwrap_or(Poll::Pending)
+        match current_owner() {
+            None => return Poll::Ready(Err(Error::NotAttached)),
+            Some(o) if !o.same(&self.owner) => return Poll::Ready(Err(Error::WrongLoop)),
+            Some(_) => {}
+        }
+        with_loop(|lp| lp.io_poll(self.fd, self.id, dir, cx))
+            .unwrap_or(Poll::Ready(Err(Error::NotAttached)))
     }
 
     /// Wait for `dir` readiness (see [`poll_ready`](Self::poll_ready)).
     ///
     /// # Errors
     /// [`Error::NotRegistered`] if the registration is gone (the loop was closed); the
-    /// kernel's error if the poller refused to change the interest.
+    /// kernel's error if the poller refused to change the interest; as
+    /// [`poll_ready`](Self::poll_ready).
     pub async fn ready(&self, dir: Interest) -> Result<Readiness, Error> {
         poll_fn(|cx| self.poll_ready(dir, cx)).await
     }
@@ -98,7 +119,6 @@ impl IoRegistration {
 
 impl Drop for IoRegistration {
     fn drop(&mut self) {
-        let (fd, id) = (self.fd, self.id);
-        let _ = with_loop(|lp| lp.io_deregister(fd, id));
+        apply_or_defer(self.owner, Deferred::IoDeregister(self.fd, self.id));
     }
 }

@@ -68,7 +68,7 @@ pub use executor::{in_task, Executor, TaskId};
 pub use fd::Fd;
 pub use futures::{
     interval, join, join_array, readable, select, sleep, sleep_until, timeout, writable, yield_now,
-    Either, Elapsed, Interval, Join, JoinArray, Ready, Select, Sleep, YieldNow,
+    Either, Interval, Join, JoinArray, Ready, Select, Sleep, YieldNow,
 };
 pub use handler_table::HandlerId;
 #[doc(hidden)]

@@ -47,7 +47,7 @@ pub struct WaitEach<F: Future, const N: usize> {
 ///     .run_sync(
 ///         async {
 ///             let fetch = |ms: u64| async move {
-///                 sleep(Duration::from_millis(ms)).await;
+///                 sleep(Duration::from_millis(ms)).await.unwrap();
 ///                 ms
 ///             };
 ///             let mut each = pin!(wait_each([fetch(30), fetch(10), fetch(20)]));
@@ -128,8 +128,13 @@ impl<F: Future, const N: usize> WaitEach<F, N> {
 /// covered by a slow run are skipped, never caught up, and a clock that steps back never
 /// repeats a tick (see [`Periodic`]). The first run is one period after the first poll.
 ///
-/// Stops when a run returns `ControlFlow::Break(value)`, with that value; spawn it as a task,
-/// or drop it to stop it (its timer is cancelled).
+/// Stops when a run returns `ControlFlow::Break(value)`, with `Ok(value)`; spawn it as a
+/// task, or drop it to stop it (its timer is cancelled).
+///
+/// # Errors
+/// The tick's timer error, as [`Interval::poll_tick`](crate::Interval::poll_tick):
+/// [`Error::Full`](crate::Error::Full) when the loop's timer heap is full,
+/// [`Error::NotAttached`](crate::Error::NotAttached) outside a loop's task.
 ///
 /// ```
 /// use core::ops::ControlFlow;
@@ -153,25 +158,26 @@ impl<F: Future, const N: usize> WaitEach<F, N> {
 ///         n += 1;
 ///         let last = n == 3;
 ///         async move {
-///             sleep(Duration::from_millis(25)).await;
+///             sleep(Duration::from_millis(25)).await.unwrap();
 ///             if last { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
 ///         }
 ///     }),
 ///     None,
 /// )
+/// .unwrap()
 /// .unwrap();
 /// assert_eq!(starts, [10, 40, 70]);
 /// ```
-pub async fn every<B, Fut, F>(periodic: Periodic, mut body: F) -> B
+pub async fn every<B, Fut, F>(periodic: Periodic, mut body: F) -> Result<B, crate::Error>
 where
     F: FnMut(Instant) -> Fut,
     Fut: Future<Output = ControlFlow<B>>,
 {
     let mut ticks = interval(periodic);
     loop {
-        let tick = ticks.tick().await;
+        let tick = ticks.tick().await?;
         if let ControlFlow::Break(b) = body(tick).await {
-            return b;
+            return Ok(b);
         }
     }
 }
