@@ -171,21 +171,6 @@ impl<T, const N: usize> Slab<T, N> {
         }
     }
 
-    /// Drop every value and forget every slot. Generations restart, so do this only when no
-    /// handle can be used again (the loop is closed).
-    pub(crate) fn clear(&mut self) {
-        let hwm = self.hwm as usize;
-        // Reset first: if a value's drop panics, the slab is already empty (the rest leak).
-        self.hwm = 0;
-        self.free_head = NONE;
-        self.len = 0;
-        for e in &mut self.entries[..hwm] {
-            // SAFETY: entries below the old `hwm` were initialised; `hwm = 0` above makes sure
-            // none is dropped again.
-            unsafe { e.assume_init_drop() };
-        }
-    }
-
     /// Every occupied slot as `(index, generation, &mut value)`.
     pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (u32, u32, &mut T)> {
         let hwm = self.hwm as usize;
