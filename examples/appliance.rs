@@ -28,6 +28,8 @@
 //! healthy. (The demo's reload blocks 60 ms on purpose; a real one belongs on a worker thread.)
 //! Each notification costs `sd-notify` a small allocation and a short-lived socket, once per
 //! ping interval (seconds under systemd): the only steady-state allocation of the example.
+//! The send is blocking: a service manager that stopped reading would block the loop (and the
+//! loop's watchdog would say so).
 //!
 //! The tasks and signal handlers meet through `embassy-sync` (`Signal<NoopRawMutex, _>`), the
 //! recommended no-alloc channel/signal/mutex between ioloop tasks: `SIGTERM` signals the main
@@ -84,6 +86,8 @@ struct State {
     reloads: Cell<u64>,
     /// Set by the SIGTERM/SIGINT handler (with the signal number), awaited by the main future.
     shutdown: Signal<NoopRawMutex, i32>,
+    /// `STOPPING=1` was sent: no more watchdog pings.
+    stopping: Cell<bool>,
     /// The loop's watchdog reported a blocked step since the last systemd ping.
     blocked_since_ping: Cell<bool>,
     /// The counters at the last systemd ping (or at start).
@@ -103,6 +107,9 @@ fn notify(state: NotifyState<'_>) {
 /// The systemd watchdog ping: `WATCHDOG=1` only if the loop was healthy since the last one
 /// (the rule is in the module docs).
 fn feed_systemd_watchdog(c: Counters, s: &State, interval: Duration) {
+    if s.stopping.get() {
+        return;
+    }
     let last = s.at_last_ping.replace(c);
     let blocked = s.blocked_since_ping.replace(false);
     let why = if blocked {
@@ -274,6 +281,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let s = state.clone();
         lp.on_signal(signo, move |_, signo| {
             println!("signal {signo}: shutting down gracefully");
+            s.stopping.set(true);
             notify(NotifyState::Stopping);
             s.shutdown.signal(signo);
         })?;
