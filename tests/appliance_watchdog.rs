@@ -10,23 +10,28 @@ use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::process::Command;
 
-/// Builds `examples/appliance.rs` with the cargo running this test and returns its path.
+/// Builds `examples/appliance.rs` with the cargo running this test, in this test's profile,
+/// and returns its path.
 fn appliance_binary() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "-q", "--example", "appliance", "--manifest-path"])
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
-        .status()
-        .expect("run cargo");
-    assert!(
-        status.success(),
-        "cargo build --example appliance: {status}"
-    );
     // This test runs as target/<profile>/deps/appliance_watchdog-<hash>.
     let exe = std::env::current_exe().expect("test binary path");
     let profile_dir = exe
         .parent()
         .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps");
+        .expect("target/<profile>/deps")
+        .to_path_buf();
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo
+        .args(["build", "-q", "--example", "appliance", "--manifest-path"])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"));
+    if profile_dir.ends_with("release") {
+        cargo.arg("--release");
+    }
+    let status = cargo.status().expect("run cargo");
+    assert!(
+        status.success(),
+        "cargo build --example appliance: {status}"
+    );
     profile_dir.join("examples").join("appliance")
 }
 
