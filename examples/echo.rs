@@ -84,13 +84,11 @@ fn worker(
         for sig in [libc::SIGINT, libc::SIGTERM] {
             lp.on_signal(sig, move |_, _| {
                 SERVERS[..loops].iter().for_each(Srv::shutdown)
-            })
-            .map_err(|r| r.error)?;
+            })?;
         }
     }
     if let Some(d) = duration {
-        lp.call_later(d, move |_| server.shutdown())
-            .map_err(|r| r.error)?;
+        lp.call_later(d, move |_| server.shutdown())?;
     }
     lp.run_sync(
         server.serve(listener, exec, config, |s: Conn, _peer| echo(s)),

@@ -532,8 +532,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         lp.on_signal(sig, |_, _| {
             FRONT.shutdown();
             BACKEND.shutdown();
-        })
-        .map_err(|r| r.error)?;
+        })?;
     }
 
     let config = ServerConfig {
@@ -580,8 +579,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             lp.call_later(d, |_| {
                 FRONT.shutdown();
                 BACKEND.shutdown();
-            })
-            .map_err(|r| r.error)?;
+            })?;
         }
         let (front, back) = lp.run_sync(servers, None)?;
         let (front, back) = (front?, back?);

@@ -253,12 +253,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let handle = lp.attach_remote(&REMOTE)?;
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
-    add_accept_handler(&mut lp, listener, serve).map_err(|r| r.error)?;
+    add_accept_handler(&mut lp, listener, serve)?;
     lp.add_periodic(Periodic::every(Duration::from_millis(100)), |lp| {
         ITERATIONS.store(lp.counters().iterations, Relaxed);
         OPEN_CONNS.store(lp.handler_count() as u64 - 1, Relaxed);
-    })
-    .map_err(|r| r.error)?;
+    })?;
     let fds_start = fd_count();
     println!(
         "soak: echo server on {addr}, {} client threads, {} s",
