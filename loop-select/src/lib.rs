@@ -39,6 +39,24 @@
 mod poll;
 mod select;
 
+/// Helpers both pollers' unit tests use.
+#[cfg(test)]
+mod test_util {
+    use rustix::fd::OwnedFd;
+    use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
+
+    /// A connected, non-blocking, close-on-exec Unix stream socket pair.
+    pub(crate) fn pair() -> (OwnedFd, OwnedFd) {
+        socketpair(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            None,
+        )
+        .unwrap()
+    }
+}
+
 /// The self-pipe waker both pollers use (it lives in `loop-posix`, shared with kqueue).
 pub use loop_posix::{PipeNotifier, PipeReader};
 pub use poll::Poll;
