@@ -235,6 +235,27 @@ pub fn timed_run<L>(
     Ok((us(t2 - t1), us(t2 - t0)))
 }
 
+/// Times `case.iters` runs with [`timed_run`]: the samples of all of them, or the first error.
+pub fn timed_runs<L>(
+    chain: &Chain,
+    case: &ChainCase,
+    lp: &mut L,
+    mut rearm: impl FnMut(&mut L) -> io::Result<()>,
+    mut pass: impl FnMut(&mut L) -> io::Result<()>,
+) -> io::Result<ChainSamples> {
+    let mut loop_us = Vec::with_capacity(case.iters);
+    let mut total_us = Vec::with_capacity(case.iters);
+    for _ in 0..case.iters {
+        let (l, t) = timed_run(chain, case, lp, &mut rearm, &mut pass)?;
+        loop_us.push(l);
+        total_us.push(t);
+    }
+    Ok(ChainSamples {
+        loop_us,
+        total_us: Some(total_us),
+    })
+}
+
 /// The peers, reference first.
 pub fn peers() -> Vec<Peer<ChainCase, ChainSamples>> {
     vec![
