@@ -35,6 +35,10 @@ const CAPACITY: usize = 1024;
 /// Bytes read per call, and held per connection.
 const BUF: usize = 4096;
 
+#[path = "shared/echo_step.rs"]
+mod echo_step;
+use echo_step::{echo, Next};
+
 /// Handlers: the connections and the listener. Timers: the accept back-off. No callbacks.
 type Loop = ioloop::EventLoop<{ CAPACITY + 1 }, 2, 0>;
 
@@ -48,13 +52,6 @@ struct Conn {
 /// The free connection buffers, allocated once at start-up (a `Cell`: taken out and put
 /// back, never borrowed across a call).
 type Pool = Rc<Cell<Vec<Box<Conn>>>>;
-
-/// What a connection's handler does next.
-enum Next {
-    Read,
-    Write,
-    Close,
-}
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -158,7 +155,7 @@ fn on_conn(
                 // SAFETY: `fd` is this handler's socket, owned by the loop and open while the
                 // handler is registered (which it is, during its own call).
                 let sock = unsafe { BorrowedFd::borrow_raw(fd) };
-                echo(c, sock.as_fd())
+                echo(&mut c.buf, &mut c.start, &mut c.end, sock.as_fd())
             }
             _ => Next::Close,
         };
@@ -175,35 +172,5 @@ fn on_conn(
             limit.release(lp);
         }
         Ok(())
-    }
-}
-
-/// Writes the backlog, then reads and writes back until a read comes up short (the socket
-/// is drained for now; level-triggered epoll reports it again when more arrives).
-fn echo(c: &mut Conn, fd: BorrowedFd<'_>) -> Next {
-    let mut short = false;
-    loop {
-        while c.start < c.end {
-            match rustix::io::write(fd, &c.buf[c.start..c.end]) {
-                Ok(k) => c.start += k,
-                Err(Errno::AGAIN) => return Next::Write,
-                Err(Errno::INTR) => {}
-                Err(_) => return Next::Close,
-            }
-        }
-        if short {
-            return Next::Read;
-        }
-        match rustix::io::read(fd, &mut c.buf) {
-            Ok(0) => return Next::Close,
-            Ok(k) => {
-                c.start = 0;
-                c.end = k;
-                short = k < BUF;
-            }
-            Err(Errno::AGAIN) => return Next::Read,
-            Err(Errno::INTR) => {}
-            Err(_) => return Next::Close,
-        }
     }
 }
