@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use tokio::task::LocalSet;
 
-use super::{CallbackCase, CallbackSamples};
+use super::{sample, CallbackCase, CallbackSamples};
 
 /// Runs the case.
 pub fn run(case: &CallbackCase) -> io::Result<CallbackSamples> {
@@ -39,14 +39,9 @@ pub fn run(case: &CallbackCase) -> io::Result<CallbackSamples> {
                     let _ = h.await;
                 }
             }
-            let t1 = Instant::now();
-            std::hint::black_box(counter.get());
-            if counter.get() != case.total as u64 {
-                return Err(io::Error::other("lost callbacks"));
-            }
-            out.push((t1 - t0).as_nanos() as f64 / case.total as f64);
+            out.push(sample(case, counter, t0)?);
         }
-        Ok(out)
+        Ok::<_, io::Error>(out)
     })?;
     Ok(out)
 }
