@@ -78,12 +78,28 @@ pub fn write_all(reports: &[Report], dir: &Path) -> Vec<String> {
 
 type PlotResult = Result<(), Box<dyn std::error::Error>>;
 
+/// An SVG drawing area.
+type Canvas<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+
 /// `n=100 a=1 loop` → `(100, 1)`.
 fn chain_case(case: &str) -> Option<(f64, usize)> {
     let mut it = case.split_whitespace();
     let n = it.next()?.strip_prefix("n=")?.parse().ok()?;
     let a = it.next()?.strip_prefix("a=")?.parse().ok()?;
     (it.next()? == "loop").then_some((n, a))
+}
+
+/// A 1100×480 SVG at `path`, white, with `title` across the top: the whole drawing area
+/// (to `present`) and the part below the title.
+fn titled_canvas<'a>(
+    path: &'a Path,
+    title: &str,
+) -> Result<(Canvas<'a>, Canvas<'a>), Box<dyn std::error::Error>> {
+    let root = SVGBackend::new(path, (1100, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (head, body) = root.split_vertically(40);
+    head.titled(title, ("sans-serif", 20))?;
+    Ok((root, body))
 }
 
 fn chain(r: &Report, path: &Path) -> PlotResult {
@@ -99,13 +115,7 @@ fn chain(r: &Report, path: &Path) -> PlotResult {
         return Err("fewer than two sizes of n (run without --quick, or with more sizes)".into());
     }
     let peers = peers(r);
-    let root = SVGBackend::new(path, (1100, 480)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let (title, body) = root.split_vertically(40);
-    title.titled(
-        "chain: dispatch time per run vs n (libevent bench.c, 1000 writes; median, lower is faster)",
-        ("sans-serif", 20),
-    )?;
+    let (root, body) = titled_canvas(path,        "chain: dispatch time per run vs n (libevent bench.c, 1000 writes; median, lower is faster)")?;
     let panels = body.split_evenly((1, 2));
     for (panel, a) in panels.iter().zip([1usize, 100]) {
         let series: Vec<(&str, Vec<(f64, f64)>)> = peers
@@ -196,12 +206,9 @@ fn timers(r: &Report, path: &Path) -> PlotResult {
         return Err("no random-timeout cases".into());
     }
     let peers = peers(r);
-    let root = SVGBackend::new(path, (1100, 480)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let (title, body) = root.split_vertically(40);
-    title.titled(
+    let (root, body) = titled_canvas(
+        path,
         "timers: ns per timer by phase (random 10–20 s timeouts; median, lower is faster)",
-        ("sans-serif", 20),
     )?;
     let panels = body.split_evenly((1, sizes.len()));
     for (panel, size) in panels.iter().zip(&sizes) {
