@@ -30,6 +30,14 @@ pub fn sample(case: &CallbackCase, counter: &Cell<u64>, t0: Instant) -> io::Resu
     Ok((t1 - t0).as_nanos() as f64 / case.total as f64)
 }
 
+/// The batch sizes of one iteration: `case.batch` each, the last one what remains of
+/// `case.total`.
+pub fn batches(case: &CallbackCase) -> impl Iterator<Item = usize> + '_ {
+    (0..case.total)
+        .step_by(case.batch.max(1))
+        .map(|added| case.batch.min(case.total - added))
+}
+
 /// Times `case.iters` iterations of a synchronous peer: `batch(k)` adds `k` callbacks that
 /// bump `counter` and runs one loop iteration, until `case.total` have been added.
 ///
@@ -44,11 +52,8 @@ pub fn time_batches(
     for _ in 0..case.iters {
         counter.set(0);
         let t0 = Instant::now();
-        let mut added = 0;
-        while added < case.total {
-            let k = case.batch.min(case.total - added);
+        for k in batches(case) {
             batch(k)?;
-            added += k;
         }
         out.push(sample(case, counter, t0)?);
     }
