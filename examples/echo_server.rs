@@ -20,7 +20,7 @@
 //! * Exit status 2 for bad arguments, 1 if the socket or the loop cannot be set up.
 
 use std::cell::Cell;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::rc::Rc;
 
@@ -53,22 +53,13 @@ struct Conn {
 /// back, never borrowed across a call).
 type Pool = Rc<Cell<Vec<Box<Conn>>>>;
 
+#[path = "shared/server_args.rs"]
+mod server_args;
+use server_args::server_args;
+
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let mut arg = |default: &str| args.next().unwrap_or_else(|| default.into());
-    let (Ok(port), Ok(max), Ok(ip)) = (
-        arg("7000").parse::<u16>(),
-        arg("1024").parse::<usize>(),
-        arg("127.0.0.1").parse::<IpAddr>(),
-    ) else {
-        eprintln!("usage: echo_server [PORT [MAX_CONNS (1..={CAPACITY}) [IP]]]");
-        std::process::exit(2);
-    };
-    if !(1..=CAPACITY).contains(&max) {
-        eprintln!("MAX_CONNS must be 1..={CAPACITY}");
-        std::process::exit(2);
-    }
-    if let Err(e) = serve(SocketAddr::new(ip, port), max) {
+    let (addr, max) = server_args("echo_server", CAPACITY);
+    if let Err(e) = serve(addr, max) {
         // The kernel's reason; the loop's own errors (a full table...) cannot happen here.
         match e {
             Error::Os { errno } => {
