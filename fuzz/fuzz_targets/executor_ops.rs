@@ -119,9 +119,6 @@ mod input;
 use input::Input;
 
 impl Input<'_> {
-    fn fd(&mut self) -> i32 {
-        self.pick(&FDS)
-    }
     fn step(&mut self) -> Step {
         match self.byte() % 16 {
             0 | 1 => Step::Sleep(self.byte()),
@@ -136,6 +133,9 @@ impl Input<'_> {
             13 | 14 => Step::SpawnChild,
             _ => Step::CloseLoop,
         }
+    }
+    fn fd(&mut self) -> i32 {
+        self.pick(&FDS)
     }
     fn program(&mut self) -> Vec<Step> {
         let n = self.byte() % 6;
