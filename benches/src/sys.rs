@@ -216,6 +216,24 @@ impl XorShift {
     }
 }
 
+/// Ready once `flag` is set: each poll first checks `flag`, then leaves its waker in `waker`
+/// for the setter (which stores `flag` and then wakes what it finds there), then checks again,
+/// so a set between the two is never missed. The tokio peers' stop signal.
+pub async fn flag_set(flag: &AtomicBool, waker: &Mutex<Option<Waker>>) {
+    std::future::poll_fn(|cx| {
+        if flag.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        *waker.lock().unwrap() = Some(cx.waker().clone());
+        if flag.load(Ordering::Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,22 +260,4 @@ mod tests {
         assert_eq!(recv(&p.rd[1], &mut b).unwrap(), 1);
         assert!(recv(&p.rd[0], &mut b).is_err());
     }
-}
-
-/// Ready once `flag` is set: each poll first checks `flag`, then leaves its waker in `waker`
-/// for the setter (which stores `flag` and then wakes what it finds there), then checks again,
-/// so a set between the two is never missed. The tokio peers' stop signal.
-pub async fn flag_set(flag: &AtomicBool, waker: &Mutex<Option<Waker>>) {
-    std::future::poll_fn(|cx| {
-        if flag.load(Ordering::Acquire) {
-            return Poll::Ready(());
-        }
-        *waker.lock().unwrap() = Some(cx.waker().clone());
-        if flag.load(Ordering::Acquire) {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    })
-    .await
 }

@@ -39,6 +39,11 @@
 mod poll;
 mod select;
 
+/// The self-pipe waker both pollers use (it lives in `loop-posix`, shared with kqueue).
+pub use loop_posix::{PipeNotifier, PipeReader};
+pub use poll::Poll;
+pub use select::{Select, FD_SETSIZE};
+
 /// Helpers both pollers' unit tests use.
 #[cfg(test)]
 mod test_util {
@@ -56,8 +61,3 @@ mod test_util {
         .unwrap()
     }
 }
-
-/// The self-pipe waker both pollers use (it lives in `loop-posix`, shared with kqueue).
-pub use loop_posix::{PipeNotifier, PipeReader};
-pub use poll::Poll;
-pub use select::{Select, FD_SETSIZE};
