@@ -20,7 +20,7 @@
 //! * Exit status 2 for bad arguments, 1 if the socket or the loop cannot be set up.
 
 use std::cell::Cell;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::rc::Rc;
 
@@ -34,6 +34,10 @@ use rustix::net::{self, AddressFamily, SocketFlags, SocketType};
 const CAPACITY: usize = 1024;
 /// Bytes read per call, and held per connection.
 const BUF: usize = 4096;
+
+#[path = "shared/echo_step.rs"]
+mod echo_step;
+use echo_step::{echo, Next};
 
 /// Handlers: the connections and the listener. Timers: the accept back-off. No callbacks.
 type Loop = ioloop::EventLoop<{ CAPACITY + 1 }, 2, 0>;
@@ -49,29 +53,13 @@ struct Conn {
 /// back, never borrowed across a call).
 type Pool = Rc<Cell<Vec<Box<Conn>>>>;
 
-/// What a connection's handler does next.
-enum Next {
-    Read,
-    Write,
-    Close,
-}
+#[path = "shared/server_args.rs"]
+mod server_args;
+use server_args::server_args;
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let mut arg = |default: &str| args.next().unwrap_or_else(|| default.into());
-    let (Ok(port), Ok(max), Ok(ip)) = (
-        arg("7000").parse::<u16>(),
-        arg("1024").parse::<usize>(),
-        arg("127.0.0.1").parse::<IpAddr>(),
-    ) else {
-        eprintln!("usage: echo_server [PORT [MAX_CONNS (1..={CAPACITY}) [IP]]]");
-        std::process::exit(2);
-    };
-    if !(1..=CAPACITY).contains(&max) {
-        eprintln!("MAX_CONNS must be 1..={CAPACITY}");
-        std::process::exit(2);
-    }
-    if let Err(e) = serve(SocketAddr::new(ip, port), max) {
+    let (addr, max) = server_args("echo_server", CAPACITY);
+    if let Err(e) = serve(addr, max) {
         // The kernel's reason; the loop's own errors (a full table...) cannot happen here.
         match e {
             Error::Os { errno } => {
@@ -158,7 +146,7 @@ fn on_conn(
                 // SAFETY: `fd` is this handler's socket, owned by the loop and open while the
                 // handler is registered (which it is, during its own call).
                 let sock = unsafe { BorrowedFd::borrow_raw(fd) };
-                echo(c, sock.as_fd())
+                echo(&mut c.buf, &mut c.start, &mut c.end, sock.as_fd())
             }
             _ => Next::Close,
         };
@@ -175,35 +163,5 @@ fn on_conn(
             limit.release(lp);
         }
         Ok(())
-    }
-}
-
-/// Writes the backlog, then reads and writes back until a read comes up short (the socket
-/// is drained for now; level-triggered epoll reports it again when more arrives).
-fn echo(c: &mut Conn, fd: BorrowedFd<'_>) -> Next {
-    let mut short = false;
-    loop {
-        while c.start < c.end {
-            match rustix::io::write(fd, &c.buf[c.start..c.end]) {
-                Ok(k) => c.start += k,
-                Err(Errno::AGAIN) => return Next::Write,
-                Err(Errno::INTR) => {}
-                Err(_) => return Next::Close,
-            }
-        }
-        if short {
-            return Next::Read;
-        }
-        match rustix::io::read(fd, &mut c.buf) {
-            Ok(0) => return Next::Close,
-            Ok(k) => {
-                c.start = 0;
-                c.end = k;
-                short = k < BUF;
-            }
-            Err(Errno::AGAIN) => return Next::Read,
-            Err(Errno::INTR) => {}
-            Err(_) => return Next::Close,
-        }
     }
 }

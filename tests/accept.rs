@@ -19,6 +19,10 @@ use loop_core::EventLoop;
 #[path = "common/pollers.rs"]
 mod pollers;
 
+#[path = "common/hooks.rs"]
+mod hooks;
+use hooks::handler_errors;
+
 type Lp<P> = EventLoop<P, 8, 16, 16>;
 
 /// A connection and its peer, as the callback received them.
@@ -291,13 +295,7 @@ fn a_socket_that_cannot_accept_removes_its_handler_instead_of_spinning() {
         None,
     )
     .unwrap();
-    let reports: Rc<RefCell<Vec<HandlerError>>> = Rc::default();
-    let r = reports.clone();
-    lp.set_error_hook(move |f| {
-        if let Failure::Handler { error, .. } = f {
-            r.borrow_mut().push(error);
-        }
-    });
+    let reports = handler_errors(&mut lp);
     let handle = add_accept_handler(&mut lp, sock, |_, _, _| panic!("nothing to accept"))
         .map_err(|r| r.error)
         .unwrap();

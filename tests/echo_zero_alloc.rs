@@ -8,6 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ioloop::net::{TcpListener, TcpStream};
+
+#[path = "common/clients.rs"]
+mod clients;
+use clients::connect_clients;
 use ioloop::{join_array, yield_now, Error, Executor, OpenPoller, Poller, Remote};
 use loop_core::EventLoop;
 
@@ -100,10 +104,7 @@ fn echo_server_allocates_nothing_in_steady_state<P: Poller + OpenPoller + 'stati
             async move {
                 exec.spawn(acceptor(listener, exec, echoed))
                     .map_err(|r| r.error)?;
-                let mut clients = Vec::with_capacity(CONNECTIONS);
-                for _ in 0..CONNECTIONS {
-                    clients.push(TcpStream::connect(addr).await?);
-                }
+                let clients = connect_clients(addr, CONNECTIONS).await?;
                 all_round_trip(&clients, 0).await?;
                 Ok::<_, Error>(clients)
             },

@@ -18,8 +18,12 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use ioloop::accept::add_accept_handler;
-use ioloop::{Errno, Failure, HandlerError, Interest, Remote};
+use ioloop::{Errno, HandlerError, Interest, Remote};
 use loop_core::EventLoop;
+
+#[path = "common/hooks.rs"]
+mod hooks;
+use hooks::handler_errors;
 
 type Lp = EventLoop<ioloop::DefaultPoller, 16, 16, 16>;
 
@@ -178,13 +182,7 @@ fn accept_under_emfile_backs_off_and_recovers() {
     })
     .map_err(|r| r.error)
     .unwrap();
-    let reports: Rc<RefCell<Vec<HandlerError>>> = Rc::default();
-    let r = reports.clone();
-    lp.set_error_hook(move |f| {
-        if let Failure::Handler { error, .. } = f {
-            r.borrow_mut().push(error);
-        }
-    });
+    let reports = handler_errors(&mut lp);
     // Connected in the kernel's queue, waiting for accept.
     let clients: Vec<TcpStream> = (0..CLIENTS)
         .map(|_| TcpStream::connect(addr).unwrap())

@@ -16,6 +16,10 @@ use loop_core::{
     SignalInstaller, Source,
 };
 
+#[path = "common/drops.rs"]
+mod drops;
+use drops::{counted, panic_on_drop};
+
 type Lp = EventLoop<SimPoller<16>, 4, 8, 4>;
 
 fn sim() -> Lp {
@@ -24,26 +28,6 @@ fn sim() -> Lp {
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
-}
-
-/// Counts its drops.
-struct Counted(Rc<Cell<u32>>);
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.set(self.0.get() + 1);
-    }
-}
-
-/// Panics when dropped.
-struct PanicOnDrop;
-
-impl Drop for PanicOnDrop {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            panic!("capture's drop failed");
-        }
-    }
 }
 
 fn record_failures(lp: &mut Lp) -> Rc<RefCell<Vec<Failure>>> {
@@ -337,28 +321,28 @@ fn panicking_handler_leaves_a_consistent_table() {
 fn every_capture_dropped_exactly_once_after_panics() {
     let drops = Rc::new(Cell::new(0));
     let made = Rc::new(Cell::new(0));
-    let counted = || {
+    let capture = || {
         made.set(made.get() + 1);
-        Counted(drops.clone())
+        counted(&drops)
     };
     {
         let mut lp = sim();
         let seen = record_failures(&mut lp);
-        let c = counted();
+        let c = capture();
         lp.add_callback(move |_| {
             let _c = c;
             panic!("callback")
         })
         .map_err(|r| r.error)
         .unwrap();
-        let c = counted();
+        let c = capture();
         lp.call_later(ms(1), move |_| {
             let _c = c;
             panic!("timer")
         })
         .map_err(|r| r.error)
         .unwrap();
-        let c = counted();
+        let c = capture();
         let p = lp
             .add_periodic(Periodic::every(ms(1)), move |_| {
                 let _ = &c;
@@ -366,7 +350,7 @@ fn every_capture_dropped_exactly_once_after_panics() {
             })
             .map_err(|r| r.error)
             .unwrap();
-        let c = counted();
+        let c = capture();
         lp.add_handler(3, Interest::READ, move |lp, fd, _| {
             let _ = &c;
             lp.poller_mut().clear_ready(fd);
@@ -374,7 +358,7 @@ fn every_capture_dropped_exactly_once_after_panics() {
         })
         .map_err(|r| r.error)
         .unwrap();
-        let c = counted();
+        let c = capture();
         lp.add_handler(4, Interest::READ, move |lp, fd, _| {
             let _ = &c;
             lp.remove_handler(fd); // removes itself, then panics
@@ -404,28 +388,28 @@ fn panic_in_drop_of_a_capture_still_restores_signals_and_closes_remote() {
     let mut lp = sim();
     let handle = lp.attach_remote(&REMOTE).unwrap();
     let seen = record_failures(&mut lp);
-    let c = Counted(drops.clone());
+    let c = counted(&drops);
     lp.add_signal_handler(SIGNO, FAKE_SIGNALS, move |_, _| {
         let _ = &c;
     })
     .map_err(|r| r.error)
     .unwrap();
-    let (c, p) = (Counted(drops.clone()), PanicOnDrop);
+    let (c, p) = (counted(&drops), panic_on_drop());
     lp.add_handler(3, Interest::READ, move |_, _, _| {
         let _ = (&c, &p);
         Ok(())
     })
     .map_err(|r| r.error)
     .unwrap();
-    let (c, p) = (Counted(drops.clone()), PanicOnDrop);
+    let (c, p) = (counted(&drops), panic_on_drop());
     lp.call_later(ms(1), move |_| drop((c, p)))
         .map_err(|r| r.error)
         .unwrap();
-    let c = Counted(drops.clone());
+    let c = counted(&drops);
     lp.add_callback(move |_| drop(c))
         .map_err(|r| r.error)
         .unwrap();
-    let c = Counted(drops.clone());
+    let c = counted(&drops);
     lp.add_handler(4, Interest::WRITE, move |_, _, _| {
         let _ = &c;
         Ok(())

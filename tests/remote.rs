@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use loop_core::sim::SimPoller;
-use loop_core::{Error, EventLoop, Poller, Remote};
+use loop_core::{Error, EventLoop, LoopHandle, Poller, Remote};
 
 /// Counts runs and drops of the closures that carry it.
 struct Token {
@@ -16,6 +16,22 @@ struct Token {
 impl Drop for Token {
     fn drop(&mut self) {
         self.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A remote callback that adds one to `ran` when it runs and, run or not, one to `dropped`
+/// when it is dropped.
+fn counted_callback<L>(
+    ran: &Arc<AtomicU64>,
+    dropped: &Arc<AtomicU64>,
+) -> impl FnOnce(&mut L) + Send + 'static {
+    let token = Token {
+        dropped: dropped.clone(),
+    };
+    let ran = ran.clone();
+    move |_| {
+        let _keep = &token;
+        ran.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -45,14 +61,7 @@ fn storm_of_four_threads_loses_nothing_and_runs_every_accepted_callback_once() {
                     let (ran, dropped, returned) = (ran.clone(), dropped.clone(), returned.clone());
                     std::thread::spawn(move || {
                         for _ in 0..PER_THREAD {
-                            let token = Token {
-                                dropped: dropped.clone(),
-                            };
-                            let ran = ran.clone();
-                            let cb = move |_: &mut Epl| {
-                                let _keep = &token;
-                                ran.fetch_add(1, Ordering::Relaxed);
-                            };
+                            let cb = counted_callback::<Epl>(&ran, &dropped);
                             if let Err(refused) = handle.add_callback(cb) {
                                 assert_eq!(
                                     refused.error,
@@ -234,26 +243,16 @@ fn remote_close_finishes_while_many_threads_hammer_the_handle() {
                 let mut closed_seen = false;
                 while !(closed_seen && halt.load(Ordering::Acquire)) {
                     made.fetch_add(1, Ordering::Relaxed);
-                    let token = Token {
-                        dropped: dropped.clone(),
-                    };
-                    let ran = ran.clone();
-                    match handle.add_callback(move |_: &mut Epl| {
-                        let _keep = &token;
-                        ran.fetch_add(1, Ordering::Relaxed);
-                    }) {
+                    let cb = counted_callback::<Epl>(&ran, &dropped);
+                    // A refused closure comes back and is dropped here, unrun.
+                    match handle.add_callback(cb).map_err(|r| r.error) {
                         Ok(()) => {
                             assert!(!closed_seen, "accepted after a Closed refusal");
                             accepted.fetch_add(1, Ordering::Relaxed);
                         }
-                        Err(refused) => {
-                            match refused.error {
-                                Error::Closed => closed_seen = true,
-                                Error::Full { .. } => assert!(!closed_seen),
-                                e => panic!("unexpected {e:?}"),
-                            }
-                            drop(refused.into_inner());
-                        }
+                        Err(Error::Closed) => closed_seen = true,
+                        Err(Error::Full { .. }) => assert!(!closed_seen),
+                        Err(e) => panic!("unexpected {e:?}"),
                     }
                 }
             })
@@ -287,13 +286,19 @@ fn remote_close_finishes_while_many_threads_hammer_the_handle() {
 
 type Sim = EventLoop<SimPoller, 4, 4, 4>;
 
+/// A simulated loop with `remote` attached, and the handle.
+fn sim_attached(remote: &'static Remote<Sim, 8>) -> (Sim, LoopHandle<Sim, 8>) {
+    let mut lp: Sim = EventLoop::with_poller(SimPoller::new());
+    let handle = lp.attach_remote(remote).unwrap();
+    (lp, handle)
+}
+
 #[test]
 fn remote_can_be_attached_again_after_its_loop_closed() {
     static REMOTE: Remote<Sim, 8> = Remote::new();
     let ran = Arc::new(AtomicU64::new(0));
     // Create, close, create again with the same static (the closed loop still alive).
-    let mut first: Sim = EventLoop::with_poller(SimPoller::new());
-    let h1 = first.attach_remote(&REMOTE).unwrap();
+    let (mut first, h1) = sim_attached(&REMOTE);
     let r = ran.clone();
     h1.add_callback(move |_| {
         r.fetch_add(1, Ordering::Relaxed);
@@ -302,8 +307,7 @@ fn remote_can_be_attached_again_after_its_loop_closed() {
     .unwrap();
     first.run_once(Some(Duration::ZERO)).unwrap();
     first.close();
-    let mut second: Sim = EventLoop::with_poller(SimPoller::new());
-    let h2 = second.attach_remote(&REMOTE).unwrap();
+    let (mut second, h2) = sim_attached(&REMOTE);
     drop(first); // must not close the new attachment
     let r = ran.clone();
     std::thread::spawn(move || {
@@ -336,11 +340,9 @@ fn remote_can_be_attached_again_after_its_loop_closed() {
 fn stale_handle_from_a_previous_loop_is_refused_after_reattach() {
     static REMOTE: Remote<Sim, 8> = Remote::new();
     let dropped = Arc::new(AtomicU64::new(0));
-    let mut lp: Sim = EventLoop::with_poller(SimPoller::new());
-    let stale = lp.attach_remote(&REMOTE).unwrap();
+    let (lp, stale) = sim_attached(&REMOTE);
     drop(lp);
-    let mut lp: Sim = EventLoop::with_poller(SimPoller::new());
-    let fresh = lp.attach_remote(&REMOTE).unwrap();
+    let (mut lp, fresh) = sim_attached(&REMOTE);
     let token = Token {
         dropped: dropped.clone(),
     };
@@ -376,18 +378,10 @@ fn queued_closures_are_dropped_once_at_close() {
     static REMOTE: Remote<Sim, 8> = Remote::new();
     let dropped = Arc::new(AtomicU64::new(0));
     let ran = Arc::new(AtomicU64::new(0));
-    let mut lp: Sim = EventLoop::with_poller(SimPoller::new());
-    let handle = lp.attach_remote(&REMOTE).unwrap();
+    let (mut lp, handle) = sim_attached(&REMOTE);
     for _ in 0..5 {
-        let token = Token {
-            dropped: dropped.clone(),
-        };
-        let ran = ran.clone();
         handle
-            .add_callback(move |_| {
-                let _keep = &token;
-                ran.fetch_add(1, Ordering::Relaxed);
-            })
+            .add_callback(counted_callback(&ran, &dropped))
             .map_err(|r| r.error)
             .unwrap();
     }
@@ -395,8 +389,7 @@ fn queued_closures_are_dropped_once_at_close() {
     assert_eq!(dropped.load(Ordering::Relaxed), 5);
     assert_eq!(ran.load(Ordering::Relaxed), 0);
     drop(lp);
-    let mut lp: Sim = EventLoop::with_poller(SimPoller::new());
-    let _handle = lp.attach_remote(&REMOTE).unwrap();
+    let (mut lp, _handle) = sim_attached(&REMOTE);
     lp.run_once(Some(Duration::ZERO)).unwrap();
     drop(lp);
     assert_eq!(

@@ -9,6 +9,10 @@
 use std::time::Duration;
 
 use ioloop::net::{TcpListener, TcpStream};
+
+#[path = "common/clients.rs"]
+mod clients;
+use clients::connect_clients;
 use ioloop::server::{Server, ServerConfig, ServerStats};
 use ioloop::stream::{BufStream, Timeouts};
 use ioloop::{join, join_array, sleep, Error, Executor, OpenPoller, Poller, Remote};
@@ -361,10 +365,7 @@ fn stream_server_with_100_connections_allocates_nothing_in_steady_state() {
                         .await;
                 })
                 .map_err(|r| r.error)?;
-                let mut clients = Vec::with_capacity(CONNECTIONS);
-                for _ in 0..CONNECTIONS {
-                    clients.push(TcpStream::connect(addr).await?);
-                }
+                let clients = connect_clients(addr, CONNECTIONS).await?;
                 all_round_trip(&clients, 0).await?;
                 Ok::<_, Error>(clients)
             },

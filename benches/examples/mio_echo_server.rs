@@ -15,7 +15,7 @@
 //!   (`reregister` when the interest changes, as ioloop's `update_handler`).
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
@@ -42,22 +42,13 @@ enum Next {
     Close,
 }
 
+#[path = "../../examples/shared/server_args.rs"]
+mod server_args;
+use server_args::server_args;
+
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let mut arg = |default: &str| args.next().unwrap_or_else(|| default.into());
-    let (Ok(port), Ok(max), Ok(ip)) = (
-        arg("7000").parse::<u16>(),
-        arg("1024").parse::<usize>(),
-        arg("127.0.0.1").parse::<IpAddr>(),
-    ) else {
-        eprintln!("usage: mio_echo_server [PORT [MAX_CONNS (1..={CAPACITY}) [IP]]]");
-        std::process::exit(2);
-    };
-    if !(1..=CAPACITY).contains(&max) {
-        eprintln!("MAX_CONNS must be 1..={CAPACITY}");
-        std::process::exit(2);
-    }
-    if let Err(e) = serve(SocketAddr::new(ip, port), max) {
+    let (addr, max) = server_args("mio_echo_server", CAPACITY);
+    if let Err(e) = serve(addr, max) {
         eprintln!("mio_echo_server: {e}");
         std::process::exit(1);
     }

@@ -114,25 +114,21 @@ mod tests {
     #[test]
     fn counts_only_the_sessions_threads() {
         let (mine, other) = (session(), session());
-        let counted = std::thread::spawn(move || {
-            track_this_thread(mine);
-            let w = start(mine);
-            let v: Vec<u8> = Vec::with_capacity(100);
-            std::hint::black_box(&v);
-            w.stop()
-        })
-        .join()
-        .unwrap();
+        // On a new thread tracked for `thread`: what `counting` counts of a 100-byte Vec.
+        let alloc_on = |thread, counting| {
+            std::thread::spawn(move || {
+                track_this_thread(thread);
+                let w = start(counting);
+                let v: Vec<u8> = Vec::with_capacity(100);
+                std::hint::black_box(&v);
+                w.stop()
+            })
+            .join()
+            .unwrap()
+        };
+        let counted = alloc_on(mine, mine);
         assert!(counted.0 >= 1 && counted.1 >= 100, "{counted:?}");
-        let ignored = std::thread::spawn(move || {
-            track_this_thread(other);
-            let w = start(mine);
-            let v: Vec<u8> = Vec::with_capacity(100);
-            std::hint::black_box(&v);
-            w.stop()
-        })
-        .join()
-        .unwrap();
+        let ignored = alloc_on(other, mine);
         assert_eq!(ignored, (0, 0));
     }
 }

@@ -78,12 +78,43 @@ pub fn write_all(reports: &[Report], dir: &Path) -> Vec<String> {
 
 type PlotResult = Result<(), Box<dyn std::error::Error>>;
 
+/// An SVG drawing area.
+type Canvas<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+
 /// `n=100 a=1 loop` → `(100, 1)`.
 fn chain_case(case: &str) -> Option<(f64, usize)> {
     let mut it = case.split_whitespace();
     let n = it.next()?.strip_prefix("n=")?.parse().ok()?;
     let a = it.next()?.strip_prefix("a=")?.parse().ok()?;
     (it.next()? == "loop").then_some((n, a))
+}
+
+/// A 1100×480 SVG at `path`, white, with `title` across the top: the whole drawing area
+/// (to `present`) and the part below the title.
+fn titled_canvas<'a>(
+    path: &'a Path,
+    title: &str,
+) -> Result<(Canvas<'a>, Canvas<'a>), Box<dyn std::error::Error>> {
+    let root = SVGBackend::new(path, (1100, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (head, body) = root.split_vertically(40);
+    head.titled(title, ("sans-serif", 20))?;
+    Ok((root, body))
+}
+
+/// The series legend both plots draw, at `position`.
+fn draw_legend<'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
+    position: SeriesLabelPosition,
+) -> PlotResult {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .label_font(("sans-serif", 13))
+        .draw()?;
+    Ok(())
 }
 
 fn chain(r: &Report, path: &Path) -> PlotResult {
@@ -99,13 +130,7 @@ fn chain(r: &Report, path: &Path) -> PlotResult {
         return Err("fewer than two sizes of n (run without --quick, or with more sizes)".into());
     }
     let peers = peers(r);
-    let root = SVGBackend::new(path, (1100, 480)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let (title, body) = root.split_vertically(40);
-    title.titled(
-        "chain: dispatch time per run vs n (libevent bench.c, 1000 writes; median, lower is faster)",
-        ("sans-serif", 20),
-    )?;
+    let (root, body) = titled_canvas(path,        "chain: dispatch time per run vs n (libevent bench.c, 1000 writes; median, lower is faster)")?;
     let panels = body.split_evenly((1, 2));
     for (panel, a) in panels.iter().zip([1usize, 100]) {
         let series: Vec<(&str, Vec<(f64, f64)>)> = peers
@@ -164,13 +189,7 @@ fn chain(r: &Report, path: &Path) -> PlotResult {
                 });
             chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .label_font(("sans-serif", 13))
-            .draw()?;
+        draw_legend(&mut chart, SeriesLabelPosition::LowerRight)?;
     }
     root.present()?;
     Ok(())
@@ -196,12 +215,9 @@ fn timers(r: &Report, path: &Path) -> PlotResult {
         return Err("no random-timeout cases".into());
     }
     let peers = peers(r);
-    let root = SVGBackend::new(path, (1100, 480)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let (title, body) = root.split_vertically(40);
-    title.titled(
+    let (root, body) = titled_canvas(
+        path,
         "timers: ns per timer by phase (random 10–20 s timeouts; median, lower is faster)",
-        ("sans-serif", 20),
     )?;
     let panels = body.split_evenly((1, sizes.len()));
     for (panel, size) in panels.iter().zip(&sizes) {
@@ -254,13 +270,7 @@ fn timers(r: &Report, path: &Path) -> PlotResult {
                 Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.filled())
             });
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .label_font(("sans-serif", 13))
-            .draw()?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
     }
     root.present()?;
     Ok(())

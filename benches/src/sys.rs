@@ -3,6 +3,9 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::task::{Poll, Waker};
 
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
 use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
@@ -211,6 +214,24 @@ impl XorShift {
         }
         v
     }
+}
+
+/// Ready once `flag` is set: each poll first checks `flag`, then leaves its waker in `waker`
+/// for the setter (which stores `flag` and then wakes what it finds there), then checks again,
+/// so a set between the two is never missed. The tokio peers' stop signal.
+pub async fn flag_set(flag: &AtomicBool, waker: &Mutex<Option<Waker>>) {
+    std::future::poll_fn(|cx| {
+        if flag.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        *waker.lock().unwrap() = Some(cx.waker().clone());
+        if flag.load(Ordering::Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
 }
 
 #[cfg(test)]

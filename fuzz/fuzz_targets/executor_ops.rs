@@ -19,8 +19,8 @@
 #![no_main]
 
 use std::cell::RefCell;
-use std::future::Future;
 use std::collections::HashMap;
+use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -114,23 +114,11 @@ enum Step {
     CloseLoop,
 }
 
-struct Input<'a> {
-    data: &'a [u8],
-    pos: usize,
-}
+#[path = "common/input.rs"]
+mod input;
+use input::Input;
 
 impl Input<'_> {
-    fn byte(&mut self) -> u8 {
-        let b = self.data.get(self.pos).copied().unwrap_or(0);
-        self.pos += 1;
-        b
-    }
-    fn done(&self) -> bool {
-        self.pos >= self.data.len()
-    }
-    fn fd(&mut self) -> i32 {
-        FDS[self.byte() as usize % FDS.len()]
-    }
     fn step(&mut self) -> Step {
         match self.byte() % 16 {
             0 | 1 => Step::Sleep(self.byte()),
@@ -145,6 +133,9 @@ impl Input<'_> {
             13 | 14 => Step::SpawnChild,
             _ => Step::CloseLoop,
         }
+    }
+    fn fd(&mut self) -> i32 {
+        self.pick(&FDS)
     }
     fn program(&mut self) -> Vec<Step> {
         let n = self.byte() % 6;
@@ -232,7 +223,10 @@ async fn run_program(steps: Vec<Step>, children: Vec<Vec<Step>>, ledger: Shared,
                     drop(r);
                     inner
                 });
-                assert!(matches!(nested, Some(None)), "nested with_current_loop: {nested:?}");
+                assert!(
+                    matches!(nested, Some(None)),
+                    "nested with_current_loop: {nested:?}"
+                );
             }
             Step::SpawnChild => {
                 let program = children.next().unwrap_or_default();
@@ -285,12 +279,15 @@ fn drop_loop(slot: Slot, other_static: bool) {
     drop(slot);
     if static_exec && !other_static {
         assert!(EXEC.is_empty(), "a dropped loop left tasks in its executor");
-        assert!(!EXEC.is_attached(), "a dropped loop left its executor attached");
+        assert!(
+            !EXEC.is_attached(),
+            "a dropped loop left its executor attached"
+        );
     }
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut input = Input { data, pos: 0 };
+    let mut input = Input::new(data);
     let ledger: Shared = Rc::new(RefCell::new(Ledger::default()));
     let mut loops: [Option<Slot>; 2] = [None, None];
     let mut steps = 0;
@@ -340,10 +337,7 @@ fuzz_target!(|data: &[u8]| {
                 let d = ms(input.byte());
                 if let Some(s) = loops[which].as_mut() {
                     let r = s.lp.run_once(Some(d));
-                    assert!(
-                        matches!(r, Ok(()) | Err(Error::Closed)),
-                        "run_once: {r:?}"
-                    );
+                    assert!(matches!(r, Ok(()) | Err(Error::Closed)), "run_once: {r:?}");
                 }
             }
             7 => {
@@ -394,9 +388,8 @@ fuzz_target!(|data: &[u8]| {
                 if let Some(s) = loops[which].as_mut() {
                     for _ in 0..n {
                         let cap = Cap::new(&ledger);
-                        let _ = s
-                            .lp
-                            .call_later(Duration::from_millis(40), move |_| drop(cap));
+                        let _ =
+                            s.lp.call_later(Duration::from_millis(40), move |_| drop(cap));
                     }
                 }
             }
@@ -410,6 +403,9 @@ fuzz_target!(|data: &[u8]| {
     }
     let l = ledger.borrow();
     for (id, n) in &l.drops {
-        assert_eq!(*n, 1, "capture {id} dropped {n} times after every loop is gone");
+        assert_eq!(
+            *n, 1,
+            "capture {id} dropped {n} times after every loop is gone"
+        );
     }
 });

@@ -67,22 +67,13 @@ fn errno_of(b: u8, choices: &[Errno]) -> Errno {
 // Input decoding
 // ------------------------------------------------------------------------------------------
 
-struct Input<'a> {
-    data: &'a [u8],
-    pos: usize,
-}
+#[path = "common/input.rs"]
+mod input;
+use input::Input;
 
 impl Input<'_> {
-    fn byte(&mut self) -> u8 {
-        let b = self.data.get(self.pos).copied().unwrap_or(0);
-        self.pos += 1;
-        b
-    }
-    fn done(&self) -> bool {
-        self.pos >= self.data.len()
-    }
     fn fd(&mut self) -> RawFd {
-        FDS[self.byte() as usize % FDS.len()]
+        self.pick(&FDS)
     }
     fn act(&mut self) -> Act {
         match self.byte() % 13 {
@@ -779,7 +770,7 @@ fn check_state(lp: &Lp, st: &Shared, failures: &RefCell<Vec<Failure>>) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut input = Input { data, pos: 0 };
+    let mut input = Input::new(data);
     let st: Shared = Rc::new(RefCell::new(St::default()));
     let failures = Rc::new(RefCell::new(Vec::new()));
     let mut lp: Lp = EventLoop::with_poller(SimPoller::new());

@@ -18,7 +18,7 @@ use rustix::event::kqueue::{kevent_timespec, kqueue, Event, EventFilter, EventFl
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use loop_posix::fork::ForkGuard;
-use loop_posix::timeout::{slice, Resolution, Slice};
+use loop_posix::timeout::{wait_sliced, Resolution};
 
 use crate::errno;
 use crate::notifier::KqueueNotifier;
@@ -349,11 +349,8 @@ impl<const N: usize, const E: usize> Poller for Kqueue<N, E> {
             return Err(Errno::EINVAL);
         }
         let want = events.len().min(E);
-        let start = self.now();
-        let mut remaining = timeout;
-        loop {
-            // Waits over a day are sliced: some kernels reject huge timespecs with EINVAL.
-            let Slice { timeout, partial } = slice(remaining, Resolution::Nanos);
+        // Waits over a day are sliced: some kernels reject huge timespecs with EINVAL.
+        wait_sliced(timeout, Resolution::Nanos, |timeout| {
             // Field by field (not `self.kq()`), so the buffer can be borrowed mutably beside it.
             #[cfg(evfilt_user)]
             let kq = self.notifier.kq.as_fd();
@@ -361,21 +358,10 @@ impl<const N: usize, const E: usize> Poller for Kqueue<N, E> {
             let kq = self.kq.as_fd();
             // SAFETY: no changes are submitted (see `apply` for the fd-lifetime argument);
             // the event list is our own buffer, `want <= E` entries long.
-            let result =
-                unsafe { kevent_timespec(kq, &[], &mut self.buf[..want], timeout.as_ref()) };
+            let result = unsafe { kevent_timespec(kq, &[], &mut self.buf[..want], timeout) };
             let fetched = result.map_err(errno)?.0.len();
-            if fetched > 0 {
-                return Ok(self.collect(fetched, events));
-            }
-            match remaining {
-                Some(d) if partial => remaining = Some(d.saturating_sub(self.now() - start)),
-                _ => return Ok(0),
-            }
-        }
-    }
-
-    fn notifier(&self) -> &KqueueNotifier {
-        &self.notifier
+            Ok((fetched > 0).then(|| self.collect(fetched, events)))
+        })
     }
 
     /// Compares the fork generation with the one this poller was created in (one atomic
@@ -383,6 +369,10 @@ impl<const N: usize, const E: usize> Poller for Kqueue<N, E> {
     #[inline]
     fn forked(&self) -> bool {
         self.fork.forked()
+    }
+
+    fn notifier(&self) -> &KqueueNotifier {
+        &self.notifier
     }
 
     unsafe fn close_fd(&mut self, fd: RawFd) {

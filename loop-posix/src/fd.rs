@@ -130,6 +130,32 @@ pub unsafe fn close(fd: RawFd) {
     unsafe { rustix::io::close(fd) }
 }
 
+/// [`close`] `fd` unless it is one of `own`: a poller's own fds (its wake-up pipe, its
+/// kernel object), which its `close_fd` must never close whatever the caller believes it
+/// owns. A negative `fd` is ignored, as by [`close`].
+///
+/// # Safety
+/// As [`close`]: the caller owns `fd` and never uses it again.
+///
+/// # Examples
+///
+/// ```
+/// use std::os::fd::{AsRawFd, IntoRawFd};
+/// let (r, w) = rustix::pipe::pipe()?;
+/// // SAFETY: `w` is one of `own`, so nothing is closed; the OwnedFd still owns it.
+/// unsafe { loop_posix::close_unless(w.as_raw_fd(), &[w.as_raw_fd()]) };
+/// let raw = r.into_raw_fd();
+/// // SAFETY: `raw` is ours alone (taken from an OwnedFd) and is not used after this call.
+/// unsafe { loop_posix::close_unless(raw, &[w.as_raw_fd()]) };
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub unsafe fn close_unless(fd: RawFd, own: &[RawFd]) {
+    if !own.contains(&fd) {
+        // SAFETY: the caller owns `fd` and never uses it again (this function's contract).
+        unsafe { close(fd) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,5 +35,5 @@ mod pipe;
 pub mod timeout;
 
 pub use clock::{monotonic_now, MonotonicClock};
-pub use fd::{check_open, close, errno, os, set_cloexec, set_nonblocking};
+pub use fd::{check_open, close, close_unless, errno, os, set_cloexec, set_nonblocking};
 pub use pipe::{PipeNotifier, PipeReader};

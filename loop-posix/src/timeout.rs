@@ -93,6 +93,47 @@ pub fn slice(remaining: Option<Duration>, resolution: Resolution) -> Slice {
     }
 }
 
+/// Waits up to `timeout` as a series of kernel waits: calls `wait_once` with each
+/// [`slice`](fn@slice) of it until `wait_once` reports events (`Ok(Some(n))`, returned as
+/// `Ok(n)`) or a slice that was not [`partial`](Slice::partial) times out (`Ok(0)`). What
+/// remains after a partial slice is measured on the monotonic clock, so a slice cut short
+/// (`EINTR` reported as no events) never lengthens the whole wait.
+///
+/// # Errors
+/// The first error `wait_once` returns, unchanged.
+///
+/// ```
+/// use core::time::Duration;
+/// use loop_posix::timeout::{wait_sliced, Resolution};
+///
+/// let mut calls = 0;
+/// let n = wait_sliced(Some(Duration::ZERO), Resolution::Millis, |_| {
+///     calls += 1;
+///     Ok::<_, loop_core::Errno>(None)
+/// });
+/// assert_eq!((n, calls), (Ok(0), 1)); // one slice, timed out
+/// ```
+pub fn wait_sliced<E>(
+    timeout: Option<Duration>,
+    resolution: Resolution,
+    mut wait_once: impl FnMut(Option<&Timespec>) -> Result<Option<usize>, E>,
+) -> Result<usize, E> {
+    let start = crate::monotonic_now();
+    let mut remaining = timeout;
+    loop {
+        let Slice { timeout, partial } = slice(remaining, resolution);
+        if let Some(n) = wait_once(timeout.as_ref())? {
+            return Ok(n);
+        }
+        match remaining {
+            Some(d) if partial => {
+                remaining = Some(d.saturating_sub(crate::monotonic_now() - start));
+            }
+            _ => return Ok(0),
+        }
+    }
+}
+
 fn timespec(d: Duration) -> Timespec {
     Timespec {
         // At most MAX_SLICE: fits every platform's time_t.

@@ -43,3 +43,21 @@ mod select;
 pub use loop_posix::{PipeNotifier, PipeReader};
 pub use poll::Poll;
 pub use select::{Select, FD_SETSIZE};
+
+/// Helpers both pollers' unit tests use.
+#[cfg(test)]
+mod test_util {
+    use rustix::fd::OwnedFd;
+    use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
+
+    /// A connected, non-blocking, close-on-exec Unix stream socket pair.
+    pub(crate) fn pair() -> (OwnedFd, OwnedFd) {
+        socketpair(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            None,
+        )
+        .unwrap()
+    }
+}

@@ -45,8 +45,8 @@ use rustix::event::{PollFd, PollFlags};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use loop_posix::fork::ForkGuard;
-use loop_posix::timeout::{slice, Resolution};
-use loop_posix::{check_open, close, errno, PipeNotifier, PipeReader};
+use loop_posix::timeout::{wait_sliced, Resolution};
+use loop_posix::{check_open, close_unless, errno, PipeNotifier, PipeReader};
 
 /// A `poll(2)` poller with room for `N` pollfds, one of which is the notifier's: it watches up
 /// to `N - 1` fds.
@@ -417,22 +417,10 @@ impl<const N: usize> Poller for Poll<N> {
     ) -> Result<usize, Errno> {
         // A forked child must not drain the parent's wake-up pipe.
         self.fork.check_wait()?;
-        let start = self.now();
-        let mut remaining = timeout;
-        loop {
-            let slice = slice(remaining, Resolution::Millis);
-            let n = rustix::event::poll(&mut self.fds[..self.armed], slice.timeout.as_ref())
-                .map_err(errno)?;
-            if n > 0 {
-                return Ok(self.collect(events));
-            }
-            match remaining {
-                Some(d) if slice.partial => {
-                    remaining = Some(d.saturating_sub(self.now() - start));
-                }
-                _ => return Ok(0),
-            }
-        }
+        wait_sliced(timeout, Resolution::Millis, |slice| {
+            let n = rustix::event::poll(&mut self.fds[..self.armed], slice).map_err(errno)?;
+            Ok((n > 0).then(|| self.collect(events)))
+        })
     }
 
     fn notifier(&self) -> &PipeNotifier {
@@ -447,12 +435,12 @@ impl<const N: usize> Poller for Poll<N> {
     }
 
     unsafe fn close_fd(&mut self, fd: RawFd) {
-        // Never close the notifier's own pipe, whatever the caller believes it owns.
-        if fd == self.reader.as_fd().as_raw_fd() || fd == self.notifier.as_fd().as_raw_fd() {
-            return;
-        }
+        let own = [
+            self.reader.as_fd().as_raw_fd(),
+            self.notifier.as_fd().as_raw_fd(),
+        ];
         // SAFETY: the caller owns `fd` and never uses it again (`close_fd`'s contract).
-        unsafe { close(fd) };
+        unsafe { close_unless(fd, &own) };
     }
 }
 
@@ -476,19 +464,9 @@ impl<const N: usize> fmt::Debug for Poll<N> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::pair;
     use loop_core::Notify;
     use rustix::fd::OwnedFd;
-    use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
-
-    fn pair() -> (OwnedFd, OwnedFd) {
-        socketpair(
-            AddressFamily::UNIX,
-            SocketType::STREAM,
-            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
-            None,
-        )
-        .unwrap()
-    }
 
     fn raw(fd: &OwnedFd) -> RawFd {
         fd.as_raw_fd()

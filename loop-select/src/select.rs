@@ -19,8 +19,8 @@ use rustix::event::{fd_set_bound, fd_set_insert, fd_set_remove, FdSetElement, Fd
 use rustix::fd::{AsFd, AsRawFd};
 
 use loop_posix::fork::ForkGuard;
-use loop_posix::timeout::{slice, Resolution};
-use loop_posix::{check_open, close, errno, PipeNotifier, PipeReader};
+use loop_posix::timeout::{wait_sliced, Resolution};
+use loop_posix::{check_open, close_unless, errno, PipeNotifier, PipeReader};
 
 /// The largest fd count `select(2)` is defined for (glibc, musl, the BSDs and macOS agree).
 ///
@@ -368,43 +368,30 @@ impl Poller for Select {
     ) -> Result<usize, Errno> {
         // A forked child must not drain the parent's wake-up pipe.
         self.fork.check_wait()?;
-        let start = self.now();
-        let mut remaining = timeout;
-        loop {
+        wait_sliced(timeout, Resolution::Micros, |slice| {
             let (mut r, mut w, mut x) = (self.read, self.write, self.except);
             let nfds = fd_set_bound(&r).max(fd_set_bound(&w)).max(fd_set_bound(&x));
-            let slice = slice(remaining, Resolution::Micros);
             // SAFETY: rustix requires the sets to hold open fds. Every fd in them was open at
             // register time (checked), and one closed since is answered by the kernel with
             // EBADF, which is handled below; select reads no memory through the fds. The sets
             // hold FD_SETSIZE bits, enough for any nfds they can produce.
             let result = unsafe {
-                rustix::event::select(
-                    nfds,
-                    Some(&mut r),
-                    Some(&mut w),
-                    Some(&mut x),
-                    slice.timeout.as_ref(),
-                )
+                rustix::event::select(nfds, Some(&mut r), Some(&mut w), Some(&mut x), slice)
             };
             match result {
-                Ok(0) => {}
-                Ok(_) => return Ok(self.collect(&r, &w, &x, events)),
+                Ok(0) => Ok(None),
+                Ok(_) => Ok(Some(self.collect(&r, &w, &x, events))),
                 Err(rustix::io::Errno::BADF) => {
                     let n = self.collect_closed(events);
-                    return if n > 0 || events.is_empty() {
-                        Ok(n)
+                    if n > 0 || events.is_empty() {
+                        Ok(Some(n))
                     } else {
                         Err(Errno::EBADF)
-                    };
+                    }
                 }
-                Err(e) => return Err(errno(e)),
+                Err(e) => Err(errno(e)),
             }
-            match remaining {
-                Some(d) if slice.partial => remaining = Some(d.saturating_sub(self.now() - start)),
-                _ => return Ok(0),
-            }
-        }
+        })
     }
 
     fn notifier(&self) -> &PipeNotifier {
@@ -419,11 +406,9 @@ impl Poller for Select {
     }
 
     unsafe fn close_fd(&mut self, fd: RawFd) {
-        if fd == self.reader_fd || fd == self.notifier.as_fd().as_raw_fd() {
-            return;
-        }
+        let own = [self.reader_fd, self.notifier.as_fd().as_raw_fd()];
         // SAFETY: the caller owns `fd` and never uses it again (`close_fd`'s contract).
-        unsafe { close(fd) };
+        unsafe { close_unless(fd, &own) };
     }
 }
 
@@ -445,18 +430,7 @@ impl fmt::Debug for Select {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rustix::fd::OwnedFd;
-    use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
-
-    fn pair() -> (OwnedFd, OwnedFd) {
-        socketpair(
-            AddressFamily::UNIX,
-            SocketType::STREAM,
-            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
-            None,
-        )
-        .unwrap()
-    }
+    use crate::test_util::pair;
 
     const NOW: Option<Duration> = Some(Duration::ZERO);
 

@@ -8,9 +8,8 @@
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io;
-use std::time::Instant;
 
-use super::{CallbackCase, CallbackSamples};
+use super::{time_batches, CallbackCase, CallbackSamples};
 
 fn bump(c: &Cell<u64>) {
     c.set(c.get() + 1);
@@ -22,29 +21,15 @@ pub fn run(case: &CallbackCase) -> io::Result<CallbackSamples> {
     let counter = Cell::new(0u64);
     // Hidden from the optimiser so each call stays an indirect call through the queue.
     let f: fn(&Cell<u64>) = std::hint::black_box(bump);
-    let mut out = Vec::with_capacity(case.iters);
-    for _ in 0..case.iters {
-        counter.set(0);
-        let t0 = Instant::now();
-        let mut added = 0;
-        while added < case.total {
-            let k = case.batch.min(case.total - added);
-            for _ in 0..k {
-                q.push_back(f);
-            }
-            added += k;
-            // One loop iteration: run what was queued when it started.
-            for _ in 0..q.len() {
-                let cb = q.pop_front().unwrap();
-                cb(&counter);
-            }
+    time_batches(case, &counter, |k| {
+        for _ in 0..k {
+            q.push_back(f);
         }
-        let t1 = Instant::now();
-        std::hint::black_box(counter.get());
-        if counter.get() != case.total as u64 {
-            return Err(io::Error::other("lost callbacks"));
+        // One loop iteration: run what was queued when it started.
+        for _ in 0..q.len() {
+            let cb = q.pop_front().unwrap();
+            cb(&counter);
         }
-        out.push((t1 - t0).as_nanos() as f64 / case.total as f64);
-    }
-    Ok(out)
+        Ok(())
+    })
 }

@@ -7,12 +7,12 @@
 
 use std::cell::Cell;
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use loop_core::EventLoop;
 use loop_linux::Epoll;
 
-use super::{CallbackCase, CallbackSamples};
+use super::{time_batches, CallbackCase, CallbackSamples};
 use crate::sys::io_err;
 
 /// Queue capacity: one batch.
@@ -28,26 +28,11 @@ pub fn run(case: &CallbackCase) -> io::Result<CallbackSamples> {
     }
     let mut lp = Lp::new_boxed().map_err(io_err)?;
     let counter: &'static Cell<u64> = Box::leak(Box::new(Cell::new(0)));
-    let mut out = Vec::with_capacity(case.iters);
-    for _ in 0..case.iters {
-        counter.set(0);
-        let t0 = Instant::now();
-        let mut added = 0;
-        while added < case.total {
-            let k = case.batch.min(case.total - added);
-            for _ in 0..k {
-                lp.add_callback(move |_| counter.set(counter.get() + 1))
-                    .map_err(|_| io::Error::other("callback queue full"))?;
-            }
-            added += k;
-            lp.run_once(Some(Duration::ZERO)).map_err(io_err)?;
+    time_batches(case, counter, |k| {
+        for _ in 0..k {
+            lp.add_callback(move |_| counter.set(counter.get() + 1))
+                .map_err(|_| io::Error::other("callback queue full"))?;
         }
-        let t1 = Instant::now();
-        std::hint::black_box(counter.get());
-        if counter.get() != case.total as u64 {
-            return Err(io::Error::other("lost callbacks"));
-        }
-        out.push((t1 - t0).as_nanos() as f64 / case.total as f64);
-    }
-    Ok(out)
+        lp.run_once(Some(Duration::ZERO)).map_err(io_err)
+    })
 }

@@ -10,7 +10,55 @@ pub mod floor;
 pub mod ioloop_peer;
 pub mod tokio_peer;
 
+use std::cell::Cell;
+use std::io;
+use std::time::Instant;
+
 use crate::harness::{run_rounds, Peer, Report, Role};
+
+/// The sample of one iteration that started at `t0` and ran `case.total` callbacks, each of
+/// which bumped `counter`: ns per callback.
+///
+/// # Errors
+/// "lost callbacks" when `counter` did not reach `case.total`.
+pub fn sample(case: &CallbackCase, counter: &Cell<u64>, t0: Instant) -> io::Result<f64> {
+    let t1 = Instant::now();
+    std::hint::black_box(counter.get());
+    if counter.get() != case.total as u64 {
+        return Err(io::Error::other("lost callbacks"));
+    }
+    Ok((t1 - t0).as_nanos() as f64 / case.total as f64)
+}
+
+/// The batch sizes of one iteration: `case.batch` each, the last one what remains of
+/// `case.total`.
+pub fn batches(case: &CallbackCase) -> impl Iterator<Item = usize> + '_ {
+    (0..case.total)
+        .step_by(case.batch.max(1))
+        .map(|added| case.batch.min(case.total - added))
+}
+
+/// Times `case.iters` iterations of a synchronous peer: `batch(k)` adds `k` callbacks that
+/// bump `counter` and runs one loop iteration, until `case.total` have been added.
+///
+/// # Errors
+/// The first error of `batch`, or a lost callback.
+pub fn time_batches(
+    case: &CallbackCase,
+    counter: &Cell<u64>,
+    mut batch: impl FnMut(usize) -> io::Result<()>,
+) -> io::Result<CallbackSamples> {
+    let mut out = Vec::with_capacity(case.iters);
+    for _ in 0..case.iters {
+        counter.set(0);
+        let t0 = Instant::now();
+        for k in batches(case) {
+            batch(k)?;
+        }
+        out.push(sample(case, counter, t0)?);
+    }
+    Ok(out)
+}
 
 /// One callbacks case.
 pub struct CallbackCase {

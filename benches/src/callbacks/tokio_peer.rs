@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use tokio::task::LocalSet;
 
-use super::{CallbackCase, CallbackSamples};
+use super::{batches, sample, CallbackCase, CallbackSamples};
 
 /// Runs the case.
 pub fn run(case: &CallbackCase) -> io::Result<CallbackSamples> {
@@ -25,28 +25,20 @@ pub fn run(case: &CallbackCase) -> io::Result<CallbackSamples> {
         for _ in 0..case.iters {
             counter.set(0);
             let t0 = Instant::now();
-            let mut added = 0;
-            while added < case.total {
-                let k = case.batch.min(case.total - added);
+            for k in batches(case) {
                 let mut last = None;
                 for _ in 0..k {
                     last = Some(tokio::task::spawn_local(async move {
                         counter.set(counter.get() + 1);
                     }));
                 }
-                added += k;
                 if let Some(h) = last {
                     let _ = h.await;
                 }
             }
-            let t1 = Instant::now();
-            std::hint::black_box(counter.get());
-            if counter.get() != case.total as u64 {
-                return Err(io::Error::other("lost callbacks"));
-            }
-            out.push((t1 - t0).as_nanos() as f64 / case.total as f64);
+            out.push(sample(case, counter, t0)?);
         }
-        Ok(out)
+        Ok::<_, io::Error>(out)
     })?;
     Ok(out)
 }

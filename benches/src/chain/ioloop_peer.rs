@@ -17,7 +17,7 @@ use std::time::Duration;
 use loop_core::{EventLoop, Interest};
 use loop_linux::Epoll;
 
-use super::{timed_run, Chain, ChainCase, ChainSamples};
+use super::{timed_runs, Chain, ChainCase, ChainSamples};
 use crate::sys::io_err;
 
 /// Handler capacity: the largest chain case (10^4 pairs) fits.
@@ -44,30 +44,21 @@ pub fn run(case: &ChainCase) -> io::Result<ChainSamples> {
             .map_err(|r| io_err(r.error))?;
     }
 
-    let mut loop_us = Vec::with_capacity(case.iters);
-    let mut total_us = Vec::with_capacity(case.iters);
-    for _ in 0..case.iters {
-        let (l, t) = timed_run(
-            &chain,
-            case,
-            &mut *lp,
-            |lp| {
-                for fd in &pairs.rd {
-                    lp.update_handler(fd.as_raw_fd(), Interest::READ)
-                        .map_err(io_err)?;
-                }
-                Ok(())
-            },
-            |lp| lp.run_once(Some(Duration::ZERO)).map_err(io_err),
-        )?;
-        loop_us.push(l);
-        total_us.push(t);
-    }
+    let samples = timed_runs(
+        &chain,
+        case,
+        &mut *lp,
+        |lp| {
+            for fd in &pairs.rd {
+                lp.update_handler(fd.as_raw_fd(), Interest::READ)
+                    .map_err(io_err)?;
+            }
+            Ok(())
+        },
+        |lp| lp.run_once(Some(Duration::ZERO)).map_err(io_err),
+    )?;
     // Dropping the loop deregisters every handler; the fds stay open (borrowed).
     drop(lp);
     chain.check()?;
-    Ok(ChainSamples {
-        loop_us,
-        total_us: Some(total_us),
-    })
+    Ok(samples)
 }

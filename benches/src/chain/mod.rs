@@ -203,36 +203,44 @@ pub fn stuck(chain: &Chain) -> io::Error {
     io::Error::other(format!("run stuck after {} reads", chain.count()))
 }
 
-/// Times one run given the peer's two operations on its loop state `lp`; returns
-/// `(loop µs, total µs)`.
+/// Times `case.iters` runs given the peer's two operations on its loop state `lp`: the
+/// samples of all of them (loop µs, total µs), or the first error.
 ///
 /// `rearm` re-registers every fd, `pass` is one non-blocking loop iteration. Only `Instant`
 /// reads and the peer's own work are inside the timed region.
-#[inline]
-pub fn timed_run<L>(
+pub fn timed_runs<L>(
     chain: &Chain,
     case: &ChainCase,
     lp: &mut L,
     mut rearm: impl FnMut(&mut L) -> io::Result<()>,
     mut pass: impl FnMut(&mut L) -> io::Result<()>,
-) -> io::Result<(f64, f64)> {
+) -> io::Result<ChainSamples> {
     let limit = Chain::max_passes(case.active, case.writes);
-    let t0 = Instant::now();
-    rearm(lp)?;
-    pass(lp)?;
-    chain.start(case.active, case.writes);
-    let t1 = Instant::now();
-    let mut passes = 0;
-    while !chain.done() {
+    let mut loop_us = Vec::with_capacity(case.iters);
+    let mut total_us = Vec::with_capacity(case.iters);
+    for _ in 0..case.iters {
+        let t0 = Instant::now();
+        rearm(lp)?;
         pass(lp)?;
-        passes += 1;
-        if passes > limit {
-            return Err(stuck(chain));
+        chain.start(case.active, case.writes);
+        let t1 = Instant::now();
+        let mut passes = 0;
+        while !chain.done() {
+            pass(lp)?;
+            passes += 1;
+            if passes > limit {
+                return Err(stuck(chain));
+            }
         }
+        let t2 = Instant::now();
+        std::hint::black_box(chain.count());
+        loop_us.push(us(t2 - t1));
+        total_us.push(us(t2 - t0));
     }
-    let t2 = Instant::now();
-    std::hint::black_box(chain.count());
-    Ok((us(t2 - t1), us(t2 - t0)))
+    Ok(ChainSamples {
+        loop_us,
+        total_us: Some(total_us),
+    })
 }
 
 /// The peers, reference first.

@@ -13,7 +13,7 @@ use std::os::fd::AsRawFd;
 use rustix::event::epoll::{self, CreateFlags, Event, EventData, EventFlags};
 use rustix::event::Timespec;
 
-use super::{timed_run, Chain, ChainCase, ChainSamples};
+use super::{timed_runs, Chain, ChainCase, ChainSamples};
 
 /// Events fetched per `epoll_wait` (libevent grows to 4096; a=100 needs about 200).
 const EVENTS: usize = 1024;
@@ -41,35 +41,26 @@ pub fn run(case: &ChainCase) -> io::Result<ChainSamples> {
         tv_nsec: 0,
     };
 
-    let mut loop_us = Vec::with_capacity(case.iters);
-    let mut total_us = Vec::with_capacity(case.iters);
-    for _ in 0..case.iters {
-        let (l, t) = timed_run(
-            &chain,
-            case,
-            &mut events,
-            |_| {
-                for fd in &pairs.rd {
-                    let data = EventData::new_u64(fd.as_raw_fd() as u64);
-                    epoll::modify(&ep, fd, data, EventFlags::IN)?;
-                }
-                Ok(())
-            },
-            |events| {
-                let k = epoll::wait(&ep, &mut events[..], Some(&zero))?;
-                for ev in &events[..k] {
-                    let i = by_fd[ev.data.u64() as usize] as usize;
-                    chain.on_readable(&pairs.rd[i], i);
-                }
-                Ok(())
-            },
-        )?;
-        loop_us.push(l);
-        total_us.push(t);
-    }
+    let samples = timed_runs(
+        &chain,
+        case,
+        &mut events,
+        |_| {
+            for fd in &pairs.rd {
+                let data = EventData::new_u64(fd.as_raw_fd() as u64);
+                epoll::modify(&ep, fd, data, EventFlags::IN)?;
+            }
+            Ok(())
+        },
+        |events| {
+            let k = epoll::wait(&ep, &mut events[..], Some(&zero))?;
+            for ev in &events[..k] {
+                let i = by_fd[ev.data.u64() as usize] as usize;
+                chain.on_readable(&pairs.rd[i], i);
+            }
+            Ok(())
+        },
+    )?;
     chain.check()?;
-    Ok(ChainSamples {
-        loop_us,
-        total_us: Some(total_us),
-    })
+    Ok(samples)
 }

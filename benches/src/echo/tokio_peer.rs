@@ -9,17 +9,17 @@
 //! The runtime runs on the server thread until the bench thread sets the stop signal (a flag
 //! and the waker of the future `block_on` is running).
 
-use std::future::poll_fn;
 use std::io;
 use std::net::TcpListener as StdListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Poll, Waker};
+use std::task::Waker;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::{ServerCfg, ServerHandle, BUF};
+use crate::sys::flag_set;
 
 /// A one-shot stop signal another thread can set.
 #[derive(Default)]
@@ -37,18 +37,7 @@ impl Stop {
     }
 
     async fn wait(&self) {
-        poll_fn(|cx| {
-            if self.flag.load(Ordering::Acquire) {
-                return Poll::Ready(());
-            }
-            *self.waker.lock().unwrap() = Some(cx.waker().clone());
-            if self.flag.load(Ordering::Acquire) {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await
+        flag_set(&self.flag, &self.waker).await
     }
 }
 

@@ -16,10 +16,32 @@ pub mod throughput;
 pub mod tokio_peer;
 
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+
+use rustix::event::epoll::{self, CreateFlags, EventData, EventFlags};
+use rustix::event::{eventfd, EventfdFlags};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::harness::{run_rounds, spin_until, Peer, Report, Role};
+
+/// A new epoll instance watching a new non-blocking eventfd, edge-triggered for reading
+/// (key 1): the hand-written floors' wake-up channel. Returns `(epoll, eventfd)`.
+///
+/// # Errors
+/// The kernel's, from `epoll_create1`, `eventfd` or `epoll_ctl`.
+pub fn epoll_with_eventfd() -> io::Result<(OwnedFd, Arc<OwnedFd>)> {
+    let ep = epoll::create(CreateFlags::CLOEXEC)?;
+    let efd: Arc<OwnedFd> = Arc::new(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?);
+    epoll::add(
+        &ep,
+        efd.as_fd(),
+        EventData::new_u64(1),
+        EventFlags::IN | EventFlags::ET,
+    )?;
+    Ok((ep, efd))
+}
 
 /// Gap between round trips, so each wake finds the loop asleep.
 pub const GAP: Duration = Duration::from_micros(20);

@@ -5,24 +5,14 @@
 //! least a poller wake can cost (mio's `Waker` is built the same way).
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
-use std::sync::Arc;
 
-use rustix::event::epoll::{self, CreateFlags, Event, EventData, EventFlags};
-use rustix::event::{eventfd, EventfdFlags};
+use rustix::event::epoll::{self, Event, EventData, EventFlags};
 
-use super::{join, spawn_remote, Shared, WakeCase, WakeSamples};
+use super::{epoll_with_eventfd, join, spawn_remote, Shared, WakeCase, WakeSamples};
 
 /// Runs the case.
 pub fn run(case: &WakeCase) -> io::Result<WakeSamples> {
-    let ep = epoll::create(CreateFlags::CLOEXEC)?;
-    let efd: Arc<OwnedFd> = Arc::new(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?);
-    epoll::add(
-        &ep,
-        efd.as_fd(),
-        EventData::new_u64(1),
-        EventFlags::IN | EventFlags::ET,
-    )?;
+    let (ep, efd) = epoll_with_eventfd()?;
     let shared = Shared::leak();
     let remote_fd = efd.clone();
     let remote = spawn_remote(shared, case.trips, move |_| {

@@ -11,7 +11,6 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
@@ -19,9 +18,9 @@ use std::time::Instant;
 
 use loop_core::{EventLoop, Remote};
 use loop_linux::Epoll;
-use rustix::event::epoll::{self, CreateFlags, Event, EventData, EventFlags};
-use rustix::event::{eventfd, EventfdFlags};
+use rustix::event::epoll::{self, Event, EventData, EventFlags};
 
+use super::epoll_with_eventfd;
 use crate::harness::{run_rounds, Peer, Report, Role};
 
 /// One throughput case.
@@ -72,14 +71,7 @@ pub fn ioloop(case: &XputCase) -> io::Result<XputSamples> {
 /// The hand-written floor: a locked queue and an eventfd written on empty → non-empty.
 pub fn floor(case: &XputCase) -> io::Result<XputSamples> {
     let n = case.callbacks;
-    let ep = epoll::create(CreateFlags::CLOEXEC)?;
-    let efd: Arc<OwnedFd> = Arc::new(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?);
-    epoll::add(
-        &ep,
-        efd.as_fd(),
-        EventData::new_u64(1),
-        EventFlags::IN | EventFlags::ET,
-    )?;
+    let (ep, efd) = epoll_with_eventfd()?;
     let queue: Arc<Mutex<VecDeque<u32>>> = Arc::new(Mutex::new(VecDeque::with_capacity(1024)));
     let t0 = Instant::now();
     let (q, fd) = (queue.clone(), efd.clone());

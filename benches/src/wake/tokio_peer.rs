@@ -6,9 +6,10 @@
 //! answers. The `block_on` future itself only waits for the stop task.
 
 use std::io;
-use std::sync::atomic::Ordering;
 use std::sync::Mutex;
-use std::task::{Poll, Waker};
+use std::task::Waker;
+
+use crate::sys::flag_set;
 
 use super::{join, spawn_remote, Shared, WakeCase, WakeSamples};
 
@@ -30,16 +31,6 @@ pub fn run(case: &WakeCase) -> io::Result<WakeSamples> {
             }
         });
     });
-    rt.block_on(std::future::poll_fn(|cx| {
-        if shared.stop.load(Ordering::Acquire) {
-            return Poll::Ready(());
-        }
-        *stopper.lock().unwrap() = Some(cx.waker().clone());
-        if shared.stop.load(Ordering::Acquire) {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    }));
+    rt.block_on(flag_set(&shared.stop, stopper));
     join(remote)
 }

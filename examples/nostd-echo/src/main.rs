@@ -35,6 +35,10 @@ use rustix::net::{self, AddressFamily, SocketAddrV4, SocketFlags, SocketType};
 const MAX_CONNS: usize = 16;
 /// Bytes read per call (and held per connection).
 const BUF: usize = 1024;
+
+#[path = "../../shared/echo_step.rs"]
+mod echo_step;
+use echo_step::Next;
 /// Port when none is given.
 const DEFAULT_PORT: u16 = 7007;
 
@@ -221,13 +225,6 @@ fn accept_all(lp: &mut Loop, lfd: RawFd) -> HandlerResult {
     }
 }
 
-/// What a connection's handler does next.
-enum Next {
-    Read,
-    Write,
-    Close,
-}
-
 /// A connection's handler: flush the backlog, then read and echo while data comes.
 fn on_conn(lp: &mut Loop, lfd: RawFd, i: usize, fd: RawFd, ready: Readiness) -> HandlerResult {
     // SAFETY: the only borrow of the table during this handler call (see `table`).
@@ -261,31 +258,7 @@ fn on_conn(lp: &mut Loop, lfd: RawFd, i: usize, fd: RawFd, ready: Readiness) -> 
 fn echo(c: &mut Conn, fd: RawFd) -> Next {
     // SAFETY: `fd` is this slot's socket, open while its handler is registered.
     let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-    let mut short = false;
-    loop {
-        while c.start < c.end {
-            match rustix::io::write(fd, &c.buf[c.start..c.end]) {
-                Ok(k) => c.start += k,
-                Err(Errno::AGAIN) => return Next::Write,
-                Err(Errno::INTR) => {}
-                Err(_) => return Next::Close,
-            }
-        }
-        if short {
-            return Next::Read;
-        }
-        match rustix::io::read(fd, &mut c.buf) {
-            Ok(0) => return Next::Close,
-            Ok(k) => {
-                c.start = 0;
-                c.end = k;
-                short = k < BUF;
-            }
-            Err(Errno::AGAIN) => return Next::Read,
-            Err(Errno::INTR) => {}
-            Err(_) => return Next::Close,
-        }
-    }
+    echo_step::echo(&mut c.buf, &mut c.start, &mut c.end, fd)
 }
 
 // musl's C runtime: `__libc_start_main` (which calls `main`), and the few C functions `core`
