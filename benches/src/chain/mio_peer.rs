@@ -12,7 +12,7 @@ use std::time::Duration;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
-use super::{timed_run, Chain, ChainCase, ChainSamples};
+use super::{run_phases, Chain, ChainCase, ChainSamples};
 
 /// Runs one chain case.
 pub fn run(case: &ChainCase) -> io::Result<ChainSamples> {
@@ -26,38 +26,29 @@ pub fn run(case: &ChainCase) -> io::Result<ChainSamples> {
     }
     let mut events = Events::with_capacity(1024);
 
-    let mut loop_us = Vec::with_capacity(case.iters);
-    let mut total_us = Vec::with_capacity(case.iters);
-    for _ in 0..case.iters {
-        let (l, t) = timed_run(
-            &chain,
-            case,
-            &mut poll,
-            |poll| {
-                for (i, fd) in raw.iter().enumerate() {
-                    poll.registry()
-                        .reregister(&mut SourceFd(fd), Token(i), Interest::READABLE)?;
-                }
-                Ok(())
-            },
-            |poll| {
-                poll.poll(&mut events, Some(Duration::ZERO))?;
-                for ev in events.iter() {
-                    let i = ev.token().0;
-                    chain.on_readable(&pairs.rd[i], i);
-                }
-                Ok(())
-            },
-        )?;
-        loop_us.push(l);
-        total_us.push(t);
-    }
+    let s = run_phases(
+        &chain,
+        case,
+        &mut poll,
+        Some(|poll: &mut Poll| {
+            for (i, fd) in raw.iter().enumerate() {
+                poll.registry()
+                    .reregister(&mut SourceFd(fd), Token(i), Interest::READABLE)?;
+            }
+            Ok(())
+        }),
+        None::<fn(&mut Poll) -> io::Result<()>>,
+        |poll: &mut Poll| {
+            poll.poll(&mut events, Some(Duration::ZERO))?;
+            for ev in events.iter() {
+                let i = ev.token().0;
+                chain.on_readable(&pairs.rd[i], i);
+            }
+            Ok(())
+        },
+    );
     for fd in &raw {
         poll.registry().deregister(&mut SourceFd(fd))?;
     }
-    chain.check()?;
-    Ok(ChainSamples {
-        loop_us,
-        total_us: Some(total_us),
-    })
+    s
 }

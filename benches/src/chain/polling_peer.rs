@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use polling::{Event, Events, PollMode, Poller};
 
-use super::{timed_run, Chain, ChainCase, ChainSamples};
+use super::{run_phases, Chain, ChainCase, ChainSamples};
 
 /// Runs one chain case.
 pub fn run(case: &ChainCase) -> io::Result<ChainSamples> {
@@ -27,47 +27,28 @@ pub fn run(case: &ChainCase) -> io::Result<ChainSamples> {
     }
     let mut events = Events::with_capacity(NonZeroUsize::new(1024).unwrap());
 
-    let mut loop_us = Vec::with_capacity(case.iters);
-    let mut total_us = Vec::with_capacity(case.iters);
-    let mut result = Ok(());
-    for _ in 0..case.iters {
-        let r = timed_run(
-            &chain,
-            case,
-            &mut events,
-            |_| {
-                for (i, fd) in pairs.rd.iter().enumerate() {
-                    poller.modify_with_mode(fd.as_fd(), Event::readable(i), PollMode::Level)?;
-                }
-                Ok(())
-            },
-            |events| {
-                events.clear();
-                poller.wait(events, Some(Duration::ZERO))?;
-                for ev in events.iter() {
-                    chain.on_readable(&pairs.rd[ev.key], ev.key);
-                }
-                Ok(())
-            },
-        );
-        match r {
-            Ok((l, t)) => {
-                loop_us.push(l);
-                total_us.push(t);
+    let s = run_phases(
+        &chain,
+        case,
+        &mut events,
+        Some(|_: &mut Events| {
+            for (i, fd) in pairs.rd.iter().enumerate() {
+                poller.modify_with_mode(fd.as_fd(), Event::readable(i), PollMode::Level)?;
             }
-            Err(e) => {
-                result = Err(e);
-                break;
+            Ok(())
+        }),
+        None::<fn(&mut Events) -> io::Result<()>>,
+        |events: &mut Events| {
+            events.clear();
+            poller.wait(events, Some(Duration::ZERO))?;
+            for ev in events.iter() {
+                chain.on_readable(&pairs.rd[ev.key], ev.key);
             }
-        }
-    }
+            Ok(())
+        },
+    );
     for fd in &pairs.rd {
         poller.delete(fd)?;
     }
-    result?;
-    chain.check()?;
-    Ok(ChainSamples {
-        loop_us,
-        total_us: Some(total_us),
-    })
+    s
 }
