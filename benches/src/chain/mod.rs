@@ -7,12 +7,24 @@
 //! `(i + 1) % n`. A run drives the loop with non-blocking passes (`wait(0)`) until `a + w`
 //! bytes have been read.
 //!
-//! * **loop** time: from just after the `a` initial writes to the last read: pure dispatch
-//!   (one `epoll_wait` plus one `recv` and one `send` per hop).
-//! * **total** time: additionally re-registers every fd's read interest before the run, as
-//!   bench.c does with `event_del` + `event_add`, and runs the one non-blocking pass bench.c
-//!   runs after re-registering. For a loop that keeps an interest table this is the price of
-//!   `n` "set interest to what it already is" calls.
+//! Three phases, each its own block of runs per peer call (loop runs first), timed in thread
+//! CPU time ([`cpu_us`]):
+//!
+//! * **loop**: from just after the `a` initial writes to the last read: pure dispatch (one
+//!   `epoll_wait` plus one `recv` and one `send` per hop). Every fd was registered once, at
+//!   setup; no peer re-registers anything before a loop run (a re-registration right before
+//!   the timed loop evicts caches that a loop keeping its interests warm does not lose).
+//!   Anchor: the raw rustix epoll floor.
+//! * **total**: the peer's cheapest re-arm of every fd's read interest, the one non-blocking
+//!   pass bench.c runs after re-registering, and the run (libev's bench.c "total"). For a loop
+//!   that keeps an interest table this is the price of `n` "set interest to what it already
+//!   is" calls. Anchor: libev.
+//! * **bench.c del+add**: bench.c literally, every handler removed and added again
+//!   (`event_del` + `event_add`; ioloop `remove_handler` + `add_handler`, libev `ev_io_stop` +
+//!   `ev_io_set` + `ev_io_start`), then the same pass and run. Anchor: libev.
+//!
+//! The same spans are bracketed by callgrind client requests: `--only chain-callgrind`
+//! (`callgrind.rs`) counts their user-space instructions.
 //!
 //! All peers run on the same socketpairs (opened once per `n`), in the same process, one after
 //! the other; every handler does the same bookkeeping through [`Chain`]. With `a = 1` the run
