@@ -67,7 +67,17 @@ def load(raw):
     return machine or {}, loads, notes, data, len(files)
 
 
+ORDER = ["chain", "chain-callgrind", "timers", "timers-callgrind", "callbacks", "wake", "xput",
+         "echo", "precision", "footprint"]
+
+
+def ioloop_name(peers):
+    """The case's ioloop row: the first with role ioloop ("ioloop", "ioloop LoopHandle", ...)."""
+    return next((p for p, r in peers.items() if r["role"] == "ioloop"), "ioloop")
+
+
 def merged(data):
+    data = OrderedDict(sorted(data.items(), key=lambda kv: ORDER.index(kv[0][0]) if kv[0][0] in ORDER else len(ORDER)))
     out = OrderedDict()
     for (w, c, p), d in data.items():
         m = d["medians"]
@@ -171,7 +181,7 @@ def main(raw, out):
         "timers-callgrind": "timers, instructions per timer (callgrind, deterministic)",
         "callbacks": "callbacks, ns per callback (add + run)",
         "wake": "cross-thread wake round trip, µs (wall)",
-        "xput": "cross-thread callback throughput",
+        "xput": "cross-thread callback throughput, M callbacks/s (higher is better)",
         "echo": "TCP echo over loopback, requests/s (wall; higher is better)",
         "precision": "timer lateness, µs",
         "footprint": "footprint",
@@ -180,13 +190,14 @@ def main(raw, out):
         md += ["", f"**{titles.get(w, w)}** — machine: {mline}", ""]
         md += ["| case | ioloop | anchor | ioloop / anchor | others (ratio to anchor) |", "|---|---:|---|---:|---|"]
         for c, peers in cases.items():
-            io = peers.get("ioloop") or next((r for r in peers.values() if r["role"] == "ioloop"), None)
-            x, a = ratio(w, c, peers, "ioloop")
+            ion = ioloop_name(peers)
+            io = peers.get(ion)
+            x, a = ratio(w, c, peers, ion)
             iov = num(io["median"]) if io and io["median"] is not None else "—"
             av = f"{a} {num(peers[a]['median'])}" if a else "—"
             others = []
             for p, r in peers.items():
-                if p in ("ioloop", a):
+                if p in (ion, a):
                     continue
                 if r["median"] is None:
                     continue
@@ -205,11 +216,12 @@ def issue_table(res, mline):
 
     def line(label, w, c, anchor_label=None):
         peers = get(w, c)
-        if not peers or "ioloop" not in peers or peers["ioloop"]["median"] is None:
+        ion = ioloop_name(peers) if peers else "ioloop"
+        if not peers or ion not in peers or peers[ion]["median"] is None:
             rows.append(f"| {label} | — | — | — |")
             return
-        x, a = ratio(w, c, peers, "ioloop")
-        rows.append(f"| {label} | {num(peers['ioloop']['median'])} | {anchor_label or a} {num(peers[a]['median']) if a else '—'} | {f'{x:.2f}×' if x is not None else '—'} |")
+        x, a = ratio(w, c, peers, ion)
+        rows.append(f"| {label} | {num(peers[ion]['median'])} | {anchor_label or a} {num(peers[a]['median']) if a else '—'} | {f'{x:.2f}×' if x is not None else '—'} |")
 
     for n in (100, 1000):
         for a in (1, 100):
