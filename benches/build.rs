@@ -1,6 +1,6 @@
 //! Records the compiler version for the machine-info header, so the binary can report it even
 //! where no `rustc` is on the PATH at run time; and builds the libev peer of the timer workload
-//! when libev is installed (Debian: `libev-dev`), setting `cfg(have_libev)`. Without libev the
+//! and of the chain workload (`src/chain/libev_shim.c`) when libev is installed (Debian: `libev-dev`), setting `cfg(have_libev)`. Without libev the
 //! bench still builds and prints a "libev not installed" row instead.
 
 use std::path::PathBuf;
@@ -25,6 +25,7 @@ fn main() {
 fn libev() {
     println!("cargo:rustc-check-cfg=cfg(have_libev)");
     println!("cargo:rerun-if-changed=src/timers/libev_shim.c");
+    println!("cargo:rerun-if-changed=src/chain/libev_shim.c");
     println!("cargo:rerun-if-env-changed=IOLOOP_BENCH_NO_LIBEV");
     if std::env::var_os("IOLOOP_BENCH_NO_LIBEV").is_some() {
         return;
@@ -34,12 +35,16 @@ fn libev() {
     };
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let obj = out.join("libev_shim.o");
+    let chain_obj = out.join("libev_chain_shim.o");
     let lib = out.join("libioloop_libev_shim.a");
     let ok = |c: &mut Command| c.status().map(|s| s.success()).unwrap_or(false);
     let built = ok(Command::new(&cc)
         .args(["-O2", "-fPIC", "-c", "src/timers/libev_shim.c", "-o"])
         .arg(&obj))
-        && ok(Command::new("ar").arg("rcs").arg(&lib).arg(&obj))
+        && ok(Command::new(&cc)
+            .args(["-O2", "-fPIC", "-c", "src/chain/libev_shim.c", "-o"])
+            .arg(&chain_obj))
+        && ok(Command::new("ar").arg("rcs").arg(&lib).arg(&obj).arg(&chain_obj))
         // Link probe: libev itself must be there, not only its header.
         && ok(Command::new(&cc)
             .arg("-shared")

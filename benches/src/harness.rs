@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// What a peer is there for, which decides what the ratios are relative to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,6 +164,10 @@ pub struct Report {
     pub notes: Vec<String>,
     /// The rows, grouped by case in insertion order.
     pub rows: Vec<Row>,
+    /// The anchor peer of a case (by name), when the table has one (libev for timers, the
+    /// floor for chain loop time, ...): the ratio column is then every row's median over the
+    /// anchor's, so ioloop's row reads "ioloop / anchor". `None`: ratios to ioloop.
+    pub anchor: Option<fn(&str) -> &'static str>,
 }
 
 impl Report {
@@ -177,6 +181,7 @@ impl Report {
             better: "lower is faster",
             notes: Vec::new(),
             rows: Vec::new(),
+            anchor: None,
         }
     }
 
@@ -203,31 +208,55 @@ impl Report {
         });
     }
 
-    /// The median of the case's reference row: ioloop if it has a number, else the floor.
-    fn reference(&self, case: &str) -> Option<(f64, Role)> {
+    /// The median of the case's reference row and the reference's name: the anchor if the
+    /// table has one and it has a number, else ioloop if it has a number, else the floor.
+    pub fn reference(&self, case: &str) -> Option<(f64, &'static str)> {
+        if let Some(anchor) = self.anchor {
+            let name = anchor(case);
+            let hit = self
+                .rows
+                .iter()
+                .find(|r| r.case == case && r.peer == name)
+                .and_then(|r| r.stats);
+            if let Some(s) = hit {
+                return Some((s.p50, name));
+            }
+        }
         let of = |role| {
             self.rows
                 .iter()
                 .find(|r| r.case == case && r.role == role)
                 .and_then(|r| r.stats)
-                .map(|s| (s.p50, role))
+                .map(|s| {
+                    (
+                        s.p50,
+                        if role == Role::Ioloop {
+                            "ioloop"
+                        } else {
+                            "floor"
+                        },
+                    )
+                })
         };
         of(Role::Ioloop).or_else(|| of(Role::Floor))
     }
 
     /// The ratio of a row's median to its case's reference median.
-    pub fn ratio(&self, row: &Row) -> Option<(f64, Role)> {
+    pub fn ratio(&self, row: &Row) -> Option<(f64, &'static str)> {
         let s = row.stats?;
         let (r, role) = self.reference(&row.case)?;
         // No ratio of a negative number (an early timer): it would read as "faster".
-        (r > 0.0 && s.p50 >= 0.0).then(|| (s.p50 / r, role))
+        (r > 0.0 && s.p50 >= 0.0).then_some((s.p50 / r, role))
     }
 
     /// The table as text.
     pub fn render(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "== {}: {} [{}] ==", self.name, self.title, self.unit);
-        let reference = if self
+        let _ = writeln!(out, "   machine: {}", crate::sys::machine_line());
+        let reference = if self.anchor.is_some() {
+            "the case's anchor's (the row marked [anchor]; so ioloop's ratio is ioloop / anchor)"
+        } else if self
             .rows
             .iter()
             .any(|r| r.role == Role::Ioloop && r.stats.is_some())
@@ -300,6 +329,9 @@ impl Report {
                     let _ = write!(out, "  {:>8}", "—");
                 }
             }
+            if self.anchor.is_some() && self.ratio(row).is_some_and(|(_, to)| to == row.peer) {
+                out.push_str("  [anchor]");
+            }
             if let Some(note) = &row.note {
                 let _ = write!(out, "  {note}");
             }
@@ -324,12 +356,6 @@ pub fn num(x: f64) -> String {
     } else {
         format!("{x:.3}")
     }
-}
-
-/// Microseconds in `d`, as a float.
-#[inline]
-pub fn us(d: Duration) -> f64 {
-    d.as_nanos() as f64 / 1e3
 }
 
 /// Busy-waits until `deadline` (for sub-millisecond gaps that `thread::sleep` would overshoot).
@@ -397,12 +423,7 @@ pub fn json_rows(report: &Report, out: &mut Vec<String>) {
                 json_num(s.max)
             );
         }
-        if let Some((r, role)) = report.ratio(row) {
-            let to = if role == Role::Ioloop {
-                "ioloop"
-            } else {
-                "floor"
-            };
+        if let Some((r, to)) = report.ratio(row) {
             let _ = write!(
                 o,
                 ",\"ratio\":{},\"ratio_to\":{}",
@@ -445,6 +466,24 @@ mod tests {
         r.push("c", "ioloop", Role::Ioloop, vec![20.0]);
         assert_eq!(r.ratio(&r.rows[1]).map(|x| x.0), Some(1.5));
         assert!(r.render().contains("1.50x"));
+    }
+
+    #[test]
+    fn ratio_is_to_the_anchor_when_the_table_names_one() {
+        let mut r = Report::new("t", "t".into(), "ns");
+        r.anchor = Some(|case| if case == "a" { "libev" } else { "missing" });
+        r.push("a", "ioloop", Role::Ioloop, vec![30.0]);
+        r.push("a", "libev", Role::Peer, vec![20.0]);
+        r.push("b", "ioloop", Role::Ioloop, vec![30.0]);
+        r.push("b", "floor", Role::Floor, vec![15.0]);
+        assert_eq!(r.ratio(&r.rows[0]), Some((1.5, "libev")));
+        // No number for the anchor: back to ioloop.
+        assert_eq!(r.ratio(&r.rows[3]), Some((0.5, "ioloop")));
+        let text = r.render();
+        assert!(
+            text.contains("1.50x") && text.contains("[anchor]"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -38,17 +38,35 @@ type Runner = fn(bool) -> Report;
 /// The workloads, in run order: `--only` name and runner.
 const WORKLOADS: &[(&str, Runner)] = &[
     ("chain", |q| chain::run(q, &chain::peers())),
-    ("timers", |q| timers::run(q, &timers::peers())),
+    ("timers", |q| {
+        let mut r = timers::run(q, &timers::peers());
+        r.anchor = Some(|_| "libev");
+        r
+    }),
     ("callbacks", |q| callbacks::run(q, &callbacks::peers())),
-    ("wake", |q| wake::run(q, &wake::peers())),
+    ("wake", |q| {
+        let mut r = wake::run(q, &wake::peers());
+        r.anchor = Some(|_| "eventfd+epoll (floor)");
+        r
+    }),
     ("xput", |q| {
         wake::throughput::run(q, &wake::throughput::peers())
     }),
-    ("echo", |q| echo::run(q, &echo::peers())),
+    ("echo", |q| {
+        let mut r = echo::run(q, &echo::peers());
+        r.anchor = Some(|_| "mio");
+        r
+    }),
     ("precision", |q| precision::run(q, &precision::peers())),
     ("footprint", footprint::run),
     // Instruction counts of the timer phases under callgrind (valgrind must be installed).
-    ("timers-callgrind", timers::callgrind::run),
+    ("timers-callgrind", |q| {
+        let mut r = timers::callgrind::run(q);
+        r.anchor = Some(|_| "libev");
+        r
+    }),
+    // Instructions per chain event under callgrind, ioloop vs the floor and libev.
+    ("chain-callgrind", chain::callgrind::run),
 ];
 
 struct Args {
@@ -58,10 +76,11 @@ struct Args {
     plots: Option<String>,
 }
 
-const USAGE: &str = "usage: ioloop-bench [--quick] [--only chain,timers,callbacks,wake,xput,echo,precision,footprint,timers-callgrind] [--json FILE] [--plots DIR]
+const USAGE: &str = "usage: ioloop-bench [--quick] [--only chain,timers,callbacks,wake,xput,echo,precision,footprint,timers-callgrind,chain-callgrind] [--json FILE] [--plots DIR]
   --quick   smoke test: small sizes, few iterations, under a minute; no thresholds
-  --only    run only these workloads (comma-separated); timers-callgrind (instructions per
-            timer under valgrind's callgrind) runs only when named here
+  --only    run only these workloads (comma-separated); timers-callgrind and chain-callgrind
+            (instructions per timer / per chain event under valgrind's callgrind) run only
+            when named here
   --json    also write every row (all percentiles, ratios) to FILE
   --plots   also draw DIR/chain.svg and DIR/timers.svg from this run's tables";
 
@@ -103,6 +122,15 @@ fn main() -> ExitCode {
     // The timer workload's callgrind mode runs each peer in a child under valgrind.
     if argv.get(1).map(String::as_str) == Some("--timers-callgrind-child") {
         return match timers::callgrind::child_main(&argv[2..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if argv.get(1).map(String::as_str) == Some("--chain-callgrind-child") {
+        return match chain::callgrind::child_main(&argv[2..]) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("{e}");
@@ -154,7 +182,7 @@ fn main() -> ExitCode {
             if !only.iter().any(|o| o == name) {
                 continue;
             }
-        } else if *name == "timers-callgrind" {
+        } else if name.ends_with("-callgrind") {
             continue; // only on request: it needs valgrind
         }
         let t = Instant::now();
@@ -210,5 +238,5 @@ fn main() -> ExitCode {
 
 /// Whether the ioloop peer is part of this build (the ratio column's reference).
 fn ioloop_status() -> &'static str {
-    "loop_core::EventLoop over loop_linux::Epoll (this tree): ratios are to ioloop"
+    "loop_core::EventLoop over loop_linux::Epoll (this tree): ratios are to each case's anchor where the table names one ([anchor]), else to ioloop"
 }

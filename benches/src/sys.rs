@@ -179,6 +179,16 @@ pub fn machine_info() -> Vec<(&'static str, String)> {
     ]
 }
 
+/// The machine in one line (CPU model, cores, kernel, rustc), for every table's header.
+pub fn machine_line() -> String {
+    machine_info()
+        .into_iter()
+        .filter(|(k, _)| *k != "loadavg")
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// xorshift64* (Vigna): a fixed-seed generator, so every peer sees the same inputs.
 pub struct XorShift(u64);
 

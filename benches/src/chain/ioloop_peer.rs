@@ -7,17 +7,19 @@
 //! (key → slot + generation check → indirect call). "total" calls `update_handler(fd, READ)`
 //! for every fd: the interest is unchanged, so by ioloop's design it costs a table lookup and
 //! no system call (libevent's changelist gets the same effect for `event_del` + `event_add`);
-//! the floor and mio/polling pay one `EPOLL_CTL_MOD` each.
+//! the floor and mio/polling pay one `EPOLL_CTL_MOD` each. "bench.c del+add" is bench.c
+//! literally: `remove_handler` + `add_handler` (a fresh closure) per fd, against libev's
+//! `ev_io_stop` + `ev_io_start`.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::rc::Rc;
 use std::time::Duration;
 
 use loop_core::{EventLoop, Interest};
 use loop_linux::Epoll;
 
-use super::{timed_runs, Chain, ChainCase, ChainSamples};
+use super::{run_phases, Chain, ChainCase, ChainSamples};
 use crate::sys::io_err;
 
 /// Handler capacity: the largest chain case (10^4 pairs) fits.
@@ -33,32 +35,41 @@ pub fn run(case: &ChainCase) -> io::Result<ChainSamples> {
     }
     let chain = Rc::new(Chain::new(pairs));
     let mut lp = Lp::new_boxed().map_err(io_err)?;
-    for (i, fd) in pairs.rd.iter().enumerate() {
+    let add = |lp: &mut Lp, i: usize, fd: RawFd| -> io::Result<()> {
         let c = chain.clone();
         let handler = move |_: &mut Lp, fd, _| {
             // SAFETY: `fd` is a read end owned by the case's `Pairs`, open for the whole run.
             c.on_readable(unsafe { BorrowedFd::borrow_raw(fd) }, i);
             Ok(())
         };
-        lp.add_handler(fd.as_raw_fd(), Interest::READ, handler)
-            .map_err(|r| io_err(r.error))?;
+        lp.add_handler(fd, Interest::READ, handler)
+            .map(drop)
+            .map_err(|r| io_err(r.error))
+    };
+    for (i, fd) in pairs.rd.iter().enumerate() {
+        add(&mut lp, i, fd.as_raw_fd())?;
     }
-
-    let samples = timed_runs(
+    let s = run_phases(
         &chain,
         case,
         &mut *lp,
-        |lp| {
+        Some(|lp: &mut Lp| {
             for fd in &pairs.rd {
                 lp.update_handler(fd.as_raw_fd(), Interest::READ)
                     .map_err(io_err)?;
             }
             Ok(())
-        },
-        |lp| lp.run_once(Some(Duration::ZERO)).map_err(io_err),
-    )?;
+        }),
+        Some(|lp: &mut Lp| {
+            for (i, fd) in pairs.rd.iter().enumerate() {
+                lp.remove_handler(fd.as_raw_fd());
+                add(lp, i, fd.as_raw_fd())?;
+            }
+            Ok(())
+        }),
+        |lp: &mut Lp| lp.run_once(Some(Duration::ZERO)).map_err(io_err),
+    );
     // Dropping the loop deregisters every handler; the fds stay open (borrowed).
     drop(lp);
-    chain.check()?;
-    Ok(samples)
+    s
 }

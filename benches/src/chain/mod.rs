@@ -7,12 +7,24 @@
 //! `(i + 1) % n`. A run drives the loop with non-blocking passes (`wait(0)`) until `a + w`
 //! bytes have been read.
 //!
-//! * **loop** time: from just after the `a` initial writes to the last read: pure dispatch
-//!   (one `epoll_wait` plus one `recv` and one `send` per hop).
-//! * **total** time: additionally re-registers every fd's read interest before the run, as
-//!   bench.c does with `event_del` + `event_add`, and runs the one non-blocking pass bench.c
-//!   runs after re-registering. For a loop that keeps an interest table this is the price of
-//!   `n` "set interest to what it already is" calls.
+//! Three phases, each its own block of runs per peer call (loop runs first), timed in thread
+//! CPU time ([`cpu_us`]):
+//!
+//! * **loop**: from just after the `a` initial writes to the last read: pure dispatch (one
+//!   `epoll_wait` plus one `recv` and one `send` per hop). Every fd was registered once, at
+//!   setup; no peer re-registers anything before a loop run (a re-registration right before
+//!   the timed loop evicts caches that a loop keeping its interests warm does not lose).
+//!   Anchor: the raw rustix epoll floor.
+//! * **total**: the peer's cheapest re-arm of every fd's read interest, the one non-blocking
+//!   pass bench.c runs after re-registering, and the run (libev's bench.c "total"). For a loop
+//!   that keeps an interest table this is the price of `n` "set interest to what it already
+//!   is" calls. Anchor: libev.
+//! * **bench.c del+add**: bench.c literally, every handler removed and added again
+//!   (`event_del` + `event_add`; ioloop `remove_handler` + `add_handler`, libev `ev_io_stop` +
+//!   `ev_io_set` + `ev_io_start`), then the same pass and run. Anchor: libev.
+//!
+//! The same spans are bracketed by callgrind client requests: `--only chain-callgrind`
+//! (`callgrind.rs`) counts their user-space instructions.
 //!
 //! All peers run on the same socketpairs (opened once per `n`), in the same process, one after
 //! the other; every handler does the same bookkeeping through [`Chain`]. With `a = 1` the run
@@ -28,7 +40,9 @@
 //! exactly bench.c; with `a = 100` a pair holding two bytes is served by one callback instead
 //! of two, in every peer alike. What differs between rows is the loop, not the handler.
 
+pub mod callgrind;
 pub mod ioloop_peer;
+pub mod libev_peer;
 pub mod mio_peer;
 pub mod polling_peer;
 pub mod raw_epoll;
@@ -38,9 +52,8 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Instant;
 
-use crate::harness::{run_rounds, us, Peer, Report, Role, Samples};
+use crate::harness::{run_rounds, Peer, Report, Role, Samples};
 use crate::sys::{raise_nofile, recv, send_byte, Pairs};
 
 /// One chain case: the pairs (shared by all peers) and the run's shape.
@@ -55,31 +68,47 @@ pub struct ChainCase {
     pub iters: usize,
 }
 
-/// Per-run times in µs, one entry per run.
+/// Per-run times in µs of thread CPU time, one entry per run, one vector per phase.
+///
+/// Each phase is a separate block of runs (loop runs first, with nothing re-registered since
+/// setup), so a re-registration never runs just before a timed loop-only run.
 pub struct ChainSamples {
-    /// The dispatch passes only.
+    /// The dispatch passes only; every fd was registered once, at setup.
     pub loop_us: Vec<f64>,
-    /// Re-registration + dispatch; `None` where the peer has no comparable re-registration.
+    /// The peer's cheapest re-arm of every fd's read interest + one empty pass + the run;
+    /// `None` where the peer has no such operation.
     pub total_us: Option<Vec<f64>>,
+    /// bench.c literally: remove and re-add every fd's handler (`event_del` + `event_add`;
+    /// libev: `ev_io_stop` + `ev_io_set` + `ev_io_start`) + one empty pass + the run.
+    pub literal_us: Option<Vec<f64>>,
+}
+
+/// Drops warm-up runs / appends a later round's runs, for an optional phase.
+fn opt_append(a: Option<Vec<f64>>, b: Option<Vec<f64>>) -> Option<Vec<f64>> {
+    match (a, b) {
+        (Some(mut a), Some(b)) => {
+            Samples::append(&mut a, b);
+            Some(a)
+        }
+        _ => None,
+    }
 }
 
 impl Samples for ChainSamples {
     fn drop_warmup(&mut self, k: usize) {
         self.loop_us.drop_warmup(k);
-        if let Some(t) = &mut self.total_us {
+        for t in [&mut self.total_us, &mut self.literal_us]
+            .into_iter()
+            .flatten()
+        {
             t.drop_warmup(k);
         }
     }
 
     fn append(&mut self, other: Self) {
         Samples::append(&mut self.loop_us, other.loop_us);
-        self.total_us = match (self.total_us.take(), other.total_us) {
-            (Some(mut a), Some(b)) => {
-                Samples::append(&mut a, b);
-                Some(a)
-            }
-            _ => None,
-        };
+        self.total_us = opt_append(self.total_us.take(), other.total_us);
+        self.literal_us = opt_append(self.literal_us.take(), other.literal_us);
     }
 }
 
@@ -203,43 +232,146 @@ pub fn stuck(chain: &Chain) -> io::Error {
     io::Error::other(format!("run stuck after {} reads", chain.count()))
 }
 
-/// Times `case.iters` runs given the peer's two operations on its loop state `lp`: the
-/// samples of all of them (loop µs, total µs), or the first error.
+/// This thread's CPU time in µs (`CLOCK_THREAD_CPUTIME_ID`, which includes the kernel time
+/// of this thread's system calls): on a shared machine a run is not charged for the time
+/// other processes held the core. Every peer runs its whole chain on this one thread.
+#[inline(always)]
+pub fn cpu_us() -> f64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    t.tv_sec as f64 * 1e6 + t.tv_nsec as f64 / 1e3
+}
+
+/// A timed phase of a chain run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Dispatch only, nothing re-registered.
+    Loop,
+    /// The peer's re-arm of every fd + one empty pass + the run.
+    Total,
+    /// bench.c's `event_del` + `event_add` of every fd + one empty pass + the run.
+    Literal,
+}
+
+impl Phase {
+    /// The callgrind dump name of the phase.
+    fn dump_name(self) -> &'static std::ffi::CStr {
+        match self {
+            Phase::Loop => c"loop",
+            Phase::Total => c"total",
+            Phase::Literal => c"literal",
+        }
+    }
+}
+
+/// Times one run in `phase` given the peer's operations on its loop state `lp`; returns µs of
+/// thread CPU time.
 ///
-/// `rearm` re-registers every fd, `pass` is one non-blocking loop iteration. Only `Instant`
-/// reads and the peer's own work are inside the timed region.
-pub fn timed_runs<L>(
+/// `rearm` re-registers every fd (not called for [`Phase::Loop`]), `pass` is one non-blocking
+/// loop iteration. Loop time runs from just after the initial writes to the last read; the
+/// other phases from before the re-registration to the last read (libev's bench.c "total").
+/// The same span is bracketed by callgrind client requests (see `chain/callgrind.rs`).
+#[inline]
+pub fn timed_run<L>(
     chain: &Chain,
     case: &ChainCase,
     lp: &mut L,
+    phase: Phase,
     mut rearm: impl FnMut(&mut L) -> io::Result<()>,
     mut pass: impl FnMut(&mut L) -> io::Result<()>,
-) -> io::Result<ChainSamples> {
+) -> io::Result<f64> {
     let limit = Chain::max_passes(case.active, case.writes);
-    let mut loop_us = Vec::with_capacity(case.iters);
-    let mut total_us = Vec::with_capacity(case.iters);
-    for _ in 0..case.iters {
-        let t0 = Instant::now();
+    let t0 = if phase == Phase::Loop {
+        chain.start(case.active, case.writes);
+        crate::timers::callgrind::zero();
+        cpu_us()
+    } else {
+        crate::timers::callgrind::zero();
+        let t0 = cpu_us();
         rearm(lp)?;
         pass(lp)?;
         chain.start(case.active, case.writes);
-        let t1 = Instant::now();
-        let mut passes = 0;
-        while !chain.done() {
-            pass(lp)?;
-            passes += 1;
-            if passes > limit {
-                return Err(stuck(chain));
-            }
+        t0
+    };
+    let mut passes = 0;
+    while !chain.done() {
+        pass(lp)?;
+        passes += 1;
+        if passes > limit {
+            return Err(stuck(chain));
         }
-        let t2 = Instant::now();
-        std::hint::black_box(chain.count());
-        loop_us.push(us(t2 - t1));
-        total_us.push(us(t2 - t0));
     }
+    let t1 = cpu_us();
+    crate::timers::callgrind::dump(phase.dump_name());
+    std::hint::black_box(chain.count());
+    Ok(t1 - t0)
+}
+
+/// No re-registration (the phases a peer does not have).
+pub fn no_rearm<L>(_: &mut L) -> io::Result<()> {
+    Ok(())
+}
+
+/// Runs `case.iters` runs of each phase, phase by phase (loop runs first): `total` and
+/// `literal` are the peer's re-registrations, `None` where it has none.
+pub fn run_phases<L, T, R, P>(
+    chain: &Chain,
+    case: &ChainCase,
+    lp: &mut L,
+    mut total: Option<T>,
+    mut literal: Option<R>,
+    mut pass: P,
+) -> io::Result<ChainSamples>
+where
+    T: FnMut(&mut L) -> io::Result<()>,
+    R: FnMut(&mut L) -> io::Result<()>,
+    P: FnMut(&mut L) -> io::Result<()>,
+{
+    let mut loop_us = Vec::with_capacity(case.iters);
+    for _ in 0..case.iters {
+        loop_us.push(timed_run(
+            chain,
+            case,
+            lp,
+            Phase::Loop,
+            no_rearm,
+            &mut pass,
+        )?);
+    }
+    let mut total_us = None;
+    if let Some(t) = &mut total {
+        let mut v = Vec::with_capacity(case.iters);
+        for _ in 0..case.iters {
+            v.push(timed_run(
+                chain,
+                case,
+                lp,
+                Phase::Total,
+                &mut *t,
+                &mut pass,
+            )?);
+        }
+        total_us = Some(v);
+    }
+    let mut literal_us = None;
+    if let Some(r) = &mut literal {
+        let mut v = Vec::with_capacity(case.iters);
+        for _ in 0..case.iters {
+            v.push(timed_run(
+                chain,
+                case,
+                lp,
+                Phase::Literal,
+                &mut *r,
+                &mut pass,
+            )?);
+        }
+        literal_us = Some(v);
+    }
+    chain.check()?;
     Ok(ChainSamples {
         loop_us,
-        total_us: Some(total_us),
+        total_us,
+        literal_us,
     })
 }
 
@@ -255,6 +387,11 @@ pub fn peers() -> Vec<Peer<ChainCase, ChainSamples>> {
             name: "raw epoll (floor)",
             role: Role::Floor,
             run: raw_epoll::run,
+        },
+        Peer {
+            name: "libev",
+            role: Role::Peer,
+            run: libev_peer::run,
         },
         Peer {
             name: "mio",
@@ -292,6 +429,7 @@ pub fn run(quick: bool, peers: &[Peer<ChainCase, ChainSamples>]) -> Report {
         ),
         "µs/run",
     );
+    report.anchor = Some(anchor);
 
     // bench.c needs 2n + 50 fds; every peer adds a few of its own (epoll, eventfd, timerfd).
     let want = sizes.iter().max().copied().unwrap_or(0) as u64 * 2 + 64;
@@ -323,50 +461,69 @@ pub fn run(quick: bool, peers: &[Peer<ChainCase, ChainSamples>]) -> Report {
                 iters,
             };
             let results = run_rounds(peers, &case, rounds, 1, || pairs.drain());
-            let loop_case = format!("n={n} a={active} loop");
-            let total_case = format!("n={n} a={active} total");
-            for (peer, r) in peers.iter().zip(&results) {
-                match r {
-                    Ok(s) => report.push(&loop_case, peer.name, peer.role, s.loop_us.clone()),
-                    Err(e) => {
-                        report.push_missing(&loop_case, peer.name, peer.role, format!("error: {e}"))
-                    }
-                }
-            }
-            for (peer, r) in peers.iter().zip(&results) {
-                match r {
-                    Ok(ChainSamples {
-                        total_us: Some(t), ..
-                    }) => report.push(&total_case, peer.name, peer.role, t.clone()),
-                    Ok(_) => report.push_missing(
-                        &total_case,
-                        peer.name,
-                        peer.role,
-                        "n/a: no comparable re-registration (see notes)".into(),
-                    ),
-                    Err(_) => {
-                        report.push_missing(&total_case, peer.name, peer.role, "error".into())
-                    }
-                }
-            }
+            push_case(&mut report, peers, &results, n, active);
         }
     }
     report.notes.push(
-        "loop = dispatch passes only; total = re-register all n fds + one empty pass + the run (bench.c's event_del/event_add)".into(),
+        "thread CPU time (CLOCK_THREAD_CPUTIME_ID, kernel time of the thread's syscalls included); peers interleaved round by round in one process; each peer's loop runs come first, before any re-registration".into(),
     );
     report.notes.push(
-        "ioloop's update_handler with an unchanged interest makes no system call (by design); the floor, mio and polling pay one EPOLL_CTL_MOD per fd".into(),
+        "loop = dispatch passes only, every fd registered once at setup (anchor: the raw rustix epoll floor); total = each peer's cheapest re-arm of all n fds + one empty pass + the run (anchor: libev); bench.c del+add = remove and re-add every handler (ioloop remove_handler + add_handler, libev ev_io_stop + ev_io_set + ev_io_start as libev's bench.c, the floor EPOLL_CTL_DEL + ADD) + one empty pass + the run (anchor: libev)".into(),
     );
     report.notes.push(
-        "tokio: loop time only; re-creating n AsyncFds (EPOLL_CTL_DEL+ADD and a slab entry each) is not the same operation as re-arming an interest".into(),
+        "total re-arm: ioloop update_handler (unchanged interest: no system call), floor EPOLL_CTL_MOD, mio reregister, polling modify, libev ev_io_stop + ev_io_start (its only way); tokio has none (re-creating AsyncFds is a different operation)".into(),
     );
     report.notes.push(
-        "every peer's handler is one recv(64) + one send per byte read (bench.c: recv(1)); identical syscalls, see chain/mod.rs".into(),
+        "every peer's handler is one recv(64) + one send per byte read (bench.c: recv(1)); identical syscalls, see chain/mod.rs; libev calls the same Rust handler through one function pointer".into(),
     );
     report.notes.push(
-        "the floor is level-triggered like ioloop; edge-triggered peers (mio, tokio) can beat it: a level-triggered fd is re-polled by the kernel on the next epoll_wait".into(),
+        "the floor and libev are level-triggered like ioloop; edge-triggered peers (mio, tokio) can beat the floor: a level-triggered fd is re-polled by the kernel on the next epoll_wait".into(),
     );
     report
+}
+
+/// The anchor of a chain case's phase: the floor for loop time, libev for the re-registering
+/// phases.
+pub fn anchor(case: &str) -> &'static str {
+    if case.ends_with(" loop") {
+        "raw epoll (floor)"
+    } else {
+        "libev"
+    }
+}
+
+/// Adds one (n, a) case's three phase rows to the report.
+fn push_case(
+    report: &mut Report,
+    peers: &[Peer<ChainCase, ChainSamples>],
+    results: &[io::Result<ChainSamples>],
+    n: usize,
+    active: usize,
+) {
+    type Pick = fn(&ChainSamples) -> Option<&Vec<f64>>;
+    let phases: [(&str, Pick, &str); 3] = [
+        ("loop", |s| Some(&s.loop_us), ""),
+        (
+            "total",
+            |s| s.total_us.as_ref(),
+            "n/a: no comparable re-arm (see notes)",
+        ),
+        (
+            "bench.c del+add",
+            |s| s.literal_us.as_ref(),
+            "n/a: not measured for this peer",
+        ),
+    ];
+    for (phase, pick, missing) in phases {
+        let case = format!("n={n} a={active} {phase}");
+        for (peer, r) in peers.iter().zip(results) {
+            match r.as_ref().map(pick) {
+                Ok(Some(v)) => report.push(&case, peer.name, peer.role, v.clone()),
+                Ok(None) => report.push_missing(&case, peer.name, peer.role, missing.into()),
+                Err(e) => report.push_missing(&case, peer.name, peer.role, format!("error: {e}")),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -389,6 +546,9 @@ mod tests {
                 let s = (p.run)(&case).unwrap_or_else(|e| panic!("{}: {e}", p.name));
                 assert_eq!(s.loop_us.len(), 2, "{}", p.name);
                 assert!(s.loop_us.iter().all(|&t| t > 0.0), "{}", p.name);
+                for v in [&s.total_us, &s.literal_us].into_iter().flatten() {
+                    assert_eq!(v.len(), 2, "{}", p.name);
+                }
             }
         }
     }

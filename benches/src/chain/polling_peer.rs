@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use polling::{Event, Events, PollMode, Poller};
 
-use super::{timed_runs, Chain, ChainCase, ChainSamples};
+use super::{run_phases, Chain, ChainCase, ChainSamples};
 
 /// Runs one chain case.
 pub fn run(case: &ChainCase) -> io::Result<ChainSamples> {
@@ -27,17 +27,18 @@ pub fn run(case: &ChainCase) -> io::Result<ChainSamples> {
     }
     let mut events = Events::with_capacity(NonZeroUsize::new(1024).unwrap());
 
-    let samples = timed_runs(
+    let s = run_phases(
         &chain,
         case,
         &mut events,
-        |_| {
+        Some(|_: &mut Events| {
             for (i, fd) in pairs.rd.iter().enumerate() {
                 poller.modify_with_mode(fd.as_fd(), Event::readable(i), PollMode::Level)?;
             }
             Ok(())
-        },
-        |events| {
+        }),
+        None::<fn(&mut Events) -> io::Result<()>>,
+        |events: &mut Events| {
             events.clear();
             poller.wait(events, Some(Duration::ZERO))?;
             for ev in events.iter() {
@@ -49,7 +50,5 @@ pub fn run(case: &ChainCase) -> io::Result<ChainSamples> {
     for fd in &pairs.rd {
         poller.delete(fd)?;
     }
-    let samples = samples?;
-    chain.check()?;
-    Ok(samples)
+    s
 }

@@ -16,13 +16,11 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
-use std::time::Instant;
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-use super::{Chain, ChainCase, ChainSamples};
-use crate::harness::us;
+use super::{cpu_us, Chain, ChainCase, ChainSamples};
 
 /// A read end seen by tokio; it does not own the fd (the case's `Pairs` does, and outlives
 /// the runtime).
@@ -90,7 +88,8 @@ pub fn run(case: &ChainCase) -> io::Result<ChainSamples> {
         let mut loop_us = Vec::with_capacity(case.iters);
         for _ in 0..case.iters {
             sh.chain.start(case.active, case.writes);
-            let t1 = Instant::now();
+            crate::timers::callgrind::zero();
+            let t1 = cpu_us();
             std::future::poll_fn(|cx| {
                 if sh.chain.done() {
                     return Poll::Ready(());
@@ -103,9 +102,10 @@ pub fn run(case: &ChainCase) -> io::Result<ChainSamples> {
                 }
             })
             .await;
-            let t2 = Instant::now();
+            let t2 = cpu_us();
+            crate::timers::callgrind::dump(c"loop");
             std::hint::black_box(sh.chain.count());
-            loop_us.push(us(t2 - t1));
+            loop_us.push(t2 - t1);
         }
         Ok::<_, io::Error>(loop_us)
     })?;
@@ -115,5 +115,6 @@ pub fn run(case: &ChainCase) -> io::Result<ChainSamples> {
     Ok(ChainSamples {
         loop_us,
         total_us: None,
+        literal_us: None,
     })
 }
