@@ -1,31 +1,6 @@
-//! **ioloop**: Tornado's IOLoop re-thought for constrained Linux appliances.
-//!
-//! A single-threaded event loop with Tornado's semantics (fd handlers, timers, callbacks,
-//! periodic callbacks, `run`/`stop`) over fixed-capacity tables: no allocation after
-//! construction, no hidden threads, `no_std` core. This crate is the facade: it re-exports
-//! [`loop_core`] and picks the poller for your platform (or the one a Cargo feature asks for)
-//! as [`DefaultPoller`].
-//!
-//! ```no_run
-//! use std::time::Duration;
-//! use ioloop::{EventLoop, Interest};
-//!
-//! let mut lp: EventLoop = EventLoop::new()?;
-//! let (a, b) = std::os::unix::net::UnixStream::pair()?;
-//! lp.add_handler(&a, Interest::READ, |lp, fd, ready| {
-//!     println!("fd {fd} is {ready:?}");
-//!     lp.stop();
-//!     Ok(())
-//! })
-//! .map_err(|r| r.error)?;
-//! lp.call_later(Duration::from_millis(10), move |_| {
-//!     use std::io::Write;
-//!     let _ = (&b).write_all(b"ping");
-//! })
-//! .map_err(|r| r.error)?;
-//! lp.run()?;
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+// The README is the crate documentation, so every Rust example in it is compiled and run as a
+// doctest (`cargo test --doc -p ioloop`).
+#![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
 pub use loop_core::*;

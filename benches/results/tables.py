@@ -204,7 +204,9 @@ def main(raw, out):
                 y, _ = ratio(w, c, peers, p)
                 others.append(f"{p} {num(r['median'])}" + (f" ({y:.2f}×)" if y is not None else ""))
             md.append(f"| {c} | {iov} | {av} | {f'{x:.2f}×' if x is not None else '—'} | {'; '.join(others)} |")
-    open(os.path.join(out, "README-tables.md"), "w", encoding="utf-8").write("\n".join(md) + "\n")
+    # The README is the crate doc: rustdoc reads `<name>` in a table cell as an HTML tag.
+    text = "\n".join(md).replace("<", "&lt;").replace(">", "&gt;").replace("&lt;!--", "<!--").replace("--&gt;", "-->")
+    open(os.path.join(out, "README-tables.md"), "w", encoding="utf-8").write(text + "\n")
 
 
 def issue_table(res, mline):
