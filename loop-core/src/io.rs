@@ -119,6 +119,6 @@ impl IoRegistration {
 
 impl Drop for IoRegistration {
     fn drop(&mut self) {
-        apply_or_defer(self.owner, Deferred::IoDeregister(self.fd, self.id));
+        apply_or_defer(self.owner, Deferred::Unwatch(self.fd, self.id));
     }
 }

@@ -581,6 +581,34 @@ impl<L: RemoteTarget, const N: usize> LoopHandle<L, N> {
 
 /// Inside the crate so Miri (which runs only this crate's tests) checks the lock-free ring
 /// with real threads.
+
+/// The loop's view of its attached [`Remote`], with the capacity erased.
+pub(crate) trait RemoteQueue<L: 'static> {
+    fn pop(&self) -> Option<SendFn<L>>;
+    fn len(&self) -> usize;
+    fn clear_wake(&self);
+    fn take_stop(&self) -> bool;
+    fn close(&self);
+}
+
+impl<L: RemoteTarget, const N: usize> RemoteQueue<L> for Remote<L, N> {
+    fn pop(&self) -> Option<SendFn<L>> {
+        Remote::pop(self)
+    }
+    fn len(&self) -> usize {
+        Remote::len(self)
+    }
+    fn clear_wake(&self) {
+        Remote::clear_wake(self)
+    }
+    fn take_stop(&self) -> bool {
+        Remote::take_stop(self)
+    }
+    fn close(&self) {
+        Remote::close(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
