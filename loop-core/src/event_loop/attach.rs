@@ -1,6 +1,7 @@
 //! Attaching a remote and an executor; `spawn` and `run_sync`.
 
 use super::*;
+use core::marker::PhantomData;
 
 impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventLoop<P, H, T, Q> {
     /// Attach `remote` to this loop and return a handle for other threads and signal handlers
@@ -72,7 +73,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         if self.executor.is_some() {
             return Err(Error::AlreadyAttached);
         }
-        self.executor = Some(crate::executor::attach_pooled::<N, S>(wake));
+        self.executor = Some(crate::task::executor::attach_pooled::<N, S>(wake));
         Ok(())
     }
 
@@ -112,6 +113,42 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         unsafe { exec.spawn(fut) }
     }
 
+    /// Run `fut` as a task and, one iteration after it completes, call `callback(loop, output)`
+    /// as a loop callback (Tornado's `IOLoop.add_future`: the callback always comes one
+    /// iteration later, even for a future that is ready at once). If the loop's callback
+    /// queue is full the task retries each iteration; the callback is never dropped.
+    /// `callback` and the output together may capture up to
+    /// [`INLINE_CAPTURE_BYTES`](crate::INLINE_CAPTURE_BYTES) (a compile error otherwise).
+    ///
+    /// # Errors
+    /// As [`spawn`](Self::spawn); the future and the callback come back together.
+    pub fn add_future<Fut, C>(
+        &mut self,
+        fut: Fut,
+        callback: C,
+    ) -> Result<crate::TaskId, Refused<(Fut, C)>>
+    where
+        Fut: Future + 'static,
+        Fut::Output: 'static,
+        C: FnOnce(&mut Self, Fut::Output) + 'static,
+    {
+        if let Err(error) = self.usable() {
+            return Err(Refused {
+                error,
+                value: (fut, callback),
+            });
+        }
+        let Some(exec) = self.executor else {
+            return Err(Refused {
+                error: Error::NotAttached,
+                value: (fut, callback),
+            });
+        };
+        // SAFETY: `&mut self` of a `!Send` loop: this is the thread the executor was attached
+        // on (as for `spawn`).
+        unsafe { exec.spawn_with(fut, callback, AddFutureTask::<P, H, T, Q, Fut, C>::new) }
+    }
+
     /// Run the loop until `fut` completes and return its output (Tornado's `run_sync`). `fut`
     /// is polled on this stack (it need not be `'static` or fit a task slot); spawned tasks,
     /// handlers, timers and callbacks run meanwhile. As in Tornado (`add_callback(run)`, then
@@ -136,7 +173,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         if !self.begin_run()? {
             return Err(Error::Stopped);
         }
-        let header: &'static crate::executor::TaskHeader = exec.main_header();
+        let header: &'static crate::task::executor::TaskHeader = exec.main_header();
         let waker: Waker = header.waker();
         // Poll it in the first iteration, after the callbacks already queued.
         waker.wake_by_ref();
@@ -243,5 +280,79 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize, F> Dro
         }
         self.lp.active = false;
         self.lp.stop_requested = false;
+    }
+}
+
+/// The task `add_future` runs: the future, then the callback queued on the loop.
+pub(super) struct AddFutureTask<
+    P: crate::Poller + 'static,
+    const H: usize,
+    const T: usize,
+    const Q: usize,
+    Fut: Future,
+    C,
+> {
+    /// Structurally pinned.
+    fut: Fut,
+    callback: Option<C>,
+    output: Option<Fut::Output>,
+    _loop: PhantomData<fn(&mut EventLoop<P, H, T, Q>)>,
+}
+
+impl<P, const H: usize, const T: usize, const Q: usize, Fut, C> AddFutureTask<P, H, T, Q, Fut, C>
+where
+    P: crate::Poller + 'static,
+    Fut: Future + 'static,
+    Fut::Output: 'static,
+    C: FnOnce(&mut EventLoop<P, H, T, Q>, Fut::Output) + 'static,
+{
+    pub(super) fn new(fut: Fut, callback: C) -> Self {
+        AddFutureTask {
+            fut,
+            callback: Some(callback),
+            output: None,
+            _loop: PhantomData,
+        }
+    }
+}
+
+impl<P, const H: usize, const T: usize, const Q: usize, Fut, C> Future
+    for AddFutureTask<P, H, T, Q, Fut, C>
+where
+    P: crate::Poller + 'static,
+    Fut: Future + 'static,
+    Fut::Output: 'static,
+    C: FnOnce(&mut EventLoop<P, H, T, Q>, Fut::Output) + 'static,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // SAFETY: `fut` is structurally pinned (only ever polled in place, never moved out);
+        // the other fields are not pinned.
+        let this = unsafe { self.get_unchecked_mut() };
+        if this.output.is_none() {
+            // SAFETY: as above.
+            match unsafe { Pin::new_unchecked(&mut this.fut) }.poll(cx) {
+                Poll::Ready(v) => this.output = Some(v),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let queued = crate::with_current_loop(|lp: &mut EventLoop<P, H, T, Q>| {
+            if lp.callback_count() >= Q {
+                // The loop's callback queue is full: try again next iteration.
+                return false;
+            }
+            if let (Some(cb), Some(out)) = (this.callback.take(), this.output.take()) {
+                // Refused only if the loop is closed (or forked): then its callbacks are
+                // dropped anyway.
+                let _ = lp.add_callback(move |lp| cb(lp, out));
+            }
+            true
+        });
+        if queued == Some(false) {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        Poll::Ready(())
     }
 }

@@ -111,7 +111,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> LoopOp
 
     fn task_panicked(
         &mut self,
-        id: crate::executor::TaskId,
+        id: crate::task::executor::TaskId,
         name: &'static str,
         caught: panic::Caught,
     ) {

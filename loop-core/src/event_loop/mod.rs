@@ -66,19 +66,20 @@ use core::mem::ManuallyDrop;
 use core::pin::Pin;
 use core::task::{Context, Poll, Waker};
 
-use crate::callback_queue::CallbackQueue;
-use crate::current::{self, LoopOps};
 use crate::error::{Errno, Error, HandlerError, HandlerResult, RawFd, Refused, Resource};
-use crate::executor::{ExecRef, Executor};
 use crate::fd::Fd;
-use crate::handler_table::{HandlerId, HandlerTable, InsertError};
-use crate::inline_fn::InlineFn;
 use crate::interest::{Interest, Mode, Readiness};
 use crate::panic::{self, Caught, PanicMessage};
 use crate::periodic::{self, Periodic};
 use crate::poller::{Notify, PollEvent, Poller};
+use crate::raw::inline_fn::InlineFn;
+use crate::remote::WakeEntry;
 use crate::remote::{LoopHandle, Remote, RemoteQueue, RemoteTarget, SendFn};
-use crate::signal::{self, SignalInstaller, WakeEntry};
+use crate::signal::{self, SignalInstaller};
+use crate::tables::callback_queue::CallbackQueue;
+use crate::tables::handler_table::{HandlerId, HandlerTable, InsertError};
+use crate::task::current::{self, LoopOps};
+use crate::task::executor::{ExecRef, Executor};
 
 /// How many signals one loop can handle.
 pub const MAX_SIGNAL_HANDLERS: usize = 8;
@@ -93,9 +94,9 @@ struct SignalSlot<L: 'static> {
     /// Teardown restored the disposition and released the entry.
     released: bool,
 }
+use crate::raw::zeroed::zero_in_place;
+use crate::tables::timer_heap::{Next, TimerHandle, TimerHeap};
 use crate::time::Instant;
-use crate::timer_heap::{Next, TimerHandle, TimerHeap};
-use crate::zeroed::zero_in_place;
 
 /// How many ready fds one poll can report. More ready fds are reported by the next poll (the
 /// loop registers level-triggered), after the timers and callbacks of the next iteration.

@@ -23,7 +23,7 @@ pub enum Source {
     /// One poll of a task (an `async` block between two `.await`s).
     Task {
         /// The task.
-        id: crate::executor::TaskId,
+        id: crate::task::executor::TaskId,
     },
     /// A signal handler.
     Signal {

@@ -11,7 +11,7 @@
 
 use core::mem::MaybeUninit;
 
-use crate::zeroed::ZeroInit;
+use crate::raw::zeroed::ZeroInit;
 
 /// "No slot" in the free list, which stores `index + 1`.
 const NONE: u32 = 0;
@@ -53,7 +53,7 @@ impl<T, const N: usize> Slab<T, N> {
     /// An empty slab (by value: for small `N`).
     #[cfg(test)]
     pub(crate) fn new() -> Self {
-        crate::zeroed::zeroed()
+        crate::raw::zeroed::zeroed()
     }
 
     #[inline]
@@ -171,21 +171,6 @@ impl<T, const N: usize> Slab<T, N> {
         }
     }
 
-    /// Drop every value and forget every slot. Generations restart, so do this only when no
-    /// handle can be used again (the loop is closed).
-    pub(crate) fn clear(&mut self) {
-        let hwm = self.hwm as usize;
-        // Reset first: if a value's drop panics, the slab is already empty (the rest leak).
-        self.hwm = 0;
-        self.free_head = NONE;
-        self.len = 0;
-        for e in &mut self.entries[..hwm] {
-            // SAFETY: entries below the old `hwm` were initialised; `hwm = 0` above makes sure
-            // none is dropped again.
-            unsafe { e.assume_init_drop() };
-        }
-    }
-
     /// Every occupied slot as `(index, generation, &mut value)`.
     pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (u32, u32, &mut T)> {
         let hwm = self.hwm as usize;
@@ -270,7 +255,7 @@ mod tests {
     #[test]
     fn zeroed_in_place_slab_is_empty_and_usable() {
         let mut m = std::boxed::Box::new(MaybeUninit::<Slab<u64, 1000>>::uninit());
-        let s = crate::zeroed::zero_in_place(&mut m);
+        let s = crate::raw::zeroed::zero_in_place(&mut m);
         assert_eq!(s.len(), 0);
         let (i, g) = s.insert(7).unwrap();
         assert_eq!(s.get(i, g), Some(&7));

@@ -35,11 +35,11 @@
 use core::task::Waker;
 
 use crate::error::{Error, RawFd};
-use crate::executor::ExecRef;
-use crate::handler_table::HandlerId;
 use crate::interest::{Interest, Readiness};
+use crate::tables::handler_table::HandlerId;
+use crate::tables::timer_heap::TimerHandle;
+use crate::task::executor::ExecRef;
 use crate::time::Instant;
-use crate::timer_heap::TimerHandle;
 
 /// What leaf futures need from the loop, object-safe so the pointer can be type-erased.
 pub(crate) trait LoopOps {
@@ -55,7 +55,7 @@ pub(crate) trait LoopOps {
     fn watching(&self, fd: RawFd, id: HandlerId) -> bool;
     /// Remove the one-shot handler or I/O registration `id` of `fd` if it is still there.
     fn unwatch(&mut self, fd: RawFd, id: HandlerId);
-    /// Register `fd` persistently for async I/O (see `crate::io`).
+    /// Register `fd` persistently for async I/O (see `crate::task::io`).
     fn io_register(&mut self, fd: RawFd) -> Result<HandlerId, Error>;
     /// Consume `dir` readiness of registration `id`, or store the task's waker for it.
     fn io_poll(
@@ -69,7 +69,7 @@ pub(crate) trait LoopOps {
     /// loop's panic policy says (`Failure::Panicked` with `Source::Task`, or unwind on).
     fn task_panicked(
         &mut self,
-        id: crate::executor::TaskId,
+        id: crate::task::executor::TaskId,
         name: &'static str,
         caught: crate::panic::Caught,
     );
