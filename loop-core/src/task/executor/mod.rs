@@ -60,8 +60,8 @@ use crate::error::{Error, Refused, Resource};
 use crate::remote::WakeEntry;
 use crate::task::current::{self, Deferred, LoopOps, DEFERRED};
 
-mod raw;
 mod queue;
+mod raw;
 pub(crate) use raw::TaskHeader;
 use raw::*;
 
@@ -535,7 +535,6 @@ impl<const N: usize, const S: usize> Drop for FinishOnUnwind<'_, N, S> {
         self.exec.finish(self.slot, self.vtable);
     }
 }
-
 
 /// One leaked executor in the pool behind `attach_pooled` (never freed, so wakers made by
 /// it stay valid for the life of the process).
