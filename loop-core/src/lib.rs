@@ -35,6 +35,7 @@
 //! compiler holds everything else to `#![deny(unsafe_code)]`.
 #![no_std]
 #![warn(missing_docs)]
+#![deny(unsafe_code)]
 
 #[cfg(any(feature = "alloc", test))]
 extern crate alloc;
@@ -48,11 +49,16 @@ mod interest;
 mod log;
 mod panic;
 mod periodic;
+#[allow(unsafe_code)] // declares `unsafe fn Poller::close_fd`
 pub mod poller;
+#[allow(unsafe_code)] // the unsafe storage: inline closures, in-place zeroing, the slab
 mod raw;
+#[allow(unsafe_code)] // lock-free MPSC queue of closures; Send/Sync impls
 pub mod remote;
+#[allow(unsafe_code)] // the async-signal-safe registry dereferences wake pointers
 pub mod signal;
 #[cfg(any(feature = "sim", test))]
+#[allow(unsafe_code)] // implements `unsafe fn Poller::close_fd`
 pub mod sim;
 mod tables;
 mod task;

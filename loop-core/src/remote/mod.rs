@@ -587,9 +587,6 @@ impl<L: RemoteTarget, const N: usize> LoopHandle<L, N> {
     }
 }
 
-/// Inside the crate so Miri (which runs only this crate's tests) checks the lock-free ring
-/// with real threads.
-
 /// The loop's view of its attached [`Remote`], with the capacity erased.
 pub(crate) trait RemoteQueue<L: 'static> {
     fn pop(&self) -> Option<SendFn<L>>;

@@ -1,3 +1,6 @@
+//! Inside the crate so Miri (which runs only this crate's tests) checks the lock-free ring
+//! with real threads.
+
 extern crate std;
 use super::*;
 use crate::poller::{Notify, Poller};

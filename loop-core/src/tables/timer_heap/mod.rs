@@ -319,10 +319,13 @@ impl<F, const T: usize> TimerHeap<F, T> {
         if pos == len {
             return;
         }
-        // SAFETY (every access below): positions are below the old length, which is at most
-        // `T`; `len` is the old last position, still holding a valid node.
+        // Every access below: positions are below the old length, which is at most `T`;
+        // `len` is the old last position, still holding a valid node.
+        // SAFETY: `len` < old length <= `T`, a valid node (see above).
         let moved = unsafe { *self.heap.nodes.get_unchecked(len) };
+        // SAFETY: `0 < pos < len`, so its parent is a heap position below `len`.
         if pos > 0 && self.less(moved, unsafe { self.node((pos - 1) / ARITY) }) {
+            // SAFETY: `pos < len <= T`; `moved` is a valid node whose slot is live.
             unsafe { self.sift_up_from(pos, 0, moved) };
             return;
         }
@@ -341,10 +344,13 @@ impl<F, const T: usize> TimerHeap<F, T> {
                     prefetch(grand.wrapping_add(ARITY * k));
                 }
             }
+            // SAFETY: `first < len <= T`: the children looked at are heap positions.
             let best = unsafe { self.min_child(first, len) };
+            // SAFETY: `hole < best < len <= T`, both heap positions; `best` holds a valid node.
             unsafe { self.put(hole, self.node(best)) };
             hole = best;
         }
+        // SAFETY: `pos <= hole < len <= T`; `moved` is a valid node whose slot is live.
         unsafe { self.sift_up_from(hole, pos, moved) };
     }
 
