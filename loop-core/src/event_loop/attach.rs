@@ -178,7 +178,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         // Poll it in the first iteration, after the callbacks already queued.
         waker.wake_by_ref();
         let deadline = timeout.map(|t| self.now() + t);
-        self.active = true;
+        self.running = true;
         // From here on `fut` is pinned inside `main` and dropped in place by its guard.
         let mut main = RunSyncGuard {
             lp: self,
@@ -278,7 +278,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize, F> Dro
             // afterwards.
             unsafe { ManuallyDrop::drop(&mut self.fut) };
         }
-        self.lp.active = false;
+        self.lp.running = false;
         self.lp.stop_requested = false;
     }
 }

@@ -19,7 +19,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> LoopOp
     }
 
     fn timer_pending(&self, h: TimerHandle) -> bool {
-        self.timeout_pending(h)
+        self.timer_pending(h)
     }
 
     fn watch_once(&mut self, fd: RawFd, want: Readiness, waker: Waker) -> Result<HandlerId, Error> {

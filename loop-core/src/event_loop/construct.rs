@@ -5,7 +5,7 @@ use super::*;
 
 impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventLoop<P, H, T, Q> {
     /// A loop over `poller`, built by value. For large capacities use
-    /// [`init_in`](Self::init_in) or (feature `alloc`) [`boxed_with_poller`](Self::boxed_with_poller),
+    /// [`init_in`](Self::init_in) or (feature `alloc`) [`with_poller_boxed`](Self::with_poller_boxed),
     /// which never place the tables on the stack.
     pub fn with_poller(poller: P) -> Self {
         let mut slot = MaybeUninit::uninit();
@@ -40,7 +40,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
                     .cast::<MaybeUninit<CallbackQueue<CallbackFn<P, H, T, Q>, Q>>>(),
             );
             addr_of_mut!((*p).events).write([PollEvent::default(); EVENTS_PER_POLL]);
-            addr_of_mut!((*p).active).write(false);
+            addr_of_mut!((*p).running).write(false);
             addr_of_mut!((*p).stop_requested).write(false);
             addr_of_mut!((*p).error_hook).write(None);
             addr_of_mut!((*p).watchdog).write(None);
@@ -60,7 +60,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
 
     /// A loop over `poller` on the heap, built in place (no stack copy of the tables).
     #[cfg(feature = "alloc")]
-    pub fn boxed_with_poller(poller: P) -> alloc::boxed::Box<Self> {
+    pub fn with_poller_boxed(poller: P) -> alloc::boxed::Box<Self> {
         let mut b = alloc::boxed::Box::<Self>::new_uninit();
         Self::init_in(&mut b, poller);
         // SAFETY: `init_in` initialised every field.
@@ -87,6 +87,6 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     where
         P: crate::OpenPoller,
     {
-        Ok(Self::boxed_with_poller(P::open()?))
+        Ok(Self::with_poller_boxed(P::open()?))
     }
 }

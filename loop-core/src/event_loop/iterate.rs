@@ -62,7 +62,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// unusable loop, and consume a pending `stop()`. `Ok(false)`: stopped before starting.
     #[inline]
     pub(super) fn begin_run(&mut self) -> Result<bool, Error> {
-        if self.active {
+        if self.running {
             return Err(Error::AlreadyRunning);
         }
         self.usable()?;
@@ -221,7 +221,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
 
     /// Whether the loop is inside `run` or `run_once`.
     pub fn is_running(&self) -> bool {
-        self.active
+        self.running
     }
 }
 
@@ -235,7 +235,7 @@ impl<'a, P: Poller + 'static, const H: usize, const T: usize, const Q: usize>
     Running<'a, P, H, T, Q>
 {
     pub(super) fn enter(lp: &'a mut EventLoop<P, H, T, Q>) -> Self {
-        lp.active = true;
+        lp.running = true;
         Running { lp }
     }
 }
@@ -244,7 +244,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> Drop
     for Running<'_, P, H, T, Q>
 {
     fn drop(&mut self) {
-        self.lp.active = false;
+        self.lp.running = false;
         self.lp.stop_requested = false;
     }
 }

@@ -218,7 +218,7 @@ pub struct EventLoop<
     callbacks: CallbackQueue<CallbackFn<P, H, T, Q>, Q>,
     events: [PollEvent; EVENTS_PER_POLL],
     /// Inside `run` / `run_once`.
-    active: bool,
+    running: bool,
     /// `stop()` was called and not yet honoured.
     stop_requested: bool,
     error_hook: Option<InlineFn<(), Failure, ()>>,

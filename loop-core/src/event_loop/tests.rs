@@ -316,7 +316,7 @@ fn without_an_error_hook_a_caught_panic_unwinds_on_with_the_loop_put_right() {
         .unwrap();
     lp.run_once(None).unwrap(); // sleeps until the first tick
     assert!(run_unwinds(&mut lp, Some(Duration::ZERO)), "tick panics");
-    assert!(lp.timeout_pending(p), "re-armed before unwinding on");
+    assert!(lp.timer_pending(p), "re-armed before unwinding on");
     assert!(!lp.is_running());
     lp.poller_mut().set_ready(3, Readiness::READ);
     assert!(run_unwinds(&mut lp, Some(Duration::ZERO)), "handler panics");
@@ -397,7 +397,7 @@ fn uncaught_panic_in_timers_and_callbacks_frees_their_slots() {
         unwound += u32::from(run_unwinds(&mut lp, None));
     }
     assert_eq!(unwound, 1);
-    assert!(!lp.timeout_pending(p), "an uncaught panic stops a periodic");
+    assert!(!lp.timer_pending(p), "an uncaught panic stops a periodic");
     assert_eq!(drops.get(), 10);
     let c = Counted(drops.clone());
     lp.add_callback(move |_| {

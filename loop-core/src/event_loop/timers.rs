@@ -130,12 +130,12 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// Move a pending timer to `deadline` (O(log n), no allocation): cheaper than cancel +
     /// schedule for timeouts that are pushed back on every activity. Returns `false` (and does
     /// nothing) for a timer that is not waiting.
-    pub fn reset_timeout(&mut self, h: TimerHandle, deadline: Instant) -> bool {
+    pub fn reset_timer(&mut self, h: TimerHandle, deadline: Instant) -> bool {
         self.timers.reset(h, deadline)
     }
 
     /// Whether `h` is still scheduled (or running and not cancelled).
-    pub fn timeout_pending(&self, h: TimerHandle) -> bool {
+    pub fn timer_pending(&self, h: TimerHandle) -> bool {
         self.timers.is_pending(h)
     }
 

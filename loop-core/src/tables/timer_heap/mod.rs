@@ -7,7 +7,7 @@
 //! * **the run**: a doubly linked list, sorted, that only ever grows at its tail. A timer whose
 //!   deadline is at or after the run's last one is appended in O(1): its sequence is the
 //!   newest, so the run stays sorted by `(deadline, sequence)`. With one delay for every
-//!   timer (idle timeouts, keep-alives: `call_later(30 s)` and `reset_timeout(now + 30 s)` on
+//!   timer (idle timeouts, keep-alives: `call_later(30 s)` and `reset_timer(now + 30 s)` on
 //!   each activity), every insert and re-arm is an append, every cancel an unlink, every fire a
 //!   pop from the front: libev's "timeout list" trick, done automatically.
 //! * **the heap**: every other timer, in libev's layout: a 4-ary min-heap of 16-byte nodes
