@@ -269,7 +269,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// After a `deregister` of a live registration that failed with `EBADF` (the fd was
     /// closed) or `ENOENT` (closed, and the number reused): on epoll a `dup` of the old file
     /// may keep the registration alive, reachable by no fd number, firing forever for a key
-    /// no handler owns (the dup trap, DESIGN.md §3). Reset the poller and register every live
+    /// no handler owns (the dup trap, ARCHITECTURE.md "Traps"). Reset the poller and register every live
     /// handler again; pollers without the trap decline (`Ok(false)`) and nothing happens.
     /// Failures go to the error hook as the removed (or un-re-registrable) handler's.
     pub(super) fn recover_from_failed_deregister(

@@ -36,7 +36,7 @@
 //!
 //! # Files
 //!
-//! `mod.rs` the loop's state and construction; `iterate.rs` running and the iteration;
+//! `mod.rs` the loop's state; `construct.rs` building it (by value, in place, boxed); `iterate.rs` running and the iteration;
 //! `handlers.rs`, `timers.rs`, `callbacks.rs`, `signals.rs` the four kinds of work and their
 //! step; `observe.rs` watchdog, counters, error hook and panic reporting; `attach.rs` the
 //! remote and the executor, `spawn` and `run_sync`; `bridge.rs` the loop as the task layer

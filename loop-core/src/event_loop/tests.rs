@@ -123,7 +123,7 @@ fn dropping_a_loop_with_everything_pending_releases_every_capture() {
 }
 
 // -------------------------------------------------------------------------------------
-// Panics in user closures (DESIGN.md §6). Test builds catch as with `std`;
+// Panics in user closures (ARCHITECTURE.md, "Failure model"). Test builds catch as with `std`;
 // `panic::testing::without_catching` lets the panic unwind, as without `std`.
 // -------------------------------------------------------------------------------------
 

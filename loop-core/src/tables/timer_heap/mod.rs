@@ -19,7 +19,7 @@
 //!
 //! The next timer is the smaller of the heap's root and the run's head. Each timer's position
 //! (heap index, or "in the run") is kept, so cancellation is a real removal, never a dead entry
-//! left for later (DESIGN.md §3).
+//! left for later (ARCHITECTURE.md, "Traps").
 //!
 //! Per-timer state is split by how hot it is: `meta` (generation and position, 8 bytes: read by
 //! every handle operation, written by every heap move), `seq` (8 bytes: ties and fire), `link`

@@ -46,8 +46,9 @@
 //! **Panics.** A task whose poll unwinds is dropped (exactly once, in place) and its slot
 //! freed before the panic goes on, so the executor stays consistent.
 //!
-//! This module and `current.rs` hold the executor's `unsafe`: type-erased futures in
-//! fixed storage (like `inline_fn.rs`), pinned by never moving, and the waker vtable.
+//! The executor's unsafe core (type-erased futures in fixed storage, pinned by never moving,
+//! and the waker vtable) is `raw.rs`; `queue.rs` is the loop's side; the current-loop frame
+//! is `task/current.rs`. ARCHITECTURE.md lists every module allowed `unsafe`.
 
 use core::cell::RefCell;
 use core::future::Future;
