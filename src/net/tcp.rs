@@ -317,7 +317,7 @@ impl TcpStream {
     ///
     /// # Errors
     /// [`Error::Os`]: `ECONNRESET`, …; the registration's errors (see the
-    /// [module docs](self)).
+    /// [module docs](crate::net)).
     pub async fn read(&self, buf: &mut [u8]) -> Result<usize, Error> {
         self.io.read(buf).await
     }
