@@ -217,17 +217,12 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     pub(super) fn run_remote_callbacks(&mut self, n: usize) {
         for _ in 0..n {
             let Some(r) = self.remote else { break };
-            let Some(SendFn(mut cb)) = r.pop() else { break };
+            let Some(SendFn(cb)) = r.pop() else { break };
             if self.closed {
                 break;
             }
             self.counters.remote_callbacks_run += 1;
-            let started = self.watch_start();
-            let outcome = panic::catch(|| cb.call(self, ()));
-            self.watch_end(started, Source::Callback, || cb.name());
-            if let Err(caught) = outcome {
-                self.panicked(Source::Callback, cb.name(), caught);
-            }
+            self.call_callback(cb);
         }
     }
 

@@ -49,16 +49,23 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     #[inline]
     pub(super) fn run_callbacks(&mut self, n: usize) {
         for _ in 0..n {
-            let Some(mut cb) = self.callbacks.pop() else {
+            let Some(cb) = self.callbacks.pop() else {
                 break; // emptied by `close()`
             };
             self.counters.callbacks_run += 1;
-            let started = self.watch_start();
-            let outcome = panic::catch(|| cb.call(self, ()));
-            self.watch_end(started, Source::Callback, || cb.name());
-            if let Err(caught) = outcome {
-                self.panicked(Source::Callback, cb.name(), caught);
-            }
+            self.call_callback(cb);
+        }
+    }
+
+    /// Call one callback, local or remote: consumed by its call, timed by the watchdog, a
+    /// caught panic reported.
+    #[inline(always)]
+    pub(super) fn call_callback(&mut self, mut cb: CallbackFn<P, H, T, Q>) {
+        let started = self.watch_start();
+        let outcome = panic::catch(|| cb.call(self, ()));
+        self.watch_end(started, Source::Callback, || cb.name());
+        if let Err(caught) = outcome {
+            self.panicked(Source::Callback, cb.name(), caught);
         }
     }
 }
