@@ -248,14 +248,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
 
 /// `run_sync`'s future, pinned in place: dropped exactly once, with the loop current, on
 /// every exit from `run_sync` (return or unwinding), and the loop marked not running.
-pub(super) struct RunSyncGuard<
-    'a,
-    P: Poller + 'static,
-    const H: usize,
-    const T: usize,
-    const Q: usize,
-    F,
-> {
+struct RunSyncGuard<'a, P: Poller + 'static, const H: usize, const T: usize, const Q: usize, F> {
     lp: &'a mut EventLoop<P, H, T, Q>,
     exec: ExecRef,
     fut: ManuallyDrop<F>,

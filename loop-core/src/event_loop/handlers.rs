@@ -429,17 +429,11 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
 }
 
 /// An fd handler's closure, out of its slot for the call; put back on drop.
-pub(super) struct HandlerCall<
-    'a,
-    P: Poller + 'static,
-    const H: usize,
-    const T: usize,
-    const Q: usize,
-> {
-    pub(super) lp: &'a mut EventLoop<P, H, T, Q>,
-    pub(super) id: HandlerId,
-    pub(super) fd: RawFd,
-    pub(super) f: Option<HandlerFn<P, H, T, Q>>,
+struct HandlerCall<'a, P: Poller + 'static, const H: usize, const T: usize, const Q: usize> {
+    lp: &'a mut EventLoop<P, H, T, Q>,
+    id: HandlerId,
+    fd: RawFd,
+    f: Option<HandlerFn<P, H, T, Q>>,
 }
 
 impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>

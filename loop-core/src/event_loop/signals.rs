@@ -149,17 +149,11 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
 
 /// A signal handler's closure, out of its slot for the call; put back on drop unless the
 /// handler removed or replaced itself.
-pub(super) struct SignalCall<
-    'a,
-    P: Poller + 'static,
-    const H: usize,
-    const T: usize,
-    const Q: usize,
-> {
-    pub(super) lp: &'a mut EventLoop<P, H, T, Q>,
-    pub(super) i: usize,
-    pub(super) signo: i32,
-    pub(super) f: Option<InlineFn<EventLoop<P, H, T, Q>, i32, ()>>,
+struct SignalCall<'a, P: Poller + 'static, const H: usize, const T: usize, const Q: usize> {
+    lp: &'a mut EventLoop<P, H, T, Q>,
+    i: usize,
+    signo: i32,
+    f: Option<InlineFn<EventLoop<P, H, T, Q>, i32, ()>>,
 }
 
 impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> Drop

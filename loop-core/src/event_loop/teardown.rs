@@ -128,7 +128,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> Drop
 }
 
 /// Finishes a teardown that a panicking drop interrupted (without `std`).
-pub(super) struct Resume<'a, P: Poller + 'static, const H: usize, const T: usize, const Q: usize>(
+struct Resume<'a, P: Poller + 'static, const H: usize, const T: usize, const Q: usize>(
     &'a mut EventLoop<P, H, T, Q>,
 );
 

@@ -186,12 +186,11 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
 
 /// A due timer's closure, out of the heap for the call; settled on drop: re-armed if it asked
 /// to be (`next`), else freed. A panic that unwinds through leaves `next` at `Done`.
-pub(super) struct TimerCall<'a, P: Poller + 'static, const H: usize, const T: usize, const Q: usize>
-{
-    pub(super) lp: &'a mut EventLoop<P, H, T, Q>,
-    pub(super) handle: TimerHandle,
-    pub(super) f: Option<TimerFn<P, H, T, Q>>,
-    pub(super) next: Next,
+struct TimerCall<'a, P: Poller + 'static, const H: usize, const T: usize, const Q: usize> {
+    lp: &'a mut EventLoop<P, H, T, Q>,
+    handle: TimerHandle,
+    f: Option<TimerFn<P, H, T, Q>>,
+    next: Next,
 }
 
 impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>
