@@ -162,3 +162,131 @@ impl Io {
         fd
     }
 }
+
+/// The byte-stream methods of [`TcpStream`](crate::net::TcpStream) and
+/// [`UnixStream`](crate::net::UnixStream), written once over [`Io`]. `$setup` is the hidden
+/// doc-test setup that makes a connected `client` and `server` of the type.
+macro_rules! stream_methods {
+    ($ty:ident, $setup:literal) => {
+        impl $ty {
+        #[doc = " Read what is there, up to `buf.len()` bytes, waiting until something is. `Ok(0)`: the"]
+        #[doc = " peer closed its side (or `buf` is empty)."]
+        #[doc = ""]
+        #[doc = " # Examples"]
+        #[doc = ""]
+        #[doc = " ```"]
+        #[doc = " # use ioloop::{EventLoop, Executor, Remote};"]
+        #[doc = " # static REMOTE: Remote<EventLoop, 64> = Remote::new();"]
+        #[doc = " # static EXEC: Executor<4, 1024> = Executor::new();"]
+        #[doc = " # let mut lp: EventLoop = EventLoop::new()?;"]
+        #[doc = " # lp.attach_remote(&REMOTE)?;"]
+        #[doc = " # lp.attach_executor(&EXEC)?;"]
+        #[doc = $setup]
+        #[doc = " lp.run_sync(client.write_all(b\"hi\"), None)??;"]
+        #[doc = " drop(client);"]
+        #[doc = " let mut buf = [0u8; 8];"]
+        #[doc = " let n = lp.run_sync(server.read(&mut buf), None)??;"]
+        #[doc = " assert_eq!(&buf[..n], b\"hi\");"]
+        #[doc = " assert_eq!(lp.run_sync(server.read(&mut buf), None)??, 0); // the peer closed"]
+        #[doc = " # Ok::<(), ioloop::Error>(())"]
+        #[doc = " ```"]
+        #[doc = ""]
+        #[doc = " # Errors"]
+        #[doc = " [`Error::Os`]: `ECONNRESET`, …; the registration's errors (see the"]
+        #[doc = " [module docs](crate::net))."]
+        pub async fn read(&self, buf: &mut [u8]) -> Result<usize, Error> {
+            self.io.read(buf).await
+        }
+
+        #[doc = " Write some of `buf`, waiting until the socket takes at least one byte; returns how many"]
+        #[doc = " it took."]
+        #[doc = ""]
+        #[doc = " # Examples"]
+        #[doc = ""]
+        #[doc = " ```"]
+        #[doc = " # use ioloop::{EventLoop, Executor, Remote};"]
+        #[doc = " # static REMOTE: Remote<EventLoop, 64> = Remote::new();"]
+        #[doc = " # static EXEC: Executor<4, 1024> = Executor::new();"]
+        #[doc = " # let mut lp: EventLoop = EventLoop::new()?;"]
+        #[doc = " # lp.attach_remote(&REMOTE)?;"]
+        #[doc = " # lp.attach_executor(&EXEC)?;"]
+        #[doc = $setup]
+        #[doc = " let n = lp.run_sync(client.write(b\"hello\"), None)??;"]
+        #[doc = " assert_eq!(n, 5); // a small write is taken whole"]
+        #[doc = " # let _ = server;"]
+        #[doc = " # Ok::<(), ioloop::Error>(())"]
+        #[doc = " ```"]
+        #[doc = ""]
+        #[doc = " # Errors"]
+        #[doc = " [`Error::Os`]: `EPIPE` (the peer closed; no `SIGPIPE` is raised), `ECONNRESET`, …;"]
+        #[doc = " the registration's errors."]
+        pub async fn write(&self, buf: &[u8]) -> Result<usize, Error> {
+            self.io.send(buf).await
+        }
+
+        #[doc = " Write all of `buf`, waiting for room as needed. If it fails, some bytes may have been"]
+        #[doc = " sent."]
+        #[doc = ""]
+        #[doc = " # Examples"]
+        #[doc = ""]
+        #[doc = " ```"]
+        #[doc = " # use ioloop::{EventLoop, Executor, Remote};"]
+        #[doc = " # static REMOTE: Remote<EventLoop, 64> = Remote::new();"]
+        #[doc = " # static EXEC: Executor<4, 1024> = Executor::new();"]
+        #[doc = " # let mut lp: EventLoop = EventLoop::new()?;"]
+        #[doc = " # lp.attach_remote(&REMOTE)?;"]
+        #[doc = " # lp.attach_executor(&EXEC)?;"]
+        #[doc = $setup]
+        #[doc = " let big = vec![0x55u8; 256 * 1024]; // more than a socket buffer: waits for the reader"]
+        #[doc = " let reader = async {"]
+        #[doc = "     let mut got = 0;"]
+        #[doc = "     let mut buf = [0u8; 4096];"]
+        #[doc = "     while got < big.len() {"]
+        #[doc = "         got += server.read(&mut buf).await?;"]
+        #[doc = "     }"]
+        #[doc = "     Ok::<_, ioloop::Error>(got)"]
+        #[doc = " };"]
+        #[doc = " let (sent, got) = lp.run_sync(ioloop::join(client.write_all(&big), reader), None)?;"]
+        #[doc = " sent?;"]
+        #[doc = " assert_eq!(got?, big.len());"]
+        #[doc = " # Ok::<(), ioloop::Error>(())"]
+        #[doc = " ```"]
+        #[doc = ""]
+        #[doc = " # Errors"]
+        #[doc = " As [`write`](Self::write)."]
+        pub async fn write_all(&self, buf: &[u8]) -> Result<(), Error> {
+            self.io.send_all(buf).await
+        }
+
+        #[doc = " Shut down one or both directions (`shutdown(2)`): `Shutdown::Write` sends a FIN, so"]
+        #[doc = " the peer reads end-of-stream while this side can still read its answer."]
+        #[doc = ""]
+        #[doc = " # Examples"]
+        #[doc = ""]
+        #[doc = " ```"]
+        #[doc = " # use ioloop::{EventLoop, Executor, Remote};"]
+        #[doc = " # static REMOTE: Remote<EventLoop, 64> = Remote::new();"]
+        #[doc = " # static EXEC: Executor<4, 1024> = Executor::new();"]
+        #[doc = " # let mut lp: EventLoop = EventLoop::new()?;"]
+        #[doc = " # lp.attach_remote(&REMOTE)?;"]
+        #[doc = " # lp.attach_executor(&EXEC)?;"]
+        #[doc = $setup]
+        #[doc = " use std::net::Shutdown;"]
+        #[doc = " client.shutdown(Shutdown::Write)?; // FIN: the server reads end-of-stream..."]
+        #[doc = " let mut buf = [0u8; 8];"]
+        #[doc = " assert_eq!(lp.run_sync(server.read(&mut buf), None)??, 0);"]
+        #[doc = " lp.run_sync(server.write_all(b\"bye\"), None)??; // ...and can still answer"]
+        #[doc = " let n = lp.run_sync(client.read(&mut buf), None)??;"]
+        #[doc = " assert_eq!(&buf[..n], b\"bye\");"]
+        #[doc = " # Ok::<(), ioloop::Error>(())"]
+        #[doc = " ```"]
+        #[doc = ""]
+        #[doc = " # Errors"]
+        #[doc = " [`Error::Os`]: `ENOTCONN`, …."]
+        pub fn shutdown(&self, how: Shutdown) -> Result<(), Error> {
+            self.io.shutdown(how)
+        }
+        }
+    };
+}
+pub(super) use stream_methods;

@@ -289,140 +289,6 @@ impl TcpStream {
         Ok(stream)
     }
 
-    /// Read what is there, up to `buf.len()` bytes, waiting until something is. `Ok(0)`: the
-    /// peer closed its side (or `buf` is empty).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use ioloop::{EventLoop, Executor, Remote};
-    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
-    /// # static EXEC: Executor<4, 1024> = Executor::new();
-    /// # let mut lp: EventLoop = EventLoop::new()?;
-    /// # lp.attach_remote(&REMOTE)?;
-    /// # lp.attach_executor(&EXEC)?;
-    /// # use ioloop::net::{TcpListener, TcpStream};
-    /// # let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
-    /// # let (accepted, connected) =
-    /// #     lp.run_sync(ioloop::join(listener.accept(), TcpStream::connect(listener.local_addr()?)), None)?;
-    /// # let ((server, _), client) = (accepted?, connected?);
-    /// lp.run_sync(client.write_all(b"hi"), None)??;
-    /// drop(client);
-    /// let mut buf = [0u8; 8];
-    /// let n = lp.run_sync(server.read(&mut buf), None)??;
-    /// assert_eq!(&buf[..n], b"hi");
-    /// assert_eq!(lp.run_sync(server.read(&mut buf), None)??, 0); // the peer closed
-    /// # Ok::<(), ioloop::Error>(())
-    /// ```
-    ///
-    /// # Errors
-    /// [`Error::Os`]: `ECONNRESET`, …; the registration's errors (see the
-    /// [module docs](crate::net)).
-    pub async fn read(&self, buf: &mut [u8]) -> Result<usize, Error> {
-        self.io.read(buf).await
-    }
-
-    /// Write some of `buf`, waiting until the socket takes at least one byte; returns how many
-    /// it took.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use ioloop::{EventLoop, Executor, Remote};
-    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
-    /// # static EXEC: Executor<4, 1024> = Executor::new();
-    /// # let mut lp: EventLoop = EventLoop::new()?;
-    /// # lp.attach_remote(&REMOTE)?;
-    /// # lp.attach_executor(&EXEC)?;
-    /// # use ioloop::net::{TcpListener, TcpStream};
-    /// # let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
-    /// # let (accepted, connected) =
-    /// #     lp.run_sync(ioloop::join(listener.accept(), TcpStream::connect(listener.local_addr()?)), None)?;
-    /// # let ((server, _), client) = (accepted?, connected?);
-    /// let n = lp.run_sync(client.write(b"hello"), None)??;
-    /// assert_eq!(n, 5); // a small write is taken whole
-    /// # let _ = server;
-    /// # Ok::<(), ioloop::Error>(())
-    /// ```
-    ///
-    /// # Errors
-    /// [`Error::Os`]: `EPIPE` (the peer closed; no `SIGPIPE` is raised), `ECONNRESET`, …;
-    /// the registration's errors.
-    pub async fn write(&self, buf: &[u8]) -> Result<usize, Error> {
-        self.io.send(buf).await
-    }
-
-    /// Write all of `buf`, waiting for room as needed. If it fails, some bytes may have been
-    /// sent.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use ioloop::{EventLoop, Executor, Remote};
-    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
-    /// # static EXEC: Executor<4, 1024> = Executor::new();
-    /// # let mut lp: EventLoop = EventLoop::new()?;
-    /// # lp.attach_remote(&REMOTE)?;
-    /// # lp.attach_executor(&EXEC)?;
-    /// # use ioloop::net::{TcpListener, TcpStream};
-    /// # let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
-    /// # let (accepted, connected) =
-    /// #     lp.run_sync(ioloop::join(listener.accept(), TcpStream::connect(listener.local_addr()?)), None)?;
-    /// # let ((server, _), client) = (accepted?, connected?);
-    /// let big = vec![0x55u8; 256 * 1024]; // more than a socket buffer: waits for the reader
-    /// let reader = async {
-    ///     let mut got = 0;
-    ///     let mut buf = [0u8; 4096];
-    ///     while got < big.len() {
-    ///         got += server.read(&mut buf).await?;
-    ///     }
-    ///     Ok::<_, ioloop::Error>(got)
-    /// };
-    /// let (sent, got) = lp.run_sync(ioloop::join(client.write_all(&big), reader), None)?;
-    /// sent?;
-    /// assert_eq!(got?, big.len());
-    /// # Ok::<(), ioloop::Error>(())
-    /// ```
-    ///
-    /// # Errors
-    /// As [`write`](Self::write).
-    pub async fn write_all(&self, buf: &[u8]) -> Result<(), Error> {
-        self.io.send_all(buf).await
-    }
-
-    /// Shut down one or both directions (`shutdown(2)`): `Shutdown::Write` sends a FIN, so
-    /// the peer reads end-of-stream while this side can still read its answer.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use ioloop::{EventLoop, Executor, Remote};
-    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
-    /// # static EXEC: Executor<4, 1024> = Executor::new();
-    /// # let mut lp: EventLoop = EventLoop::new()?;
-    /// # lp.attach_remote(&REMOTE)?;
-    /// # lp.attach_executor(&EXEC)?;
-    /// # use ioloop::net::{TcpListener, TcpStream};
-    /// # let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
-    /// # let (accepted, connected) =
-    /// #     lp.run_sync(ioloop::join(listener.accept(), TcpStream::connect(listener.local_addr()?)), None)?;
-    /// # let ((server, _), client) = (accepted?, connected?);
-    /// use std::net::Shutdown;
-    /// client.shutdown(Shutdown::Write)?; // FIN: the server reads end-of-stream...
-    /// let mut buf = [0u8; 8];
-    /// assert_eq!(lp.run_sync(server.read(&mut buf), None)??, 0);
-    /// lp.run_sync(server.write_all(b"bye"), None)??; // ...and can still answer
-    /// let n = lp.run_sync(client.read(&mut buf), None)??;
-    /// assert_eq!(&buf[..n], b"bye");
-    /// # Ok::<(), ioloop::Error>(())
-    /// ```
-    ///
-    /// # Errors
-    /// [`Error::Os`]: `ENOTCONN`, ….
-    pub fn shutdown(&self, how: Shutdown) -> Result<(), Error> {
-        self.io.shutdown(how)
-    }
-
     /// Disable (`true`) or enable Nagle's algorithm (`TCP_NODELAY`).
     ///
     /// # Examples
@@ -535,3 +401,8 @@ impl TcpStream {
         inet_addr(rustix::net::getpeername(&self.io.fd).map_err(os)?)
     }
 }
+
+stream::stream_methods!(
+    TcpStream,
+    " # use ioloop::net::{TcpListener, TcpStream};\n # let listener = TcpListener::bind(\"127.0.0.1:0\".parse().unwrap())?;\n # let (accepted, connected) =\n #     lp.run_sync(ioloop::join(listener.accept(), TcpStream::connect(listener.local_addr()?)), None)?;\n # let ((server, _), client) = (accepted?, connected?);\n"
+);
