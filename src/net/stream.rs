@@ -165,9 +165,21 @@ impl Io {
 
 /// The byte-stream methods of [`TcpStream`](crate::net::TcpStream) and
 /// [`UnixStream`](crate::net::UnixStream), written once over [`Io`]. `$setup` is the hidden
-/// doc-test setup that makes a connected `client` and `server` of the type.
+/// doc-test setup: a loop `lp` with a remote and an executor, and a connected `client` and
+/// `server` of the type.
 macro_rules! stream_methods {
     ($ty:ident, $setup:literal) => {
+        $crate::net::stream::stream_methods!(@impl $ty, concat!(
+            " # use ioloop::{EventLoop, Executor, Remote};\n",
+            " # static REMOTE: Remote<EventLoop, 64> = Remote::new();\n",
+            " # static EXEC: Executor<4, 1024> = Executor::new();\n",
+            " # let mut lp: EventLoop = EventLoop::new()?;\n",
+            " # lp.attach_remote(&REMOTE)?;\n",
+            " # lp.attach_executor(&EXEC)?;\n",
+            $setup
+        ));
+    };
+    (@impl $ty:ident, $setup:expr) => {
         impl $ty {
         #[doc = " Read what is there, up to `buf.len()` bytes, waiting until something is. `Ok(0)`: the"]
         #[doc = " peer closed its side (or `buf` is empty)."]
@@ -175,12 +187,6 @@ macro_rules! stream_methods {
         #[doc = " # Examples"]
         #[doc = ""]
         #[doc = " ```"]
-        #[doc = " # use ioloop::{EventLoop, Executor, Remote};"]
-        #[doc = " # static REMOTE: Remote<EventLoop, 64> = Remote::new();"]
-        #[doc = " # static EXEC: Executor<4, 1024> = Executor::new();"]
-        #[doc = " # let mut lp: EventLoop = EventLoop::new()?;"]
-        #[doc = " # lp.attach_remote(&REMOTE)?;"]
-        #[doc = " # lp.attach_executor(&EXEC)?;"]
         #[doc = $setup]
         #[doc = " lp.run_sync(client.write_all(b\"hi\"), None)??;"]
         #[doc = " drop(client);"]
@@ -204,12 +210,6 @@ macro_rules! stream_methods {
         #[doc = " # Examples"]
         #[doc = ""]
         #[doc = " ```"]
-        #[doc = " # use ioloop::{EventLoop, Executor, Remote};"]
-        #[doc = " # static REMOTE: Remote<EventLoop, 64> = Remote::new();"]
-        #[doc = " # static EXEC: Executor<4, 1024> = Executor::new();"]
-        #[doc = " # let mut lp: EventLoop = EventLoop::new()?;"]
-        #[doc = " # lp.attach_remote(&REMOTE)?;"]
-        #[doc = " # lp.attach_executor(&EXEC)?;"]
         #[doc = $setup]
         #[doc = " let n = lp.run_sync(client.write(b\"hello\"), None)??;"]
         #[doc = " assert_eq!(n, 5); // a small write is taken whole"]
@@ -230,12 +230,6 @@ macro_rules! stream_methods {
         #[doc = " # Examples"]
         #[doc = ""]
         #[doc = " ```"]
-        #[doc = " # use ioloop::{EventLoop, Executor, Remote};"]
-        #[doc = " # static REMOTE: Remote<EventLoop, 64> = Remote::new();"]
-        #[doc = " # static EXEC: Executor<4, 1024> = Executor::new();"]
-        #[doc = " # let mut lp: EventLoop = EventLoop::new()?;"]
-        #[doc = " # lp.attach_remote(&REMOTE)?;"]
-        #[doc = " # lp.attach_executor(&EXEC)?;"]
         #[doc = $setup]
         #[doc = " let big = vec![0x55u8; 256 * 1024]; // more than a socket buffer: waits for the reader"]
         #[doc = " let reader = async {"]
@@ -264,12 +258,6 @@ macro_rules! stream_methods {
         #[doc = " # Examples"]
         #[doc = ""]
         #[doc = " ```"]
-        #[doc = " # use ioloop::{EventLoop, Executor, Remote};"]
-        #[doc = " # static REMOTE: Remote<EventLoop, 64> = Remote::new();"]
-        #[doc = " # static EXEC: Executor<4, 1024> = Executor::new();"]
-        #[doc = " # let mut lp: EventLoop = EventLoop::new()?;"]
-        #[doc = " # lp.attach_remote(&REMOTE)?;"]
-        #[doc = " # lp.attach_executor(&EXEC)?;"]
         #[doc = $setup]
         #[doc = " use std::net::Shutdown;"]
         #[doc = " client.shutdown(Shutdown::Write)?; // FIN: the server reads end-of-stream..."]
