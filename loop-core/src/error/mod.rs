@@ -51,25 +51,20 @@ impl Errno {
     /// (32 on Linux, the BSDs and macOS alike.)
     pub const EPIPE: Errno = Errno(32);
     /// `EAGAIN` / `EWOULDBLOCK` (11 on Linux, 35 on the BSDs and macOS).
-    #[cfg(not(any(
-        target_os = "macos",
-        target_os = "ios",
-        target_os = "freebsd",
-        target_os = "netbsd",
-        target_os = "openbsd",
-        target_os = "dragonfly"
-    )))]
-    pub const EAGAIN: Errno = Errno(11);
-    /// `EAGAIN` / `EWOULDBLOCK` (11 on Linux, 35 on the BSDs and macOS).
-    #[cfg(any(
-        target_os = "macos",
-        target_os = "ios",
-        target_os = "freebsd",
-        target_os = "netbsd",
-        target_os = "openbsd",
-        target_os = "dragonfly"
-    ))]
-    pub const EAGAIN: Errno = Errno(35);
+    pub const EAGAIN: Errno = Errno(
+        if cfg!(any(
+            target_os = "macos",
+            target_os = "ios",
+            target_os = "freebsd",
+            target_os = "netbsd",
+            target_os = "openbsd",
+            target_os = "dragonfly"
+        )) {
+            35
+        } else {
+            11
+        },
+    );
 
     /// The raw number.
     pub const fn raw(self) -> i32 {
