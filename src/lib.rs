@@ -2,6 +2,7 @@
 // doctest (`cargo test --doc -p ioloop`).
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
+#![deny(unsafe_code)]
 
 pub use loop_core::*;
 
@@ -9,16 +10,19 @@ pub mod net;
 pub mod offload;
 // One `signal` module in the docs: the facade's `sigaction` installer lives in the same
 // module as `loop_core::signal` (re-exported there with a glob), instead of a second, `signals`.
+#[allow(unsafe_code)] // sigaction and the async-signal-safe handler
 #[path = "signals.rs"]
 pub mod signal;
 /// The former name of [`signal`] (kept so `ioloop::signals::SIGACTION` still resolves).
 #[doc(hidden)]
 pub use signal as signals;
 pub use signal::SignalExt;
+#[allow(unsafe_code)] // borrows the listener fd a loop handler is given
 pub mod accept;
 pub use accept::{
     add_accept_handler, add_accept_handler_limited, AcceptHandle, AcceptLimit, Listener,
 };
+#[allow(unsafe_code)] // pin projection of the connection future
 pub mod server;
 pub mod stream;
 pub use server::{Server, ServerConfig, ServerStats};

@@ -329,7 +329,7 @@ fn add_future_calls_back_one_iteration_after_completion() {
     lp.attach_executor(&EXEC).unwrap();
     let log = Rc::new(RefCell::new(Vec::new()));
     let l = log.clone();
-    EXEC.add_future(async { 21 }, move |lp: &mut Sim, v| {
+    lp.add_future(async { 21 }, move |lp: &mut Sim, v| {
         l.borrow_mut().push((v * 2, lp.counters().iterations))
     })
     .map_err(|r| r.error)

@@ -61,7 +61,7 @@ fn state(lp: &Lp, timers: &[TimerHandle], fds: &[RawFd]) -> State {
         handlers: lp.handler_count(),
         timers: lp.timer_count(),
         callbacks: lp.callback_count(),
-        pending: timers.iter().map(|h| lp.timeout_pending(*h)).collect(),
+        pending: timers.iter().map(|h| lp.timer_pending(*h)).collect(),
         interests: fds.iter().map(|fd| lp.poller().interest(*fd)).collect(),
     }
 }
@@ -161,7 +161,7 @@ fn eintr_ends_a_run_once_without_dispatch_and_the_next_one_dispatches() {
     lp.run_once(Some(Duration::ZERO)).unwrap();
     assert_eq!(calls.get(), 1);
     assert_eq!(ran.get(), 101);
-    assert!(lp.timeout_pending(far));
+    assert!(lp.timer_pending(far));
 }
 
 #[test]
@@ -201,8 +201,8 @@ fn eagain_and_enomem_from_wait_end_run_with_the_error_and_the_loop_stays_usable(
         lp.run().unwrap();
         assert_eq!(calls.get(), 1, "{errno:?}");
         assert_eq!(ran.get(), 101, "{errno:?}");
-        assert!(!lp.timeout_pending(near));
-        assert!(lp.timeout_pending(far));
+        assert!(!lp.timer_pending(near));
+        assert!(lp.timer_pending(far));
         assert_eq!(lp.now(), Instant::from_nanos(10_000_000), "{errno:?}");
     }
 }
@@ -230,7 +230,7 @@ fn faults_in_a_row_are_each_handled_and_the_first_non_eintr_is_returned() {
     );
     lp.run_once(Some(Duration::ZERO)).unwrap();
     assert_eq!(calls.get(), 1);
-    assert!(lp.timeout_pending(far));
+    assert!(lp.timer_pending(far));
     assert_eq!(lp.handler_count(), 2);
 }
 
@@ -245,7 +245,7 @@ fn wait_fault_does_not_swallow_a_due_timer_or_run_it_twice() {
     lp.poller_mut().fail_next_wait(Errno::ENOMEM);
     assert!(lp.run_once(None).is_err());
     assert_eq!(fired.get(), 1, "the due timer ran before the failed poll");
-    assert!(!lp.timeout_pending(h));
+    assert!(!lp.timer_pending(h));
     lp.add_callback(|_| {}).unwrap();
     lp.run_once(Some(Duration::ZERO)).unwrap();
     assert_eq!(fired.get(), 1, "and not again");
@@ -316,7 +316,7 @@ fn register_faults_refuse_add_handler_with_the_os_error_and_leave_nothing_behind
             2,
             "{errno:?}: fd 24, by the re-added closure"
         );
-        assert!(lp.timeout_pending(t));
+        assert!(lp.timer_pending(t));
         assert_eq!(lp.callback_count(), 0);
     }
 }
@@ -543,7 +543,7 @@ fn handler_failing_every_time_is_reported_each_time_and_the_loop_keeps_running()
         "each failure reported"
     );
     assert_eq!(lp.handler_count(), 2, "a failing handler stays registered");
-    assert!(lp.timeout_pending(later));
+    assert!(lp.timer_pending(later));
     assert_eq!(lp.callback_count(), 0);
 }
 

@@ -253,7 +253,7 @@ fn removing_a_fired_or_unknown_timer_is_a_noop() {
     let r = ran.clone();
     let h2 = lp.call_later(Duration::ZERO, move |_| r.set(true)).unwrap();
     assert!(!lp.remove_timeout(h));
-    assert!(lp.timeout_pending(h2));
+    assert!(lp.timer_pending(h2));
     lp.run_once(Some(Duration::ZERO)).unwrap();
     assert!(ran.get());
 }
@@ -290,11 +290,11 @@ fn reset_timeout_moves_a_pending_timer() {
             lp.stop()
         })
         .unwrap();
-    assert!(lp.reset_timeout(h, Instant::from_nanos(25_000_000)));
+    assert!(lp.reset_timer(h, Instant::from_nanos(25_000_000)));
     lp.run().unwrap();
     assert_eq!(at.get(), 25_000_000);
     assert!(
-        !lp.reset_timeout(h, Instant::ZERO),
+        !lp.reset_timer(h, Instant::ZERO),
         "a fired timer cannot be reset"
     );
 }
@@ -847,7 +847,7 @@ fn periodic_can_stop_itself_and_its_slot_is_freed() {
     lp.run().unwrap();
     assert_eq!(calls.get(), 3);
     assert_eq!(lp.timer_count(), 0);
-    assert!(!lp.timeout_pending(handle.get().unwrap()));
+    assert!(!lp.timer_pending(handle.get().unwrap()));
 }
 
 #[test]
@@ -898,7 +898,7 @@ fn a_loop_for_a_million_timers_is_built_without_touching_the_stack() {
         .stack_size(64 * 1024)
         .spawn(|| {
             let mut lp =
-                EventLoop::<SimPoller, 4, 1_000_000, 4>::boxed_with_poller(SimPoller::new());
+                EventLoop::<SimPoller, 4, 1_000_000, 4>::with_poller_boxed(SimPoller::new());
             for i in 0..1_000_000u64 {
                 lp.call_at(Instant::from_nanos(1_000_000 - i), |_| {})
                     .map_err(|r| r.error)

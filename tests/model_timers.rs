@@ -1,7 +1,7 @@
 //! Model-based property tests of the timer API (issue 7, part 1).
 //!
 //! Random sequences of `call_at`, `call_later`, `add_periodic`, `remove_timeout` (also of
-//! fired, cancelled and reused-slot handles), `reset_timeout`, timers and callbacks that cancel
+//! fired, cancelled and reused-slot handles), `reset_timer`, timers and callbacks that cancel
 //! other timers, clock moves (forwards, backwards, to the far future) and `run_once` are
 //! applied both to a loop on the simulated poller and to a plain reference model: a list of
 //! `(deadline, sequence, id)` where the due entries fire in `(deadline, sequence)` order
@@ -577,9 +577,9 @@ impl<const N: usize> Harness<N> {
                 let d = self.at(rel);
                 let got = self
                     .lp
-                    .reset_timeout(s.handle(victim).expect("issued"), Instant::from_nanos(d));
+                    .reset_timer(s.handle(victim).expect("issued"), Instant::from_nanos(d));
                 let want = self.model.reset(victim, d);
-                prop_assert_eq!(got, want, "reset_timeout({}) result", victim);
+                prop_assert_eq!(got, want, "reset_timer({}) result", victim);
             }
             Op::Advance { by } => {
                 self.lp.poller().advance(Duration::from_nanos(by));
@@ -668,9 +668,9 @@ impl<const N: usize> Harness<N> {
         for id in 0..self.issued() {
             let h = self.shared.handle(id).expect("issued");
             prop_assert_eq!(
-                self.lp.timeout_pending(h),
+                self.lp.timer_pending(h),
                 self.model.is_live(id),
-                "timeout_pending({}) ({:?})",
+                "timer_pending({}) ({:?})",
                 id,
                 self.kinds[id]
             );

@@ -260,7 +260,7 @@ fn panicking_periodic_callback_stays_scheduled_on_its_grid() {
     lp.run().unwrap();
     // Tornado's PeriodicCallback schedules the next call also after an exception.
     assert_eq!(panic_messages(&seen).len(), 3, "at 10, 20 and 30 ms");
-    assert!(lp.timeout_pending(h));
+    assert!(lp.timer_pending(h));
     assert!(lp.remove_timeout(h));
 }
 

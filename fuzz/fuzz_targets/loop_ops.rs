@@ -16,7 +16,7 @@
 //! * callbacks run first-in first-out;
 //! * every API result is the expected one (`Full` exactly at capacity, `AlreadyRegistered`,
 //!   `NotRegistered`, `InvalidFd`, `InvalidPeriod`, the injected `Os` error), and
-//!   `handler_count` / `timer_count` / `callback_count` / `timeout_pending` / `handler_id`
+//!   `handler_count` / `timer_count` / `callback_count` / `timer_pending` / `handler_id`
 //!   match the shadow; handler failures are each reported once to the error hook;
 //! * and nothing panics.
 #![no_main]
@@ -478,9 +478,9 @@ fn reset(lp: &mut Lp, st: &Shared, who: Who, pick: u8, rel: i8) {
     };
     let deadline = lp.now().as_nanos().saturating_add_signed(rel as i64);
     let t = st.borrow().timers[id];
-    let got = lp.reset_timeout(t.handle.expect("accepted"), Instant::from_nanos(deadline));
+    let got = lp.reset_timer(t.handle.expect("accepted"), Instant::from_nanos(deadline));
     let expect = t.state == TState::Pending;
-    assert_eq!(got, expect, "reset_timeout({id}) in state {:?}", t.state);
+    assert_eq!(got, expect, "reset_timer({id}) in state {:?}", t.state);
     if got {
         let not_in = who.before_poll().then(|| epoch(lp, st));
         let mut s = st.borrow_mut();
@@ -747,9 +747,9 @@ fn check_state(lp: &Lp, st: &Shared, failures: &RefCell<Vec<Failure>>) {
     assert_eq!(lp.timer_count(), s.live_timers(), "timer_count");
     for (id, t) in s.timers.iter().enumerate() {
         assert_eq!(
-            lp.timeout_pending(t.handle.expect("accepted")),
+            lp.timer_pending(t.handle.expect("accepted")),
             t.state == TState::Pending,
-            "timeout_pending({id}) in state {:?}",
+            "timer_pending({id}) in state {:?}",
             t.state
         );
     }

@@ -40,6 +40,7 @@
 //! ```
 #![no_std]
 #![warn(missing_docs)]
+#![deny(unsafe_code)]
 
 pub mod translate;
 
@@ -47,8 +48,10 @@ pub mod translate;
 // `cfg(kqueue_pipe)` come from build.rs, the one place that lists those targets); the
 // translation above is pure, and compiles and is tested everywhere.
 #[cfg(kqueue)]
+#[allow(unsafe_code)] // borrows raw fds for kevent, `close_fd`, Send for the event buffer
 mod kqueue;
 #[cfg(kqueue)]
+#[allow(unsafe_code)] // kevent on a raw fd; the shared kqueue fd dropped once
 mod notifier;
 
 #[cfg(kqueue)]

@@ -19,68 +19,75 @@
 //! assert_eq!(lp.now().as_nanos(), 1_000_000_000); // simulated time: no sleeping
 //! ```
 //!
-//! The pieces, one file each: [`Poller`] (the OS door, `poller.rs`), the handler table
-//! (`handler_table.rs`), the timer heap (`timer_heap.rs`), the callback queue
-//! (`callback_queue.rs`), the iteration algorithm ([`EventLoop`], `event_loop.rs`), periodic
-//! callbacks (`periodic.rs`) and the simulated poller (module `sim`, feature `sim`). `unsafe` lives
-//! only in `inline_fn.rs`, `slab.rs`, `callback_queue.rs`, `zeroed.rs` and the in-place
-//! constructor of the loop.
+//! The layers (ARCHITECTURE.md draws them):
+//!
+//! * the vocabulary, at the top: [`Poller`] (the OS door, `poller.rs`), errors, interest and
+//!   readiness, time, fds, signals, the cross-thread [`Remote`], periodic callbacks, panic
+//!   capture, logging, and the simulated poller (module `sim`, feature `sim`);
+//! * `raw/`: the unsafe storage everything else is built on (inline closures, in-place
+//!   zero-initialisation, the slab);
+//! * `tables/`: the handler table and its fd index, the timer heap, the callback queue;
+//! * `event_loop/`: [`EventLoop`], Tornado's iteration over those tables, one file per concern;
+//! * `task/`: the executor, the futures, async I/O registrations and the current-loop frame
+//!   through which they reach the loop.
+//!
+//! The modules allowed `unsafe` are listed in ARCHITECTURE.md ("Unsafe inventory"); the
+//! compiler holds everything else to `#![deny(unsafe_code)]`.
 #![no_std]
 #![warn(missing_docs)]
+#![deny(unsafe_code)]
 
 #[cfg(any(feature = "alloc", test))]
 extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
-mod callback_queue;
-mod current;
 mod error;
 mod event_loop;
-pub mod executor;
 mod fd;
-mod fd_index;
-mod futures;
-mod handler_table;
-mod inline_fn;
 mod interest;
-pub mod io;
 mod log;
 mod panic;
 mod periodic;
+#[allow(unsafe_code)] // declares `unsafe fn Poller::close_fd`
 pub mod poller;
+#[allow(unsafe_code)] // the unsafe storage: inline closures, in-place zeroing, the slab
+mod raw;
+#[allow(unsafe_code)] // lock-free MPSC queue of closures; Send/Sync impls
 pub mod remote;
+#[allow(unsafe_code)] // the async-signal-safe registry dereferences wake pointers
 pub mod signal;
 #[cfg(any(feature = "sim", test))]
+#[allow(unsafe_code)] // implements `unsafe fn Poller::close_fd`
 pub mod sim;
-mod slab;
+mod tables;
+mod task;
 mod time;
-mod timer_heap;
-mod wait;
-mod zeroed;
 
-pub use current::with_current_loop;
+pub use task::{executor, io};
+
 pub use error::{Errno, Error, HandlerError, HandlerResult, RawFd, Refused, Resource};
 pub use event_loop::{
     Blocked, Counters, EventLoop, Failure, Source, EVENTS_PER_POLL, MAX_SIGNAL_HANDLERS,
 };
-pub use executor::{in_task, Executor, TaskId};
 pub use fd::Fd;
-pub use futures::{
-    interval, join, join_array, readable, select, sleep, sleep_until, timeout, writable, yield_now,
-    Either, Interval, Join, JoinArray, Ready, Select, Sleep, YieldNow,
-};
-pub use handler_table::HandlerId;
-#[doc(hidden)]
-pub use inline_fn::inline_fn_fits;
-pub use inline_fn::INLINE_CAPTURE_BYTES;
 pub use interest::{Capabilities, Interest, Mode, Readiness};
-pub use io::IoRegistration;
 pub use panic::{PanicMessage, PANIC_MESSAGE_BYTES};
 pub use periodic::Periodic;
 pub use poller::{Notify, OpenPoller, PollEvent, Poller};
+#[doc(hidden)]
+pub use raw::inline_fn::inline_fn_fits;
+pub use raw::inline_fn::INLINE_CAPTURE_BYTES;
 pub use remote::{LoopHandle, Remote, RemoteTarget};
 pub use signal::SignalInstaller;
+pub use tables::handler_table::HandlerId;
+pub use tables::timer_heap::TimerHandle;
+pub use task::current::with_current_loop;
+pub use task::executor::{in_task, Executor, TaskId};
+pub use task::futures::{
+    interval, join, join_array, readable, select, sleep, sleep_until, timeout, writable, yield_now,
+    Either, Interval, Join, JoinArray, Ready, Select, Sleep, YieldNow,
+};
+pub use task::io::IoRegistration;
+pub use task::wait::{every, wait_each, WaitEach};
 pub use time::{duration_nanos, Clock, Instant};
-pub use timer_heap::TimerHandle;
-pub use wait::{every, wait_each, WaitEach};

@@ -54,19 +54,13 @@
 
 use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
+use crate::remote::WakeEntry;
+
 #[cfg(doc)]
 use crate::{Error, Resource, MAX_SIGNAL_HANDLERS};
 
 /// How many loops in the process can handle signals at the same time.
 pub const MAX_SIGNAL_LOOPS: usize = 16;
-
-/// How a signal reaches a loop: a field of the loop's `'static` remote, read from signal
-/// handlers.
-pub(crate) struct WakeEntry {
-    /// Wakes the loop; `ctx` is the `Remote` the entry lives in.
-    pub(crate) wake: fn(*const ()),
-    pub(crate) ctx: AtomicPtr<()>,
-}
 
 /// `state`: the entry's owner and words are valid for deliveries.
 const LIVE: u32 = 1;

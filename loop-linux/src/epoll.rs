@@ -79,7 +79,7 @@ const TIMER_KEY: u64 = u64::MAX - 1;
 /// ```
 /// use loop_core::Poller;
 ///
-/// let small = loop_linux::Epoll::<16>::with_buffer()?;
+/// let small = loop_linux::Epoll::<16>::with_capacity()?;
 /// assert!(small.capabilities().contains(loop_core::Capabilities::PRECISE_TIMEOUT));
 /// # Ok::<(), loop_core::Errno>(())
 /// ```
@@ -109,7 +109,7 @@ impl Epoll {
     /// `EMFILE`/`ENFILE` when the process or system is out of fds (the poller holds three: the
     /// epoll, the eventfd and the timerfd), `ENOMEM`.
     pub fn new() -> Result<Epoll, Errno> {
-        Epoll::with_buffer()
+        Epoll::with_capacity()
     }
 }
 
@@ -122,7 +122,7 @@ impl<const N: usize> Epoll<N> {
     ///
     /// # Errors
     /// As [`Epoll::new`].
-    pub fn with_buffer() -> Result<Epoll<N>, Errno> {
+    pub fn with_capacity() -> Result<Epoll<N>, Errno> {
         const { assert!(N > 0, "an Epoll needs room for at least one event") };
         // CLOEXEC: a child process must not inherit (and keep alive) the loop's epoll.
         let notifier = EventFdNotifier::new()?;
@@ -378,9 +378,9 @@ impl<const N: usize> Poller for Epoll<N> {
 }
 
 impl<const N: usize> loop_core::OpenPoller for Epoll<N> {
-    /// [`Epoll::with_buffer`]: lets `EventLoop::new()` open an epoll loop.
+    /// [`Epoll::with_capacity`]: lets `EventLoop::new()` open an epoll loop.
     fn open() -> Result<Self, Errno> {
-        Epoll::with_buffer()
+        Epoll::with_capacity()
     }
 }
 

@@ -37,8 +37,10 @@
 
 #![no_std]
 #![warn(missing_docs)]
+#![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+#[allow(unsafe_code)] // borrows raw fds for epoll_ctl, `close_fd`, Send for the event buffer
 mod epoll;
 mod eventfd;
 mod timerfd;

@@ -229,7 +229,7 @@ fn collect_keys<const N: usize>(
 
 #[test]
 fn more_ready_fds_than_the_internal_buffer_are_reported_across_waits() {
-    let mut poller = Epoll::<2>::with_buffer().unwrap();
+    let mut poller = Epoll::<2>::with_capacity().unwrap();
     let _fds = ready_pairs(&mut poller, 5);
     collect_keys(&mut poller, 5, 64, 2);
 }

@@ -146,10 +146,10 @@ mod imp {
     #[cold]
     fn map() -> *mut AtomicU32 {
         let mapped = {
-            // SAFETY: a fresh private anonymous mapping at an address the kernel picks; no
-            // existing memory is touched.
             let flags = MapFlags::PRIVATE;
             let prot = ProtFlags::READ | ProtFlags::WRITE;
+            // SAFETY: a fresh private anonymous mapping at an address the kernel picks; no
+            // existing memory is touched.
             unsafe { mmap_anonymous(ptr::null_mut(), PAGE_LEN, prot, flags) }
         };
         let ours = match mapped {

@@ -26,10 +26,13 @@
 //! ```
 #![cfg_attr(not(test), no_std)]
 #![warn(missing_docs)]
+#![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod clock;
+#[allow(unsafe_code)] // `close_fd`: closes a raw fd the caller owns
 mod fd;
+#[allow(unsafe_code)] // the wipe-on-fork page: mmap/madvise/munmap and its atomic word
 pub mod fork;
 mod pipe;
 pub mod timeout;

@@ -2,7 +2,7 @@
 //!
 //! Two rules. **Round up** to the syscall's resolution (milliseconds for `poll`, microseconds
 //! for `select`): a 0.4 ms wait rounded down to 0 would busy-poll until the deadline
-//! (DESIGN.md §3). **Slice** waits longer than [`MAX_SLICE`]: some kernels reject or overflow
+//! (ARCHITECTURE.md, "Traps"). **Slice** waits longer than [`MAX_SLICE`]: some kernels reject or overflow
 //! huge timeouts (`poll` takes an `int` of milliseconds where there is no `ppoll`), so a long
 //! wait is a series of one-day waits, and the poller re-waits after a slice that timed out.
 //! kqueue takes a nanosecond `timespec` ([`Resolution::Nanos`]: no rounding) but still slices:

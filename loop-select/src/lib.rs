@@ -35,8 +35,11 @@
 //! ```
 #![cfg_attr(not(test), no_std)]
 #![warn(missing_docs)]
+#![deny(unsafe_code)]
 
+#[allow(unsafe_code)] // borrows raw fds for pollfd, `close_fd`
 mod poll;
+#[allow(unsafe_code)] // select(2) through libc (fd_set), `close_fd`
 mod select;
 
 /// The self-pipe waker both pollers use (it lives in `loop-posix`, shared with kqueue).

@@ -118,19 +118,19 @@ impl Poll {
     /// # Errors
     /// The OS error from creating the notifier pipe (`EMFILE`, `ENFILE`).
     pub fn new() -> Result<Poll, Errno> {
-        Poll::with_slots()
+        Poll::with_capacity()
     }
 }
 
 impl<const N: usize> Poll<N> {
-    /// A poller with `N` pollfd slots (`Poll::<64>::with_slots()` watches up to 63 fds).
+    /// A poller with `N` pollfd slots (`Poll::<64>::with_capacity()` watches up to 63 fds).
     ///
     /// ```
     /// use loop_core::{Error, Interest, Mode, Poller, Resource};
     ///
     /// let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
     /// let fd = |s: &std::os::unix::net::UnixStream| std::os::fd::AsRawFd::as_raw_fd(s);
-    /// let mut poller = loop_select::Poll::<2>::with_slots()?; // the notifier + 1 fd
+    /// let mut poller = loop_select::Poll::<2>::with_capacity()?; // the notifier + 1 fd
     /// poller.register(fd(&a), 1, Interest::READ.registered(), Mode::Level)?;
     /// assert_eq!(
     ///     poller.register(fd(&b), 2, Interest::READ.registered(), Mode::Level),
@@ -141,7 +141,7 @@ impl<const N: usize> Poll<N> {
     ///
     /// # Errors
     /// The OS error from creating the notifier pipe (`EMFILE`, `ENFILE`).
-    pub fn with_slots() -> Result<Self, Errno> {
+    pub fn with_capacity() -> Result<Self, Errno> {
         const { assert!(N >= 1, "Poll<N> needs N >= 1: slot 0 is the notifier's") };
         let (notifier, reader) = PipeNotifier::pair()?;
         let mut poll = Poll {
@@ -174,7 +174,7 @@ impl<const N: usize> Poll<N> {
     ///
     /// let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
     /// let fd = std::os::fd::AsRawFd::as_raw_fd(&a);
-    /// let mut poller = loop_select::Poll::<8>::with_slots()?;
+    /// let mut poller = loop_select::Poll::<8>::with_capacity()?;
     /// assert!(poller.is_empty());
     /// poller.register(fd, 1, Interest::READ.registered(), Mode::Level)?;
     /// assert_eq!(poller.len(), 1);
@@ -445,9 +445,9 @@ impl<const N: usize> Poller for Poll<N> {
 }
 
 impl<const N: usize> OpenPoller for Poll<N> {
-    /// [`Poll::with_slots`]: lets `EventLoop::new()` open a poll loop.
+    /// [`Poll::with_capacity`]: lets `EventLoop::new()` open a poll loop.
     fn open() -> Result<Self, Errno> {
-        Self::with_slots()
+        Self::with_capacity()
     }
 }
 
@@ -493,7 +493,7 @@ mod tests {
 
     #[test]
     fn closed_fd_is_reported_once_then_masked() {
-        let mut p = Poll::<8>::with_slots().unwrap();
+        let mut p = Poll::<8>::with_capacity().unwrap();
         let (a, _b) = pair();
         // A second number for the same socket: closing it leaves a closed number registered.
         let dup = rustix::io::fcntl_dupfd_cloexec(&a, 0).unwrap();
@@ -525,7 +525,7 @@ mod tests {
 
     #[test]
     fn oneshot_reports_once_until_modified() {
-        let mut p = Poll::<8>::with_slots().unwrap();
+        let mut p = Poll::<8>::with_capacity().unwrap();
         let (a, _b) = pair();
         p.register(raw(&a), 1, RW, Mode::Oneshot).unwrap();
         let mut ev = [PollEvent::default(); 4];
@@ -538,7 +538,7 @@ mod tests {
 
     #[test]
     fn edge_mode_is_refused() {
-        let mut p = Poll::<8>::with_slots().unwrap();
+        let mut p = Poll::<8>::with_capacity().unwrap();
         let (a, _b) = pair();
         assert_eq!(
             p.register(raw(&a), 1, RW, Mode::Edge),
@@ -549,7 +549,7 @@ mod tests {
 
     #[test]
     fn full_table_is_an_error_not_a_panic() {
-        let mut p = Poll::<3>::with_slots().unwrap();
+        let mut p = Poll::<3>::with_capacity().unwrap();
         let (a, b) = pair();
         let (c, _d) = pair();
         p.register(raw(&a), 1, RW, Mode::Level).unwrap();
@@ -622,7 +622,7 @@ mod tests {
 
     #[test]
     fn a_small_buffer_still_reaches_every_ready_fd() {
-        let mut p = Poll::<8>::with_slots().unwrap();
+        let mut p = Poll::<8>::with_capacity().unwrap();
         let pairs = [pair(), pair(), pair()];
         for (k, (a, _)) in pairs.iter().enumerate() {
             p.register(raw(a), k as u64, Interest::WRITE.registered(), Mode::Level)
@@ -648,7 +648,7 @@ mod tests {
 
     #[test]
     fn deregister_keeps_the_other_registrations_intact() {
-        let mut p = Poll::<8>::with_slots().unwrap();
+        let mut p = Poll::<8>::with_capacity().unwrap();
         // Peers kept alive: a dropped peer would add HUP to every event.
         let (a, _pa) = pair();
         let (b, _pb) = pair();

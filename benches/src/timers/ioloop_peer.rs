@@ -1,4 +1,4 @@
-//! ioloop's timers: `call_later`, `reset_timeout`, `remove_timeout`, and `run_once` to fire.
+//! ioloop's timers: `call_later`, `reset_timer`, `remove_timeout`, and `run_once` to fire.
 //!
 //! ioloop keeps timers in a fixed-capacity 4-ary heap (libev's layout) with the closures
 //! stored inline in a slab: no allocation per timer, O(log n) insert, re-arm and real removal
@@ -8,12 +8,12 @@
 //! the baseline's `fn` pointer is handed.
 //!
 //! * schedule = `call_later(d, f)` (reads the loop's clock, as the others do);
-//! * rearm = `reset_timeout(h, now + d)`, ioloop's O(log n) in-place move;
+//! * rearm = `reset_timer(h, now + d)`, ioloop's O(log n) in-place move;
 //! * cancel = `remove_timeout(h)`;
 //! * fire = `run_once(Some(0))` until every callback ran (one iteration runs all due timers).
 //!
 //! The `call_at` variant ([`run_call_at`]) reads the loop's clock once per phase and passes
-//! absolute deadlines (`call_at(now + d)`, `reset_timeout(h, now + d)`), as libev's cached
+//! absolute deadlines (`call_at(now + d)`, `reset_timer(h, now + d)`), as libev's cached
 //! `ev_now` does: the timer table's own cost without a clock read per timer.
 
 use std::cell::Cell;
@@ -78,12 +78,12 @@ fn run_sized<const T: usize>(case: &TimerCase, at: bool) -> io::Result<TimerSamp
         if at {
             let now = lp.now();
             for (h, d) in handles.iter().zip(&inp.rearm) {
-                lp.reset_timeout(*h, now + *d);
+                lp.reset_timer(*h, now + *d);
             }
         } else {
             for (h, d) in handles.iter().zip(&inp.rearm) {
                 let deadline = lp.now() + *d;
-                lp.reset_timeout(*h, deadline);
+                lp.reset_timer(*h, deadline);
             }
         }
         out.rearm.push(stop(t0, n, "rearm"));

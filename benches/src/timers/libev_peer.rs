@@ -84,22 +84,28 @@ pub fn run(case: &TimerCase) -> io::Result<TimerSamples> {
     // SAFETY (every call below): `lp.0` is a live shim object for `n` timers and every slice
     // passed is `n` long; the shim only reads them.
     for _ in 0..case.iters {
+        // SAFETY: as above (a live shim object; slices `n` long, only read).
         unsafe { ffi::lb_now_update(lp.0) };
         let t0 = start();
+        // SAFETY: as above (a live shim object; slices `n` long, only read).
         unsafe { ffi::lb_schedule(lp.0, schedule.as_ptr(), n) };
         out.schedule.push(stop(t0, n, "schedule"));
 
         let t0 = start();
+        // SAFETY: as above (a live shim object; slices `n` long, only read).
         unsafe { ffi::lb_rearm(lp.0, rearm.as_ptr(), n) };
         out.rearm.push(stop(t0, n, "rearm"));
 
         let t0 = start();
+        // SAFETY: as above (a live shim object; slices `n` long, only read).
         unsafe { ffi::lb_cancel(lp.0, inp.cancel.as_ptr(), n) };
         out.cancel.push(stop(t0, n, "cancel"));
+        // SAFETY: as above (a live shim object; slices `n` long, only read).
         if unsafe { ffi::lb_active_timers(lp.0) } != 0 {
             return Err(io::Error::other("timers left after cancelling all"));
         }
 
+        // SAFETY: as above (a live shim object; slices `n` long, only read).
         unsafe {
             ffi::lb_reset_fired(lp.0);
             ffi::lb_now_update(lp.0);
@@ -107,6 +113,7 @@ pub fn run(case: &TimerCase) -> io::Result<TimerSamples> {
         }
         wait_until_due(Instant::now());
         let t0 = start();
+        // SAFETY: as above (a live shim object; slices `n` long, only read).
         while (unsafe { ffi::lb_run_nowait(lp.0) } as usize) < n {}
         out.fire.push(stop(t0, n, "fire"));
     }

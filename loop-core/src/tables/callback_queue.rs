@@ -8,7 +8,7 @@
 
 use core::mem::MaybeUninit;
 
-use crate::zeroed::ZeroInit;
+use crate::raw::zeroed::ZeroInit;
 
 pub(crate) struct CallbackQueue<F, const Q: usize> {
     buf: [MaybeUninit<F>; Q],
@@ -67,7 +67,7 @@ impl<F, const Q: usize> Drop for CallbackQueue<F, Q> {
 mod tests {
     extern crate std;
     use super::*;
-    use crate::zeroed::zeroed;
+    use crate::raw::zeroed::zeroed;
     use std::rc::Rc;
 
     #[test]

@@ -11,7 +11,7 @@
 
 use core::mem::MaybeUninit;
 
-use crate::zeroed::ZeroInit;
+use crate::raw::zeroed::ZeroInit;
 
 /// "No slot" in the free list, which stores `index + 1`.
 const NONE: u32 = 0;
@@ -53,7 +53,7 @@ impl<T, const N: usize> Slab<T, N> {
     /// An empty slab (by value: for small `N`).
     #[cfg(test)]
     pub(crate) fn new() -> Self {
-        crate::zeroed::zeroed()
+        crate::raw::zeroed::zeroed()
     }
 
     #[inline]
@@ -255,7 +255,7 @@ mod tests {
     #[test]
     fn zeroed_in_place_slab_is_empty_and_usable() {
         let mut m = std::boxed::Box::new(MaybeUninit::<Slab<u64, 1000>>::uninit());
-        let s = crate::zeroed::zero_in_place(&mut m);
+        let s = crate::raw::zeroed::zero_in_place(&mut m);
         assert_eq!(s.len(), 0);
         let (i, g) = s.insert(7).unwrap();
         assert_eq!(s.get(i, g), Some(&7));

@@ -14,14 +14,14 @@ use core::pin::Pin;
 use core::task::{Context, Poll, Waker};
 use core::time::Duration;
 
-use crate::current::{apply_or_defer, with_loop, with_loop_owned, Deferred};
 use crate::error::{Error, RawFd};
-use crate::executor::ExecRef;
 use crate::fd::Fd;
-use crate::handler_table::HandlerId;
 use crate::interest::Readiness;
+use crate::tables::handler_table::HandlerId;
+use crate::tables::timer_heap::TimerHandle;
+use crate::task::current::{apply_or_defer, with_loop, with_loop_owned, Deferred};
+use crate::task::executor::ExecRef;
 use crate::time::Instant;
-use crate::timer_heap::TimerHandle;
 
 /// A future that completes at a deadline on the loop's clock. Made by [`sleep`] and
 /// [`sleep_until`]; dropping it before it fires cancels its timer (the timer slot is free
@@ -89,7 +89,7 @@ impl Future for Sleep {
         let this = self.get_mut();
         // A timer armed by another loop (the sleep moved) is cancelled there.
         if let Some((_, owner)) = this.timer {
-            if crate::current::current_owner().is_some_and(|o| !o.same(&owner)) {
+            if crate::task::current::current_owner().is_some_and(|o| !o.same(&owner)) {
                 this.cancel();
             }
         }
@@ -396,7 +396,7 @@ impl Future for Ready {
         let this = self.get_mut();
         // A watch made by another loop (the future moved) is removed there.
         if let Some((_, owner)) = this.id {
-            if crate::current::current_owner().is_some_and(|o| !o.same(&owner)) {
+            if crate::task::current::current_owner().is_some_and(|o| !o.same(&owner)) {
                 this.cancel();
             }
         }

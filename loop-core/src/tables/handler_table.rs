@@ -10,10 +10,10 @@
 //! reused in the meantime.
 
 use crate::error::RawFd;
-use crate::fd_index::FdIndex;
 use crate::interest::{Interest, Readiness};
-use crate::slab::Slab;
-use crate::zeroed::ZeroInit;
+use crate::raw::slab::Slab;
+use crate::raw::zeroed::ZeroInit;
+use crate::tables::fd_index::FdIndex;
 
 /// Identifies one registration of one handler. Stays unique across removal and re-adding of
 /// the same fd.
@@ -48,7 +48,7 @@ pub(crate) struct Slot<F> {
     pub(crate) owned: bool,
     /// `None` while the handler is running (and always for an I/O registration).
     pub(crate) handler: Option<F>,
-    /// For an async I/O registration (`crate::io`): who waits, and what was seen.
+    /// For an async I/O registration (`crate::task::io`): who waits, and what was seen.
     pub(crate) io: Option<IoWaiters>,
     /// Closing the loop has deregistered the fd (and closed it if owned); the slot only
     /// waits for its closure to be dropped.
@@ -281,7 +281,7 @@ impl<F, const H: usize> HandlerTable<F, H> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::zeroed::zeroed;
+    use crate::raw::zeroed::zeroed;
 
     #[test]
     fn duplicate_fd_is_refused_and_first_handler_kept() {

@@ -10,7 +10,7 @@
 //! An entry stores `fd + 1` (0 = empty), so all-zero bytes are an empty index.
 
 use crate::error::RawFd;
-use crate::zeroed::ZeroInit;
+use crate::raw::zeroed::ZeroInit;
 
 #[derive(Clone, Copy)]
 struct Entry {
@@ -137,7 +137,7 @@ impl<const H: usize> FdIndex<H> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::zeroed::zeroed;
+    use crate::raw::zeroed::zeroed;
 
     #[test]
     fn finds_what_was_inserted_and_forgets_what_was_removed() {

@@ -35,11 +35,11 @@
 use core::task::Waker;
 
 use crate::error::{Error, RawFd};
-use crate::executor::ExecRef;
-use crate::handler_table::HandlerId;
 use crate::interest::{Interest, Readiness};
+use crate::tables::handler_table::HandlerId;
+use crate::tables::timer_heap::TimerHandle;
+use crate::task::executor::ExecRef;
 use crate::time::Instant;
-use crate::timer_heap::TimerHandle;
 
 /// What leaf futures need from the loop, object-safe so the pointer can be type-erased.
 pub(crate) trait LoopOps {
@@ -53,9 +53,9 @@ pub(crate) trait LoopOps {
     fn watch_once(&mut self, fd: RawFd, want: Readiness, waker: Waker) -> Result<HandlerId, Error>;
     /// Whether the one-shot handler `id` of `fd` is still waiting.
     fn watching(&self, fd: RawFd, id: HandlerId) -> bool;
-    /// Remove the one-shot handler `id` of `fd` if it is still there.
+    /// Remove the one-shot handler or I/O registration `id` of `fd` if it is still there.
     fn unwatch(&mut self, fd: RawFd, id: HandlerId);
-    /// Register `fd` persistently for async I/O (see `crate::io`).
+    /// Register `fd` persistently for async I/O (see `crate::task::io`).
     fn io_register(&mut self, fd: RawFd) -> Result<HandlerId, Error>;
     /// Consume `dir` readiness of registration `id`, or store the task's waker for it.
     fn io_poll(
@@ -65,13 +65,11 @@ pub(crate) trait LoopOps {
         dir: Interest,
         cx: &mut core::task::Context<'_>,
     ) -> core::task::Poll<Result<Readiness, Error>>;
-    /// Remove registration `id` of `fd` if it is still there.
-    fn io_deregister(&mut self, fd: RawFd, id: HandlerId);
     /// A task's poll panicked and the panic was caught (feature `std`): report it as the
     /// loop's panic policy says (`Failure::Panicked` with `Source::Task`, or unwind on).
     fn task_panicked(
         &mut self,
-        id: crate::executor::TaskId,
+        id: crate::task::executor::TaskId,
         name: &'static str,
         caught: crate::panic::Caught,
     );
@@ -86,7 +84,6 @@ pub(crate) trait LoopOps {
 pub(crate) enum Deferred {
     CancelTimer(TimerHandle),
     Unwatch(RawFd, HandlerId),
-    IoDeregister(RawFd, HandlerId),
 }
 
 /// How many deferred cleanups one executor holds before falling back (module docs).
@@ -97,7 +94,6 @@ impl Deferred {
         match self {
             Deferred::CancelTimer(h) => lp.cancel_timer(h),
             Deferred::Unwatch(fd, id) => lp.unwatch(fd, id),
-            Deferred::IoDeregister(fd, id) => lp.io_deregister(fd, id),
         }
     }
 }

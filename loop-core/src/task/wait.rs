@@ -10,8 +10,8 @@ use core::ops::ControlFlow;
 use core::pin::Pin;
 use core::task::{Context, Poll};
 
-use crate::futures::interval;
 use crate::periodic::Periodic;
+use crate::task::futures::interval;
 use crate::time::Instant;
 
 /// `N` futures of one type, yielding `(index, output)` in the order they finish: made by

@@ -25,12 +25,12 @@
 use core::future::poll_fn;
 use core::task::{Context, Poll};
 
-use crate::current::{apply_or_defer, current_owner, with_loop, with_loop_owned, Deferred};
 use crate::error::{Errno, Error, RawFd};
-use crate::executor::ExecRef;
 use crate::fd::Fd;
-use crate::handler_table::HandlerId;
 use crate::interest::{Interest, Readiness};
+use crate::tables::handler_table::HandlerId;
+use crate::task::current::{apply_or_defer, current_owner, with_loop, with_loop_owned, Deferred};
+use crate::task::executor::ExecRef;
 
 /// A persistent registration of an fd for async I/O; see the [module docs](self).
 #[derive(Debug)]
@@ -119,6 +119,6 @@ impl IoRegistration {
 
 impl Drop for IoRegistration {
     fn drop(&mut self) {
-        apply_or_defer(self.owner, Deferred::IoDeregister(self.fd, self.id));
+        apply_or_defer(self.owner, Deferred::Unwatch(self.fd, self.id));
     }
 }

@@ -22,8 +22,8 @@
 //! inline_fn_fits(move || small.len()); // fits
 //! ```
 //!
-//! This is one of the two `unsafe` modules of the core (the other is `slab.rs`); the
-//! invariant is simple: `storage` always holds exactly one live value of the type the
+//! Part of the core's unsafe storage (`raw/`; every module allowed `unsafe` is listed in
+//! ARCHITECTURE.md, "Unsafe inventory"). The invariant is simple: `storage` always holds exactly one live value of the type the
 //! `vtable` was made for, from `new` until `drop`.
 
 use core::marker::PhantomData;

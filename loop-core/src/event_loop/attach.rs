@@ -1,0 +1,346 @@
+//! Attaching a remote and an executor; `spawn` and `run_sync`.
+
+use super::*;
+use core::marker::PhantomData;
+
+impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventLoop<P, H, T, Q> {
+    /// Attach `remote` to this loop and return a handle for other threads and signal handlers
+    /// ([`LoopHandle::add_callback`], [`LoopHandle::stop`]). The remote keeps a clone of the
+    /// poller's notifier. A loop has at most one remote; a remote serves one loop at a time,
+    /// and once that loop is closed or dropped it can be attached again (handles made for the
+    /// earlier loop stay refused with [`Error::Closed`]).
+    ///
+    /// # Errors
+    /// [`Error::AlreadyAttached`] if `remote` serves an open loop (this or another) or this
+    /// loop already has a remote; [`Error::Os`] if the notifier cannot be cloned (`EMFILE`);
+    /// [`Error::Closed`] / [`Error::Forked`] as for `run`.
+    pub fn attach_remote<const N: usize>(
+        &mut self,
+        remote: &'static Remote<Self, N>,
+    ) -> Result<LoopHandle<Self, N>, Error> {
+        self.usable()?;
+        if self.remote.is_some() {
+            return Err(Error::AlreadyAttached);
+        }
+        let notifier = self.poller.notifier().try_clone()?;
+        remote.attach(notifier)?;
+        self.remote = Some(remote);
+        self.remote_wake = Some(&remote.wake_entry);
+        Ok(LoopHandle::new(remote))
+    }
+
+    /// Attach `executor`: its tasks are polled by this loop from now on (each iteration, after
+    /// the callbacks, before the timers), and `run_sync` and [`spawn`](Self::spawn) become
+    /// available. Needs an attached [`Remote`] (tasks woken from other threads wake the loop
+    /// through it). A loop has at most one executor; an executor serves one loop at a time:
+    /// when the loop is closed or dropped it drops the tasks and detaches the executor, which
+    /// another loop (on any thread) may then attach.
+    ///
+    /// # Errors
+    /// [`Error::NoRemote`] without a remote; [`Error::AlreadyAttached`] if either already has
+    /// a partner; [`Error::Closed`] / [`Error::Forked`] as for `run`.
+    pub fn attach_executor<const N: usize, const S: usize>(
+        &mut self,
+        executor: &'static Executor<N, S>,
+    ) -> Result<(), Error> {
+        self.usable()?;
+        let Some(wake) = self.remote_wake else {
+            return Err(Error::NoRemote);
+        };
+        if self.executor.is_some() {
+            return Err(Error::AlreadyAttached);
+        }
+        self.executor = Some(executor.attach(wake)?);
+        Ok(())
+    }
+
+    /// Attach an executor of `N` slots of `S` bytes that the loop owns: no `static` needed.
+    /// Its storage comes from a process-wide pool of leaked executors, one pool entry per
+    /// executor type: a loop takes a free one (detached when its previous loop closed) or
+    /// leaks a new one. So memory stays bounded by the most loops alive at once, and a
+    /// `Waker` that outlives its loop still points to live memory (it only marks a slot of a
+    /// detached or reused executor ready: a spurious poll at worst). Spawn with
+    /// [`spawn`](Self::spawn).
+    ///
+    /// # Errors
+    /// As [`attach_executor`](Self::attach_executor).
+    #[cfg(feature = "alloc")]
+    pub fn attach_owned_executor<const N: usize, const S: usize>(&mut self) -> Result<(), Error> {
+        self.usable()?;
+        let Some(wake) = self.remote_wake else {
+            return Err(Error::NoRemote);
+        };
+        if self.executor.is_some() {
+            return Err(Error::AlreadyAttached);
+        }
+        self.executor = Some(crate::task::executor::attach_pooled::<N, S>(wake));
+        Ok(())
+    }
+
+    /// Spawn `fut` as a task on this loop's executor: it is first polled in the next
+    /// iteration (Tornado's `spawn_callback`). The loop's `&mut` proves the caller is on the
+    /// loop's thread, so this works with or without `std`, from setup code or — through
+    /// [`with_current_loop`](crate::with_current_loop) — from tasks.
+    ///
+    /// # Errors
+    /// `fut` comes back inside [`Refused`] with [`Error::NotAttached`] without an executor,
+    /// [`Error::Closed`] / [`Error::Forked`] as for `run`, [`Error::Full`] when every task
+    /// slot is taken, [`Error::TooLarge`] when `fut` does not fit a slot.
+    ///
+    /// The soundness of this rests on the loop being `!Send` (a loop cannot leave the thread
+    /// its executor was attached on):
+    ///
+    /// ```compile_fail
+    /// # use loop_core::{sim::SimPoller, EventLoop};
+    /// fn send<T: Send>(_: T) {}
+    /// send(EventLoop::<SimPoller>::with_poller(SimPoller::new()));
+    /// ```
+    pub fn spawn<F>(&mut self, fut: F) -> Result<crate::TaskId, Refused<F>>
+    where
+        F: Future<Output = ()> + 'static,
+    {
+        if let Err(error) = self.usable() {
+            return Err(Refused { error, value: fut });
+        }
+        let Some(exec) = self.executor else {
+            return Err(Refused {
+                error: Error::NotAttached,
+                value: fut,
+            });
+        };
+        // SAFETY: `&mut self` of a `!Send` loop: this is the thread the executor was attached
+        // on (the attachment's epoch is checked by `reserve`).
+        unsafe { exec.spawn(fut) }
+    }
+
+    /// Run `fut` as a task and, one iteration after it completes, call `callback(loop, output)`
+    /// as a loop callback (Tornado's `IOLoop.add_future`: the callback always comes one
+    /// iteration later, even for a future that is ready at once). If the loop's callback
+    /// queue is full the task retries each iteration; the callback is never dropped.
+    /// `callback` and the output together may capture up to
+    /// [`INLINE_CAPTURE_BYTES`](crate::INLINE_CAPTURE_BYTES) (a compile error otherwise).
+    ///
+    /// # Errors
+    /// As [`spawn`](Self::spawn); the future and the callback come back together.
+    pub fn add_future<Fut, C>(
+        &mut self,
+        fut: Fut,
+        callback: C,
+    ) -> Result<crate::TaskId, Refused<(Fut, C)>>
+    where
+        Fut: Future + 'static,
+        Fut::Output: 'static,
+        C: FnOnce(&mut Self, Fut::Output) + 'static,
+    {
+        if let Err(error) = self.usable() {
+            return Err(Refused {
+                error,
+                value: (fut, callback),
+            });
+        }
+        let Some(exec) = self.executor else {
+            return Err(Refused {
+                error: Error::NotAttached,
+                value: (fut, callback),
+            });
+        };
+        // SAFETY: `&mut self` of a `!Send` loop: this is the thread the executor was attached
+        // on (as for `spawn`).
+        unsafe { exec.spawn_with(fut, callback, AddFutureTask::<P, H, T, Q, Fut, C>::new) }
+    }
+
+    /// Run the loop until `fut` completes and return its output (Tornado's `run_sync`). `fut`
+    /// is polled on this stack (it need not be `'static` or fit a task slot); spawned tasks,
+    /// handlers, timers and callbacks run meanwhile. As in Tornado (`add_callback(run)`, then
+    /// `start()`), `fut` is first polled after the callbacks that were already queued, in the
+    /// first iteration. `timeout` bounds the whole run.
+    ///
+    /// # Errors
+    /// [`Error::TimedOut`] when `timeout` passed first; [`Error::Stopped`] when the loop was
+    /// stopped first (also by a `stop()` pending before the call); [`Error::NotAttached`]
+    /// without an executor; [`Error::AlreadyRunning`] inside the loop; the poller's error, as
+    /// `run`. In every case — also when a panic unwinds through `run_sync` — `fut` is dropped
+    /// in place before returning, with the loop current, so its sleeps and fd waits are
+    /// cancelled.
+    pub fn run_sync<F: Future>(
+        &mut self,
+        fut: F,
+        timeout: Option<Duration>,
+    ) -> Result<F::Output, Error> {
+        let Some(exec) = self.executor else {
+            return Err(Error::NotAttached);
+        };
+        if !self.begin_run()? {
+            return Err(Error::Stopped);
+        }
+        let header: &'static crate::task::executor::TaskHeader = exec.main_header();
+        let waker: Waker = header.waker();
+        // Poll it in the first iteration, after the callbacks already queued.
+        waker.wake_by_ref();
+        let deadline = timeout.map(|t| self.now() + t);
+        self.running = true;
+        // From here on `fut` is pinned inside `main` and dropped in place by its guard.
+        let mut main = RunSyncGuard {
+            lp: self,
+            exec,
+            fut: ManuallyDrop::new(fut),
+        };
+        loop {
+            match main.lp.iterate(deadline.map(|d| d - main.lp.now())) {
+                Ok(true) => {}
+                Ok(false) => return Err(Error::Stopped),
+                Err(e) => return Err(e),
+            }
+            if header.take_ready() {
+                let lp: *mut dyn LoopOps = &mut *main.lp as *mut Self;
+                // SAFETY: `lp` comes from the loop's `&mut`, unused until `entered` drops.
+                let entered = unsafe { current::enter(lp, main.exec) };
+                // SAFETY: `main.fut` is never moved after this point (`main` stays in this
+                // frame) and is dropped in place by `RunSyncGuard::drop`.
+                let pinned = unsafe { Pin::new_unchecked(&mut *main.fut) };
+                let polled = pinned.poll(&mut Context::from_waker(&waker));
+                drop(entered);
+                if let Poll::Ready(v) = polled {
+                    return Ok(v);
+                }
+            }
+            if deadline.is_some_and(|d| main.lp.now() >= d) {
+                return Err(Error::TimedOut);
+            }
+        }
+    }
+
+    /// Run the `n` callbacks other threads had queued on the [`Remote`] when the iteration
+    /// began. A producer may have claimed a cell and not finished writing it: that one is
+    /// picked up by the next iteration (its wake is already pending).
+    #[inline]
+    pub(super) fn run_remote_callbacks(&mut self, n: usize) {
+        for _ in 0..n {
+            let Some(r) = self.remote else { break };
+            let Some(SendFn(cb)) = r.pop() else { break };
+            if self.closed {
+                break;
+            }
+            self.counters.remote_callbacks_run += 1;
+            self.call_callback(cb);
+        }
+    }
+
+    /// Poll the tasks woken before this iteration began (and run the cleanups deferred by
+    /// leaf futures); the loop is only reached through the current frame meanwhile.
+    #[inline]
+    pub(super) fn run_tasks(&mut self) {
+        let Some(exec) = self.executor else { return };
+        if self.closed {
+            return;
+        }
+        let threshold = self.watchdog.as_ref().map(|w| w.threshold);
+        let mut slow = heapless::Vec::new();
+        let longest = exec.run_ready(self, threshold, &mut slow);
+        if longest > self.counters.max_run_time {
+            self.counters.max_run_time = longest;
+        }
+        for s in slow {
+            self.report_blocked(Source::Task { id: s.id }, s.name, s.duration);
+        }
+    }
+}
+
+/// `run_sync`'s future, pinned in place: dropped exactly once, with the loop current, on
+/// every exit from `run_sync` (return or unwinding), and the loop marked not running.
+struct RunSyncGuard<'a, P: Poller + 'static, const H: usize, const T: usize, const Q: usize, F> {
+    lp: &'a mut EventLoop<P, H, T, Q>,
+    exec: ExecRef,
+    fut: ManuallyDrop<F>,
+}
+
+impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize, F> Drop
+    for RunSyncGuard<'_, P, H, T, Q, F>
+{
+    fn drop(&mut self) {
+        {
+            let lp: *mut dyn LoopOps = &mut *self.lp as *mut EventLoop<P, H, T, Q>;
+            // SAFETY: `lp` comes from the loop's `&mut`, unused until `_entered` drops.
+            let _entered = unsafe { current::enter(lp, self.exec) };
+            // SAFETY: dropped exactly once, in place (it was pinned there); `fut` is not used
+            // afterwards.
+            unsafe { ManuallyDrop::drop(&mut self.fut) };
+        }
+        self.lp.running = false;
+        self.lp.stop_requested = false;
+    }
+}
+
+/// The task `add_future` runs: the future, then the callback queued on the loop.
+pub(super) struct AddFutureTask<
+    P: crate::Poller + 'static,
+    const H: usize,
+    const T: usize,
+    const Q: usize,
+    Fut: Future,
+    C,
+> {
+    /// Structurally pinned.
+    fut: Fut,
+    callback: Option<C>,
+    output: Option<Fut::Output>,
+    _loop: PhantomData<fn(&mut EventLoop<P, H, T, Q>)>,
+}
+
+impl<P, const H: usize, const T: usize, const Q: usize, Fut, C> AddFutureTask<P, H, T, Q, Fut, C>
+where
+    P: crate::Poller + 'static,
+    Fut: Future + 'static,
+    Fut::Output: 'static,
+    C: FnOnce(&mut EventLoop<P, H, T, Q>, Fut::Output) + 'static,
+{
+    pub(super) fn new(fut: Fut, callback: C) -> Self {
+        AddFutureTask {
+            fut,
+            callback: Some(callback),
+            output: None,
+            _loop: PhantomData,
+        }
+    }
+}
+
+impl<P, const H: usize, const T: usize, const Q: usize, Fut, C> Future
+    for AddFutureTask<P, H, T, Q, Fut, C>
+where
+    P: crate::Poller + 'static,
+    Fut: Future + 'static,
+    Fut::Output: 'static,
+    C: FnOnce(&mut EventLoop<P, H, T, Q>, Fut::Output) + 'static,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // SAFETY: `fut` is structurally pinned (only ever polled in place, never moved out);
+        // the other fields are not pinned.
+        let this = unsafe { self.get_unchecked_mut() };
+        if this.output.is_none() {
+            // SAFETY: as above.
+            match unsafe { Pin::new_unchecked(&mut this.fut) }.poll(cx) {
+                Poll::Ready(v) => this.output = Some(v),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let queued = crate::with_current_loop(|lp: &mut EventLoop<P, H, T, Q>| {
+            if lp.callback_count() >= Q {
+                // The loop's callback queue is full: try again next iteration.
+                return false;
+            }
+            if let (Some(cb), Some(out)) = (this.callback.take(), this.output.take()) {
+                // Refused only if the loop is closed (or forked): then its callbacks are
+                // dropped anyway.
+                let _ = lp.add_callback(move |lp| cb(lp, out));
+            }
+            true
+        });
+        if queued == Some(false) {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        Poll::Ready(())
+    }
+}

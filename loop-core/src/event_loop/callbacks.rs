@@ -1,0 +1,71 @@
+//! The callback queue: `add_callback` and the callbacks' step of the iteration.
+
+use super::*;
+
+impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventLoop<P, H, T, Q> {
+    // ---------------------------------------------------------------------------------------
+    // callbacks
+    // ---------------------------------------------------------------------------------------
+
+    /// Run `f` in the next iteration (or in this one, if the loop is not inside an iteration).
+    /// Callbacks run first-in first-out; one added while callbacks run waits for the next
+    /// iteration, and makes the next poll non-blocking.
+    ///
+    /// # Errors
+    /// [`Error::Full`] (with `f` handed back) when `Q` callbacks are queued.
+    pub fn add_callback<F>(&mut self, f: F) -> Result<(), Refused<F>>
+    where
+        F: FnOnce(&mut Self) + 'static,
+    {
+        if self.closed {
+            return Err(Refused {
+                error: Error::Closed,
+                value: f,
+            });
+        }
+        if self.callbacks.len() >= Q {
+            return Err(Refused {
+                error: Error::Full {
+                    what: Resource::Callbacks,
+                },
+                value: f,
+            });
+        }
+        let queued = self
+            .callbacks
+            .push(InlineFn::once_named::<F, _>(move |lp: &mut Self, ()| f(lp)));
+        debug_assert!(queued.is_ok(), "callback capacity checked before push");
+        Ok(())
+    }
+
+    /// How many callbacks are queued.
+    pub fn callback_count(&self) -> usize {
+        self.callbacks.len()
+    }
+
+    /// Run the `n` callbacks that were queued when the iteration began, first-in first-out.
+    /// A callback is out of the queue before it runs and consumed by its call: a panic leaves
+    /// nothing to restore (its captures are dropped while unwinding).
+    #[inline]
+    pub(super) fn run_callbacks(&mut self, n: usize) {
+        for _ in 0..n {
+            let Some(cb) = self.callbacks.pop() else {
+                break; // emptied by `close()`
+            };
+            self.counters.callbacks_run += 1;
+            self.call_callback(cb);
+        }
+    }
+
+    /// Call one callback, local or remote: consumed by its call, timed by the watchdog, a
+    /// caught panic reported.
+    #[inline(always)]
+    pub(super) fn call_callback(&mut self, mut cb: CallbackFn<P, H, T, Q>) {
+        let started = self.watch_start();
+        let outcome = panic::catch(|| cb.call(self, ()));
+        self.watch_end(started, Source::Callback, || cb.name());
+        if let Err(caught) = outcome {
+            self.panicked(Source::Callback, cb.name(), caught);
+        }
+    }
+}

@@ -1,0 +1,464 @@
+//! fd handlers: adding, updating and removing them, and the async I/O registrations' readiness.
+
+use super::*;
+
+impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventLoop<P, H, T, Q> {
+    // ---------------------------------------------------------------------------------------
+    // fd handlers
+    // ---------------------------------------------------------------------------------------
+
+    /// Call `handler(loop, fd, readiness)` whenever `fd` is ready for `interest`.
+    ///
+    /// `ERROR` is always added to `interest`: the handler is also called for errors and
+    /// hang-ups ([`Readiness::ERROR`], [`Readiness::HUP`]). It is never shown READ or WRITE it
+    /// did not ask for. The loop does not own `fd`: keep it open until the handler is removed.
+    /// A handler that returns an error is reported to the error hook (`EPIPE` is ignored) and
+    /// stays registered.
+    ///
+    /// # Errors
+    /// The handler comes back inside [`Refused`] with:
+    /// [`Error::InvalidFd`] for a negative fd or one the poller cannot represent;
+    /// [`Error::AlreadyRegistered`] if `fd` has a handler (which is left untouched);
+    /// [`Error::Full`] when `H` handlers are registered;
+    /// [`Error::Os`] when the kernel refuses (`EBADF` for a closed fd, `EPERM` for a regular
+    /// file on epoll, `ENOSPC` at the kernel's watch limit).
+    pub fn add_handler<F>(
+        &mut self,
+        fd: impl Into<Fd>,
+        interest: Interest,
+        handler: F,
+    ) -> Result<HandlerId, Refused<F>>
+    where
+        F: FnMut(&mut Self, RawFd, Readiness) -> HandlerResult + 'static,
+    {
+        self.add_handler_inner(fd.into().raw(), interest, false, handler)
+    }
+
+    /// As [`add_handler`](Self::add_handler), but the loop takes ownership of `fd` and closes
+    /// it when the handler is removed or the loop is dropped.
+    ///
+    /// # Errors
+    /// As `add_handler`; the fd and the handler come back inside [`Refused`], still open.
+    #[cfg(all(feature = "std", unix))]
+    pub fn add_owned_handler<F>(
+        &mut self,
+        fd: std::os::fd::OwnedFd,
+        interest: Interest,
+        handler: F,
+    ) -> Result<HandlerId, Refused<(std::os::fd::OwnedFd, F)>>
+    where
+        F: FnMut(&mut Self, RawFd, Readiness) -> HandlerResult + 'static,
+    {
+        use std::os::fd::{AsRawFd, IntoRawFd};
+        match self.add_handler_inner(fd.as_raw_fd(), interest, true, handler) {
+            Ok(id) => {
+                // The loop owns it now; `Poller::close_fd` closes it on removal.
+                let _ = fd.into_raw_fd();
+                Ok(id)
+            }
+            Err(Refused { error, value }) => Err(Refused {
+                error,
+                value: (fd, value),
+            }),
+        }
+    }
+
+    pub(super) fn add_handler_inner<F>(
+        &mut self,
+        fd: RawFd,
+        interest: Interest,
+        owned: bool,
+        handler: F,
+    ) -> Result<HandlerId, Refused<F>>
+    where
+        F: FnMut(&mut Self, RawFd, Readiness) -> HandlerResult + 'static,
+    {
+        self.register_then(fd, interest, owned, handler, |mut handler| {
+            InlineFn::named::<F, _>(move |lp: &mut Self, (fd, r)| handler(lp, fd, r))
+        })
+    }
+
+    /// Reserve a slot and register `fd` with the poller; only then turn `value` into the
+    /// stored handler with `wrap`, so every refusal hands `value` back untouched.
+    pub(super) fn register_then<V>(
+        &mut self,
+        fd: RawFd,
+        interest: Interest,
+        owned: bool,
+        value: V,
+        wrap: impl FnOnce(V) -> HandlerFn<P, H, T, Q>,
+    ) -> Result<HandlerId, Refused<V>> {
+        match self.reserve_registered(fd, interest, owned, Mode::Level) {
+            Ok(id) => {
+                self.handlers.set_handler(id, wrap(value));
+                Ok(id)
+            }
+            Err(error) => Err(Refused { error, value }),
+        }
+    }
+
+    /// The one way into the handler table (handlers and async I/O registrations alike):
+    /// check the loop and `fd`, reserve a slot, register `fd` with the poller for
+    /// `interest` (plus `ERROR`), and free the slot again if the poller refuses.
+    pub(super) fn reserve_registered(
+        &mut self,
+        fd: RawFd,
+        interest: Interest,
+        owned: bool,
+        mode: Mode,
+    ) -> Result<HandlerId, Error> {
+        self.usable()?;
+        if fd < 0 {
+            return Err(Error::InvalidFd { fd });
+        }
+        let interest = interest.registered();
+        let id = match self.handlers.reserve(fd, interest, owned) {
+            Ok(id) => id,
+            Err(InsertError::Duplicate) => return Err(Error::AlreadyRegistered { fd }),
+            Err(InsertError::Full) => {
+                return Err(Error::Full {
+                    what: Resource::Handlers,
+                })
+            }
+        };
+        if let Err(error) = self.poller.register(fd, id.key(), interest, mode) {
+            self.handlers.remove_id(id);
+            return Err(error);
+        }
+        Ok(id)
+    }
+
+    /// As [`add_handler`](Self::add_handler), with the handler split into a function and the
+    /// state it works on: `handler(&mut state, loop, fd, readiness)`. On refusal the state
+    /// comes back as it was given (with the function), so code that keeps a caller's value
+    /// inside its handler's state can return that value — which a refused closure, being
+    /// opaque, cannot offer. State and function together may capture up to
+    /// [`INLINE_CAPTURE_BYTES`](crate::INLINE_CAPTURE_BYTES).
+    ///
+    /// # Errors
+    /// As [`add_handler`](Self::add_handler); `(state, handler)` come back inside [`Refused`].
+    pub fn add_handler_with_state<S, F>(
+        &mut self,
+        fd: impl Into<Fd>,
+        interest: Interest,
+        state: S,
+        handler: F,
+    ) -> Result<HandlerId, Refused<(S, F)>>
+    where
+        S: 'static,
+        F: FnMut(&mut S, &mut Self, RawFd, Readiness) -> HandlerResult + 'static,
+    {
+        self.with_state_inner(fd.into().raw(), interest, false, state, handler)
+    }
+
+    /// [`add_handler_with_state`](Self::add_handler_with_state) for an fd the loop takes
+    /// ownership of (closed on removal, as [`add_owned_handler`](Self::add_owned_handler)).
+    ///
+    /// # Errors
+    /// As `add_owned_handler`; the fd, the state and the function come back inside
+    /// [`Refused`], the fd still open.
+    #[cfg(all(feature = "std", unix))]
+    pub fn add_owned_handler_with_state<S, F>(
+        &mut self,
+        fd: std::os::fd::OwnedFd,
+        interest: Interest,
+        state: S,
+        handler: F,
+    ) -> Result<HandlerId, Refused<(std::os::fd::OwnedFd, S, F)>>
+    where
+        S: 'static,
+        F: FnMut(&mut S, &mut Self, RawFd, Readiness) -> HandlerResult + 'static,
+    {
+        use std::os::fd::{AsRawFd, IntoRawFd};
+        match self.with_state_inner(fd.as_raw_fd(), interest, true, state, handler) {
+            Ok(id) => {
+                // The loop owns it now; `Poller::close_fd` closes it on removal.
+                let _ = fd.into_raw_fd();
+                Ok(id)
+            }
+            Err(Refused {
+                error,
+                value: (s, f),
+            }) => Err(Refused {
+                error,
+                value: (fd, s, f),
+            }),
+        }
+    }
+
+    pub(super) fn with_state_inner<S, F>(
+        &mut self,
+        fd: RawFd,
+        interest: Interest,
+        owned: bool,
+        state: S,
+        handler: F,
+    ) -> Result<HandlerId, Refused<(S, F)>>
+    where
+        S: 'static,
+        F: FnMut(&mut S, &mut Self, RawFd, Readiness) -> HandlerResult + 'static,
+    {
+        self.register_then(
+            fd,
+            interest,
+            owned,
+            (state, handler),
+            |(mut state, mut handler)| {
+                InlineFn::named::<F, _>(move |lp: &mut Self, (fd, r)| {
+                    handler(&mut state, lp, fd, r)
+                })
+            },
+        )
+    }
+
+    /// Change what the handler of `fd` is called for. `ERROR` is always added. An unchanged
+    /// interest costs no system call.
+    ///
+    /// # Errors
+    /// [`Error::NotRegistered`] if `fd` has no handler; [`Error::Os`] if the kernel refuses
+    /// (the old interest then stays in force).
+    pub fn update_handler(&mut self, fd: impl Into<Fd>, interest: Interest) -> Result<(), Error> {
+        let fd = fd.into().raw();
+        let interest = interest.registered();
+        let Some((id, slot)) = self.handlers.lookup_mut(fd) else {
+            return Err(Error::NotRegistered { fd });
+        };
+        if slot.interest == interest {
+            return Ok(());
+        }
+        self.poller.modify(fd, id.key(), interest, Mode::Level)?;
+        if let Some((_, slot)) = self.handlers.lookup_mut(fd) {
+            slot.interest = interest;
+        }
+        Ok(())
+    }
+
+    /// Stop watching `fd` and drop its handler (closing the fd if the loop owns it). Returns
+    /// whether `fd` had a handler; removing an unknown fd is a no-op, as in Tornado.
+    ///
+    /// An event already fetched for `fd` in this iteration is dropped: the handler is never
+    /// called after this returns. A handler may remove itself. Remove the handler before
+    /// closing a borrowed fd: epoll watches the open file description, and a `dup` of it would
+    /// keep reporting events. Should the removal come after the close anyway (the kernel then
+    /// answers `EBADF`, or `ENOENT` if the number was reused), the loop resets the poller
+    /// ([`Poller::reset`]: epoll gets a fresh instance) and registers every live handler again,
+    /// so the stale registration cannot keep the loop busy; that costs a system call per
+    /// handler, and a handler that cannot be registered again is reported to the error hook.
+    pub fn remove_handler(&mut self, fd: impl Into<Fd>) -> bool {
+        let fd = fd.into().raw();
+        let Some((id, slot)) = self.handlers.remove(fd) else {
+            return false;
+        };
+        // A parked I/O registration is already deregistered.
+        if !slot.io.as_ref().is_some_and(|io| io.parked) {
+            let deregistered = self.poller.deregister(fd);
+            self.recover_from_failed_deregister(id, fd, deregistered);
+        }
+        if slot.owned {
+            // SAFETY: `owned` is set only by `add_owned_handler*`, which took the fd out of an
+            // `OwnedFd` (`into_raw_fd`); the slot was just removed, so this is the one close
+            // and the loop never uses the number again.
+            unsafe { self.poller.close_fd(fd) };
+        }
+        if let Some(f) = slot.handler {
+            self.release(f, Source::Handler { id, fd });
+        }
+        true
+    }
+
+    /// After a `deregister` of a live registration that failed with `EBADF` (the fd was
+    /// closed) or `ENOENT` (closed, and the number reused): on epoll a `dup` of the old file
+    /// may keep the registration alive, reachable by no fd number, firing forever for a key
+    /// no handler owns (the dup trap, ARCHITECTURE.md "Traps"). Reset the poller and register every live
+    /// handler again; pollers without the trap decline (`Ok(false)`) and nothing happens.
+    /// Failures go to the error hook as the removed (or un-re-registrable) handler's.
+    pub(super) fn recover_from_failed_deregister(
+        &mut self,
+        removed: HandlerId,
+        fd: RawFd,
+        deregistered: Result<(), Error>,
+    ) {
+        let Err(Error::Os {
+            errno: errno @ (Errno::EBADF | Errno::ENOENT),
+        }) = deregistered
+        else {
+            return;
+        };
+        match self.poller.reset() {
+            Ok(true) => {}
+            Ok(false) | Err(Error::Forked) => return,
+            Err(error) => {
+                let errno = match error {
+                    Error::Os { errno } => errno,
+                    _ => errno,
+                };
+                let (id, error) = (removed, HandlerError::Os(errno));
+                return self.report(Failure::Handler { id, fd, error });
+            }
+        }
+        // The first few failures are reported one by one, the rest (if any) in one report.
+        let (poller, mut lost, mut more) = (&mut self.poller, heapless::Vec::<_, 4>::new(), 0);
+        self.handlers.for_each_mut(|id, slot| {
+            let (interest, mode) = match &slot.io {
+                Some(io) if io.parked => return,
+                Some(io) if io.edge => {
+                    ((Interest::READ | Interest::WRITE).registered(), Mode::Edge)
+                }
+                _ => (slot.interest, Mode::Level),
+            };
+            if let Err(Error::Os { errno }) = poller.register(slot.fd, id.key(), interest, mode) {
+                if lost.push((id, slot.fd, errno)).is_err() {
+                    more += 1;
+                }
+            }
+        });
+        for (id, fd, errno) in lost {
+            let error = HandlerError::Os(errno);
+            self.report(Failure::Handler { id, fd, error });
+        }
+        if more > 0 {
+            let error = HandlerError::Other("more handlers lost their registration in a reset");
+            self.report(Failure::Handler {
+                id: removed,
+                fd,
+                error,
+            });
+        }
+    }
+
+    /// The handler registered for `fd`.
+    pub fn handler_id(&self, fd: impl Into<Fd>) -> Option<HandlerId> {
+        self.handlers.lookup(fd.into().raw()).map(|(id, _)| id)
+    }
+
+    /// How many fd handlers are registered.
+    pub fn handler_count(&self) -> usize {
+        self.handlers.len()
+    }
+
+    /// Call `ev`'s handler (or wake the tasks of its I/O registration) once.
+    #[inline]
+    pub(super) fn dispatch(&mut self, ev: PollEvent) {
+        let id = HandlerId::from_key(ev.key);
+        if self.dispatch_io(id, ev.readiness) {
+            return;
+        }
+        // The guard puts the closure back (or drops it if the handler removed itself), also
+        // when a panic unwinds through here: no fd stays registered without its closure.
+        let mut call = HandlerCall {
+            lp: self,
+            id,
+            fd: -1,
+            f: None,
+        };
+        let Some((fd, readiness)) = call.lp.handlers.take_into(id, ev.readiness, &mut call.f)
+        else {
+            call.put_back();
+            core::mem::forget(call); // holds nothing any more
+            return;
+        };
+        call.fd = fd;
+        call.lp.counters.events_dispatched += 1;
+        let source = Source::Handler { id, fd };
+        let started = call.lp.watch_start();
+        let mut outcome = Ok(Ok(()));
+        if let Some(f) = call.f.as_mut() {
+            let lp = &mut *call.lp;
+            outcome = panic::catch(|| f.call(lp, (fd, readiness)));
+        }
+        let name = || call.f.as_ref().map_or("", |f| f.name());
+        call.lp.watch_end(started, source, name);
+        let name = outcome.is_err().then(name);
+        call.put_back();
+        core::mem::forget(call); // holds nothing any more
+        match outcome {
+            Ok(Ok(()) | Err(HandlerError::Os(Errno::EPIPE))) => {}
+            Ok(Err(error)) => {
+                self.counters.handler_errors += 1;
+                self.report(Failure::Handler { id, fd, error });
+            }
+            Err(caught) => self.panicked(source, name.unwrap_or(""), caught),
+        }
+    }
+
+    /// Wake the tasks waiting on an async I/O registration. `false` if `id` is not one.
+    #[inline]
+    pub(super) fn dispatch_io(&mut self, id: HandlerId, readiness: Readiness) -> bool {
+        let Some(slot) = self.handlers.io_slot(id) else {
+            return false;
+        };
+        let fd = slot.fd;
+        let Some(io) = slot.io.as_mut() else {
+            return false;
+        };
+        io.ready |= readiness;
+        let trouble = readiness.intersects(Readiness::ERROR | Readiness::HUP);
+        if readiness.contains(Readiness::READ) || trouble {
+            if let Some(w) = io.read.take() {
+                w.wake();
+            }
+        }
+        if readiness.contains(Readiness::WRITE) || trouble {
+            if let Some(w) = io.write.take() {
+                w.wake();
+            }
+        }
+        if !io.edge {
+            // Level-triggered: watch only what someone waits for, or nothing at all after an
+            // error or hang-up that would otherwise be reported at every poll.
+            let mut want = Interest::empty();
+            if io.read.is_some() {
+                want |= Interest::READ;
+            }
+            if io.write.is_some() {
+                want |= Interest::WRITE;
+            }
+            let want = want.registered();
+            if trouble && want == Interest::ERROR {
+                io.parked = true;
+                slot.interest = want;
+                let _ = self.poller.deregister(fd);
+            } else if want != slot.interest {
+                slot.interest = want;
+                let _ = self.poller.modify(fd, id.key(), want, Mode::Level);
+            }
+        }
+        self.counters.events_dispatched += 1;
+        true
+    }
+}
+
+/// An fd handler's closure, out of its slot for the call; put back on drop.
+struct HandlerCall<'a, P: Poller + 'static, const H: usize, const T: usize, const Q: usize> {
+    lp: &'a mut EventLoop<P, H, T, Q>,
+    id: HandlerId,
+    fd: RawFd,
+    f: Option<HandlerFn<P, H, T, Q>>,
+}
+
+impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>
+    HandlerCall<'_, P, H, T, Q>
+{
+    /// What `Drop` does. The normal way out calls it at the call site and forgets the guard,
+    /// so the drop glue only serves the unwinding path.
+    #[inline(always)]
+    fn put_back(&mut self) {
+        self.lp.handlers.restore_from(self.id, &mut self.f);
+        // If the handler removed itself (or the loop was closed), its closure goes now.
+        if let Some(f) = self.f.take() {
+            let source = Source::Handler {
+                id: self.id,
+                fd: self.fd,
+            };
+            self.lp.release(f, source);
+        }
+    }
+}
+
+impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> Drop
+    for HandlerCall<'_, P, H, T, Q>
+{
+    fn drop(&mut self) {
+        self.put_back();
+    }
+}

@@ -1,0 +1,250 @@
+//! Running the loop: `run`, `run_once`, `stop` and the iteration itself.
+
+use super::*;
+
+/// What [`EventLoop::begin_iteration`] fixed for the rest of the iteration.
+struct Snapshot {
+    callbacks: usize,
+    remote: usize,
+    signals: u64,
+    now: Option<Instant>,
+    timer_seq: u64,
+}
+
+impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventLoop<P, H, T, Q> {
+    // ---------------------------------------------------------------------------------------
+    // running
+    // ---------------------------------------------------------------------------------------
+
+    /// Run until [`stop`](Self::stop) (Tornado's `start`).
+    ///
+    /// If `stop()` was called while the loop was not running, returns at once without running
+    /// anything (and the stop is consumed). After returning, the loop can be run again.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyRunning`] when called from inside this loop (a handler, timer or
+    /// callback); [`Error::Os`] when the poller fails with anything but `EINTR` (which is
+    /// retried). The loop stays usable after an error.
+    ///
+    /// # Panics
+    /// A panic of a handler, timer or callback unwinds out of `run` when it is not reported
+    /// to an error hook (see the panic policy on [`EventLoop`]); the loop stays usable and
+    /// can be run again.
+    pub fn run(&mut self) -> Result<(), Error> {
+        self.drive(None, usize::MAX)
+    }
+
+    /// Run one iteration, polling for at most `timeout` (`None`: as long as the loop's own
+    /// rule allows; `Some(Duration::ZERO)`: never block).
+    ///
+    /// A pending `stop()` makes it return at once, as for [`run`](Self::run); `stop()` called
+    /// inside the iteration skips its poll.
+    ///
+    /// # Errors
+    /// As [`run`](Self::run).
+    pub fn run_once(&mut self, timeout: Option<Duration>) -> Result<(), Error> {
+        self.drive(timeout, 1)
+    }
+
+    /// `Err` if the loop can no longer be used: closed, or inherited across `fork`.
+    #[inline]
+    pub(super) fn usable(&self) -> Result<(), Error> {
+        if self.closed {
+            Err(Error::Closed)
+        } else if self.poller.forked() {
+            Err(Error::Forked)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The prologue shared by `run`, `run_once` and `run_sync`: refuse a nested run and an
+    /// unusable loop, and consume a pending `stop()`. `Ok(false)`: stopped before starting.
+    #[inline]
+    pub(super) fn begin_run(&mut self) -> Result<bool, Error> {
+        if self.running {
+            return Err(Error::AlreadyRunning);
+        }
+        self.usable()?;
+        if self.stop_requested {
+            self.stop_requested = false;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    pub(super) fn drive(&mut self, cap: Option<Duration>, iterations: usize) -> Result<(), Error> {
+        if !self.begin_run()? {
+            return Ok(());
+        }
+        let running = Running::enter(self);
+        let mut result = Ok(());
+        for _ in 0..iterations {
+            match running.lp.iterate(cap) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        drop(running);
+        result
+    }
+
+    /// One iteration, in the order of the module doc. `Ok(false)` when stopped.
+    pub(super) fn iterate(&mut self, cap: Option<Duration>) -> Result<bool, Error> {
+        let snapshot = self.begin_iteration();
+        self.run_callbacks(snapshot.callbacks);
+        self.run_remote_callbacks(snapshot.remote);
+        self.run_signal_handlers(snapshot.signals);
+        self.run_tasks();
+        if let Some(now) = snapshot.now {
+            self.run_due_timers(now, snapshot.timer_seq);
+        }
+        let timeout = self.poll_timeout(cap);
+        if self.stop_requested || self.closed {
+            return Ok(false);
+        }
+        let n = match self.poll(timeout) {
+            Ok(n) => n,
+            Err(Errno::EINTR) => return Ok(true),
+            Err(errno) => return Err(Error::Os { errno }),
+        };
+        self.dispatch_events(n);
+        Ok(true)
+    }
+
+    /// Step 1: fix what this iteration runs. Only the callbacks queued now (local and
+    /// remote), the signals pending now and the tasks woken before now run in it; one clock
+    /// read decides which timers are due, and timers scheduled from here on (sequence at or
+    /// above `timer_seq`) wait for a later iteration.
+    #[inline]
+    fn begin_iteration(&mut self) -> Snapshot {
+        self.counters.iterations += 1;
+        if let Some(exec) = self.executor {
+            exec.begin_iteration();
+        }
+        let callbacks = self.callbacks.len();
+        let remote = match self.remote {
+            Some(r) => {
+                // Producers after this point wake the poller again.
+                r.clear_wake();
+                if r.take_stop() {
+                    self.stop_requested = true;
+                }
+                let n = r.len();
+                self.counters.remote_high_water = self.counters.remote_high_water.max(n);
+                n
+            }
+            None => 0,
+        };
+        let now = (self.timers.scheduled() > 0).then(|| self.poller.now());
+        let timer_seq = self.timers.next_seq();
+        let signals = if self.signal_count > 0 {
+            signal::take_pending(self.remote_wake)
+        } else {
+            0
+        };
+        Snapshot {
+            callbacks,
+            remote,
+            signals,
+            now,
+            timer_seq,
+        }
+    }
+
+    /// The poll timeout: zero if work is already waiting (callbacks, remote callbacks,
+    /// pending signals, ready tasks), else the time to the earliest timer (a fresh clock
+    /// read), else none; never more than `cap`.
+    #[inline]
+    fn poll_timeout(&self, cap: Option<Duration>) -> Option<Duration> {
+        let pending = !self.callbacks.is_empty()
+            || self.remote.is_some_and(|r| r.len() > 0)
+            || (self.signal_count > 0 && signal::any_pending(self.remote_wake))
+            || self.executor.is_some_and(|e| e.any_ready());
+        let timeout = if pending {
+            Some(Duration::ZERO)
+        } else {
+            self.timers.peek_deadline().map(|d| d - self.poller.now())
+        };
+        match (timeout, cap) {
+            (Some(t), Some(c)) => Some(t.min(c)),
+            (t, c) => t.or(c),
+        }
+    }
+
+    /// Wait for events. Tasks woken from other threads while the loop sleeps must wake the
+    /// poller: raise the executor's `sleeping` flag first, then look at the ready flags once
+    /// more (wakers do the opposite).
+    #[inline]
+    fn poll(&mut self, mut timeout: Option<Duration>) -> Result<usize, Errno> {
+        if let Some(exec) = self.executor {
+            exec.set_sleeping(true);
+            if exec.any_ready() {
+                timeout = Some(Duration::ZERO);
+            }
+        }
+        let waited = self.poller.wait(&mut self.events, timeout);
+        if let Some(exec) = self.executor {
+            exec.set_sleeping(false);
+        }
+        waited.map(|n| n.min(EVENTS_PER_POLL))
+    }
+
+    /// Call each ready fd's handler (or wake its tasks) once, looking it up at that moment.
+    #[inline]
+    fn dispatch_events(&mut self, n: usize) {
+        for i in 0..n {
+            if self.closed {
+                break;
+            }
+            let ev = self.events[i];
+            self.dispatch(ev);
+        }
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Make `run` return after the current iteration's work (Tornado's `stop`): the rest of
+    /// this iteration's events are dispatched, the next iteration's callbacks and due timers
+    /// run, and the loop leaves before polling again. Called while the loop is not running, it
+    /// makes the next `run` return at once.
+    pub fn stop(&mut self) {
+        self.stop_requested = true;
+    }
+
+    /// Whether the loop is inside `run` or `run_once`.
+    pub fn is_running(&self) -> bool {
+        self.running
+    }
+}
+
+/// Inside `run` / `run_once`: the loop is marked running until this is dropped, also by a
+/// panic unwinding out of an iteration, so the next `run` does not find it still running.
+pub(super) struct Running<'a, P: Poller + 'static, const H: usize, const T: usize, const Q: usize> {
+    pub(super) lp: &'a mut EventLoop<P, H, T, Q>,
+}
+
+impl<'a, P: Poller + 'static, const H: usize, const T: usize, const Q: usize>
+    Running<'a, P, H, T, Q>
+{
+    pub(super) fn enter(lp: &'a mut EventLoop<P, H, T, Q>) -> Self {
+        lp.running = true;
+        Running { lp }
+    }
+}
+
+impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> Drop
+    for Running<'_, P, H, T, Q>
+{
+    fn drop(&mut self) {
+        self.lp.running = false;
+        self.lp.stop_requested = false;
+    }
+}

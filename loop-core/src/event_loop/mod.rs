@@ -1,0 +1,264 @@
+//! The event loop: Tornado's `PollIOLoop` iteration over fixed-capacity tables.
+//!
+//! # One iteration (Tornado 4.5 `PollIOLoop.start`; see ARCHITECTURE.md)
+//!
+//! `iterate` (in `iterate.rs`) is these steps, in this order:
+//!
+//! 1. `begin_iteration`: fix what this iteration runs. Count the queued callbacks and the
+//!    remote callbacks (only these run now), take the pending signals, mark the tasks woken
+//!    so far, and read the clock once: timers with `deadline <= now` scheduled before this
+//!    step are due;
+//! 2. `run_callbacks`: the counted callbacks, first-in first-out;
+//! 3. `run_remote_callbacks`: the counted callbacks queued from other threads ([`Remote`]);
+//! 4. `run_signal_handlers`: each signal that arrived, its handler once;
+//! 5. `run_tasks`: the executor's tasks woken before the iteration began;
+//! 6. `run_due_timers`: the due timers in `(deadline, sequence)` order. A timer cancelled by
+//!    an earlier callback or timer of this iteration does not run;
+//! 7. `poll_timeout`: zero if work is waiting (callbacks, remote callbacks, signals, ready
+//!    tasks), else the time to the earliest timer (a fresh clock read), else none (sleep until
+//!    an event); capped by `run_once`'s / `run_sync`'s bound;
+//! 8. if `stop()` was called (or the loop closed), leave here, before polling;
+//! 9. `poll`; on `EINTR` start the next iteration;
+//! 10. `dispatch_events`: call each ready fd's handler once with its OR-ed readiness (or wake
+//!     the tasks waiting on its I/O registration), looking it up at that moment: a handler
+//!     removed earlier in this step is never called, even if its fd number was reused by a
+//!     new handler in the meantime.
+//!
+//! Callbacks, timers and tasks added during an iteration run in a later one, so a callback
+//! that re-queues itself cannot starve I/O.
+//!
+//! Step 1 differs from Tornado in mechanism, not in outcome: instead of popping every due
+//! timer into a list (which would need unbounded storage), the loop notes the timer sequence
+//! number before running callbacks and runs due timers from the heap head while their
+//! sequence is below it. The one observable difference: if a callback of this iteration
+//! schedules a timer with a deadline in the past, older due timers behind it in deadline order
+//! wait for the next iteration (a zero-timeout poll later) instead of running now.
+//!
+//! # Files
+//!
+//! `mod.rs` the loop's state; `construct.rs` building it (by value, in place, boxed); `iterate.rs` running and the iteration;
+//! `handlers.rs`, `timers.rs`, `callbacks.rs`, `signals.rs` the four kinds of work and their
+//! step; `observe.rs` watchdog, counters, error hook and panic reporting; `attach.rs` the
+//! remote and the executor, `spawn` and `run_sync`; `bridge.rs` the loop as the task layer
+//! sees it; `teardown.rs` `close` and `Drop`.
+
+#[allow(unsafe_code)] // run_sync pins its future on the stack
+mod attach;
+mod bridge;
+mod callbacks;
+#[allow(unsafe_code)] // builds the loop in place
+mod construct;
+#[allow(unsafe_code)] // closes the fds the loop owns (Poller::close_fd)
+mod handlers;
+mod iterate;
+mod observe;
+mod signals;
+#[allow(unsafe_code)] // closes the fds the loop owns (Poller::close_fd)
+mod teardown;
+#[cfg(test)]
+#[allow(unsafe_code)]
+mod tests;
+mod timers;
+
+use observe::Watchdog;
+pub use observe::{Blocked, Counters, Failure, Source};
+
+use core::mem::MaybeUninit;
+use core::ptr::addr_of_mut;
+use core::time::Duration;
+
+use core::future::Future;
+use core::mem::ManuallyDrop;
+use core::pin::Pin;
+use core::task::{Context, Poll, Waker};
+
+use crate::error::{Errno, Error, HandlerError, HandlerResult, RawFd, Refused, Resource};
+use crate::fd::Fd;
+use crate::interest::{Interest, Mode, Readiness};
+use crate::panic::{self, Caught, PanicMessage};
+use crate::periodic::{self, Periodic};
+use crate::poller::{Notify, PollEvent, Poller};
+use crate::raw::inline_fn::InlineFn;
+use crate::remote::WakeEntry;
+use crate::remote::{LoopHandle, Remote, RemoteQueue, RemoteTarget, SendFn};
+use crate::signal::{self, SignalInstaller};
+use crate::tables::callback_queue::CallbackQueue;
+use crate::tables::handler_table::{HandlerId, HandlerTable, InsertError};
+use crate::task::current::{self, LoopOps};
+use crate::task::executor::{ExecRef, Executor};
+
+/// How many signals one loop can handle.
+pub const MAX_SIGNAL_HANDLERS: usize = 8;
+
+struct SignalSlot<L: 'static> {
+    signo: i32,
+    /// `None` while it runs.
+    handler: Option<InlineFn<L, i32, ()>>,
+    restore: fn(i32),
+    /// The loop's entry in the process's signal registry.
+    entry: signal::Slot,
+    /// Teardown restored the disposition and released the entry.
+    released: bool,
+}
+use crate::raw::zeroed::zero_in_place;
+use crate::tables::timer_heap::{Next, TimerHandle, TimerHeap};
+use crate::time::Instant;
+
+/// How many ready fds one poll can report. More ready fds are reported by the next poll (the
+/// loop registers level-triggered), after the timers and callbacks of the next iteration.
+pub const EVENTS_PER_POLL: usize = 256;
+
+type HandlerFn<P, const H: usize, const T: usize, const Q: usize> =
+    InlineFn<EventLoop<P, H, T, Q>, (RawFd, Readiness), HandlerResult>;
+type TimerFn<P, const H: usize, const T: usize, const Q: usize> =
+    InlineFn<EventLoop<P, H, T, Q>, Instant, Next>;
+type CallbackFn<P, const H: usize, const T: usize, const Q: usize> =
+    InlineFn<EventLoop<P, H, T, Q>, (), ()>;
+
+/// A single-threaded event loop over a [`Poller`], with fixed capacities:
+/// `H` fd handlers, `T` timers (including periodic callbacks), `Q` queued callbacks.
+///
+/// Handlers, timers and callbacks are closures that receive `&mut EventLoop`, through which
+/// they add and remove handlers, schedule timers and callbacks, and stop the loop. They are
+/// stored inline, without allocation: each may capture up to
+/// [`INLINE_CAPTURE_BYTES`](crate::INLINE_CAPTURE_BYTES) bytes (a larger closure fails to
+/// compile) and must be `'static`.
+///
+/// A closure that captures more than that is a compile error, not an allocation:
+///
+/// ```compile_fail
+/// # use loop_core::{sim::SimPoller, EventLoop};
+/// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+/// let state = [0u8; 57];
+/// let _ = lp.add_callback(move |_| drop(state)); // 57 bytes: "closure too large"
+/// ```
+///
+/// ```
+/// # use loop_core::{sim::SimPoller, EventLoop};
+/// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+/// let state = [0u8; 56];
+/// let _ = lp.add_callback(move |_| drop(state)); // 56 bytes: fits
+/// ```
+///
+/// Not `Send`: build the loop on the thread that runs it. Other threads reach it through the
+/// poller's notifier.
+///
+/// # Panics in user code
+///
+/// A panic in a handler, timer or callback never bricks the loop, leaks a slot or loses a
+/// capture:
+///
+/// - **With feature `std`** every closure the loop calls — fd handler, timer, periodic
+///   callback, callback, remote callback, signal handler — runs under `catch_unwind`. A caught
+///   panic is counted in [`Counters::panics`] and the loop's tables are put right as listed
+///   below. Then:
+///   - with an error hook set ([`set_error_hook`](Self::set_error_hook)), Tornado's model:
+///     the panic is reported to the hook as [`Failure::Panicked`] (source, closure name,
+///     message) and the loop goes on;
+///   - with no error hook, the panic unwinds on out of `run` / `run_once`, as Rust code
+///     expects (a test's `assert!` inside a callback still fails the test): nothing is lost
+///     silently, and the loop, already consistent, can be run again.
+///
+///   What a panic leaves:
+///   - an fd handler **stays registered**, with its closure, as Tornado keeps a handler whose
+///     call raised: its next event calls it again (remove it from the error hook's side, e.g.
+///     through a queued callback, if a failure should end it);
+///   - a periodic callback **stays scheduled** on its grid, as Tornado's `PeriodicCallback`
+///     does after an exception;
+///   - a signal handler stays registered;
+///   - a one-shot timer, callback or remote callback is consumed by its call: its captures
+///     were dropped while unwinding, and a timer's slot is free at once.
+///
+///   A panic in the drop of a capture (when a handler is removed, a timer cancelled, or the
+///   loop closed or dropped) is caught and handled the same way, except that while closing or
+///   dropping it never unwinds: with no hook it is logged (features `log` / `defmt`) and
+///   teardown goes on.
+/// - **Without `std`** nothing can be caught: the panic unwinds out of `run` / `run_once` (or
+///   aborts, with `panic = "abort"`). Drop guards leave the loop as the `std` policy would: not
+///   running (the next `run` works), the handler's closure back in its slot, the timer's slot
+///   free (a periodic callback is stopped), the callback queue intact.
+/// - A panic in the error hook or the watchdog hook itself is never caught (reporting it to the
+///   hook could recurse): it unwinds out of `run`, through the same guards.
+/// - [`close`](Self::close) and dropping the loop release the kernel-facing state first —
+///   signal dispositions restored, fds deregistered and owned fds closed, the [`Remote`] closed
+///   so [`LoopHandle::add_callback`] returns [`Error::Closed`] — and only then drop the
+///   closures, one at a time, each under `catch_unwind` with `std` (a panic is reported to the
+///   error hook, then teardown goes on); without `std` a guard finishes the teardown while the
+///   first panic unwinds (a second one aborts, as in `std`'s collections).
+///
+/// # Example
+///
+/// ```
+/// use core::time::Duration;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{EventLoop, Interest};
+///
+/// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+/// lp.add_handler(3, Interest::READ, |lp, fd, ready| {
+///     assert_eq!(fd, 3);
+///     lp.poller_mut().clear_ready(fd);
+///     lp.stop();
+///     Ok(())
+/// })
+/// .unwrap();
+/// lp.call_later(Duration::from_millis(10), |lp| lp.poller_mut().set_ready(3, loop_core::Readiness::READ))
+///     .unwrap();
+/// lp.run().unwrap();
+/// assert_eq!(lp.now().as_nanos(), 10_000_000);
+/// ```
+pub struct EventLoop<
+    P: Poller + 'static,
+    const H: usize = 64,
+    const T: usize = 256,
+    const Q: usize = 256,
+> {
+    poller: P,
+    handlers: HandlerTable<HandlerFn<P, H, T, Q>, H>,
+    timers: TimerHeap<TimerFn<P, H, T, Q>, T>,
+    callbacks: CallbackQueue<CallbackFn<P, H, T, Q>, Q>,
+    events: [PollEvent; EVENTS_PER_POLL],
+    /// Inside `run` / `run_once`.
+    running: bool,
+    /// `stop()` was called and not yet honoured.
+    stop_requested: bool,
+    error_hook: Option<InlineFn<(), Failure, ()>>,
+    watchdog: Option<Watchdog>,
+    counters: Counters,
+    /// `close()` was called: everything is refused from now on.
+    closed: bool,
+    remote: Option<&'static dyn RemoteQueue<Self>>,
+    remote_wake: Option<&'static WakeEntry>,
+    signals: [Option<SignalSlot<Self>>; MAX_SIGNAL_HANDLERS],
+    signal_count: usize,
+    executor: Option<ExecRef>,
+    /// A panic a periodic callback's wrapper caught (it goes on with its schedule); the call
+    /// site reports it, naming the timer.
+    caught: Option<Caught>,
+    /// A timer whose closure has drop glue was scheduled since the last teardown: teardown
+    /// must then drop the timers one at a time (see `drop_closures`).
+    timer_drop_glue: bool,
+}
+
+impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> RemoteTarget
+    for EventLoop<P, H, T, Q>
+{
+    type Notifier = P::Notifier;
+}
+
+impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventLoop<P, H, T, Q> {
+    /// The loop's clock (the poller's).
+    #[inline]
+    pub fn now(&self) -> Instant {
+        self.poller.now()
+    }
+
+    /// The poller.
+    pub fn poller(&self) -> &P {
+        &self.poller
+    }
+
+    /// The poller, mutably (tests drive the simulated poller through this).
+    pub fn poller_mut(&mut self) -> &mut P {
+        &mut self.poller
+    }
+}

@@ -1,0 +1,174 @@
+//! Signals as loop events: the per-loop handler slots and their step of the iteration.
+
+use super::*;
+
+impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventLoop<P, H, T, Q> {
+    /// Run the handler of each signal in `mask` (the signals that arrived since the last
+    /// iteration) once.
+    #[inline]
+    pub(super) fn run_signal_handlers(&mut self, mask: u64) {
+        if mask == 0 {
+            return;
+        }
+        self.run_signal_handlers_in(mask);
+    }
+
+    #[inline(never)]
+    fn run_signal_handlers_in(&mut self, mask: u64) {
+        for i in 0..MAX_SIGNAL_HANDLERS {
+            let Some(slot) = self.signals[i].as_mut() else {
+                continue;
+            };
+            let signo = slot.signo;
+            if mask & (1 << signo) == 0 || self.closed {
+                continue;
+            }
+            let Some(f) = slot.handler.take() else {
+                continue;
+            };
+            let source = Source::Signal { signo };
+            // The guard puts the closure back (unless the handler removed or replaced itself),
+            // also when a panic unwinds through here.
+            let mut call = SignalCall {
+                lp: self,
+                i,
+                signo,
+                f: Some(f),
+            };
+            let started = call.lp.watch_start();
+            let mut outcome = Ok(());
+            if let Some(f) = call.f.as_mut() {
+                let lp = &mut *call.lp;
+                outcome = panic::catch(|| f.call(lp, signo));
+            }
+            let name = || call.f.as_ref().map_or("", |f| f.name());
+            call.lp.watch_end(started, source, name);
+            let name = outcome.is_err().then(name);
+            drop(call);
+            if let (Err(caught), Some(name)) = (outcome, name) {
+                self.panicked(source, name, caught);
+            }
+        }
+    }
+
+    /// Run `handler(loop, signo)` on the loop thread whenever signal `signo` arrives
+    /// (Tornado's `signal.set_wakeup_fd` pattern, as loop events). `installer` puts the OS
+    /// handler in place and later restores the previous disposition; the `ioloop` facade
+    /// provides one (`ioloop::signals::SIGACTION`, or `ioloop::SignalExt::on_signal`).
+    /// Several arrivals between two iterations run the handler once. Needs an attached
+    /// [`Remote`]: the signal wakes the loop through it.
+    ///
+    /// Any number of loops, on any threads, may handle the same or different signals (up to
+    /// [`MAX_SIGNAL_LOOPS`](crate::signal::MAX_SIGNAL_LOOPS) loops at once): every loop that
+    /// registered `signo` gets each arrival, and removing it from one loop leaves it, and the
+    /// process's handler, in place for the others. See [`crate::signal`] for the rules.
+    ///
+    /// # Errors
+    /// The handler comes back inside [`Refused`] with [`Error::NoRemote`],
+    /// [`Error::InvalidSignal`] (outside 1..=63 or already handled here),
+    /// [`Error::Full`] with [`Resource::SignalHandlers`] (this loop's `MAX_SIGNAL_HANDLERS`
+    /// are taken, or `MAX_SIGNAL_LOOPS` other loops already handle signals), [`Error::Os`]
+    /// from the installer, or [`Error::Closed`] / [`Error::Forked`].
+    pub fn add_signal_handler<F>(
+        &mut self,
+        signo: i32,
+        installer: SignalInstaller,
+        handler: F,
+    ) -> Result<(), Refused<F>>
+    where
+        F: FnMut(&mut Self, i32) + 'static,
+    {
+        let refuse = |error, value| Err(Refused { error, value });
+        if let Err(e) = self.usable() {
+            return refuse(e, handler);
+        }
+        let Some(wake) = self.remote_wake else {
+            return refuse(Error::NoRemote, handler);
+        };
+        if !(1..=63).contains(&signo) || self.signals.iter().flatten().any(|s| s.signo == signo) {
+            return refuse(Error::InvalidSignal { signo }, handler);
+        }
+        let full = Error::Full {
+            what: Resource::SignalHandlers,
+        };
+        let Some(free) = self.signals.iter().position(Option::is_none) else {
+            return refuse(full, handler);
+        };
+        // The loop's first signal claims its registry entry; the entry is released when the
+        // last one goes (here on failure, or in `remove_signal_handler` / close / drop).
+        let Some(entry) = signal::claim(wake) else {
+            return refuse(full, handler);
+        };
+        if let Err(errno) = (installer.install)(signo) {
+            if self.signal_count == 0 {
+                signal::release(entry);
+            }
+            return refuse(Error::Os { errno }, handler);
+        }
+        signal::want(entry, signo);
+        let mut handler = handler;
+        self.signals[free] = Some(SignalSlot {
+            signo,
+            handler: Some(InlineFn::named::<F, _>(move |lp: &mut Self, s| {
+                handler(lp, s)
+            })),
+            restore: installer.restore,
+            entry,
+            released: false,
+        });
+        self.signal_count += 1;
+        Ok(())
+    }
+
+    /// Remove the handler of `signo`. The process's disposition goes back to what it was
+    /// before the first loop added `signo` only when no other loop handles it any more (tokio
+    /// never restores it: tokio#7905); other loops keep receiving `signo`. Returns whether
+    /// there was one. A handler may remove itself.
+    pub fn remove_signal_handler(&mut self, signo: i32) -> bool {
+        let Some(i) = self
+            .signals
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|s| s.signo == signo))
+        else {
+            return false;
+        };
+        if let Some(slot) = self.signals[i].take() {
+            signal::unwant(slot.entry, signo);
+            (slot.restore)(signo);
+            self.signal_count -= 1;
+            if self.signal_count == 0 {
+                signal::release(slot.entry);
+            }
+            if let Some(f) = slot.handler {
+                self.release(f, Source::Signal { signo });
+            }
+        }
+        true
+    }
+}
+
+/// A signal handler's closure, out of its slot for the call; put back on drop unless the
+/// handler removed or replaced itself.
+struct SignalCall<'a, P: Poller + 'static, const H: usize, const T: usize, const Q: usize> {
+    lp: &'a mut EventLoop<P, H, T, Q>,
+    i: usize,
+    signo: i32,
+    f: Option<InlineFn<EventLoop<P, H, T, Q>, i32, ()>>,
+}
+
+impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> Drop
+    for SignalCall<'_, P, H, T, Q>
+{
+    fn drop(&mut self) {
+        let Some(f) = self.f.take() else { return };
+        match self.lp.signals[self.i].as_mut() {
+            Some(slot) if slot.signo == self.signo && slot.handler.is_none() => {
+                slot.handler = Some(f);
+            }
+            _ => {
+                let source = Source::Signal { signo: self.signo };
+                self.lp.release(f, source);
+            }
+        }
+    }
+}

@@ -1,0 +1,364 @@
+extern crate std;
+use super::*;
+use crate::raw::zeroed::zeroed;
+use std::vec::Vec;
+
+fn at(n: u64) -> Instant {
+    Instant::from_nanos(n)
+}
+
+fn drain<const T: usize>(h: &mut TimerHeap<u32, T>, now: u64) -> Vec<u32> {
+    let mut out = Vec::new();
+    while let Some((handle, f, _)) = h.pop_due(at(now), u64::MAX) {
+        out.push(f);
+        h.finish(handle, f, Next::Done);
+    }
+    out
+}
+
+#[test]
+fn fires_in_deadline_order_and_fifo_among_equal_deadlines() {
+    let mut h: TimerHeap<u32, 16> = zeroed();
+    for (i, d) in [(1, 50), (2, 10), (3, 50), (4, 10), (5, 30), (6, 50)] {
+        h.insert(at(d), i).unwrap();
+    }
+    assert_eq!(drain(&mut h, 100), [2, 4, 5, 1, 3, 6]);
+}
+
+#[test]
+fn not_due_timers_stay() {
+    let mut h: TimerHeap<u32, 4> = zeroed();
+    h.insert(at(10), 1).unwrap();
+    h.insert(at(20), 2).unwrap();
+    assert_eq!(drain(&mut h, 15), [1]);
+    assert_eq!(h.peek_deadline(), Some(at(20)));
+}
+
+#[test]
+fn cancel_removes_for_real_and_stale_cancel_is_a_noop() {
+    let mut h: TimerHeap<u32, 4> = zeroed();
+    let a = h.insert(at(10), 1).unwrap();
+    let b = h.insert(at(20), 2).unwrap();
+    assert_eq!(h.cancel(a), Some(1));
+    assert_eq!(h.cancel(a), None);
+    assert_eq!(h.len(), 1);
+    let c = h.insert(at(5), 3).unwrap(); // reuses a's slot
+    assert_eq!(
+        h.cancel(a),
+        None,
+        "stale handle must not cancel the slot's new timer"
+    );
+    assert!(h.is_pending(c));
+    assert_eq!(drain(&mut h, 100), [3, 2]);
+    assert_eq!(h.cancel(b), None, "cancelling a fired timer is a no-op");
+}
+
+#[test]
+fn full_heap_hands_the_closure_back() {
+    let mut h: TimerHeap<u32, 2> = zeroed();
+    h.insert(at(1), 1).unwrap();
+    h.insert(at(1), 2).unwrap();
+    assert_eq!(h.insert(at(1), 3), Err(3));
+}
+
+#[test]
+fn timers_added_after_the_limit_wait_for_the_next_round() {
+    let mut h: TimerHeap<u32, 4> = zeroed();
+    h.insert(at(10), 1).unwrap();
+    let limit = h.next_seq();
+    h.insert(at(0), 2).unwrap();
+    assert!(
+        h.pop_due(at(100), limit).is_none(),
+        "the newer head blocks this round"
+    );
+    assert_eq!(drain(&mut h, 100), [2, 1]);
+}
+
+#[test]
+fn reset_moves_a_timer_and_reorders_it_after_equal_deadlines() {
+    let mut h: TimerHeap<u32, 8> = zeroed();
+    let a = h.insert(at(10), 1).unwrap();
+    h.insert(at(30), 2).unwrap();
+    assert!(h.reset(a, at(30)));
+    assert_eq!(drain(&mut h, 100), [2, 1]);
+    assert!(!h.reset(a, at(1)), "fired timer cannot be reset");
+}
+
+#[test]
+fn running_timer_can_rearm_or_be_cancelled_under_the_same_handle() {
+    let mut h: TimerHeap<u32, 4> = zeroed();
+    let a = h.insert(at(10), 7).unwrap();
+    let (ha, f, d) = h.pop_due(at(10), u64::MAX).unwrap();
+    assert_eq!((ha, f, d), (a, 7, at(10)));
+    assert!(h.is_pending(a));
+    assert!(h.finish(ha, f, Next::At(at(20))).is_none());
+    assert_eq!(h.peek_deadline(), Some(at(20)));
+    let (ha, f, _) = h.pop_due(at(20), u64::MAX).unwrap();
+    assert_eq!(h.cancel(ha), None);
+    assert!(!h.is_pending(a));
+    assert_eq!(
+        h.finish(ha, f, Next::At(at(30))),
+        Some(7),
+        "cancelled while running: freed"
+    );
+    assert_eq!(h.len(), 0);
+}
+
+#[test]
+fn many_random_operations_keep_the_heap_ordered() {
+    let mut h: TimerHeap<u32, 512> = zeroed();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut live = Vec::new();
+    for i in 0..5000u32 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        match x % 3 {
+            0 | 1 if h.len() < 512 => live.push(h.insert(at(x % 1000), i).unwrap()),
+            _ if !live.is_empty() => {
+                let k = (x as usize / 3) % live.len();
+                let victim = live.swap_remove(k);
+                if x.is_multiple_of(2) {
+                    assert!(h.cancel(victim).is_some());
+                } else {
+                    assert!(h.reset(victim, at(x % 977)));
+                    live.push(victim);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut last = 0;
+    let mut n = 0;
+    while let Some((handle, f, d)) = h.pop_due(Instant::MAX, u64::MAX) {
+        assert!(d.as_nanos() >= last);
+        last = d.as_nanos();
+        h.finish(handle, f, Next::Done);
+        n += 1;
+    }
+    assert_eq!(n, live.len());
+}
+
+#[test]
+fn equal_delay_timers_go_to_the_run_and_fire_fifo() {
+    let mut h: TimerHeap<u32, 16> = zeroed();
+    let hs: Vec<_> = (0..6u32)
+        .map(|i| h.insert(at(100 + u64::from(i / 2)), i).unwrap())
+        .collect();
+    assert_eq!(
+        h.len, 0,
+        "non-decreasing deadlines are all appended to the run"
+    );
+    assert_eq!(h.scheduled(), 6);
+    assert!(
+        h.cancel(hs[2]).is_some(),
+        "unlinked from the middle of the run"
+    );
+    assert!(
+        h.reset(hs[0], at(102)),
+        "re-armed to the tail, behind equal deadlines"
+    );
+    assert_eq!(h.len, 0);
+    assert_eq!(drain(&mut h, 1000), [1, 3, 4, 5, 0]);
+}
+
+#[test]
+fn run_and_heap_merge_in_deadline_then_sequence_order() {
+    let mut h: TimerHeap<u32, 16> = zeroed();
+    h.insert(at(50), 1).unwrap(); // run
+    h.insert(at(60), 2).unwrap(); // run
+    h.insert(at(50), 3).unwrap(); // heap: before the run's tail, equal to its head
+    h.insert(at(10), 4).unwrap(); // heap
+    h.insert(at(60), 5).unwrap(); // run, equal to its tail
+    h.insert(at(55), 6).unwrap(); // heap
+    assert_eq!((h.len, h.run_len), (3, 3));
+    assert_eq!(h.peek_deadline(), Some(at(10)));
+    assert_eq!(drain(&mut h, 1000), [4, 1, 3, 6, 2, 5]);
+}
+
+#[test]
+fn run_member_reset_earlier_moves_into_the_heap() {
+    let mut h: TimerHeap<u32, 8> = zeroed();
+    let a = h.insert(at(10), 1).unwrap();
+    h.insert(at(20), 2).unwrap();
+    assert!(h.reset(a, at(30)));
+    let b = h.insert(at(40), 3).unwrap();
+    assert!(
+        h.reset(b, at(5)),
+        "earlier than the run's tail: into the heap"
+    );
+    assert_eq!((h.len, h.run_len), (1, 2));
+    assert_eq!(h.peek_deadline(), Some(at(5)));
+    assert_eq!(drain(&mut h, 100), [3, 2, 1]);
+}
+
+#[test]
+fn seq_limit_holds_back_a_new_run_head() {
+    let mut h: TimerHeap<u32, 4> = zeroed();
+    let limit = h.next_seq();
+    h.insert(at(0), 1).unwrap();
+    assert!(h.pop_due(at(100), limit).is_none());
+    assert_eq!(drain(&mut h, 100), [1]);
+}
+
+#[test]
+fn slots_are_handed_out_from_zero_again_once_the_table_empties() {
+    let mut h: TimerHeap<u32, 4> = zeroed();
+    let old: Vec<_> = (0..4)
+        .map(|i| h.insert(at(40 - i as u64), i).unwrap())
+        .collect();
+    for k in [2, 0, 3, 1] {
+        assert!(h.cancel(old[k]).is_some());
+    }
+    let new: Vec<_> = (0..4).map(|i| h.insert(at(1), i).unwrap()).collect();
+    let idx: Vec<u32> = new.iter().map(|t| t.index).collect();
+    assert_eq!(idx, [0, 1, 2, 3], "dense again after the table emptied");
+    for (o, n) in old.iter().zip(&new) {
+        assert!(
+            !h.is_pending(*o),
+            "an old handle stays dead on its reused slot"
+        );
+        assert_eq!(h.cancel(*o), None);
+        assert!(h.is_pending(*n));
+    }
+}
+
+#[test]
+fn last_freed_slot_is_reused_first_while_timers_remain() {
+    let mut h: TimerHeap<u32, 8> = zeroed();
+    let hs: Vec<_> = (0..4).map(|i| h.insert(at(10), i).unwrap()).collect();
+    h.cancel(hs[1]);
+    h.cancel(hs[3]);
+    assert_eq!(h.insert(at(10), 9).unwrap().index, hs[3].index);
+    assert_eq!(h.insert(at(10), 9).unwrap().index, hs[1].index);
+    assert_eq!(h.insert(at(10), 9).unwrap().index, 4);
+}
+
+#[test]
+fn dropping_or_clearing_drops_each_waiting_closure_once() {
+    use std::rc::Rc;
+    let rc = Rc::new(());
+    {
+        let mut h: TimerHeap<Rc<()>, 8> = zeroed();
+        for d in [5, 1, 7, 7, 3] {
+            h.insert(at(d), rc.clone()).unwrap();
+        }
+        let (running, f, _) = h.pop_due(at(100), u64::MAX).unwrap();
+        assert_eq!(
+            Rc::strong_count(&rc),
+            6,
+            "the running closure is out, not copied"
+        );
+        h.clear();
+        assert_eq!(
+            Rc::strong_count(&rc),
+            2,
+            "cleared: only the running one is left"
+        );
+        assert!(!h.is_pending(running));
+        let back = h.finish(running, f, Next::At(at(200)));
+        assert!(
+            back.is_some(),
+            "a timer running across clear() is handed back"
+        );
+        drop(back);
+        for d in [2, 9] {
+            h.insert(at(d), rc.clone()).unwrap();
+        }
+        assert_eq!(Rc::strong_count(&rc), 3);
+    }
+    assert_eq!(Rc::strong_count(&rc), 1, "drop freed the rest");
+}
+
+/// Differential test against a plain list model: every operation, with many equal
+/// deadlines (so the run, the heap and their ties are all exercised), at a capacity that
+/// is hit often.
+#[test]
+fn matches_a_list_model_under_random_operations() {
+    const CAP: usize = 48;
+    let mut h: TimerHeap<u32, CAP> = zeroed();
+    // (handle, deadline, seq, id) of waiting timers.
+    let mut model: Vec<(TimerHandle, u64, u64, u32)> = Vec::new();
+    let mut dead: Vec<TimerHandle> = Vec::new();
+    let mut seq = 0u64;
+    let mut now = 0u64;
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut rnd = |m: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % m
+    };
+    let iterations = if cfg!(miri) { 600 } else { 20_000 };
+    for id in 0..iterations {
+        let deadline = now + rnd(4) * 10 + if rnd(3) == 0 { rnd(40) } else { 0 };
+        match rnd(8) {
+            0..=2 => match h.insert(at(deadline), id) {
+                Ok(t) => {
+                    model.push((t, deadline, seq, id));
+                    seq += 1;
+                }
+                Err(back) => {
+                    assert_eq!(back, id);
+                    assert_eq!(model.len(), CAP);
+                }
+            },
+            3 if !model.is_empty() => {
+                let k = rnd(model.len() as u64) as usize;
+                let (t, _, _, want) = model.remove(k);
+                assert_eq!(h.cancel(t), Some(want));
+                dead.push(t);
+            }
+            4 if !model.is_empty() => {
+                let k = rnd(model.len() as u64) as usize;
+                assert!(h.reset(model[k].0, at(deadline)));
+                model[k].1 = deadline;
+                model[k].2 = seq;
+                seq += 1;
+            }
+            5 if !dead.is_empty() => {
+                let t = dead[rnd(dead.len() as u64) as usize];
+                assert_eq!(h.cancel(t), None);
+                assert!(!h.reset(t, at(deadline)));
+                assert!(!h.is_pending(t));
+            }
+            _ => {
+                now += rnd(25);
+                let limit = h.next_seq();
+                loop {
+                    let want = model
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, e)| (e.1, e.2))
+                        .filter(|(_, e)| e.1 <= now)
+                        .map(|(k, _)| k);
+                    let got = h.pop_due(at(now), limit);
+                    match (want, got) {
+                        (None, None) => break,
+                        (Some(k), Some((t, f, d))) => {
+                            let (mt, md, _, mid) = model.remove(k);
+                            assert_eq!((t, f, d), (mt, mid, at(md)));
+                            if rnd(3) == 0 {
+                                let next = now + 1 + rnd(30);
+                                assert!(h.finish(t, f, Next::At(at(next))).is_none());
+                                model.push((t, next, seq, f));
+                                seq += 1;
+                            } else {
+                                assert_eq!(h.finish(t, f, Next::Done), Some(f));
+                                dead.push(t);
+                            }
+                        }
+                        (w, g) => panic!("model {w:?} vs table {:?}", g.map(|g| g.1)),
+                    }
+                }
+            }
+        }
+        assert_eq!(h.len(), model.len());
+        assert_eq!(h.scheduled(), model.len());
+        let first = model.iter().map(|e| e.1).min().map(at);
+        assert_eq!(h.peek_deadline(), first);
+        if dead.len() > 64 {
+            dead.drain(..32);
+        }
+    }
+}

@@ -1,0 +1,601 @@
+//! Tasks on the loop: Tornado's coroutines as Rust `async`/`await`, without allocation.
+//!
+//! An [`Executor<N, S>`] holds `N` task slots of `S` bytes each, in `'static` storage (a
+//! `static`: `Executor::new` is `const`; or, with `alloc`, storage the loop takes from a
+//! process-wide pool: [`EventLoop::attach_owned_executor`](crate::EventLoop::attach_owned_executor)).
+//! Attach it to a loop with [`EventLoop::attach_executor`](crate::EventLoop::attach_executor),
+//! then spawn with [`EventLoop::spawn`](crate::EventLoop::spawn) (the loop's `&mut` proves the
+//! thread; works everywhere) or [`Executor::spawn`] (a future larger than `S`, or aligned above
+//! 16, **fails to compile**). A full executor hands the future back in [`Refused`].
+//!
+//! **Iterations.** Each iteration polls the tasks that were woken (or spawned) before it
+//! *started*, after the loop's callbacks and before its timers. So a task that wakes itself
+//! (`yield_now`) runs again in the next iteration, exactly like Tornado's `gen.moment`, and a
+//! task spawned — or woken — by a callback, a timer, a handler or another task is first
+//! polled in the next iteration (Tornado's `spawn_callback`).
+//!
+//! **Lifecycle.** An executor serves one loop at a time. When that loop is closed or dropped
+//! it drops every task (each future exactly once, with the loop current, so their sleeps and
+//! fd watches are cancelled) and detaches the executor: from then on `spawn` refuses with
+//! [`Error::NotAttached`] and hands the future back, and another loop — on any thread — may
+//! attach the same executor. Each attachment has an *epoch*; anything recorded under an old
+//! epoch (deferred cleanups, I/O registrations) is never applied to the new loop.
+//!
+//! **Threads.** Everything but the ready flags, the slot states and generations (atomics,
+//! readable from any thread: [`is_alive`](Executor::is_alive), [`len`](Executor::len)) is
+//! touched only by the thread of the loop the executor is attached to. With `std`,
+//! [`Executor::spawn`] checks it runs on that thread (the thread that attached it; each
+//! executor records its own, so any number of loops and executors share a thread). Without
+//! `std` there is no thread identity: `Executor::spawn` is accepted only inside a poll of
+//! this executor's own loop (a task, `run_sync`'s future), where the critical section that
+//! guards the current loop is held (see `current.rs`), and refused elsewhere; from setup code
+//! use [`EventLoop::spawn`](crate::EventLoop::spawn).
+//!
+//! **Wakers are one word** — a pointer to the task's header, which lives as long as the
+//! program (a `static`, or leaked pool storage that is reused but never freed). Waking sets
+//! the task's ready flag; a waker that outlives its task (or its loop) only marks an empty or
+//! reused slot ready, which at worst causes a spurious poll (allowed by the `Future`
+//! contract). No waker can ever reach freed memory (embassy#181).
+//!
+//! **Cross-thread wakes** go through the loop's attached [`Remote`](crate::Remote) notifier,
+//! and only when the loop is asleep in its poller: the loop raises a `sleeping` flag before
+//! its last look at the ready flags, a waker sets its ready flag before looking at `sleeping`
+//! (both `SeqCst`), so one of them always sees the other and no wake is lost, while wakes
+//! from the loop thread itself never cost a system call.
+//!
+//! **Panics.** A task whose poll unwinds is dropped (exactly once, in place) and its slot
+//! freed before the panic goes on, so the executor stays consistent.
+//!
+//! The executor's unsafe core (type-erased futures in fixed storage, pinned by never moving,
+//! and the waker vtable) is `raw.rs`; `queue.rs` is the loop's side; the current-loop frame
+//! is `task/current.rs`. ARCHITECTURE.md lists every module allowed `unsafe`.
+
+use core::cell::RefCell;
+use core::future::Future;
+use core::mem::{align_of, size_of};
+use core::ptr;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
+use core::task::Context;
+
+use crate::error::{Error, Refused, Resource};
+use crate::remote::WakeEntry;
+use crate::task::current::{self, Deferred, LoopOps, DEFERRED};
+
+mod queue;
+mod raw;
+pub(crate) use raw::TaskHeader;
+use raw::*;
+
+/// Identifies a spawned task (slot and generation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct TaskId {
+    index: u32,
+    generation: u32,
+}
+
+/// A task poll that took at least the watchdog's threshold.
+pub(crate) struct SlowPoll {
+    pub(crate) id: TaskId,
+    pub(crate) name: &'static str,
+    pub(crate) duration: core::time::Duration,
+}
+
+/// At most this many slow task polls are reported per iteration (the longest poll always
+/// updates `Counters::max_run_time`).
+pub(crate) const SLOW_POLLS_PER_ITERATION: usize = 8;
+
+/// Bit 0 of `Executor::state`: attached to a loop; the rest: the attach epoch.
+const ATTACHED: u32 = 1;
+
+/// `N` task slots of `S` bytes each; see the [module docs](self).
+///
+/// ```
+/// use core::time::Duration;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{sleep, EventLoop, Executor, Remote};
+///
+/// type Lp = EventLoop<SimPoller>;
+/// static REMOTE: Remote<Lp, 16> = Remote::new();
+/// static EXEC: Executor<8> = Executor::new();
+///
+/// let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+/// lp.attach_remote(&REMOTE).unwrap();
+/// lp.attach_executor(&EXEC).unwrap();
+/// let out = lp.run_sync(async { sleep(Duration::from_secs(2)).await.unwrap(); 42 }, None).unwrap();
+/// assert_eq!((out, lp.now().as_nanos()), (42, 2_000_000_000));
+/// ```
+pub struct Executor<const N: usize, const S: usize = 1024> {
+    tasks: [TaskSlot<S>; N],
+    /// `run_sync`'s own future (on its stack) wakes through this header.
+    main: TaskHeader,
+    shared: Shared,
+    /// `epoch << 1 | ATTACHED`.
+    state: AtomicU32,
+    /// The thread of the loop it is attached to (0: none).
+    #[cfg(feature = "std")]
+    owner_thread: core::sync::atomic::AtomicU64,
+    /// Tasks alive.
+    live: AtomicU32,
+    /// Cleanups leaf futures could not do at once, with the epoch they belong to.
+    deferred: critical_section::Mutex<RefCell<heapless::Deque<(u32, Deferred), DEFERRED>>>,
+    /// `deferred` may be non-empty: lets the hot path skip the critical section.
+    has_deferred: AtomicBool,
+    /// The loop is dropping the tasks (`drop_all`): spawns are refused, so a task spawned by
+    /// a dropping future's `Drop` cannot outlive the loop.
+    closing: AtomicBool,
+}
+
+// SAFETY: the atomics (ready flags, `Shared`, `state`, the slots' states and generations,
+// `live`) are shared with wakers and observers on any thread, and `deferred` is a
+// critical-section mutex. Everything else (the `Cell`s, the future storage) is touched only by
+// the thread of the loop the executor is attached to: `spawn` checks it is on that thread
+// (the owner thread with `std`; without `std` only inside a poll of its loop, under the
+// critical section), `EventLoop::spawn` holds the loop's `&mut` (the loop is `!Send`), and
+// polling and dropping happen inside that loop. A new attachment (possibly on another thread)
+// happens after the previous loop detached (a release/acquire pair on `state`). Futures are
+// not required to be `Send` because they never leave the loop's thread while alive.
+unsafe impl<const N: usize, const S: usize> Sync for Executor<N, S> {}
+
+impl<const N: usize, const S: usize> Default for Executor<N, S> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// This thread's identity for the executor's owner check (never 0).
+#[cfg(feature = "std")]
+fn this_thread() -> u64 {
+    use core::sync::atomic::AtomicU64;
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    std::thread_local! {
+        static ID: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    // Inside a thread-local destructor the id may be gone: no executor matches 0.
+    ID.try_with(|id| *id).unwrap_or(0)
+}
+
+/// The executor a loop holds: its erased queue and the epoch it was attached with. Also the
+/// loop's identity for leaf futures (see `current.rs`).
+#[derive(Clone, Copy)]
+pub(crate) struct ExecRef {
+    q: &'static dyn ExecQueue,
+    epoch: u32,
+}
+
+impl core::fmt::Debug for ExecRef {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ExecRef")
+            .field("executor", &(self.q as *const dyn ExecQueue).cast::<()>())
+            .field("epoch", &self.epoch)
+            .finish()
+    }
+}
+
+impl ExecRef {
+    /// Whether both name the same attachment (same executor, same epoch).
+    pub(crate) fn same(&self, other: &ExecRef) -> bool {
+        self.epoch == other.epoch
+            && ptr::addr_eq(
+                self.q as *const dyn ExecQueue,
+                other.q as *const dyn ExecQueue,
+            )
+    }
+
+    /// Queue `op` for the loop; `false` if it is gone or the queue is full.
+    pub(crate) fn defer(&self, op: Deferred) -> bool {
+        self.q.defer(self.epoch, op)
+    }
+
+    pub(crate) fn take_deferred(&self) -> Option<Deferred> {
+        self.q.take_deferred(self.epoch)
+    }
+
+    /// Start of a loop iteration: choose the tasks this iteration polls.
+    pub(crate) fn begin_iteration(&self) {
+        self.q.begin_iteration(self.epoch);
+    }
+
+    /// Poll the tasks chosen by `begin_iteration` (and apply deferred cleanups). With a
+    /// watchdog `threshold`, each poll is timed: polls at or above it go to `slow`, and the
+    /// longest poll is returned.
+    pub(crate) fn run_ready(
+        &self,
+        lp: &mut (dyn LoopOps + 'static),
+        threshold: Option<core::time::Duration>,
+        slow: &mut heapless::Vec<SlowPoll, SLOW_POLLS_PER_ITERATION>,
+    ) -> core::time::Duration {
+        self.q.run_ready(lp, *self, threshold, slow)
+    }
+
+    pub(crate) fn any_ready(&self) -> bool {
+        self.q.any_ready()
+    }
+
+    pub(crate) fn set_sleeping(&self, sleeping: bool) {
+        self.q.set_sleeping(sleeping);
+    }
+
+    pub(crate) fn main_header(&self) -> &'static TaskHeader {
+        self.q.main_header()
+    }
+
+    /// Drop every task (loop closed or dropped) and detach. A no-op if this attachment is
+    /// already over (closed before, or the executor serves another loop now).
+    pub(crate) fn drop_all(&self, lp: &mut (dyn LoopOps + 'static)) {
+        self.q.drop_all(lp, *self);
+    }
+
+    /// Whether this attachment is still current.
+    pub(crate) fn attached(&self) -> bool {
+        self.q.current_epoch() == Some(self.epoch)
+    }
+
+    /// Spawn `make(a, b)` as a task; `a` and `b` come back if it is refused (the task is
+    /// only built once a slot is reserved for it).
+    ///
+    /// # Safety
+    /// Call only on the thread of the loop this executor is attached to (the caller holds
+    /// that loop's `&mut`, or is inside a poll of it).
+    pub(crate) unsafe fn spawn_with<A, B, R, M>(
+        &self,
+        a: A,
+        b: B,
+        make: M,
+    ) -> Result<TaskId, Refused<(A, B)>>
+    where
+        R: Future<Output = ()> + 'static,
+        M: FnOnce(A, B) -> R,
+    {
+        // SAFETY: as this function's caller guarantees.
+        match unsafe { self.q.reserve(self.epoch, size_of::<R>(), align_of::<R>()) } {
+            Err(error) => Err(Refused {
+                error,
+                value: (a, b),
+            }),
+            Ok((index, p)) => {
+                // SAFETY: `reserve` handed out slot `index`'s storage, RESERVED for us, big and
+                // aligned enough for an `R` (checked against `size_of`/`align_of`).
+                unsafe { ptr::write(p.cast::<R>(), make(a, b)) };
+                // SAFETY: the slot now holds a live `R`, matching the vtable.
+                Ok(unsafe { self.q.commit(index, &Erased::<R>::VTABLE) })
+            }
+        }
+    }
+
+    /// Spawn `fut` (see [`spawn_with`](Self::spawn_with)).
+    ///
+    /// # Safety
+    /// As [`spawn_with`](Self::spawn_with).
+    pub(crate) unsafe fn spawn<F>(&self, fut: F) -> Result<TaskId, Refused<F>>
+    where
+        F: Future<Output = ()> + 'static,
+    {
+        // SAFETY: as this function's caller guarantees.
+        unsafe { self.spawn_with(fut, (), |f, ()| f) }.map_err(|r| Refused {
+            error: r.error,
+            value: r.value.0,
+        })
+    }
+}
+
+/// The loop's view of its executor, with the sizes erased.
+pub(crate) trait ExecQueue: Sync {
+    fn begin_iteration(&self, epoch: u32);
+    fn run_ready(
+        &self,
+        lp: &mut (dyn LoopOps + 'static),
+        me: ExecRef,
+        threshold: Option<core::time::Duration>,
+        slow: &mut heapless::Vec<SlowPoll, SLOW_POLLS_PER_ITERATION>,
+    ) -> core::time::Duration;
+    fn any_ready(&self) -> bool;
+    fn set_sleeping(&self, sleeping: bool);
+    fn main_header(&'static self) -> &'static TaskHeader;
+    fn drop_all(&self, lp: &mut (dyn LoopOps + 'static), me: ExecRef);
+    fn current_epoch(&self) -> Option<u32>;
+    fn defer(&self, epoch: u32, op: Deferred) -> bool;
+    fn take_deferred(&self, epoch: u32) -> Option<Deferred>;
+    /// A free slot's storage for a future of `size` bytes aligned to `align`.
+    ///
+    /// # Safety
+    /// On the loop's thread (see [`ExecRef::spawn`]); `commit` must follow once the storage
+    /// holds the future.
+    unsafe fn reserve(
+        &self,
+        epoch: u32,
+        size: usize,
+        align: usize,
+    ) -> Result<(usize, *mut u8), Error>;
+    /// # Safety
+    /// Slot `index` was `reserve`d and now holds a live future `vtable` was made for.
+    unsafe fn commit(&self, index: usize, vtable: &'static TaskVTable) -> TaskId;
+}
+
+impl<const N: usize, const S: usize> Executor<N, S> {
+    const VALID: () = assert!(
+        N > 0 && N < u32::MAX as usize,
+        "Executor<N, _>: 0 < N < 2^32"
+    );
+
+    /// An empty executor (`const`: initialises a `static`).
+    pub const fn new() -> Self {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::VALID;
+        Executor {
+            tasks: [const { TaskSlot::new() }; N],
+            main: TaskHeader::new(),
+            shared: Shared {
+                ready_any: AtomicBool::new(false),
+                sleeping: AtomicBool::new(false),
+                wake: AtomicPtr::new(ptr::null_mut()),
+            },
+            state: AtomicU32::new(0),
+            #[cfg(feature = "std")]
+            owner_thread: core::sync::atomic::AtomicU64::new(0),
+            live: AtomicU32::new(0),
+            deferred: critical_section::Mutex::new(RefCell::new(heapless::Deque::new())),
+            has_deferred: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+        }
+    }
+
+    /// Attach to the calling thread's loop; the new attachment's identity.
+    pub(crate) fn attach(&'static self, wake: &'static WakeEntry) -> Result<ExecRef, Error> {
+        let st = self.state.load(Ordering::Acquire);
+        if st & ATTACHED != 0 {
+            return Err(Error::AlreadyAttached);
+        }
+        let next = (st | ATTACHED).wrapping_add(2) | ATTACHED;
+        if self
+            .state
+            .compare_exchange(st, next, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(Error::AlreadyAttached);
+        }
+        Ok(self.bind(wake, next >> 1))
+    }
+
+    /// Attach a freshly built executor that no one else can see yet.
+    #[cfg(feature = "alloc")]
+    fn attach_fresh(&'static self, wake: &'static WakeEntry) -> ExecRef {
+        self.state.store(2 | ATTACHED, Ordering::Release);
+        self.bind(wake, 1)
+    }
+
+    /// Second half of attaching: this thread owns the executor under `epoch`.
+    fn bind(&'static self, wake: &'static WakeEntry, epoch: u32) -> ExecRef {
+        #[cfg(feature = "std")]
+        self.owner_thread.store(this_thread(), Ordering::Release);
+        self.shared.wake.store(
+            wake as *const WakeEntry as *mut WakeEntry,
+            Ordering::Release,
+        );
+        let shared = &self.shared as *const Shared as *mut Shared;
+        self.main.shared.store(shared, Ordering::Release);
+        for t in &self.tasks {
+            t.header.shared.store(shared, Ordering::Release);
+        }
+        ExecRef { q: self, epoch }
+    }
+
+    /// Whether this executor is attached to a loop (on any thread).
+    pub fn is_attached(&self) -> bool {
+        self.state.load(Ordering::Acquire) & ATTACHED != 0
+    }
+
+    /// The current attachment if the caller may touch the loop-thread-only state.
+    fn here(&'static self) -> Option<ExecRef> {
+        let st = self.state.load(Ordering::Acquire);
+        if st & ATTACHED == 0 {
+            return None;
+        }
+        let me = ExecRef {
+            q: self,
+            epoch: st >> 1,
+        };
+        #[cfg(feature = "std")]
+        {
+            (self.owner_thread.load(Ordering::Acquire) == this_thread()).then_some(me)
+        }
+        #[cfg(not(feature = "std"))]
+        {
+            // Only inside a poll of this executor's loop: then the critical section is held
+            // (`current::enter`) and no other context runs.
+            current::current_owner()
+                .is_some_and(|o| o.same(&me))
+                .then_some(me)
+        }
+    }
+
+    /// Spawn `fut` as a task: it is first polled in the next iteration of the loop (like
+    /// Tornado's `spawn_callback`). With `std`, call it on the loop's thread: from setup code,
+    /// callbacks, handlers or other tasks. Without `std`, only from inside a poll of this
+    /// executor's loop (a task or `run_sync`'s future); elsewhere use
+    /// [`EventLoop::spawn`](crate::EventLoop::spawn). A future larger than `S` bytes is a
+    /// compile error.
+    ///
+    /// # Errors
+    /// `fut` comes back inside [`Refused`] with [`Error::Full`] when `N` tasks are alive, or
+    /// [`Error::NotAttached`] when the executor is not attached to a loop on this thread
+    /// (never attached, its loop closed or dropped, another thread's loop), or
+    /// [`Error::Closed`] while its loop is dropping the tasks (a spawn from a `Drop` then).
+    pub fn spawn<F>(&'static self, fut: F) -> Result<TaskId, Refused<F>>
+    where
+        F: Future<Output = ()> + 'static,
+    {
+        const {
+            assert!(
+                size_of::<F>() <= S && align_of::<F>() <= SLOT_ALIGN,
+                "future too large for this Executor's task slots (raise S)"
+            )
+        };
+        let Some(me) = self.here() else {
+            return Err(Refused {
+                error: Error::NotAttached,
+                value: fut,
+            });
+        };
+        // SAFETY: `here` checked this is the loop's thread (or, without `std`, a poll of its
+        // loop).
+        unsafe { me.spawn(fut) }
+    }
+
+    /// How many tasks are alive. Readable from any thread.
+    pub fn len(&self) -> usize {
+        self.live.load(Ordering::Acquire) as usize
+    }
+
+    /// Whether no task is alive. Readable from any thread.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether `id` is still running (not finished, not dropped). Readable from any thread.
+    pub fn is_alive(&self, id: TaskId) -> bool {
+        self.tasks.get(id.index as usize).is_some_and(|t| {
+            let state = t.state.load(Ordering::Acquire);
+            (state == OCCUPIED || state == RUNNING)
+                && t.generation.load(Ordering::Acquire) == id.generation
+        })
+    }
+
+    fn attached_epoch(&self) -> Option<u32> {
+        let st = self.state.load(Ordering::Acquire);
+        (st & ATTACHED != 0).then_some(st >> 1)
+    }
+
+    /// Poll one task slot that was scheduled.
+    fn poll_slot(&self, slot: &TaskSlot<S>, me: &ExecRef) {
+        let Some(vtable) = slot.vtable.get() else {
+            return;
+        };
+        slot.state.store(RUNNING, Ordering::Release);
+        // SAFETY: this slot lives in a `'static` executor (`attach` takes `&'static self`).
+        let header: &'static TaskHeader = unsafe { &*(&slot.header as *const TaskHeader) };
+        let waker = header.waker();
+        let mut cx = Context::from_waker(&waker);
+        // If the poll unwinds, the task is dropped and its slot freed on the way out.
+        let guard = FinishOnUnwind {
+            exec: self,
+            slot,
+            vtable,
+        };
+        // SAFETY: the slot is RUNNING, so its storage holds the live future the vtable was
+        // made for; it never moves; this is the loop thread.
+        let done = unsafe { (vtable.poll)(slot.storage_ptr(), &mut cx) };
+        core::mem::forget(guard);
+        // A task that closed its own loop is dropped now: the loop dropped the others.
+        if done.is_ready() || !me.attached() {
+            self.finish(slot, vtable);
+        } else {
+            slot.state.store(OCCUPIED, Ordering::Release);
+        }
+    }
+
+    fn finish(&self, slot: &TaskSlot<S>, vtable: &'static TaskVTable) {
+        slot.vtable.set(None);
+        // Marked empty before the drop: a drop that unwinds leaves a consistent slot (the
+        // future is then dropped by the unwinding itself, exactly once).
+        slot.scheduled.set(false);
+        slot.generation.fetch_add(1, Ordering::AcqRel);
+        slot.header.ready.store(false, Ordering::Relaxed);
+        slot.state.store(RESERVED, Ordering::Release);
+        struct Free<'a, const S: usize>(&'a TaskSlot<S>, &'a AtomicU32);
+        impl<const S: usize> Drop for Free<'_, S> {
+            fn drop(&mut self) {
+                self.0.state.store(EMPTY, Ordering::Release);
+                self.1.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let _free = Free(slot, &self.live);
+        // SAFETY: the future is live (the vtable was still set) and is dropped exactly once,
+        // here (the vtable is cleared, so no other path drops it); the slot stays RESERVED
+        // (not reusable) until the drop is over.
+        unsafe { (vtable.drop)(slot.storage_ptr()) };
+    }
+
+    /// Apply the cleanups deferred for `me`.
+    fn drain_deferred(&self, lp: &mut dyn LoopOps, me: &ExecRef) {
+        while let Some(op) = self.take_deferred(me.epoch) {
+            op.apply(lp);
+        }
+    }
+}
+
+/// Drops the task whose poll is unwinding and frees its slot.
+struct FinishOnUnwind<'a, const N: usize, const S: usize> {
+    exec: &'a Executor<N, S>,
+    slot: &'a TaskSlot<S>,
+    vtable: &'static TaskVTable,
+}
+
+impl<const N: usize, const S: usize> Drop for FinishOnUnwind<'_, N, S> {
+    fn drop(&mut self) {
+        self.exec.finish(self.slot, self.vtable);
+    }
+}
+
+/// One leaked executor in the pool behind `attach_pooled` (never freed, so wakers made by
+/// it stay valid for the life of the process).
+#[cfg(feature = "alloc")]
+struct PoolEntry {
+    type_id: core::any::TypeId,
+    /// The `Executor<N, S>` `type_id` names.
+    exec: *const (),
+    next: *const PoolEntry,
+}
+
+#[cfg(feature = "alloc")]
+static POOL: AtomicPtr<PoolEntry> = AtomicPtr::new(ptr::null_mut());
+
+/// Attach an executor from the process-wide pool: a detached one of this type, or a newly
+/// leaked one (pushed on the pool). Memory is bounded by the most executors of each type
+/// attached at once.
+#[cfg(feature = "alloc")]
+pub(crate) fn attach_pooled<const N: usize, const S: usize>(wake: &'static WakeEntry) -> ExecRef {
+    use alloc::boxed::Box;
+    let type_id = core::any::TypeId::of::<Executor<N, S>>();
+    let mut entry = POOL.load(Ordering::Acquire).cast_const();
+    while !entry.is_null() {
+        // SAFETY: pool entries are leaked (never freed) and immutable once published.
+        let e = unsafe { &*entry };
+        if e.type_id == type_id {
+            // SAFETY: the entry's type id says `exec` is a leaked `Executor<N, S>`.
+            let exec: &'static Executor<N, S> = unsafe { &*e.exec.cast::<Executor<N, S>>() };
+            if let Ok(r) = exec.attach(wake) {
+                return r;
+            }
+        }
+        entry = e.next;
+    }
+    let exec: &'static Executor<N, S> = Box::leak(Box::new(Executor::new()));
+    let attached = exec.attach_fresh(wake);
+    let new: &'static mut PoolEntry = Box::leak(Box::new(PoolEntry {
+        type_id,
+        exec: (exec as *const Executor<N, S>).cast(),
+        next: ptr::null(),
+    }));
+    let mut head = POOL.load(Ordering::Acquire);
+    loop {
+        new.next = head;
+        match POOL.compare_exchange_weak(
+            head,
+            &mut *new as *mut PoolEntry,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => return attached,
+            Err(h) => head = h,
+        }
+    }
+}
+
+/// `true` while this thread is inside a loop's poll of a task (leaf futures need it).
+pub fn in_task() -> bool {
+    current::in_loop()
+}
+
+#[cfg(test)]
+mod tests;
