@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use loop_core::{sleep, Error, EventLoop, Executor, Interest, IoRegistration, Remote};
 
-type Lp = EventLoop<loop_linux::Epoll, 8, 16, 8>;
+type Lp = EventLoop<ioloop::DefaultPoller, 8, 16, 8>;
 
 #[test]
 fn a_registration_moved_to_another_threads_loop_fails_with_wrong_loop_and_frees_its_slot() {

@@ -1,4 +1,4 @@
-//! Fault injection through the simulated poller (issue 7, part 3; DESIGN.md §5).
+//! Fault injection through the simulated poller (issue 7, part 3; ARCHITECTURE.md).
 //!
 //! Each test builds a loop with work in every table (handlers, pending timers, queued
 //! callbacks), injects one kind of fault, and checks two things: the fault is handled as the

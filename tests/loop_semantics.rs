@@ -1,4 +1,4 @@
-//! The loop's contract (DESIGN.md §2, Tornado 4.5 `PollIOLoop`), pinned on the simulated
+//! The loop's contract (ARCHITECTURE.md, Tornado 4.5 `PollIOLoop`), pinned on the simulated
 //! poller: exact and instant, no sleeping. Each test names the behaviour it pins; where it comes
 //! from a Tornado test, the comment says which.
 

@@ -6,7 +6,7 @@
 //! comes back inside `Refused` and is run by hand on the spot, so nothing is ever lost.
 //!
 //! Checked after every step: the exact record of what ran (and what was queued, refused, run
-//! by hand); on its own, the snapshot rule of DESIGN.md §2: the callbacks an iteration runs
+//! by hand); on its own, the snapshot rule of ARCHITECTURE.md: the callbacks an iteration runs
 //! from the queue are exactly those queued when it started, first-in first-out, and none
 //! added during it; the poll does not block while callbacks are queued (an unbounded
 //! `run_once` with callbacks left is a zero-timeout poll, not a wait forever);

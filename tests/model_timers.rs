@@ -5,7 +5,7 @@
 //! other timers, clock moves (forwards, backwards, to the far future) and `run_once` are
 //! applied both to a loop on the simulated poller and to a plain reference model: a list of
 //! `(deadline, sequence, id)` where the due entries fire in `(deadline, sequence)` order
-//! (DESIGN.md §2). After every step the two must agree exactly (what fired, in which order, at
+//! (ARCHITECTURE.md). After every step the two must agree exactly (what fired, in which order, at
 //! which instant, what each cancel returned, the clock, the poll timeout), and a few
 //! properties are checked on their own for clearer failures: nothing fires early, nothing
 //! fires twice in one iteration, a cancelled timer never fires, `Error::Full` comes exactly at

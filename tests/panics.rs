@@ -1,5 +1,5 @@
 //! A panic in user code never bricks the loop, leaks a slot or loses a capture (issue 10,
-//! defects 5–7; DESIGN.md §6). With `std` (as here) a panic in a handler, timer, callback,
+//! defects 5–7; ARCHITECTURE.md). With `std` (as here) a panic in a handler, timer, callback,
 //! remote callback or signal handler is caught; with an error hook set it is reported as
 //! `Failure::Panicked` and the loop goes on (Tornado's model), without one it unwinds on out
 //! of `run` with the loop already put right.

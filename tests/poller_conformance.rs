@@ -266,7 +266,7 @@ fn modify_changes_interest_and_key<P: OpenPoller>() {
     assert!(wait(&mut p, NOW).is_empty());
 }
 
-/// DESIGN.md §2: adding a second handler for an fd is an error and leaves the first untouched.
+/// ARCHITECTURE.md: adding a second handler for an fd is an error and leaves the first untouched.
 fn duplicate_register_is_refused_and_keeps_the_first<P: OpenPoller>() {
     let (_fds, mut p) = fresh::<P>();
     let (a, _b) = sockets();
@@ -483,7 +483,7 @@ fn notifications_coalesce_into_one_wake<P: OpenPoller>() {
 // Time
 // ---------------------------------------------------------------------------------------------
 
-/// DESIGN.md §3: round up, never down. Only "never early" is asserted: a loaded CI machine
+/// ARCHITECTURE.md: round up, never down. Only "never early" is asserted: a loaded CI machine
 /// may always be late.
 fn timeouts_are_never_early<P: OpenPoller>() {
     let (_fds, mut p) = fresh::<P>();
@@ -638,7 +638,7 @@ fn high_dup(fd: &OwnedFd) -> Option<OwnedFd> {
 }
 
 /// An fd numbered above select's `FD_SETSIZE` works on a poller without an fd limit. On one
-/// with a limit (select, DESIGN.md §3) it gets a clear error, never a write past the fd set,
+/// with a limit (select, ARCHITECTURE.md) it gets a clear error, never a write past the fd set,
 /// and the poller stays usable.
 fn fds_above_fd_setsize_work_or_are_refused<P: OpenPoller + Row>() {
     let (_fds, mut p) = fresh::<P>();
