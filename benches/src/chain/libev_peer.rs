@@ -82,8 +82,8 @@ pub fn run(case: &ChainCase) -> io::Result<ChainSamples> {
         return Err(io::Error::other("ev_loop_new(EVBACKEND_EPOLL) failed"));
     }
     let mut lp = Loop(c);
-    // SAFETY (the three closures): `lp.0` is the live shim loop.
     let readd = |lp: &mut Loop| {
+        // SAFETY: `lp.0` is the live shim loop (freed only when `lp` drops, after the run).
         unsafe { ffi::lc_readd(lp.0) };
         Ok(())
     };
@@ -94,6 +94,7 @@ pub fn run(case: &ChainCase) -> io::Result<ChainSamples> {
         Some(readd),
         Some(readd),
         |lp: &mut Loop| {
+            // SAFETY: as above, `lp.0` is the live shim loop.
             unsafe { ffi::lc_run_nowait(lp.0) };
             Ok(())
         },
