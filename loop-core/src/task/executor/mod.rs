@@ -782,20 +782,29 @@ impl<const N: usize, const S: usize> Executor<N, S> {
 
 /// The compile-time slot check. Rust evaluates it when `spawn` is instantiated for `F`
 /// (monomorphization), which `cargo build`/`cargo test` do and `cargo check` does not: a
-/// post-monomorphization error cannot be made visible to `cargo check` on stable Rust, and
-/// the sizes cannot appear in the message (a `const` panic message must be a literal, and
-/// `Fits<{ size_of::<F>() }, S>` needs the unstable `generic_const_exprs`). The error names
-/// `Fits::<F, S>::OK` with the future's type and the slot size `S` (the "instantiating"
-/// note names `F`); `size_of_val(&fut)` in the program gives the actual size.
+/// post-monomorphization error cannot be made visible to `cargo check` on stable Rust (nor
+/// can `size_of::<F>()` be a const generic argument or a trait bound without the unstable
+/// `generic_const_exprs`). A `const` panic message cannot format numbers, so a too-large
+/// task fails on an out-of-bounds index instead, which rustc reports as "the length is
+/// `S` but the index is `size_of::<F>()`": both sizes; the error also names
+/// `Fits::<F, S>::OK` with the task's type.
 struct Fits<F, const S: usize>(PhantomData<F>);
 
 impl<F, const S: usize> Fits<F, S> {
-    const OK: () = assert!(
-        size_of::<F>() <= S && align_of::<F>() <= SLOT_ALIGN,
-        "the task's future (with spawn_join: future or output, plus a tag) is larger than this \
-         Executor<N, S>'s slot size S bytes, or aligned above 16: raise S (see `Fits<F, S>` \
-         in this error for the type and S)"
-    );
+    const OK: () = {
+        if size_of::<F>() > S {
+            // TASK TOO LARGE FOR ITS SLOT. The error reads "index out of bounds: the length
+            // is <S, the slot size> but the index is <the task's actual size in bytes>".
+            let task_slot_bytes = [0u8; S];
+            let _ = task_slot_bytes[size_of::<F>()];
+        }
+        assert!(
+            size_of::<F>() <= S && align_of::<F>() <= SLOT_ALIGN,
+            "the task's future (with spawn_join: future or output, plus a tag) is larger than \
+             this Executor<N, S>'s slot size S bytes, or aligned above 16: raise S (see \
+             `Fits<F, S>` in this error for the type and S)"
+        );
+    };
 }
 
 /// Drops the task whose poll is unwinding and frees its slot.
