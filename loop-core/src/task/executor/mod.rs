@@ -683,14 +683,22 @@ impl<const N: usize, const S: usize> Executor<N, S> {
         slot.header.ready.store(false, Ordering::Relaxed);
         slot.outcome.set(outcome);
         /// Marks the slot `DONE`, no longer alive, and wakes the joiner, even if the drop
-        /// below unwinds.
+        /// below unwinds. If the handle went away meanwhile (the future owned its own handle
+        /// and dropped it), the slot is freed instead.
         struct Done<'a, const S: usize>(&'a TaskSlot<S>, &'a AtomicU32);
         impl<const S: usize> Drop for Done<'_, S> {
             fn drop(&mut self) {
-                self.0.state.store(DONE, Ordering::Release);
                 self.1.fetch_sub(1, Ordering::AcqRel);
-                if let Some(w) = self.0.joiner.take() {
-                    w.wake();
+                if self.0.handle.get() {
+                    self.0.state.store(DONE, Ordering::Release);
+                    if let Some(w) = self.0.joiner.take() {
+                        w.wake();
+                    }
+                } else {
+                    // Only reached with the vtable cleared: nothing is left in the storage.
+                    self.0.outcome.set(OUT_NONE);
+                    self.0.generation.fetch_add(1, Ordering::AcqRel);
+                    self.0.state.store(EMPTY, Ordering::Release);
                 }
             }
         }

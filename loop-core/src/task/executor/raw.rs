@@ -165,8 +165,23 @@ impl<F: Future> Future for JoinCell<F> {
         match unsafe { Pin::new_unchecked(f) }.poll(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(out) => {
-                // SAFETY: re-pinning the cell we were handed pinned; `set` drops `F` in place.
-                unsafe { Pin::new_unchecked(this) }.set(JoinCell::Done(out));
+                let p: *mut Self = this;
+                /// Leaves the cell `Gone` if dropping `F` unwinds (it is dropped then).
+                struct Gone<F: Future>(*mut JoinCell<F>);
+                impl<F: Future> Drop for Gone<F> {
+                    fn drop(&mut self) {
+                        // SAFETY: the cell's old value was dropped (or is being abandoned by
+                        // the unwinding drop): overwrite without dropping it again.
+                        unsafe { ptr::write(self.0, JoinCell::Gone) };
+                    }
+                }
+                let gone = Gone(p);
+                // SAFETY: `F` is dropped in place, exactly once (never polled again: the cell
+                // is overwritten right after, or by `gone` if this unwinds).
+                unsafe { ptr::drop_in_place(p) };
+                core::mem::forget(gone);
+                // SAFETY: the old value is dead; the storage is valid for a `Self`.
+                unsafe { ptr::write(p, JoinCell::Done(out)) };
                 Poll::Ready(())
             }
         }

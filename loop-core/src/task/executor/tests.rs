@@ -825,3 +825,74 @@ fn a_task_aborting_itself_is_dropped_after_its_poll() {
     let h = slot.borrow_mut().take().unwrap();
     assert_eq!(lp.run_sync(h, None).unwrap(), Err(JoinError::Aborted));
 }
+
+#[test]
+fn a_task_that_owns_its_own_handle_and_panics_frees_its_slot() {
+    static REMOTE: Remote<Lp, 4> = Remote::new();
+    static EXEC: Executor<2, 256> = Executor::new();
+    let mut lp = join_loop(&REMOTE, &EXEC);
+    let cell: Rc<RefCell<Option<JoinHandle<u8>>>> = Rc::new(RefCell::new(None));
+    let c = cell.clone();
+    let h = lp
+        .spawn_join(async move {
+            let _me = c.borrow_mut().take();
+            yield_now().await;
+            if core::hint::black_box(true) {
+                panic!("task");
+            }
+            0u8
+        })
+        .map_err(|r| r.error)
+        .unwrap();
+    *cell.borrow_mut() = Some(h);
+    for _ in 0..3 {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = lp.run_once(Some(Duration::ZERO));
+        }));
+    }
+    assert!(cell.borrow().is_none());
+    assert!(EXEC.is_empty());
+    assert!(EXEC
+        .tasks
+        .iter()
+        .all(|t| t.state.load(Ordering::Relaxed) == EMPTY));
+}
+
+#[test]
+fn a_joined_task_whose_future_drop_panics_on_completion_drops_it_once() {
+    static REMOTE: Remote<Lp, 4> = Remote::new();
+    static EXEC: Executor<2, 256> = Executor::new();
+    let mut lp = join_loop(&REMOTE, &EXEC);
+    struct PanicOnDrop(Rc<Cell<u32>>);
+    impl Drop for PanicOnDrop {
+        fn drop(&mut self) {
+            self.0.set(self.0.get() + 1);
+            panic!("drop");
+        }
+    }
+    let drops = Rc::new(Cell::new(0));
+    let held = PanicOnDrop(drops.clone());
+    // A future that is ready at once and whose drop (after `Ready`) panics.
+    struct ReadyThenPanic(#[allow(dead_code)] PanicOnDrop);
+    impl Future for ReadyThenPanic {
+        type Output = u8;
+        fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<u8> {
+            Poll::Ready(7)
+        }
+    }
+    let h = lp
+        .spawn_join(ReadyThenPanic(held))
+        .map_err(|r| r.error)
+        .unwrap();
+    for _ in 0..3 {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = lp.run_once(Some(Duration::ZERO));
+        }));
+    }
+    assert_eq!(drops.get(), 1);
+    assert_eq!(lp.run_sync(h, None).unwrap(), Err(JoinError::Panicked));
+    assert!(EXEC
+        .tasks
+        .iter()
+        .all(|t| t.state.load(Ordering::Relaxed) == EMPTY));
+}
