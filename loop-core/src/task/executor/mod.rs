@@ -8,6 +8,19 @@
 //! thread; works everywhere) or [`Executor::spawn`] (a future larger than `S`, or aligned above
 //! 16, **fails to compile**). A full executor hands the future back in [`Refused`].
 //!
+//! **Join handles.** [`Executor::spawn_join`] / [`EventLoop::spawn_join`](crate::EventLoop::spawn_join)
+//! return a [`JoinHandle<T>`] instead of a [`TaskId`]: `.await` yields the task's output,
+//! which waits in the task's own slot (the future and then its output share the slot's
+//! storage: no allocation), or a [`JoinError`] (`Aborted`, `Panicked`, `Closed` when the loop
+//! dropped the task). [`JoinHandle::abort`] drops the future; dropping the handle detaches
+//! the task. A finished task's slot stays taken until its handle is awaited or dropped.
+//! `spawn` keeps returning a `TaskId`, so fire-and-forget callers are unchanged.
+//!
+//! **Compile-time size check.** A future over `S` bytes is rejected when `spawn` is
+//! *instantiated* (`cargo build`/`test`), not by `cargo check`: Rust has no stable way to
+//! compare `size_of::<F>()` with `S` before monomorphization. The error gives both sizes:
+//! "index out of bounds: the length is `S` but the index is `size_of::<F>()`".
+//!
 //! **Iterations.** Each iteration polls the tasks that were woken (or spawned) before it
 //! *started*, after the loop's callbacks and before its timers. So a task that wakes itself
 //! (`yield_now`) runs again in the next iteration, exactly like Tornado's `gen.moment`, and a
