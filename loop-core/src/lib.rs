@@ -83,7 +83,7 @@ pub use signal::SignalInstaller;
 pub use tables::handler_table::HandlerId;
 pub use tables::timer_heap::TimerHandle;
 pub use task::current::with_current_loop;
-pub use task::executor::{in_task, Executor, TaskId};
+pub use task::executor::{in_task, Executor, JoinError, JoinHandle, TaskId};
 pub use task::futures::{
     interval, join, join_array, readable, select, sleep, sleep_until, timeout, writable, yield_now,
     Either, Interval, Join, JoinArray, Ready, Select, Sleep, YieldNow,

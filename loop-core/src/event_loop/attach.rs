@@ -113,6 +113,29 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         unsafe { exec.spawn(fut) }
     }
 
+    /// Spawn `fut` like [`spawn`](Self::spawn) and return a
+    /// [`JoinHandle`](crate::JoinHandle) whose `.await` yields its output (kept in the
+    /// task's slot, no allocation).
+    ///
+    /// # Errors
+    /// As [`spawn`](Self::spawn).
+    pub fn spawn_join<F>(&mut self, fut: F) -> Result<crate::JoinHandle<F::Output>, Refused<F>>
+    where
+        F: Future + 'static,
+    {
+        if let Err(error) = self.usable() {
+            return Err(Refused { error, value: fut });
+        }
+        let Some(exec) = self.executor else {
+            return Err(Refused {
+                error: Error::NotAttached,
+                value: fut,
+            });
+        };
+        // SAFETY: as in `spawn`: the `&mut` of a `!Send` loop proves the thread.
+        unsafe { exec.spawn_join(fut) }
+    }
+
     /// Run `fut` as a task and, one iteration after it completes, call `callback(loop, output)`
     /// as a loop callback (Tornado's `IOLoop.add_future`: the callback always comes one
     /// iteration later, even for a future that is ready at once). If the loop's callback

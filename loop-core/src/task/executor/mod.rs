@@ -8,6 +8,19 @@
 //! thread; works everywhere) or [`Executor::spawn`] (a future larger than `S`, or aligned above
 //! 16, **fails to compile**). A full executor hands the future back in [`Refused`].
 //!
+//! **Join handles.** [`Executor::spawn_join`] / [`EventLoop::spawn_join`](crate::EventLoop::spawn_join)
+//! return a [`JoinHandle<T>`] instead of a [`TaskId`]: `.await` yields the task's output,
+//! which waits in the task's own slot (the future and then its output share the slot's
+//! storage: no allocation), or a [`JoinError`] (`Aborted`, `Panicked`, `Closed` when the loop
+//! dropped the task). [`JoinHandle::abort`] drops the future; dropping the handle detaches
+//! the task. A finished task's slot stays taken until its handle is awaited or dropped.
+//! `spawn` keeps returning a `TaskId`, so fire-and-forget callers are unchanged.
+//!
+//! **Compile-time size check.** A future over `S` bytes is rejected when `spawn` is
+//! *instantiated* (`cargo build`/`test`), not by `cargo check`: Rust has no stable way to
+//! compare `size_of::<F>()` with `S` before monomorphization. The error gives both sizes:
+//! "index out of bounds: the length is `S` but the index is `size_of::<F>()`".
+//!
 //! **Iterations.** Each iteration polls the tasks that were woken (or spawned) before it
 //! *started*, after the loop's callbacks and before its timers. So a task that wakes itself
 //! (`yield_now`) runs again in the next iteration, exactly like Tornado's `gen.moment`, and a
@@ -52,6 +65,7 @@
 
 use core::cell::RefCell;
 use core::future::Future;
+use core::marker::PhantomData;
 use core::mem::{align_of, size_of};
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
@@ -258,7 +272,40 @@ impl ExecRef {
                 // aligned enough for an `R` (checked against `size_of`/`align_of`).
                 unsafe { ptr::write(p.cast::<R>(), make(a, b)) };
                 // SAFETY: the slot now holds a live `R`, matching the vtable.
-                Ok(unsafe { self.q.commit(index, &Erased::<R>::VTABLE) })
+                Ok(unsafe { self.q.commit(index, &Erased::<R>::VTABLE, false) })
+            }
+        }
+    }
+
+    /// Spawn `fut` with a [`JoinHandle`] for its output.
+    ///
+    /// # Safety
+    /// As [`spawn_with`](Self::spawn_with).
+    pub(crate) unsafe fn spawn_join<F>(&self, fut: F) -> Result<JoinHandle<F::Output>, Refused<F>>
+    where
+        F: Future + 'static,
+    {
+        type Cell<F> = JoinCell<F>;
+        // SAFETY: as this function's caller guarantees.
+        match unsafe {
+            self.q
+                .reserve(self.epoch, size_of::<Cell<F>>(), align_of::<Cell<F>>())
+        } {
+            Err(error) => Err(Refused { error, value: fut }),
+            Ok((index, p)) => {
+                // SAFETY: `reserve` handed out slot `index`'s storage, RESERVED for us, big and
+                // aligned enough for a `JoinCell<F>`.
+                unsafe { ptr::write(p.cast::<Cell<F>>(), JoinCell::Running(fut)) };
+                // SAFETY: the slot now holds a live `JoinCell<F>`, matching the vtable.
+                let id = unsafe { self.q.commit(index, &Erased::<Cell<F>>::VTABLE, true) };
+                Ok(JoinHandle {
+                    q: self.q,
+                    epoch: self.epoch,
+                    id,
+                    take: JoinCell::<F>::take,
+                    done: false,
+                    _not_send: PhantomData,
+                })
             }
         }
     }
@@ -276,6 +323,112 @@ impl ExecRef {
             error: r.error,
             value: r.value.0,
         })
+    }
+}
+
+/// Why a [`JoinHandle`] has no output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum JoinError {
+    /// [`JoinHandle::abort`] dropped the task before it finished.
+    Aborted,
+    /// The task's poll panicked (with `std`; without it a panic does not unwind).
+    Panicked,
+    /// The task's loop was closed or dropped (it dropped the task), or the handle belongs
+    /// to an attachment of the executor that is over.
+    Closed,
+}
+
+impl core::fmt::Display for JoinError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            JoinError::Aborted => "task aborted",
+            JoinError::Panicked => "task panicked",
+            JoinError::Closed => "task's loop closed",
+        })
+    }
+}
+
+/// A spawned task's output, awaited on the loop's thread: `.await` yields `Ok(output)` once
+/// the task finishes, or a [`JoinError`]. The output waits in the task's own slot (no
+/// allocation), which stays taken until the handle is awaited to the end or dropped.
+///
+/// Dropping the handle *detaches* the task: it runs on, and its output is dropped when it
+/// finishes. [`abort`](Self::abort) drops the task's future. A handle never reads another
+/// task's output: it names its slot's generation and its executor's attachment, and any
+/// mismatch yields [`JoinError::Closed`].
+///
+/// `!Send`: it touches the executor's loop-thread state, so it stays on the loop's thread.
+#[derive(Debug)]
+pub struct JoinHandle<T> {
+    q: &'static dyn ExecQueue,
+    epoch: u32,
+    id: TaskId,
+    take: unsafe fn(*mut u8, *mut Option<T>),
+    /// The outcome was delivered (the slot is freed).
+    done: bool,
+    _not_send: PhantomData<*const T>,
+}
+
+impl core::fmt::Debug for dyn ExecQueue {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("ExecQueue")
+    }
+}
+
+impl<T> JoinHandle<T> {
+    /// The task's id (for [`Executor::is_alive`]).
+    pub fn id(&self) -> TaskId {
+        self.id
+    }
+
+    /// Abort the task: its future is dropped at once (or, if the task itself is running —
+    /// it aborts itself — as soon as its current poll returns), and the handle then yields
+    /// [`JoinError::Aborted`]. A task that already finished keeps its output. A no-op once
+    /// the loop is gone.
+    pub fn abort(&self) {
+        if !self.done {
+            self.q.join_abort(self.id, self.epoch);
+        }
+    }
+}
+
+impl<T> Future for JoinHandle<T> {
+    type Output = Result<T, JoinError>;
+
+    fn poll(
+        self: core::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> core::task::Poll<Result<T, JoinError>> {
+        use core::task::Poll;
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(Err(JoinError::Closed));
+        }
+        let mut out: Option<T> = None;
+        let take = this.take;
+        let r = this.q.join_poll(this.id, this.epoch, cx.waker(), &mut |p| {
+            // SAFETY: `join_poll` calls this only for our own task (generation and epoch
+            // checked) in `DONE` with its output, on the loop thread: `p` holds the live
+            // `JoinCell` `take` was made for, whose output type is `T`.
+            unsafe { take(p, &mut out) }
+        });
+        match r {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(r) => {
+                this.done = true;
+                Poll::Ready(r.and_then(|()| out.ok_or(JoinError::Closed)))
+            }
+        }
+    }
+}
+
+impl<T> Drop for JoinHandle<T> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.q.join_detach(self.id, self.epoch);
+        }
     }
 }
 
@@ -309,7 +462,19 @@ pub(crate) trait ExecQueue: Sync {
     ) -> Result<(usize, *mut u8), Error>;
     /// # Safety
     /// Slot `index` was `reserve`d and now holds a live future `vtable` was made for.
-    unsafe fn commit(&self, index: usize, vtable: &'static TaskVTable) -> TaskId;
+    unsafe fn commit(&self, index: usize, vtable: &'static TaskVTable, join: bool) -> TaskId;
+    /// Poll a joined task's outcome: `take` moves the output out of the slot's storage.
+    fn join_poll(
+        &self,
+        id: TaskId,
+        epoch: u32,
+        waker: &core::task::Waker,
+        take: &mut dyn FnMut(*mut u8),
+    ) -> core::task::Poll<Result<(), JoinError>>;
+    /// Abort a joined task (see [`JoinHandle::abort`]).
+    fn join_abort(&self, id: TaskId, epoch: u32);
+    /// The handle is gone: free a `DONE` slot, or let the task run on unjoined.
+    fn join_detach(&self, id: TaskId, epoch: u32);
 }
 
 impl<const N: usize, const S: usize> Executor<N, S> {
@@ -425,12 +590,8 @@ impl<const N: usize, const S: usize> Executor<N, S> {
     where
         F: Future<Output = ()> + 'static,
     {
-        const {
-            assert!(
-                size_of::<F>() <= S && align_of::<F>() <= SLOT_ALIGN,
-                "future too large for this Executor's task slots (raise S)"
-            )
-        };
+        #[allow(clippy::let_unit_value)]
+        let () = Fits::<F, S>::OK;
         let Some(me) = self.here() else {
             return Err(Refused {
                 error: Error::NotAttached,
@@ -440,6 +601,31 @@ impl<const N: usize, const S: usize> Executor<N, S> {
         // SAFETY: `here` checked this is the loop's thread (or, without `std`, a poll of its
         // loop).
         unsafe { me.spawn(fut) }
+    }
+
+    /// Spawn `fut` as a task, like [`spawn`](Self::spawn), and return a [`JoinHandle`] whose
+    /// `.await` yields its output. The output is kept in the task's slot (the future and then
+    /// its output share the slot's `S` bytes: `size_of::<F>().max(size_of::<F::Output>())`
+    /// plus a tag must fit, checked at compile time). The slot stays taken until the handle
+    /// is awaited to the end or dropped.
+    ///
+    /// # Errors
+    /// As [`spawn`](Self::spawn).
+    pub fn spawn_join<F>(&'static self, fut: F) -> Result<JoinHandle<F::Output>, Refused<F>>
+    where
+        F: Future + 'static,
+    {
+        #[allow(clippy::let_unit_value)]
+        let () = Fits::<JoinCell<F>, S>::OK;
+        let Some(me) = self.here() else {
+            return Err(Refused {
+                error: Error::NotAttached,
+                value: fut,
+            });
+        };
+        // SAFETY: `here` checked this is the loop's thread (or, without `std`, a poll of its
+        // loop).
+        unsafe { me.spawn_join(fut) }
     }
 
     /// How many tasks are alive. Readable from any thread.
@@ -487,14 +673,105 @@ impl<const N: usize, const S: usize> Executor<N, S> {
         let done = unsafe { (vtable.poll)(slot.storage_ptr(), &mut cx) };
         core::mem::forget(guard);
         // A task that closed its own loop is dropped now: the loop dropped the others.
-        if done.is_ready() || !me.attached() {
+        if !me.attached() {
             self.finish(slot, vtable);
+        } else if done.is_ready() {
+            self.complete(slot, vtable, OUT_READY);
+        } else if slot.abort.get() {
+            self.complete(slot, vtable, OUT_ABORTED);
         } else {
             slot.state.store(OCCUPIED, Ordering::Release);
         }
     }
 
+    /// A task ended (`outcome`): without a handle its slot is freed; with one the slot is
+    /// kept (`DONE`) with the output (`OUT_READY`) or, its future dropped, empty.
+    fn complete(&self, slot: &TaskSlot<S>, vtable: &'static TaskVTable, outcome: u8) {
+        if !slot.handle.get() {
+            self.finish(slot, vtable);
+            return;
+        }
+        slot.scheduled.set(false);
+        slot.abort.set(false);
+        slot.header.ready.store(false, Ordering::Relaxed);
+        slot.outcome.set(outcome);
+        /// Marks the slot `DONE`, no longer alive, and wakes the joiner, even if the drop
+        /// below unwinds. If the handle went away meanwhile (the future owned its own handle
+        /// and dropped it), the slot is freed instead.
+        struct Done<'a, const S: usize>(&'a TaskSlot<S>, &'a AtomicU32);
+        impl<const S: usize> Drop for Done<'_, S> {
+            fn drop(&mut self) {
+                self.1.fetch_sub(1, Ordering::AcqRel);
+                if self.0.handle.get() {
+                    self.0.state.store(DONE, Ordering::Release);
+                    if let Some(w) = self.0.joiner.take() {
+                        w.wake();
+                    }
+                } else {
+                    // Only reached with the vtable cleared: nothing is left in the storage.
+                    self.0.outcome.set(OUT_NONE);
+                    self.0.generation.fetch_add(1, Ordering::AcqRel);
+                    self.0.state.store(EMPTY, Ordering::Release);
+                }
+            }
+        }
+        if outcome == OUT_READY {
+            // The storage now holds `JoinCell::Done(output)`; the vtable stays to drop it.
+            drop(Done(slot, &self.live));
+            return;
+        }
+        slot.vtable.set(None);
+        slot.state.store(RESERVED, Ordering::Release);
+        let _done = Done(slot, &self.live);
+        // SAFETY: the future is live (the vtable was still set), dropped exactly once, here
+        // (the vtable is cleared); the slot is not reusable (RESERVED, then DONE).
+        unsafe { (vtable.drop)(slot.storage_ptr()) };
+    }
+
+    /// Free a `DONE` slot (its handle took the outcome or is gone), dropping any output left.
+    fn free_done(&self, slot: &TaskSlot<S>) {
+        slot.handle.set(false);
+        slot.outcome.set(OUT_NONE);
+        slot.joiner.set(None);
+        slot.generation.fetch_add(1, Ordering::AcqRel);
+        slot.state.store(RESERVED, Ordering::Release);
+        struct Free<'a, const S: usize>(&'a TaskSlot<S>);
+        impl<const S: usize> Drop for Free<'_, S> {
+            fn drop(&mut self) {
+                self.0.state.store(EMPTY, Ordering::Release);
+            }
+        }
+        let _free = Free(slot);
+        if let Some(vtable) = slot.vtable.take() {
+            // SAFETY: a `DONE` slot with a vtable holds the live `JoinCell` it was made for;
+            // dropped once (the vtable is cleared first).
+            unsafe { (vtable.drop)(slot.storage_ptr()) };
+        }
+    }
+
+    /// The slot named by a handle's `id` and `epoch`, if the handle may touch it (same
+    /// attachment, on its thread; same generation).
+    fn joined(&self, id: TaskId, epoch: u32) -> Option<&TaskSlot<S>> {
+        if self.attached_epoch() != Some(epoch) {
+            return None;
+        }
+        #[cfg(feature = "std")]
+        if self.owner_thread.load(Ordering::Acquire) != this_thread() {
+            return None;
+        }
+        let slot = self.tasks.get(id.index as usize)?;
+        (slot.generation.load(Ordering::Acquire) == id.generation && slot.handle.get())
+            .then_some(slot)
+    }
+
     fn finish(&self, slot: &TaskSlot<S>, vtable: &'static TaskVTable) {
+        slot.handle.set(false);
+        slot.abort.set(false);
+        slot.outcome.set(OUT_NONE);
+        if let Some(w) = slot.joiner.take() {
+            // The generation changes below: the handle then yields `Closed`.
+            w.wake();
+        }
         slot.vtable.set(None);
         // Marked empty before the drop: a drop that unwinds leaves a consistent slot (the
         // future is then dropped by the unwinding itself, exactly once).
@@ -524,6 +801,33 @@ impl<const N: usize, const S: usize> Executor<N, S> {
     }
 }
 
+/// The compile-time slot check. Rust evaluates it when `spawn` is instantiated for `F`
+/// (monomorphization), which `cargo build`/`cargo test` do and `cargo check` does not: a
+/// post-monomorphization error cannot be made visible to `cargo check` on stable Rust (nor
+/// can `size_of::<F>()` be a const generic argument or a trait bound without the unstable
+/// `generic_const_exprs`). A `const` panic message cannot format numbers, so a too-large
+/// task fails on an out-of-bounds index instead, which rustc reports as "the length is
+/// `S` but the index is `size_of::<F>()`": both sizes; the error also names
+/// `Fits::<F, S>::OK` with the task's type.
+struct Fits<F, const S: usize>(PhantomData<F>);
+
+impl<F, const S: usize> Fits<F, S> {
+    const OK: () = {
+        if size_of::<F>() > S {
+            // TASK TOO LARGE FOR ITS SLOT. The error reads "index out of bounds: the length
+            // is <S, the slot size> but the index is <the task's actual size in bytes>".
+            let task_slot_bytes = [0u8; S];
+            let _ = task_slot_bytes[size_of::<F>()];
+        }
+        assert!(
+            size_of::<F>() <= S && align_of::<F>() <= SLOT_ALIGN,
+            "the task's future (with spawn_join: future or output, plus a tag) is larger than \
+             this Executor<N, S>'s slot size S bytes, or aligned above 16: raise S (see \
+             `Fits<F, S>` in this error for the type and S)"
+        );
+    };
+}
+
 /// Drops the task whose poll is unwinding and frees its slot.
 struct FinishOnUnwind<'a, const N: usize, const S: usize> {
     exec: &'a Executor<N, S>,
@@ -533,7 +837,7 @@ struct FinishOnUnwind<'a, const N: usize, const S: usize> {
 
 impl<const N: usize, const S: usize> Drop for FinishOnUnwind<'_, N, S> {
     fn drop(&mut self) {
-        self.exec.finish(self.slot, self.vtable);
+        self.exec.complete(self.slot, self.vtable, OUT_PANICKED);
     }
 }
 

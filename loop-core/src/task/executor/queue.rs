@@ -103,10 +103,21 @@ impl<const N: usize, const S: usize> ExecQueue for Executor<N, S> {
             // Futures may cancel timers and fd watches as they drop: the loop is current.
             for t in &self.tasks {
                 // A RUNNING task (it closed its loop) is dropped when its poll returns.
-                if t.state.load(Ordering::Relaxed) == OCCUPIED {
-                    if let Some(vtable) = t.vtable.get() {
-                        self.finish(t, vtable);
+                match t.state.load(Ordering::Relaxed) {
+                    OCCUPIED => {
+                        if let Some(vtable) = t.vtable.get() {
+                            self.finish(t, vtable);
+                        }
                     }
+                    // A joined task's kept outcome: its handle then yields `Closed`.
+                    DONE => {
+                        let joiner = t.joiner.take();
+                        self.free_done(t);
+                        if let Some(w) = joiner {
+                            w.wake();
+                        }
+                    }
+                    _ => {}
                 }
             }
         }
@@ -196,9 +207,12 @@ impl<const N: usize, const S: usize> ExecQueue for Executor<N, S> {
         Ok((index, slot.storage_ptr()))
     }
 
-    unsafe fn commit(&self, index: usize, vtable: &'static TaskVTable) -> TaskId {
+    unsafe fn commit(&self, index: usize, vtable: &'static TaskVTable, join: bool) -> TaskId {
         let slot = &self.tasks[index];
         slot.vtable.set(Some(vtable));
+        slot.handle.set(join);
+        slot.abort.set(false);
+        slot.outcome.set(OUT_NONE);
         slot.scheduled.set(false);
         self.live.fetch_add(1, Ordering::AcqRel);
         slot.state.store(OCCUPIED, Ordering::Release);
@@ -207,6 +221,69 @@ impl<const N: usize, const S: usize> ExecQueue for Executor<N, S> {
         TaskId {
             index: index as u32,
             generation: slot.generation.load(Ordering::Relaxed),
+        }
+    }
+
+    fn join_poll(
+        &self,
+        id: TaskId,
+        epoch: u32,
+        waker: &core::task::Waker,
+        take: &mut dyn FnMut(*mut u8),
+    ) -> core::task::Poll<Result<(), JoinError>> {
+        use core::task::Poll;
+        let Some(slot) = self.joined(id, epoch) else {
+            return Poll::Ready(Err(JoinError::Closed));
+        };
+        if slot.state.load(Ordering::Relaxed) != DONE {
+            let mut w = slot.joiner.take();
+            match &mut w {
+                Some(w) if w.will_wake(waker) => {}
+                _ => w = Some(waker.clone()),
+            }
+            slot.joiner.set(w);
+            return Poll::Pending;
+        }
+        let r = match slot.outcome.get() {
+            OUT_READY => {
+                if slot.vtable.get().is_some() {
+                    take(slot.storage_ptr());
+                }
+                Ok(())
+            }
+            OUT_ABORTED => Err(JoinError::Aborted),
+            OUT_PANICKED => Err(JoinError::Panicked),
+            _ => Err(JoinError::Closed),
+        };
+        self.free_done(slot);
+        Poll::Ready(r)
+    }
+
+    fn join_abort(&self, id: TaskId, epoch: u32) {
+        let Some(slot) = self.joined(id, epoch) else {
+            return;
+        };
+        match slot.state.load(Ordering::Relaxed) {
+            OCCUPIED => {
+                if let Some(vtable) = slot.vtable.get() {
+                    self.complete(slot, vtable, OUT_ABORTED);
+                }
+            }
+            // Aborting itself: dropped when this poll returns (`poll_slot`).
+            RUNNING => slot.abort.set(true),
+            _ => {}
+        }
+    }
+
+    fn join_detach(&self, id: TaskId, epoch: u32) {
+        let Some(slot) = self.joined(id, epoch) else {
+            return;
+        };
+        if slot.state.load(Ordering::Relaxed) == DONE {
+            self.free_done(slot);
+        } else {
+            slot.handle.set(false);
+            slot.joiner.set(None);
         }
     }
 }

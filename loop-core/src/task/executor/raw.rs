@@ -134,6 +134,78 @@ pub(super) const OCCUPIED: u8 = 1;
 pub(super) const RUNNING: u8 = 2;
 /// Storage handed out by `reserve`, not yet holding a future.
 pub(super) const RESERVED: u8 = 3;
+/// A joined task ended; its slot is kept for its [`JoinHandle`](super::JoinHandle): it holds
+/// the output (a [`JoinCell::Done`], `vtable` set) or nothing (aborted, panicked: `vtable`
+/// unset), see `outcome`.
+pub(super) const DONE: u8 = 4;
+
+/// How a joined task ended (`TaskSlot::outcome`).
+pub(super) const OUT_NONE: u8 = 0;
+pub(super) const OUT_READY: u8 = 1;
+pub(super) const OUT_ABORTED: u8 = 2;
+pub(super) const OUT_PANICKED: u8 = 3;
+
+/// A joined task's future and then, in the same storage, its output.
+pub(super) enum JoinCell<F: Future> {
+    Running(F),
+    Done(F::Output),
+    Gone,
+}
+
+impl<F: Future> Future for JoinCell<F> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // SAFETY: `F` is structurally pinned: it is polled in place and only ever dropped in
+        // place (by `Pin::set` below); the output is not pinned.
+        let this = unsafe { self.get_unchecked_mut() };
+        let JoinCell::Running(f) = this else {
+            return Poll::Ready(());
+        };
+        // SAFETY: as above: `f` lives inside the pinned cell and is never moved.
+        match unsafe { Pin::new_unchecked(f) }.poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(out) => {
+                let p: *mut Self = this;
+                /// Leaves the cell `Gone` if dropping `F` unwinds (it is dropped then).
+                struct Gone<F: Future>(*mut JoinCell<F>);
+                impl<F: Future> Drop for Gone<F> {
+                    fn drop(&mut self) {
+                        // SAFETY: the cell's old value was dropped (or is being abandoned by
+                        // the unwinding drop): overwrite without dropping it again.
+                        unsafe { ptr::write(self.0, JoinCell::Gone) };
+                    }
+                }
+                let gone = Gone(p);
+                // SAFETY: `F` is dropped in place, exactly once (never polled again: the cell
+                // is overwritten right after, or by `gone` if this unwinds).
+                unsafe { ptr::drop_in_place(p) };
+                core::mem::forget(gone);
+                // SAFETY: the old value is dead; the storage is valid for a `Self`.
+                unsafe { ptr::write(p, JoinCell::Done(out)) };
+                Poll::Ready(())
+            }
+        }
+    }
+}
+
+impl<F: Future> JoinCell<F> {
+    /// Move the output out, leaving `Gone`.
+    ///
+    /// # Safety
+    /// `p` holds a live `JoinCell<F>` (on the loop thread, not being polled) and `out` is
+    /// valid for writes.
+    pub(super) unsafe fn take(p: *mut u8, out: *mut Option<F::Output>) {
+        // SAFETY: as the caller guarantees. Only the unpinned output is moved out; a
+        // `Running` future is left alone.
+        let cell = unsafe { &mut *p.cast::<JoinCell<F>>() };
+        if matches!(cell, JoinCell::Done(_)) {
+            if let JoinCell::Done(v) = core::mem::replace(cell, JoinCell::Gone) {
+                // SAFETY: as the caller guarantees.
+                unsafe { *out = Some(v) };
+            }
+        }
+    }
+}
 
 pub(super) struct TaskSlot<const S: usize> {
     pub(super) header: TaskHeader,
@@ -144,6 +216,15 @@ pub(super) struct TaskSlot<const S: usize> {
     /// Chosen for this iteration's poll (`begin_iteration`).
     pub(super) scheduled: Cell<bool>,
     pub(super) vtable: Cell<Option<&'static TaskVTable>>,
+    /// A [`JoinHandle`](super::JoinHandle) waits for this task: the slot is kept (`DONE`)
+    /// when it ends, until the handle takes the outcome or is dropped.
+    pub(super) handle: Cell<bool>,
+    /// Abort requested while the task was running: dropped when its poll returns.
+    pub(super) abort: Cell<bool>,
+    /// How a joined task ended (`OUT_*`), valid in `DONE`.
+    pub(super) outcome: Cell<u8>,
+    /// The handle's waker.
+    pub(super) joiner: Cell<Option<Waker>>,
     pub(super) storage: UnsafeCell<FutureStorage<S>>,
 }
 
@@ -155,6 +236,10 @@ impl<const S: usize> TaskSlot<S> {
             scheduled: Cell::new(false),
             generation: AtomicU32::new(0),
             vtable: Cell::new(None),
+            handle: Cell::new(false),
+            abort: Cell::new(false),
+            outcome: Cell::new(OUT_NONE),
+            joiner: Cell::new(None),
             storage: UnsafeCell::new(FutureStorage([MaybeUninit::uninit(); S])),
         }
     }
