@@ -35,7 +35,8 @@
 //! ```
 
 use core::cell::Cell;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::Ordering;
+use portable_atomic::{AtomicBool, AtomicUsize};
 use core::time::Duration;
 
 use alloc::sync::Arc;

@@ -54,7 +54,8 @@ use core::cell::RefCell;
 use core::future::Future;
 use core::mem::{align_of, size_of};
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
+use core::sync::atomic::Ordering;
+use portable_atomic::{AtomicBool, AtomicPtr, AtomicU32};
 use core::task::Context;
 
 use crate::error::{Error, Refused, Resource};
