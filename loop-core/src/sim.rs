@@ -36,8 +36,8 @@
 
 use core::cell::Cell;
 use core::sync::atomic::Ordering;
-use portable_atomic::{AtomicBool, AtomicUsize};
 use core::time::Duration;
+use portable_atomic::{AtomicBool, AtomicUsize};
 
 use alloc::sync::Arc;
 use heapless::{Deque, Vec};

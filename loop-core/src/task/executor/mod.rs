@@ -55,8 +55,8 @@ use core::future::Future;
 use core::mem::{align_of, size_of};
 use core::ptr;
 use core::sync::atomic::Ordering;
-use portable_atomic::{AtomicBool, AtomicPtr, AtomicU32};
 use core::task::Context;
+use portable_atomic::{AtomicBool, AtomicPtr, AtomicU32};
 
 use crate::error::{Error, Refused, Resource};
 use crate::remote::WakeEntry;

@@ -14,8 +14,8 @@ use core::mem::MaybeUninit;
 use core::pin::Pin;
 use core::ptr;
 use core::sync::atomic::Ordering;
-use portable_atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8};
 use core::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
+use portable_atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8};
 
 use crate::remote::WakeEntry;
 
