@@ -52,7 +52,8 @@
 //!   saw it cleared (and touched nothing): no deliver ever reads a half-released entry, and
 //!   none can wake a remote after its loop released the entry.
 
-use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use core::sync::atomic::Ordering;
+use portable_atomic::{AtomicPtr, AtomicU32};
 
 use crate::remote::WakeEntry;
 

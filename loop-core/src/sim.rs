@@ -35,8 +35,9 @@
 //! ```
 
 use core::cell::Cell;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::Ordering;
 use core::time::Duration;
+use portable_atomic::{AtomicBool, AtomicUsize};
 
 use alloc::sync::Arc;
 use heapless::{Deque, Vec};

@@ -41,7 +41,8 @@
 
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::Ordering;
+use portable_atomic::{AtomicBool, AtomicPtr, AtomicUsize};
 
 use crate::error::{Errno, Error, Refused, Resource};
 use crate::poller::Notify;
@@ -184,7 +185,7 @@ impl<L: RemoteTarget, const N: usize> Remote<L, N> {
             high_water: AtomicUsize::new(0),
             wake_entry: WakeEntry {
                 wake: Self::wake_from_signal,
-                ctx: core::sync::atomic::AtomicPtr::new(core::ptr::null_mut()),
+                ctx: AtomicPtr::new(core::ptr::null_mut()),
             },
         }
     }

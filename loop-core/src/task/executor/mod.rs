@@ -68,8 +68,9 @@ use core::future::Future;
 use core::marker::PhantomData;
 use core::mem::{align_of, size_of};
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
+use core::sync::atomic::Ordering;
 use core::task::Context;
+use portable_atomic::{AtomicBool, AtomicPtr, AtomicU32};
 
 use crate::error::{Error, Refused, Resource};
 use crate::remote::WakeEntry;

@@ -13,8 +13,9 @@ use core::marker::PhantomData;
 use core::mem::MaybeUninit;
 use core::pin::Pin;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8, Ordering};
+use core::sync::atomic::Ordering;
 use core::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
+use portable_atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8};
 
 use crate::remote::WakeEntry;
 
