@@ -120,7 +120,96 @@ fn counters_count_iterations_events_callbacks_timers_and_errors() {
             remote_high_water: 0,
             max_run_time: Duration::from_millis(250),
             panics: 0,
+            polls: 2,
+            idle_time: Duration::ZERO,
+            events_last_poll: 0,
+            events_max_poll: 2,
+            handlers_high_water: 2,
+            timers_high_water: 2,
+            callbacks_high_water: 3,
         },
         "EPIPE is not an error; the 1 s timer has not fired"
     );
+}
+
+#[test]
+fn idle_time_is_the_time_spent_in_the_pollers_wait_and_gives_utilisation() {
+    let mut lp = sim();
+    // 30 ms of work, then 70 ms asleep until the timer: 30 % utilisation.
+    lp.add_callback(|lp: &mut Sim| lp.poller().advance(Duration::from_millis(30)))
+        .unwrap();
+    lp.call_later(Duration::from_millis(100), |lp: &mut Sim| lp.stop())
+        .unwrap();
+    let t0 = lp.now();
+    let before = lp.counters();
+    lp.run().unwrap();
+    let c = lp.counters();
+    let wall = lp.now() - t0;
+    let idle = c.idle_time - before.idle_time;
+    assert_eq!(idle, Duration::from_millis(70));
+    assert_eq!(wall, Duration::from_millis(100));
+    let busy_percent = 100 - idle.as_millis() * 100 / wall.as_millis();
+    assert_eq!(busy_percent, 30);
+    assert_eq!(c.polls, 1, "the stop came before a second poll: {c:?}");
+}
+
+#[test]
+fn events_per_poll_keep_the_last_and_the_largest_count() {
+    let mut lp = sim();
+    for fd in 10..13 {
+        lp.add_handler(fd, Interest::READ, |lp, fd, _| {
+            lp.poller_mut().clear_ready(fd);
+            Ok(())
+        })
+        .unwrap();
+        lp.poller_mut().set_ready(fd, Readiness::READ);
+    }
+    lp.run_once(Some(Duration::ZERO)).unwrap();
+    assert_eq!(lp.counters().events_last_poll, 3);
+    lp.poller_mut().set_ready(11, Readiness::READ);
+    lp.run_once(Some(Duration::ZERO)).unwrap();
+    let c = lp.counters();
+    assert_eq!((c.events_last_poll, c.events_max_poll), (1, 3));
+}
+
+#[test]
+fn high_water_marks_keep_the_most_handlers_timers_and_callbacks_held_at_once() {
+    let mut lp = sim();
+    for fd in 20..25 {
+        lp.add_handler(fd, Interest::READ, |_, _, _| Ok(())).unwrap();
+    }
+    let timers: Vec<_> = (0..7)
+        .map(|i| lp.call_later(Duration::from_secs(i + 1), |_| {}).unwrap())
+        .collect();
+    for _ in 0..6 {
+        lp.add_callback(quick_callback).unwrap();
+    }
+    lp.run_once(Some(Duration::ZERO)).unwrap();
+    for fd in 20..25 {
+        assert!(lp.remove_handler(fd));
+    }
+    for t in timers {
+        lp.remove_timeout(t);
+    }
+    lp.run_once(Some(Duration::ZERO)).unwrap();
+    let c = lp.counters();
+    assert_eq!(lp.handler_count(), 0);
+    assert_eq!(
+        (c.handlers_high_water, c.timers_high_water, c.callbacks_high_water),
+        (5, 7, 6),
+        "the marks stay after the tables emptied"
+    );
+}
+
+#[test]
+fn high_water_mark_sees_callbacks_queued_during_an_iteration() {
+    let mut lp = sim();
+    lp.add_callback(|lp: &mut Sim| {
+        for _ in 0..4 {
+            lp.add_callback(|_: &mut Sim| {}).unwrap();
+        }
+    })
+    .unwrap();
+    lp.run_once(Some(Duration::ZERO)).unwrap();
+    assert_eq!(lp.counters().callbacks_high_water, 4);
 }
