@@ -213,3 +213,127 @@ fn high_water_mark_sees_callbacks_queued_during_an_iteration() {
     lp.run_once(Some(Duration::ZERO)).unwrap();
     assert_eq!(lp.counters().callbacks_high_water, 4);
 }
+
+/// The `log` records an operator sees (`cargo test --test observability --features log`),
+/// captured by a test logger that keeps each thread's records apart (tests run in parallel).
+#[cfg(feature = "log")]
+mod log_records {
+    use super::*;
+    use std::sync::Once;
+
+    struct Capture;
+
+    thread_local! {
+        static RECORDS: RefCell<Vec<(log::Level, String)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    impl log::Log for Capture {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record<'_>) {
+            RECORDS.with(|r| {
+                r.borrow_mut()
+                    .push((record.level(), record.args().to_string()))
+            });
+        }
+        fn flush(&self) {}
+    }
+
+    fn capture() {
+        static INIT: Once = Once::new();
+        INIT.call_once(|| {
+            log::set_logger(&Capture).unwrap();
+            log::set_max_level(log::LevelFilter::Trace);
+        });
+        RECORDS.with(|r| r.borrow_mut().clear());
+    }
+
+    fn records() -> Vec<(log::Level, String)> {
+        RECORDS.with(|r| r.borrow().clone())
+    }
+
+    fn has(level: log::Level, needle: &str) -> bool {
+        records()
+            .iter()
+            .any(|(l, m)| *l == level && m.contains(needle))
+    }
+
+    #[test]
+    fn loop_start_and_stop_are_logged_at_info() {
+        capture();
+        let mut lp = sim();
+        lp.add_callback(|lp: &mut Sim| lp.stop()).unwrap();
+        lp.run().unwrap();
+        assert!(has(log::Level::Info, "loop running"), "{:?}", records());
+        assert!(has(log::Level::Info, "loop stopped"), "{:?}", records());
+    }
+
+    #[test]
+    fn a_failed_handler_without_an_error_hook_is_logged_at_warn() {
+        capture();
+        let mut lp = sim();
+        lp.add_handler(3, Interest::READ, |lp, fd, _| {
+            lp.poller_mut().clear_ready(fd);
+            Err(HandlerError::Other("bad frame"))
+        })
+        .unwrap();
+        lp.poller_mut().set_ready(3, Readiness::READ);
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert!(has(log::Level::Warn, "fd 3 failed"), "{:?}", records());
+    }
+
+    #[test]
+    fn a_panic_without_an_error_hook_is_logged_before_it_unwinds() {
+        capture();
+        let mut lp = sim();
+        lp.add_callback(|_: &mut Sim| panic!("boom")).unwrap();
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            lp.run_once(Some(Duration::ZERO))
+        }));
+        assert!(unwound.is_err());
+        assert!(has(log::Level::Warn, "panicked"), "{:?}", records());
+    }
+
+    #[test]
+    fn capacity_refusals_are_logged_at_warn() {
+        capture();
+        let mut lp: EventLoop<SimPoller, 1, 1, 1> = EventLoop::with_poller(SimPoller::new());
+        lp.add_callback(|_| {}).unwrap();
+        assert!(lp.add_callback(|_| {}).is_err());
+        lp.call_later(Duration::from_secs(1), |_| {}).unwrap();
+        assert!(lp.call_later(Duration::from_secs(1), |_| {}).is_err());
+        lp.add_handler(3, Interest::READ, |_, _, _| Ok(())).unwrap();
+        assert!(lp.add_handler(4, Interest::READ, |_, _, _| Ok(())).is_err());
+        for what in ["Callbacks", "Timers", "Handlers"] {
+            assert!(
+                has(log::Level::Warn, &format!("refused: {what} at capacity")),
+                "{what}: {:?}",
+                records()
+            );
+        }
+    }
+
+    #[test]
+    fn a_forked_loop_refusing_to_run_is_logged_at_warn() {
+        capture();
+        let mut lp = sim();
+        lp.poller_mut().set_forked(true);
+        assert_eq!(lp.run(), Err(loop_core::Error::Forked));
+        assert!(has(log::Level::Warn, "after fork"), "{:?}", records());
+    }
+
+    #[test]
+    fn a_call_over_the_watchdog_threshold_is_logged_at_warn_naming_it() {
+        capture();
+        let mut lp = sim();
+        let _seen = watch(&mut lp);
+        lp.add_callback(slow_callback).unwrap();
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert!(
+            has(log::Level::Warn, "slow_callback blocked the loop for 250000 us"),
+            "{:?}",
+            records()
+        );
+    }
+}

@@ -25,9 +25,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         }
         if self.callbacks.len() >= Q {
             return Err(Refused {
-                error: Error::Full {
-                    what: Resource::Callbacks,
-                },
+                error: self.full(Resource::Callbacks),
                 value: f,
             });
         }

@@ -115,11 +115,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         let id = match self.handlers.reserve(fd, interest, owned) {
             Ok(id) => id,
             Err(InsertError::Duplicate) => return Err(Error::AlreadyRegistered { fd }),
-            Err(InsertError::Full) => {
-                return Err(Error::Full {
-                    what: Resource::Handlers,
-                })
-            }
+            Err(InsertError::Full) => return Err(self.full(Resource::Handlers)),
         };
         if let Err(error) = self.poller.register(fd, id.key(), interest, mode) {
             self.handlers.remove_id(id);

@@ -299,6 +299,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     pub(crate) fn panicked(&mut self, source: Source, name: &'static str, caught: Caught) {
         self.counters.panics += 1;
         if self.error_hook.is_none() && !self.closed {
+            crate::log::log_warn!("ioloop: {} panicked; unwinding out of run", name);
             caught.resume();
         }
         let failure = Failure::Panicked {
@@ -315,6 +316,14 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         } else {
             self.report(failure);
         }
+    }
+
+    /// The refusal for a full table, logged (features `log` / `defmt`): the operator's cue to
+    /// raise a capacity ([`Counters`]' high-water marks tell by how much).
+    #[cold]
+    pub(super) fn full(&self, what: Resource) -> Error {
+        crate::log::log_warn!("ioloop: refused: {:?} at capacity", what);
+        Error::Full { what }
     }
 
     /// Drop a closure the loop no longer keeps, catching a panic of its captures' drop.

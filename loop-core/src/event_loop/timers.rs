@@ -90,9 +90,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         if self.closed {
             Err(Error::Closed)
         } else if self.timers.len() >= T {
-            Err(Error::Full {
-                what: Resource::Timers,
-            })
+            Err(self.full(Resource::Timers))
         } else {
             Ok(())
         }
