@@ -425,3 +425,43 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         self.error_hook = Some(InlineFn::new(move |_: &mut (), f| hook(f)));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::SimPoller;
+
+    static BEACON: Beacon = Beacon::new();
+
+    fn reads_the_beacon(_: &mut EventLoop<SimPoller, 4, 4, 4>) {
+        let now = BEACON.running().expect("published while it runs");
+        assert!(now.name.ends_with("reads_the_beacon"), "{}", now.name);
+    }
+
+    #[test]
+    fn beacon_names_the_running_callback_and_is_idle_between_calls() {
+        let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+        assert_eq!(BEACON.running(), None);
+        lp.set_beacon(Some(&BEACON));
+        lp.add_callback(reads_the_beacon).unwrap();
+        lp.call_later(Duration::ZERO, reads_the_beacon).unwrap();
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(BEACON.running(), None);
+        assert_eq!(lp.counters().callbacks_run, 1);
+        assert_eq!(lp.counters().timers_fired, 1);
+        lp.set_beacon(None);
+        assert!(lp.watchdog.is_none(), "no beacon, no hook: nothing to do per call");
+    }
+
+    #[test]
+    fn each_call_gets_a_new_number() {
+        let b = Beacon::new();
+        b.enter("a");
+        let first = b.running().unwrap();
+        b.leave();
+        b.enter("b");
+        let second = b.running().unwrap();
+        assert_ne!(first.call, second.call);
+        assert_eq!((first.name, second.name), ("a", "b"));
+    }
+}
