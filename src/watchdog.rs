@@ -123,9 +123,7 @@ pub fn disarm<P: Poller + 'static, const H: usize, const T: usize, const Q: usiz
     let saved = SAVED.lock().map(|mut s| s.take()).unwrap_or(None);
     if let Some(old) = saved {
         // SAFETY: restores the disposition `install` read from the kernel.
-        unsafe {
-            libc::sigaction(libc::SIGALRM, &old, std::ptr::null_mut())
-        };
+        unsafe { libc::sigaction(libc::SIGALRM, &old, std::ptr::null_mut()) };
     }
     ARMED.store(false, Ordering::Release);
 }
@@ -192,9 +190,7 @@ fn install(threshold: Duration) -> Result<(), Errno> {
         let errno = last_errno();
         if let Some(old) = SAVED.lock().ok().and_then(|mut s| s.take()) {
             // SAFETY: restores the disposition read above.
-            unsafe {
-                libc::sigaction(libc::SIGALRM, &old, std::ptr::null_mut())
-            };
+            unsafe { libc::sigaction(libc::SIGALRM, &old, std::ptr::null_mut()) };
         }
         return Err(errno);
     }
@@ -217,7 +213,11 @@ fn set_timer(every: Duration) -> bool {
 }
 
 fn last_errno() -> Errno {
-    Errno(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))
+    Errno(
+        std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO),
+    )
 }
 
 /// The `SIGALRM` handler: atomics and the report only.
@@ -229,9 +229,7 @@ extern "C" fn on_alarm(_signo: libc::c_int) {
     tick();
     if let (Some(e), Some(v)) = (errno, saved) {
         // SAFETY: as above.
-        unsafe {
-            *e = v
-        };
+        unsafe { *e = v };
     }
 }
 

@@ -176,7 +176,8 @@ fn events_per_poll_keep_the_last_and_the_largest_count() {
 fn high_water_marks_keep_the_most_handlers_timers_and_callbacks_held_at_once() {
     let mut lp = sim();
     for fd in 20..25 {
-        lp.add_handler(fd, Interest::READ, |_, _, _| Ok(())).unwrap();
+        lp.add_handler(fd, Interest::READ, |_, _, _| Ok(()))
+            .unwrap();
     }
     let timers: Vec<_> = (0..7)
         .map(|i| lp.call_later(Duration::from_secs(i + 1), |_| {}).unwrap())
@@ -195,7 +196,11 @@ fn high_water_marks_keep_the_most_handlers_timers_and_callbacks_held_at_once() {
     let c = lp.counters();
     assert_eq!(lp.handler_count(), 0);
     assert_eq!(
-        (c.handlers_high_water, c.timers_high_water, c.callbacks_high_water),
+        (
+            c.handlers_high_water,
+            c.timers_high_water,
+            c.callbacks_high_water
+        ),
         (5, 7, 6),
         "the marks stay after the tables emptied"
     );
@@ -331,7 +336,10 @@ mod log_records {
         lp.add_callback(slow_callback).unwrap();
         lp.run_once(Some(Duration::ZERO)).unwrap();
         assert!(
-            has(log::Level::Warn, "slow_callback blocked the loop for 250000 us"),
+            has(
+                log::Level::Warn,
+                "slow_callback blocked the loop for 250000 us"
+            ),
             "{:?}",
             records()
         );

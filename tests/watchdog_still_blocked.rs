@@ -55,7 +55,10 @@ fn still_blocked_callback_is_reported_while_it_runs_naming_it() {
     watchdog::disarm(&mut lp);
 
     let during = SEEN_WHILE_BLOCKED.load(Ordering::Relaxed);
-    assert!(during >= 1, "no still-blocked report while the callback ran");
+    assert!(
+        during >= 1,
+        "no still-blocked report while the callback ran"
+    );
     assert!(watchdog::reports() >= u64::from(during));
     // SAFETY: pointer and length of a `&'static str` stored by `record`.
     let name = unsafe {
@@ -73,7 +76,10 @@ fn disarmed_watchdog_restores_sigalrm_and_can_be_armed_again() {
     // SAFETY: reads SIGALRM's disposition into a zeroed struct.
     let disposition = || unsafe {
         let mut now: libc::sigaction = std::mem::zeroed();
-        assert_eq!(libc::sigaction(libc::SIGALRM, std::ptr::null(), &mut now), 0);
+        assert_eq!(
+            libc::sigaction(libc::SIGALRM, std::ptr::null(), &mut now),
+            0
+        );
         now.sa_sigaction
     };
     assert_eq!(disposition(), libc::SIG_DFL);

@@ -356,7 +356,9 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         call.fd = fd;
         call.lp.counters.events_dispatched += 1;
         let source = Source::Handler { id, fd };
-        let started = call.lp.watch_start(|| call.f.as_ref().map_or("", |f| f.name()));
+        let started = call
+            .lp
+            .watch_start(|| call.f.as_ref().map_or("", |f| f.name()));
         let mut outcome = Ok(Ok(()));
         if let Some(f) = call.f.as_mut() {
             let lp = &mut *call.lp;

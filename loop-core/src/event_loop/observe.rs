@@ -450,7 +450,10 @@ mod tests {
         assert_eq!(lp.counters().callbacks_run, 1);
         assert_eq!(lp.counters().timers_fired, 1);
         lp.set_beacon(None);
-        assert!(lp.watchdog.is_none(), "no beacon, no hook: nothing to do per call");
+        assert!(
+            lp.watchdog.is_none(),
+            "no beacon, no hook: nothing to do per call"
+        );
     }
 
     #[test]
