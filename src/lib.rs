@@ -25,6 +25,8 @@ pub use accept::{
 #[allow(unsafe_code)] // pin projection of the connection future
 pub mod server;
 pub mod stream;
+#[allow(unsafe_code)] // sigaction, setitimer and the async-signal-safe SIGALRM handler
+pub mod watchdog;
 pub use server::{Server, ServerConfig, ServerStats};
 pub use stream::{BufStream, StreamError};
 

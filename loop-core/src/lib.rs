@@ -68,7 +68,8 @@ pub use task::{executor, io};
 
 pub use error::{Errno, Error, HandlerError, HandlerResult, RawFd, Refused, Resource};
 pub use event_loop::{
-    Blocked, Counters, EventLoop, Failure, Source, EVENTS_PER_POLL, MAX_SIGNAL_HANDLERS,
+    Beacon, Blocked, Counters, EventLoop, Failure, RunningNow, Source, EVENTS_PER_POLL,
+    MAX_SIGNAL_HANDLERS,
 };
 pub use fd::Fd;
 pub use interest::{Capabilities, Interest, Mode, Readiness};

@@ -6,6 +6,9 @@
 //! Arguments must implement both `Display` and `defmt::Format` (integers, `&str`, [`Errno`],
 //! [`HandlerError`]): the same format string serves both back ends.
 //!
+//! Levels: `warn` for what an operator must act on (a failed handler or task, a panic, a
+//! refusal for capacity, a blocked loop, a forked loop), `info` for the loop's start and stop.
+//!
 //! [`Errno`]: crate::Errno
 //! [`HandlerError`]: crate::HandlerError
 
@@ -22,4 +25,18 @@ macro_rules! log_warn {
     }};
 }
 
+macro_rules! log_info {
+    ($($arg:tt)*) => {{
+        #[cfg(feature = "log")]
+        {
+            ::log::info!($($arg)*);
+        }
+        #[cfg(all(feature = "defmt", not(feature = "log")))]
+        {
+            ::defmt::info!($($arg)*);
+        }
+    }};
+}
+
+pub(crate) use log_info;
 pub(crate) use log_warn;

@@ -25,9 +25,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         }
         if self.callbacks.len() >= Q {
             return Err(Refused {
-                error: Error::Full {
-                    what: Resource::Callbacks,
-                },
+                error: self.full(Resource::Callbacks),
                 value: f,
             });
         }
@@ -61,7 +59,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// caught panic reported.
     #[inline(always)]
     pub(super) fn call_callback(&mut self, mut cb: CallbackFn<P, H, T, Q>) {
-        let started = self.watch_start();
+        let started = self.watch_start(|| cb.name());
         let outcome = panic::catch(|| cb.call(self, ()));
         self.watch_end(started, Source::Callback, || cb.name());
         if let Err(caught) = outcome {

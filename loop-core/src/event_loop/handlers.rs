@@ -115,11 +115,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         let id = match self.handlers.reserve(fd, interest, owned) {
             Ok(id) => id,
             Err(InsertError::Duplicate) => return Err(Error::AlreadyRegistered { fd }),
-            Err(InsertError::Full) => {
-                return Err(Error::Full {
-                    what: Resource::Handlers,
-                })
-            }
+            Err(InsertError::Full) => return Err(self.full(Resource::Handlers)),
         };
         if let Err(error) = self.poller.register(fd, id.key(), interest, mode) {
             self.handlers.remove_id(id);
@@ -360,7 +356,9 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         call.fd = fd;
         call.lp.counters.events_dispatched += 1;
         let source = Source::Handler { id, fd };
-        let started = call.lp.watch_start();
+        let started = call
+            .lp
+            .watch_start(|| call.f.as_ref().map_or("", |f| f.name()));
         let mut outcome = Ok(Ok(()));
         if let Some(f) = call.f.as_mut() {
             let lp = &mut *call.lp;

@@ -52,6 +52,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         if self.closed {
             Err(Error::Closed)
         } else if self.poller.forked() {
+            crate::log::log_warn!("ioloop: loop used after fork: refused (build a new loop)");
             Err(Error::Forked)
         } else {
             Ok(())
@@ -78,6 +79,9 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             return Ok(());
         }
         let running = Running::enter(self);
+        if iterations > 1 {
+            crate::log::log_info!("ioloop: loop running");
+        }
         let mut result = Ok(());
         for _ in 0..iterations {
             match running.lp.iterate(cap) {
@@ -90,6 +94,15 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             }
         }
         drop(running);
+        if iterations > 1 {
+            match &result {
+                Ok(()) => crate::log::log_info!("ioloop: loop stopped"),
+                Err(e) => {
+                    let _ = e;
+                    crate::log::log_warn!("ioloop: loop stopped on an error: {}", e);
+                }
+            }
+        }
         result
     }
 
@@ -127,6 +140,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             exec.begin_iteration();
         }
         let callbacks = self.callbacks.len();
+        self.sample_high_water();
         let remote = match self.remote {
             Some(r) => {
                 // Producers after this point wake the poller again.
@@ -187,11 +201,31 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
                 timeout = Some(Duration::ZERO);
             }
         }
+        self.sample_high_water();
+        let before = self.poller.now();
         let waited = self.poller.wait(&mut self.events, timeout);
+        let after = self.poller.now();
         if let Some(exec) = self.executor {
             exec.set_sleeping(false);
         }
-        waited.map(|n| n.min(EVENTS_PER_POLL))
+        let c = &mut self.counters;
+        c.polls += 1;
+        c.idle_time += after - before;
+        let waited = waited.map(|n| n.min(EVENTS_PER_POLL));
+        if let Ok(n) = waited {
+            c.events_last_poll = n;
+            c.events_max_poll = c.events_max_poll.max(n);
+        }
+        waited
+    }
+
+    /// Raise the tables' high-water marks to their current lengths.
+    #[inline]
+    fn sample_high_water(&mut self) {
+        let c = &mut self.counters;
+        c.handlers_high_water = c.handlers_high_water.max(self.handlers.len());
+        c.timers_high_water = c.timers_high_water.max(self.timers.len());
+        c.callbacks_high_water = c.callbacks_high_water.max(self.callbacks.len());
     }
 
     /// Call each ready fd's handler (or wake its tasks) once, looking it up at that moment.

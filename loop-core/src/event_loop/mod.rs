@@ -61,7 +61,7 @@ mod tests;
 mod timers;
 
 use observe::Watchdog;
-pub use observe::{Blocked, Counters, Failure, Source};
+pub use observe::{Beacon, Blocked, Counters, Failure, RunningNow, Source};
 
 use core::mem::MaybeUninit;
 use core::ptr::addr_of_mut;

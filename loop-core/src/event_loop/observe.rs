@@ -2,6 +2,8 @@
 
 use super::*;
 
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
 /// What the watchdog found running: which handler, timer or callback.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -45,11 +47,36 @@ pub struct Blocked {
 }
 
 /// Always-on counters, read with [`EventLoop::counters`]. Plain integers updated on the loop
-/// thread: reading them costs nothing and keeping them costs an add per event.
+/// thread: reading them costs nothing and keeping them costs an add per event, a compare per
+/// table per iteration (the high-water marks) and two clock reads per poll (idle time).
+///
+/// # Sizing capacities and reading utilisation
+///
+/// The `*_high_water` fields are the most entries a table held, sampled at each iteration's
+/// start and again before its poll: compare them with the loop's `H`, `T`, `Q` (and the
+/// executor's task count) to size fixed capacities. Loop utilisation over a window is
+/// `1 - Δidle_time / Δnow` between two reads of `counters()` and [`EventLoop::now`] (libuv's
+/// `uv_metrics_idle_time`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
     /// Iterations started.
     pub iterations: u64,
+    /// Polls (waits in the poller) made.
+    pub polls: u64,
+    /// Time spent inside the poller's wait, on the loop's clock: the loop was idle. Two clock
+    /// reads per poll, always (in an iteration that has no timer, these are its only ones).
+    pub idle_time: Duration,
+    /// Ready fds the last poll reported (at most [`EVENTS_PER_POLL`]).
+    pub events_last_poll: usize,
+    /// The most ready fds one poll reported: near [`EVENTS_PER_POLL`] means events wait for the
+    /// next poll.
+    pub events_max_poll: usize,
+    /// The most fd handlers registered at once (of `H`).
+    pub handlers_high_water: usize,
+    /// The most timers and periodic callbacks pending at once (of `T`).
+    pub timers_high_water: usize,
+    /// The most callbacks queued at once (of `Q`).
+    pub callbacks_high_water: usize,
     /// fd handler calls.
     pub events_dispatched: u64,
     /// Callbacks run.
@@ -73,7 +100,103 @@ pub struct Counters {
 
 pub(super) struct Watchdog {
     pub(super) threshold: Duration,
-    pub(super) hook: InlineFn<(), Blocked, ()>,
+    /// `None` while only a beacon is set.
+    pub(super) hook: Option<InlineFn<(), Blocked, ()>>,
+    /// Where the running closure is published for a signal handler ([`Beacon`]).
+    pub(super) beacon: Option<&'static Beacon>,
+}
+
+/// Where a loop publishes, in atomics, which closure it is running, so that an
+/// asynchronous-signal handler (the facade's `ioloop::watchdog`, Tornado's `SIGALRM` path of
+/// `set_blocking_signal_threshold`) can see a loop that is *still* blocked, while it is.
+///
+/// Set with [`EventLoop::set_beacon`]; from then on, each handler, timer, callback and signal
+/// handler call costs four relaxed/release atomic stores (no clock read). A `static`: the
+/// reader runs in a signal handler and may not take locks or references into the loop.
+///
+/// Every method is async-signal-safe: plain atomic loads and stores, no locks, no allocation.
+#[derive(Debug)]
+pub struct Beacon {
+    /// The call number of the closure running now; 0 between calls.
+    running: AtomicUsize,
+    /// Calls started so far (wraps, skipping 0).
+    calls: AtomicUsize,
+    name_ptr: AtomicPtr<u8>,
+    name_len: AtomicUsize,
+}
+
+impl Default for Beacon {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What a [`Beacon`] shows: the closure the loop is running now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunningNow {
+    /// Which call this is: two reads with the same number saw the same call still running
+    /// (no other closure ran in between).
+    pub call: usize,
+    /// The type name of its closure (`my_crate::my_fn::{{closure}}`).
+    pub name: &'static str,
+}
+
+impl Beacon {
+    /// An idle beacon (for a `static`).
+    pub const fn new() -> Self {
+        Beacon {
+            running: AtomicUsize::new(0),
+            calls: AtomicUsize::new(0),
+            name_ptr: AtomicPtr::new(core::ptr::null_mut()),
+            name_len: AtomicUsize::new(0),
+        }
+    }
+
+    /// A call begins: publish its name, then its number.
+    #[inline]
+    pub(super) fn enter(&self, name: &'static str) {
+        let mut call = self.calls.load(Ordering::Relaxed).wrapping_add(1);
+        if call == 0 {
+            call = 1;
+        }
+        self.calls.store(call, Ordering::Relaxed);
+        // `running` is 0 here: a reader ignores the name until `running` is set below.
+        self.name_ptr
+            .store(name.as_ptr().cast_mut(), Ordering::Relaxed);
+        self.name_len.store(name.len(), Ordering::Relaxed);
+        self.running.store(call, Ordering::Release);
+    }
+
+    /// The call ended.
+    #[inline]
+    pub(super) fn leave(&self) {
+        self.running.store(0, Ordering::Release);
+    }
+
+    /// The closure running now, or `None` between calls (or while a call is being published).
+    /// Async-signal-safe.
+    #[allow(unsafe_code)] // rebuilds the `&'static str` the loop published
+    pub fn running(&self) -> Option<RunningNow> {
+        let call = self.running.load(Ordering::Acquire);
+        if call == 0 {
+            return None;
+        }
+        let ptr = self.name_ptr.load(Ordering::Relaxed);
+        let len = self.name_len.load(Ordering::Relaxed);
+        // Same call still published: the name and length belong to it (they are only written
+        // while `running` is 0, before the release store of the call number).
+        core::sync::atomic::fence(Ordering::Acquire);
+        if self.running.load(Ordering::Relaxed) != call || ptr.is_null() {
+            return None;
+        }
+        // SAFETY: `ptr`/`len` were taken from a `&'static str` in `enter` and published
+        // (release) before `running` was set to `call`, which we read with acquire and found
+        // unchanged after reading them: they are the parts of that same `'static`, UTF-8 str.
+        let name = unsafe {
+            core::str::from_utf8_unchecked(core::slice::from_raw_parts(ptr.cast_const(), len))
+        };
+        Some(RunningNow { call, name })
+    }
 }
 
 /// Something that went wrong inside the running loop, reported to the error hook
@@ -107,9 +230,15 @@ pub enum Failure {
 
 impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventLoop<P, H, T, Q> {
     /// The clock before a call, only while a watchdog is set.
+    /// Publishes the closure's name on the beacon, if one is set; reads the clock only while
+    /// a watchdog hook is set.
     #[inline(always)]
-    pub(super) fn watch_start(&self) -> Option<Instant> {
-        self.watchdog.as_ref().map(|_| self.poller.now())
+    pub(super) fn watch_start(&self, name: impl FnOnce() -> &'static str) -> Option<Instant> {
+        let w = self.watchdog.as_ref()?;
+        if let Some(b) = w.beacon {
+            b.enter(name());
+        }
+        w.hook.as_ref().map(|_| self.poller.now())
     }
 
     #[inline(always)]
@@ -119,6 +248,9 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         source: Source,
         name: impl FnOnce() -> &'static str,
     ) {
+        if let Some(b) = self.watchdog.as_ref().and_then(|w| w.beacon) {
+            b.leave();
+        }
         // The name (an indirect call) is only looked up while a watchdog is set.
         if let Some(started) = started {
             self.watch_report(started, source, name());
@@ -141,8 +273,13 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             self.counters.max_run_time = duration;
         }
         if let Some(w) = self.watchdog.as_mut() {
-            if duration >= w.threshold {
-                w.hook.call(
+            if let (true, Some(hook)) = (duration >= w.threshold, w.hook.as_mut()) {
+                crate::log::log_warn!(
+                    "ioloop: {} blocked the loop for {} us",
+                    name,
+                    duration.as_micros() as u64
+                );
+                hook.call(
                     &mut (),
                     Blocked {
                         source,
@@ -162,6 +299,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     pub(crate) fn panicked(&mut self, source: Source, name: &'static str, caught: Caught) {
         self.counters.panics += 1;
         if self.error_hook.is_none() && !self.closed {
+            crate::log::log_warn!("ioloop: {} panicked; unwinding out of run", name);
             caught.resume();
         }
         let failure = Failure::Panicked {
@@ -178,6 +316,14 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         } else {
             self.report(failure);
         }
+    }
+
+    /// The refusal for a full table, logged (features `log` / `defmt`): the operator's cue to
+    /// raise a capacity ([`Counters`]' high-water marks tell by how much).
+    #[cold]
+    pub(super) fn full(&self, what: Resource) -> Error {
+        crate::log::log_warn!("ioloop: refused: {:?} at capacity", what);
+        Error::Full { what }
     }
 
     /// Drop a closure the loop no longer keeps, catching a panic of its captures' drop.
@@ -217,16 +363,52 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// naming it (Tornado's `set_blocking_log_threshold`, without signals or threads: the
     /// duration is measured around each call, and reported after the call returned). While a
     /// watchdog is set, each call costs two extra clock reads.
+    ///
+    /// This sees a slow call only once it returned; for a loop that is *still* blocked see
+    /// [`set_beacon`](Self::set_beacon) (the facade's `ioloop::watchdog::arm`).
     pub fn set_watchdog(&mut self, threshold: Duration, mut hook: impl FnMut(Blocked) + 'static) {
+        let beacon = self.watchdog.as_ref().and_then(|w| w.beacon);
         self.watchdog = Some(Watchdog {
             threshold,
-            hook: InlineFn::new(move |_: &mut (), b| hook(b)),
+            hook: Some(InlineFn::new(move |_: &mut (), b| hook(b))),
+            beacon,
         });
     }
 
-    /// Remove the watchdog.
+    /// Remove the watchdog hook (a beacon stays set).
     pub fn clear_watchdog(&mut self) {
-        self.watchdog = None;
+        let beacon = self.watchdog.as_ref().and_then(|w| w.beacon);
+        self.watchdog = beacon.map(|beacon| Watchdog {
+            threshold: Duration::MAX,
+            hook: None,
+            beacon: Some(beacon),
+        });
+    }
+
+    /// Publish on `beacon`, from now on, which closure (handler, timer, callback, signal
+    /// handler) the loop is running, so that a signal handler can report a loop that is still
+    /// blocked (the facade's `ioloop::watchdog` does so on `SIGALRM`); `None` stops publishing.
+    /// Costs four atomic stores per call, no clock read.
+    pub fn set_beacon(&mut self, beacon: Option<&'static Beacon>) {
+        match (self.watchdog.as_mut(), beacon) {
+            (Some(w), b) => {
+                if let Some(old) = w.beacon {
+                    old.leave();
+                }
+                w.beacon = b;
+                if w.beacon.is_none() && w.hook.is_none() {
+                    self.watchdog = None;
+                }
+            }
+            (None, Some(b)) => {
+                self.watchdog = Some(Watchdog {
+                    threshold: Duration::MAX,
+                    hook: None,
+                    beacon: Some(b),
+                });
+            }
+            (None, None) => {}
+        }
     }
 
     /// The loop's counters.
@@ -241,5 +423,48 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// panic in the hook itself is not caught: it unwinds out of `run`.
     pub fn set_error_hook(&mut self, mut hook: impl FnMut(Failure) + 'static) {
         self.error_hook = Some(InlineFn::new(move |_: &mut (), f| hook(f)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::SimPoller;
+
+    static BEACON: Beacon = Beacon::new();
+
+    fn reads_the_beacon(_: &mut EventLoop<SimPoller, 4, 4, 4>) {
+        let now = BEACON.running().expect("published while it runs");
+        assert!(now.name.ends_with("reads_the_beacon"), "{}", now.name);
+    }
+
+    #[test]
+    fn beacon_names_the_running_callback_and_is_idle_between_calls() {
+        let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+        assert_eq!(BEACON.running(), None);
+        lp.set_beacon(Some(&BEACON));
+        lp.add_callback(reads_the_beacon).unwrap();
+        lp.call_later(Duration::ZERO, reads_the_beacon).unwrap();
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(BEACON.running(), None);
+        assert_eq!(lp.counters().callbacks_run, 1);
+        assert_eq!(lp.counters().timers_fired, 1);
+        lp.set_beacon(None);
+        assert!(
+            lp.watchdog.is_none(),
+            "no beacon, no hook: nothing to do per call"
+        );
+    }
+
+    #[test]
+    fn each_call_gets_a_new_number() {
+        let b = Beacon::new();
+        b.enter("a");
+        let first = b.running().unwrap();
+        b.leave();
+        b.enter("b");
+        let second = b.running().unwrap();
+        assert_ne!(first.call, second.call);
+        assert_eq!((first.name, second.name), ("a", "b"));
     }
 }

@@ -35,7 +35,9 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
                 signo,
                 f: Some(f),
             };
-            let started = call.lp.watch_start();
+            let started = call
+                .lp
+                .watch_start(|| call.f.as_ref().map_or("", |f| f.name()));
             let mut outcome = Ok(());
             if let Some(f) = call.f.as_mut() {
                 let lp = &mut *call.lp;

@@ -90,9 +90,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         if self.closed {
             Err(Error::Closed)
         } else if self.timers.len() >= T {
-            Err(Error::Full {
-                what: Resource::Timers,
-            })
+            Err(self.full(Resource::Timers))
         } else {
             Ok(())
         }
@@ -160,7 +158,9 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
                 f: Some(f),
                 next: Next::Done,
             };
-            let started = call.lp.watch_start();
+            let started = call
+                .lp
+                .watch_start(|| call.f.as_ref().map_or("", |f| f.name()));
             let mut outcome = Ok(());
             if let Some(f) = call.f.as_mut() {
                 let lp = &mut *call.lp;

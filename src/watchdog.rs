@@ -1,0 +1,285 @@
+//! A watchdog that reports a loop that is **still** blocked, while it is (Tornado's
+//! `set_blocking_signal_threshold`: `SIGALRM` from `setitimer`, see TORNADO.md).
+//!
+//! [`EventLoop::set_watchdog`](loop_core::EventLoop::set_watchdog) reports a slow handler,
+//! timer or callback only after it returned: a loop stuck in an endless loop or a blocking call
+//! is never reported. [`arm`] closes that gap without a thread: the loop publishes which closure
+//! it is running in a static [`Beacon`](loop_core::Beacon) (four atomic stores per call), and
+//! `setitimer(ITIMER_REAL)` raises `SIGALRM` every `threshold`. The signal handler compares the
+//! call it sees with the one it saw at the previous tick: the same call at two consecutive ticks
+//! has been running for at least `threshold`, and is reported, again at every further tick
+//! while it goes on. Detection is within two thresholds of the call's start.
+//!
+//! The report runs **inside the signal handler**: the default ([`write_report`]) formats on the
+//! stack and writes one line to stderr with `write(2)`:
+//!
+//! ```text
+//! ioloop: loop still blocked in my_app::on_request::{{closure}} (at least 200 ms)
+//! ```
+//!
+//! A custom report function must be **async-signal-safe**: no allocation, no locks (no
+//! `println!`, no `log` records, no `Mutex`), no panics; atomics, `write(2)` to an fd opened
+//! beforehand and plain arithmetic are fine. It may run on any thread of the process (the
+//! kernel picks one that does not block `SIGALRM`; normally the loop's own).
+//!
+//! One watchdog per process: `SIGALRM` and `ITIMER_REAL` are process-wide. `arm` refuses when
+//! another handler owns `SIGALRM` (e.g. [`EventLoop::on_signal`](crate::SignalExt) for it).
+//! Calls interrupted by `SIGALRM` are restarted (`SA_RESTART`); the loop's own poll returns
+//! `EINTR` and goes on with the next iteration.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use ioloop::{watchdog, EventLoop};
+//!
+//! let mut lp: EventLoop = EventLoop::new().unwrap();
+//! watchdog::arm(&mut lp, Duration::from_millis(500), None).unwrap();
+//! // ... lp.run() ...
+//! watchdog::disarm(&mut lp);
+//! ```
+
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::time::Duration;
+use std::sync::Mutex;
+
+use loop_core::{Beacon, Errno, Error, EventLoop, Poller};
+
+/// What the signal handler saw: a closure that has been running, without returning, for at
+/// least [`at_least`](Self::at_least).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockedNow {
+    /// The type name of the running closure (`my_crate::my_fn::{{closure}}`).
+    pub name: &'static str,
+    /// A lower bound of how long it has been running (a whole number of thresholds).
+    pub at_least: Duration,
+    /// Reports of this same call so far, this one included (1 for the first).
+    pub report: u32,
+}
+
+/// A report function: called inside the `SIGALRM` handler, so it must be async-signal-safe
+/// (see the module doc).
+pub type ReportFn = fn(&BlockedNow);
+
+static BEACON: Beacon = Beacon::new();
+static ARMED: AtomicBool = AtomicBool::new(false);
+static THRESHOLD_NS: AtomicU64 = AtomicU64::new(0);
+/// The custom report function's address; 0 for [`write_report`].
+static REPORT: AtomicUsize = AtomicUsize::new(0);
+/// The call seen at the previous tick (0: none).
+static LAST_CALL: AtomicUsize = AtomicUsize::new(0);
+/// Consecutive ticks that saw `LAST_CALL` after the first.
+static TICKS: AtomicU32 = AtomicU32::new(0);
+static REPORTS: AtomicU64 = AtomicU64::new(0);
+/// The `SIGALRM` disposition `arm` replaced.
+static SAVED: Mutex<Option<libc::sigaction>> = Mutex::new(None);
+
+/// Report a loop blocked in one closure for `threshold` or longer, while it still is, from a
+/// `SIGALRM` handler: `report` (async-signal-safe, see the module doc), or [`write_report`]
+/// for `None`. Makes `lp` publish its running closure on the watchdog's beacon.
+///
+/// # Errors
+/// [`Error::InvalidPeriod`] for a zero threshold (or one under a microsecond);
+/// [`Error::AlreadyAttached`] when a watchdog is already armed in this process;
+/// [`Error::Os`] with `EBUSY` when another handler owns `SIGALRM`, or the errno of a failed
+/// `sigaction` / `setitimer` (nothing is left installed then).
+pub fn arm<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>(
+    lp: &mut EventLoop<P, H, T, Q>,
+    threshold: Duration,
+    report: Option<ReportFn>,
+) -> Result<(), Error> {
+    if threshold < Duration::from_micros(1) {
+        return Err(Error::InvalidPeriod);
+    }
+    if ARMED
+        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return Err(Error::AlreadyAttached);
+    }
+    let nanos = u64::try_from(threshold.as_nanos()).unwrap_or(u64::MAX);
+    THRESHOLD_NS.store(nanos, Ordering::Relaxed);
+    REPORT.store(report.map_or(0, |f| f as usize), Ordering::Relaxed);
+    LAST_CALL.store(0, Ordering::Relaxed);
+    TICKS.store(0, Ordering::Relaxed);
+    if let Err(errno) = install(threshold) {
+        ARMED.store(false, Ordering::Release);
+        return Err(Error::Os { errno });
+    }
+    lp.set_beacon(Some(&BEACON));
+    Ok(())
+}
+
+/// Stop the timer, restore `SIGALRM`'s previous disposition and stop `lp` publishing. Does
+/// nothing when no watchdog is armed.
+pub fn disarm<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>(
+    lp: &mut EventLoop<P, H, T, Q>,
+) {
+    lp.set_beacon(None);
+    if !ARMED.load(Ordering::Acquire) {
+        return;
+    }
+    set_timer(Duration::ZERO);
+    let saved = SAVED.lock().map(|mut s| s.take()).unwrap_or(None);
+    if let Some(old) = saved {
+        // SAFETY: restores the disposition `install` read from the kernel.
+        unsafe { libc::sigaction(libc::SIGALRM, &old, std::ptr::null_mut()) };
+    }
+    ARMED.store(false, Ordering::Release);
+}
+
+/// How many still-blocked reports the watchdog made in this process.
+pub fn reports() -> u64 {
+    REPORTS.load(Ordering::Relaxed)
+}
+
+/// The default report: one line on stderr with `write(2)`, formatted on the stack
+/// (async-signal-safe). Long closure names are cut.
+pub fn write_report(b: &BlockedNow) {
+    let mut buf = [0u8; 512];
+    let mut n = 0;
+    let mut put = |bytes: &[u8]| {
+        let take = bytes.len().min(buf.len() - n);
+        buf[n..n + take].copy_from_slice(&bytes[..take]);
+        n += take;
+    };
+    put(b"ioloop: loop still blocked in ");
+    put(&b.name.as_bytes()[..b.name.len().min(400)]);
+    put(b" (at least ");
+    let mut digits = [0u8; 20];
+    let mut ms = u64::try_from(b.at_least.as_millis()).unwrap_or(u64::MAX);
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (ms % 10) as u8;
+        ms /= 10;
+        if ms == 0 {
+            break;
+        }
+    }
+    put(&digits[i..]);
+    put(b" ms)\n");
+    // SAFETY: write(2) from a valid buffer of `n` initialised bytes; async-signal-safe.
+    let _ = unsafe { libc::write(libc::STDERR_FILENO, buf.as_ptr().cast(), n) };
+}
+
+fn install(threshold: Duration) -> Result<(), Errno> {
+    // SAFETY: plain sigaction calls with zero-initialised, then filled, C structs; the handler
+    // is an `extern "C" fn(c_int)` that only touches atomics and calls the async-signal-safe
+    // report.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(libc::SIGALRM, std::ptr::null(), &mut old) != 0 {
+            return Err(last_errno());
+        }
+        if old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN {
+            return Err(Errno(libc::EBUSY));
+        }
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_alarm as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        if libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut()) != 0 {
+            return Err(last_errno());
+        }
+        if let Ok(mut saved) = SAVED.lock() {
+            *saved = Some(old);
+        }
+    }
+    if !set_timer(threshold) {
+        let errno = last_errno();
+        if let Some(old) = SAVED.lock().ok().and_then(|mut s| s.take()) {
+            // SAFETY: restores the disposition read above.
+            unsafe { libc::sigaction(libc::SIGALRM, &old, std::ptr::null_mut()) };
+        }
+        return Err(errno);
+    }
+    Ok(())
+}
+
+/// `setitimer(ITIMER_REAL)` with `every` as value and interval (zero stops it).
+fn set_timer(every: Duration) -> bool {
+    let tv = libc::timeval {
+        tv_sec: libc::time_t::try_from(every.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_usec: every.subsec_micros() as libc::suseconds_t,
+    };
+    let it = libc::itimerval {
+        it_interval: tv,
+        it_value: tv,
+    };
+    // SAFETY: setitimer with a valid itimerval and no old value.
+    let rc = unsafe { libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut()) };
+    rc == 0
+}
+
+fn last_errno() -> Errno {
+    Errno(
+        std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO),
+    )
+}
+
+/// The `SIGALRM` handler: atomics and the report only.
+extern "C" fn on_alarm(_signo: libc::c_int) {
+    let errno = errno_location();
+    // SAFETY: the thread's errno location, valid for the thread's life; saved and restored
+    // because the report may call write(2).
+    let saved = errno.map(|e| unsafe { *e });
+    tick();
+    if let (Some(e), Some(v)) = (errno, saved) {
+        // SAFETY: as above.
+        unsafe { *e = v };
+    }
+}
+
+fn tick() {
+    let Some(now) = BEACON.running() else {
+        LAST_CALL.store(0, Ordering::Relaxed);
+        TICKS.store(0, Ordering::Relaxed);
+        return;
+    };
+    if LAST_CALL.swap(now.call, Ordering::Relaxed) != now.call {
+        TICKS.store(0, Ordering::Relaxed);
+        return;
+    }
+    let ticks = TICKS.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+    let threshold = Duration::from_nanos(THRESHOLD_NS.load(Ordering::Relaxed));
+    let blocked = BlockedNow {
+        name: now.name,
+        at_least: threshold.saturating_mul(ticks),
+        report: ticks,
+    };
+    REPORTS.fetch_add(1, Ordering::Relaxed);
+    match REPORT.load(Ordering::Relaxed) {
+        0 => write_report(&blocked),
+        addr => {
+            // SAFETY: a non-zero `REPORT` was stored by `arm` from a `ReportFn`.
+            let f: ReportFn = unsafe { core::mem::transmute::<usize, ReportFn>(addr) };
+            f(&blocked);
+        }
+    }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn errno_location() -> Option<*mut libc::c_int> {
+    // SAFETY: returns the calling thread's errno address; no preconditions.
+    Some(unsafe { libc::__errno_location() })
+}
+
+#[cfg(any(target_os = "macos", target_os = "ios", target_os = "freebsd"))]
+fn errno_location() -> Option<*mut libc::c_int> {
+    // SAFETY: returns the calling thread's errno address; no preconditions.
+    Some(unsafe { libc::__error() })
+}
+
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd"
+)))]
+fn errno_location() -> Option<*mut libc::c_int> {
+    None
+}
