@@ -2,7 +2,8 @@
 
 use super::*;
 
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::Ordering;
+use portable_atomic::{AtomicPtr, AtomicUsize};
 
 /// What the watchdog found running: which handler, timer or callback.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
