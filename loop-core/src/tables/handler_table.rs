@@ -343,6 +343,25 @@ mod tests {
     }
 
     #[test]
+    fn io_registration_is_told_apart_by_the_take_and_keeps_nothing_taken() {
+        let mut t: HandlerTable<u8, 4> = zeroed();
+        let io = t.reserve(3, Interest::READ, false).ok().unwrap();
+        t.set_io(io, false);
+        let mut out = None;
+        assert!(matches!(
+            t.take_into(io, Readiness::READ, &mut out),
+            Taken::Io
+        ));
+        assert!(out.is_none());
+        assert!(t.io_slot(io).is_some());
+        t.remove(3).unwrap();
+        assert!(matches!(
+            t.take_into(io, Readiness::READ, &mut out),
+            Taken::Nothing
+        ));
+    }
+
+    #[test]
     fn read_only_handler_is_not_shown_write() {
         let mut t: HandlerTable<u8, 2> = zeroed();
         let id = t.insert(1, Interest::READ, false, 1).ok().unwrap();
