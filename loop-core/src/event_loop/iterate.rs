@@ -43,7 +43,14 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// # Errors
     /// As [`run`](Self::run).
     pub fn run_once(&mut self, timeout: Option<Duration>) -> Result<(), Error> {
-        self.drive(timeout, 1)
+        // `drive(timeout, 1)` without its loop: bench.c-style callers run one pass at a time.
+        if !self.begin_run()? {
+            return Ok(());
+        }
+        let running = Running::enter(self);
+        let result = running.lp.iterate(timeout).map(drop);
+        drop(running);
+        result
     }
 
     /// `Err` if the loop can no longer be used: closed, or inherited across `fork`.
