@@ -293,6 +293,7 @@ impl<const N: usize> Poller for Epoll<N> {
     /// # Errors
     /// `EINTR` when a signal arrived (not retried here: the loop restarts its iteration);
     /// `EINVAL` for an empty `events` slice.
+    #[inline]
     fn wait(
         &mut self,
         events: &mut [PollEvent],

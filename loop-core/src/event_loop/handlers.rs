@@ -1,6 +1,7 @@
 //! fd handlers: adding, updating and removing them, and the async I/O registrations' readiness.
 
 use super::*;
+use crate::tables::handler_table::Taken;
 
 impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventLoop<P, H, T, Q> {
     // ---------------------------------------------------------------------------------------
@@ -336,9 +337,6 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     #[inline]
     pub(super) fn dispatch(&mut self, ev: PollEvent) {
         let id = HandlerId::from_key(ev.key);
-        if self.dispatch_io(id, ev.readiness) {
-            return;
-        }
         // The guard puts the closure back (or drops it if the handler removed itself), also
         // when a panic unwinds through here: no fd stays registered without its closure.
         let mut call = HandlerCall {
@@ -347,11 +345,17 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             fd: -1,
             f: None,
         };
-        let Some((fd, readiness)) = call.lp.handlers.take_into(id, ev.readiness, &mut call.f)
-        else {
-            call.put_back();
-            core::mem::forget(call); // holds nothing any more
-            return;
+        let (fd, readiness) = match call.lp.handlers.take_into(id, ev.readiness, &mut call.f) {
+            Taken::Call(fd, readiness) => (fd, readiness),
+            Taken::Io => {
+                core::mem::forget(call); // holds nothing: `take_into` left `f` empty
+                self.dispatch_io(id, ev.readiness);
+                return;
+            }
+            Taken::Nothing => {
+                core::mem::forget(call); // holds nothing: `take_into` left `f` empty
+                return;
+            }
         };
         call.fd = fd;
         call.lp.counters.events_dispatched += 1;

@@ -43,7 +43,14 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// # Errors
     /// As [`run`](Self::run).
     pub fn run_once(&mut self, timeout: Option<Duration>) -> Result<(), Error> {
-        self.drive(timeout, 1)
+        // `drive(timeout, 1)` without its loop: bench.c-style callers run one pass at a time.
+        if !self.begin_run()? {
+            return Ok(());
+        }
+        let running = Running::enter(self);
+        let result = running.lp.iterate(timeout).map(drop);
+        drop(running);
+        result
     }
 
     /// `Err` if the loop can no longer be used: closed, or inherited across `fork`.
@@ -108,6 +115,15 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
 
     /// One iteration, in the order of the module doc. `Ok(false)` when stopped.
     pub(super) fn iterate(&mut self, cap: Option<Duration>) -> Result<bool, Error> {
+        if self.only_io() {
+            // Nothing but fds to watch: steps 1–6 would find nothing to run, and step 7's
+            // timeout is `cap` (no work waiting, no timer).
+            self.counters.iterations += 1;
+            if self.stop_requested || self.closed {
+                return Ok(false);
+            }
+            return self.poll_and_dispatch(cap);
+        }
         let snapshot = self.begin_iteration();
         self.run_callbacks(snapshot.callbacks);
         self.run_remote_callbacks(snapshot.remote);
@@ -120,6 +136,12 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         if self.stop_requested || self.closed {
             return Ok(false);
         }
+        self.poll_and_dispatch(timeout)
+    }
+
+    /// Steps 8 and 9: poll, then dispatch what the poller reported.
+    #[inline(always)]
+    fn poll_and_dispatch(&mut self, timeout: Option<Duration>) -> Result<bool, Error> {
         let n = match self.poll(timeout) {
             Ok(n) => n,
             Err(Errno::EINTR) => return Ok(true),
@@ -127,6 +149,17 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         };
         self.dispatch_events(n);
         Ok(true)
+    }
+
+    /// The one "slow work pending" check: no callbacks queued, no remote queue, no signal
+    /// handlers, no executor and no timers, so an iteration only polls and dispatches I/O.
+    #[inline(always)]
+    fn only_io(&self) -> bool {
+        self.callbacks.is_empty()
+            && self.remote.is_none()
+            && self.signal_count == 0
+            && self.executor.is_none()
+            && self.timers.scheduled() == 0
     }
 
     /// Step 1: fix what this iteration runs. Only the callbacks queued now (local and

@@ -76,6 +76,16 @@ pub(crate) struct HandlerTable<F, const H: usize> {
 // SAFETY: both parts are zero-valid (see their impls); the table adds no other state.
 unsafe impl<F, const H: usize> ZeroInit for HandlerTable<F, H> {}
 
+/// What [`HandlerTable::take_into`] found for an event.
+pub(crate) enum Taken {
+    /// The handler was moved out for a call with this fd and the readiness it may see.
+    Call(RawFd, Readiness),
+    /// An async I/O registration: wake its tasks instead.
+    Io,
+    /// Stale id, handler already running, or nothing it asked for is ready.
+    Nothing,
+}
+
 /// Why an insert was refused.
 pub(crate) enum InsertError {
     Duplicate,
@@ -196,20 +206,28 @@ impl<F, const H: usize> HandlerTable<F, H> {
     /// drop guard: moving it there directly saves a copy per event), with the fd and the
     /// readiness it may see. `None` (and `out` untouched) if the id is stale, the handler is
     /// already out (running), or nothing visible is ready.
+    ///
+    /// One generation-checked lookup per event: an async I/O registration is told apart here
+    /// too ([`Taken::Io`], `out` untouched).
     #[inline]
     pub(crate) fn take_into(
         &mut self,
         id: HandlerId,
         ready: Readiness,
         out: &mut Option<F>,
-    ) -> Option<(RawFd, Readiness)> {
-        let slot = self.slots.get_mut(id.index, id.generation)?;
+    ) -> Taken {
+        let Some(slot) = self.slots.get_mut(id.index, id.generation) else {
+            return Taken::Nothing;
+        };
+        if slot.io.is_some() {
+            return Taken::Io;
+        }
         let visible = ready & slot.interest.visible();
         if visible.is_empty() || slot.handler.is_none() {
-            return None;
+            return Taken::Nothing;
         }
         *out = slot.handler.take();
-        Some((slot.fd, visible))
+        Taken::Call(slot.fd, visible)
     }
 
     /// Put a handler back from `from` after its call. If its registration was removed
@@ -235,7 +253,9 @@ impl<F, const H: usize> HandlerTable<F, H> {
     #[cfg(test)]
     fn take_for_call(&mut self, id: HandlerId, ready: Readiness) -> Option<(F, RawFd, Readiness)> {
         let mut out = None;
-        let (fd, r) = self.take_into(id, ready, &mut out)?;
+        let Taken::Call(fd, r) = self.take_into(id, ready, &mut out) else {
+            return None;
+        };
         out.map(|f| (f, fd, r))
     }
 
@@ -320,6 +340,25 @@ mod tests {
         assert!(t.take_for_call(old, Readiness::READ).is_none());
         let (f, fd, r) = t.take_for_call(new, Readiness::READ).unwrap();
         assert_eq!((f, fd, r), ("new", 7, Readiness::READ));
+    }
+
+    #[test]
+    fn io_registration_is_told_apart_by_the_take_and_keeps_nothing_taken() {
+        let mut t: HandlerTable<u8, 4> = zeroed();
+        let io = t.reserve(3, Interest::READ, false).ok().unwrap();
+        t.set_io(io, false);
+        let mut out = None;
+        assert!(matches!(
+            t.take_into(io, Readiness::READ, &mut out),
+            Taken::Io
+        ));
+        assert!(out.is_none());
+        assert!(t.io_slot(io).is_some());
+        t.remove(3).unwrap();
+        assert!(matches!(
+            t.take_into(io, Readiness::READ, &mut out),
+            Taken::Nothing
+        ));
     }
 
     #[test]
