@@ -45,6 +45,7 @@ use rustix::event::{PollFd, PollFlags};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use loop_posix::fork::ForkGuard;
+use loop_posix::refused;
 use loop_posix::timeout::{wait_sliced, Resolution};
 use loop_posix::{check_open, close_unless, errno, PipeNotifier, PipeReader};
 
@@ -328,28 +329,21 @@ impl<const N: usize> Clock for Poll<N> {
 
 impl<const N: usize> Poller for Poll<N> {
     type Notifier = PipeNotifier;
+    loop_posix::notifier_and_forked!();
 
     fn capabilities(&self) -> Capabilities {
         Capabilities::LEVEL | Capabilities::ONESHOT
     }
 
-    fn register(
-        &mut self,
-        fd: RawFd,
-        key: u64,
-        interest: Interest,
-        mode: Mode,
-    ) -> Result<(), Error> {
+    fn register(&mut self, fd: RawFd, key: u64, interest: Interest, m: Mode) -> Result<(), Error> {
         self.fork.check()?;
         if fd < 0 {
             return Err(Error::InvalidFd { fd });
         }
-        let oneshot = oneshot(mode)?;
+        let oneshot = oneshot(m)?;
         // Slot 0 counts: the notifier's own fd is "already registered".
         if self.slots.iter().any(|s| s.fd == fd) {
-            return Err(Error::Os {
-                errno: Errno::EEXIST,
-            });
+            return Err(refused(Errno::EEXIST));
         }
         if self.slots.is_full() {
             return Err(Error::Full {
@@ -378,9 +372,7 @@ impl<const N: usize> Poller for Poll<N> {
             return Err(Error::InvalidFd { fd });
         }
         let oneshot = oneshot(mode)?;
-        let i = self.find(fd).ok_or(Error::Os {
-            errno: Errno::ENOENT,
-        })?;
+        let i = self.find(fd).ok_or(refused(Errno::ENOENT))?;
         self.fds[i] = pollfd(fd, poll_flags(interest));
         self.slots[i] = Slot {
             fd,
@@ -397,9 +389,7 @@ impl<const N: usize> Poller for Poll<N> {
 
     fn deregister(&mut self, fd: RawFd) -> Result<(), Error> {
         self.fork.check()?;
-        let mut i = self.find(fd).ok_or(Error::Os {
-            errno: Errno::ENOENT,
-        })?;
+        let mut i = self.find(fd).ok_or(refused(Errno::ENOENT))?;
         if i < self.armed {
             self.park(i);
             i = self.armed;
@@ -410,28 +400,13 @@ impl<const N: usize> Poller for Poll<N> {
         Ok(())
     }
 
-    fn wait(
-        &mut self,
-        events: &mut [PollEvent],
-        timeout: Option<Duration>,
-    ) -> Result<usize, Errno> {
+    fn wait(&mut self, events: &mut [PollEvent], limit: Option<Duration>) -> Result<usize, Errno> {
         // A forked child must not drain the parent's wake-up pipe.
         self.fork.check_wait()?;
-        wait_sliced(timeout, Resolution::Millis, |slice| {
+        wait_sliced(limit, Resolution::Millis, |slice| {
             let n = rustix::event::poll(&mut self.fds[..self.armed], slice).map_err(errno)?;
             Ok((n > 0).then(|| self.collect(events)))
         })
-    }
-
-    fn notifier(&self) -> &PipeNotifier {
-        &self.notifier
-    }
-
-    /// Compares the fork generation with the one this poller was created in (one atomic
-    /// load, no syscall; see `loop_posix::fork`).
-    #[inline]
-    fn forked(&self) -> bool {
-        self.fork.forked()
     }
 
     unsafe fn close_fd(&mut self, fd: RawFd) {

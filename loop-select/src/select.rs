@@ -19,6 +19,7 @@ use rustix::event::{fd_set_bound, fd_set_insert, fd_set_remove, FdSetElement, Fd
 use rustix::fd::{AsFd, AsRawFd};
 
 use loop_posix::fork::ForkGuard;
+use loop_posix::refused;
 use loop_posix::timeout::{wait_sliced, Resolution};
 use loop_posix::{check_open, close_unless, errno, PipeNotifier, PipeReader};
 
@@ -294,27 +295,20 @@ impl Clock for Select {
 
 impl Poller for Select {
     type Notifier = PipeNotifier;
+    loop_posix::notifier_and_forked!();
 
     fn capabilities(&self) -> Capabilities {
         Capabilities::LEVEL | Capabilities::ONESHOT | Capabilities::PRECISE_TIMEOUT
     }
 
-    fn register(
-        &mut self,
-        fd: RawFd,
-        key: u64,
-        interest: Interest,
-        mode: Mode,
-    ) -> Result<(), Error> {
+    fn register(&mut self, fd: RawFd, key: u64, interest: Interest, m: Mode) -> Result<(), Error> {
         self.fork.check()?;
         if !representable(fd) {
             return Err(Error::InvalidFd { fd });
         }
-        let oneshot = oneshot(mode)?;
+        let oneshot = oneshot(m)?;
         if fd == self.reader_fd || self.entries[fd as usize].is_some() {
-            return Err(Error::Os {
-                errno: Errno::EEXIST,
-            });
+            return Err(refused(Errno::EEXIST));
         }
         // A closed fd in a set fails every later select with EBADF: refuse it here.
         check_open(fd)?;
@@ -335,9 +329,7 @@ impl Poller for Select {
         }
         let oneshot = oneshot(mode)?;
         if self.entries[fd as usize].is_none() {
-            return Err(Error::Os {
-                errno: Errno::ENOENT,
-            });
+            return Err(refused(Errno::ENOENT));
         }
         self.entries[fd as usize] = Some(Entry {
             key,
@@ -352,23 +344,17 @@ impl Poller for Select {
     fn deregister(&mut self, fd: RawFd) -> Result<(), Error> {
         self.fork.check()?;
         if !representable(fd) || self.entries[fd as usize].take().is_none() {
-            return Err(Error::Os {
-                errno: Errno::ENOENT,
-            });
+            return Err(refused(Errno::ENOENT));
         }
         self.disarm(fd);
         self.registered -= 1;
         Ok(())
     }
 
-    fn wait(
-        &mut self,
-        events: &mut [PollEvent],
-        timeout: Option<Duration>,
-    ) -> Result<usize, Errno> {
+    fn wait(&mut self, events: &mut [PollEvent], limit: Option<Duration>) -> Result<usize, Errno> {
         // A forked child must not drain the parent's wake-up pipe.
         self.fork.check_wait()?;
-        wait_sliced(timeout, Resolution::Micros, |slice| {
+        wait_sliced(limit, Resolution::Micros, |slice| {
             let (mut r, mut w, mut x) = (self.read, self.write, self.except);
             let nfds = fd_set_bound(&r).max(fd_set_bound(&w)).max(fd_set_bound(&x));
             // SAFETY: rustix requires the sets to hold open fds. Every fd in them was open at
@@ -392,17 +378,6 @@ impl Poller for Select {
                 Err(e) => Err(errno(e)),
             }
         })
-    }
-
-    fn notifier(&self) -> &PipeNotifier {
-        &self.notifier
-    }
-
-    /// Compares the fork generation with the one this poller was created in (one atomic
-    /// load, no syscall; see `loop_posix::fork`).
-    #[inline]
-    fn forked(&self) -> bool {
-        self.fork.forked()
     }
 
     unsafe fn close_fd(&mut self, fd: RawFd) {
