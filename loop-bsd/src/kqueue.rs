@@ -261,10 +261,7 @@ impl<const N: usize, const E: usize> Poller for Kqueue<N, E> {
     }
 
     fn register(&mut self, fd: RawFd, key: u64, interest: Interest, m: Mode) -> Result<(), Error> {
-        self.fork.check()?;
-        if fd < 0 {
-            return Err(Error::InvalidFd { fd });
-        }
+        self.fork.check_fd(fd)?;
         let edge = mode_is_edge(m)?;
         if self.find(fd).is_some() {
             return Err(refused(Errno::EEXIST));
@@ -292,10 +289,7 @@ impl<const N: usize, const E: usize> Poller for Kqueue<N, E> {
     }
 
     fn modify(&mut self, fd: RawFd, key: u64, interest: Interest, mode: Mode) -> Result<(), Error> {
-        self.fork.check()?;
-        if fd < 0 {
-            return Err(Error::InvalidFd { fd });
-        }
+        self.fork.check_fd(fd)?;
         let edge = mode_is_edge(mode)?;
         let index = self.find(fd).ok_or(refused(Errno::ENOENT))?;
         let (mut old, was_edge) =

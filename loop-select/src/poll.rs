@@ -46,6 +46,8 @@ use rustix::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use loop_posix::fork::ForkGuard;
 use loop_posix::refused;
+
+use crate::oneshot;
 use loop_posix::timeout::{wait_sliced, Resolution};
 use loop_posix::{check_open, close_unless, errno, PipeNotifier, PipeReader};
 
@@ -312,15 +314,6 @@ fn readiness(revents: PollFlags, interest: Interest) -> Readiness {
     r
 }
 
-/// Level → false, Oneshot → true (emulated), Edge → unsupported.
-fn oneshot(mode: Mode) -> Result<bool, Error> {
-    match mode {
-        Mode::Level => Ok(false),
-        Mode::Oneshot => Ok(true),
-        Mode::Edge => Err(Error::Unsupported),
-    }
-}
-
 impl<const N: usize> Clock for Poll<N> {
     fn now(&self) -> Instant {
         loop_posix::monotonic_now()
@@ -336,10 +329,7 @@ impl<const N: usize> Poller for Poll<N> {
     }
 
     fn register(&mut self, fd: RawFd, key: u64, interest: Interest, m: Mode) -> Result<(), Error> {
-        self.fork.check()?;
-        if fd < 0 {
-            return Err(Error::InvalidFd { fd });
-        }
+        self.fork.check_fd(fd)?;
         let oneshot = oneshot(m)?;
         // Slot 0 counts: the notifier's own fd is "already registered".
         if self.slots.iter().any(|s| s.fd == fd) {
@@ -367,10 +357,7 @@ impl<const N: usize> Poller for Poll<N> {
     }
 
     fn modify(&mut self, fd: RawFd, key: u64, interest: Interest, mode: Mode) -> Result<(), Error> {
-        self.fork.check()?;
-        if fd < 0 {
-            return Err(Error::InvalidFd { fd });
-        }
+        self.fork.check_fd(fd)?;
         let oneshot = oneshot(mode)?;
         let i = self.find(fd).ok_or(refused(Errno::ENOENT))?;
         self.fds[i] = pollfd(fd, poll_flags(interest));
@@ -439,7 +426,7 @@ impl<const N: usize> fmt::Debug for Poll<N> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::pair;
+    use crate::test_util::{event, os, pair};
     use loop_core::Notify;
     use rustix::fd::OwnedFd;
 
@@ -478,13 +465,7 @@ mod tests {
         drop(dup);
         let mut ev = [PollEvent::default(); 4];
         assert_eq!(p.wait(&mut ev, NOW).unwrap(), 1);
-        assert_eq!(
-            ev[0],
-            PollEvent {
-                key: 5,
-                readiness: Readiness::ERROR
-            }
-        );
+        assert_eq!(ev[0], event(5, Readiness::ERROR));
         assert_eq!(
             p.wait(&mut ev, NOW).unwrap(),
             0,
@@ -546,22 +527,13 @@ mod tests {
         p.register(raw(&a), 1, RW, Mode::Level).unwrap();
         assert_eq!(
             p.register(raw(&a), 2, RW, Mode::Level),
-            Err(Error::Os {
-                errno: Errno::EEXIST
-            })
+            Err(os(Errno::EEXIST))
         );
         assert_eq!(
             p.modify(raw(&b), 2, RW, Mode::Level),
-            Err(Error::Os {
-                errno: Errno::ENOENT
-            })
+            Err(os(Errno::ENOENT))
         );
-        assert_eq!(
-            p.deregister(raw(&b)),
-            Err(Error::Os {
-                errno: Errno::ENOENT
-            })
-        );
+        assert_eq!(p.deregister(raw(&b)), Err(os(Errno::ENOENT)));
         assert_eq!(
             p.register(-1, 2, RW, Mode::Level),
             Err(Error::InvalidFd { fd: -1 })
@@ -569,16 +541,9 @@ mod tests {
         let notifier_fd = p.reader.as_fd().as_raw_fd();
         assert_eq!(
             p.register(notifier_fd, 2, RW, Mode::Level),
-            Err(Error::Os {
-                errno: Errno::EEXIST
-            })
+            Err(os(Errno::EEXIST))
         );
-        assert_eq!(
-            p.deregister(notifier_fd),
-            Err(Error::Os {
-                errno: Errno::ENOENT
-            })
-        );
+        assert_eq!(p.deregister(notifier_fd), Err(os(Errno::ENOENT)));
     }
 
     #[test]
@@ -587,12 +552,7 @@ mod tests {
         let (a, _b) = pair();
         let fd = raw(&a);
         drop(a);
-        assert_eq!(
-            p.register(fd, 1, RW, Mode::Level),
-            Err(Error::Os {
-                errno: Errno::EBADF
-            })
-        );
+        assert_eq!(p.register(fd, 1, RW, Mode::Level), Err(os(Errno::EBADF)));
     }
 
     #[test]
@@ -638,13 +598,7 @@ mod tests {
         assert_eq!(p.wait(&mut ev, NOW).unwrap(), 3); // b parks
         p.deregister(raw(&a)).unwrap();
         let n = p.wait(&mut ev, NOW).unwrap();
-        assert_eq!(
-            &ev[..n],
-            &[PollEvent {
-                key: 3,
-                readiness: Readiness::WRITE
-            }]
-        );
+        assert_eq!(&ev[..n], &[event(3, Readiness::WRITE)]);
         p.modify(raw(&b), 4, Interest::WRITE.registered(), Mode::Level)
             .unwrap();
         let n = p.wait(&mut ev, NOW).unwrap();

@@ -20,6 +20,8 @@ use rustix::fd::{AsFd, AsRawFd};
 
 use loop_posix::fork::ForkGuard;
 use loop_posix::refused;
+
+use crate::oneshot;
 use loop_posix::timeout::{wait_sliced, Resolution};
 use loop_posix::{check_open, close_unless, errno, PipeNotifier, PipeReader};
 
@@ -278,15 +280,6 @@ fn representable(fd: RawFd) -> bool {
     usize::try_from(fd).is_ok_and(|fd| fd < FD_SETSIZE)
 }
 
-/// Level → false, Oneshot → true (emulated), Edge → unsupported.
-fn oneshot(mode: Mode) -> Result<bool, Error> {
-    match mode {
-        Mode::Level => Ok(false),
-        Mode::Oneshot => Ok(true),
-        Mode::Edge => Err(Error::Unsupported),
-    }
-}
-
 impl Clock for Select {
     fn now(&self) -> Instant {
         loop_posix::monotonic_now()
@@ -405,7 +398,7 @@ impl fmt::Debug for Select {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::pair;
+    use crate::test_util::{event, os, pair};
 
     const NOW: Option<Duration> = Some(Duration::ZERO);
 
@@ -434,12 +427,7 @@ mod tests {
             s.modify(1024, 1, i, Mode::Level),
             Err(Error::InvalidFd { fd: 1024 })
         );
-        assert_eq!(
-            s.deregister(1024),
-            Err(Error::Os {
-                errno: Errno::ENOENT
-            })
-        );
+        assert_eq!(s.deregister(1024), Err(os(Errno::ENOENT)));
     }
 
     #[test]
@@ -451,13 +439,7 @@ mod tests {
         s.register(a.as_raw_fd(), 9, all, Mode::Level).unwrap();
         let mut ev = [PollEvent::default(); 4];
         assert_eq!(s.wait(&mut ev, NOW).unwrap(), 1);
-        assert_eq!(
-            ev[0],
-            PollEvent {
-                key: 9,
-                readiness: Readiness::READ | Readiness::WRITE
-            }
-        );
+        assert_eq!(ev[0], event(9, Readiness::READ | Readiness::WRITE));
     }
 
     #[test]
@@ -474,21 +456,9 @@ mod tests {
         drop(dup);
         let mut ev = [PollEvent::default(); 4];
         assert_eq!(s.wait(&mut ev, NOW).unwrap(), 1);
-        assert_eq!(
-            ev[0],
-            PollEvent {
-                key: 3,
-                readiness: Readiness::ERROR
-            }
-        );
+        assert_eq!(ev[0], event(3, Readiness::ERROR));
         let n = s.wait(&mut ev, NOW).unwrap();
-        assert_eq!(
-            &ev[..n],
-            &[PollEvent {
-                key: 4,
-                readiness: Readiness::WRITE
-            }]
-        );
+        assert_eq!(&ev[..n], &[event(4, Readiness::WRITE)]);
         assert_eq!(s.deregister(fd), Ok(()));
     }
 
@@ -520,15 +490,11 @@ mod tests {
         s.register(a.as_raw_fd(), 1, i, Mode::Level).unwrap();
         assert_eq!(
             s.register(a.as_raw_fd(), 1, i, Mode::Level),
-            Err(Error::Os {
-                errno: Errno::EEXIST
-            })
+            Err(os(Errno::EEXIST))
         );
         assert_eq!(
             s.register(s.reader_fd, 1, i, Mode::Level),
-            Err(Error::Os {
-                errno: Errno::EEXIST
-            })
+            Err(os(Errno::EEXIST))
         );
         assert_eq!(s.len(), 1);
     }
