@@ -150,21 +150,9 @@ pub fn tokio(case: &XputCase) -> io::Result<XputSamples> {
 /// The peers, reference first.
 pub fn peers() -> Vec<Peer<XputCase, XputSamples>> {
     vec![
-        Peer {
-            name: "ioloop LoopHandle",
-            role: Role::Ioloop,
-            run: ioloop,
-        },
-        Peer {
-            name: "Mutex<VecDeque>+eventfd (floor)",
-            role: Role::Floor,
-            run: floor,
-        },
-        Peer {
-            name: "tokio Handle::spawn",
-            role: Role::Peer,
-            run: tokio,
-        },
+        Peer::new("ioloop LoopHandle", Role::Ioloop, ioloop),
+        Peer::new("Mutex<VecDeque>+eventfd (floor)", Role::Floor, floor),
+        Peer::new("tokio Handle::spawn", Role::Peer, tokio),
     ]
 }
 
