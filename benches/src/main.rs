@@ -20,6 +20,7 @@ mod plots;
 mod precision;
 mod sys;
 mod timers;
+mod valgrind;
 mod wake;
 
 /// Counts heap allocations for the footprint workload; off (one relaxed load) otherwise.
