@@ -79,6 +79,20 @@ mod test_util {
         loop_core::PollEvent { key, readiness }
     }
 
+    /// Waits three times with a one-event buffer (`wait` returns how many it filled) and
+    /// checks that keys 0, 1 and 2 each came up: a small buffer still reaches every ready fd.
+    pub(crate) fn assert_keys_0_to_2_each_seen(
+        mut wait: impl FnMut(&mut [loop_core::PollEvent]) -> usize,
+    ) {
+        let mut seen = [false; 3];
+        let mut ev = [loop_core::PollEvent::default(); 1];
+        for _ in 0..3 {
+            assert_eq!(wait(&mut ev), 1);
+            seen[ev[0].key as usize] = true;
+        }
+        assert_eq!(seen, [true; 3]);
+    }
+
     /// The refusal a test expects for an error number.
     pub(crate) fn os(errno: loop_core::Errno) -> loop_core::Error {
         loop_core::Error::Os { errno }

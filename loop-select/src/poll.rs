@@ -426,7 +426,7 @@ impl<const N: usize> fmt::Debug for Poll<N> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::{event, os, pair};
+    use crate::test_util::{assert_keys_0_to_2_each_seen, event, os, pair};
     use loop_core::Notify;
     use rustix::fd::OwnedFd;
 
@@ -563,13 +563,7 @@ mod tests {
             p.register(raw(a), k as u64, Interest::WRITE.registered(), Mode::Level)
                 .unwrap();
         }
-        let mut seen = [false; 3];
-        let mut ev = [PollEvent::default(); 1];
-        for _ in 0..3 {
-            assert_eq!(p.wait(&mut ev, NOW).unwrap(), 1);
-            seen[ev[0].key as usize] = true;
-        }
-        assert_eq!(seen, [true; 3]);
+        assert_keys_0_to_2_each_seen(|ev| p.wait(ev, NOW).unwrap());
     }
 
     #[test]

@@ -398,7 +398,7 @@ impl fmt::Debug for Select {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::{event, os, pair};
+    use crate::test_util::{assert_keys_0_to_2_each_seen, event, os, pair};
 
     const NOW: Option<Duration> = Some(Duration::ZERO);
 
@@ -512,12 +512,6 @@ mod tests {
             )
             .unwrap();
         }
-        let mut seen = [false; 3];
-        let mut ev = [PollEvent::default(); 1];
-        for _ in 0..3 {
-            assert_eq!(s.wait(&mut ev, NOW).unwrap(), 1);
-            seen[ev[0].key as usize] = true;
-        }
-        assert_eq!(seen, [true; 3]);
+        assert_keys_0_to_2_each_seen(|ev| s.wait(ev, NOW).unwrap());
     }
 }
