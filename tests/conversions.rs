@@ -63,6 +63,18 @@ fn second_handler_into_box(lp: &mut Tiny) -> Result<(), Box<dyn StdError>> {
     Ok(())
 }
 
+/// The same refusal `full`, seen through `?` into each of the three error types.
+fn assert_converts_all_three(
+    full: Error,
+    as_error: Result<(), Error>,
+    as_io: io::Result<()>,
+    as_box: Result<(), Box<dyn StdError>>,
+) {
+    assert_eq!(as_error, Err(full));
+    assert_eq!(Error::from(as_io.unwrap_err()), full);
+    assert_eq!(as_box.unwrap_err().to_string(), full.to_string());
+}
+
 #[test]
 fn refused_callbacks_convert_with_question_mark_into_all_three_error_types() {
     let full = Error::Full {
@@ -82,14 +94,11 @@ fn refused_timers_convert_with_question_mark_into_all_three_error_types() {
     let full = Error::Full {
         what: Resource::Timers,
     };
-    assert_eq!(second_timer_into_error(&mut tiny()), Err(full));
-    assert_eq!(
-        Error::from(second_timer_into_io(&mut tiny()).unwrap_err()),
-        full
-    );
-    assert_eq!(
-        second_timer_into_box(&mut tiny()).unwrap_err().to_string(),
-        full.to_string()
+    assert_converts_all_three(
+        full,
+        second_timer_into_error(&mut tiny()),
+        second_timer_into_io(&mut tiny()),
+        second_timer_into_box(&mut tiny()),
     );
 }
 
@@ -98,16 +107,11 @@ fn refused_handlers_convert_with_question_mark_into_all_three_error_types() {
     let full = Error::Full {
         what: Resource::Handlers,
     };
-    assert_eq!(second_handler_into_error(&mut tiny()), Err(full));
-    assert_eq!(
-        Error::from(second_handler_into_io(&mut tiny()).unwrap_err()),
-        full
-    );
-    assert_eq!(
-        second_handler_into_box(&mut tiny())
-            .unwrap_err()
-            .to_string(),
-        full.to_string()
+    assert_converts_all_three(
+        full,
+        second_handler_into_error(&mut tiny()),
+        second_handler_into_io(&mut tiny()),
+        second_handler_into_box(&mut tiny()),
     );
 }
 
