@@ -350,22 +350,21 @@ fn every_capture_dropped_exactly_once_after_panics() {
             })
             .map_err(|r| r.error)
             .unwrap();
-        let c = capture();
-        lp.add_handler(3, Interest::READ, move |lp, fd, _| {
-            let _ = &c;
-            lp.poller_mut().clear_ready(fd);
-            panic!("handler")
-        })
-        .map_err(|r| r.error)
-        .unwrap();
-        let c = capture();
-        lp.add_handler(4, Interest::READ, move |lp, fd, _| {
-            let _ = &c;
-            lp.remove_handler(fd); // removes itself, then panics
-            panic!("self-removing handler")
-        })
-        .map_err(|r| r.error)
-        .unwrap();
+        // fd 3 clears its readiness, fd 4 removes itself; then each panics.
+        for (fd, removes_itself) in [(3, false), (4, true)] {
+            let c = capture();
+            lp.add_handler(fd, Interest::READ, move |lp, fd, _| {
+                let _ = &c;
+                if removes_itself {
+                    lp.remove_handler(fd);
+                    panic!("self-removing handler")
+                }
+                lp.poller_mut().clear_ready(fd);
+                panic!("handler")
+            })
+            .map_err(|r| r.error)
+            .unwrap();
+        }
         lp.poller_mut().set_ready(3, Readiness::READ);
         lp.poller_mut().set_ready(4, Readiness::READ);
         for _ in 0..4 {
