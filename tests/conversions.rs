@@ -27,21 +27,10 @@ fn second_callback<E: From<ioloop::Refused<fn(&mut Tiny)>>>(lp: &mut Tiny) -> Re
     Ok(())
 }
 
-fn second_timer_into_error(lp: &mut Tiny) -> Result<(), Error> {
-    lp.call_later(Duration::from_secs(1), |_| {})?;
-    lp.call_later(Duration::from_secs(2), |_| {})?;
-    Ok(())
-}
-
-fn second_timer_into_io(lp: &mut Tiny) -> io::Result<()> {
-    lp.call_later(Duration::from_secs(1), |_| {})?;
-    lp.call_later(Duration::from_secs(2), |_| {})?;
-    Ok(())
-}
-
-fn second_timer_into_box(lp: &mut Tiny) -> Result<(), Box<dyn StdError>> {
-    lp.call_later(Duration::from_secs(1), |_| {})?;
-    lp.call_later(Duration::from_secs(2), |_| {})?;
+fn second_timer<E: From<ioloop::Refused<fn(&mut Tiny)>>>(lp: &mut Tiny) -> Result<(), E> {
+    let f: fn(&mut Tiny) = |_| {};
+    lp.call_later(Duration::from_secs(1), f)?;
+    lp.call_later(Duration::from_secs(2), f)?;
     Ok(())
 }
 
@@ -96,9 +85,9 @@ fn refused_timers_convert_with_question_mark_into_all_three_error_types() {
     };
     assert_converts_all_three(
         full,
-        second_timer_into_error(&mut tiny()),
-        second_timer_into_io(&mut tiny()),
-        second_timer_into_box(&mut tiny()),
+        second_timer::<Error>(&mut tiny()),
+        second_timer::<io::Error>(&mut tiny()),
+        second_timer::<Box<dyn StdError>>(&mut tiny()),
     );
 }
 
