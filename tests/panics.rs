@@ -30,6 +30,13 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
+/// A fresh simulated loop that records its failures (see [`record_failures`]).
+fn recording_sim() -> (Lp, Rc<RefCell<Vec<Failure>>>) {
+    let mut lp = sim();
+    let seen = record_failures(&mut lp);
+    (lp, seen)
+}
+
 fn record_failures(lp: &mut Lp) -> Rc<RefCell<Vec<Failure>>> {
     let seen = Rc::new(RefCell::new(Vec::new()));
     let s = seen.clone();
@@ -78,8 +85,7 @@ const FAKE_SIGNALS: SignalInstaller = SignalInstaller {
 
 #[test]
 fn loop_runs_again_after_a_panicking_callback() {
-    let mut lp = sim();
-    let seen = record_failures(&mut lp);
+    let (mut lp, seen) = recording_sim();
     lp.add_callback(|_| panic!("callback boom"))
         .map_err(|r| r.error)
         .unwrap();
@@ -93,8 +99,7 @@ fn loop_runs_again_after_a_panicking_callback() {
 
 #[test]
 fn loop_runs_again_after_a_panicking_timer() {
-    let mut lp = sim();
-    let seen = record_failures(&mut lp);
+    let (mut lp, seen) = recording_sim();
     lp.call_later(ms(5), |_| panic!("timer boom"))
         .map_err(|r| r.error)
         .unwrap();
@@ -109,8 +114,7 @@ fn loop_runs_again_after_a_panicking_timer() {
 
 #[test]
 fn loop_runs_again_after_a_panicking_handler() {
-    let mut lp = sim();
-    let seen = record_failures(&mut lp);
+    let (mut lp, seen) = recording_sim();
     lp.add_handler(3, Interest::READ, |lp, fd, _| {
         lp.poller_mut().clear_ready(fd);
         lp.stop();
@@ -224,8 +228,7 @@ fn loop_runs_again_after_a_panic_in_the_error_hook() {
 #[test]
 fn panicking_timer_frees_its_heap_slot() {
     const T: usize = 8;
-    let mut lp = sim();
-    let seen = record_failures(&mut lp);
+    let (mut lp, seen) = recording_sim();
     for _ in 0..T {
         lp.call_later(ms(1), |_| panic!("timer boom"))
             .map_err(|r| r.error)
@@ -248,8 +251,7 @@ fn panicking_timer_frees_its_heap_slot() {
 
 #[test]
 fn panicking_periodic_callback_stays_scheduled_on_its_grid() {
-    let mut lp = sim();
-    let seen = record_failures(&mut lp);
+    let (mut lp, seen) = recording_sim();
     let h = lp
         .add_periodic(Periodic::every(ms(10)), |_| panic!("tick boom"))
         .map_err(|r| r.error)
@@ -266,8 +268,7 @@ fn panicking_periodic_callback_stays_scheduled_on_its_grid() {
 
 #[test]
 fn panicking_handler_leaves_a_consistent_table() {
-    let mut lp = sim();
-    let seen = record_failures(&mut lp);
+    let (mut lp, seen) = recording_sim();
     let calls = Rc::new(Cell::new(0));
     let c = calls.clone();
     let id = lp
@@ -326,8 +327,7 @@ fn every_capture_dropped_exactly_once_after_panics() {
         counted(&drops)
     };
     {
-        let mut lp = sim();
-        let seen = record_failures(&mut lp);
+        let (mut lp, seen) = recording_sim();
         let c = capture();
         lp.add_callback(move |_| {
             let _c = c;
@@ -447,8 +447,7 @@ fn panic_is_reported_to_error_hook_with_source_name_and_message() {
     fn make_timer() -> impl FnOnce(&mut Lp) {
         |_| panic!("deadline {} missed by {}", "t0", "long message ".repeat(10))
     }
-    let mut lp = sim();
-    let seen = record_failures(&mut lp);
+    let (mut lp, seen) = recording_sim();
     let h = lp
         .call_later(ms(1), make_timer())
         .map_err(|r| r.error)
