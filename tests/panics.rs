@@ -30,6 +30,14 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
+/// Runs `lp` until a timer `d` from now stops it.
+fn run_for(lp: &mut Lp, d: Duration) {
+    lp.call_later(d, |lp| lp.stop())
+        .map_err(|r| r.error)
+        .unwrap();
+    lp.run().unwrap();
+}
+
 /// A fresh simulated loop that records its failures (see [`record_failures`]).
 fn recording_sim() -> (Lp, Rc<RefCell<Vec<Failure>>>) {
     let mut lp = sim();
@@ -103,10 +111,7 @@ fn loop_runs_again_after_a_panicking_timer() {
     lp.call_later(ms(5), |_| panic!("timer boom"))
         .map_err(|r| r.error)
         .unwrap();
-    lp.call_later(ms(6), |lp| lp.stop())
-        .map_err(|r| r.error)
-        .unwrap();
-    lp.run().unwrap();
+    run_for(&mut lp, ms(6));
     assert_eq!(panic_messages(&seen), ["timer boom"]);
     assert_eq!(lp.timer_count(), 0);
     runs_again(&mut lp);
@@ -256,10 +261,7 @@ fn panicking_periodic_callback_stays_scheduled_on_its_grid() {
         .add_periodic(Periodic::every(ms(10)), |_| panic!("tick boom"))
         .map_err(|r| r.error)
         .unwrap();
-    lp.call_later(ms(35), |lp| lp.stop())
-        .map_err(|r| r.error)
-        .unwrap();
-    lp.run().unwrap();
+    run_for(&mut lp, ms(35));
     // Tornado's PeriodicCallback schedules the next call also after an exception.
     assert_eq!(panic_messages(&seen).len(), 3, "at 10, 20 and 30 ms");
     assert!(lp.timer_pending(h));
