@@ -19,9 +19,9 @@ use loop_core::EventLoop;
 #[path = "common/pollers.rs"]
 mod pollers;
 
+#[cfg(target_os = "linux")]
 #[path = "common/hooks.rs"]
 mod hooks;
-use hooks::handler_errors;
 
 type Lp<P> = EventLoop<P, 8, 16, 16>;
 
@@ -295,7 +295,7 @@ fn a_socket_that_cannot_accept_removes_its_handler_instead_of_spinning() {
         None,
     )
     .unwrap();
-    let reports = handler_errors(&mut lp);
+    let reports = hooks::handler_errors(&mut lp);
     let handle = add_accept_handler(&mut lp, sock, |_, _, _| panic!("nothing to accept"))
         .map_err(|r| r.error)
         .unwrap();

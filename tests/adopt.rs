@@ -41,30 +41,20 @@ fn a_std_listener_and_stream_made_before_the_loop_serve_an_exchange_on_it() {
     assert_eq!(listener.local_addr().unwrap(), addr);
 
     let (mut lp, _) = attached_loop!(ioloop::EventLoop);
-    let answer = lp
-        .run_sync(
-            async {
-                let server = async {
-                    let (s, _) = listener.accept().await?;
-                    let mut buf = [0u8; 4];
-                    let n = s.read(&mut buf).await?;
-                    s.write_all(&buf[..n]).await?;
-                    Ok::<_, ioloop::Error>(())
-                };
-                let client = async {
-                    client.write_all(b"ping").await?;
-                    let mut buf = [0u8; 4];
-                    let n = client.read(&mut buf).await?;
-                    Ok::<_, ioloop::Error>(buf[..n].to_vec())
-                };
-                let (s, c) = join(server, client).await;
-                s?;
-                c
-            },
-            LIMIT,
-        )
-        .unwrap()
-        .unwrap();
+    let server = async {
+        let (s, _) = listener.accept().await?;
+        let mut buf = [0u8; 4];
+        let n = s.read(&mut buf).await?;
+        s.write_all(&buf[..n]).await?;
+        Ok::<_, ioloop::Error>(())
+    };
+    let client = async {
+        client.write_all(b"ping").await?;
+        let mut buf = [0u8; 4];
+        let n = client.read(&mut buf).await?;
+        Ok::<_, ioloop::Error>(buf[..n].to_vec())
+    };
+    let answer = side_by_side!(lp, server, client);
     assert_eq!(answer, b"ping");
 }
 

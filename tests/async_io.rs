@@ -32,6 +32,32 @@ for_each_poller! {
     }
 }
 
+/// Writes all of `buf` to `fd`, waiting on `reg` whenever the socket is full.
+async fn write_all(reg: &IoRegistration, fd: &impl AsFd, buf: &[u8]) -> Result<(), Error> {
+    let mut sent = 0;
+    while sent < buf.len() {
+        sent += reg
+            .io(Interest::WRITE, || {
+                rustix::io::write(fd.as_fd(), &buf[sent..]).map_err(errno)
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+/// Fills `buf` from `fd`, waiting on `reg` whenever nothing is there yet.
+async fn read_exact(reg: &IoRegistration, fd: &impl AsFd, buf: &mut [u8]) -> Result<(), Error> {
+    let mut got = 0;
+    while got < buf.len() {
+        got += reg
+            .io(Interest::READ, || {
+                rustix::io::read(fd.as_fd(), &mut buf[got..]).map_err(errno)
+            })
+            .await?;
+    }
+    Ok(())
+}
+
 fn async_echo_over_a_socketpair_and_sticky_hangup<P: Poller + OpenPoller + 'static>(
     mut lp: EventLoop<P, 8, 16, 8>,
 ) {
@@ -46,38 +72,17 @@ fn async_echo_over_a_socketpair_and_sticky_hangup<P: Poller + OpenPoller + 'stat
             for round in 0..50u8 {
                 let msg = [round; 100];
                 // b → a, echoed back a → b, all through readiness waits.
-                let mut sent = 0;
-                while sent < msg.len() {
-                    sent += rb
-                        .io(Interest::WRITE, || {
-                            rustix::io::write(b.as_fd(), &msg[sent..]).map_err(errno)
-                        })
-                        .await?;
-                }
+                write_all(&rb, &b, &msg).await?;
                 let mut buf = [0u8; 100];
-                let mut got = 0;
-                while got < buf.len() {
-                    got += ra
-                        .io(Interest::READ, || {
-                            rustix::io::read(a.as_fd(), &mut buf[got..]).map_err(errno)
-                        })
-                        .await?;
-                }
+                read_exact(&ra, &a, &mut buf).await?;
                 ra.io(Interest::WRITE, || {
                     rustix::io::write(a.as_fd(), &buf).map_err(errno)
                 })
                 .await?;
                 let mut back = [0u8; 100];
-                let mut got = 0;
-                while got < back.len() {
-                    got += rb
-                        .io(Interest::READ, || {
-                            rustix::io::read(b.as_fd(), &mut back[got..]).map_err(errno)
-                        })
-                        .await?;
-                }
+                read_exact(&rb, &b, &mut back).await?;
                 assert_eq!(back, msg);
-                total += got;
+                total += back.len();
             }
             Ok::<usize, Error>(total)
         },

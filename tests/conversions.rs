@@ -27,21 +27,10 @@ fn second_callback<E: From<ioloop::Refused<fn(&mut Tiny)>>>(lp: &mut Tiny) -> Re
     Ok(())
 }
 
-fn second_timer_into_error(lp: &mut Tiny) -> Result<(), Error> {
-    lp.call_later(Duration::from_secs(1), |_| {})?;
-    lp.call_later(Duration::from_secs(2), |_| {})?;
-    Ok(())
-}
-
-fn second_timer_into_io(lp: &mut Tiny) -> io::Result<()> {
-    lp.call_later(Duration::from_secs(1), |_| {})?;
-    lp.call_later(Duration::from_secs(2), |_| {})?;
-    Ok(())
-}
-
-fn second_timer_into_box(lp: &mut Tiny) -> Result<(), Box<dyn StdError>> {
-    lp.call_later(Duration::from_secs(1), |_| {})?;
-    lp.call_later(Duration::from_secs(2), |_| {})?;
+fn second_timer<E: From<ioloop::Refused<fn(&mut Tiny)>>>(lp: &mut Tiny) -> Result<(), E> {
+    let f: fn(&mut Tiny) = |_| {};
+    lp.call_later(Duration::from_secs(1), f)?;
+    lp.call_later(Duration::from_secs(2), f)?;
     Ok(())
 }
 
@@ -63,6 +52,18 @@ fn second_handler_into_box(lp: &mut Tiny) -> Result<(), Box<dyn StdError>> {
     Ok(())
 }
 
+/// The same refusal `full`, seen through `?` into each of the three error types.
+fn assert_converts_all_three(
+    full: Error,
+    as_error: Result<(), Error>,
+    as_io: io::Result<()>,
+    as_box: Result<(), Box<dyn StdError>>,
+) {
+    assert_eq!(as_error, Err(full));
+    assert_eq!(Error::from(as_io.unwrap_err()), full);
+    assert_eq!(as_box.unwrap_err().to_string(), full.to_string());
+}
+
 #[test]
 fn refused_callbacks_convert_with_question_mark_into_all_three_error_types() {
     let full = Error::Full {
@@ -82,14 +83,11 @@ fn refused_timers_convert_with_question_mark_into_all_three_error_types() {
     let full = Error::Full {
         what: Resource::Timers,
     };
-    assert_eq!(second_timer_into_error(&mut tiny()), Err(full));
-    assert_eq!(
-        Error::from(second_timer_into_io(&mut tiny()).unwrap_err()),
-        full
-    );
-    assert_eq!(
-        second_timer_into_box(&mut tiny()).unwrap_err().to_string(),
-        full.to_string()
+    assert_converts_all_three(
+        full,
+        second_timer::<Error>(&mut tiny()),
+        second_timer::<io::Error>(&mut tiny()),
+        second_timer::<Box<dyn StdError>>(&mut tiny()),
     );
 }
 
@@ -98,16 +96,11 @@ fn refused_handlers_convert_with_question_mark_into_all_three_error_types() {
     let full = Error::Full {
         what: Resource::Handlers,
     };
-    assert_eq!(second_handler_into_error(&mut tiny()), Err(full));
-    assert_eq!(
-        Error::from(second_handler_into_io(&mut tiny()).unwrap_err()),
-        full
-    );
-    assert_eq!(
-        second_handler_into_box(&mut tiny())
-            .unwrap_err()
-            .to_string(),
-        full.to_string()
+    assert_converts_all_three(
+        full,
+        second_handler_into_error(&mut tiny()),
+        second_handler_into_io(&mut tiny()),
+        second_handler_into_box(&mut tiny()),
     );
 }
 

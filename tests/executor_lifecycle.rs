@@ -116,28 +116,27 @@ fn loop_owned_executors_need_no_static_and_many_loops_share_a_thread() {
 
 #[test]
 fn two_loops_on_one_thread_each_keep_spawning_on_their_own_executor() {
-    static RA: Remote<Lp, 16> = Remote::new();
-    static RB: Remote<Lp, 16> = Remote::new();
-    static EA: Executor<2, 512> = Executor::new();
-    static EB: Executor<2, 512> = Executor::new();
+    static REMOTES: [Remote<Lp, 16>; 2] = [Remote::new(), Remote::new()];
+    static EXECS: [Executor<2, 512>; 2] = [Executor::new(), Executor::new()];
+    let [(ra, ea), (rb, eb)] = [0, 1].map(|i| (&REMOTES[i], &EXECS[i]));
     let mut a: Lp = EventLoop::new().unwrap();
-    a.attach_remote(&RA).unwrap();
-    a.attach_executor(&EA).unwrap();
+    a.attach_remote(ra).unwrap();
+    a.attach_executor(ea).unwrap();
     let mut b: Lp = EventLoop::new().unwrap();
-    b.attach_remote(&RB).unwrap();
-    b.attach_executor(&EB).unwrap();
+    b.attach_remote(rb).unwrap();
+    b.attach_executor(eb).unwrap();
     // Attaching the second executor does not take the first one's thread away.
-    EA.spawn(async {}).map_err(|r| r.error).unwrap();
-    EB.spawn(async {}).map_err(|r| r.error).unwrap();
-    assert_eq!((EA.len(), EB.len()), (1, 1));
+    ea.spawn(async {}).map_err(|r| r.error).unwrap();
+    eb.spawn(async {}).map_err(|r| r.error).unwrap();
+    assert_eq!((ea.len(), eb.len()), (1, 1));
     a.run_once(Some(Duration::ZERO)).unwrap();
     b.run_once(Some(Duration::ZERO)).unwrap();
-    assert_eq!((EA.len(), EB.len()), (0, 0));
+    assert_eq!((ea.len(), eb.len()), (0, 0));
     drop(b);
     // The first loop's executor still works after the second loop is gone.
-    EA.spawn(async {}).map_err(|r| r.error).unwrap();
+    ea.spawn(async {}).map_err(|r| r.error).unwrap();
     assert_eq!(
-        EB.spawn(async {}).err().map(|r| r.error),
+        eb.spawn(async {}).err().map(|r| r.error),
         Some(Error::NotAttached)
     );
 }

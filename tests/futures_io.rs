@@ -73,28 +73,18 @@ for_each_poller! {
         let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
         let data = payload(BIG);
-        let got = lp
-            .run_sync(
-                async {
-                    let client = async {
-                        let mut s = TcpStream::connect(addr).await?;
-                        AsyncWriteExt::write_all(&mut s, &data).await?;
-                        s.close().await // shutdown(SHUT_WR): the server reads end-of-stream
-                    };
-                    let server = async {
-                        let (mut s, _) = listener.accept().await?;
-                        let mut got = Vec::new();
-                        s.read_to_end(&mut got).await?;
-                        Ok::<_, std::io::Error>(got)
-                    };
-                    let (c, s) = join(client, server).await;
-                    c?;
-                    s
-                },
-                LIMIT,
-            )
-            .unwrap()
-            .unwrap();
+            let client = async {
+                let mut s = TcpStream::connect(addr).await?;
+                AsyncWriteExt::write_all(&mut s, &data).await?;
+                s.close().await // shutdown(SHUT_WR): the server reads end-of-stream
+            };
+            let server = async {
+                let (mut s, _) = listener.accept().await?;
+                let mut got = Vec::new();
+                s.read_to_end(&mut got).await?;
+                Ok::<_, std::io::Error>(got)
+            };
+        let got = side_by_side!(lp, client, server);
         assert!(got == data, "received {} bytes, not the payload", got.len());
     }
 
@@ -161,31 +151,21 @@ fn pipe_ends_work_with_copy_and_buffered_lines() {
 fn unix_stream_halves_carry_a_request_and_an_answer() {
     let (mut lp, _) = attached_loop!(DefaultLoop);
     let (a, b) = UnixStream::pair().unwrap();
-    let answer = lp
-        .run_sync(
-            async move {
-                let server = async {
-                    let mut req = [0u8; 4];
-                    (&b).read_exact(&mut req).await?;
-                    assert_eq!(&req, b"ping");
-                    AsyncWriteExt::write_all(&mut &b, b"pong").await?;
-                    (&b).close().await
-                };
-                let client = async {
-                    let mut a = &a;
-                    AsyncWriteExt::write_all(&mut a, b"ping").await?;
-                    let mut ans = Vec::new();
-                    a.read_to_end(&mut ans).await?;
-                    Ok::<_, std::io::Error>(ans)
-                };
-                let (s, c) = join(server, client).await;
-                s?;
-                c
-            },
-            LIMIT,
-        )
-        .unwrap()
-        .unwrap();
+    let server = async {
+        let mut req = [0u8; 4];
+        (&b).read_exact(&mut req).await?;
+        assert_eq!(&req, b"ping");
+        AsyncWriteExt::write_all(&mut &b, b"pong").await?;
+        (&b).close().await
+    };
+    let client = async {
+        let mut a = &a;
+        AsyncWriteExt::write_all(&mut a, b"ping").await?;
+        let mut ans = Vec::new();
+        a.read_to_end(&mut ans).await?;
+        Ok::<_, std::io::Error>(ans)
+    };
+    let answer = side_by_side!(lp, server, client);
     assert_eq!(answer, b"pong");
 }
 

@@ -174,18 +174,27 @@ fn reused_fd_number_does_not_get_the_old_registrations_event<P: Poller + OpenPol
     drop(keep_alive);
 }
 
-fn duplicate_add_is_refused_and_the_first_handler_still_fires<P: Poller + OpenPoller + 'static>() {
-    let mut lp: EventLoop<P, 8, 8, 8> = EventLoop::new().unwrap();
-    let (a, mut b) = pair();
-    let first = Rc::new(Cell::new(0));
-    let f = first.clone();
-    lp.add_handler(&a, Interest::READ, move |_, fd, _| {
-        f.set(f.get() + 1);
+/// Adds a READ handler on `fd` that drains it and counts its calls; returns the count.
+fn counting_drainer<P: Poller + 'static>(
+    lp: &mut EventLoop<P, 8, 8, 8>,
+    fd: impl Into<loop_core::Fd>,
+) -> Rc<Cell<u32>> {
+    let calls = Rc::new(Cell::new(0));
+    let c = calls.clone();
+    lp.add_handler(fd, Interest::READ, move |_, fd, _| {
+        c.set(c.get() + 1);
         drain(fd);
         Ok(())
     })
     .map_err(|r| r.error)
     .unwrap();
+    calls
+}
+
+fn duplicate_add_is_refused_and_the_first_handler_still_fires<P: Poller + OpenPoller + 'static>() {
+    let mut lp: EventLoop<P, 8, 8, 8> = EventLoop::new().unwrap();
+    let (a, mut b) = pair();
+    let first = counting_drainer(&mut lp, &a);
     let refused = lp
         .add_handler(&a, Interest::READ, |_, _, _| panic!("second handler ran"))
         .unwrap_err();
@@ -259,15 +268,7 @@ fn dup_trap_does_not_spin<P: Poller + OpenPoller + 'static>() {
     })
     .map_err(|r| r.error)
     .unwrap();
-    let other = Rc::new(Cell::new(0));
-    let o = other.clone();
-    lp.add_handler(&c, Interest::READ, move |_, fd, _| {
-        o.set(o.get() + 1);
-        drain(fd);
-        Ok(())
-    })
-    .map_err(|r| r.error)
-    .unwrap();
+    let other = counting_drainer(&mut lp, &c);
     let number = a.as_raw_fd();
     let dup = a.try_clone().unwrap();
     drop(a);

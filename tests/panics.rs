@@ -30,6 +30,21 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
+/// Runs `lp` until a timer `d` from now stops it.
+fn run_for(lp: &mut Lp, d: Duration) {
+    lp.call_later(d, |lp| lp.stop())
+        .map_err(|r| r.error)
+        .unwrap();
+    lp.run().unwrap();
+}
+
+/// A fresh simulated loop that records its failures (see [`record_failures`]).
+fn recording_sim() -> (Lp, Rc<RefCell<Vec<Failure>>>) {
+    let mut lp = sim();
+    let seen = record_failures(&mut lp);
+    (lp, seen)
+}
+
 fn record_failures(lp: &mut Lp) -> Rc<RefCell<Vec<Failure>>> {
     let seen = Rc::new(RefCell::new(Vec::new()));
     let s = seen.clone();
@@ -78,8 +93,7 @@ const FAKE_SIGNALS: SignalInstaller = SignalInstaller {
 
 #[test]
 fn loop_runs_again_after_a_panicking_callback() {
-    let mut lp = sim();
-    let seen = record_failures(&mut lp);
+    let (mut lp, seen) = recording_sim();
     lp.add_callback(|_| panic!("callback boom"))
         .map_err(|r| r.error)
         .unwrap();
@@ -93,15 +107,11 @@ fn loop_runs_again_after_a_panicking_callback() {
 
 #[test]
 fn loop_runs_again_after_a_panicking_timer() {
-    let mut lp = sim();
-    let seen = record_failures(&mut lp);
+    let (mut lp, seen) = recording_sim();
     lp.call_later(ms(5), |_| panic!("timer boom"))
         .map_err(|r| r.error)
         .unwrap();
-    lp.call_later(ms(6), |lp| lp.stop())
-        .map_err(|r| r.error)
-        .unwrap();
-    lp.run().unwrap();
+    run_for(&mut lp, ms(6));
     assert_eq!(panic_messages(&seen), ["timer boom"]);
     assert_eq!(lp.timer_count(), 0);
     runs_again(&mut lp);
@@ -109,8 +119,7 @@ fn loop_runs_again_after_a_panicking_timer() {
 
 #[test]
 fn loop_runs_again_after_a_panicking_handler() {
-    let mut lp = sim();
-    let seen = record_failures(&mut lp);
+    let (mut lp, seen) = recording_sim();
     lp.add_handler(3, Interest::READ, |lp, fd, _| {
         lp.poller_mut().clear_ready(fd);
         lp.stop();
@@ -224,8 +233,7 @@ fn loop_runs_again_after_a_panic_in_the_error_hook() {
 #[test]
 fn panicking_timer_frees_its_heap_slot() {
     const T: usize = 8;
-    let mut lp = sim();
-    let seen = record_failures(&mut lp);
+    let (mut lp, seen) = recording_sim();
     for _ in 0..T {
         lp.call_later(ms(1), |_| panic!("timer boom"))
             .map_err(|r| r.error)
@@ -248,16 +256,12 @@ fn panicking_timer_frees_its_heap_slot() {
 
 #[test]
 fn panicking_periodic_callback_stays_scheduled_on_its_grid() {
-    let mut lp = sim();
-    let seen = record_failures(&mut lp);
+    let (mut lp, seen) = recording_sim();
     let h = lp
         .add_periodic(Periodic::every(ms(10)), |_| panic!("tick boom"))
         .map_err(|r| r.error)
         .unwrap();
-    lp.call_later(ms(35), |lp| lp.stop())
-        .map_err(|r| r.error)
-        .unwrap();
-    lp.run().unwrap();
+    run_for(&mut lp, ms(35));
     // Tornado's PeriodicCallback schedules the next call also after an exception.
     assert_eq!(panic_messages(&seen).len(), 3, "at 10, 20 and 30 ms");
     assert!(lp.timer_pending(h));
@@ -266,8 +270,7 @@ fn panicking_periodic_callback_stays_scheduled_on_its_grid() {
 
 #[test]
 fn panicking_handler_leaves_a_consistent_table() {
-    let mut lp = sim();
-    let seen = record_failures(&mut lp);
+    let (mut lp, seen) = recording_sim();
     let calls = Rc::new(Cell::new(0));
     let c = calls.clone();
     let id = lp
@@ -326,8 +329,7 @@ fn every_capture_dropped_exactly_once_after_panics() {
         counted(&drops)
     };
     {
-        let mut lp = sim();
-        let seen = record_failures(&mut lp);
+        let (mut lp, seen) = recording_sim();
         let c = capture();
         lp.add_callback(move |_| {
             let _c = c;
@@ -350,22 +352,21 @@ fn every_capture_dropped_exactly_once_after_panics() {
             })
             .map_err(|r| r.error)
             .unwrap();
-        let c = capture();
-        lp.add_handler(3, Interest::READ, move |lp, fd, _| {
-            let _ = &c;
-            lp.poller_mut().clear_ready(fd);
-            panic!("handler")
-        })
-        .map_err(|r| r.error)
-        .unwrap();
-        let c = capture();
-        lp.add_handler(4, Interest::READ, move |lp, fd, _| {
-            let _ = &c;
-            lp.remove_handler(fd); // removes itself, then panics
-            panic!("self-removing handler")
-        })
-        .map_err(|r| r.error)
-        .unwrap();
+        // fd 3 clears its readiness, fd 4 removes itself; then each panics.
+        for (fd, removes_itself) in [(3, false), (4, true)] {
+            let c = capture();
+            lp.add_handler(fd, Interest::READ, move |lp, fd, _| {
+                let _ = &c;
+                if removes_itself {
+                    lp.remove_handler(fd);
+                    panic!("self-removing handler")
+                }
+                lp.poller_mut().clear_ready(fd);
+                panic!("handler")
+            })
+            .map_err(|r| r.error)
+            .unwrap();
+        }
         lp.poller_mut().set_ready(3, Readiness::READ);
         lp.poller_mut().set_ready(4, Readiness::READ);
         for _ in 0..4 {
@@ -448,8 +449,7 @@ fn panic_is_reported_to_error_hook_with_source_name_and_message() {
     fn make_timer() -> impl FnOnce(&mut Lp) {
         |_| panic!("deadline {} missed by {}", "t0", "long message ".repeat(10))
     }
-    let mut lp = sim();
-    let seen = record_failures(&mut lp);
+    let (mut lp, seen) = recording_sim();
     let h = lp
         .call_later(ms(1), make_timer())
         .map_err(|r| r.error)

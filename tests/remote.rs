@@ -223,10 +223,7 @@ fn remote_close_finishes_while_many_threads_hammer_the_handle() {
     const THREADS: usize = 16;
     let mut lp: Epl = EventLoop::new().unwrap();
     let handle = lp.attach_remote(&REMOTE).unwrap();
-    let made = Arc::new(AtomicU64::new(0));
-    let dropped = Arc::new(AtomicU64::new(0));
-    let ran = Arc::new(AtomicU64::new(0));
-    let accepted = Arc::new(AtomicU64::new(0));
+    let [made, dropped, ran, accepted] = std::array::from_fn(|_| Arc::new(AtomicU64::new(0)));
     let halt = Arc::new(AtomicBool::new(false));
     let hammers: Vec<_> = (0..THREADS)
         .map(|_| {

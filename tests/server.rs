@@ -30,13 +30,11 @@ type Conn = BufStream<TcpStream, 256, 256>;
 async fn echo_lines(mut s: Conn) {
     let mut line = [0u8; 256];
     loop {
-        let n = match s.read_until(b"\n", 256).await {
-            Ok(l) => {
-                line[..l.len()].copy_from_slice(l);
-                l.len()
-            }
-            Err(_) => return,
+        let Ok(l) = s.read_until(b"\n", 256).await else {
+            return; // end-of-stream, timeout or reset
         };
+        let n = l.len();
+        line[..n].copy_from_slice(l);
         if s.write(&line[..n]).await.is_err() || s.flush().await.is_err() {
             return;
         }

@@ -458,6 +458,13 @@ mod deadlines {
         }};
     }
 
+    /// A timeout of `kind`, then `Closed` for the next call: the stream gave up for good.
+    fn timed_out_then_closed(
+        kind: TimeoutKind,
+    ) -> (Result<(), StreamError>, Result<(), StreamError>) {
+        (Err(StreamError::TimedOut(kind)), Err(StreamError::Closed))
+    }
+
     fn stream(script: &'static [u8], accept: usize) -> BufStream<Scripted, 64, 16> {
         BufStream::new(Scripted { script, accept }).with_timeouts(T)
     }
@@ -482,13 +489,7 @@ mod deadlines {
             let again = s.read_partial(1).await.map(|_| ());
             (e, again)
         });
-        assert_eq!(
-            out,
-            (
-                Err(StreamError::TimedOut(TimeoutKind::Read)),
-                Err(StreamError::Closed)
-            )
-        );
+        assert_eq!(out, timed_out_then_closed(TimeoutKind::Read));
         assert_eq!(ms, 5_000);
     }
 
@@ -525,13 +526,7 @@ mod deadlines {
             let e = s.write(&[0u8; 40]).await;
             (e, s.write(b"x").await)
         });
-        assert_eq!(
-            out,
-            (
-                Err(StreamError::TimedOut(TimeoutKind::Write)),
-                Err(StreamError::Closed)
-            )
-        );
+        assert_eq!(out, timed_out_then_closed(TimeoutKind::Write));
         assert_eq!(ms, 7_000);
     }
 

@@ -32,6 +32,18 @@ pub struct Peer<C, S> {
     pub run: fn(&C) -> io::Result<S>,
 }
 
+impl<C, S> Peer<C, S> {
+    /// The reference peer: ioloop itself, named "ioloop".
+    pub const fn ioloop(run: fn(&C) -> io::Result<S>) -> Self {
+        Self::new("ioloop", Role::Ioloop, run)
+    }
+
+    /// A peer named `name` in `role`, run by `run`.
+    pub const fn new(name: &'static str, role: Role, run: fn(&C) -> io::Result<S>) -> Self {
+        Self { name, role, run }
+    }
+}
+
 /// Summary of a sample set. Percentiles are nearest-rank on the sorted samples.
 #[derive(Clone, Copy, Debug)]
 pub struct Stats {

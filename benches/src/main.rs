@@ -20,6 +20,7 @@ mod plots;
 mod precision;
 mod sys;
 mod timers;
+mod valgrind;
 mod wake;
 
 /// Counts heap allocations for the footprint workload; off (one relaxed load) otherwise.
@@ -119,33 +120,27 @@ fn parse_args() -> Result<Args, String> {
 fn main() -> ExitCode {
     // The footprint workload measures each server in a fresh child process (this binary).
     let argv: Vec<String> = std::env::args().collect();
-    // The timer workload's callgrind mode runs each peer in a child under valgrind.
-    if argv.get(1).map(String::as_str) == Some("--timers-callgrind-child") {
-        return match timers::callgrind::child_main(&argv[2..]) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
+    // The callgrind workloads run each peer in a child under valgrind.
+    if let Some(flag) = argv.get(1) {
+        let args = &argv[2..];
+        let child = match flag.as_str() {
+            "--timers-callgrind-child" => {
+                Some(timers::callgrind::child_main(args).map_err(|e| e.to_string()))
             }
-        };
-    }
-    if argv.get(1).map(String::as_str) == Some("--chain-callgrind-child") {
-        return match chain::callgrind::child_main(&argv[2..]) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
+            "--chain-callgrind-child" => {
+                Some(chain::callgrind::child_main(args).map_err(|e| e.to_string()))
             }
+            "--footprint-child" => Some(footprint::child_main(args)),
+            _ => None,
         };
-    }
-    if argv.get(1).map(String::as_str) == Some("--footprint-child") {
-        return match footprint::child_main(&argv[2..]) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
+        match child {
+            Some(Ok(())) => return ExitCode::SUCCESS,
+            Some(Err(e)) => {
                 eprintln!("{e}");
-                ExitCode::FAILURE
+                return ExitCode::FAILURE;
             }
-        };
+            None => {}
+        }
     }
     let args = match parse_args() {
         Ok(a) => a,

@@ -53,25 +53,18 @@ pub fn write_all(reports: &[Report], dir: &Path) -> Vec<String> {
         return out;
     }
     let find = |name| reports.iter().find(|r| r.name == name);
-    match find("chain") {
-        Some(r) => {
-            let path = dir.join("chain.svg");
-            out.push(match chain(r, &path) {
-                Ok(()) => format!("wrote {}", path.display()),
-                Err(e) => format!("chain.svg not written: {e}"),
-            });
-        }
-        None => out.push("chain.svg not written: chain did not run".into()),
-    }
-    match find("timers") {
-        Some(r) => {
-            let path = dir.join("timers.svg");
-            out.push(match timers(r, &path) {
-                Ok(()) => format!("wrote {}", path.display()),
-                Err(e) => format!("timers.svg not written: {e}"),
-            });
-        }
-        None => out.push("timers.svg not written: timers did not run".into()),
+    let plots: [(&str, Plot); 2] = [("chain", chain), ("timers", timers)];
+    for (name, plot) in plots {
+        out.push(match find(name) {
+            Some(r) => {
+                let path = dir.join(format!("{name}.svg"));
+                match plot(r, &path) {
+                    Ok(()) => format!("wrote {}", path.display()),
+                    Err(e) => format!("{name}.svg not written: {e}"),
+                }
+            }
+            None => format!("{name}.svg not written: {name} did not run"),
+        });
     }
     out
 }
@@ -82,6 +75,9 @@ type PlotResult = Result<(), Box<dyn std::error::Error>>;
 type Canvas<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
 
 /// `n=100 a=1 loop` → `(100, 1)`.
+/// Draws one workload's report into an SVG file.
+type Plot = fn(&Report, &Path) -> PlotResult;
+
 fn chain_case(case: &str) -> Option<(f64, usize)> {
     let mut it = case.split_whitespace();
     let n = it.next()?.strip_prefix("n=")?.parse().ok()?;

@@ -18,6 +18,7 @@ use rustix::event::kqueue::{kevent_timespec, kqueue, Event, EventFilter, EventFl
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use loop_posix::fork::ForkGuard;
+use loop_posix::refused;
 use loop_posix::timeout::{wait_sliced, Resolution};
 
 use crate::errno;
@@ -253,27 +254,17 @@ impl<const N: usize, const E: usize> Clock for Kqueue<N, E> {
 
 impl<const N: usize, const E: usize> Poller for Kqueue<N, E> {
     type Notifier = KqueueNotifier;
+    loop_posix::notifier_and_forked!();
 
     fn capabilities(&self) -> Capabilities {
         Capabilities::LEVEL | Capabilities::EDGE | Capabilities::PRECISE_TIMEOUT
     }
 
-    fn register(
-        &mut self,
-        fd: RawFd,
-        key: u64,
-        interest: Interest,
-        mode: Mode,
-    ) -> Result<(), Error> {
-        self.fork.check()?;
-        if fd < 0 {
-            return Err(Error::InvalidFd { fd });
-        }
-        let edge = mode_is_edge(mode)?;
+    fn register(&mut self, fd: RawFd, key: u64, interest: Interest, m: Mode) -> Result<(), Error> {
+        self.fork.check_fd(fd)?;
+        let edge = mode_is_edge(m)?;
         if self.find(fd).is_some() {
-            return Err(Error::Os {
-                errno: Errno::EEXIST,
-            });
+            return Err(refused(Errno::EEXIST));
         }
         let index = self
             .regs
@@ -298,14 +289,9 @@ impl<const N: usize, const E: usize> Poller for Kqueue<N, E> {
     }
 
     fn modify(&mut self, fd: RawFd, key: u64, interest: Interest, mode: Mode) -> Result<(), Error> {
-        self.fork.check()?;
-        if fd < 0 {
-            return Err(Error::InvalidFd { fd });
-        }
+        self.fork.check_fd(fd)?;
         let edge = mode_is_edge(mode)?;
-        let index = self.find(fd).ok_or(Error::Os {
-            errno: Errno::ENOENT,
-        })?;
+        let index = self.find(fd).ok_or(refused(Errno::ENOENT))?;
         let (mut old, was_edge) =
             self.regs[index].map_or((Interest::empty(), false), |r| (r.interest, r.edge));
         if was_edge != edge {
@@ -325,9 +311,7 @@ impl<const N: usize, const E: usize> Poller for Kqueue<N, E> {
 
     fn deregister(&mut self, fd: RawFd) -> Result<(), Error> {
         self.fork.check()?;
-        let index = self.find(fd).ok_or(Error::Os {
-            errno: Errno::ENOENT,
-        })?;
+        let index = self.find(fd).ok_or(refused(Errno::ENOENT))?;
         if let Some(reg) = self.regs[index].take() {
             // ENOENT/EBADF here mean the fd was closed and the kernel already dropped the
             // filters: the registration is gone either way.
@@ -337,11 +321,7 @@ impl<const N: usize, const E: usize> Poller for Kqueue<N, E> {
         Ok(())
     }
 
-    fn wait(
-        &mut self,
-        events: &mut [PollEvent],
-        timeout: Option<Duration>,
-    ) -> Result<usize, Errno> {
+    fn wait(&mut self, events: &mut [PollEvent], limit: Option<Duration>) -> Result<usize, Errno> {
         self.fork.check_wait()?;
         // Never fetch more kevents than `events` can take after merging: a fetched edge
         // event that did not fit would be lost. So an empty buffer is refused, as epoll does.
@@ -350,7 +330,7 @@ impl<const N: usize, const E: usize> Poller for Kqueue<N, E> {
         }
         let want = events.len().min(E);
         // Waits over a day are sliced: some kernels reject huge timespecs with EINVAL.
-        wait_sliced(timeout, Resolution::Nanos, |timeout| {
+        wait_sliced(limit, Resolution::Nanos, |limit| {
             // Field by field (not `self.kq()`), so the buffer can be borrowed mutably beside it.
             #[cfg(evfilt_user)]
             let kq = self.notifier.kq.as_fd();
@@ -358,21 +338,10 @@ impl<const N: usize, const E: usize> Poller for Kqueue<N, E> {
             let kq = self.kq.as_fd();
             // SAFETY: no changes are submitted (see `apply` for the fd-lifetime argument);
             // the event list is our own buffer, `want <= E` entries long.
-            let result = unsafe { kevent_timespec(kq, &[], &mut self.buf[..want], timeout) };
+            let result = unsafe { kevent_timespec(kq, &[], &mut self.buf[..want], limit) };
             let fetched = result.map_err(errno)?.0.len();
             Ok((fetched > 0).then(|| self.collect(fetched, events)))
         })
-    }
-
-    /// Compares the fork generation with the one this poller was created in (one atomic
-    /// load, no syscall; see `loop_posix::fork`).
-    #[inline]
-    fn forked(&self) -> bool {
-        self.fork.forked()
-    }
-
-    fn notifier(&self) -> &KqueueNotifier {
-        &self.notifier
     }
 
     unsafe fn close_fd(&mut self, fd: RawFd) {

@@ -447,13 +447,7 @@ impl<const N: usize> Poller for SimPoller<N> {
         Capabilities::LEVEL | Capabilities::PRECISE_TIMEOUT
     }
 
-    fn register(
-        &mut self,
-        fd: RawFd,
-        key: u64,
-        interest: Interest,
-        mode: Mode,
-    ) -> Result<(), Error> {
+    fn register(&mut self, fd: RawFd, key: u64, interest: Interest, m: Mode) -> Result<(), Error> {
         self.stats.registers += 1;
         if self.forked {
             return Err(Error::Forked);
@@ -464,18 +458,14 @@ impl<const N: usize> Poller for SimPoller<N> {
         if fd < 0 {
             return Err(Error::InvalidFd { fd });
         }
-        if mode != Mode::Level {
+        if m != Mode::Level {
             return Err(Error::Unsupported);
         }
         if self.closed.contains(&fd) {
-            return Err(Error::Os {
-                errno: Errno::EBADF,
-            });
+            return Err(os(Errno::EBADF));
         }
         if self.regs.iter().any(|r| r.fd == fd) {
-            return Err(Error::Os {
-                errno: Errno::EEXIST,
-            });
+            return Err(os(Errno::EEXIST));
         }
         self.regs
             .push(Registration { fd, key, interest })
@@ -492,9 +482,11 @@ impl<const N: usize> Poller for SimPoller<N> {
         if mode != Mode::Level {
             return Err(Error::Unsupported);
         }
-        let reg = self.regs.iter_mut().find(|r| r.fd == fd).ok_or(Error::Os {
-            errno: Errno::ENOENT,
-        })?;
+        let reg = self
+            .regs
+            .iter_mut()
+            .find(|r| r.fd == fd)
+            .ok_or(os(Errno::ENOENT))?;
         reg.key = key;
         reg.interest = interest;
         Ok(())
@@ -506,28 +498,20 @@ impl<const N: usize> Poller for SimPoller<N> {
             return Err(Error::Forked);
         }
         if self.trapped.contains(&fd) {
-            return Err(Error::Os {
-                errno: Errno::EBADF,
-            });
+            return Err(os(Errno::EBADF));
         }
         let before = self.regs.len();
         self.regs.retain(|r| r.fd != fd);
         if self.regs.len() == before {
-            Err(Error::Os {
-                errno: Errno::ENOENT,
-            })
+            Err(os(Errno::ENOENT))
         } else {
             Ok(())
         }
     }
 
-    fn wait(
-        &mut self,
-        events: &mut [PollEvent],
-        timeout: Option<Duration>,
-    ) -> Result<usize, Errno> {
+    fn wait(&mut self, events: &mut [PollEvent], limit: Option<Duration>) -> Result<usize, Errno> {
         self.stats.waits += 1;
-        self.stats.last_timeout = Some(timeout);
+        self.stats.last_timeout = Some(limit);
         if self.forked {
             return Err(Errno::ECHILD);
         }
@@ -562,7 +546,7 @@ impl<const N: usize> Poller for SimPoller<N> {
         }
         let notified = self.notifier.0.pending.swap(false, Ordering::Acquire);
         if n == 0 && !notified {
-            match timeout {
+            match limit {
                 None => return Err(Self::WOULD_BLOCK_FOREVER),
                 Some(d) => self.advance(d),
             }
@@ -599,6 +583,11 @@ impl<const N: usize> Poller for SimPoller<N> {
         let _ = self.closed_by_loop.push(fd);
         self.close(fd);
     }
+}
+
+/// The [`Error::Os`] a kernel poller would answer with.
+const fn os(errno: Errno) -> Error {
+    Error::Os { errno }
 }
 
 impl<const N: usize> crate::OpenPoller for SimPoller<N> {

@@ -43,6 +43,18 @@ fn wait_some(poller: &mut Epoll) -> Vec<PollEvent> {
     events[..n].to_vec()
 }
 
+/// The readiness of the one event the next wait reports.
+fn only_event(poller: &mut Epoll) -> Readiness {
+    let events = wait_some(poller);
+    assert_eq!(events.len(), 1, "{events:?}");
+    events[0].readiness
+}
+
+/// A non-blocking, close-on-exec pipe: (reader, writer).
+fn pipe() -> (OwnedFd, OwnedFd) {
+    pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK).unwrap()
+}
+
 /// One non-blocking wait.
 fn wait_now(poller: &mut Epoll) -> Vec<PollEvent> {
     let mut events = [PollEvent::default(); 64];
@@ -84,24 +96,22 @@ fn empty_interest_still_reports_hang_up() {
 #[test]
 fn closed_pipe_writer_reports_hup_to_the_reader() {
     let mut poller = Epoll::new().unwrap();
-    let (reader, writer) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK).unwrap();
+    let (reader, writer) = pipe();
     level(&mut poller, &reader, 8, Interest::READ);
     assert_eq!(wait_now(&mut poller), []);
     drop(writer);
-    let events = wait_some(&mut poller);
-    assert_eq!(events.len(), 1);
-    assert!(events[0].readiness.contains(Readiness::HUP), "{events:?}");
+    let readiness = only_event(&mut poller);
+    assert!(readiness.contains(Readiness::HUP), "{readiness:?}");
 }
 
 #[test]
 fn closed_pipe_reader_reports_error_to_the_writer() {
     let mut poller = Epoll::new().unwrap();
-    let (reader, writer) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK).unwrap();
+    let (reader, writer) = pipe();
     level(&mut poller, &writer, 9, Interest::WRITE);
     drop(reader);
-    let events = wait_some(&mut poller);
-    assert_eq!(events.len(), 1);
-    assert!(events[0].readiness.contains(Readiness::ERROR), "{events:?}");
+    let readiness = only_event(&mut poller);
+    assert!(readiness.contains(Readiness::ERROR), "{readiness:?}");
 }
 
 // --- modes ------------------------------------------------------------------------------------

@@ -26,6 +26,19 @@ pub fn os(e: rustix::io::Errno) -> Error {
     Error::Os { errno: errno(e) }
 }
 
+/// The [`Error::Os`] for an error number a poller decides on itself (`EEXIST` for a second
+/// registration, `ENOENT` for an unknown fd), as the kernel pollers would report it.
+///
+/// ```
+/// use loop_core::{Errno, Error};
+/// assert_eq!(loop_posix::refused(Errno::EEXIST), Error::Os { errno: Errno::EEXIST });
+/// ```
+#[inline]
+#[must_use]
+pub const fn refused(errno: Errno) -> Error {
+    Error::Os { errno }
+}
+
 /// Mark `fd` close-on-exec, so a child started with `exec` does not inherit it (and cannot keep
 /// a socket's peer from seeing the hang-up).
 ///

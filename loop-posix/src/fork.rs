@@ -20,7 +20,7 @@
 
 use core::sync::atomic::AtomicU32;
 
-use loop_core::{Errno, Error};
+use loop_core::{Errno, Error, RawFd};
 
 /// Generations handed out in this process (and, inherited, in its children).
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -259,11 +259,21 @@ impl ForkGuard {
     /// [`Errno::ECHILD`] when the object was created in another process.
     #[inline]
     pub fn check_wait(self) -> Result<(), Errno> {
-        if self.forked() {
-            Err(Errno::ECHILD)
-        } else {
-            Ok(())
+        self.check().map_err(|_| Errno::ECHILD)
+    }
+
+    /// [`check`](Self::check), then `Err(Error::InvalidFd)` for a negative `fd`: how every
+    /// poller's `register` and `modify` begin.
+    ///
+    /// # Errors
+    /// [`Error::Forked`] in a forked child, [`Error::InvalidFd`] for `fd < 0`.
+    #[inline]
+    pub fn check_fd(self, fd: RawFd) -> Result<(), Error> {
+        self.check()?;
+        if fd < 0 {
+            return Err(Error::InvalidFd { fd });
         }
+        Ok(())
     }
 }
 

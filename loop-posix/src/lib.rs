@@ -38,5 +38,32 @@ mod pipe;
 pub mod timeout;
 
 pub use clock::{monotonic_now, MonotonicClock};
-pub use fd::{check_open, close, close_unless, errno, os, set_cloexec, set_nonblocking};
+pub use fd::{check_open, close, close_unless, errno, os, refused, set_cloexec, set_nonblocking};
 pub use pipe::{PipeNotifier, PipeReader};
+
+/// The `Poller` methods every posix poller writes the same way, for use inside its
+/// `impl Poller` block: `notifier` (the struct's `notifier` field) and `forked` (its
+/// [`fork::ForkGuard`] in the `fork` field, one atomic load, no syscall).
+///
+/// ```ignore
+/// impl Poller for MyPoller {
+///     type Notifier = loop_posix::PipeNotifier;
+///     loop_posix::notifier_and_forked!();
+///     // capabilities, register, modify, deregister, wait, close_fd ...
+/// }
+/// ```
+#[macro_export]
+macro_rules! notifier_and_forked {
+    () => {
+        fn notifier(&self) -> &Self::Notifier {
+            &self.notifier
+        }
+
+        /// Compares the fork generation with the one this poller was created in (one atomic
+        /// load, no syscall; see `loop_posix::fork`).
+        #[inline]
+        fn forked(&self) -> bool {
+            self.fork.forked()
+        }
+    };
+}

@@ -47,6 +47,16 @@ pub use loop_posix::{PipeNotifier, PipeReader};
 pub use poll::Poll;
 pub use select::{Select, FD_SETSIZE};
 
+/// The `Mode` both fd-set pollers accept: Level → false, Oneshot → true (emulated by parking
+/// the fd after its first report), Edge → unsupported (no kernel state to clear).
+fn oneshot(mode: loop_core::Mode) -> Result<bool, loop_core::Error> {
+    match mode {
+        loop_core::Mode::Level => Ok(false),
+        loop_core::Mode::Oneshot => Ok(true),
+        loop_core::Mode::Edge => Err(loop_core::Error::Unsupported),
+    }
+}
+
 /// Helpers both pollers' unit tests use.
 #[cfg(test)]
 mod test_util {
@@ -62,5 +72,29 @@ mod test_util {
             None,
         )
         .unwrap()
+    }
+
+    /// The event a test expects: `key` with `readiness`.
+    pub(crate) fn event(key: u64, readiness: loop_core::Readiness) -> loop_core::PollEvent {
+        loop_core::PollEvent { key, readiness }
+    }
+
+    /// Waits three times with a one-event buffer (`wait` returns how many it filled) and
+    /// checks that keys 0, 1 and 2 each came up: a small buffer still reaches every ready fd.
+    pub(crate) fn assert_keys_0_to_2_each_seen(
+        mut wait: impl FnMut(&mut [loop_core::PollEvent]) -> usize,
+    ) {
+        let mut seen = [false; 3];
+        let mut ev = [loop_core::PollEvent::default(); 1];
+        for _ in 0..3 {
+            assert_eq!(wait(&mut ev), 1);
+            seen[ev[0].key as usize] = true;
+        }
+        assert_eq!(seen, [true; 3]);
+    }
+
+    /// The refusal a test expects for an error number.
+    pub(crate) fn os(errno: loop_core::Errno) -> loop_core::Error {
+        loop_core::Error::Os { errno }
     }
 }

@@ -45,6 +45,9 @@ use rustix::event::{PollFd, PollFlags};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use loop_posix::fork::ForkGuard;
+use loop_posix::refused;
+
+use crate::oneshot;
 use loop_posix::timeout::{wait_sliced, Resolution};
 use loop_posix::{check_open, close_unless, errno, PipeNotifier, PipeReader};
 
@@ -311,15 +314,6 @@ fn readiness(revents: PollFlags, interest: Interest) -> Readiness {
     r
 }
 
-/// Level → false, Oneshot → true (emulated), Edge → unsupported.
-fn oneshot(mode: Mode) -> Result<bool, Error> {
-    match mode {
-        Mode::Level => Ok(false),
-        Mode::Oneshot => Ok(true),
-        Mode::Edge => Err(Error::Unsupported),
-    }
-}
-
 impl<const N: usize> Clock for Poll<N> {
     fn now(&self) -> Instant {
         loop_posix::monotonic_now()
@@ -328,28 +322,18 @@ impl<const N: usize> Clock for Poll<N> {
 
 impl<const N: usize> Poller for Poll<N> {
     type Notifier = PipeNotifier;
+    loop_posix::notifier_and_forked!();
 
     fn capabilities(&self) -> Capabilities {
         Capabilities::LEVEL | Capabilities::ONESHOT
     }
 
-    fn register(
-        &mut self,
-        fd: RawFd,
-        key: u64,
-        interest: Interest,
-        mode: Mode,
-    ) -> Result<(), Error> {
-        self.fork.check()?;
-        if fd < 0 {
-            return Err(Error::InvalidFd { fd });
-        }
-        let oneshot = oneshot(mode)?;
+    fn register(&mut self, fd: RawFd, key: u64, interest: Interest, m: Mode) -> Result<(), Error> {
+        self.fork.check_fd(fd)?;
+        let oneshot = oneshot(m)?;
         // Slot 0 counts: the notifier's own fd is "already registered".
         if self.slots.iter().any(|s| s.fd == fd) {
-            return Err(Error::Os {
-                errno: Errno::EEXIST,
-            });
+            return Err(refused(Errno::EEXIST));
         }
         if self.slots.is_full() {
             return Err(Error::Full {
@@ -373,14 +357,9 @@ impl<const N: usize> Poller for Poll<N> {
     }
 
     fn modify(&mut self, fd: RawFd, key: u64, interest: Interest, mode: Mode) -> Result<(), Error> {
-        self.fork.check()?;
-        if fd < 0 {
-            return Err(Error::InvalidFd { fd });
-        }
+        self.fork.check_fd(fd)?;
         let oneshot = oneshot(mode)?;
-        let i = self.find(fd).ok_or(Error::Os {
-            errno: Errno::ENOENT,
-        })?;
+        let i = self.find(fd).ok_or(refused(Errno::ENOENT))?;
         self.fds[i] = pollfd(fd, poll_flags(interest));
         self.slots[i] = Slot {
             fd,
@@ -397,9 +376,7 @@ impl<const N: usize> Poller for Poll<N> {
 
     fn deregister(&mut self, fd: RawFd) -> Result<(), Error> {
         self.fork.check()?;
-        let mut i = self.find(fd).ok_or(Error::Os {
-            errno: Errno::ENOENT,
-        })?;
+        let mut i = self.find(fd).ok_or(refused(Errno::ENOENT))?;
         if i < self.armed {
             self.park(i);
             i = self.armed;
@@ -410,28 +387,13 @@ impl<const N: usize> Poller for Poll<N> {
         Ok(())
     }
 
-    fn wait(
-        &mut self,
-        events: &mut [PollEvent],
-        timeout: Option<Duration>,
-    ) -> Result<usize, Errno> {
+    fn wait(&mut self, events: &mut [PollEvent], limit: Option<Duration>) -> Result<usize, Errno> {
         // A forked child must not drain the parent's wake-up pipe.
         self.fork.check_wait()?;
-        wait_sliced(timeout, Resolution::Millis, |slice| {
+        wait_sliced(limit, Resolution::Millis, |slice| {
             let n = rustix::event::poll(&mut self.fds[..self.armed], slice).map_err(errno)?;
             Ok((n > 0).then(|| self.collect(events)))
         })
-    }
-
-    fn notifier(&self) -> &PipeNotifier {
-        &self.notifier
-    }
-
-    /// Compares the fork generation with the one this poller was created in (one atomic
-    /// load, no syscall; see `loop_posix::fork`).
-    #[inline]
-    fn forked(&self) -> bool {
-        self.fork.forked()
     }
 
     unsafe fn close_fd(&mut self, fd: RawFd) {
@@ -464,7 +426,7 @@ impl<const N: usize> fmt::Debug for Poll<N> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::pair;
+    use crate::test_util::{assert_keys_0_to_2_each_seen, event, os, pair};
     use loop_core::Notify;
     use rustix::fd::OwnedFd;
 
@@ -503,13 +465,7 @@ mod tests {
         drop(dup);
         let mut ev = [PollEvent::default(); 4];
         assert_eq!(p.wait(&mut ev, NOW).unwrap(), 1);
-        assert_eq!(
-            ev[0],
-            PollEvent {
-                key: 5,
-                readiness: Readiness::ERROR
-            }
-        );
+        assert_eq!(ev[0], event(5, Readiness::ERROR));
         assert_eq!(
             p.wait(&mut ev, NOW).unwrap(),
             0,
@@ -571,22 +527,13 @@ mod tests {
         p.register(raw(&a), 1, RW, Mode::Level).unwrap();
         assert_eq!(
             p.register(raw(&a), 2, RW, Mode::Level),
-            Err(Error::Os {
-                errno: Errno::EEXIST
-            })
+            Err(os(Errno::EEXIST))
         );
         assert_eq!(
             p.modify(raw(&b), 2, RW, Mode::Level),
-            Err(Error::Os {
-                errno: Errno::ENOENT
-            })
+            Err(os(Errno::ENOENT))
         );
-        assert_eq!(
-            p.deregister(raw(&b)),
-            Err(Error::Os {
-                errno: Errno::ENOENT
-            })
-        );
+        assert_eq!(p.deregister(raw(&b)), Err(os(Errno::ENOENT)));
         assert_eq!(
             p.register(-1, 2, RW, Mode::Level),
             Err(Error::InvalidFd { fd: -1 })
@@ -594,16 +541,9 @@ mod tests {
         let notifier_fd = p.reader.as_fd().as_raw_fd();
         assert_eq!(
             p.register(notifier_fd, 2, RW, Mode::Level),
-            Err(Error::Os {
-                errno: Errno::EEXIST
-            })
+            Err(os(Errno::EEXIST))
         );
-        assert_eq!(
-            p.deregister(notifier_fd),
-            Err(Error::Os {
-                errno: Errno::ENOENT
-            })
-        );
+        assert_eq!(p.deregister(notifier_fd), Err(os(Errno::ENOENT)));
     }
 
     #[test]
@@ -612,12 +552,7 @@ mod tests {
         let (a, _b) = pair();
         let fd = raw(&a);
         drop(a);
-        assert_eq!(
-            p.register(fd, 1, RW, Mode::Level),
-            Err(Error::Os {
-                errno: Errno::EBADF
-            })
-        );
+        assert_eq!(p.register(fd, 1, RW, Mode::Level), Err(os(Errno::EBADF)));
     }
 
     #[test]
@@ -628,13 +563,7 @@ mod tests {
             p.register(raw(a), k as u64, Interest::WRITE.registered(), Mode::Level)
                 .unwrap();
         }
-        let mut seen = [false; 3];
-        let mut ev = [PollEvent::default(); 1];
-        for _ in 0..3 {
-            assert_eq!(p.wait(&mut ev, NOW).unwrap(), 1);
-            seen[ev[0].key as usize] = true;
-        }
-        assert_eq!(seen, [true; 3]);
+        assert_keys_0_to_2_each_seen(|ev| p.wait(ev, NOW).unwrap());
     }
 
     #[test]
@@ -663,13 +592,7 @@ mod tests {
         assert_eq!(p.wait(&mut ev, NOW).unwrap(), 3); // b parks
         p.deregister(raw(&a)).unwrap();
         let n = p.wait(&mut ev, NOW).unwrap();
-        assert_eq!(
-            &ev[..n],
-            &[PollEvent {
-                key: 3,
-                readiness: Readiness::WRITE
-            }]
-        );
+        assert_eq!(&ev[..n], &[event(3, Readiness::WRITE)]);
         p.modify(raw(&b), 4, Interest::WRITE.registered(), Mode::Level)
             .unwrap();
         let n = p.wait(&mut ev, NOW).unwrap();

@@ -19,6 +19,9 @@ use rustix::event::{fd_set_bound, fd_set_insert, fd_set_remove, FdSetElement, Fd
 use rustix::fd::{AsFd, AsRawFd};
 
 use loop_posix::fork::ForkGuard;
+use loop_posix::refused;
+
+use crate::oneshot;
 use loop_posix::timeout::{wait_sliced, Resolution};
 use loop_posix::{check_open, close_unless, errno, PipeNotifier, PipeReader};
 
@@ -277,15 +280,6 @@ fn representable(fd: RawFd) -> bool {
     usize::try_from(fd).is_ok_and(|fd| fd < FD_SETSIZE)
 }
 
-/// Level → false, Oneshot → true (emulated), Edge → unsupported.
-fn oneshot(mode: Mode) -> Result<bool, Error> {
-    match mode {
-        Mode::Level => Ok(false),
-        Mode::Oneshot => Ok(true),
-        Mode::Edge => Err(Error::Unsupported),
-    }
-}
-
 impl Clock for Select {
     fn now(&self) -> Instant {
         loop_posix::monotonic_now()
@@ -294,27 +288,20 @@ impl Clock for Select {
 
 impl Poller for Select {
     type Notifier = PipeNotifier;
+    loop_posix::notifier_and_forked!();
 
     fn capabilities(&self) -> Capabilities {
         Capabilities::LEVEL | Capabilities::ONESHOT | Capabilities::PRECISE_TIMEOUT
     }
 
-    fn register(
-        &mut self,
-        fd: RawFd,
-        key: u64,
-        interest: Interest,
-        mode: Mode,
-    ) -> Result<(), Error> {
+    fn register(&mut self, fd: RawFd, key: u64, interest: Interest, m: Mode) -> Result<(), Error> {
         self.fork.check()?;
         if !representable(fd) {
             return Err(Error::InvalidFd { fd });
         }
-        let oneshot = oneshot(mode)?;
+        let oneshot = oneshot(m)?;
         if fd == self.reader_fd || self.entries[fd as usize].is_some() {
-            return Err(Error::Os {
-                errno: Errno::EEXIST,
-            });
+            return Err(refused(Errno::EEXIST));
         }
         // A closed fd in a set fails every later select with EBADF: refuse it here.
         check_open(fd)?;
@@ -335,9 +322,7 @@ impl Poller for Select {
         }
         let oneshot = oneshot(mode)?;
         if self.entries[fd as usize].is_none() {
-            return Err(Error::Os {
-                errno: Errno::ENOENT,
-            });
+            return Err(refused(Errno::ENOENT));
         }
         self.entries[fd as usize] = Some(Entry {
             key,
@@ -352,23 +337,17 @@ impl Poller for Select {
     fn deregister(&mut self, fd: RawFd) -> Result<(), Error> {
         self.fork.check()?;
         if !representable(fd) || self.entries[fd as usize].take().is_none() {
-            return Err(Error::Os {
-                errno: Errno::ENOENT,
-            });
+            return Err(refused(Errno::ENOENT));
         }
         self.disarm(fd);
         self.registered -= 1;
         Ok(())
     }
 
-    fn wait(
-        &mut self,
-        events: &mut [PollEvent],
-        timeout: Option<Duration>,
-    ) -> Result<usize, Errno> {
+    fn wait(&mut self, events: &mut [PollEvent], limit: Option<Duration>) -> Result<usize, Errno> {
         // A forked child must not drain the parent's wake-up pipe.
         self.fork.check_wait()?;
-        wait_sliced(timeout, Resolution::Micros, |slice| {
+        wait_sliced(limit, Resolution::Micros, |slice| {
             let (mut r, mut w, mut x) = (self.read, self.write, self.except);
             let nfds = fd_set_bound(&r).max(fd_set_bound(&w)).max(fd_set_bound(&x));
             // SAFETY: rustix requires the sets to hold open fds. Every fd in them was open at
@@ -392,17 +371,6 @@ impl Poller for Select {
                 Err(e) => Err(errno(e)),
             }
         })
-    }
-
-    fn notifier(&self) -> &PipeNotifier {
-        &self.notifier
-    }
-
-    /// Compares the fork generation with the one this poller was created in (one atomic
-    /// load, no syscall; see `loop_posix::fork`).
-    #[inline]
-    fn forked(&self) -> bool {
-        self.fork.forked()
     }
 
     unsafe fn close_fd(&mut self, fd: RawFd) {
@@ -430,7 +398,7 @@ impl fmt::Debug for Select {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::pair;
+    use crate::test_util::{assert_keys_0_to_2_each_seen, event, os, pair};
 
     const NOW: Option<Duration> = Some(Duration::ZERO);
 
@@ -459,12 +427,7 @@ mod tests {
             s.modify(1024, 1, i, Mode::Level),
             Err(Error::InvalidFd { fd: 1024 })
         );
-        assert_eq!(
-            s.deregister(1024),
-            Err(Error::Os {
-                errno: Errno::ENOENT
-            })
-        );
+        assert_eq!(s.deregister(1024), Err(os(Errno::ENOENT)));
     }
 
     #[test]
@@ -476,13 +439,7 @@ mod tests {
         s.register(a.as_raw_fd(), 9, all, Mode::Level).unwrap();
         let mut ev = [PollEvent::default(); 4];
         assert_eq!(s.wait(&mut ev, NOW).unwrap(), 1);
-        assert_eq!(
-            ev[0],
-            PollEvent {
-                key: 9,
-                readiness: Readiness::READ | Readiness::WRITE
-            }
-        );
+        assert_eq!(ev[0], event(9, Readiness::READ | Readiness::WRITE));
     }
 
     #[test]
@@ -499,21 +456,9 @@ mod tests {
         drop(dup);
         let mut ev = [PollEvent::default(); 4];
         assert_eq!(s.wait(&mut ev, NOW).unwrap(), 1);
-        assert_eq!(
-            ev[0],
-            PollEvent {
-                key: 3,
-                readiness: Readiness::ERROR
-            }
-        );
+        assert_eq!(ev[0], event(3, Readiness::ERROR));
         let n = s.wait(&mut ev, NOW).unwrap();
-        assert_eq!(
-            &ev[..n],
-            &[PollEvent {
-                key: 4,
-                readiness: Readiness::WRITE
-            }]
-        );
+        assert_eq!(&ev[..n], &[event(4, Readiness::WRITE)]);
         assert_eq!(s.deregister(fd), Ok(()));
     }
 
@@ -545,15 +490,11 @@ mod tests {
         s.register(a.as_raw_fd(), 1, i, Mode::Level).unwrap();
         assert_eq!(
             s.register(a.as_raw_fd(), 1, i, Mode::Level),
-            Err(Error::Os {
-                errno: Errno::EEXIST
-            })
+            Err(os(Errno::EEXIST))
         );
         assert_eq!(
             s.register(s.reader_fd, 1, i, Mode::Level),
-            Err(Error::Os {
-                errno: Errno::EEXIST
-            })
+            Err(os(Errno::EEXIST))
         );
         assert_eq!(s.len(), 1);
     }
@@ -571,12 +512,6 @@ mod tests {
             )
             .unwrap();
         }
-        let mut seen = [false; 3];
-        let mut ev = [PollEvent::default(); 1];
-        for _ in 0..3 {
-            assert_eq!(s.wait(&mut ev, NOW).unwrap(), 1);
-            seen[ev[0].key as usize] = true;
-        }
-        assert_eq!(seen, [true; 3]);
+        assert_keys_0_to_2_each_seen(|ev| s.wait(ev, NOW).unwrap());
     }
 }

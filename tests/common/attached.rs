@@ -17,3 +17,18 @@ macro_rules! attached_loop {
         (lp, &EXEC)
     }};
 }
+
+/// Runs two fallible futures side by side on `lp` (for at most 20 s) and returns the second's
+/// value; the run timing out, or either future failing, fails the test (the first checked
+/// first). Include as above.
+#[allow(unused_macros)]
+macro_rules! side_by_side {
+    ($lp:expr, $first:expr, $second:expr) => {{
+        let limit = Some(std::time::Duration::from_secs(20));
+        let (first, second) = $lp
+            .run_sync(ioloop::join($first, $second), limit)
+            .expect("the loop ran both to the end");
+        first.expect("the first side succeeded");
+        second.expect("the second side succeeded")
+    }};
+}

@@ -76,21 +76,9 @@ pub type CallbackSamples = Vec<f64>;
 /// The peers, reference first.
 pub fn peers() -> Vec<Peer<CallbackCase, CallbackSamples>> {
     vec![
-        Peer {
-            name: "ioloop",
-            role: Role::Ioloop,
-            run: ioloop_peer::run,
-        },
-        Peer {
-            name: "VecDeque<fn> (floor)",
-            role: Role::Floor,
-            run: floor::run,
-        },
-        Peer {
-            name: "tokio LocalSet spawn_local",
-            role: Role::Peer,
-            run: tokio_peer::run,
-        },
+        Peer::ioloop(ioloop_peer::run),
+        Peer::new("VecDeque<fn> (floor)", Role::Floor, floor::run),
+        Peer::new("tokio LocalSet spawn_local", Role::Peer, tokio_peer::run),
     ]
 }
 

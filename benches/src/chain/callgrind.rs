@@ -10,13 +10,12 @@
 //! call here rather than its ~40 instructions of vDSO code.
 
 use std::io;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use super::{anchor, peers, ChainCase};
 use crate::harness::Report;
 use crate::sys::{raise_nofile, Pairs};
+use crate::valgrind;
 
 /// Bytes passed on per run, as in the timed workload.
 const WRITES: usize = 1000;
@@ -47,43 +46,6 @@ pub fn child_main(args: &[String]) -> io::Result<()> {
     (p.run)(&case).map(drop)
 }
 
-/// `(phase, instructions)` from the dumps callgrind wrote for one child, last dump per phase.
-fn read_dumps(dir: &Path) -> io::Result<Vec<(String, u64)>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    // cg.<pid>.<k>: in dump order.
-    files.sort_by_key(|p| {
-        p.extension()
-            .and_then(|e| e.to_str())
-            .and_then(|e| e.parse::<u64>().ok())
-            .unwrap_or(0)
-    });
-    let mut out: Vec<(String, u64)> = Vec::new();
-    for f in files {
-        let text = std::fs::read_to_string(&f)?;
-        let mut phase = None;
-        let mut total = None;
-        for line in text.lines() {
-            if let Some(rest) = line.strip_prefix("desc: Trigger: Client Request: ") {
-                phase = Some(rest.trim().to_owned());
-            } else if let Some(rest) = line
-                .strip_prefix("summary: ")
-                .or_else(|| line.strip_prefix("totals: "))
-            {
-                total = rest.split_whitespace().next().and_then(|x| x.parse().ok());
-            }
-        }
-        if let (Some(p), Some(t)) = (phase, total) {
-            match out.iter_mut().find(|(q, _)| *q == p) {
-                Some(e) => e.1 = t,
-                None => out.push((p, t)),
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// Runs the counted peers under callgrind and returns the instructions-per-event table.
 pub fn run(quick: bool) -> Report {
     let sizes: &[usize] = if quick { &[100] } else { &[100, 1000] };
@@ -94,12 +56,7 @@ pub fn run(quick: bool) -> Report {
     );
     report.better = "lower is fewer instructions";
     report.anchor = Some(anchor);
-    let exe = std::env::current_exe().ok();
-    let have_valgrind = Command::new("valgrind")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
+    let exe = valgrind::launcher();
     let peers: Vec<_> = peers()
         .into_iter()
         .filter(|p| COUNTED.contains(&p.name))
@@ -109,10 +66,13 @@ pub fn run(quick: bool) -> Report {
             let events = (active + WRITES) as f64;
             let results: Vec<_> = peers
                 .iter()
-                .map(|p| match (&exe, have_valgrind) {
-                    (Some(exe), true) => one(exe, p.name, n, active),
-                    (_, false) => Err(io::Error::other("valgrind not installed")),
-                    (None, _) => Err(io::Error::other("cannot find this executable")),
+                .map(|p| match &exe {
+                    Ok(exe) => {
+                        let (n, a) = (n.to_string(), active.to_string());
+                        let args = ["--chain-callgrind-child", p.name, &n, &a];
+                        valgrind::run_child(exe, &format!("chain-{n}-{a}"), p.name, &args)
+                    }
+                    Err(why) => Err(io::Error::other(*why)),
                 })
                 .collect();
             for (phase, label) in [
@@ -122,13 +82,7 @@ pub fn run(quick: bool) -> Report {
             ] {
                 let case = format!("n={n} a={active} {label}");
                 for (p, r) in peers.iter().zip(&results) {
-                    let hit = r.as_ref().map_err(|e| e.to_string()).and_then(|v| {
-                        v.iter()
-                            .find(|(q, _)| q == phase)
-                            .map(|(_, t)| *t)
-                            .ok_or_else(|| "n/a: no such phase for this peer".to_owned())
-                    });
-                    match hit {
+                    match valgrind::phase_total(r, phase, "n/a: no such phase for this peer") {
                         Ok(t) => report.push(&case, p.name, p.role, vec![t as f64 / events]),
                         Err(e) => report.push_missing(&case, p.name, p.role, e),
                     }
@@ -143,40 +97,4 @@ pub fn run(quick: bool) -> Report {
         "anchors: loop = the raw rustix epoll floor (registered once); total and bench.c del+add = libev".into(),
     );
     report
-}
-
-/// One peer under callgrind: its phases' instruction totals.
-fn one(exe: &Path, peer: &str, n: usize, active: usize) -> io::Result<Vec<(String, u64)>> {
-    let dir = std::env::temp_dir().join(format!(
-        "ioloop-cg-chain-{}-{}-{n}-{active}",
-        std::process::id(),
-        peer.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let status = Command::new("valgrind")
-        .arg("--tool=callgrind")
-        .arg(format!("--callgrind-out-file={}/cg.%p", dir.display()))
-        .args([
-            "--dump-instr=no",
-            "--compress-strings=no",
-            "--compress-pos=no",
-        ])
-        .arg("-q")
-        .arg(exe)
-        .args([
-            "--chain-callgrind-child",
-            peer,
-            &n.to_string(),
-            &active.to_string(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .status()?;
-    let r = if status.success() {
-        read_dumps(&dir)
-    } else {
-        Err(io::Error::other(format!("child failed: {status}")))
-    };
-    let _ = std::fs::remove_dir_all(&dir);
-    r
 }

@@ -378,36 +378,12 @@ where
 /// The peers, reference first.
 pub fn peers() -> Vec<Peer<ChainCase, ChainSamples>> {
     vec![
-        Peer {
-            name: "ioloop",
-            role: Role::Ioloop,
-            run: ioloop_peer::run,
-        },
-        Peer {
-            name: "raw epoll (floor)",
-            role: Role::Floor,
-            run: raw_epoll::run,
-        },
-        Peer {
-            name: "libev",
-            role: Role::Peer,
-            run: libev_peer::run,
-        },
-        Peer {
-            name: "mio",
-            role: Role::Peer,
-            run: mio_peer::run,
-        },
-        Peer {
-            name: "polling",
-            role: Role::Peer,
-            run: polling_peer::run,
-        },
-        Peer {
-            name: "tokio AsyncFd",
-            role: Role::Peer,
-            run: tokio_peer::run,
-        },
+        Peer::ioloop(ioloop_peer::run),
+        Peer::new("raw epoll (floor)", Role::Floor, raw_epoll::run),
+        Peer::new("libev", Role::Peer, libev_peer::run),
+        Peer::new("mio", Role::Peer, mio_peer::run),
+        Peer::new("polling", Role::Peer, polling_peer::run),
+        Peer::new("tokio AsyncFd", Role::Peer, tokio_peer::run),
     ]
 }
 

@@ -197,21 +197,11 @@ pub fn drive(case: &EchoCase, spawn: Spawn) -> io::Result<EchoSamples> {
 /// The peers, reference first.
 pub fn peers() -> Vec<Peer<EchoCase, EchoSamples>> {
     vec![
-        Peer {
-            name: "ioloop",
-            role: Role::Ioloop,
-            run: |c| drive(c, ioloop_peer::spawn),
-        },
-        Peer {
-            name: "mio",
-            role: Role::Peer,
-            run: |c| drive(c, mio_peer::spawn),
-        },
-        Peer {
-            name: "tokio current_thread",
-            role: Role::Peer,
-            run: |c| drive(c, tokio_peer::spawn),
-        },
+        Peer::ioloop(|c| drive(c, ioloop_peer::spawn)),
+        Peer::new("mio", Role::Peer, |c| drive(c, mio_peer::spawn)),
+        Peer::new("tokio current_thread", Role::Peer, |c| {
+            drive(c, tokio_peer::spawn)
+        }),
     ]
 }
 

@@ -213,43 +213,13 @@ pub fn run(quick: bool) -> Report {
         rows_rss.push((*name, *role, rss, conns, err));
     }
     for (name, role, allocs, bytes, err) in rows_alloc {
-        if allocs.is_empty() {
-            report.push_missing(
-                &alloc_case,
-                name,
-                role,
-                format!("error: {}", err.unwrap_or_default()),
-            );
-            continue;
-        }
-        let mut b = bytes;
-        b.sort_by(f64::total_cmp);
-        let b = b[b.len() / 2];
-        report.push(&alloc_case, name, role, allocs);
-        if let Some(row) = report.rows.last_mut() {
-            row.note = Some(format!("{} bytes requested", num(b)));
-        }
+        let note = || format!("{} bytes requested", num(median(bytes)));
+        push_noted(&mut report, &alloc_case, (name, role), allocs, err, note);
     }
     for (name, role, rss, conns, err) in rows_rss {
-        if rss.is_empty() {
-            report.push_missing(
-                &rss_case,
-                name,
-                role,
-                format!("error: {}", err.unwrap_or_default()),
-            );
-            continue;
-        }
-        let mut r = rss.clone();
-        r.sort_by(f64::total_cmp);
-        let per_conn = r[r.len() / 2] * 1024.0 / conns as f64;
-        report.push(&rss_case, name, role, rss);
-        if let Some(row) = report.rows.last_mut() {
-            row.note = Some(format!(
-                "≈ {} B per connection ({conns} connections)",
-                num(per_conn)
-            ));
-        }
+        let per_conn = median(rss.clone()) * 1024.0 / conns as f64;
+        let note = || format!("≈ {} B per connection ({conns} connections)", num(per_conn));
+        push_noted(&mut report, &rss_case, (name, role), rss, err, note);
     }
 
     let size_case = "demo binary, KiB";
@@ -420,6 +390,33 @@ fn demo_sizes(quick: bool) -> Vec<(&'static str, Role, Result<u64, String>)> {
     };
     rows.push(("demo, musl static, stripped", Role::Peer, musl));
     rows
+}
+
+/// The middle of `v` (the upper one of an even count).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Pushes `samples` as the peer's row of `case` with the note `note()`, or, when there are
+/// none, a missing row saying `err`.
+fn push_noted(
+    report: &mut Report,
+    case: &str,
+    (name, role): (&'static str, Role),
+    samples: Vec<f64>,
+    err: Option<String>,
+    note: impl FnOnce() -> String,
+) {
+    if samples.is_empty() {
+        let why = format!("error: {}", err.unwrap_or_default());
+        report.push_missing(case, name, role, why);
+        return;
+    }
+    report.push(case, name, role, samples);
+    if let Some(row) = report.rows.last_mut() {
+        row.note = Some(note());
+    }
 }
 
 #[cfg(test)]

@@ -70,36 +70,20 @@ pub fn gaps(n: usize, seed: u64) -> Arc<Vec<Duration>> {
 /// The peers, reference first.
 pub fn peers() -> Vec<Peer<PrecisionCase, PrecisionSamples>> {
     vec![
-        Peer {
-            name: "ioloop epoll",
-            role: Role::Ioloop,
-            run: ioloop_peer::run_epoll,
-        },
-        Peer {
-            name: "ioloop poll",
-            role: Role::Peer,
-            run: ioloop_peer::run_poll,
-        },
-        Peer {
-            name: "ioloop select",
-            role: Role::Peer,
-            run: ioloop_peer::run_select,
-        },
-        Peer {
-            name: "raw epoll_wait, ms rounded up (ref)",
-            role: Role::Peer,
-            run: raw_epoll::run_round_up,
-        },
-        Peer {
-            name: "raw epoll_wait, ms rounded down (ref)",
-            role: Role::Peer,
-            run: raw_epoll::run_round_down,
-        },
-        Peer {
-            name: "tokio sleep",
-            role: Role::Peer,
-            run: tokio_peer::run,
-        },
+        Peer::new("ioloop epoll", Role::Ioloop, ioloop_peer::run_epoll),
+        Peer::new("ioloop poll", Role::Peer, ioloop_peer::run_poll),
+        Peer::new("ioloop select", Role::Peer, ioloop_peer::run_select),
+        Peer::new(
+            "raw epoll_wait, ms rounded up (ref)",
+            Role::Peer,
+            raw_epoll::run_round_up,
+        ),
+        Peer::new(
+            "raw epoll_wait, ms rounded down (ref)",
+            Role::Peer,
+            raw_epoll::run_round_down,
+        ),
+        Peer::new("tokio sleep", Role::Peer, tokio_peer::run),
     ]
 }
 

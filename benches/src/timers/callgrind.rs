@@ -11,12 +11,11 @@
 //! (not counted) rather than its ~40 ns of vDSO code.
 
 use std::io;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use super::{peers, Inputs, TimerCase};
 use crate::harness::Report;
+use crate::valgrind;
 
 const TOOL_BASE: usize = ((b'C' as usize) << 24) | ((b'T' as usize) << 16);
 const DUMP_STATS_AT: usize = TOOL_BASE + 3;
@@ -86,43 +85,6 @@ pub fn child_main(args: &[String]) -> io::Result<()> {
     Ok(())
 }
 
-/// `(phase, instructions)` from the dumps callgrind wrote for one child, last dump per phase.
-fn read_dumps(dir: &Path) -> io::Result<Vec<(String, u64)>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    // cg.<pid>.<k>: in dump order.
-    files.sort_by_key(|p| {
-        p.extension()
-            .and_then(|e| e.to_str())
-            .and_then(|e| e.parse::<u64>().ok())
-            .unwrap_or(0)
-    });
-    let mut out: Vec<(String, u64)> = Vec::new();
-    for f in files {
-        let text = std::fs::read_to_string(&f)?;
-        let mut phase = None;
-        let mut total = None;
-        for line in text.lines() {
-            if let Some(rest) = line.strip_prefix("desc: Trigger: Client Request: ") {
-                phase = Some(rest.trim().to_owned());
-            } else if let Some(rest) = line
-                .strip_prefix("summary: ")
-                .or_else(|| line.strip_prefix("totals: "))
-            {
-                total = rest.split_whitespace().next().and_then(|x| x.parse().ok());
-            }
-        }
-        if let (Some(p), Some(t)) = (phase, total) {
-            match out.iter_mut().find(|(q, _)| *q == p) {
-                Some(e) => e.1 = t,
-                None => out.push((p, t)),
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// Runs every peer under callgrind and returns the instructions-per-timer table.
 pub fn run(quick: bool) -> Report {
     let sizes: &[usize] = if quick { &[10_000] } else { &[10_000, 100_000] };
@@ -132,12 +94,7 @@ pub fn run(quick: bool) -> Report {
         "instr/timer",
     );
     report.better = "lower is fewer instructions";
-    let exe = std::env::current_exe().ok();
-    let have_valgrind = Command::new("valgrind")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
+    let exe = valgrind::launcher();
     let peers = peers();
     for same in [false, true] {
         let variant = if same { "same" } else { "random" };
@@ -145,22 +102,19 @@ pub fn run(quick: bool) -> Report {
             let label = |phase: &str| format!("{variant} N={} {phase}", super::pow10(n));
             let mut results = Vec::new();
             for p in &peers {
-                let r = match (&exe, have_valgrind) {
-                    (Some(exe), true) => one(exe, p.name, n, variant),
-                    (_, false) => Err(io::Error::other("valgrind not installed")),
-                    (None, _) => Err(io::Error::other("cannot find this executable")),
+                let r = match &exe {
+                    Ok(exe) => {
+                        let n = n.to_string();
+                        let args = ["--timers-callgrind-child", p.name, &n, variant];
+                        valgrind::run_child(exe, &format!("{n}-{variant}"), p.name, &args)
+                    }
+                    Err(why) => Err(io::Error::other(*why)),
                 };
                 results.push(r);
             }
             for phase in ["schedule", "rearm", "cancel", "fire"] {
                 for (p, r) in peers.iter().zip(&results) {
-                    let hit = r.as_ref().map_err(|e| e.to_string()).and_then(|v| {
-                        v.iter()
-                            .find(|(q, _)| q == phase)
-                            .map(|(_, t)| *t)
-                            .ok_or_else(|| "no dump for this phase".to_owned())
-                    });
-                    match hit {
+                    match valgrind::phase_total(r, phase, "no dump for this phase") {
                         Ok(t) => {
                             report.push(&label(phase), p.name, p.role, vec![t as f64 / n as f64])
                         }
@@ -174,36 +128,4 @@ pub fn run(quick: bool) -> Report {
         "valgrind --tool=callgrind, client requests around each phase; clock reads are syscalls under valgrind (not counted)".into(),
     );
     report
-}
-
-/// One peer under callgrind: its phases' instruction totals.
-fn one(exe: &Path, peer: &str, n: usize, variant: &str) -> io::Result<Vec<(String, u64)>> {
-    let dir = std::env::temp_dir().join(format!(
-        "ioloop-cg-{}-{}-{n}-{variant}",
-        std::process::id(),
-        peer.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let status = Command::new("valgrind")
-        .arg("--tool=callgrind")
-        .arg(format!("--callgrind-out-file={}/cg.%p", dir.display()))
-        .args([
-            "--dump-instr=no",
-            "--compress-strings=no",
-            "--compress-pos=no",
-        ])
-        .arg("-q")
-        .arg(exe)
-        .args(["--timers-callgrind-child", peer, &n.to_string(), variant])
-        // The child's own timed line means nothing under valgrind.
-        .stdout(std::process::Stdio::null())
-        .status()?;
-    let r = if status.success() {
-        read_dumps(&dir)
-    } else {
-        Err(io::Error::other(format!("child failed: {status}")))
-    };
-    let _ = std::fs::remove_dir_all(&dir);
-    r
 }

@@ -191,31 +191,11 @@ pub fn wait_until_due(scheduled_by: Instant) {
 /// The peers, reference first.
 pub fn peers() -> Vec<Peer<TimerCase, TimerSamples>> {
     vec![
-        Peer {
-            name: "ioloop",
-            role: Role::Ioloop,
-            run: ioloop_peer::run,
-        },
-        Peer {
-            name: "ioloop call_at",
-            role: Role::Peer,
-            run: ioloop_peer::run_call_at,
-        },
-        Peer {
-            name: "libev",
-            role: Role::Peer,
-            run: libev_peer::run,
-        },
-        Peer {
-            name: "BinaryHeap+lazy cancel",
-            role: Role::Floor,
-            run: heap::run,
-        },
-        Peer {
-            name: "tokio timer wheel",
-            role: Role::Peer,
-            run: tokio_peer::run,
-        },
+        Peer::ioloop(ioloop_peer::run),
+        Peer::new("ioloop call_at", Role::Peer, ioloop_peer::run_call_at),
+        Peer::new("libev", Role::Peer, libev_peer::run),
+        Peer::new("BinaryHeap+lazy cancel", Role::Floor, heap::run),
+        Peer::new("tokio timer wheel", Role::Peer, tokio_peer::run),
     ]
 }
 

@@ -128,26 +128,10 @@ pub fn join(h: std::thread::JoinHandle<Vec<f64>>) -> io::Result<Vec<f64>> {
 /// The peers, reference first.
 pub fn peers() -> Vec<Peer<WakeCase, WakeSamples>> {
     vec![
-        Peer {
-            name: "ioloop",
-            role: Role::Ioloop,
-            run: ioloop_peer::run,
-        },
-        Peer {
-            name: "eventfd+epoll (floor)",
-            role: Role::Floor,
-            run: raw_eventfd::run,
-        },
-        Peer {
-            name: "mio Waker",
-            role: Role::Peer,
-            run: mio_peer::run,
-        },
-        Peer {
-            name: "tokio Handle::spawn",
-            role: Role::Peer,
-            run: tokio_peer::run,
-        },
+        Peer::ioloop(ioloop_peer::run),
+        Peer::new("eventfd+epoll (floor)", Role::Floor, raw_eventfd::run),
+        Peer::new("mio Waker", Role::Peer, mio_peer::run),
+        Peer::new("tokio Handle::spawn", Role::Peer, tokio_peer::run),
     ]
 }
 

@@ -32,8 +32,13 @@ pub struct XputCase {
 /// Millions of callbacks per second, one sample per call.
 pub type XputSamples = Vec<f64>;
 
-fn rate(n: usize, t0: Instant) -> XputSamples {
-    vec![n as f64 / t0.elapsed().as_secs_f64() / 1e6]
+/// The rate of `n` callbacks since `t0` (taken now), once the sending thread has ended.
+fn finish(n: usize, t0: Instant, sender: std::thread::JoinHandle<()>) -> io::Result<XputSamples> {
+    let out = vec![n as f64 / t0.elapsed().as_secs_f64() / 1e6];
+    sender
+        .join()
+        .map_err(|_| io::Error::other("sender panicked"))?;
+    Ok(out)
 }
 
 type Lp = EventLoop<Epoll, 4, 4, 4>;
@@ -61,11 +66,7 @@ pub fn ioloop(case: &XputCase) -> io::Result<XputSamples> {
         }
     });
     lp.run().map_err(crate::sys::io_err)?;
-    let out = rate(n, t0);
-    sender
-        .join()
-        .map_err(|_| io::Error::other("sender panicked"))?;
-    Ok(out)
+    finish(n, t0, sender)
 }
 
 /// The hand-written floor: a locked queue and an eventfd written on empty → non-empty.
@@ -104,11 +105,7 @@ pub fn floor(case: &XputCase) -> io::Result<XputSamples> {
             ran += 1;
         }
     }
-    let out = rate(n, t0);
-    sender
-        .join()
-        .map_err(|_| io::Error::other("sender panicked"))?;
-    Ok(out)
+    finish(n, t0, sender)
 }
 
 /// tokio: `Handle::spawn` from the other thread.
@@ -140,31 +137,15 @@ pub fn tokio(case: &XputCase) -> io::Result<XputSamples> {
             Poll::Pending
         }
     }));
-    let out = rate(n, t0);
-    sender
-        .join()
-        .map_err(|_| io::Error::other("sender panicked"))?;
-    Ok(out)
+    finish(n, t0, sender)
 }
 
 /// The peers, reference first.
 pub fn peers() -> Vec<Peer<XputCase, XputSamples>> {
     vec![
-        Peer {
-            name: "ioloop LoopHandle",
-            role: Role::Ioloop,
-            run: ioloop,
-        },
-        Peer {
-            name: "Mutex<VecDeque>+eventfd (floor)",
-            role: Role::Floor,
-            run: floor,
-        },
-        Peer {
-            name: "tokio Handle::spawn",
-            role: Role::Peer,
-            run: tokio,
-        },
+        Peer::new("ioloop LoopHandle", Role::Ioloop, ioloop),
+        Peer::new("Mutex<VecDeque>+eventfd (floor)", Role::Floor, floor),
+        Peer::new("tokio Handle::spawn", Role::Peer, tokio),
     ]
 }
 
