@@ -257,13 +257,8 @@ impl<const N: usize> Poller for Epoll<N> {
     /// key above [`Epoll::MAX_KEY`]; `Os(EEXIST)` if already registered (the registration is
     /// unchanged); `Os(EBADF)` for a closed fd; `Os(EPERM)` for an fd epoll cannot watch (a
     /// regular file or directory); `Os(ENOSPC)` past `max_user_watches`.
-    fn register(
-        &mut self,
-        fd: RawFd,
-        key: u64,
-        interest: Interest,
-        mode: Mode,
-    ) -> Result<(), Error> {
+    fn register(&mut self, fd: RawFd, key: u64, interest: Interest, m: Mode) -> Result<(), Error> {
+        let mode = m; // `m`: the signature fits one line, as in the other pollers
         check_key::<N>(key)?;
         let (data, flags) = (EventData::new_u64(key), epoll_flags(interest, mode));
         self.ctl(fd, |epoll, fd| epoll::add(epoll, fd, data, flags))
