@@ -275,6 +275,9 @@ fn dup_trap_does_not_spin<P: Poller + OpenPoller + 'static>() {
     a_peer.write_all(b"x").unwrap();
 
     assert!(lp.remove_handler(number));
+    // epoll: the stale event for the removed key arrives once and makes the loop reset the
+    // poller; poll and select forgot the fd with the handler.
+    lp.run_once(Some(Duration::ZERO)).unwrap();
     let mut events = [loop_core::PollEvent::default(); 8];
     assert_eq!(
         lp.poller_mut().wait(&mut events, Some(Duration::ZERO)),

@@ -755,7 +755,11 @@ fn check_state(lp: &Lp, st: &Shared, failures: &RefCell<Vec<Failure>>) {
     }
     assert_eq!(lp.callback_count(), s.queue.len(), "callback_count");
     let got = failures.borrow();
-    assert_eq!(got.len(), s.expected_failures.len(), "failures reported");
+    assert_eq!(
+        got.len(),
+        s.expected_failures.len(),
+        "failures reported: {got:?}"
+    );
     for (f, (serial, fd, error)) in got.iter().zip(&s.expected_failures) {
         let Failure::Handler {
             fd: ffd,

@@ -50,6 +50,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             addr_of_mut!((*p).remote_wake).write(None);
             addr_of_mut!((*p).signals).write([const { None }; MAX_SIGNAL_HANDLERS]);
             addr_of_mut!((*p).signal_count).write(0);
+            addr_of_mut!((*p).suspects).write(heapless::Vec::new());
             addr_of_mut!((*p).executor).write(None);
             addr_of_mut!((*p).caught).write(None);
             addr_of_mut!((*p).timer_drop_glue).write(false);

@@ -237,10 +237,13 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// called after this returns. A handler may remove itself. Remove the handler before
     /// closing a borrowed fd: epoll watches the open file description, and a `dup` of it would
     /// keep reporting events. Should the removal come after the close anyway (the kernel then
-    /// answers `EBADF`, or `ENOENT` if the number was reused), the loop resets the poller
+    /// answers `EBADF`), the loop remembers the registration's key. Usually the kernel forgot
+    /// the registration with the fd and nothing more happens; if a stale event for that key
+    /// arrives (a `dup` keeps the file open: epoll's dup trap), the loop resets the poller
     /// ([`Poller::reset`]: epoll gets a fresh instance) and registers every live handler again,
-    /// so the stale registration cannot keep the loop busy; that costs a system call per
-    /// handler, and a handler that cannot be registered again is reported to the error hook.
+    /// so the stale registration cannot keep the loop busy. That costs a system call per live
+    /// handler, once per trap; a handler that cannot be registered again is reported to the
+    /// error hook. More than a few such removals pending at once reset right away.
     pub fn remove_handler(&mut self, fd: impl Into<Fd>) -> bool {
         let fd = fd.into().raw();
         let Some((id, slot)) = self.handlers.remove(fd) else {
@@ -248,8 +251,16 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         };
         // A parked I/O registration is already deregistered.
         if !slot.io.as_ref().is_some_and(|io| io.parked) {
-            let deregistered = self.poller.deregister(fd);
-            self.recover_from_failed_deregister(id, fd, deregistered);
+            if let Err(Error::Os {
+                errno: Errno::EBADF,
+            }) = self.poller.deregister(fd)
+            {
+                // Closed before it was removed: a trap only if a stale event shows up.
+                if self.suspects.push((id.key(), fd)).is_err() {
+                    self.suspects.clear();
+                    self.recover_from_failed_deregister(id, fd, Errno::EBADF);
+                }
+            }
         }
         if slot.owned {
             // SAFETY: `owned` is set only by `add_owned_handler*`, which took the fd out of an
@@ -263,6 +274,17 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         true
     }
 
+    /// An event that reached no handler: if its key is one whose deregistration failed with
+    /// `EBADF`, the registration outlived its fd (epoll's dup trap): reset the poller.
+    #[cold]
+    fn stale_event(&mut self, key: u64) {
+        let Some(&(key, fd)) = self.suspects.iter().find(|(k, _)| *k == key) else {
+            return;
+        };
+        self.suspects.clear();
+        self.recover_from_failed_deregister(HandlerId::from_key(key), fd, Errno::EBADF);
+    }
+
     /// After a `deregister` of a live registration that failed with `EBADF` (the fd was
     /// closed) or `ENOENT` (closed, and the number reused): on epoll a `dup` of the old file
     /// may keep the registration alive, reachable by no fd number, firing forever for a key
@@ -273,14 +295,8 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         &mut self,
         removed: HandlerId,
         fd: RawFd,
-        deregistered: Result<(), Error>,
+        errno: Errno,
     ) {
-        let Err(Error::Os {
-            errno: errno @ (Errno::EBADF | Errno::ENOENT),
-        }) = deregistered
-        else {
-            return;
-        };
         match self.poller.reset() {
             Ok(true) => {}
             Ok(false) | Err(Error::Forked) => return,
@@ -354,6 +370,9 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             }
             Taken::Nothing => {
                 core::mem::forget(call); // holds nothing: `take_into` left `f` empty
+                if !self.suspects.is_empty() {
+                    self.stale_event(ev.key);
+                }
                 return;
             }
         };

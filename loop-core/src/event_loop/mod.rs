@@ -104,6 +104,9 @@ use crate::raw::zeroed::zero_in_place;
 use crate::tables::timer_heap::{Next, TimerHandle, TimerHeap};
 use crate::time::Instant;
 
+/// How many failed deregistrations the loop remembers before it resets the poller at once.
+const MAX_SUSPECTS: usize = 8;
+
 /// How many ready fds one poll can report. More ready fds are reported by the next poll (the
 /// loop registers level-triggered), after the timers and callbacks of the next iteration.
 pub const EVENTS_PER_POLL: usize = 256;
@@ -230,6 +233,11 @@ pub struct EventLoop<
     remote_wake: Option<&'static WakeEntry>,
     signals: [Option<SignalSlot<Self>>; MAX_SIGNAL_HANDLERS],
     signal_count: usize,
+    /// Keys (with their fds) whose deregistration failed with `EBADF`: the fd was closed
+    /// first. Usually the kernel forgot the registration with the fd; if a `dup` keeps the
+    /// file open (epoll's dup trap), a stale event for one of these keys proves it, and only
+    /// then is the poller reset (see `remove_handler`).
+    suspects: heapless::Vec<(u64, RawFd), MAX_SUSPECTS>,
     executor: Option<ExecRef>,
     /// A panic a periodic callback's wrapper caught (it goes on with its schedule); the call
     /// site reports it, naming the timer.
