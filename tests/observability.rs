@@ -127,6 +127,7 @@ fn counters_count_iterations_events_callbacks_timers_and_errors() {
             handlers_high_water: 2,
             timers_high_water: 2,
             callbacks_high_water: 3,
+            tasks_high_water: 0,
         },
         "EPIPE is not an error; the 1 s timer has not fired"
     );
@@ -204,6 +205,25 @@ fn high_water_marks_keep_the_most_handlers_timers_and_callbacks_held_at_once() {
         (5, 7, 6),
         "the marks stay after the tables emptied"
     );
+}
+
+#[test]
+fn tasks_high_water_keeps_the_most_tasks_alive_at_once() {
+    static REMOTE: loop_core::Remote<Sim, 16> = loop_core::Remote::new();
+    static EXEC: loop_core::Executor<4, 256> = loop_core::Executor::new();
+    let mut lp = sim();
+    lp.attach_remote(&REMOTE).unwrap();
+    lp.attach_executor(&EXEC).unwrap();
+    for _ in 0..3 {
+        lp.spawn(async { loop_core::yield_now().await })
+            .map_err(|r| r.error)
+            .unwrap();
+    }
+    for _ in 0..4 {
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+    }
+    assert_eq!(EXEC.len(), 0, "the tasks finished");
+    assert_eq!(lp.counters().tasks_high_water, 3);
 }
 
 #[test]

@@ -259,6 +259,9 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         c.handlers_high_water = c.handlers_high_water.max(self.handlers.len());
         c.timers_high_water = c.timers_high_water.max(self.timers.len());
         c.callbacks_high_water = c.callbacks_high_water.max(self.callbacks.len());
+        if let Some(exec) = self.executor {
+            c.tasks_high_water = c.tasks_high_water.max(exec.live());
+        }
     }
 
     /// Call each ready fd's handler (or wake its tasks) once, looking it up at that moment.

@@ -78,6 +78,8 @@ pub struct Counters {
     pub timers_high_water: usize,
     /// The most callbacks queued at once (of `Q`).
     pub callbacks_high_water: usize,
+    /// The most tasks alive at once in the attached executor (of its `N`; 0 without one).
+    pub tasks_high_water: usize,
     /// fd handler calls.
     pub events_dispatched: u64,
     /// Callbacks run.

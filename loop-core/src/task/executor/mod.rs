@@ -227,6 +227,11 @@ impl ExecRef {
         self.q.any_ready()
     }
 
+    /// Tasks alive, for the loop's high-water mark.
+    pub(crate) fn live(&self) -> usize {
+        self.q.live()
+    }
+
     pub(crate) fn set_sleeping(&self, sleeping: bool) {
         self.q.set_sleeping(sleeping);
     }
@@ -444,6 +449,8 @@ pub(crate) trait ExecQueue: Sync {
         slow: &mut heapless::Vec<SlowPoll, SLOW_POLLS_PER_ITERATION>,
     ) -> core::time::Duration;
     fn any_ready(&self) -> bool;
+    /// Tasks alive (spawned and not yet dropped).
+    fn live(&self) -> usize;
     fn set_sleeping(&self, sleeping: bool);
     fn main_header(&'static self) -> &'static TaskHeader;
     fn drop_all(&self, lp: &mut (dyn LoopOps + 'static), me: ExecRef);

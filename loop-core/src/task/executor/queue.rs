@@ -82,6 +82,10 @@ impl<const N: usize, const S: usize> ExecQueue for Executor<N, S> {
         self.shared.ready_any.load(Ordering::SeqCst)
     }
 
+    fn live(&self) -> usize {
+        self.len()
+    }
+
     fn set_sleeping(&self, sleeping: bool) {
         self.shared.sleeping.store(sleeping, Ordering::SeqCst);
     }
