@@ -219,12 +219,12 @@ fn graceful_shutdown<P: Poller + OpenPoller + 'static, const N: usize>(
     exec: &'static Executor<N, 4096>,
     server: &'static Server<16>,
 ) {
-    let l = listener();
-    let addr = l.local_addr().unwrap();
     let config = ServerConfig {
         shutdown_grace: Duration::from_millis(200),
         ..ServerConfig::default()
     };
+    let l = listener();
+    let addr = l.local_addr().unwrap();
     let (stats, (finished, idle_closed, refused)) = lp
         .run_sync(
             join(

@@ -224,19 +224,13 @@ impl<A: ?Sized + 'static, X: 'static, R: Default + 'static> InlineFn<A, X, R> {
     /// first call runs it, later calls return `R::default()`. Fails to compile if `f` does not
     /// fit.
     #[cfg(test)]
-    pub(crate) fn once<F>(f: F) -> Self
-    where
-        F: FnOnce(&mut A, X) -> R + 'static,
-    {
+    pub(crate) fn once<F: FnOnce(&mut A, X) -> R + 'static>(f: F) -> Self {
         Self::once_named::<F, F>(f)
     }
 
     /// [`once`](Self::once), named after the type `N`.
     #[inline]
-    pub(crate) fn once_named<N, F>(f: F) -> Self
-    where
-        F: FnOnce(&mut A, X) -> R + 'static,
-    {
+    pub(crate) fn once_named<N, F: FnOnce(&mut A, X) -> R + 'static>(f: F) -> Self {
         #[allow(clippy::let_unit_value)]
         let () = OnceThunk::<F, N, A, X, R>::FITS;
         // SAFETY: FITS proved `F` fits; the vtable was made for `F`.
