@@ -326,47 +326,21 @@ where
     R: FnMut(&mut L) -> io::Result<()>,
     P: FnMut(&mut L) -> io::Result<()>,
 {
-    let mut loop_us = Vec::with_capacity(case.iters);
-    for _ in 0..case.iters {
-        loop_us.push(timed_run(
-            chain,
-            case,
-            lp,
-            Phase::Loop,
-            no_rearm,
-            &mut pass,
-        )?);
-    }
-    let mut total_us = None;
-    if let Some(t) = &mut total {
-        let mut v = Vec::with_capacity(case.iters);
-        for _ in 0..case.iters {
-            v.push(timed_run(
-                chain,
-                case,
-                lp,
-                Phase::Total,
-                &mut *t,
-                &mut pass,
-            )?);
-        }
-        total_us = Some(v);
-    }
-    let mut literal_us = None;
-    if let Some(r) = &mut literal {
-        let mut v = Vec::with_capacity(case.iters);
-        for _ in 0..case.iters {
-            v.push(timed_run(
-                chain,
-                case,
-                lp,
-                Phase::Literal,
-                &mut *r,
-                &mut pass,
-            )?);
-        }
-        literal_us = Some(v);
-    }
+    type Rearm<'a, L> = &'a mut dyn FnMut(&mut L) -> io::Result<()>;
+    let mut runs = |lp: &mut L, phase: Phase, rearm: Rearm<'_, L>| -> io::Result<Vec<f64>> {
+        (0..case.iters)
+            .map(|_| timed_run(chain, case, lp, phase, &mut *rearm, &mut pass))
+            .collect()
+    };
+    let loop_us = runs(lp, Phase::Loop, &mut no_rearm)?;
+    let total_us = match &mut total {
+        Some(t) => Some(runs(lp, Phase::Total, t)?),
+        None => None,
+    };
+    let literal_us = match &mut literal {
+        Some(r) => Some(runs(lp, Phase::Literal, r)?),
+        None => None,
+    };
     chain.check()?;
     Ok(ChainSamples {
         loop_us,
