@@ -54,7 +54,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 use crate::harness::{run_rounds, Peer, Report, Role, Samples};
-use crate::sys::{raise_nofile, recv, send_byte, Pairs};
+use crate::sys::{raise_nofile_for_pairs, recv, send_byte, Pairs};
 
 /// One chain case: the pairs (shared by all peers) and the run's shape.
 pub struct ChainCase {
@@ -382,9 +382,7 @@ pub fn run(quick: bool, peers: &[Peer<ChainCase, ChainSamples>]) -> Report {
     report.anchor = Some(anchor);
 
     // bench.c needs 2n + 50 fds; every peer adds a few of its own (epoll, eventfd, timerfd).
-    let want = sizes.iter().max().copied().unwrap_or(0) as u64 * 2 + 64;
-    let limit = raise_nofile(want);
-    let fit = (limit.saturating_sub(64) / 2) as usize;
+    let (limit, fit) = raise_nofile_for_pairs(sizes.iter().max().copied().unwrap_or(0));
 
     for &want_n in sizes {
         let n = want_n.min(fit);
