@@ -161,6 +161,9 @@ usage: echo [options]
   --backlog N            listen backlog per loop (default 4096)
   -h, --help             this text";
 
+#[path = "shared/cli.rs"]
+mod cli;
+
 fn args() -> Result<Args, lexopt::Error> {
     use lexopt::prelude::*;
     let mut a = Args {
@@ -196,19 +199,10 @@ fn args() -> Result<Args, lexopt::Error> {
                     return Err(format!("--threads {}: at most {MAX_LOOPS}", a.threads).into());
                 }
             }
-            Long("max-conn") => {
-                let n: usize = p.value()?.parse()?;
-                if !(1..=CAPACITY).contains(&n) {
-                    return Err(format!("--max-conn {n}: must be 1-{CAPACITY}").into());
-                }
-                a.max_conn = n;
-            }
+            Long("max-conn") => a.max_conn = cli::max_conn(&mut p, CAPACITY)?,
             Long("idle-timeout") => a.idle_timeout = Duration::from_secs(p.value()?.parse()?),
             Long("backlog") => a.backlog = p.value()?.parse()?,
-            Short('h') | Long("help") => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
+            Short('h') | Long("help") => cli::help(USAGE),
             _ => return Err(arg.unexpected()),
         }
     }
@@ -216,13 +210,7 @@ fn args() -> Result<Args, lexopt::Error> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = match args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("echo: {e}\n{USAGE}");
-            std::process::exit(2);
-        }
-    };
+    let args = cli::or_exit("echo", USAGE, args());
     let config = ServerConfig {
         max_connections: args.max_conn,
         timeouts: Timeouts {

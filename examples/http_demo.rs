@@ -463,6 +463,9 @@ usage: http_demo [options]
   --backlog N            listen backlog, where clients wait while the server is full (default 4096)
   -h, --help             this text";
 
+#[path = "shared/cli.rs"]
+mod cli;
+
 fn args() -> Result<Args, lexopt::Error> {
     use lexopt::prelude::*;
     let mut a = Args {
@@ -479,39 +482,24 @@ fn args() -> Result<Args, lexopt::Error> {
     let mut p = lexopt::Parser::from_env();
     while let Some(arg) = p.next()? {
         match arg {
+            Short('h') | Long("help") => cli::help(USAGE),
             Long("once") => a.once = true,
             Short('n') => a.n = p.value()?.parse()?,
             Long("delay") => a.delay = Duration::from_millis(p.value()?.parse()?),
             Long("port") => a.port = Some(p.value()?.parse()?),
             Long("duration") => a.duration = Some(Duration::from_secs(p.value()?.parse()?)),
-            Long("max-conn") => {
-                let n: usize = p.value()?.parse()?;
-                if !(1..=CAPACITY).contains(&n) {
-                    return Err(format!("--max-conn {n}: must be 1-{CAPACITY}").into());
-                }
-                a.max_conn = n;
-            }
+            Long("max-conn") => a.max_conn = cli::max_conn(&mut p, CAPACITY)?,
             Long("header-timeout") => a.header_timeout = Duration::from_secs(p.value()?.parse()?),
             Long("idle-timeout") => a.idle_timeout = Duration::from_secs(p.value()?.parse()?),
             Long("backlog") => a.backlog = p.value()?.parse()?,
-            Short('h') | Long("help") => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
             _ => return Err(arg.unexpected()),
         }
     }
     Ok(a)
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = match args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("http_demo: {e}\n{USAGE}");
-            std::process::exit(2);
-        }
-    };
+fn main() -> cli::MainResult {
+    let args = cli::or_exit("http_demo", USAGE, args());
     let mut lp = Lp::new_boxed()?;
     let handle = lp.attach_remote(&REMOTE)?;
     lp.attach_executor(&EXEC)?;

@@ -31,21 +31,32 @@ type Lp = ioloop::EventLoop;
 
 static REMOTE: Remote<Lp, 8> = Remote::new();
 
-/// Written on the loop thread (atomics: no allocation there), read by the reporter.
-static ACCEPTED: AtomicU64 = AtomicU64::new(0);
-static REFUSED: AtomicU64 = AtomicU64::new(0);
-static SERVER_CLOSED: AtomicU64 = AtomicU64::new(0);
-static BACKPRESSURE: AtomicU64 = AtomicU64::new(0);
-static ITERATIONS: AtomicU64 = AtomicU64::new(0);
-static OPEN_CONNS: AtomicU64 = AtomicU64::new(0);
+/// Counters, each a `static AtomicU64` starting at 0.
+macro_rules! counters {
+    ($($name:ident),* $(,)?) => {
+        $(static $name: AtomicU64 = AtomicU64::new(0);)*
+    };
+}
 
-/// Written by the clients.
-static ECHO_CONNS: AtomicU64 = AtomicU64::new(0);
-static MESSAGES: AtomicU64 = AtomicU64::new(0);
-static VANISHED: AtomicU64 = AtomicU64::new(0);
-static NEVER_READ: AtomicU64 = AtomicU64::new(0);
-static CLIENT_ERRORS: AtomicU64 = AtomicU64::new(0);
-static MISMATCHES: AtomicU64 = AtomicU64::new(0);
+// Written on the loop thread (atomics: no allocation there), read by the reporter.
+counters!(
+    ACCEPTED,
+    REFUSED,
+    SERVER_CLOSED,
+    BACKPRESSURE,
+    ITERATIONS,
+    OPEN_CONNS
+);
+
+// Written by the clients.
+counters!(
+    ECHO_CONNS,
+    MESSAGES,
+    VANISHED,
+    NEVER_READ,
+    CLIENT_ERRORS,
+    MISMATCHES
+);
 
 static STOP: AtomicBool = AtomicBool::new(false);
 

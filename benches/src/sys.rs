@@ -109,6 +109,13 @@ pub fn pin_to_cpu(cpu: usize) {
     let _ = rustix::thread::sched_setaffinity(None, &set);
 }
 
+/// [`raise_nofile`] for up to `max` pairs of fds plus 64 of the loops' own: the limit it
+/// got and the largest count of pairs that fits under it.
+pub fn raise_nofile_for_pairs(max: usize) -> (u64, usize) {
+    let limit = raise_nofile(2 * max as u64 + 64);
+    (limit, (limit.saturating_sub(64) / 2) as usize)
+}
+
 /// Raises the soft `RLIMIT_NOFILE` (and the hard one, if allowed) to at least `want` fds.
 /// Returns the soft limit in force afterwards.
 pub fn raise_nofile(want: u64) -> u64 {

@@ -74,68 +74,53 @@ impl Io {
 }
 
 macro_rules! futures_read {
+    (@one $target:ty, $doc:literal) => {
+        #[doc = $doc]
+        impl AsyncRead for $target {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut [u8],
+            ) -> Poll<io::Result<usize>> {
+                self.io.poll_read(cx, buf)
+            }
+        }
+    };
     ($($ty:ty),*) => {$(
-        /// `futures_io::AsyncRead` (feature `futures-io`): as the `read` method. `Ok(0)` is
-        /// end-of-stream.
-        impl AsyncRead for $ty {
-            fn poll_read(
-                self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-                buf: &mut [u8],
-            ) -> Poll<io::Result<usize>> {
-                self.io.poll_read(cx, buf)
-            }
-        }
-        /// `futures_io::AsyncRead` through a shared reference (feature `futures-io`).
-        impl AsyncRead for &$ty {
-            fn poll_read(
-                self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-                buf: &mut [u8],
-            ) -> Poll<io::Result<usize>> {
-                self.io.poll_read(cx, buf)
-            }
-        }
+        futures_read!(@one $ty, "`futures_io::AsyncRead` (feature `futures-io`): as the `read` \
+            method. `Ok(0)` is end-of-stream.");
+        futures_read!(@one &$ty, "`futures_io::AsyncRead` through a shared reference (feature \
+            `futures-io`).");
     )*};
 }
 
 macro_rules! futures_write {
+    (@one $ty:ty, $target:ty, $op:ident, $close:expr, $doc:literal) => {
+        #[doc = $doc]
+        impl AsyncWrite for $target {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                self.io.$op(cx, buf)
+            }
+            fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Poll::Ready(Ok(()))
+            }
+            fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                let close: fn(&$ty) -> io::Result<()> = $close;
+                let this: &$ty = &self;
+                Poll::Ready(close(this))
+            }
+        }
+    };
     ($($ty:ty => $op:ident, $close:expr;)*) => {$(
-        /// `futures_io::AsyncWrite` (feature `futures-io`): as the `write` method; flushing
-        /// is a no-op; closing shuts the write direction of a socket (a no-op on a pipe).
-        impl AsyncWrite for $ty {
-            fn poll_write(
-                self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-                buf: &[u8],
-            ) -> Poll<io::Result<usize>> {
-                self.io.$op(cx, buf)
-            }
-            fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-                Poll::Ready(Ok(()))
-            }
-            fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-                let close: fn(&$ty) -> io::Result<()> = $close;
-                Poll::Ready(close(&self))
-            }
-        }
-        /// `futures_io::AsyncWrite` through a shared reference (feature `futures-io`).
-        impl AsyncWrite for &$ty {
-            fn poll_write(
-                self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-                buf: &[u8],
-            ) -> Poll<io::Result<usize>> {
-                self.io.$op(cx, buf)
-            }
-            fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-                Poll::Ready(Ok(()))
-            }
-            fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-                let close: fn(&$ty) -> io::Result<()> = $close;
-                Poll::Ready(close(*self))
-            }
-        }
+        futures_write!(@one $ty, $ty, $op, $close, "`futures_io::AsyncWrite` (feature \
+            `futures-io`): as the `write` method; flushing is a no-op; closing shuts the write \
+            direction of a socket (a no-op on a pipe).");
+        futures_write!(@one $ty, &$ty, $op, $close, "`futures_io::AsyncWrite` through a shared \
+            reference (feature `futures-io`).");
     )*};
 }
 

@@ -54,7 +54,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 use crate::harness::{run_rounds, Peer, Report, Role, Samples};
-use crate::sys::{raise_nofile, recv, send_byte, Pairs};
+use crate::sys::{raise_nofile_for_pairs, recv, send_byte, Pairs};
 
 /// One chain case: the pairs (shared by all peers) and the run's shape.
 pub struct ChainCase {
@@ -326,47 +326,21 @@ where
     R: FnMut(&mut L) -> io::Result<()>,
     P: FnMut(&mut L) -> io::Result<()>,
 {
-    let mut loop_us = Vec::with_capacity(case.iters);
-    for _ in 0..case.iters {
-        loop_us.push(timed_run(
-            chain,
-            case,
-            lp,
-            Phase::Loop,
-            no_rearm,
-            &mut pass,
-        )?);
-    }
-    let mut total_us = None;
-    if let Some(t) = &mut total {
-        let mut v = Vec::with_capacity(case.iters);
-        for _ in 0..case.iters {
-            v.push(timed_run(
-                chain,
-                case,
-                lp,
-                Phase::Total,
-                &mut *t,
-                &mut pass,
-            )?);
-        }
-        total_us = Some(v);
-    }
-    let mut literal_us = None;
-    if let Some(r) = &mut literal {
-        let mut v = Vec::with_capacity(case.iters);
-        for _ in 0..case.iters {
-            v.push(timed_run(
-                chain,
-                case,
-                lp,
-                Phase::Literal,
-                &mut *r,
-                &mut pass,
-            )?);
-        }
-        literal_us = Some(v);
-    }
+    type Rearm<'a, L> = &'a mut dyn FnMut(&mut L) -> io::Result<()>;
+    let mut runs = |lp: &mut L, phase: Phase, rearm: Rearm<'_, L>| -> io::Result<Vec<f64>> {
+        (0..case.iters)
+            .map(|_| timed_run(chain, case, lp, phase, &mut *rearm, &mut pass))
+            .collect()
+    };
+    let loop_us = runs(lp, Phase::Loop, &mut no_rearm)?;
+    let total_us = match &mut total {
+        Some(t) => Some(runs(lp, Phase::Total, t)?),
+        None => None,
+    };
+    let literal_us = match &mut literal {
+        Some(r) => Some(runs(lp, Phase::Literal, r)?),
+        None => None,
+    };
     chain.check()?;
     Ok(ChainSamples {
         loop_us,
@@ -408,9 +382,7 @@ pub fn run(quick: bool, peers: &[Peer<ChainCase, ChainSamples>]) -> Report {
     report.anchor = Some(anchor);
 
     // bench.c needs 2n + 50 fds; every peer adds a few of its own (epoll, eventfd, timerfd).
-    let want = sizes.iter().max().copied().unwrap_or(0) as u64 * 2 + 64;
-    let limit = raise_nofile(want);
-    let fit = (limit.saturating_sub(64) / 2) as usize;
+    let (limit, fit) = raise_nofile_for_pairs(sizes.iter().max().copied().unwrap_or(0));
 
     for &want_n in sizes {
         let n = want_n.min(fit);

@@ -36,7 +36,7 @@ use std::time::Duration;
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
 
 use crate::harness::{num, run_rounds, Peer, Report, Role, Samples, Stats};
-use crate::sys::{pin_to_cpu, raise_nofile, two_cpus};
+use crate::sys::{pin_to_cpu, raise_nofile_for_pairs, two_cpus};
 use client::{Client, Phase};
 
 /// Per-connection buffer of every server; larger than the largest message (4 KiB).
@@ -222,15 +222,12 @@ pub fn run(quick: bool, peers: &[Peer<EchoCase, EchoSamples>]) -> Report {
     );
     report.better = "higher is better";
     // Client + server: two fds per connection, plus a few of each loop's own.
-    let want = 2 * conns.iter().max().copied().unwrap_or(0) as u64 + 64;
-    let limit = raise_nofile(want);
-    let fit = (limit.saturating_sub(64) / 2) as usize;
-    for &c_want in conns {
-        let c = c_want.min(fit);
+    let (limit, fit) = raise_nofile_for_pairs(conns.iter().max().copied().unwrap_or(0));
+    for (c_want, c) in conns.iter().map(|&want| (want, want.min(fit))) {
         if c < c_want {
+            let need = 2 * c_want + 64;
             report.notes.push(format!(
-                "C={c_want} needs {} fds but RLIMIT_NOFILE is {limit}: ran C={c}, the largest that fits",
-                2 * c_want + 64
+                "C={c_want} needs {need} fds but RLIMIT_NOFILE is {limit}: ran C={c}, the largest that fits"
             ));
         }
         for &msg in sizes {

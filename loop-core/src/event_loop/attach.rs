@@ -77,6 +77,16 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         Ok(())
     }
 
+    /// The attached executor, if the loop is usable and has one; else `fut` back with why.
+    fn spawn_target<F>(&self, fut: F) -> Result<(ExecRef, F), Refused<F>> {
+        let error = match (self.usable(), self.executor) {
+            (Ok(()), Some(exec)) => return Ok((exec, fut)),
+            (Err(error), _) => error,
+            (Ok(()), None) => Error::NotAttached,
+        };
+        Err(Refused { error, value: fut })
+    }
+
     /// Spawn `fut` as a task on this loop's executor: it is first polled in the next
     /// iteration (Tornado's `spawn_callback`). The loop's `&mut` proves the caller is on the
     /// loop's thread, so this works with or without `std`, from setup code or — through
@@ -99,15 +109,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     where
         F: Future<Output = ()> + 'static,
     {
-        if let Err(error) = self.usable() {
-            return Err(Refused { error, value: fut });
-        }
-        let Some(exec) = self.executor else {
-            return Err(Refused {
-                error: Error::NotAttached,
-                value: fut,
-            });
-        };
+        let (exec, fut) = self.spawn_target(fut)?;
         // SAFETY: `&mut self` of a `!Send` loop: this is the thread the executor was attached
         // on (the attachment's epoch is checked by `reserve`).
         unsafe { exec.spawn(fut) }
@@ -123,15 +125,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     where
         F: Future + 'static,
     {
-        if let Err(error) = self.usable() {
-            return Err(Refused { error, value: fut });
-        }
-        let Some(exec) = self.executor else {
-            return Err(Refused {
-                error: Error::NotAttached,
-                value: fut,
-            });
-        };
+        let (exec, fut) = self.spawn_target(fut)?;
         // SAFETY: as in `spawn`: the `&mut` of a `!Send` loop proves the thread.
         unsafe { exec.spawn_join(fut) }
     }

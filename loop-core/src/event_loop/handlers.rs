@@ -183,18 +183,17 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         }
     }
 
-    pub(super) fn with_state_inner<S, F>(
+    pub(super) fn with_state_inner<
+        S: 'static,
+        F: FnMut(&mut S, &mut Self, RawFd, Readiness) -> HandlerResult + 'static,
+    >(
         &mut self,
         fd: RawFd,
         interest: Interest,
         owned: bool,
         state: S,
         handler: F,
-    ) -> Result<HandlerId, Refused<(S, F)>>
-    where
-        S: 'static,
-        F: FnMut(&mut S, &mut Self, RawFd, Readiness) -> HandlerResult + 'static,
-    {
+    ) -> Result<HandlerId, Refused<(S, F)>> {
         self.register_then(
             fd,
             interest,

@@ -38,11 +38,13 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             let started = call
                 .lp
                 .watch_start(|| call.f.as_ref().map_or("", |f| f.name()));
-            let mut outcome = Ok(());
-            if let Some(f) = call.f.as_mut() {
-                let lp = &mut *call.lp;
-                outcome = panic::catch(|| f.call(lp, signo));
-            }
+            let outcome = match call.f.as_mut() {
+                Some(f) => {
+                    let lp = &mut *call.lp;
+                    panic::catch(|| f.call(lp, signo))
+                }
+                None => Ok(()),
+            };
             let name = || call.f.as_ref().map_or("", |f| f.name());
             call.lp.watch_end(started, source, name);
             let name = outcome.is_err().then(name);

@@ -183,13 +183,13 @@ fn caught_panic_in_a_callback_is_reported_and_the_loop_runs_again() {
     assert_eq!(drops.get(), 1, "captures dropped once, by the unwinding");
     assert_eq!(lp.counters().panics, 1);
     let seen = seen.borrow();
-    let Failure::Panicked {
-        source,
-        name,
-        message,
-    } = seen[0]
-    else {
-        panic!("{:?}", seen[0])
+    let (source, name, message) = match seen[0] {
+        Failure::Panicked {
+            source,
+            name,
+            message,
+        } => (source, name, message),
+        other => panic!("{other:?}"),
     };
     assert_eq!(source, Source::Callback);
     assert!(name.contains("caught_panic_in_a_callback"), "{name}");

@@ -49,6 +49,39 @@ struct VTable<A: ?Sized + 'static, X: 'static, R: 'static> {
     name: fn() -> &'static str,
 }
 
+impl<A: ?Sized + 'static, X: 'static, R: 'static> VTable<A, X, R> {
+    /// The table of `call` and `drop`, named after the type `N`.
+    const fn of<N>(
+        call: unsafe fn(*mut Storage, &mut A, X) -> R,
+        drop: unsafe fn(*mut Storage),
+        spent: Option<&'static VTable<A, X, R>>,
+    ) -> Self {
+        VTable {
+            call,
+            drop,
+            spent,
+            name: core::any::type_name::<N>,
+        }
+    }
+}
+
+/// Fails (at compile time, where used in a `const`) if an `F` does not fit in [`Storage`].
+const fn assert_fits<F>() {
+    assert!(
+        size_of::<F>() <= INLINE_CAPTURE_BYTES && align_of::<F>() <= align_of::<Storage>(),
+        "closure too large for ioloop's inline storage (56 bytes, align 8): capture a reference, an Rc or a Box instead"
+    );
+}
+
+/// Drop the `F` in `s`.
+///
+/// # Safety
+/// `s` points to a live `F` (for a `FnOnce`, one never called); it is dead afterwards.
+unsafe fn drop_as<F>(s: *mut Storage) {
+    // SAFETY: the caller guarantees `s` holds a live `F` and never uses it again.
+    unsafe { ptr::drop_in_place(s.cast::<F>()) }
+}
+
 /// An inline `FnMut(&mut A, X) -> R`.
 ///
 /// Not `Send`: the closures it holds may capture `Rc`s, and the loop that owns them is
@@ -71,17 +104,9 @@ where
     X: 'static,
     R: 'static,
 {
-    const FITS: () = assert!(
-        size_of::<F>() <= INLINE_CAPTURE_BYTES && align_of::<F>() <= align_of::<Storage>(),
-        "closure too large for ioloop's inline storage (56 bytes, align 8): capture a reference, an Rc or a Box instead"
-    );
+    const FITS: () = assert_fits::<F>();
 
-    const VTABLE: VTable<A, X, R> = VTable {
-        call: Self::call,
-        drop: Self::drop,
-        spent: None,
-        name: core::any::type_name::<N>,
-    };
+    const VTABLE: VTable<A, X, R> = VTable::of::<N>(Self::call, drop_as::<F>, None);
 
     /// # Safety
     /// `s` points to a live `F` written by `InlineFn::new`.
@@ -92,35 +117,17 @@ where
         let f = unsafe { &mut *s.cast::<F>() };
         f(a, x)
     }
-
-    /// # Safety
-    /// `s` points to a live `F`; it is dead afterwards.
-    unsafe fn drop(s: *mut Storage) {
-        // SAFETY: the caller guarantees `s` holds a live `F` and never uses it again.
-        unsafe { ptr::drop_in_place(s.cast::<F>()) }
-    }
 }
 
 struct OnceThunk<F, N, A: ?Sized, X, R>(PhantomData<(Signature<A, X, R>, F, N)>);
 
-impl<F, N, A, X, R> OnceThunk<F, N, A, X, R>
-where
-    F: FnOnce(&mut A, X) -> R,
-    A: ?Sized + 'static,
-    X: 'static,
-    R: Default + 'static,
+impl<F: FnOnce(&mut A, X) -> R, N, A: ?Sized + 'static, X: 'static, R: Default + 'static>
+    OnceThunk<F, N, A, X, R>
 {
-    const FITS: () = assert!(
-        size_of::<F>() <= INLINE_CAPTURE_BYTES && align_of::<F>() <= align_of::<Storage>(),
-        "closure too large for ioloop's inline storage (56 bytes, align 8): capture a reference, an Rc or a Box instead"
-    );
+    const FITS: () = assert_fits::<F>();
 
-    const VTABLE: VTable<A, X, R> = VTable {
-        call: Self::call,
-        drop: Self::drop,
-        spent: Some(&Spent::<N, A, X, R>::VTABLE),
-        name: core::any::type_name::<N>,
-    };
+    const VTABLE: VTable<A, X, R> =
+        VTable::of::<N>(Self::call, drop_as::<F>, Some(&Spent::<N, A, X, R>::VTABLE));
 
     /// # Safety
     /// `s` points to a live `F`; the caller has already switched to the spent table, so the
@@ -130,13 +137,6 @@ where
         let f = unsafe { ptr::read(s.cast::<F>()) };
         f(a, x)
     }
-
-    /// # Safety
-    /// `s` points to a live, never-called `F`; it is dead afterwards.
-    unsafe fn drop(s: *mut Storage) {
-        // SAFETY: the caller guarantees a live `F` that is never used again.
-        unsafe { ptr::drop_in_place(s.cast::<F>()) }
-    }
 }
 
 /// The table of a `FnOnce` that has been called: calling returns `R::default()`, dropping
@@ -144,12 +144,7 @@ where
 struct Spent<N, A: ?Sized, X, R>(PhantomData<(Signature<A, X, R>, N)>);
 
 impl<N, A: ?Sized + 'static, X: 'static, R: Default + 'static> Spent<N, A, X, R> {
-    const VTABLE: VTable<A, X, R> = VTable {
-        call: Self::call,
-        drop: Self::drop,
-        spent: None,
-        name: core::any::type_name::<N>,
-    };
+    const VTABLE: VTable<A, X, R> = VTable::of::<N>(Self::call, Self::drop, None);
 
     unsafe fn call(_: *mut Storage, _: &mut A, _: X) -> R {
         R::default()
@@ -224,19 +219,13 @@ impl<A: ?Sized + 'static, X: 'static, R: Default + 'static> InlineFn<A, X, R> {
     /// first call runs it, later calls return `R::default()`. Fails to compile if `f` does not
     /// fit.
     #[cfg(test)]
-    pub(crate) fn once<F>(f: F) -> Self
-    where
-        F: FnOnce(&mut A, X) -> R + 'static,
-    {
+    pub(crate) fn once<F: FnOnce(&mut A, X) -> R + 'static>(f: F) -> Self {
         Self::once_named::<F, F>(f)
     }
 
     /// [`once`](Self::once), named after the type `N`.
     #[inline]
-    pub(crate) fn once_named<N, F>(f: F) -> Self
-    where
-        F: FnOnce(&mut A, X) -> R + 'static,
-    {
+    pub(crate) fn once_named<N, F: FnOnce(&mut A, X) -> R + 'static>(f: F) -> Self {
         #[allow(clippy::let_unit_value)]
         let () = OnceThunk::<F, N, A, X, R>::FITS;
         // SAFETY: FITS proved `F` fits; the vtable was made for `F`.

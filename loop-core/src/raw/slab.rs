@@ -127,11 +127,11 @@ impl<T, const N: usize> Slab<T, N> {
     /// The value at `index` if it is occupied with generation `generation`.
     #[inline]
     pub(crate) fn get_mut(&mut self, index: u32, generation: u32) -> Option<&mut T> {
-        match self.entry_mut(index) {
-            Some(Entry {
-                generation: g,
-                state: State::Occupied(v),
-            }) if *g == generation => Some(v),
+        let entry = self
+            .entry_mut(index)
+            .filter(|e| e.generation == generation)?;
+        match &mut entry.state {
+            State::Occupied(v) => Some(v),
             _ => None,
         }
     }

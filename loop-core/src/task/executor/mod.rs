@@ -69,7 +69,7 @@ use core::marker::PhantomData;
 use core::mem::{align_of, size_of};
 use core::ptr;
 use core::sync::atomic::Ordering;
-use core::task::Context;
+use core::task::{Context, Waker};
 use portable_atomic::{AtomicBool, AtomicPtr, AtomicU32};
 
 use crate::error::{Error, Refused, Resource};
@@ -95,6 +95,9 @@ pub(crate) struct SlowPoll {
     pub(crate) name: &'static str,
     pub(crate) duration: core::time::Duration,
 }
+
+/// The slow polls of one iteration.
+pub(crate) type SlowPolls = heapless::Vec<SlowPoll, SLOW_POLLS_PER_ITERATION>;
 
 /// At most this many slow task polls are reported per iteration (the longest poll always
 /// updates `Counters::max_run_time`).
@@ -446,7 +449,7 @@ pub(crate) trait ExecQueue: Sync {
         lp: &mut (dyn LoopOps + 'static),
         me: ExecRef,
         threshold: Option<core::time::Duration>,
-        slow: &mut heapless::Vec<SlowPoll, SLOW_POLLS_PER_ITERATION>,
+        slow: &mut SlowPolls,
     ) -> core::time::Duration;
     fn any_ready(&self) -> bool;
     /// Tasks alive (spawned and not yet dropped).
@@ -476,7 +479,7 @@ pub(crate) trait ExecQueue: Sync {
         &self,
         id: TaskId,
         epoch: u32,
-        waker: &core::task::Waker,
+        waker: &Waker,
         take: &mut dyn FnMut(*mut u8),
     ) -> core::task::Poll<Result<(), JoinError>>;
     /// Abort a joined task (see [`JoinHandle::abort`]).
