@@ -4,7 +4,7 @@
 //! [`EventLoop::set_watchdog`](loop_core::EventLoop::set_watchdog) reports a slow handler,
 //! timer or callback only after it returned: a loop stuck in an endless loop or a blocking call
 //! is never reported. [`arm`] closes that gap without a thread: the loop publishes which closure
-//! it is running in a static [`Beacon`](loop_core::Beacon) (four atomic stores per call), and
+//! it is running in a static [`Beacon`] (four atomic stores per call), and
 //! `setitimer(ITIMER_REAL)` raises `SIGALRM` every `threshold`. The signal handler compares the
 //! call it sees with the one it saw at the previous tick: the same call at two consecutive ticks
 //! has been running for at least `threshold`, and is reported, again at every further tick
