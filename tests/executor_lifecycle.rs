@@ -114,6 +114,44 @@ fn loop_owned_executors_need_no_static_and_many_loops_share_a_thread() {
     }
 }
 
+// Issue 10, defect 9: with `alloc`/`std` a loop owns its remote and executor, no static at
+// all; loops alive at once each get their own, a closed loop's go back to the pool, and a
+// handle kept from a closed loop never reaches the next one.
+#[test]
+fn loop_owned_remotes_and_executors_need_no_static_on_many_threads() {
+    let threads: Vec<_> = (0..3)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut stale = None;
+                for round in 0..4 {
+                    let mut lp: Lp = EventLoop::new().unwrap();
+                    let handle = lp.attach_owned_remote::<16>().unwrap();
+                    lp.attach_owned_executor::<2, 512>().unwrap();
+                    if let Some(old) = stale.take() {
+                        let old: ioloop::LoopHandle<Lp, 16> = old;
+                        let refused = old.add_callback(|lp: &mut Lp| lp.stop()).unwrap_err();
+                        assert_eq!(refused.error, ioloop::Error::Closed);
+                    }
+                    let from = std::thread::spawn(move || {
+                        handle
+                            .add_callback(|lp: &mut Lp| lp.stop())
+                            .map_err(|r| r.error)
+                            .unwrap()
+                    });
+                    lp.run().unwrap();
+                    from.join().unwrap();
+                    let v = lp.run_sync(async move { t * 10 + round }, None).unwrap();
+                    assert_eq!(v, t * 10 + round);
+                    stale = Some(handle);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
 #[test]
 fn two_loops_on_one_thread_each_keep_spawning_on_their_own_executor() {
     static REMOTES: [Remote<Lp, 16>; 2] = [Remote::new(), Remote::new()];

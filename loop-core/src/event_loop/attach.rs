@@ -54,6 +54,38 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         Ok(())
     }
 
+    /// Attach a remote the loop owns: no `static` needed. It comes from a process-wide pool of
+    /// remotes leaked once and reused by later loops (feature `alloc`), so memory stays bounded
+    /// by the most loops alive at once; when this loop closes, its remote is free again, and a
+    /// `LoopHandle` kept from it is refused (`Error::Closed`), never routed to the next loop.
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::EventLoop;
+    ///
+    /// type Lp = EventLoop<SimPoller>;
+    /// for _ in 0..3 {
+    ///     let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+    ///     let handle = lp.attach_owned_remote::<16>().unwrap();
+    ///     lp.attach_owned_executor::<4, 256>().unwrap();
+    ///     handle.add_callback(|lp| lp.stop()).map_err(|r| r.error).unwrap();
+    ///     lp.run().unwrap();
+    /// } // each loop's remote and executor go back to the pool
+    /// ```
+    ///
+    /// # Errors
+    /// As [`attach_remote`](Self::attach_remote): [`Error::AlreadyAttached`] if this loop has
+    /// a remote, [`Error::Os`] if the notifier cannot be cloned, [`Error::Closed`] /
+    /// [`Error::Forked`].
+    #[cfg(feature = "alloc")]
+    pub fn attach_owned_remote<const N: usize>(&mut self) -> Result<LoopHandle<Self, N>, Error> {
+        self.usable()?;
+        if self.remote.is_some() {
+            return Err(Error::AlreadyAttached);
+        }
+        crate::remote::attach_pooled::<Self, N, _>(|remote| self.attach_remote(remote))
+    }
+
     /// Attach an executor of `N` slots of `S` bytes that the loop owns: no `static` needed.
     /// Its storage comes from a process-wide pool of leaked executors, one pool entry per
     /// executor type: a loop takes a free one (detached when its previous loop closed) or
