@@ -76,8 +76,17 @@ use crate::error::{Error, Refused, Resource};
 use crate::remote::WakeEntry;
 use crate::task::current::{self, Deferred, LoopOps, DEFERRED};
 
+mod join;
+#[cfg(feature = "alloc")]
+mod pool;
 mod queue;
 mod raw;
+
+pub use join::{JoinError, JoinHandle};
+#[cfg(feature = "alloc")]
+pub(crate) use pool::attach_pooled;
+pub(crate) use queue::ExecQueue;
+use queue::FinishOnUnwind;
 pub(crate) use raw::TaskHeader;
 use raw::*;
 
@@ -333,159 +342,6 @@ impl ExecRef {
             value: r.value.0,
         })
     }
-}
-
-/// Why a [`JoinHandle`] has no output.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-#[non_exhaustive]
-pub enum JoinError {
-    /// [`JoinHandle::abort`] dropped the task before it finished.
-    Aborted,
-    /// The task's poll panicked (with `std`; without it a panic does not unwind).
-    Panicked,
-    /// The task's loop was closed or dropped (it dropped the task), or the handle belongs
-    /// to an attachment of the executor that is over.
-    Closed,
-}
-
-impl core::fmt::Display for JoinError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(match self {
-            JoinError::Aborted => "task aborted",
-            JoinError::Panicked => "task panicked",
-            JoinError::Closed => "task's loop closed",
-        })
-    }
-}
-
-/// A spawned task's output, awaited on the loop's thread: `.await` yields `Ok(output)` once
-/// the task finishes, or a [`JoinError`]. The output waits in the task's own slot (no
-/// allocation), which stays taken until the handle is awaited to the end or dropped.
-///
-/// Dropping the handle *detaches* the task: it runs on, and its output is dropped when it
-/// finishes. [`abort`](Self::abort) drops the task's future. A handle never reads another
-/// task's output: it names its slot's generation and its executor's attachment, and any
-/// mismatch yields [`JoinError::Closed`].
-///
-/// `!Send`: it touches the executor's loop-thread state, so it stays on the loop's thread.
-#[derive(Debug)]
-pub struct JoinHandle<T> {
-    q: &'static dyn ExecQueue,
-    epoch: u32,
-    id: TaskId,
-    take: unsafe fn(*mut u8, *mut Option<T>),
-    /// The outcome was delivered (the slot is freed).
-    done: bool,
-    _not_send: PhantomData<*const T>,
-}
-
-impl core::fmt::Debug for dyn ExecQueue {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str("ExecQueue")
-    }
-}
-
-impl<T> JoinHandle<T> {
-    /// The task's id (for [`Executor::is_alive`]).
-    pub fn id(&self) -> TaskId {
-        self.id
-    }
-
-    /// Abort the task: its future is dropped at once (or, if the task itself is running —
-    /// it aborts itself — as soon as its current poll returns), and the handle then yields
-    /// [`JoinError::Aborted`]. A task that already finished keeps its output. A no-op once
-    /// the loop is gone.
-    pub fn abort(&self) {
-        if !self.done {
-            self.q.join_abort(self.id, self.epoch);
-        }
-    }
-}
-
-impl<T> Future for JoinHandle<T> {
-    type Output = Result<T, JoinError>;
-
-    fn poll(
-        self: core::pin::Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> core::task::Poll<Result<T, JoinError>> {
-        use core::task::Poll;
-        let this = self.get_mut();
-        if this.done {
-            return Poll::Ready(Err(JoinError::Closed));
-        }
-        let mut out: Option<T> = None;
-        let take = this.take;
-        let r = this.q.join_poll(this.id, this.epoch, cx.waker(), &mut |p| {
-            // SAFETY: `join_poll` calls this only for our own task (generation and epoch
-            // checked) in `DONE` with its output, on the loop thread: `p` holds the live
-            // `JoinCell` `take` was made for, whose output type is `T`.
-            unsafe { take(p, &mut out) }
-        });
-        match r {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(r) => {
-                this.done = true;
-                Poll::Ready(r.and_then(|()| out.ok_or(JoinError::Closed)))
-            }
-        }
-    }
-}
-
-impl<T> Drop for JoinHandle<T> {
-    fn drop(&mut self) {
-        if !self.done {
-            self.q.join_detach(self.id, self.epoch);
-        }
-    }
-}
-
-/// The loop's view of its executor, with the sizes erased.
-pub(crate) trait ExecQueue: Sync {
-    fn begin_iteration(&self, epoch: u32);
-    fn run_ready(
-        &self,
-        lp: &mut (dyn LoopOps + 'static),
-        me: ExecRef,
-        threshold: Option<core::time::Duration>,
-        slow: &mut SlowPolls,
-    ) -> core::time::Duration;
-    fn any_ready(&self) -> bool;
-    /// Tasks alive (spawned and not yet dropped).
-    fn live(&self) -> usize;
-    fn set_sleeping(&self, sleeping: bool);
-    fn main_header(&'static self) -> &'static TaskHeader;
-    fn drop_all(&self, lp: &mut (dyn LoopOps + 'static), me: ExecRef);
-    fn current_epoch(&self) -> Option<u32>;
-    fn defer(&self, epoch: u32, op: Deferred) -> bool;
-    fn take_deferred(&self, epoch: u32) -> Option<Deferred>;
-    /// A free slot's storage for a future of `size` bytes aligned to `align`.
-    ///
-    /// # Safety
-    /// On the loop's thread (see [`ExecRef::spawn`]); `commit` must follow once the storage
-    /// holds the future.
-    unsafe fn reserve(
-        &self,
-        epoch: u32,
-        size: usize,
-        align: usize,
-    ) -> Result<(usize, *mut u8), Error>;
-    /// # Safety
-    /// Slot `index` was `reserve`d and now holds a live future `vtable` was made for.
-    unsafe fn commit(&self, index: usize, vtable: &'static TaskVTable, join: bool) -> TaskId;
-    /// Poll a joined task's outcome: `take` moves the output out of the slot's storage.
-    fn join_poll(
-        &self,
-        id: TaskId,
-        epoch: u32,
-        waker: &Waker,
-        take: &mut dyn FnMut(*mut u8),
-    ) -> core::task::Poll<Result<(), JoinError>>;
-    /// Abort a joined task (see [`JoinHandle::abort`]).
-    fn join_abort(&self, id: TaskId, epoch: u32);
-    /// The handle is gone: free a `DONE` slot, or let the task run on unjoined.
-    fn join_detach(&self, id: TaskId, epoch: u32);
 }
 
 impl<const N: usize, const S: usize> Executor<N, S> {
@@ -837,74 +693,6 @@ impl<F, const S: usize> Fits<F, S> {
              `Fits<F, S>` in this error for the type and S)"
         );
     };
-}
-
-/// Drops the task whose poll is unwinding and frees its slot.
-struct FinishOnUnwind<'a, const N: usize, const S: usize> {
-    exec: &'a Executor<N, S>,
-    slot: &'a TaskSlot<S>,
-    vtable: &'static TaskVTable,
-}
-
-impl<const N: usize, const S: usize> Drop for FinishOnUnwind<'_, N, S> {
-    fn drop(&mut self) {
-        self.exec.complete(self.slot, self.vtable, OUT_PANICKED);
-    }
-}
-
-/// One leaked executor in the pool behind `attach_pooled` (never freed, so wakers made by
-/// it stay valid for the life of the process).
-#[cfg(feature = "alloc")]
-struct PoolEntry {
-    type_id: core::any::TypeId,
-    /// The `Executor<N, S>` `type_id` names.
-    exec: *const (),
-    next: *const PoolEntry,
-}
-
-#[cfg(feature = "alloc")]
-static POOL: AtomicPtr<PoolEntry> = AtomicPtr::new(ptr::null_mut());
-
-/// Attach an executor from the process-wide pool: a detached one of this type, or a newly
-/// leaked one (pushed on the pool). Memory is bounded by the most executors of each type
-/// attached at once.
-#[cfg(feature = "alloc")]
-pub(crate) fn attach_pooled<const N: usize, const S: usize>(wake: &'static WakeEntry) -> ExecRef {
-    use alloc::boxed::Box;
-    let type_id = core::any::TypeId::of::<Executor<N, S>>();
-    let mut entry = POOL.load(Ordering::Acquire).cast_const();
-    while !entry.is_null() {
-        // SAFETY: pool entries are leaked (never freed) and immutable once published.
-        let e = unsafe { &*entry };
-        if e.type_id == type_id {
-            // SAFETY: the entry's type id says `exec` is a leaked `Executor<N, S>`.
-            let exec: &'static Executor<N, S> = unsafe { &*e.exec.cast::<Executor<N, S>>() };
-            if let Ok(r) = exec.attach(wake) {
-                return r;
-            }
-        }
-        entry = e.next;
-    }
-    let exec: &'static Executor<N, S> = Box::leak(Box::new(Executor::new()));
-    let attached = exec.attach_fresh(wake);
-    let new: &'static mut PoolEntry = Box::leak(Box::new(PoolEntry {
-        type_id,
-        exec: (exec as *const Executor<N, S>).cast(),
-        next: ptr::null(),
-    }));
-    let mut head = POOL.load(Ordering::Acquire);
-    loop {
-        new.next = head;
-        match POOL.compare_exchange_weak(
-            head,
-            &mut *new as *mut PoolEntry,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
-            Ok(_) => return attached,
-            Err(h) => head = h,
-        }
-    }
 }
 
 /// `true` while this thread is inside a loop's poll of a task (leaf futures need it).

@@ -291,3 +291,63 @@ impl<const N: usize, const S: usize> ExecQueue for Executor<N, S> {
         }
     }
 }
+
+/// The loop's view of its executor, with the sizes erased.
+pub(crate) trait ExecQueue: Sync {
+    fn begin_iteration(&self, epoch: u32);
+    fn run_ready(
+        &self,
+        lp: &mut (dyn LoopOps + 'static),
+        me: ExecRef,
+        threshold: Option<core::time::Duration>,
+        slow: &mut SlowPolls,
+    ) -> core::time::Duration;
+    fn any_ready(&self) -> bool;
+    /// Tasks alive (spawned and not yet dropped).
+    fn live(&self) -> usize;
+    fn set_sleeping(&self, sleeping: bool);
+    fn main_header(&'static self) -> &'static TaskHeader;
+    fn drop_all(&self, lp: &mut (dyn LoopOps + 'static), me: ExecRef);
+    fn current_epoch(&self) -> Option<u32>;
+    fn defer(&self, epoch: u32, op: Deferred) -> bool;
+    fn take_deferred(&self, epoch: u32) -> Option<Deferred>;
+    /// A free slot's storage for a future of `size` bytes aligned to `align`.
+    ///
+    /// # Safety
+    /// On the loop's thread (see [`ExecRef::spawn`]); `commit` must follow once the storage
+    /// holds the future.
+    unsafe fn reserve(
+        &self,
+        epoch: u32,
+        size: usize,
+        align: usize,
+    ) -> Result<(usize, *mut u8), Error>;
+    /// # Safety
+    /// Slot `index` was `reserve`d and now holds a live future `vtable` was made for.
+    unsafe fn commit(&self, index: usize, vtable: &'static TaskVTable, join: bool) -> TaskId;
+    /// Poll a joined task's outcome: `take` moves the output out of the slot's storage.
+    fn join_poll(
+        &self,
+        id: TaskId,
+        epoch: u32,
+        waker: &Waker,
+        take: &mut dyn FnMut(*mut u8),
+    ) -> core::task::Poll<Result<(), JoinError>>;
+    /// Abort a joined task (see [`JoinHandle::abort`]).
+    fn join_abort(&self, id: TaskId, epoch: u32);
+    /// The handle is gone: free a `DONE` slot, or let the task run on unjoined.
+    fn join_detach(&self, id: TaskId, epoch: u32);
+}
+
+/// Drops the task whose poll is unwinding and frees its slot.
+pub(super) struct FinishOnUnwind<'a, const N: usize, const S: usize> {
+    pub(super) exec: &'a Executor<N, S>,
+    pub(super) slot: &'a TaskSlot<S>,
+    pub(super) vtable: &'static TaskVTable,
+}
+
+impl<const N: usize, const S: usize> Drop for FinishOnUnwind<'_, N, S> {
+    fn drop(&mut self) {
+        self.exec.complete(self.slot, self.vtable, OUT_PANICKED);
+    }
+}
