@@ -9,17 +9,14 @@ use std::time::Duration;
 use loop_core::sim::SimPoller;
 use loop_core::{sleep, yield_now, EventLoop, Executor, JoinError, Remote};
 
+#[path = "common/drops.rs"]
+mod drops;
+use drops::counted;
+
 type Lp = EventLoop<SimPoller<4>, 4, 8, 4>;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
-}
-
-struct DropCount(Rc<Cell<u32>>);
-impl Drop for DropCount {
-    fn drop(&mut self) {
-        self.0.set(self.0.get() + 1);
-    }
 }
 
 fn new_loop(remote: &'static Remote<Lp, 4>, exec: &'static Executor<4, 256>) -> Lp {
@@ -73,7 +70,7 @@ fn abort_before_the_first_poll_and_while_pending_yields_aborted() {
     assert_eq!(lp.run_sync(h, None).unwrap(), Err(JoinError::Aborted));
     assert!(!polled.get());
     let drops = Rc::new(Cell::new(0));
-    let held = DropCount(drops.clone());
+    let held = counted(&drops);
     let h = lp
         .spawn_join(async move {
             let _held = held;
@@ -100,7 +97,7 @@ fn dropping_the_handle_lets_the_task_run_and_drops_its_output_once() {
     let h = lp
         .spawn_join(async move {
             sleep(ms(2)).await.unwrap();
-            DropCount(d)
+            counted(&d)
         })
         .map_err(|r| r.error)
         .unwrap();

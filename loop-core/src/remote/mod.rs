@@ -618,23 +618,9 @@ impl<L: RemoteTarget, const N: usize> RemoteQueue<L> for Remote<L, N> {
 #[cfg(test)]
 mod tests;
 
-/// A leaked remote in the process-wide pool behind
-/// [`EventLoop::attach_owned_remote`](crate::EventLoop::attach_owned_remote).
-#[cfg(feature = "alloc")]
-struct PoolEntry {
-    type_id: core::any::TypeId,
-    remote: *const (),
-    next: *const PoolEntry,
-}
-
-/// Remotes leaked once and reused by later loops of the same type: memory stays bounded by the
-/// most loops alive at once, and a `LoopHandle` that outlives its loop can never reach freed
-/// memory (it is refused by the remote's attachment generation instead).
-#[cfg(feature = "alloc")]
-static POOL: AtomicPtr<PoolEntry> = AtomicPtr::new(core::ptr::null_mut());
-
 /// Attach a pooled `Remote<L, N>` with `attach` (the loop's `attach_remote`): a free one of
-/// that type if the pool has one, else a new leaked one that joins the pool.
+/// that type if the pool (`crate::raw::pool`) has one, else a new leaked one, published once
+/// attached (also when that attach failed, for the next loop).
 ///
 /// # Errors
 /// What `attach` returns for a fresh remote (`Error::Os` when the notifier cannot be cloned).
@@ -642,43 +628,21 @@ static POOL: AtomicPtr<PoolEntry> = AtomicPtr::new(core::ptr::null_mut());
 pub(crate) fn attach_pooled<L: RemoteTarget, const N: usize, H>(
     mut attach: impl FnMut(&'static Remote<L, N>) -> Result<H, Error>,
 ) -> Result<H, Error> {
-    use alloc::boxed::Box;
-    let type_id = core::any::TypeId::of::<Remote<L, N>>();
-    let mut entry = POOL.load(Ordering::Acquire).cast_const();
-    while !entry.is_null() {
-        // SAFETY: pool entries are leaked (never freed) and immutable once published.
-        let e = unsafe { &*entry };
-        if e.type_id == type_id {
-            // SAFETY: the entry's type id says `remote` is a leaked `Remote<L, N>`.
-            let remote: &'static Remote<L, N> = unsafe { &*e.remote.cast::<Remote<L, N>>() };
-            match attach(remote) {
-                Ok(h) => return Ok(h),
-                // Serving another loop: try the next one.
-                Err(Error::AlreadyAttached) => {}
-                Err(other) => return Err(other),
-            }
+    let mut out = None;
+    crate::raw::pool::find::<Remote<L, N>>(|remote| match attach(remote) {
+        // Serving another loop: try the next one.
+        Err(Error::AlreadyAttached) => false,
+        other => {
+            out = Some(other);
+            true
         }
-        entry = e.next;
+    });
+    if let Some(out) = out {
+        return out;
     }
-    let remote: &'static Remote<L, N> = Box::leak(Box::new(Remote::new()));
-    // Published even if this attach fails: the remote is free for the next loop.
-    let new: &'static mut PoolEntry = Box::leak(Box::new(PoolEntry {
-        type_id,
-        remote: (remote as *const Remote<L, N>).cast(),
-        next: core::ptr::null(),
-    }));
-    let mut head = POOL.load(Ordering::Acquire);
-    loop {
-        new.next = head;
-        match POOL.compare_exchange_weak(
-            head,
-            &mut *new as *mut PoolEntry,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
-            Ok(_) => break,
-            Err(h) => head = h,
-        }
-    }
-    attach(remote)
+    let remote: &'static Remote<L, N> =
+        alloc::boxed::Box::leak(alloc::boxed::Box::new(Remote::new()));
+    let out = attach(remote);
+    crate::raw::pool::publish(remote);
+    out
 }

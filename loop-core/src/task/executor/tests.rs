@@ -2,8 +2,6 @@
 //! the waker vtable, drops, the current-loop frame), including a waker that outlives its task.
 
 extern crate std;
-#[cfg(feature = "alloc")]
-use super::pool::POOL;
 use super::*;
 use crate::sim::SimPoller;
 use crate::{sleep, with_current_loop, yield_now, EventLoop, Remote};
@@ -18,6 +16,13 @@ type Lp = EventLoop<SimPoller<4>, 4, 8, 4>;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
+}
+
+/// A drop counter and one capture counted by it.
+fn drop_counter() -> (Rc<Cell<u32>>, DropCount) {
+    let drops = Rc::new(Cell::new(0));
+    let held = DropCount(drops.clone());
+    (drops, held)
 }
 
 /// Counts its drops: every capture must be dropped exactly once.
@@ -489,17 +494,7 @@ fn sleep_with_a_full_timer_heap_fails_with_full_instead_of_spinning() {
 fn an_owned_executor_is_reused_after_its_loop_is_dropped() {
     static REMOTES: [Remote<Lp, 4>; 3] = [const { Remote::new() }; 3];
     fn pooled() -> usize {
-        let mut n = 0;
-        let mut e = POOL.load(Ordering::Acquire).cast_const();
-        while !e.is_null() {
-            // SAFETY: pool entries are never freed.
-            let entry = unsafe { &*e };
-            if entry.type_id == core::any::TypeId::of::<Executor<3, 200>>() {
-                n += 1;
-            }
-            e = entry.next;
-        }
-        n
+        crate::raw::pool::count::<Executor<3, 200>>()
     }
     let drops = Rc::new(Cell::new(0));
     for remote in &REMOTES {

@@ -152,8 +152,7 @@ fn a_panicking_joined_task_gives_panicked() {
     static REMOTE: Remote<Lp, 4> = Remote::new();
     static EXEC: Executor<2, 256> = Executor::new();
     let mut lp = join_loop(&REMOTE, &EXEC);
-    let drops = Rc::new(Cell::new(0));
-    let held = DropCount(drops.clone());
+    let (drops, held) = drop_counter();
     let h = lp
         .spawn_join(async move {
             let _held = held;
