@@ -458,7 +458,9 @@ mod tests {
         let mut p = Poll::<8>::with_capacity().unwrap();
         let (a, _b) = pair();
         // A second number for the same socket: closing it leaves a closed number registered.
-        let dup = rustix::io::fcntl_dupfd_cloexec(&a, 0).unwrap();
+        // Far above the numbers the other tests of this binary open in parallel, so none of
+        // them can reuse it between the close and the wait (that would make it valid again).
+        let dup = rustix::io::fcntl_dupfd_cloexec(&a, 700).unwrap();
         let fd = raw(&dup);
         p.register(fd, 5, Interest::READ.registered(), Mode::Level)
             .unwrap();

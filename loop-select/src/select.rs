@@ -447,7 +447,9 @@ mod tests {
         let mut s = Select::new().unwrap();
         let (a, _b) = pair();
         let (c, _d) = pair();
-        let dup = rustix::io::fcntl_dupfd_cloexec(&a, 0).unwrap();
+        // Far above the numbers the other tests of this binary open in parallel (and below
+        // FD_SETSIZE), so none of them can reuse it between the close and the wait.
+        let dup = rustix::io::fcntl_dupfd_cloexec(&a, 800).unwrap();
         let fd = dup.as_raw_fd();
         s.register(fd, 3, Interest::READ.registered(), Mode::Level)
             .unwrap();
