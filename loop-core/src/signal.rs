@@ -247,6 +247,34 @@ static REGISTRY: Registry<MAX_SIGNAL_LOOPS> = Registry::new();
 /// Record that `signo` arrived, for every loop that handles it, and wake each of them.
 /// Async-signal-safe: call it from a signal handler. Signal numbers outside 1..=63, and
 /// signals no loop handles, are ignored.
+///
+/// Calling it directly simulates an arrival (what the OS handler would do):
+///
+/// ```
+/// use core::cell::Cell;
+/// use core::time::Duration;
+/// use std::rc::Rc;
+/// use loop_core::signal::{deliver, SignalInstaller};
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{EventLoop, Remote};
+///
+/// type Lp = EventLoop<SimPoller, 4, 4, 4>;
+/// static REMOTE: Remote<Lp, 4> = Remote::new();
+/// // No OS handler in a simulation: install and restore do nothing.
+/// const NO_OS: SignalInstaller = SignalInstaller { install: |_| Ok(()), restore: |_| {} };
+///
+/// let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+/// lp.attach_remote(&REMOTE)?; // signals wake the loop through its remote
+/// let seen = Rc::new(Cell::new(0));
+/// let s = seen.clone();
+/// lp.add_signal_handler(10, NO_OS, move |_, signo| s.set(s.get() + signo))?;
+/// deliver(10);
+/// deliver(10); // two arrivals before the loop looks: one call, as in POSIX
+/// deliver(12); // no loop handles 12: ignored
+/// lp.run_once(Some(Duration::ZERO))?;
+/// assert_eq!(seen.get(), 10);
+/// # Ok::<(), loop_core::Error>(())
+/// ```
 pub fn deliver(signo: i32) {
     REGISTRY.deliver(signo);
 }
@@ -299,6 +327,43 @@ pub(crate) fn any_pending(wake: Option<&'static WakeEntry>) -> bool {
 /// loop that removes it (or is closed or dropped with it), from any thread: an installer must
 /// count the users of each signal, install the handler that calls [`deliver`] for the first
 /// and put the previous disposition back only for the last.
+///
+/// ```
+/// use core::sync::atomic::{AtomicU32, Ordering};
+/// use loop_core::signal::SignalInstaller;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{Errno, Error, EventLoop, Remote};
+///
+/// type Lp = EventLoop<SimPoller, 4, 4, 4>;
+/// static REMOTE: Remote<Lp, 4> = Remote::new();
+/// static USERS: AtomicU32 = AtomicU32::new(0); // loops handling signal 10
+///
+/// // A counting installer (a real one calls `sigaction` for the first user and puts the old
+/// // disposition back after the last).
+/// const COUNTING: SignalInstaller = SignalInstaller {
+///     install: |_| {
+///         USERS.fetch_add(1, Ordering::Relaxed);
+///         Ok(())
+///     },
+///     restore: |_| {
+///         USERS.fetch_sub(1, Ordering::Relaxed);
+///     },
+/// };
+/// const FAILING: SignalInstaller = SignalInstaller {
+///     install: |_| Err(Errno::EINVAL),
+///     restore: |_| {},
+/// };
+///
+/// let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+/// lp.attach_remote(&REMOTE)?;
+/// lp.add_signal_handler(10, COUNTING, |_, _| {})?;
+/// assert_eq!(USERS.load(Ordering::Relaxed), 1);
+/// let refused = lp.add_signal_handler(11, FAILING, |_, _| {}).unwrap_err();
+/// assert_eq!(refused.error, Error::Os { errno: Errno::EINVAL });
+/// drop(lp); // dropping (or closing) the loop restores what it installed
+/// assert_eq!(USERS.load(Ordering::Relaxed), 0);
+/// # Ok::<(), loop_core::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct SignalInstaller {
     /// One more loop handles the signal: make sure it calls [`deliver`].

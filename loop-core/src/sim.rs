@@ -208,6 +208,15 @@ impl<const N: usize> SimPoller<N> {
     pub const WOULD_BLOCK_FOREVER: Errno = Errno(-1);
 
     /// A poller with no fds, at time zero.
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::Clock;
+    ///
+    /// let poller: SimPoller<8> = SimPoller::new(); // room for 8 virtual fds
+    /// assert_eq!(poller.now().as_nanos(), 0);
+    /// assert_eq!(poller.stats().waits, 0);
+    /// ```
     pub fn new() -> Self {
         SimPoller {
             now: Cell::new(0),
@@ -254,6 +263,20 @@ impl<const N: usize> SimPoller<N> {
     }
 
     /// Set the clock, also backwards (to test clock steps).
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{EventLoop, Instant};
+    ///
+    /// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+    /// lp.poller().set_time(Instant::from_nanos(5_000_000_000));
+    /// assert_eq!(lp.now(), Instant::from_nanos(5_000_000_000));
+    /// lp.call_later(Duration::from_secs(1), |lp| lp.stop())?;
+    /// lp.run()?; // the timer fires at 6 s on the simulated clock
+    /// assert_eq!(lp.now().as_nanos(), 6_000_000_000);
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn set_time(&self, t: Instant) {
         self.now.set(t.as_nanos());
     }
@@ -281,11 +304,31 @@ impl<const N: usize> SimPoller<N> {
     }
 
     /// Clear all readiness of `fd` (as reading a socket to `EAGAIN` does).
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::Readiness;
+    ///
+    /// let mut poller: SimPoller = SimPoller::new();
+    /// poller.set_ready(4, Readiness::READ | Readiness::HUP);
+    /// poller.clear_ready(4);
+    /// assert_eq!(poller.readiness(4), Readiness::empty());
+    /// ```
     pub fn clear_ready(&mut self, fd: RawFd) {
         self.ready.retain(|(f, _)| *f != fd);
     }
 
     /// What `fd` is ready for.
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::Readiness;
+    ///
+    /// let mut poller: SimPoller = SimPoller::new();
+    /// assert!(poller.readiness(5).is_empty()); // nothing set yet
+    /// poller.set_ready(5, Readiness::WRITE);
+    /// assert_eq!(poller.readiness(5), Readiness::WRITE);
+    /// ```
     pub fn readiness(&self, fd: RawFd) -> Readiness {
         self.ready
             .iter()
@@ -315,6 +358,20 @@ impl<const N: usize> SimPoller<N> {
     }
 
     /// Mark `fd` open again (the number was reused).
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{Error, EventLoop, Interest};
+    ///
+    /// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+    /// lp.poller_mut().close(6);
+    /// let refused = lp.add_handler(6, Interest::READ, |_, _, _| Ok(())).unwrap_err();
+    /// assert!(matches!(refused.error, Error::Os { .. })); // EBADF: closed
+    /// lp.poller_mut().reopen(6);
+    /// lp.add_handler(6, Interest::READ, |_, _, _| Ok(()))?; // a new file, same number
+    /// assert_eq!(lp.handler_count(), 1);
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn reopen(&mut self, fd: RawFd) {
         self.closed.retain(|f| *f != fd);
         self.trapped.retain(|f| *f != fd);
@@ -349,6 +406,17 @@ impl<const N: usize> SimPoller<N> {
     }
 
     /// How many times [`Poller::reset`] dropped every registration.
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{Interest, Mode, Poller};
+    ///
+    /// let mut poller: SimPoller = SimPoller::new();
+    /// poller.register(3, 1, Interest::READ, Mode::Level)?;
+    /// assert_eq!(poller.reset(), Ok(true));
+    /// assert_eq!((poller.resets(), poller.interest(3)), (1, None));
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn resets(&self) -> u64 {
         self.resets
     }
@@ -370,7 +438,18 @@ impl<const N: usize> SimPoller<N> {
         let _ = self.wait_faults.push_back(errno);
     }
 
-    /// Fail the next `register` with `errno`.
+    /// Fail the next `register` with `errno` (once; several calls queue up to 8 faults).
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{Errno, Error, Interest, Mode, Poller};
+    ///
+    /// let mut poller: SimPoller = SimPoller::new();
+    /// poller.fail_next_register(Errno::ENOMEM);
+    /// let err = poller.register(3, 1, Interest::READ, Mode::Level).unwrap_err();
+    /// assert_eq!(err, Error::Os { errno: Errno::ENOMEM });
+    /// assert_eq!(poller.register(3, 1, Interest::READ, Mode::Level), Ok(()));
+    /// ```
     pub fn fail_next_register(&mut self, errno: Errno) {
         let _ = self.register_faults.push_back(errno);
     }
@@ -394,6 +473,20 @@ impl<const N: usize> SimPoller<N> {
     }
 
     /// Whether `fd` is registered, and with what interest.
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{EventLoop, Interest};
+    ///
+    /// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+    /// assert_eq!(lp.poller().interest(3), None);
+    /// lp.add_handler(3, Interest::WRITE, |_, _, _| Ok(()))?;
+    /// // The loop always asks for errors too.
+    /// assert_eq!(lp.poller().interest(3), Some(Interest::WRITE | Interest::ERROR));
+    /// lp.remove_handler(3);
+    /// assert_eq!(lp.poller().interest(3), None);
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn interest(&self, fd: RawFd) -> Option<Interest> {
         self.regs.iter().find(|r| r.fd == fd).map(|r| r.interest)
     }
@@ -430,7 +523,21 @@ impl<const N: usize> SimPoller<N> {
         self.forked = forked;
     }
 
-    /// Call counts.
+    /// Call counts (see [`SimStats`]).
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{EventLoop, Interest};
+    ///
+    /// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+    /// lp.add_handler(3, Interest::READ, |_, _, _| Ok(()))?;
+    /// lp.run_once(Some(Duration::from_millis(10)))?;
+    /// let stats = lp.poller().stats();
+    /// assert_eq!((stats.registers, stats.waits), (1, 1));
+    /// assert_eq!(stats.last_timeout, Some(Some(Duration::from_millis(10))));
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn stats(&self) -> SimStats {
         self.stats
     }

@@ -59,6 +59,19 @@ pub(crate) struct WakeEntry {
 
 /// A loop type that a [`Remote`] can serve: names the notifier the remote wakes it with.
 /// Implemented by [`EventLoop`](crate::EventLoop).
+///
+/// ```
+/// use loop_core::sim::{SimNotifier, SimPoller};
+/// use loop_core::{EventLoop, RemoteTarget};
+///
+/// fn notifier_of<L: RemoteTarget>() -> &'static str {
+///     core::any::type_name::<L::Notifier>()
+/// }
+/// assert_eq!(
+///     notifier_of::<EventLoop<SimPoller>>(),
+///     core::any::type_name::<SimNotifier>()
+/// );
+/// ```
 pub trait RemoteTarget: 'static {
     /// The poller's notifier type.
     type Notifier: Notify;
@@ -164,7 +177,23 @@ impl<L: RemoteTarget, const N: usize> Remote<L, N> {
         "Remote<_, N>: N must be a power of two"
     );
 
-    /// An empty, unattached queue (`const`: can initialise a `static`).
+    /// An empty, unattached queue (`const`: can initialise a `static`). `N` must be a power
+    /// of two (checked at compile time).
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{EventLoop, Remote};
+    ///
+    /// type Lp = EventLoop<SimPoller, 4, 4, 4>;
+    /// static REMOTE: Remote<Lp, 8> = Remote::new(); // room for 8 queued closures
+    ///
+    /// let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+    /// let handle = lp.attach_remote(&REMOTE)?;
+    /// handle.add_callback(|lp| lp.stop())?;
+    /// lp.run()?;
+    /// assert_eq!(REMOTE.high_water(), 1);
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub const fn new() -> Self {
         #[allow(clippy::let_unit_value)]
         let () = Self::VALID;
@@ -408,7 +437,29 @@ impl<L: RemoteTarget, const N: usize> Remote<L, N> {
     }
 
     /// The largest queue length the loop it serves (or last served) has seen; reset when the
-    /// remote is attached again.
+    /// remote is attached again. Use it to size `N`.
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{EventLoop, Remote};
+    ///
+    /// type Lp = EventLoop<SimPoller, 4, 4, 4>;
+    /// static REMOTE: Remote<Lp, 8> = Remote::new();
+    ///
+    /// let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+    /// let handle = lp.attach_remote(&REMOTE)?;
+    /// for _ in 0..3 {
+    ///     handle.add_callback(|_| {})?;
+    /// }
+    /// handle.stop()?;
+    /// lp.run()?;
+    /// assert_eq!(REMOTE.high_water(), 3); // three were queued at once
+    /// drop(lp);
+    /// let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+    /// lp.attach_remote(&REMOTE)?;
+    /// assert_eq!(REMOTE.high_water(), 0); // a new attachment starts again
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn high_water(&self) -> usize {
         self.high_water.load(Ordering::Relaxed)
     }
@@ -496,6 +547,23 @@ fn backoff(spins: u32) {
 /// A handle belongs to one attachment of its [`Remote`]: once that loop is closed or dropped,
 /// every call returns [`Error::Closed`], also after the remote was attached to a new loop
 /// (which gets its own handles).
+///
+/// ```
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{Error, EventLoop, Remote};
+///
+/// type Lp = EventLoop<SimPoller, 4, 4, 4>;
+/// static REMOTE: Remote<Lp, 4> = Remote::new();
+///
+/// let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+/// let handle = lp.attach_remote(&REMOTE)?;
+/// let worker = std::thread::spawn(move || handle.add_callback(|lp| lp.stop()));
+/// worker.join().unwrap()?;
+/// lp.run()?; // the callback ran on this thread and stopped the loop
+/// lp.close();
+/// assert_eq!(handle.stop(), Err(Error::Closed));
+/// # Ok::<(), loop_core::Error>(())
+/// ```
 pub struct LoopHandle<L: RemoteTarget, const N: usize> {
     remote: &'static Remote<L, N>,
     /// The generation of the attachment this handle was made for.
@@ -537,6 +605,25 @@ impl<L: RemoteTarget, const N: usize> LoopHandle<L, N> {
     /// `f` comes back inside [`Refused`] with [`Error::Full`] when `N` closures are queued, or
     /// [`Error::Closed`] when this handle's loop was closed or dropped (also once the remote
     /// serves another loop).
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{Error, EventLoop, Remote};
+    ///
+    /// type Lp = EventLoop<SimPoller, 4, 4, 4>;
+    /// static REMOTE: Remote<Lp, 2> = Remote::new();
+    ///
+    /// let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+    /// let handle = lp.attach_remote(&REMOTE)?;
+    /// handle.add_callback(|_| {})?;
+    /// handle.add_callback(|lp| lp.stop())?;
+    /// let refused = handle.add_callback(|_| {}).unwrap_err(); // two is the capacity
+    /// assert!(matches!(refused.error, Error::Full { .. }));
+    /// let _closure = refused.into_inner(); // handed back, not lost
+    /// lp.run()?;
+    /// handle.add_callback(|_| {})?; // room again
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn add_callback<F>(&self, f: F) -> Result<(), Refused<F>>
     where
         F: FnOnce(&mut L) + Send + 'static,
@@ -561,6 +648,23 @@ impl<L: RemoteTarget, const N: usize> LoopHandle<L, N> {
     /// # Errors
     /// [`Error::Closed`] when this handle's loop was closed or dropped; [`Error::Os`] if the
     /// wake could not be written (the stop is still recorded).
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{EventLoop, Remote};
+    ///
+    /// type Lp = EventLoop<SimPoller, 4, 4, 4>;
+    /// static REMOTE: Remote<Lp, 4> = Remote::new();
+    ///
+    /// let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+    /// let handle = lp.attach_remote(&REMOTE)?;
+    /// lp.call_later(Duration::from_secs(3600), |_| {})?; // something to wait for
+    /// std::thread::spawn(move || handle.stop()).join().unwrap()?;
+    /// lp.run()?; // returns without waiting for the timer
+    /// assert_eq!((lp.now().as_nanos(), lp.timer_count()), (0, 1));
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn stop(&self) -> Result<(), Error> {
         let r = self.remote;
         r.enter_for(self.epoch)?;
@@ -574,6 +678,23 @@ impl<L: RemoteTarget, const N: usize> LoopHandle<L, N> {
     ///
     /// # Errors
     /// As [`stop`](Self::stop).
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{EventLoop, Remote};
+    ///
+    /// type Lp = EventLoop<SimPoller, 4, 4, 4>;
+    /// static REMOTE: Remote<Lp, 4> = Remote::new();
+    ///
+    /// let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+    /// let handle = lp.attach_remote(&REMOTE)?;
+    /// handle.wake()?;
+    /// // With nothing to wait for, the simulation would report "blocked forever"; the wake
+    /// // makes the poll return at once instead.
+    /// lp.run_once(None)?;
+    /// assert!(lp.run_once(None).is_err());
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn wake(&self) -> Result<(), Error> {
         let r = self.remote;
         r.enter_for(self.epoch)?;
@@ -582,7 +703,24 @@ impl<L: RemoteTarget, const N: usize> LoopHandle<L, N> {
         woke.map_err(Error::from)
     }
 
-    /// The largest number of queued closures the remote's current loop has seen at once.
+    /// The largest number of queued closures the remote's current loop has seen at once
+    /// (as [`Remote::high_water`]).
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{EventLoop, Remote};
+    ///
+    /// type Lp = EventLoop<SimPoller, 4, 4, 4>;
+    /// static REMOTE: Remote<Lp, 4> = Remote::new();
+    ///
+    /// let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+    /// let handle = lp.attach_remote(&REMOTE)?;
+    /// handle.add_callback(|_| {})?;
+    /// handle.add_callback(|lp| lp.stop())?;
+    /// lp.run()?;
+    /// assert_eq!(handle.high_water(), 2);
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn high_water(&self) -> usize {
         self.remote.high_water()
     }
