@@ -6,6 +6,22 @@ use core::sync::atomic::Ordering;
 use portable_atomic::{AtomicPtr, AtomicUsize};
 
 /// What the watchdog found running: which handler, timer or callback.
+///
+/// ```
+/// use core::{cell::Cell, time::Duration};
+/// use std::rc::Rc;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{EventLoop, Source};
+///
+/// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+/// let seen = Rc::new(Cell::new(None));
+/// let s = seen.clone();
+/// lp.set_watchdog(Duration::ZERO, move |blocked| s.set(Some(blocked.source)));
+/// let timer = lp.call_later(Duration::from_secs(1), |lp| lp.stop())?;
+/// lp.run()?;
+/// assert_eq!(seen.get(), Some(Source::Timer { handle: timer }));
+/// # Ok::<(), loop_core::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Source {
@@ -37,6 +53,27 @@ pub enum Source {
 
 /// A handler, timer or callback that ran longer than the watchdog's threshold (Tornado's
 /// `set_blocking_log_threshold`), reported to the watchdog hook after it returned.
+///
+/// ```
+/// use core::{cell::Cell, time::Duration};
+/// use std::rc::Rc;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{EventLoop, Source};
+///
+/// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+/// let seen = Rc::new(Cell::new(None));
+/// let s = seen.clone();
+/// lp.set_watchdog(Duration::from_millis(100), move |blocked| s.set(Some(blocked)));
+/// lp.add_callback(|lp| {
+///     lp.poller().advance(Duration::from_millis(300)); // "blocks" for 300 ms, simulated
+///     lp.stop();
+/// })?;
+/// lp.run()?;
+/// let blocked = seen.get().unwrap();
+/// assert_eq!((blocked.source, blocked.duration), (Source::Callback, Duration::from_millis(300)));
+/// assert!(blocked.name.contains("{{closure}}")); // where the callback was written
+/// # Ok::<(), loop_core::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Blocked {
     /// Which one.
@@ -58,6 +95,23 @@ pub struct Blocked {
 /// executor's task count) to size fixed capacities. Loop utilisation over a window is
 /// `1 - Δidle_time / Δnow` between two reads of `counters()` and [`EventLoop::now`] (libuv's
 /// `uv_metrics_idle_time`).
+///
+/// ```
+/// use core::time::Duration;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::EventLoop;
+///
+/// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+/// lp.add_callback(|_| {})?;
+/// lp.call_later(Duration::from_secs(2), |_| {})?;
+/// lp.call_later(Duration::from_secs(3), |lp| lp.stop())?;
+/// lp.run()?;
+/// let c = lp.counters();
+/// assert_eq!((c.callbacks_run, c.timers_fired), (1, 2));
+/// assert_eq!((c.timers_high_water, c.callbacks_high_water), (2, 1));
+/// assert_eq!(c.idle_time, Duration::from_secs(3)); // all of it asleep in the poller
+/// # Ok::<(), loop_core::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
     /// Iterations started.
@@ -118,6 +172,29 @@ pub(super) struct Watchdog {
 /// reader runs in a signal handler and may not take locks or references into the loop.
 ///
 /// Every method is async-signal-safe: plain atomic loads and stores, no locks, no allocation.
+///
+/// ```
+/// use core::cell::Cell;
+/// use std::rc::Rc;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{Beacon, EventLoop};
+///
+/// static BEACON: Beacon = Beacon::new();
+///
+/// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+/// lp.set_beacon(Some(&BEACON));
+/// let seen = Rc::new(Cell::new(None));
+/// let s = seen.clone();
+/// // What a SIGALRM handler would read while the callback runs:
+/// lp.add_callback(move |lp| {
+///     s.set(BEACON.running());
+///     lp.stop();
+/// })?;
+/// lp.run()?;
+/// assert!(seen.get().unwrap().name.contains("{{closure}}"));
+/// assert_eq!(BEACON.running(), None); // between calls
+/// # Ok::<(), loop_core::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Beacon {
     /// The call number of the closure running now; 0 between calls.
@@ -135,6 +212,29 @@ impl Default for Beacon {
 }
 
 /// What a [`Beacon`] shows: the closure the loop is running now.
+///
+/// ```
+/// use core::cell::Cell;
+/// use std::rc::Rc;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{Beacon, EventLoop, RunningNow};
+///
+/// static BEACON: Beacon = Beacon::new();
+///
+/// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+/// lp.set_beacon(Some(&BEACON));
+/// let calls: Rc<Cell<[Option<RunningNow>; 2]>> = Rc::default();
+/// let (a, b) = (calls.clone(), calls.clone());
+/// lp.add_callback(move |_| a.set([BEACON.running(), None]))?;
+/// lp.add_callback(move |lp| {
+///     b.set([b.get()[0], BEACON.running()]);
+///     lp.stop();
+/// })?;
+/// lp.run()?;
+/// let [Some(first), Some(second)] = calls.get() else { panic!("both ran") };
+/// assert_ne!(first.call, second.call); // another closure ran in between
+/// # Ok::<(), loop_core::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RunningNow {
     /// Which call this is: two reads with the same number saw the same call still running
@@ -146,6 +246,13 @@ pub struct RunningNow {
 
 impl Beacon {
     /// An idle beacon (for a `static`).
+    ///
+    /// ```
+    /// use loop_core::Beacon;
+    ///
+    /// static BEACON: Beacon = Beacon::new();
+    /// assert_eq!(BEACON.running(), None);
+    /// ```
     pub const fn new() -> Self {
         Beacon {
             running: AtomicUsize::new(0),
@@ -177,7 +284,7 @@ impl Beacon {
     }
 
     /// The closure running now, or `None` between calls (or while a call is being published).
-    /// Async-signal-safe.
+    /// Async-signal-safe. See [`Beacon`] for an example.
     #[allow(unsafe_code)] // rebuilds the `&'static str` the loop published
     pub fn running(&self) -> Option<RunningNow> {
         let call = self.running.load(Ordering::Acquire);
@@ -204,6 +311,30 @@ impl Beacon {
 
 /// Something that went wrong inside the running loop, reported to the error hook
 /// ([`EventLoop::set_error_hook`]) while the loop goes on.
+///
+/// ```
+/// use core::cell::Cell;
+/// use std::rc::Rc;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{EventLoop, Failure, HandlerError, Interest, Readiness};
+///
+/// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+/// let seen = Rc::new(Cell::new(None));
+/// let s = seen.clone();
+/// lp.set_error_hook(move |failure| s.set(Some(failure)));
+/// lp.add_handler(3, Interest::READ, |lp, fd, _| {
+///     lp.poller_mut().clear_ready(fd);
+///     lp.stop();
+///     Err(HandlerError::Other("bad frame"))
+/// })?;
+/// lp.poller_mut().set_ready(3, Readiness::READ);
+/// lp.run()?; // the failure is reported, the loop goes on
+/// let id = lp.handler_id(3).unwrap(); // and the handler stays
+/// let error = HandlerError::Other("bad frame");
+/// assert_eq!(seen.get(), Some(Failure::Handler { id, fd: 3, error }));
+/// assert_eq!(lp.counters().handler_errors, 1);
+/// # Ok::<(), loop_core::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
@@ -369,6 +500,29 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     ///
     /// This sees a slow call only once it returned; for a loop that is *still* blocked see
     /// [`set_beacon`](Self::set_beacon) (the facade's `ioloop::watchdog::arm`).
+    ///
+    /// ```
+    /// use core::{cell::Cell, time::Duration};
+    /// use std::rc::Rc;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::EventLoop;
+    ///
+    /// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+    /// let reports = Rc::new(Cell::new(0));
+    /// let r = reports.clone();
+    /// lp.set_watchdog(Duration::from_millis(50), move |_| r.set(r.get() + 1));
+    /// lp.add_callback(|lp| lp.poller().advance(Duration::from_millis(10)))?; // quick enough
+    /// lp.add_callback(|lp| lp.poller().advance(Duration::from_millis(80)))?; // too slow
+    /// lp.run_once(Some(Duration::ZERO))?;
+    /// assert_eq!(reports.get(), 1);
+    /// assert_eq!(lp.counters().max_run_time, Duration::from_millis(80));
+    ///
+    /// lp.clear_watchdog();
+    /// lp.add_callback(|lp| lp.poller().advance(Duration::from_millis(80)))?;
+    /// lp.run_once(Some(Duration::ZERO))?;
+    /// assert_eq!(reports.get(), 1); // no longer watched
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn set_watchdog(&mut self, threshold: Duration, mut hook: impl FnMut(Blocked) + 'static) {
         let beacon = self.watchdog.as_ref().and_then(|w| w.beacon);
         self.watchdog = Some(Watchdog {
@@ -378,7 +532,8 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         });
     }
 
-    /// Remove the watchdog hook (a beacon stays set).
+    /// Remove the watchdog hook (a beacon stays set). See [`set_watchdog`](Self::set_watchdog)
+    /// for an example.
     pub fn clear_watchdog(&mut self) {
         let beacon = self.watchdog.as_ref().and_then(|w| w.beacon);
         self.watchdog = beacon.map(|beacon| Watchdog {
@@ -392,6 +547,32 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// handler) the loop is running, so that a signal handler can report a loop that is still
     /// blocked (the facade's `ioloop::watchdog` does so on `SIGALRM`); `None` stops publishing.
     /// Costs four atomic stores per call, no clock read.
+    ///
+    /// ```
+    /// use core::cell::Cell;
+    /// use std::rc::Rc;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{Beacon, EventLoop};
+    ///
+    /// static BEACON: Beacon = Beacon::new();
+    ///
+    /// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+    /// let seen = Rc::new(Cell::new((false, false)));
+    /// lp.set_beacon(Some(&BEACON));
+    /// let s = seen.clone();
+    /// lp.add_callback(move |lp| {
+    ///     s.set((BEACON.running().is_some(), false));
+    ///     lp.set_beacon(None); // stop publishing
+    /// })?;
+    /// let s = seen.clone();
+    /// lp.add_callback(move |lp| {
+    ///     s.set((s.get().0, BEACON.running().is_some()));
+    ///     lp.stop();
+    /// })?;
+    /// lp.run()?;
+    /// assert_eq!(seen.get(), (true, false));
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn set_beacon(&mut self, beacon: Option<&'static Beacon>) {
         match (self.watchdog.as_mut(), beacon) {
             (Some(w), b) => {
@@ -414,7 +595,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         }
     }
 
-    /// The loop's counters.
+    /// The loop's counters (a copy; see [`Counters`] for an example).
     pub fn counters(&self) -> Counters {
         self.counters
     }
@@ -423,7 +604,8 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// panic) and go on. Without a hook, handler errors are logged (features `log` / `defmt`;
     /// otherwise dropped) and a caught panic unwinds on out of `run` (see the panic policy on
     /// [`EventLoop`]). The hook cannot reach the loop: queue work from a handler instead. A
-    /// panic in the hook itself is not caught: it unwinds out of `run`.
+    /// panic in the hook itself is not caught: it unwinds out of `run`. See [`Failure`] for
+    /// an example.
     pub fn set_error_hook(&mut self, mut hook: impl FnMut(Failure) + 'static) {
         self.error_hook = Some(InlineFn::new(move |_: &mut (), f| hook(f)));
     }
