@@ -35,6 +35,21 @@ use crate::time::Instant;
 /// Its output is `Err(Error::Full { what: Resource::Timers })` when the loop's timer heap
 /// is full (the task decides: retry later, give up), `Err(Error::NotAttached)` when polled
 /// outside a loop's task, `Ok(())` otherwise. It never busy-waits.
+///
+/// ```
+/// use core::time::Duration;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{sleep, Error, EventLoop, Resource};
+///
+/// // Room for one timer, taken by `call_later`: the sleep reports the full heap.
+/// let mut lp: EventLoop<SimPoller, 4, 1, 4> = EventLoop::with_poller(SimPoller::new());
+/// lp.attach_owned_remote::<4>()?;
+/// lp.attach_owned_executor::<4, 256>()?;
+/// lp.call_later(Duration::from_secs(60), |_| {})?;
+/// let slept = lp.run_sync(sleep(Duration::from_secs(1)), None)?;
+/// assert_eq!(slept, Err(Error::Full { what: Resource::Timers }));
+/// # Ok::<(), loop_core::Error>(())
+/// ```
 #[derive(Debug)]
 #[must_use = "futures do nothing unless polled"]
 pub struct Sleep {
@@ -48,6 +63,19 @@ pub struct Sleep {
 
 /// Sleep for `d`, measured from the first poll (which, for a spawned task or `run_sync`, is
 /// right away). Tornado's `gen.sleep`. Never completes early; see [`Sleep`] for its output.
+///
+/// ```
+/// use core::time::Duration;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{sleep, EventLoop};
+///
+/// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+/// lp.attach_owned_remote::<4>()?;
+/// lp.attach_owned_executor::<4, 256>()?;
+/// lp.run_sync(async { sleep(Duration::from_secs(2)).await }, None)??;
+/// assert_eq!(lp.now().as_nanos(), 2_000_000_000); // simulated time: no real wait
+/// # Ok::<(), loop_core::Error>(())
+/// ```
 pub fn sleep(d: Duration) -> Sleep {
     Sleep {
         delay: Some(d),
@@ -59,6 +87,22 @@ pub fn sleep(d: Duration) -> Sleep {
 }
 
 /// Sleep until `deadline` on the loop's clock ([`crate::EventLoop::now`]).
+///
+/// ```
+/// use core::time::Duration;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{sleep_until, EventLoop};
+///
+/// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+/// lp.attach_owned_remote::<4>()?;
+/// lp.attach_owned_executor::<4, 256>()?;
+/// let deadline = lp.now() + Duration::from_secs(5);
+/// let wait = sleep_until(deadline);
+/// assert_eq!(wait.deadline(), Some(deadline));
+/// lp.run_sync(wait, None)??;
+/// assert_eq!(lp.now(), deadline);
+/// # Ok::<(), loop_core::Error>(())
+/// ```
 pub fn sleep_until(deadline: Instant) -> Sleep {
     Sleep {
         delay: None,
@@ -71,6 +115,15 @@ pub fn sleep_until(deadline: Instant) -> Sleep {
 
 impl Sleep {
     /// The deadline (known once the sleep was first polled, for [`sleep`]).
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::{sleep, sleep_until, Instant};
+    ///
+    /// assert_eq!(sleep(Duration::from_secs(1)).deadline(), None); // measured from first poll
+    /// let at = Instant::from_nanos(7);
+    /// assert_eq!(sleep_until(at).deadline(), Some(at));
+    /// ```
     pub fn deadline(&self) -> Option<Instant> {
         self.delay.is_none().then_some(self.deadline)
     }
@@ -141,6 +194,30 @@ impl Drop for Sleep {
 
 /// A future that is pending once, then ready: yields to the loop for exactly one iteration
 /// (Tornado's `gen.moment`). Two tasks that yield in turn alternate: `a b a b …`.
+///
+/// ```
+/// use core::time::Duration;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{yield_now, EventLoop};
+///
+/// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+/// lp.attach_owned_remote::<4>()?;
+/// lp.attach_owned_executor::<4, 256>()?;
+/// use std::{cell::RefCell, rc::Rc};
+/// let log = Rc::new(RefCell::new(String::new()));
+/// for name in ["a", "b"] {
+///     let log = log.clone();
+///     lp.spawn(async move {
+///         for _ in 0..2 {
+///             log.borrow_mut().push_str(name);
+///             yield_now().await; // one iteration: the other task runs
+///         }
+///     })?;
+/// }
+/// lp.run_sync(async { for _ in 0..3 { yield_now().await } }, None)?;
+/// assert_eq!(*log.borrow(), "abab");
+/// # Ok::<(), loop_core::Error>(())
+/// ```
 #[derive(Debug, Default)]
 #[must_use = "futures do nothing unless polled"]
 pub struct YieldNow {
@@ -148,6 +225,20 @@ pub struct YieldNow {
 }
 
 /// Yield for one loop iteration.
+///
+/// ```
+/// use core::time::Duration;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{yield_now, EventLoop};
+///
+/// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+/// lp.attach_owned_remote::<4>()?;
+/// lp.attach_owned_executor::<4, 256>()?;
+/// let before = lp.counters().iterations;
+/// lp.run_sync(yield_now(), None)?;
+/// assert_eq!(lp.counters().iterations - before, 2); // polled, then again one iteration later
+/// # Ok::<(), loop_core::Error>(())
+/// ```
 pub fn yield_now() -> YieldNow {
     YieldNow { yielded: false }
 }
@@ -166,6 +257,14 @@ impl Future for YieldNow {
 }
 
 /// A future or its output.
+///
+/// ```
+/// // The output of `select` (see there): which future won, with its output.
+/// use loop_core::Either;
+///
+/// let won: Either<u8, &str> = Either::Second("late");
+/// assert!(matches!(won, Either::Second("late")));
+/// ```
 enum MaybeDone<F: Future> {
     Future(F),
     Done(F::Output),
@@ -209,6 +308,19 @@ impl<F: Future> MaybeDone<F> {
 
 /// Both futures' outputs, in input order, once both finished (Tornado's `multi`): made by
 /// [`join`].
+///
+/// ```
+/// use core::time::Duration;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{join, EventLoop};
+///
+/// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+/// lp.attach_owned_remote::<4>()?;
+/// lp.attach_owned_executor::<4, 256>()?;
+/// let both = lp.run_sync(join(async { 1 }, async { "two" }), None)?;
+/// assert_eq!(both, (1, "two"));
+/// # Ok::<(), loop_core::Error>(())
+/// ```
 #[must_use = "futures do nothing unless polled"]
 pub struct Join<A: Future, B: Future> {
     a: MaybeDone<A>,
@@ -217,6 +329,24 @@ pub struct Join<A: Future, B: Future> {
 
 /// Run `a` and `b` concurrently; complete with `(a's output, b's output)` when both have.
 /// A failure (an `Err` output) of one does not cut the other short: both are awaited.
+///
+/// ```
+/// use core::time::Duration;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{join, sleep, Error, EventLoop};
+///
+/// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+/// lp.attach_owned_remote::<4>()?;
+/// lp.attach_owned_executor::<4, 256>()?;
+/// let slow = async {
+///     sleep(Duration::from_secs(2)).await?;
+///     Ok::<_, Error>(7)
+/// };
+/// let (a, b) = lp.run_sync(join(sleep(Duration::from_secs(1)), slow), None)?;
+/// assert_eq!((a, b), (Ok(()), Ok(7)));
+/// assert_eq!(lp.now().as_nanos(), 2_000_000_000); // concurrently: 2 s, not 3
+/// # Ok::<(), loop_core::Error>(())
+/// ```
 pub fn join<A: Future, B: Future>(a: A, b: B) -> Join<A, B> {
     Join {
         a: MaybeDone::Future(a),
@@ -249,6 +379,19 @@ impl<A: Future, B: Future> Future for Join<A, B> {
 }
 
 /// All outputs in input order, once all finished: made by [`join_array`].
+///
+/// ```
+/// use core::time::Duration;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{join_array, EventLoop};
+///
+/// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+/// lp.attach_owned_remote::<4>()?;
+/// lp.attach_owned_executor::<4, 256>()?;
+/// let doubled = [1, 2].map(|n| async move { n * 2 }); // one future type: an array
+/// assert_eq!(lp.run_sync(join_array(doubled), None)?, [2, 4]);
+/// # Ok::<(), loop_core::Error>(())
+/// ```
 #[must_use = "futures do nothing unless polled"]
 pub struct JoinArray<F: Future, const N: usize> {
     futures: [MaybeDone<F>; N],
@@ -256,6 +399,21 @@ pub struct JoinArray<F: Future, const N: usize> {
 
 /// Run `N` futures of one type concurrently; complete with their outputs in input order when
 /// all have (Tornado's `multi([...])`).
+///
+/// ```
+/// use core::time::Duration;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{join_array, sleep, EventLoop};
+///
+/// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+/// lp.attach_owned_remote::<4>()?;
+/// lp.attach_owned_executor::<4, 256>()?;
+/// let secs = [3, 1, 2].map(|s| sleep(Duration::from_secs(s)));
+/// let all = lp.run_sync(join_array(secs), None)?;
+/// assert_eq!(all, [Ok(()), Ok(()), Ok(())]);
+/// assert_eq!(lp.now().as_nanos(), 3_000_000_000); // the longest, not the sum
+/// # Ok::<(), loop_core::Error>(())
+/// ```
 pub fn join_array<F: Future, const N: usize>(futures: [F; N]) -> JoinArray<F, N> {
     JoinArray {
         futures: futures.map(MaybeDone::Future),
@@ -301,6 +459,19 @@ pub enum Either<A, B> {
 }
 
 /// The first of two futures to finish: made by [`select`].
+///
+/// ```
+/// use core::time::Duration;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{select, Either, EventLoop};
+///
+/// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+/// lp.attach_owned_remote::<4>()?;
+/// lp.attach_owned_executor::<4, 256>()?;
+/// let first = lp.run_sync(select(async { 1 }, async { 2 }), None)?;
+/// assert!(matches!(first, Either::First(1))); // both ready: the first wins
+/// # Ok::<(), loop_core::Error>(())
+/// ```
 #[must_use = "futures do nothing unless polled"]
 pub struct Select<A, B> {
     a: A,
@@ -310,6 +481,22 @@ pub struct Select<A, B> {
 /// Run `a` and `b` concurrently; complete with the output of the first to finish (`a` if both
 /// are ready at the same poll). The other is dropped with the `Select` (a `sleep` cancels its
 /// timer).
+///
+/// ```
+/// use core::time::Duration;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{select, sleep, Either, EventLoop};
+///
+/// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+/// lp.attach_owned_remote::<4>()?;
+/// lp.attach_owned_executor::<4, 256>()?;
+/// let one = sleep(Duration::from_secs(1));
+/// let two = sleep(Duration::from_secs(2));
+/// let first = lp.run_sync(select(one, two), None)?;
+/// assert!(matches!(first, Either::First(Ok(()))));
+/// assert_eq!(lp.timer_count(), 0); // the loser's timer was cancelled
+/// # Ok::<(), loop_core::Error>(())
+/// ```
 pub fn select<A: Future, B: Future>(a: A, b: B) -> Select<A, B> {
     Select { a, b }
 }
@@ -339,6 +526,22 @@ impl<A: Future, B: Future> Future for Select<A, B> {
 /// # Errors
 /// [`Error::TimedOut`] as above; the timer's error ([`Error::Full`] when the loop's timer
 /// heap is full, [`Error::NotAttached`] outside a loop), in which case `fut` is dropped too.
+///
+/// ```
+/// use core::time::Duration;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{sleep, timeout, Error, EventLoop};
+///
+/// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+/// lp.attach_owned_remote::<4>()?;
+/// lp.attach_owned_executor::<4, 256>()?;
+/// let slow = timeout(Duration::from_secs(1), sleep(Duration::from_secs(5)));
+/// assert_eq!(lp.run_sync(slow, None)?, Err(Error::TimedOut));
+/// assert_eq!(lp.now().as_nanos(), 1_000_000_000);
+/// let quick = timeout(Duration::from_secs(1), async { 3 });
+/// assert_eq!(lp.run_sync(quick, None)?, Ok(3));
+/// # Ok::<(), loop_core::Error>(())
+/// ```
 pub async fn timeout<F: Future>(d: Duration, fut: F) -> Result<F::Output, Error> {
     match select(fut, sleep(d)).await {
         Either::First(v) => Ok(v),
@@ -348,6 +551,19 @@ pub async fn timeout<F: Future>(d: Duration, fut: F) -> Result<F::Output, Error>
 }
 
 /// A one-shot wait for fd readiness: made by [`readable`] and [`writable`].
+///
+/// ```
+/// use core::time::Duration;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{writable, EventLoop, Readiness};
+///
+/// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+/// lp.attach_owned_remote::<4>()?;
+/// lp.attach_owned_executor::<4, 256>()?;
+/// lp.poller_mut().set_ready(4, Readiness::WRITE); // a socket with room in its buffer
+/// assert_eq!(lp.run_sync(writable(4), None)?, Ok(()));
+/// # Ok::<(), loop_core::Error>(())
+/// ```
 #[derive(Debug)]
 #[must_use = "futures do nothing unless polled"]
 pub struct Ready {
@@ -362,6 +578,24 @@ pub struct Ready {
 /// removes itself), so the fd must not have a handler of its own; resolves to `Err` with
 /// [`Error::AlreadyRegistered`] if it does, with the kernel's error for a bad fd, or with
 /// [`Error::NotAttached`] when polled outside a loop's task.
+///
+/// ```
+/// use core::time::Duration;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{readable, Error, EventLoop, Interest, Readiness};
+///
+/// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+/// lp.attach_owned_remote::<4>()?;
+/// lp.attach_owned_executor::<4, 256>()?;
+/// // Data "arrives" on virtual fd 3 after one second.
+/// lp.call_later(Duration::from_secs(1), |lp| lp.poller_mut().set_ready(3, Readiness::READ))?;
+/// assert_eq!(lp.run_sync(readable(3), None)?, Ok(()));
+/// assert_eq!((lp.now().as_nanos(), lp.handler_count()), (1_000_000_000, 0));
+///
+/// lp.add_handler(5, Interest::READ, |_, _, _| Ok(()))?; // fd 5 has a handler of its own
+/// assert_eq!(lp.run_sync(readable(5), None)?, Err(Error::AlreadyRegistered { fd: 5 }));
+/// # Ok::<(), loop_core::Error>(())
+/// ```
 pub fn readable(fd: impl Into<Fd>) -> Ready {
     Ready {
         fd: fd.into().raw(),
@@ -372,6 +606,20 @@ pub fn readable(fd: impl Into<Fd>) -> Ready {
 }
 
 /// Wait until `fd` is writable (or has an error or a hang-up). As [`readable`].
+///
+/// ```
+/// use core::time::Duration;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{writable, EventLoop, Readiness};
+///
+/// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+/// lp.attach_owned_remote::<4>()?;
+/// lp.attach_owned_executor::<4, 256>()?;
+/// lp.call_later(Duration::from_millis(5), |lp| lp.poller_mut().set_ready(4, Readiness::WRITE))?;
+/// assert_eq!(lp.run_sync(writable(4), None)?, Ok(()));
+/// assert_eq!(lp.now().as_nanos(), 5_000_000);
+/// # Ok::<(), loop_core::Error>(())
+/// ```
 pub fn writable(fd: impl Into<Fd>) -> Ready {
     Ready {
         fd: fd.into().raw(),
@@ -436,6 +684,23 @@ impl Drop for Ready {
 /// `PeriodicCallback`): the first tick one period after the first poll, then on the grid
 /// `start + k·period`, skipping ticks missed while the task was busy, never repeating one when
 /// the clock steps back. Made by [`interval`].
+///
+/// ```
+/// use core::time::Duration;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{interval, Error, EventLoop, Periodic};
+///
+/// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+/// lp.attach_owned_remote::<4>()?;
+/// lp.attach_owned_executor::<4, 256>()?;
+/// let mut ticks = interval(Periodic::every(Duration::from_secs(10)));
+/// let at = lp.run_sync(
+///     async move { Ok::<_, Error>([ticks.tick().await?, ticks.tick().await?]) },
+///     None,
+/// )??;
+/// assert_eq!(at.map(|t| t.as_nanos()), [10_000_000_000, 20_000_000_000]);
+/// # Ok::<(), loop_core::Error>(())
+/// ```
 #[derive(Debug)]
 #[must_use = "streams do nothing unless polled"]
 pub struct Interval {
@@ -453,6 +718,27 @@ pub struct Interval {
 
 /// Ticks every `periodic.period()` (with its jitter); see [`Interval`]. A zero period is
 /// treated as one nanosecond.
+///
+/// ```
+/// use core::time::Duration;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{interval, sleep, Error, EventLoop, Periodic};
+///
+/// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+/// lp.attach_owned_remote::<4>()?;
+/// lp.attach_owned_executor::<4, 256>()?;
+/// let mut ticks = interval(Periodic::every(Duration::from_secs(1)));
+/// let at = lp.run_sync(
+///     async move {
+///         let first = ticks.tick().await?;
+///         sleep(Duration::from_millis(2500)).await?; // busy: the ticks at 2 s and 3 s are missed
+///         Ok::<_, Error>([first, ticks.tick().await?])
+///     },
+///     None,
+/// )??;
+/// assert_eq!(at.map(|t| t.as_nanos()), [1_000_000_000, 4_000_000_000]);
+/// # Ok::<(), loop_core::Error>(())
+/// ```
 pub fn interval(periodic: crate::Periodic) -> Interval {
     Interval {
         period_ns: periodic.period_ns.max(1),
@@ -513,7 +799,8 @@ impl Interval {
         Poll::Ready(Ok(next))
     }
 
-    /// Wait for the next tick; returns its deadline on the loop's clock.
+    /// Wait for the next tick; returns its deadline on the loop's clock. See [`Interval`] for
+    /// an example.
     ///
     /// # Errors
     /// As [`poll_tick`](Self::poll_tick).
