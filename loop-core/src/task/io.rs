@@ -33,6 +33,29 @@ use crate::task::current::{apply_or_defer, current_owner, with_loop, with_loop_o
 use crate::task::executor::ExecRef;
 
 /// A persistent registration of an fd for async I/O; see the [module docs](self).
+///
+/// ```
+/// use core::time::Duration;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{EventLoop, Interest, IoRegistration, Readiness};
+///
+/// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+/// lp.attach_owned_remote::<4>()?;
+/// lp.attach_owned_executor::<4, 256>()?;
+/// // A peer writes to virtual fd 3 after one second.
+/// lp.call_later(Duration::from_secs(1), |lp| lp.poller_mut().set_ready(3, Readiness::READ))?;
+/// let seen = lp.run_sync(
+///     async {
+///         let reg = IoRegistration::new(3)?;
+///         reg.ready(Interest::READ).await
+///     },
+///     None,
+/// )??;
+/// assert!(seen.contains(Readiness::READ));
+/// assert_eq!(lp.now().as_nanos(), 1_000_000_000);
+/// assert_eq!(lp.handler_count(), 0); // dropping the registration freed the fd's slot
+/// # Ok::<(), loop_core::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct IoRegistration {
     fd: RawFd,
@@ -49,6 +72,27 @@ impl IoRegistration {
     /// [`Error::NotAttached`] outside a task or `run_sync`; otherwise as
     /// [`EventLoop::add_handler`](crate::EventLoop::add_handler) (`AlreadyRegistered`,
     /// `Full`, `InvalidFd`, the kernel's `Os` error).
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{Error, EventLoop, Interest, IoRegistration};
+    ///
+    /// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+    /// lp.attach_owned_remote::<4>()?;
+    /// lp.attach_owned_executor::<4, 256>()?;
+    /// assert_eq!(IoRegistration::new(3).err(), Some(Error::NotAttached)); // not in a task
+    /// lp.add_handler(4, Interest::READ, |_, _, _| Ok(()))?;
+    /// let (fd, taken) = lp.run_sync(
+    ///     async {
+    ///         let reg = IoRegistration::new(3)?;
+    ///         Ok::<_, Error>((reg.fd(), IoRegistration::new(4).err()))
+    ///     },
+    ///     None,
+    /// )??;
+    /// assert_eq!((fd, taken), (3, Some(Error::AlreadyRegistered { fd: 4 })));
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn new(fd: impl Into<Fd>) -> Result<Self, Error> {
         let fd = fd.into().raw();
         let (id, owner) = with_loop_owned(|lp, owner| lp.io_register(fd).map(|id| (id, owner)))
@@ -56,14 +100,38 @@ impl IoRegistration {
         Ok(IoRegistration { fd, id, owner })
     }
 
-    /// The fd.
+    /// The fd. See [`new`](Self::new) for an example.
     pub fn fd(&self) -> RawFd {
         self.fd
     }
 
     /// Ready with what was seen (including `ERROR`/`HUP`) once `dir` (`Interest::READ` or
     /// `Interest::WRITE`) readiness arrived since it was last consumed; consumes the `dir`
-    /// readiness. Pending otherwise, waking the task when it arrives.
+    /// readiness. Pending otherwise, waking the task when it arrives. The building block of
+    /// hand-written `Future`s and I/O traits; in `async` code use [`ready`](Self::ready).
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{EventLoop, Interest, IoRegistration, Readiness};
+    ///
+    /// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+    /// lp.attach_owned_remote::<4>()?;
+    /// lp.attach_owned_executor::<4, 256>()?;
+    /// use core::future::poll_fn;
+    ///
+    /// lp.poller_mut().set_ready(3, Readiness::WRITE);
+    /// let seen = lp.run_sync(
+    ///     async {
+    ///         let reg = IoRegistration::new(3)?;
+    ///         // A hand-written future: until the fd is writable.
+    ///         poll_fn(|cx| reg.poll_ready(Interest::WRITE, cx)).await
+    ///     },
+    ///     None,
+    /// )??;
+    /// assert!(seen.contains(Readiness::WRITE));
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     ///
     /// # Errors
     /// [`Error::WrongLoop`] when polled by another loop than the one it was registered with;
@@ -88,7 +156,7 @@ impl IoRegistration {
     /// # Errors
     /// [`Error::NotRegistered`] if the registration is gone (the loop was closed); the
     /// kernel's error if the poller refused to change the interest; as
-    /// [`poll_ready`](Self::poll_ready).
+    /// [`poll_ready`](Self::poll_ready). See [`IoRegistration`] for an example.
     pub async fn ready(&self, dir: Interest) -> Result<Readiness, Error> {
         poll_fn(|cx| self.poll_ready(dir, cx)).await
     }
@@ -98,6 +166,36 @@ impl IoRegistration {
     ///
     /// # Errors
     /// `op`'s other errors as [`Error::Os`], or [`ready`](Self::ready)'s.
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{Errno, Error, EventLoop, Interest, IoRegistration, Readiness};
+    ///
+    /// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+    /// lp.attach_owned_remote::<4>()?;
+    /// lp.attach_owned_executor::<4, 256>()?;
+    /// lp.call_later(Duration::from_secs(2), |lp| lp.poller_mut().set_ready(3, Readiness::READ))?;
+    /// let read = lp.run_sync(
+    ///     async {
+    ///         let reg = IoRegistration::new(3)?;
+    ///         let mut calls = 0;
+    ///         // A non-blocking read that has nothing until the peer wrote, then 5 bytes.
+    ///         let n = reg
+    ///             .io(Interest::READ, || {
+    ///                 calls += 1;
+    ///                 if calls == 1 { Err(Errno::EAGAIN) } else { Ok(5) }
+    ///             })
+    ///             .await?;
+    ///         let failed = reg.io(Interest::READ, || Err::<usize, _>(Errno::EBADF)).await;
+    ///         Ok::<_, Error>((n, calls, failed))
+    ///     },
+    ///     None,
+    /// )??;
+    /// assert_eq!(read, (5, 2, Err(Error::Os { errno: Errno::EBADF })));
+    /// assert_eq!(lp.now().as_nanos(), 2_000_000_000);
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub async fn io<T>(
         &self,
         dir: Interest,

@@ -5,6 +5,29 @@
 use super::*;
 
 /// Why a [`JoinHandle`] has no output.
+///
+/// ```
+/// use core::time::Duration;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{EventLoop, Executor, JoinError, Remote};
+///
+/// type Lp = EventLoop<SimPoller>;
+/// static REMOTE: Remote<Lp, 4> = Remote::new();
+/// static EXEC: Executor<4, 256> = Executor::new();
+///
+/// let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+/// lp.attach_remote(&REMOTE)?;
+/// lp.attach_executor(&EXEC)?;
+/// let handle = lp.spawn_join(core::future::pending::<()>())?;
+/// handle.abort();
+/// assert_eq!(lp.run_sync(handle, None)?, Err(JoinError::Aborted));
+///
+/// let handle = lp.spawn_join(async { 1 })?;
+/// drop(lp); // the loop dropped its tasks: the handle's task is gone
+/// assert_eq!(JoinError::Closed.to_string(), "task's loop closed");
+/// # drop(handle);
+/// # Ok::<(), loop_core::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
@@ -38,6 +61,24 @@ impl core::fmt::Display for JoinError {
 /// mismatch yields [`JoinError::Closed`].
 ///
 /// `!Send`: it touches the executor's loop-thread state, so it stays on the loop's thread.
+///
+/// ```
+/// use core::time::Duration;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{sleep, EventLoop};
+///
+/// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+/// lp.attach_owned_remote::<4>()?;
+/// lp.attach_owned_executor::<4, 256>()?;
+/// // A task that awaits another task's output.
+/// let worker = lp.spawn_join(async {
+///     sleep(Duration::from_secs(1)).await.ok();
+///     6 * 7
+/// })?;
+/// let answer = lp.run_sync(async move { worker.await.map(|n| n + 1) }, None)?;
+/// assert_eq!(answer, Ok(43));
+/// # Ok::<(), loop_core::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct JoinHandle<T> {
     pub(super) q: &'static dyn ExecQueue,
@@ -57,6 +98,26 @@ impl core::fmt::Debug for dyn ExecQueue {
 
 impl<T> JoinHandle<T> {
     /// The task's id (for [`Executor::is_alive`]).
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{yield_now, EventLoop, Executor, Remote};
+    ///
+    /// type Lp = EventLoop<SimPoller>;
+    /// static REMOTE: Remote<Lp, 4> = Remote::new();
+    /// static EXEC: Executor<4, 256> = Executor::new();
+    ///
+    /// let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+    /// lp.attach_remote(&REMOTE)?;
+    /// lp.attach_executor(&EXEC)?;
+    /// let handle = lp.spawn_join(yield_now())?;
+    /// let id = handle.id();
+    /// assert!(EXEC.is_alive(id));
+    /// lp.run_sync(handle, None)?.unwrap();
+    /// assert!(!EXEC.is_alive(id));
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn id(&self) -> TaskId {
         self.id
     }
@@ -65,6 +126,23 @@ impl<T> JoinHandle<T> {
     /// it aborts itself — as soon as its current poll returns), and the handle then yields
     /// [`JoinError::Aborted`]. A task that already finished keeps its output. A no-op once
     /// the loop is gone.
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{sleep, EventLoop, JoinError};
+    ///
+    /// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+    /// lp.attach_owned_remote::<4>()?;
+    /// lp.attach_owned_executor::<4, 256>()?;
+    /// let handle = lp.spawn_join(sleep(Duration::from_secs(60)))?;
+    /// lp.run_once(Some(Duration::ZERO))?; // the task started: its sleep holds a timer
+    /// assert_eq!(lp.timer_count(), 1);
+    /// handle.abort(); // drops the future: its sleep's timer is cancelled
+    /// assert_eq!(lp.run_sync(handle, None)?, Err(JoinError::Aborted));
+    /// assert_eq!(lp.timer_count(), 0);
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn abort(&self) {
         if !self.done {
             self.q.join_abort(self.id, self.epoch);

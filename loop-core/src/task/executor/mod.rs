@@ -91,6 +91,26 @@ pub(crate) use raw::TaskHeader;
 use raw::*;
 
 /// Identifies a spawned task (slot and generation).
+///
+/// ```
+/// use core::time::Duration;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{sleep, EventLoop, Executor, Remote};
+///
+/// type Lp = EventLoop<SimPoller>;
+/// static REMOTE: Remote<Lp, 4> = Remote::new();
+/// static EXEC: Executor<4, 256> = Executor::new();
+///
+/// let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+/// lp.attach_remote(&REMOTE)?;
+/// lp.attach_executor(&EXEC)?;
+/// let id = lp.spawn(async { sleep(Duration::from_secs(1)).await.ok(); })?;
+/// assert!(EXEC.is_alive(id));
+/// lp.run_sync(sleep(Duration::from_secs(2)), None)??;
+/// assert!(!EXEC.is_alive(id)); // finished; its slot may serve a new task with a new id
+/// assert_ne!(lp.spawn(async {})?, id);
+/// # Ok::<(), loop_core::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct TaskId {
@@ -350,7 +370,14 @@ impl<const N: usize, const S: usize> Executor<N, S> {
         "Executor<N, _>: 0 < N < 2^32"
     );
 
-    /// An empty executor (`const`: initialises a `static`).
+    /// An empty executor (`const`: initialises a `static`) of `N` slots of `S` bytes.
+    ///
+    /// ```
+    /// use loop_core::Executor;
+    ///
+    /// static EXEC: Executor<8, 512> = Executor::new(); // 8 tasks of up to 512 bytes each
+    /// assert!(EXEC.is_empty() && !EXEC.is_attached());
+    /// ```
     pub const fn new() -> Self {
         #[allow(clippy::let_unit_value)]
         let () = Self::VALID;
@@ -413,6 +440,24 @@ impl<const N: usize, const S: usize> Executor<N, S> {
     }
 
     /// Whether this executor is attached to a loop (on any thread).
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{EventLoop, Executor, Remote};
+    ///
+    /// type Lp = EventLoop<SimPoller>;
+    /// static REMOTE: Remote<Lp, 4> = Remote::new();
+    /// static EXEC: Executor<4, 256> = Executor::new();
+    ///
+    /// let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+    /// lp.attach_remote(&REMOTE)?;
+    /// lp.attach_executor(&EXEC)?;
+    /// assert!(EXEC.is_attached());
+    /// drop(lp); // the loop drops its tasks and detaches the executor
+    /// assert!(!EXEC.is_attached());
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn is_attached(&self) -> bool {
         self.state.load(Ordering::Acquire) & ATTACHED != 0
     }
@@ -453,6 +498,35 @@ impl<const N: usize, const S: usize> Executor<N, S> {
     /// [`Error::NotAttached`] when the executor is not attached to a loop on this thread
     /// (never attached, its loop closed or dropped, another thread's loop), or
     /// [`Error::Closed`] while its loop is dropping the tasks (a spawn from a `Drop` then).
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{Error, EventLoop, Executor, Remote, Resource};
+    ///
+    /// type Lp = EventLoop<SimPoller>;
+    /// static REMOTE: Remote<Lp, 4> = Remote::new();
+    /// static EXEC: Executor<4, 256> = Executor::new();
+    ///
+    /// let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+    /// lp.attach_remote(&REMOTE)?;
+    /// lp.attach_executor(&EXEC)?;
+    /// let fifth = lp.run_sync(
+    ///     async {
+    ///         for _ in 0..4 {
+    ///             EXEC.spawn(core::future::pending::<()>())?; // inside a task: with or without `std`
+    ///         }
+    ///         EXEC.spawn(core::future::pending::<()>()).map(drop)
+    ///     },
+    ///     None,
+    /// )?;
+    /// assert_eq!(fifth.unwrap_err().error, Error::Full { what: Resource::Tasks }); // N is 4
+    /// assert_eq!(EXEC.len(), 4);
+    ///
+    /// let other = std::thread::spawn(|| EXEC.spawn(async {}).map_err(|r| r.error)).join().unwrap();
+    /// assert_eq!(other, Err(Error::NotAttached)); // not the loop's thread
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn spawn<F>(&'static self, fut: F) -> Result<TaskId, Refused<F>>
     where
         F: Future<Output = ()> + 'static,
@@ -478,6 +552,32 @@ impl<const N: usize, const S: usize> Executor<N, S> {
     ///
     /// # Errors
     /// As [`spawn`](Self::spawn).
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{sleep, Error, EventLoop, Executor, Remote};
+    ///
+    /// type Lp = EventLoop<SimPoller>;
+    /// static REMOTE: Remote<Lp, 4> = Remote::new();
+    /// static EXEC: Executor<4, 256> = Executor::new();
+    ///
+    /// let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+    /// lp.attach_remote(&REMOTE)?;
+    /// lp.attach_executor(&EXEC)?;
+    /// let out = lp.run_sync(
+    ///     async {
+    ///         let handle = EXEC.spawn_join(async {
+    ///             sleep(Duration::from_secs(1)).await.ok();
+    ///             "done"
+    ///         })?;
+    ///         Ok::<_, Error>(handle.await)
+    ///     },
+    ///     None,
+    /// )??;
+    /// assert_eq!(out, Ok("done"));
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn spawn_join<F>(&'static self, fut: F) -> Result<JoinHandle<F::Output>, Refused<F>>
     where
         F: Future + 'static,
@@ -496,16 +596,38 @@ impl<const N: usize, const S: usize> Executor<N, S> {
     }
 
     /// How many tasks are alive. Readable from any thread.
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{sleep, EventLoop, Executor, Remote};
+    ///
+    /// type Lp = EventLoop<SimPoller>;
+    /// static REMOTE: Remote<Lp, 4> = Remote::new();
+    /// static EXEC: Executor<4, 256> = Executor::new();
+    ///
+    /// let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+    /// lp.attach_remote(&REMOTE)?;
+    /// lp.attach_executor(&EXEC)?;
+    /// assert!(EXEC.is_empty());
+    /// lp.spawn(async { sleep(Duration::from_secs(1)).await.ok(); })?;
+    /// lp.spawn(async { sleep(Duration::from_secs(2)).await.ok(); })?;
+    /// assert_eq!(EXEC.len(), 2);
+    /// lp.run_sync(sleep(Duration::from_millis(1500)), None)??;
+    /// assert_eq!(EXEC.len(), 1);
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn len(&self) -> usize {
         self.live.load(Ordering::Acquire) as usize
     }
 
-    /// Whether no task is alive. Readable from any thread.
+    /// Whether no task is alive. Readable from any thread. See [`len`](Self::len).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Whether `id` is still running (not finished, not dropped). Readable from any thread.
+    /// See [`TaskId`] for an example.
     pub fn is_alive(&self, id: TaskId) -> bool {
         self.tasks.get(id.index as usize).is_some_and(|t| {
             let state = t.state.load(Ordering::Acquire);
@@ -696,6 +818,19 @@ impl<F, const S: usize> Fits<F, S> {
 }
 
 /// `true` while this thread is inside a loop's poll of a task (leaf futures need it).
+///
+/// ```
+/// use core::time::Duration;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{in_task, EventLoop};
+///
+/// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+/// lp.attach_owned_remote::<4>()?;
+/// lp.attach_owned_executor::<4, 256>()?;
+/// assert!(!in_task());
+/// assert!(lp.run_sync(async { in_task() }, None)?);
+/// # Ok::<(), loop_core::Error>(())
+/// ```
 pub fn in_task() -> bool {
     current::in_loop()
 }
