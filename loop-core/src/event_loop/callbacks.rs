@@ -12,7 +12,35 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// iteration, and makes the next poll non-blocking.
     ///
     /// # Errors
-    /// [`Error::Full`] (with `f` handed back) when `Q` callbacks are queued.
+    /// [`Error::Full`] (with `f` handed back) when `Q` callbacks are queued; [`Error::Closed`]
+    /// after [`close`](Self::close).
+    ///
+    /// ```
+    /// use std::{cell::RefCell, rc::Rc};
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{Error, EventLoop, Resource};
+    ///
+    /// let mut lp: EventLoop<SimPoller, 4, 4, 2> = EventLoop::with_poller(SimPoller::new());
+    /// let order = Rc::new(RefCell::new(Vec::new()));
+    /// let o = order.clone();
+    /// lp.add_callback(move |lp| {
+    ///     o.borrow_mut().push(1);
+    ///     let o = o.clone();
+    ///     // Added while callbacks run: waits for the next iteration.
+    ///     lp.add_callback(move |lp| {
+    ///         o.borrow_mut().push(3);
+    ///         lp.stop();
+    ///     })
+    ///     .ok();
+    /// })?;
+    /// let o = order.clone();
+    /// lp.add_callback(move |_| o.borrow_mut().push(2))?;
+    /// let refused = lp.add_callback(|_| {}).unwrap_err(); // Q = 2
+    /// assert_eq!(refused.error, Error::Full { what: Resource::Callbacks });
+    /// lp.run()?;
+    /// assert_eq!(*order.borrow(), [1, 2, 3]);
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn add_callback<F>(&mut self, f: F) -> Result<(), Refused<F>>
     where
         F: FnOnce(&mut Self) + 'static,
@@ -37,6 +65,20 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     }
 
     /// How many callbacks are queued.
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::EventLoop;
+    ///
+    /// let mut lp: EventLoop<SimPoller, 4, 4, 2> = EventLoop::with_poller(SimPoller::new());
+    /// lp.add_callback(|_| {})?;
+    /// lp.add_callback(|_| {})?;
+    /// assert_eq!(lp.callback_count(), 2);
+    /// lp.run_once(Some(Duration::ZERO))?;
+    /// assert_eq!(lp.callback_count(), 0);
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn callback_count(&self) -> usize {
         self.callbacks.len()
     }

@@ -7,6 +7,19 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// A loop over `poller`, built by value. For large capacities use
     /// [`init_in`](Self::init_in) or (feature `alloc`) [`with_poller_boxed`](Self::with_poller_boxed),
     /// which never place the tables on the stack.
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{EventLoop};
+    ///
+    /// // 8 fd handlers, 16 timers, 32 queued callbacks: every table inline, no allocation.
+    /// let mut lp: EventLoop<SimPoller, 8, 16, 32> = EventLoop::with_poller(SimPoller::new());
+    /// lp.call_later(Duration::from_secs(1), |lp| lp.stop())?;
+    /// lp.run()?;
+    /// assert_eq!(lp.now().as_nanos(), 1_000_000_000);
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn with_poller(poller: P) -> Self {
         let mut slot = MaybeUninit::uninit();
         Self::init_in(&mut slot, poller);
@@ -19,6 +32,23 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// loop with 10^6 timer slots never passes through the stack.
     ///
     /// The slot is overwritten without dropping what was there.
+    ///
+    /// ```
+    /// use core::mem::MaybeUninit;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::EventLoop;
+    ///
+    /// type Big = EventLoop<SimPoller, 1024, 100_000, 1024>; // megabytes of timer slots
+    /// let mut slot: Box<MaybeUninit<Big>> = Box::new_uninit();
+    /// let lp = Big::init_in(&mut slot, SimPoller::new());
+    /// lp.add_callback(|lp| lp.stop())?;
+    /// lp.run()?;
+    /// assert_eq!(lp.timer_count(), 0);
+    /// // The caller owns the slot: drop the loop in place when done with it.
+    /// // SAFETY: `init_in` initialised the slot, and it is not used again.
+    /// unsafe { slot.assume_init_drop() };
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn init_in(slot: &mut MaybeUninit<Self>, poller: P) -> &mut Self {
         let p = slot.as_mut_ptr();
         // SAFETY: `p` is valid for writes of one `Self` (it comes from `&mut MaybeUninit<Self>`).
@@ -60,6 +90,18 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     }
 
     /// A loop over `poller` on the heap, built in place (no stack copy of the tables).
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::EventLoop;
+    ///
+    /// // 10^6 timers: far too large for a stack, never passes through one.
+    /// let mut lp = EventLoop::<SimPoller, 64, 1_000_000, 256>::with_poller_boxed(SimPoller::new());
+    /// lp.add_callback(|lp| lp.stop())?;
+    /// lp.run()?;
+    /// assert_eq!(lp.counters().callbacks_run, 1);
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     #[cfg(feature = "alloc")]
     pub fn with_poller_boxed(poller: P) -> alloc::boxed::Box<Self> {
         let mut b = alloc::boxed::Box::<Self>::new_uninit();
@@ -72,6 +114,17 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     ///
     /// # Errors
     /// The OS error if the poller cannot be opened (`EMFILE`, `ENOMEM`).
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::EventLoop;
+    ///
+    /// // Any `OpenPoller` (the platform crates' epoll, kqueue and poll pollers; here the
+    /// // simulated one, which never fails to open).
+    /// let lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::new()?;
+    /// assert_eq!(lp.handler_count(), 0);
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn new() -> Result<Self, Error>
     where
         P: crate::OpenPoller,
@@ -83,6 +136,15 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     ///
     /// # Errors
     /// The OS error if the poller cannot be opened.
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::EventLoop;
+    ///
+    /// let lp = EventLoop::<SimPoller, 64, 1_000_000, 256>::new_boxed()?;
+    /// assert_eq!(lp.timer_count(), 0);
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     #[cfg(feature = "alloc")]
     pub fn new_boxed() -> Result<alloc::boxed::Box<Self>, Error>
     where

@@ -255,17 +255,63 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> Remote
 
 impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventLoop<P, H, T, Q> {
     /// The loop's clock (the poller's).
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{EventLoop};
+    ///
+    /// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+    /// let start = lp.now();
+    /// lp.call_later(Duration::from_millis(1500), |lp| lp.stop())?;
+    /// lp.run()?;
+    /// assert_eq!(lp.now() - start, Duration::from_millis(1500));
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     #[inline]
     pub fn now(&self) -> Instant {
         self.poller.now()
     }
 
-    /// The poller.
+    /// The poller (to inspect it; [`poller_mut`](Self::poller_mut) to drive it).
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{EventLoop, Interest};
+    ///
+    /// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+    /// lp.add_handler(3, Interest::READ, |_, _, _| Ok(()))?;
+    /// assert_eq!(lp.poller().stats().registers, 1);
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn poller(&self) -> &P {
         &self.poller
     }
 
     /// The poller, mutably (tests drive the simulated poller through this).
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{EventLoop, Interest, Readiness};
+    ///
+    /// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+    /// use std::{cell::Cell, rc::Rc};
+    ///
+    /// let calls = Rc::new(Cell::new(0));
+    /// let c = calls.clone();
+    /// lp.add_handler(3, Interest::READ, move |_, _, _| {
+    ///     c.set(c.get() + 1);
+    ///     Ok(())
+    /// })?;
+    /// lp.poller_mut().set_ready(3, Readiness::READ); // "data arrives"
+    /// lp.run_once(Some(Duration::ZERO))?;
+    /// lp.run_once(Some(Duration::ZERO))?; // level-triggered: still readable
+    /// lp.poller_mut().clear_ready(3); // "read to EAGAIN"
+    /// lp.run_once(Some(Duration::ZERO))?;
+    /// assert_eq!(calls.get(), 2);
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn poller_mut(&mut self) -> &mut P {
         &mut self.poller
     }

@@ -14,6 +14,28 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// The kernel-facing state goes first, then the closures one at a time: a capture whose
     /// drop panics is reported to the error hook (feature `std`) and the rest is still dropped
     /// (see the panic policy on [`EventLoop`]).
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{Error, EventLoop, Interest, Remote};
+    ///
+    /// type Lp = EventLoop<SimPoller, 4, 4, 4>;
+    /// static REMOTE: Remote<Lp, 4> = Remote::new();
+    ///
+    /// let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+    /// let handle = lp.attach_remote(&REMOTE)?;
+    /// lp.add_handler(3, Interest::READ, |_, _, _| Ok(()))?;
+    /// lp.call_later(Duration::from_secs(1), |_| {})?;
+    /// lp.close();
+    /// assert!(lp.is_closed());
+    /// assert_eq!((lp.handler_count(), lp.timer_count()), (0, 0));
+    /// assert_eq!(lp.poller().interest(3), None); // deregistered
+    /// assert_eq!(lp.run(), Err(Error::Closed));
+    /// assert_eq!(handle.add_callback(|_| {}).unwrap_err().error, Error::Closed);
+    /// lp.close(); // a no-op
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn close(&mut self) {
         self.teardown();
     }
