@@ -20,6 +20,21 @@ pub const PANIC_MESSAGE_BYTES: usize = 80;
 /// `String` payload (cut on a character boundary), inline and `Copy` so that
 /// [`Failure`](crate::Failure) stays `Copy` and reporting never allocates. A payload of
 /// another type reads `"(non-string panic payload)"`.
+///
+/// The loop makes one for each panic it catches (feature `std`) and reports it in
+/// [`Failure::Panicked`](crate::Failure::Panicked):
+///
+/// ```
+/// use loop_core::{PanicMessage, PANIC_MESSAGE_BYTES};
+///
+/// let short = PanicMessage::new("index out of bounds");
+/// assert_eq!((short.as_str(), short.is_truncated()), ("index out of bounds", false));
+/// assert_eq!(short.to_string(), "index out of bounds");
+///
+/// let long = PanicMessage::new(&"é".repeat(100)); // 200 bytes, 2 per character
+/// assert!(long.is_truncated());
+/// assert_eq!(long.as_str().len(), PANIC_MESSAGE_BYTES); // cut on a character boundary
+/// ```
 #[derive(Clone, Copy)]
 pub struct PanicMessage {
     buf: [u8; PANIC_MESSAGE_BYTES],
@@ -31,6 +46,13 @@ const _: () = assert!(PANIC_MESSAGE_BYTES <= u8::MAX as usize);
 
 impl PanicMessage {
     /// `s`, cut to at most [`PANIC_MESSAGE_BYTES`] bytes on a character boundary.
+    ///
+    /// ```
+    /// use loop_core::PanicMessage;
+    ///
+    /// assert_eq!(PanicMessage::new("boom"), PanicMessage::new("boom"));
+    /// assert_eq!(PanicMessage::new(&"x".repeat(81)).as_str(), "x".repeat(80));
+    /// ```
     pub fn new(s: &str) -> PanicMessage {
         let mut len = s.len().min(PANIC_MESSAGE_BYTES);
         while !s.is_char_boundary(len) {
@@ -46,14 +68,16 @@ impl PanicMessage {
         }
     }
 
-    /// The message (possibly cut short: see [`is_truncated`](Self::is_truncated)).
+    /// The message (possibly cut short: see [`is_truncated`](Self::is_truncated)). See
+    /// [`PanicMessage`] for an example.
     pub fn as_str(&self) -> &str {
         let bytes = &self.buf[..usize::from(self.len)];
         // Always valid: `new` copies a prefix of a `&str` ending on a character boundary.
         core::str::from_utf8(bytes).unwrap_or_default()
     }
 
-    /// Whether the panic's message was longer than what is kept.
+    /// Whether the panic's message was longer than what is kept. See [`PanicMessage`] for an
+    /// example.
     pub fn is_truncated(&self) -> bool {
         self.truncated
     }

@@ -14,6 +14,25 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// [`Error::AlreadyAttached`] if `remote` serves an open loop (this or another) or this
     /// loop already has a remote; [`Error::Os`] if the notifier cannot be cloned (`EMFILE`);
     /// [`Error::Closed`] / [`Error::Forked`] as for `run`.
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{Error, EventLoop, Remote};
+    ///
+    /// type Lp = EventLoop<SimPoller>;
+    /// static REMOTE: Remote<Lp, 4> = Remote::new();
+    ///
+    /// let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+    /// let handle = lp.attach_remote(&REMOTE)?;
+    /// std::thread::spawn(move || handle.add_callback(|lp| lp.stop())).join().unwrap()?;
+    /// lp.run()?;
+    ///
+    /// let mut other: Lp = EventLoop::with_poller(SimPoller::new());
+    /// assert_eq!(other.attach_remote(&REMOTE).unwrap_err(), Error::AlreadyAttached); // in use
+    /// drop(lp);
+    /// other.attach_remote(&REMOTE)?; // free again once its loop is gone
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn attach_remote<const N: usize>(
         &mut self,
         remote: &'static Remote<Self, N>,
@@ -39,6 +58,25 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// # Errors
     /// [`Error::NoRemote`] without a remote; [`Error::AlreadyAttached`] if either already has
     /// a partner; [`Error::Closed`] / [`Error::Forked`] as for `run`.
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{sleep, Error, EventLoop, Executor, Remote};
+    ///
+    /// type Lp = EventLoop<SimPoller>;
+    /// static REMOTE: Remote<Lp, 4> = Remote::new();
+    /// static EXEC: Executor<4, 256> = Executor::new();
+    ///
+    /// let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+    /// assert_eq!(lp.attach_executor(&EXEC), Err(Error::NoRemote)); // the remote comes first
+    /// lp.attach_remote(&REMOTE)?;
+    /// lp.attach_executor(&EXEC)?;
+    /// lp.spawn(async { sleep(Duration::from_secs(1)).await.ok(); })?;
+    /// lp.run_sync(sleep(Duration::from_secs(2)), None)??;
+    /// assert!(EXEC.is_empty());
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn attach_executor<const N: usize, const S: usize>(
         &mut self,
         executor: &'static Executor<N, S>,
@@ -66,11 +104,12 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// type Lp = EventLoop<SimPoller>;
     /// for _ in 0..3 {
     ///     let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
-    ///     let handle = lp.attach_owned_remote::<16>().unwrap();
-    ///     lp.attach_owned_executor::<4, 256>().unwrap();
-    ///     handle.add_callback(|lp| lp.stop()).map_err(|r| r.error).unwrap();
-    ///     lp.run().unwrap();
+    ///     let handle = lp.attach_owned_remote::<16>()?;
+    ///     lp.attach_owned_executor::<4, 256>()?;
+    ///     handle.add_callback(|lp| lp.stop())?;
+    ///     lp.run()?;
     /// } // each loop's remote and executor go back to the pool
+    /// # Ok::<(), loop_core::Error>(())
     /// ```
     ///
     /// # Errors
@@ -96,6 +135,18 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     ///
     /// # Errors
     /// As [`attach_executor`](Self::attach_executor).
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{Error, EventLoop};
+    ///
+    /// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+    /// assert_eq!(lp.attach_owned_executor::<4, 256>(), Err(Error::NoRemote));
+    /// lp.attach_owned_remote::<4>()?;
+    /// lp.attach_owned_executor::<4, 256>()?;
+    /// assert_eq!(lp.run_sync(async { 6 * 7 }, None)?, 42);
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     #[cfg(feature = "alloc")]
     pub fn attach_owned_executor<const N: usize, const S: usize>(&mut self) -> Result<(), Error> {
         self.usable()?;
@@ -129,6 +180,32 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// [`Error::Closed`] / [`Error::Forked`] as for `run`, [`Error::Full`] when every task
     /// slot is taken, [`Error::TooLarge`] when `fut` does not fit a slot.
     ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{sleep, Error, EventLoop};
+    ///
+    /// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+    /// lp.attach_owned_remote::<4>()?;
+    /// lp.attach_owned_executor::<4, 256>()?;
+    /// use std::{cell::Cell, rc::Rc};
+    ///
+    /// let woke = Rc::new(Cell::new(false));
+    /// let w = woke.clone();
+    /// lp.spawn(async move {
+    ///     sleep(Duration::from_secs(3)).await.ok();
+    ///     w.set(true);
+    /// })?;
+    /// lp.run_sync(sleep(Duration::from_secs(2)), None)??; // the task runs meanwhile
+    /// assert!(!woke.get());
+    /// lp.run_sync(sleep(Duration::from_secs(2)), None)??;
+    /// assert!(woke.get());
+    ///
+    /// let mut bare: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+    /// assert_eq!(bare.spawn(async {}).unwrap_err().error, Error::NotAttached); // no executor
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
+    ///
     /// The soundness of this rests on the loop being `!Send` (a loop cannot leave the thread
     /// its executor was attached on):
     ///
@@ -153,6 +230,22 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     ///
     /// # Errors
     /// As [`spawn`](Self::spawn).
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{sleep, EventLoop};
+    ///
+    /// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+    /// lp.attach_owned_remote::<4>()?;
+    /// lp.attach_owned_executor::<4, 256>()?;
+    /// let answer = lp.spawn_join(async {
+    ///     sleep(Duration::from_secs(1)).await.ok();
+    ///     42
+    /// })?;
+    /// assert_eq!(lp.run_sync(answer, None)?, Ok(42));
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn spawn_join<F>(&mut self, fut: F) -> Result<crate::JoinHandle<F::Output>, Refused<F>>
     where
         F: Future + 'static,
@@ -171,6 +264,29 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     ///
     /// # Errors
     /// As [`spawn`](Self::spawn); the future and the callback come back together.
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{sleep, EventLoop};
+    ///
+    /// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+    /// lp.attach_owned_remote::<4>()?;
+    /// lp.attach_owned_executor::<4, 256>()?;
+    /// lp.add_future(
+    ///     async {
+    ///         sleep(Duration::from_secs(2)).await.ok();
+    ///         "fetched"
+    ///     },
+    ///     |lp, body| {
+    ///         assert_eq!(body, "fetched");
+    ///         lp.stop();
+    ///     },
+    /// )?;
+    /// lp.run()?;
+    /// assert_eq!(lp.now().as_nanos(), 2_000_000_000);
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn add_future<Fut, C>(
         &mut self,
         fut: Fut,
@@ -211,6 +327,31 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// `run`. In every case — also when a panic unwinds through `run_sync` — `fut` is dropped
     /// in place before returning, with the loop current, so its sleeps and fd waits are
     /// cancelled.
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{sleep, Error, EventLoop};
+    ///
+    /// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+    /// lp.attach_owned_remote::<4>()?;
+    /// lp.attach_owned_executor::<4, 256>()?;
+    /// let mut buf = [0u8; 4]; // borrowed: `fut` need not be 'static
+    /// let n = lp.run_sync(
+    ///     async {
+    ///         sleep(Duration::from_secs(1)).await?;
+    ///         buf[0] = 7;
+    ///         Ok::<_, Error>(1)
+    ///     },
+    ///     None,
+    /// )??;
+    /// assert_eq!((n, buf[0]), (1, 7));
+    ///
+    /// let slow = lp.run_sync(sleep(Duration::from_secs(60)), Some(Duration::from_secs(5)));
+    /// assert_eq!(slow, Err(Error::TimedOut));
+    /// assert_eq!(lp.timer_count(), 0); // the sleep was dropped: its timer is gone
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn run_sync<F: Future>(
         &mut self,
         fut: F,
