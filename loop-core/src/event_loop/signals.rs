@@ -73,6 +73,30 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// [`Error::Full`] with [`Resource::SignalHandlers`] (this loop's `MAX_SIGNAL_HANDLERS`
     /// are taken, or `MAX_SIGNAL_LOOPS` other loops already handle signals), [`Error::Os`]
     /// from the installer, or [`Error::Closed`] / [`Error::Forked`].
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::signal::{deliver, SignalInstaller};
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{Error, EventLoop, Remote};
+    ///
+    /// type Lp = EventLoop<SimPoller, 4, 4, 4>;
+    /// static REMOTE: Remote<Lp, 4> = Remote::new();
+    /// // The facade passes `ioloop::signals::SIGACTION`; a simulation installs nothing.
+    /// const NO_OS: SignalInstaller = SignalInstaller { install: |_| Ok(()), restore: |_| {} };
+    /// const SIGTERM: i32 = 15;
+    ///
+    /// let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+    /// let refused = lp.add_signal_handler(SIGTERM, NO_OS, |lp, _| lp.stop()).unwrap_err();
+    /// assert_eq!(refused.error, Error::NoRemote); // signals wake the loop through its remote
+    /// lp.attach_remote(&REMOTE)?;
+    /// lp.add_signal_handler(SIGTERM, NO_OS, |lp, _| lp.stop())?;
+    /// lp.call_later(Duration::from_secs(1), |_| deliver(SIGTERM))?; // as the OS handler would
+    /// lp.call_later(Duration::from_secs(9), |_| {})?;
+    /// lp.run()?; // stopped by the "signal" at 1 s, not at 9 s
+    /// assert_eq!(lp.now().as_nanos(), 1_000_000_000);
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn add_signal_handler<F>(
         &mut self,
         signo: i32,
@@ -128,6 +152,33 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// before the first loop added `signo` only when no other loop handles it any more (tokio
     /// never restores it: tokio#7905); other loops keep receiving `signo`. Returns whether
     /// there was one. A handler may remove itself.
+    ///
+    /// ```
+    /// use core::{cell::Cell, time::Duration};
+    /// use std::rc::Rc;
+    /// use loop_core::signal::{deliver, SignalInstaller};
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{EventLoop, Remote};
+    ///
+    /// type Lp = EventLoop<SimPoller, 4, 4, 4>;
+    /// static REMOTE: Remote<Lp, 4> = Remote::new();
+    /// const NO_OS: SignalInstaller = SignalInstaller { install: |_| Ok(()), restore: |_| {} };
+    /// const SIGHUP: i32 = 1;
+    ///
+    /// let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+    /// lp.attach_remote(&REMOTE)?;
+    /// let reloads = Rc::new(Cell::new(0));
+    /// let r = reloads.clone();
+    /// lp.add_signal_handler(SIGHUP, NO_OS, move |_, _| r.set(r.get() + 1))?;
+    /// deliver(SIGHUP);
+    /// lp.run_once(Some(Duration::ZERO))?;
+    /// assert!(lp.remove_signal_handler(SIGHUP));
+    /// assert!(!lp.remove_signal_handler(SIGHUP)); // already gone
+    /// deliver(SIGHUP);
+    /// lp.run_once(Some(Duration::ZERO))?;
+    /// assert_eq!(reloads.get(), 1);
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn remove_signal_handler(&mut self, signo: i32) -> bool {
         let Some(i) = self
             .signals

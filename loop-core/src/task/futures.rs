@@ -257,14 +257,6 @@ impl Future for YieldNow {
 }
 
 /// A future or its output.
-///
-/// ```
-/// // The output of `select` (see there): which future won, with its output.
-/// use loop_core::Either;
-///
-/// let won: Either<u8, &str> = Either::Second("late");
-/// assert!(matches!(won, Either::Second("late")));
-/// ```
 enum MaybeDone<F: Future> {
     Future(F),
     Done(F::Output),
@@ -450,6 +442,19 @@ impl<F: Future, const N: usize> Future for JoinArray<F, N> {
 }
 
 /// The output of the future that finished first in a [`select`].
+///
+/// ```
+/// use core::time::Duration;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{select, sleep, Either, EventLoop};
+///
+/// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+/// lp.attach_owned_remote::<4>()?;
+/// lp.attach_owned_executor::<4, 256>()?;
+/// let first = lp.run_sync(select(sleep(Duration::from_secs(9)), async { 'x' }), None)?;
+/// assert_eq!(first, Either::Second('x'));
+/// # Ok::<(), loop_core::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Either<A, B> {
     /// The first future finished first.

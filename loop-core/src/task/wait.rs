@@ -21,6 +21,30 @@ use crate::time::Instant;
 /// in the same poll come out in input order. Each finished future is dropped at once (a
 /// `sleep` frees its timer then), the others keep running between calls to
 /// [`next`](Self::next).
+///
+/// ```
+/// use core::time::Duration;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{sleep, wait_each, EventLoop};
+///
+/// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+/// lp.attach_owned_remote::<4>()?;
+/// lp.attach_owned_executor::<4, 256>()?;
+/// use core::pin::pin;
+///
+/// let seen = lp.run_sync(
+///     async {
+///         let mut each = pin!(wait_each([3, 1, 2].map(|s| sleep(Duration::from_secs(s)))));
+///         let before = each.remaining();
+///         let first = each.as_mut().next().await.map(|(index, _)| index);
+///         (before, first, each.remaining())
+///     },
+///     None,
+/// )?;
+/// assert_eq!(seen, (3, Some(1), 2)); // the 1 s sleep (index 1) finished first; 2 to come
+/// assert_eq!(lp.now().as_nanos(), 1_000_000_000);
+/// # Ok::<(), loop_core::Error>(())
+/// ```
 #[must_use = "futures do nothing unless polled"]
 pub struct WaitEach<F: Future, const N: usize> {
     futures: [Option<F>; N],
@@ -73,13 +97,14 @@ pub fn wait_each<F: Future, const N: usize>(futures: [F; N]) -> WaitEach<F, N> {
 }
 
 impl<F: Future, const N: usize> WaitEach<F, N> {
-    /// How many results are still to come.
+    /// How many results are still to come. See [`WaitEach`] for an example.
     pub fn remaining(&self) -> usize {
         self.left
     }
 
     /// Ready with the next `(index, output)` in completion order, or `None` once every future
-    /// has been handed out.
+    /// has been handed out. For hand-written futures; in `async` code use
+    /// [`next`](Self::next).
     pub fn poll_next(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -117,6 +142,7 @@ impl<F: Future, const N: usize> WaitEach<F, N> {
     }
 
     /// The next `(index, output)` in completion order, or `None` when all were handed out.
+    /// See [`wait_each`] and [`WaitEach`] for examples.
     pub fn next(self: Pin<&mut Self>) -> impl Future<Output = Option<(usize, F::Output)>> + '_ {
         let mut this = self;
         core::future::poll_fn(move |cx| this.as_mut().poll_next(cx))
