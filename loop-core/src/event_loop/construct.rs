@@ -96,7 +96,8 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// use loop_core::EventLoop;
     ///
     /// // 10^6 timers: far too large for a stack, never passes through one.
-    /// let mut lp = EventLoop::<SimPoller, 64, 1_000_000, 256>::with_poller_boxed(SimPoller::new());
+    /// type Huge = EventLoop<SimPoller, 64, 1_000_000, 256>;
+    /// let mut lp = Huge::with_poller_boxed(SimPoller::new());
     /// lp.add_callback(|lp| lp.stop())?;
     /// lp.run()?;
     /// assert_eq!(lp.counters().callbacks_run, 1);

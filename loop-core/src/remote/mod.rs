@@ -111,25 +111,25 @@ const CLAIMING: usize = CLOSED;
 ///
 /// ```
 /// use loop_core::sim::SimPoller;
-/// use loop_core::{EventLoop, Remote};
+/// use loop_core::{Error, EventLoop, Remote};
 ///
 /// type Lp = EventLoop<SimPoller>;
 /// static REMOTE: Remote<Lp, 64> = Remote::new();
 ///
 /// let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
-/// let handle = lp.attach_remote(&REMOTE).unwrap();
-/// std::thread::spawn(move || handle.add_callback(|lp| lp.stop()).map_err(|r| r.error).unwrap())
-///     .join()
-///     .unwrap();
-/// lp.run().unwrap();
+/// let handle = lp.attach_remote(&REMOTE)?;
+/// let worker = std::thread::spawn(move || handle.add_callback(|lp| lp.stop()));
+/// worker.join().unwrap()?;
+/// lp.run()?;
 /// drop(lp);
 ///
 /// // The loop is gone: its handles are refused, and the remote can serve a new loop.
-/// assert!(handle.add_callback(|_| {}).is_err());
+/// assert_eq!(handle.add_callback(|_| {}).unwrap_err().error, Error::Closed);
 /// let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
-/// let handle = lp.attach_remote(&REMOTE).unwrap();
-/// handle.stop().unwrap();
-/// lp.run().unwrap();
+/// let handle = lp.attach_remote(&REMOTE)?;
+/// handle.stop()?;
+/// lp.run()?;
+/// # Ok::<(), Error>(())
 /// ```
 pub struct Remote<L: RemoteTarget, const N: usize> {
     cells: [Cell<L>; N],

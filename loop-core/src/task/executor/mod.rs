@@ -514,7 +514,8 @@ impl<const N: usize, const S: usize> Executor<N, S> {
     /// let fifth = lp.run_sync(
     ///     async {
     ///         for _ in 0..4 {
-    ///             EXEC.spawn(core::future::pending::<()>())?; // inside a task: with or without `std`
+    ///             // Inside a task: works with or without `std`.
+    ///             EXEC.spawn(core::future::pending::<()>())?;
     ///         }
     ///         EXEC.spawn(core::future::pending::<()>()).map(drop)
     ///     },
@@ -523,8 +524,8 @@ impl<const N: usize, const S: usize> Executor<N, S> {
     /// assert_eq!(fifth.unwrap_err().error, Error::Full { what: Resource::Tasks }); // N is 4
     /// assert_eq!(EXEC.len(), 4);
     ///
-    /// let other = std::thread::spawn(|| EXEC.spawn(async {}).map_err(|r| r.error)).join().unwrap();
-    /// assert_eq!(other, Err(Error::NotAttached)); // not the loop's thread
+    /// let other = std::thread::spawn(|| EXEC.spawn(async {}).unwrap_err().error);
+    /// assert_eq!(other.join().unwrap(), Error::NotAttached); // not the loop's thread
     /// # Ok::<(), loop_core::Error>(())
     /// ```
     pub fn spawn<F>(&'static self, fut: F) -> Result<TaskId, Refused<F>>
