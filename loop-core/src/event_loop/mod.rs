@@ -146,6 +146,117 @@ type CallbackFn<P, const H: usize, const T: usize, const Q: usize> =
 /// Not `Send`: build the loop on the thread that runs it. Other threads reach it through the
 /// poller's notifier.
 ///
+/// # Methods by group
+///
+/// * building: [`with_poller`](Self::with_poller), [`init_in`](Self::init_in),
+///   [`with_poller_boxed`](Self::with_poller_boxed), [`new`](Self::new),
+///   [`new_boxed`](Self::new_boxed);
+/// * running: [`run`](Self::run), [`run_once`](Self::run_once), [`stop`](Self::stop),
+///   [`is_running`](Self::is_running), [`close`](Self::close), [`is_closed`](Self::is_closed)
+///   (example below);
+/// * fd handlers: [`add_handler`](Self::add_handler), [`update_handler`](Self::update_handler),
+///   [`remove_handler`](Self::remove_handler), [`handler_id`](Self::handler_id),
+///   [`handler_count`](Self::handler_count), the `_with_state` and (feature `std`) `owned`
+///   variants (example below);
+/// * timers: [`call_later`](Self::call_later), [`call_at`](Self::call_at),
+///   [`add_periodic`](Self::add_periodic), [`remove_timeout`](Self::remove_timeout),
+///   [`reset_timer`](Self::reset_timer), [`timer_pending`](Self::timer_pending),
+///   [`timer_count`](Self::timer_count) (example below);
+/// * callbacks: [`add_callback`](Self::add_callback), [`callback_count`](Self::callback_count);
+/// * other threads and signals: [`attach_remote`](Self::attach_remote),
+///   [`attach_owned_remote`](Self::attach_owned_remote),
+///   [`add_signal_handler`](Self::add_signal_handler),
+///   [`remove_signal_handler`](Self::remove_signal_handler);
+/// * tasks: [`attach_executor`](Self::attach_executor),
+///   [`attach_owned_executor`](Self::attach_owned_executor), [`spawn`](Self::spawn),
+///   [`spawn_join`](Self::spawn_join), [`add_future`](Self::add_future),
+///   [`run_sync`](Self::run_sync);
+/// * observing: [`counters`](Self::counters), [`set_error_hook`](Self::set_error_hook),
+///   [`set_watchdog`](Self::set_watchdog), [`clear_watchdog`](Self::clear_watchdog),
+///   [`set_beacon`](Self::set_beacon), [`now`](Self::now), [`poller`](Self::poller),
+///   [`poller_mut`](Self::poller_mut).
+///
+/// Running and stopping: `run` returns when a closure calls `stop`; `run_once` runs one
+/// iteration; a closed loop refuses to run.
+///
+/// ```
+/// use core::time::Duration;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{Error, EventLoop};
+///
+/// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+/// lp.add_callback(|lp| {
+///     assert!(lp.is_running());
+///     assert_eq!(lp.run_once(None), Err(Error::AlreadyRunning)); // no nested runs
+///     lp.stop();
+/// })?;
+/// lp.run()?;
+/// assert!(!lp.is_running());
+/// lp.call_later(Duration::from_secs(1), |_| {})?;
+/// lp.run_once(None)?; // polls (a simulated sleep) until the timer is due
+/// assert_eq!((lp.now().as_nanos(), lp.timer_count()), (1_000_000_000, 1));
+/// lp.run_once(Some(Duration::ZERO))?; // the next iteration runs it (then polls, not blocking)
+/// assert_eq!(lp.timer_count(), 0);
+/// lp.close();
+/// assert!(lp.is_closed());
+/// assert_eq!(lp.run(), Err(Error::Closed));
+/// # Ok::<(), loop_core::Error>(())
+/// ```
+///
+/// fd handlers: called with the loop, the fd and its readiness, while the fd is ready for
+/// what they asked (level-triggered).
+///
+/// ```
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{Error, EventLoop, Interest, Readiness};
+///
+/// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+/// let id = lp.add_handler(3, Interest::READ, |lp, fd, ready| {
+///     assert!(ready.contains(Readiness::WRITE)); // after update_handler below
+///     lp.remove_handler(fd); // a handler may remove itself
+///     Ok(())
+/// })?;
+/// assert_eq!((lp.handler_id(3), lp.handler_count()), (Some(id), 1));
+/// let refused = lp.add_handler(3, Interest::READ, |_, _, _| Ok(())).unwrap_err();
+/// assert_eq!(refused.error, Error::AlreadyRegistered { fd: 3 });
+///
+/// lp.update_handler(3, Interest::WRITE)?;
+/// lp.poller_mut().set_ready(3, Readiness::READ | Readiness::WRITE);
+/// lp.run_once(Some(core::time::Duration::ZERO))?;
+/// assert_eq!((lp.handler_id(3), lp.handler_count()), (None, 0));
+/// assert!(!lp.remove_handler(3)); // removing an unknown fd is a no-op
+/// # Ok::<(), loop_core::Error>(())
+/// ```
+///
+/// Timers: one-shot (`call_later`, `call_at`) or periodic, each with a
+/// [`TimerHandle`](crate::TimerHandle) to cancel or move it.
+///
+/// ```
+/// use core::{cell::Cell, time::Duration};
+/// use std::rc::Rc;
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{EventLoop, Periodic};
+///
+/// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+/// let ticks = Rc::new(Cell::new(0));
+/// let t = ticks.clone();
+/// let every = lp.add_periodic(Periodic::every(Duration::from_secs(1)), move |_| {
+///     t.set(t.get() + 1);
+/// })?;
+/// let idle = lp.call_later(Duration::from_secs(2), |_| unreachable!("pushed back"))?;
+/// assert!(lp.reset_timer(idle, lp.now() + Duration::from_secs(10))); // activity seen
+/// lp.call_at(lp.now() + Duration::from_millis(3500), move |lp| {
+///     lp.remove_timeout(every);
+///     assert!(lp.remove_timeout(idle));
+///     lp.stop();
+/// })?;
+/// lp.run()?;
+/// assert_eq!(ticks.get(), 3); // at 1, 2 and 3 s
+/// assert!(!lp.timer_pending(every) && !lp.timer_pending(idle));
+/// assert_eq!(lp.timer_count(), 0);
+/// # Ok::<(), loop_core::Error>(())
+/// ```
+///
 /// # Panics in user code
 ///
 /// A panic in a handler, timer or callback never bricks the loop, leaks a slot or loses a
