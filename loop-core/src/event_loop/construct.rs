@@ -5,8 +5,8 @@ use super::*;
 
 impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventLoop<P, H, T, Q> {
     /// A loop over `poller`, built by value. For large capacities use
-    /// [`init_in`](Self::init_in) or (feature `alloc`) [`with_poller_boxed`](Self::with_poller_boxed),
-    /// which never place the tables on the stack.
+    /// [`init_in`](Self::init_in) or (feature `alloc`) `with_poller_boxed`, which never place
+    /// the tables on the stack.
     ///
     /// ```
     /// use core::time::Duration;

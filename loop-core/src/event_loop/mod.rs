@@ -149,8 +149,7 @@ type CallbackFn<P, const H: usize, const T: usize, const Q: usize> =
 /// # Methods by group
 ///
 /// * building: [`with_poller`](Self::with_poller), [`init_in`](Self::init_in),
-///   [`with_poller_boxed`](Self::with_poller_boxed), [`new`](Self::new),
-///   [`new_boxed`](Self::new_boxed);
+///   [`new`](Self::new), and with feature `alloc` `with_poller_boxed` and `new_boxed`;
 /// * running: [`run`](Self::run), [`run_once`](Self::run_once), [`stop`](Self::stop),
 ///   [`is_running`](Self::is_running), [`close`](Self::close), [`is_closed`](Self::is_closed)
 ///   (example below);
@@ -163,12 +162,11 @@ type CallbackFn<P, const H: usize, const T: usize, const Q: usize> =
 ///   [`reset_timer`](Self::reset_timer), [`timer_pending`](Self::timer_pending),
 ///   [`timer_count`](Self::timer_count) (example below);
 /// * callbacks: [`add_callback`](Self::add_callback), [`callback_count`](Self::callback_count);
-/// * other threads and signals: [`attach_remote`](Self::attach_remote),
-///   [`attach_owned_remote`](Self::attach_owned_remote),
-///   [`add_signal_handler`](Self::add_signal_handler),
+/// * other threads and signals: [`attach_remote`](Self::attach_remote) (or, with feature
+///   `alloc`, `attach_owned_remote`), [`add_signal_handler`](Self::add_signal_handler),
 ///   [`remove_signal_handler`](Self::remove_signal_handler);
-/// * tasks: [`attach_executor`](Self::attach_executor),
-///   [`attach_owned_executor`](Self::attach_owned_executor), [`spawn`](Self::spawn),
+/// * tasks: [`attach_executor`](Self::attach_executor) (or, with feature `alloc`,
+///   `attach_owned_executor`), [`spawn`](Self::spawn),
 ///   [`spawn_join`](Self::spawn_join), [`add_future`](Self::add_future),
 ///   [`run_sync`](Self::run_sync);
 /// * observing: [`counters`](Self::counters), [`set_error_hook`](Self::set_error_hook),

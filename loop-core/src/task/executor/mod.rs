@@ -2,7 +2,7 @@
 //!
 //! An [`Executor<N, S>`] holds `N` task slots of `S` bytes each, in `'static` storage (a
 //! `static`: `Executor::new` is `const`; or, with `alloc`, storage the loop takes from a
-//! process-wide pool: [`EventLoop::attach_owned_executor`](crate::EventLoop::attach_owned_executor)).
+//! process-wide pool: `EventLoop::attach_owned_executor`, feature `alloc`).
 //! Attach it to a loop with [`EventLoop::attach_executor`](crate::EventLoop::attach_executor),
 //! then spawn with [`EventLoop::spawn`](crate::EventLoop::spawn) (the loop's `&mut` proves the
 //! thread; works everywhere) or [`Executor::spawn`] (a future larger than `S`, or aligned above
