@@ -22,10 +22,12 @@ use super::*;
 /// handle.abort();
 /// assert_eq!(lp.run_sync(handle, None)?, Err(JoinError::Aborted));
 ///
-/// let handle = lp.spawn_join(async { 1 })?;
-/// drop(lp); // the loop dropped its tasks: the handle's task is gone
+/// let mut handle = lp.spawn_join(async { 1 })?;
+/// drop(lp); // the loop drops its tasks
+/// use core::{future::Future, pin::Pin, task::{Context, Poll, Waker}};
+/// let polled = Pin::new(&mut handle).poll(&mut Context::from_waker(Waker::noop()));
+/// assert_eq!(polled, Poll::Ready(Err(JoinError::Closed)));
 /// assert_eq!(JoinError::Closed.to_string(), "task's loop closed");
-/// # drop(handle);
 /// # Ok::<(), loop_core::Error>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
