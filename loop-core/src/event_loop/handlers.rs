@@ -80,6 +80,23 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///
+    /// The `BorrowedFd` lives only for the call: a handler cannot keep it for later (when the
+    /// fd may be closed).
+    ///
+    /// ```compile_fail,E0521
+    /// use loop_core::{sim::SimPoller, EventLoop, Interest};
+    /// use std::{cell::Cell, os::fd::BorrowedFd, rc::Rc};
+    ///
+    /// let mut lp: EventLoop<SimPoller<8>, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+    /// let (ours, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+    /// let kept: Rc<Cell<Option<BorrowedFd<'static>>>> = Rc::default();
+    /// let k = kept.clone();
+    /// let _ = lp.add_owned_handler(ours, Interest::READ, move |_, fd, _| {
+    ///     k.set(Some(fd)); // error[E0521]: borrowed data escapes outside of closure
+    ///     Ok(())
+    /// });
+    /// ```
+    ///
     /// # Errors
     /// As `add_handler`; the fd (as an `OwnedFd`, still open) and the handler come back
     /// inside [`Refused`].
