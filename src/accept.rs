@@ -379,8 +379,10 @@ where
                           ready: Readiness| { a.on_ready(lp, fd, ready) };
     let on_ready =
         |a: &mut Acceptor<F>, lp: &mut EventLoop<P, H, T, Q>, fd: RawFd, ready: Readiness| {
-            // SAFETY: a borrowed listener is open while it is registered: `Listener::from(&T)`
-            // documents that the caller keeps it open until the accept handler is removed.
+            // SAFETY: only as sound as the caller's promise (`Listener::Borrowed`, made by the
+            // safe `Listener::from(&T)`) to keep the listener open while it is registered,
+            // which safe code can break; the loop does not own it. A known gap (the owned
+            // path above needs no such promise): a borrowed listener should be `'static`.
             let fd = unsafe { BorrowedFd::borrow_raw(fd) };
             a.on_ready(lp, fd, ready)
         };
