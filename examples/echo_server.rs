@@ -21,11 +21,11 @@
 
 use std::cell::Cell;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::rc::Rc;
 
 use ioloop::accept::{add_accept_handler_limited, AcceptLimit};
-use ioloop::{Errno as LoopErrno, Error, HandlerResult, Interest, RawFd, Readiness};
+use ioloop::{Errno as LoopErrno, Error, HandlerResult, Interest, Readiness};
 use rustix::io::Errno;
 use rustix::net::{self, AddressFamily, SocketFlags, SocketType};
 
@@ -139,14 +139,12 @@ fn give_back(pool: &Pool, conn: Option<Box<Conn>>) {
 #[allow(clippy::type_complexity)]
 fn on_conn(
     limit: &'static AcceptLimit,
-) -> impl FnMut(&mut (Pool, Option<Box<Conn>>), &mut Loop, RawFd, Readiness) -> HandlerResult {
+) -> impl FnMut(&mut (Pool, Option<Box<Conn>>), &mut Loop, BorrowedFd<'_>, Readiness) -> HandlerResult
+{
     move |(pool, conn), lp, fd, ready| {
         let next = match conn {
             Some(c) if ready.contains(Readiness::READ) || !ready.contains(Readiness::ERROR) => {
-                // SAFETY: `fd` is this handler's socket, owned by the loop and open while the
-                // handler is registered (which it is, during its own call).
-                let sock = unsafe { BorrowedFd::borrow_raw(fd) };
-                echo(&mut c.buf, &mut c.start, &mut c.end, sock.as_fd())
+                echo(&mut c.buf, &mut c.start, &mut c.end, fd)
             }
             _ => Next::Close,
         };

@@ -70,13 +70,12 @@ fn close(lp: &mut Lp, fd: i32) -> ioloop::HandlerResult {
 /// Echo without a buffer of our own: peek at what arrived, send what the kernel takes, then
 /// consume exactly that. A peer that does not read fills our send buffer: we stop reading it
 /// (WRITE interest only) until it drains, so nothing piles up in the server.
-fn echo(lp: &mut Lp, fd: i32, ready: Readiness) -> ioloop::HandlerResult {
+fn echo(lp: &mut Lp, conn: BorrowedFd<'_>, ready: Readiness) -> ioloop::HandlerResult {
     use rustix::net::{recv, send, RecvFlags, SendFlags};
+    let fd = conn.as_raw_fd();
     if ready.contains(Readiness::WRITE) && lp.update_handler(fd, Interest::READ).is_err() {
         return close(lp, fd);
     }
-    // SAFETY: the loop owns `fd` and keeps it open while this handler is registered.
-    let conn = unsafe { BorrowedFd::borrow_raw(fd) };
     let mut buf = [0u8; 4096];
     let n = match recv(conn, &mut buf, RecvFlags::PEEK) {
         Ok((0, _)) => return close(lp, fd),

@@ -372,13 +372,23 @@ where
         backoff_ms: 0,
         limit,
     };
-    let on_ready = |a: &mut Acceptor<F>,
-                    lp: &mut EventLoop<P, H, T, Q>,
-                    fd: RawFd,
-                    ready: Readiness| { a.on_ready(lp, fd, ready) };
+    // The loop owns an owned listener: its handler gets a `BorrowedFd` it can vouch for.
+    let on_owned_ready = |a: &mut Acceptor<F>,
+                          lp: &mut EventLoop<P, H, T, Q>,
+                          fd: BorrowedFd<'_>,
+                          ready: Readiness| { a.on_ready(lp, fd, ready) };
+    let on_ready =
+        |a: &mut Acceptor<F>, lp: &mut EventLoop<P, H, T, Q>, fd: RawFd, ready: Readiness| {
+            // SAFETY: only as sound as the caller's promise (`Listener::Borrowed`, made by the
+            // safe `Listener::from(&T)`) to keep the listener open while it is registered,
+            // which safe code can break; the loop does not own it. A known gap (the owned
+            // path above needs no such promise): a borrowed listener should be `'static`.
+            let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+            a.on_ready(lp, fd, ready)
+        };
     let added = match listener {
         Listener::Owned(owned) => lp
-            .add_owned_handler_with_state(owned, Interest::READ, acceptor, on_ready)
+            .add_owned_handler_with_state(owned, Interest::READ, acceptor, on_owned_ready)
             .map_err(|r| {
                 let (owned, acceptor, _) = r.value;
                 (r.error, Listener::Owned(owned), acceptor)
@@ -410,12 +420,13 @@ impl<F> Acceptor<F> {
     fn on_ready<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>(
         &mut self,
         lp: &mut EventLoop<P, H, T, Q>,
-        fd: RawFd,
+        listener: BorrowedFd<'_>,
         ready: Readiness,
     ) -> HandlerResult
     where
         F: FnMut(&mut EventLoop<P, H, T, Q>, OwnedFd, Option<SocketAddr>),
     {
+        let fd = listener.as_raw_fd();
         if !ready.contains(Readiness::READ) {
             lp.remove_handler(fd);
             return Err(HandlerError::Other(LISTENER_FAILED));
@@ -431,7 +442,7 @@ impl<F> Acceptor<F> {
                     return Ok(());
                 }
             }
-            match accept(fd) {
+            match accept(listener) {
                 Ok((conn, peer)) => {
                     self.backoff_ms = 0;
                     if let Some(limit) = self.limit {
@@ -760,9 +771,7 @@ fn errno(e: rustix::io::Errno) -> Errno {
 }
 
 /// One `accept`, with the peer's address read by the same call.
-fn accept(listener: RawFd) -> Result<(OwnedFd, Option<SocketAddr>), Errno> {
-    // SAFETY: the loop calls the handler with its registered fd, open while registered.
-    let listener = unsafe { BorrowedFd::borrow_raw(listener) };
+fn accept(listener: BorrowedFd<'_>) -> Result<(OwnedFd, Option<SocketAddr>), Errno> {
     let (conn, peer) = rustix::net::acceptfrom_with(listener, sys::FLAGS).map_err(errno)?;
     let conn = sys::ready(conn).map_err(errno)?;
     // IPv4 and IPv6 only; a Unix socket's peer is usually unnamed.

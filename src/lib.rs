@@ -126,7 +126,8 @@ default_poller!(
 ///
 /// * creating: [`new`](loop_core::EventLoop::new), [`new_boxed`](loop_core::EventLoop::new_boxed),
 ///   [`with_poller`](loop_core::EventLoop::with_poller);
-/// * file descriptors: [`add_handler`](loop_core::EventLoop::add_handler),
+/// * file descriptors: [`add_owned_handler`](loop_core::EventLoop::add_owned_handler) (the
+///   handler borrows the fd the loop owns), [`add_handler`](loop_core::EventLoop::add_handler),
 ///   [`update_handler`](loop_core::EventLoop::update_handler),
 ///   [`remove_handler`](loop_core::EventLoop::remove_handler);
 /// * timers and callbacks: [`call_later`](loop_core::EventLoop::call_later),

@@ -38,23 +38,21 @@ fn fd_count() -> usize {
 }
 
 /// Echo what arrives; drop the connection on EOF or error. Nothing allocated: a stack buffer.
-fn echo(lp: &mut Lp, fd: i32, _: ioloop::Readiness) -> HandlerResult {
-    // SAFETY: the loop owns `fd` and keeps it open while this handler is registered.
-    let conn = unsafe { BorrowedFd::borrow_raw(fd) };
+fn echo(lp: &mut Lp, conn: BorrowedFd<'_>, _: ioloop::Readiness) -> HandlerResult {
     let mut buf = [0u8; 512];
     match rustix::io::read(conn, &mut buf) {
         Ok(0) => {
-            lp.remove_handler(fd);
+            lp.remove_handler(conn);
         }
         Ok(n) => {
             // Small messages, one in flight per connection: the send buffer never fills.
             if rustix::net::send(conn, &buf[..n], rustix::net::SendFlags::NOSIGNAL).is_err() {
-                lp.remove_handler(fd);
+                lp.remove_handler(conn);
             }
         }
         Err(rustix::io::Errno::AGAIN) => {}
         Err(_) => {
-            lp.remove_handler(fd);
+            lp.remove_handler(conn);
         }
     }
     Ok(())

@@ -111,7 +111,7 @@ fn child_closing_loop_does_not_touch_parent<P: Poller + OpenPoller + 'static>() 
     let mut w = watched::<P>();
     // An owned fd too: the child closes its own copy, which the parent does not see.
     let (owned, _peer) = UnixStream::pair().unwrap();
-    w.lp.add_owned_handler(owned.into(), Interest::READ, |_, _, _| Ok(()))
+    w.lp.add_owned_handler(owned, Interest::READ, |_, _, _| Ok(()))
         .map_err(|r| r.error)
         .unwrap();
     let pid = fork();

@@ -326,6 +326,36 @@ fn owned_fds_are_closed_on_removal_and_borrowed_ones_are_not<P: Poller + OpenPol
     assert!(!still_open(e_no, e_id));
 }
 
+/// The `BorrowedFd` an owned handler receives stays valid for the whole call, even after the
+/// handler removed itself (which used to close the fd at once); the fd closes on return.
+fn owned_handler_that_removes_itself_keeps_its_fd_until_it_returns<
+    P: Poller + OpenPoller + 'static,
+>() {
+    let mut lp: EventLoop<P, 8, 8, 8> = EventLoop::new().unwrap();
+    let (a, mut b) = pair();
+    let raw = a.as_raw_fd();
+    let before = identity(raw);
+    b.write_all(b"x").unwrap();
+    let seen = Rc::new(RefCell::new(None));
+    let s = seen.clone();
+    lp.add_owned_handler(a, Interest::READ, move |lp, fd, _| {
+        assert!(lp.remove_handler(fd));
+        let after = identity(fd.as_raw_fd());
+        let mut buf = [0u8; 4];
+        let read = rustix::io::read(fd, &mut buf).map(|n| buf[..n].to_vec());
+        *s.borrow_mut() = Some((after, read));
+        Ok(())
+    })
+    .map_err(|r| r.error)
+    .unwrap();
+    lp.run_once(Some(Duration::from_secs(5))).unwrap();
+    let (after, read) = seen.borrow_mut().take().expect("the handler ran");
+    assert_eq!(after, before, "still the same socket after removing itself");
+    assert_eq!(read, Ok(b"x".to_vec()), "and still readable");
+    assert_eq!(lp.handler_count(), 0);
+    assert!(!still_open(raw, before), "closed once the handler returned");
+}
+
 fn timers_fire_not_early_and_callbacks_run_on_the_real_clock<P: Poller + OpenPoller + 'static>() {
     let mut lp: EventLoop<P, 8, 8, 8> = EventLoop::new().unwrap();
     let start = lp.now();
@@ -354,6 +384,7 @@ for_each_poller!(cases:
     closed_fd_is_refused_with_the_kernels_error,
     dup_trap_does_not_spin,
     owned_fds_are_closed_on_removal_and_borrowed_ones_are_not,
+    owned_handler_that_removes_itself_keeps_its_fd_until_it_returns,
     timers_fire_not_early_and_callbacks_run_on_the_real_clock,
 );
 

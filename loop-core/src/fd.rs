@@ -53,6 +53,18 @@ impl From<RawFd> for Fd {
     }
 }
 
+/// The number of a borrowed fd, e.g. the one an owned handler receives
+/// ([`EventLoop::add_owned_handler`](crate::EventLoop::add_owned_handler)), so that
+/// `lp.remove_handler(fd)` works with it as with a number.
+#[cfg(all(feature = "std", unix))]
+impl From<std::os::fd::BorrowedFd<'_>> for Fd {
+    #[inline]
+    fn from(fd: std::os::fd::BorrowedFd<'_>) -> Fd {
+        use std::os::fd::AsRawFd;
+        Fd(fd.as_raw_fd())
+    }
+}
+
 #[cfg(all(feature = "std", unix))]
 impl<T: std::os::fd::AsFd + ?Sized> From<&T> for Fd {
     #[inline]

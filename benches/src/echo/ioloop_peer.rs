@@ -18,7 +18,7 @@
 use std::cell::RefCell;
 use std::io;
 use std::net::TcpListener;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -114,9 +114,7 @@ fn os(e: rustix::io::Errno) -> HandlerError {
     HandlerError::Os(Errno(e.raw_os_error()))
 }
 
-fn on_accept(lp: &mut Lp, lfd: RawFd, st: &Rc<RefCell<State>>) -> HandlerResult {
-    // SAFETY: the loop owns the listener and keeps it open while its handler is registered.
-    let listener = unsafe { BorrowedFd::borrow_raw(lfd) };
+fn on_accept(lp: &mut Lp, listener: BorrowedFd<'_>, st: &Rc<RefCell<State>>) -> HandlerResult {
     loop {
         let sock = match rustix::net::accept_with(
             listener,
@@ -132,7 +130,8 @@ fn on_accept(lp: &mut Lp, lfd: RawFd, st: &Rc<RefCell<State>>) -> HandlerResult 
             continue; // no slot: dropping the socket closes the connection
         };
         let conn_state = st.clone();
-        let handler = move |lp: &mut Lp, fd, _ready| on_conn(lp, fd, &conn_state, i);
+        let handler =
+            move |lp: &mut Lp, fd: BorrowedFd<'_>, _ready| on_conn(lp, fd, &conn_state, i);
         if let Err(refused) = lp.add_owned_handler(sock, Interest::READ, handler) {
             drop(refused.value); // closes the socket
             st.borrow_mut().free.push(i);
@@ -140,9 +139,8 @@ fn on_accept(lp: &mut Lp, lfd: RawFd, st: &Rc<RefCell<State>>) -> HandlerResult 
     }
 }
 
-fn on_conn(lp: &mut Lp, fd: RawFd, st: &RefCell<State>, i: usize) -> HandlerResult {
-    // SAFETY: the loop owns the socket and keeps it open while its handler is registered.
-    let sock = unsafe { BorrowedFd::borrow_raw(fd) };
+fn on_conn(lp: &mut Lp, sock: BorrowedFd<'_>, st: &RefCell<State>, i: usize) -> HandlerResult {
+    let fd = sock.as_raw_fd();
     let mut guard = st.borrow_mut();
     let State { bufs, slots, free } = &mut *guard;
     let buf = &mut bufs[i * BUF..(i + 1) * BUF];

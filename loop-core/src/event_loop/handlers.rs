@@ -16,6 +16,14 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// A handler that returns an error is reported to the error hook (`EPIPE` is ignored) and
     /// stays registered.
     ///
+    /// The handler receives the fd as a number ([`RawFd`]), not as a `BorrowedFd`: the loop
+    /// does not own it, so it cannot vouch that the fd is still open when the handler runs
+    /// (safe code may have closed it, and the number may name another file by now), and a
+    /// `BorrowedFd` is exactly that promise. Use the number to name the registration
+    /// (`update_handler`, `remove_handler`); to read or write, use what owns the fd: capture
+    /// the socket in the closure, or hand it to the loop with
+    /// [`add_owned_handler`](Self::add_owned_handler), whose handler receives a `BorrowedFd`.
+    ///
     /// # Errors
     /// The handler comes back inside [`Refused`] with:
     /// [`Error::InvalidFd`] for a negative fd or one the poller cannot represent;
@@ -35,33 +43,82 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         self.add_handler_inner(fd.into().raw(), interest, false, handler)
     }
 
-    /// As [`add_handler`](Self::add_handler), but the loop takes ownership of `fd` and closes
-    /// it when the handler is removed or the loop is dropped.
+    /// As [`add_handler`](Self::add_handler), but the loop takes ownership of `fd` (an
+    /// [`OwnedFd`](std::os::fd::OwnedFd), or anything that converts into one: a `TcpStream`,
+    /// `UnixStream`, `File`, …) and closes it when the handler is removed or the loop is closed
+    /// or dropped. Because the loop owns the fd, the handler receives it as a
+    /// [`BorrowedFd`](std::os::fd::BorrowedFd): read and write through it with no `unsafe`.
+    ///
+    /// The fd is stored with the handler's closure and closed when that closure is dropped:
+    /// a handler that removes itself (or closes the loop) keeps a valid fd until it returns,
+    /// and the fd is closed right after, exactly once (also when the handler panics). The
+    /// closure may capture up to [`INLINE_CAPTURE_BYTES`](crate::INLINE_CAPTURE_BYTES) − 8
+    /// bytes (the fd is stored with it).
+    ///
+    /// ```
+    /// use loop_core::{sim::SimPoller, EventLoop, Interest, Readiness};
+    /// use std::io::{Read, Write};
+    /// use std::os::fd::AsRawFd;
+    /// use std::os::unix::net::UnixStream;
+    ///
+    /// let mut lp: EventLoop<SimPoller<8>, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+    /// let (ours, mut peer) = UnixStream::pair()?;
+    /// let raw = ours.as_raw_fd();
+    /// lp.add_owned_handler(ours, Interest::READ, |lp, fd, _| {
+    ///     let mut buf = [0; 8];
+    ///     let n = (&UnixStream::from(fd.try_clone_to_owned()?)).read(&mut buf)?;
+    ///     assert_eq!(&buf[..n], b"hi");
+    ///     lp.remove_handler(fd); // closed once this call returns
+    ///     Ok(())
+    /// })
+    /// .map_err(|r| r.error)?;
+    /// peer.write_all(b"hi")?;
+    /// lp.poller_mut().set_ready(raw, Readiness::READ); // the simulation's "data arrived"
+    /// lp.run_once(None)?;
+    /// assert_eq!(lp.handler_count(), 0);
+    /// assert_eq!(peer.read(&mut [0; 1])?, 0, "the loop closed its end");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// The `BorrowedFd` lives only for the call: a handler cannot keep it for later (when the
+    /// fd may be closed).
+    ///
+    /// ```compile_fail,E0521
+    /// use loop_core::{sim::SimPoller, EventLoop, Interest};
+    /// use std::{cell::Cell, os::fd::BorrowedFd, rc::Rc};
+    ///
+    /// let mut lp: EventLoop<SimPoller<8>, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+    /// let (ours, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+    /// let kept: Rc<Cell<Option<BorrowedFd<'static>>>> = Rc::default();
+    /// let k = kept.clone();
+    /// let _ = lp.add_owned_handler(ours, Interest::READ, move |_, fd, _| {
+    ///     k.set(Some(fd)); // error[E0521]: borrowed data escapes outside of closure
+    ///     Ok(())
+    /// });
+    /// ```
     ///
     /// # Errors
-    /// As `add_handler`; the fd and the handler come back inside [`Refused`], still open.
+    /// As `add_handler`; the fd (as an `OwnedFd`, still open) and the handler come back
+    /// inside [`Refused`].
     #[cfg(all(feature = "std", unix))]
     pub fn add_owned_handler<F>(
         &mut self,
-        fd: std::os::fd::OwnedFd,
+        fd: impl Into<std::os::fd::OwnedFd>,
         interest: Interest,
         handler: F,
     ) -> Result<HandlerId, Refused<(std::os::fd::OwnedFd, F)>>
     where
-        F: FnMut(&mut Self, RawFd, Readiness) -> HandlerResult + 'static,
+        F: for<'a> FnMut(&mut Self, std::os::fd::BorrowedFd<'a>, Readiness) -> HandlerResult
+            + 'static,
     {
-        use std::os::fd::{AsRawFd, IntoRawFd};
-        match self.add_handler_inner(fd.as_raw_fd(), interest, true, handler) {
-            Ok(id) => {
-                // The loop owns it now; `Poller::close_fd` closes it on removal.
-                let _ = fd.into_raw_fd();
-                Ok(id)
-            }
-            Err(Refused { error, value }) => Err(Refused {
-                error,
-                value: (fd, value),
-            }),
-        }
+        use std::os::fd::{AsFd, AsRawFd};
+        let fd = fd.into();
+        let raw = fd.as_raw_fd();
+        // Not `owned` in the table: the closure owns the fd, so it is closed when the closure
+        // is dropped (after the poller forgot it), never while a call has it borrowed.
+        self.register_then(raw, interest, false, (fd, handler), |(fd, mut handler)| {
+            InlineFn::named::<F, _>(move |lp: &mut Self, (_, r)| handler(lp, fd.as_fd(), r))
+        })
     }
 
     pub(super) fn add_handler_inner<F>(
@@ -149,38 +206,48 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     }
 
     /// [`add_handler_with_state`](Self::add_handler_with_state) for an fd the loop takes
-    /// ownership of (closed on removal, as [`add_owned_handler`](Self::add_owned_handler)).
+    /// ownership of (closed when the handler is removed, as
+    /// [`add_owned_handler`](Self::add_owned_handler), whose handler also receives a
+    /// [`BorrowedFd`](std::os::fd::BorrowedFd)): `handler(&mut state, loop, fd, readiness)`.
+    /// State and function together may capture up to
+    /// [`INLINE_CAPTURE_BYTES`](crate::INLINE_CAPTURE_BYTES) − 8 bytes.
     ///
     /// # Errors
-    /// As `add_owned_handler`; the fd, the state and the function come back inside
-    /// [`Refused`], the fd still open.
+    /// As `add_owned_handler`; the fd (as an `OwnedFd`, still open), the state and the
+    /// function come back inside [`Refused`].
     #[cfg(all(feature = "std", unix))]
     pub fn add_owned_handler_with_state<S, F>(
         &mut self,
-        fd: std::os::fd::OwnedFd,
+        fd: impl Into<std::os::fd::OwnedFd>,
         interest: Interest,
         state: S,
         handler: F,
     ) -> Result<HandlerId, Refused<(std::os::fd::OwnedFd, S, F)>>
     where
         S: 'static,
-        F: FnMut(&mut S, &mut Self, RawFd, Readiness) -> HandlerResult + 'static,
+        F: for<'a> FnMut(
+                &mut S,
+                &mut Self,
+                std::os::fd::BorrowedFd<'a>,
+                Readiness,
+            ) -> HandlerResult
+            + 'static,
     {
-        use std::os::fd::{AsRawFd, IntoRawFd};
-        match self.with_state_inner(fd.as_raw_fd(), interest, true, state, handler) {
-            Ok(id) => {
-                // The loop owns it now; `Poller::close_fd` closes it on removal.
-                let _ = fd.into_raw_fd();
-                Ok(id)
-            }
-            Err(Refused {
-                error,
-                value: (s, f),
-            }) => Err(Refused {
-                error,
-                value: (fd, s, f),
-            }),
-        }
+        use std::os::fd::{AsFd, AsRawFd};
+        let fd = fd.into();
+        let raw = fd.as_raw_fd();
+        // As `add_owned_handler`: the closure owns the fd.
+        self.register_then(
+            raw,
+            interest,
+            false,
+            (fd, state, handler),
+            |(fd, mut state, mut handler)| {
+                InlineFn::named::<F, _>(move |lp: &mut Self, (_, r)| {
+                    handler(&mut state, lp, fd.as_fd(), r)
+                })
+            },
+        )
     }
 
     pub(super) fn with_state_inner<

@@ -52,6 +52,8 @@ mod construct;
 mod handlers;
 mod iterate;
 mod observe;
+#[cfg(all(test, feature = "std", unix))]
+mod owned_tests;
 mod signals;
 #[allow(unsafe_code)] // closes the fds the loop owns (Poller::close_fd)
 mod teardown;
