@@ -1,5 +1,7 @@
-//! Accepting connections on a listening socket: Tornado's `netutil.add_accept_handler`, with a
-//! back-off for fd exhaustion.
+//! Accepting connections on a listening socket with a callback (Tornado's
+//! `netutil.add_accept_handler`), with a back-off when out of fds and an optional connection
+//! limit. In async code, use [`TcpListener::accept`](crate::net::TcpListener::accept) or a
+//! [`Server`](crate::server::Server) instead.
 //!
 //! [`add_accept_handler`] watches a listening socket for READ and, on each readiness, accepts
 //! in a loop until the kernel says `EAGAIN`, handing every connection to your callback as an
@@ -666,12 +668,14 @@ impl AcceptLimit {
         }
     }
 
-    /// The counters now.
+    /// The counters now (any thread, any time). The [`AcceptLimit`] example reads them after
+    /// two connections.
     ///
     /// ```
     /// use ioloop::accept::AcceptLimit;
     /// static LIMIT: AcceptLimit = AcceptLimit::new(10);
     /// let s = LIMIT.stats();
+    /// assert_eq!((s.accepted, s.current, s.high_water, s.paused), (0, 0, 0, 0));
     /// println!("{} live, {} at most, paused {} times", s.current, s.high_water, s.paused);
     /// ```
     pub fn stats(&self) -> AcceptStats {
@@ -684,14 +688,16 @@ impl AcceptLimit {
         }
     }
 
-    /// Whether accepting is paused now.
+    /// Whether accepting is paused now (the limit is reached: clients wait in the listen
+    /// backlog). [`add_accept_handler_limited`]'s example pauses and resumes.
     ///
     /// ```
     /// use ioloop::accept::AcceptLimit;
     /// static LIMIT: AcceptLimit = AcceptLimit::new(10);
-    /// if LIMIT.is_paused() {
-    ///     // clients wait in the listen backlog: a keep-alive protocol may close idle connections
-    /// }
+    /// assert!(!LIMIT.is_paused()); // nothing accepted yet
+    /// // In a keep-alive connection, after answering a request:
+    /// let close_now = LIMIT.is_paused(); // give a waiting client a turn
+    /// # assert!(!close_now);
     /// ```
     pub fn is_paused(&self) -> bool {
         self.paused.load(Ordering::Relaxed)

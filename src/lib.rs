@@ -65,12 +65,12 @@ macro_rules! default_poller {
 default_poller!(
     feature = "select",
     loop_select::Select,
-    "The poller picked by features: `select(2)`."
+    "The poller [`EventLoop`] uses, picked by features: `select(2)`. Name it in code that must\nname the poller (`loop_core::EventLoop<DefaultPoller, ..>`); see the README's \"Choosing a\npoller\"."
 );
 default_poller!(
     all(feature = "poll", not(feature = "select")),
     loop_select::Poll,
-    "The poller picked by features: `poll(2)`."
+    "The poller [`EventLoop`] uses, picked by features: `poll(2)`. Name it in code that must\nname the poller (`loop_core::EventLoop<DefaultPoller, ..>`); see the README's \"Choosing a\npoller\"."
 );
 default_poller!(
     all(
@@ -78,7 +78,7 @@ default_poller!(
         not(any(feature = "select", feature = "poll"))
     ),
     loop_bsd::Kqueue,
-    "The poller picked by features: kqueue."
+    "The poller [`EventLoop`] uses, picked by features: kqueue. Name it in code that must name\nthe poller (`loop_core::EventLoop<DefaultPoller, ..>`); see the README's \"Choosing a\npoller\"."
 );
 default_poller!(
     all(
@@ -90,7 +90,7 @@ default_poller!(
         ))
     ),
     loop_linux::Epoll,
-    "The poller for this platform: epoll (Linux)."
+    "The poller [`EventLoop`] uses on this platform: epoll (Linux). Name it in code that must\nname the poller (`loop_core::EventLoop<DefaultPoller, ..>`); see the README's \"Choosing a\npoller\"."
 );
 default_poller!(
     all(
@@ -102,7 +102,7 @@ default_poller!(
         ))
     ),
     loop_bsd::Kqueue,
-    "The poller for this platform: kqueue (BSD, macOS)."
+    "The poller [`EventLoop`] uses on this platform: kqueue (BSD, macOS). Name it in code that\nmust name the poller (`loop_core::EventLoop<DefaultPoller, ..>`); see the README's\n\"Choosing a poller\"."
 );
 default_poller!(
     all(
@@ -114,7 +114,7 @@ default_poller!(
         ))
     ),
     loop_select::Poll,
-    "The poller for this platform: poll(2)."
+    "The poller [`EventLoop`] uses on this platform: poll(2). Name it in code that must name\nthe poller (`loop_core::EventLoop<DefaultPoller, ..>`); see the README's \"Choosing a\npoller\"."
 );
 
 /// An event loop over the [`DefaultPoller`], with default capacities: 64 fd handlers, 256

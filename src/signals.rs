@@ -1,7 +1,11 @@
-//! Signals as loop events: [`SignalExt::on_signal`] and the [`SIGACTION`] installer (the
-//! platform half, `sigaction` through `libc`: rustix has no signal-handler API), with the
-//! OS-free half from [`loop_core::signal`] re-exported here ([`deliver`],
-//! [`SignalInstaller`], [`MAX_SIGNAL_LOOPS`], ...), so there is one `signal` module.
+//! Unix signals as loop events: [`SignalExt::on_signal`] runs your handler on the loop's
+//! thread when `SIGTERM`, `SIGHUP`, … arrives (Tornado's `add_signal_handler`), so a graceful
+//! shutdown or a reload is ordinary loop code.
+//!
+//! This module holds the [`SIGACTION`] installer (the platform half, `sigaction` through
+//! `libc`: rustix has no signal-handler API) and the OS-free half from [`loop_core::signal`]
+//! re-exported here ([`deliver`], [`SignalInstaller`], [`MAX_SIGNAL_LOOPS`], ...), so there is
+//! one `signal` module.
 //!
 //! [`SIGACTION`] installs one process handler per signal, shared by every loop that handles
 //! it (a count of users per signal): it calls the handler it replaced, if that was a function,
@@ -310,7 +314,11 @@ fn restore(signo: i32) {
 /// ```
 pub const SIGACTION: SignalInstaller = SignalInstaller { install, restore };
 
-/// `on_signal` for any loop: [`EventLoop::add_signal_handler`] with [`SIGACTION`].
+/// Handle a Unix signal (`SIGTERM`, `SIGHUP`, `SIGUSR1`, …) as a loop callback:
+/// `lp.on_signal(signo, |lp, signo| ..)` on any loop, the short form of
+/// [`add_signal_handler`](loop_core::EventLoop::add_signal_handler) with [`SIGACTION`]. The
+/// handler runs on the loop's thread, outside the signal handler, so it may do anything a
+/// callback does. The loop needs an attached [`Remote`](loop_core::Remote).
 ///
 /// # Examples
 ///

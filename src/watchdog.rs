@@ -1,5 +1,5 @@
-//! A watchdog that reports a loop that is **still** blocked, while it is (Tornado's
-//! `set_blocking_signal_threshold`: `SIGALRM` from `setitimer`, see TORNADO.md).
+//! Find what blocks the loop: a watchdog that names the closure the loop is stuck in **while**
+//! it is still stuck (Tornado's `set_blocking_signal_threshold`: `SIGALRM` from `setitimer`).
 //!
 //! [`EventLoop::set_watchdog`](loop_core::EventLoop::set_watchdog) reports a slow handler,
 //! timer or callback only after it returned: a loop stuck in an endless loop or a blocking call
