@@ -695,7 +695,8 @@ where
         &mut self.io
     }
 
-    /// The underlying stream; buffered data is lost.
+    /// The underlying stream; buffered data is lost (unread bytes, and queued writes: flush
+    /// first).
     ///
     /// # Examples
     ///
@@ -706,12 +707,26 @@ where
     /// # let mut lp: EventLoop = EventLoop::new()?;
     /// # lp.attach_remote(&REMOTE)?;
     /// # lp.attach_executor(&EXEC)?;
-    /// # use ioloop::net::UnixStream;
-    /// # use ioloop::stream::{BufStream, StreamError};
-    /// # let (a, b) = UnixStream::pair()?;
-    /// let s: BufStream<_> = BufStream::new(a);
-    /// let a = s.into_inner(); // back to the plain stream
-    /// # let _ = (a, b);
+    /// use ioloop::net::UnixStream;
+    /// use ioloop::stream::{BufStream, StreamError};
+    /// let (a, b) = UnixStream::pair()?;
+    /// let mut s: BufStream<_> = BufStream::new(a);
+    /// lp.run_sync(async {
+    ///     s.write(b"sent,").await?;
+    ///     s.flush().await?;
+    ///     s.write(b"lost").await // only queued
+    /// }, None)??;
+    /// let a = s.into_inner(); // back to the plain stream; "lost" is gone
+    /// lp.run_sync(async move { a.write_all(b"raw").await }, None)??; // then `a` is dropped (closed)
+    /// let mut buf = [0u8; 16];
+    /// let mut n = 0;
+    /// loop {
+    ///     match lp.run_sync(b.read(&mut buf[n..]), None)?? {
+    ///         0 => break, // `a` is closed
+    ///         k => n += k,
+    ///     }
+    /// }
+    /// assert_eq!(&buf[..n], b"sent,raw");
     /// # Ok::<(), ioloop::Error>(())
     /// ```
     pub fn into_inner(self) -> S {
