@@ -343,24 +343,31 @@ pub trait SignalExt: Sized {
     /// # Examples
     ///
     /// ```
+    /// use std::sync::atomic::{AtomicU32, Ordering};
     /// use ioloop::{EventLoop, Remote, SignalExt};
     /// static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// static RELOADS: AtomicU32 = AtomicU32::new(0);
     /// let mut lp: EventLoop = EventLoop::new()?;
     /// lp.attach_remote(&REMOTE)?;
-    /// let mut hups = 0;
-    /// lp.on_signal(libc::SIGHUP, move |lp, _| {
-    ///     hups += 1; // e.g. reload the configuration
+    /// lp.on_signal(libc::SIGHUP, |lp, signo| {
+    ///     assert_eq!(signo, libc::SIGHUP);
+    ///     RELOADS.fetch_add(1, Ordering::Relaxed); // e.g. reload the configuration
     ///     lp.stop();
     /// })?;
     /// // SAFETY: raise(3) has no preconditions; SIGHUP is handled by the loop now.
     /// unsafe { libc::raise(libc::SIGHUP) };
-    /// lp.run()?;
+    /// lp.run()?; // the handler ran on this thread, as a loop callback
+    /// assert_eq!(RELOADS.load(Ordering::Relaxed), 1);
     /// # Ok::<(), ioloop::Error>(())
     /// ```
     ///
     /// # Errors
-    /// As [`EventLoop::add_signal_handler`]; with [`SIGACTION`], [`loop_core::Error::Os`] with
-    /// `EINVAL` for `SIGSEGV`, `SIGBUS`, `SIGILL`, `SIGFPE`, `SIGKILL` and `SIGSTOP`.
+    /// `handler` comes back inside [`Refused`] (nothing is installed), with the errors of
+    /// [`EventLoop::add_signal_handler`] listed in the [module docs](self#errors):
+    /// [`Error::NoRemote`](loop_core::Error::NoRemote) without an attached remote,
+    /// [`Error::InvalidSignal`](loop_core::Error::InvalidSignal),
+    /// [`Error::Full`](loop_core::Error::Full); and [`loop_core::Error::Os`] with `EINVAL` for
+    /// `SIGSEGV`, `SIGBUS`, `SIGILL`, `SIGFPE`, `SIGKILL` and `SIGSTOP`.
     fn on_signal<F>(&mut self, signo: i32, handler: F) -> Result<(), Refused<F>>
     where
         F: FnMut(&mut Self, i32) + 'static;
