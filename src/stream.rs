@@ -143,7 +143,6 @@ use crate::net::IoError;
 /// # lp.attach_remote(&REMOTE)?;
 /// # lp.attach_executor(&EXEC)?;
 /// #
-
 /// let (a, b) = UnixStream::pair()?;
 /// let mut s: BufStream<_> = BufStream::new(a).with_timeouts(Timeouts {
 ///     read: Some(Duration::from_millis(20)),
