@@ -143,7 +143,9 @@ default_poller!(
 ///
 /// (A wrapper type instead of an alias would give the methods a page of their own, but every
 /// handler receives `&mut loop_core::EventLoop<..>`, and code generic over the poller names
-/// that type: the alias keeps the two one type.)
+/// that type: the alias keeps the two one type.) On docs.rs these links lead to `loop-core`'s
+/// pages; locally, `cargo doc -p ioloop --no-deps` has no `loop-core` pages to link to: build
+/// the docs without `--no-deps` (or with `-p loop-core` too).
 ///
 /// # Examples
 ///
@@ -154,6 +156,7 @@ default_poller!(
 /// let mut lp: EventLoop = EventLoop::new()?;
 /// lp.call_later(Duration::from_millis(1), |lp| lp.stop())?;
 /// lp.run()?; // returns once the timer has stopped the loop
+/// assert_eq!(lp.counters().timers_fired, 1);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///
