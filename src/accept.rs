@@ -1,5 +1,7 @@
-//! Accepting connections on a listening socket: Tornado's `netutil.add_accept_handler`, with a
-//! back-off for fd exhaustion.
+//! Accepting connections on a listening socket with a callback (Tornado's
+//! `netutil.add_accept_handler`), with a back-off when out of fds and an optional connection
+//! limit. In async code, use [`TcpListener::accept`](crate::net::TcpListener::accept) or a
+//! [`Server`](crate::server::Server) instead.
 //!
 //! [`add_accept_handler`] watches a listening socket for READ and, on each readiness, accepts
 //! in a loop until the kernel says `EAGAIN`, handing every connection to your callback as an
@@ -190,8 +192,10 @@ impl<T: AsFd + ?Sized> From<&T> for Listener {
     }
 }
 
-/// Names one accept handler: its listener's fd and its registration. Copy it freely; it does
-/// not own anything. The [module example](self) checks and removes one.
+/// The handle [`add_accept_handler`] returns, to stop accepting later: [`remove`](Self::remove)
+/// unregisters the listener (closing it if the loop owns it), [`is_active`](Self::is_active)
+/// tells whether it is still registered. It names the listener's fd and its registration;
+/// `Copy`, and it owns nothing (dropping it leaves the handler in place).
 ///
 /// # Examples
 ///
@@ -232,13 +236,41 @@ impl AcceptHandle {
         self.fd
     }
 
-    /// The listener's handler registration.
+    /// The listener's handler registration (what [`EventLoop::handler_id`] returns for its
+    /// fd while this accept handler is registered).
+    ///
+    /// ```
+    /// use ioloop::accept::add_accept_handler;
+    /// let mut lp: ioloop::EventLoop = ioloop::EventLoop::new()?;
+    /// let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let handle = add_accept_handler(&mut lp, &l, |_, _, _| {})?;
+    /// assert_eq!(lp.handler_id(&l), Some(handle.id()));
+    /// handle.remove(&mut lp);
+    /// assert_eq!(lp.handler_id(&l), None); // removed: the id names nothing any more
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn id(self) -> HandlerId {
         self.id
     }
 
     /// Whether this accept handler is still registered in `lp` (it is not once removed, or
     /// after its listener failed).
+    ///
+    /// ```
+    /// use ioloop::accept::add_accept_handler;
+    /// use ioloop::Interest;
+    /// let mut lp: ioloop::EventLoop = ioloop::EventLoop::new()?;
+    /// let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let handle = add_accept_handler(&mut lp, &l, |_, _, _| {})?;
+    /// assert!(handle.is_active(&lp));
+    /// // Another handler on the same fd number is not this accept handler.
+    /// lp.remove_handler(&l);
+    /// lp.add_handler(&l, Interest::READ, |_, _, _| Ok(()))?;
+    /// assert!(!handle.is_active(&lp));
+    /// assert!(!handle.remove(&mut lp)); // and `remove` leaves it alone
+    /// lp.remove_handler(&l);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_active<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>(
         self,
         lp: &EventLoop<P, H, T, Q>,
@@ -251,6 +283,36 @@ impl AcceptHandle {
     /// current batch: no further connection is accepted. Returns whether it was registered; a
     /// handle whose fd number now belongs to another handler removes nothing. A back-off timer
     /// still pending finds the handler gone and does nothing.
+    ///
+    /// # Examples
+    ///
+    /// Stop after the first connection, from inside the callback:
+    ///
+    /// ```
+    /// use std::cell::Cell;
+    /// use std::net::{TcpListener, TcpStream};
+    /// use std::rc::Rc;
+    /// use ioloop::accept::{add_accept_handler, AcceptHandle};
+    /// use ioloop::EventLoop;
+    ///
+    /// let mut lp: EventLoop = EventLoop::new()?;
+    /// let listener = TcpListener::bind("127.0.0.1:0")?;
+    /// let addr = listener.local_addr()?;
+    /// let me: Rc<Cell<Option<AcceptHandle>>> = Rc::default();
+    /// let me2 = me.clone();
+    /// let handle = add_accept_handler(&mut lp, listener, move |lp, _conn, _peer| {
+    ///     if let Some(h) = me2.get() {
+    ///         assert!(h.remove(lp)); // no further connection is accepted; the listener closes
+    ///     }
+    ///     lp.stop();
+    /// })?;
+    /// me.set(Some(handle));
+    /// let _a = TcpStream::connect(addr)?;
+    /// lp.run()?;
+    /// assert!(!handle.is_active(&lp));
+    /// assert_eq!(lp.handler_count(), 0); // the owned listener is closed
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn remove<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>(
         self,
         lp: &mut EventLoop<P, H, T, Q>,
@@ -324,10 +386,40 @@ where
 /// Every connection handed to `callback` counts against `limit` until you call
 /// [`AcceptLimit::release`] for it (when it closes). One listener per `AcceptLimit`.
 ///
-/// See [`AcceptLimit`] for an example.
+/// # Examples
+///
+/// A limit of one: the second client waits in the backlog until the first is released.
+///
+/// ```
+/// use std::net::{TcpListener, TcpStream};
+/// use std::os::fd::OwnedFd;
+/// use ioloop::accept::{add_accept_handler_limited, AcceptLimit};
+/// use ioloop::EventLoop;
+///
+/// static LIMIT: AcceptLimit = AcceptLimit::new(1);
+/// let mut lp: EventLoop = EventLoop::new()?;
+/// let listener = TcpListener::bind("127.0.0.1:0")?;
+/// let addr = listener.local_addr()?;
+/// let mut held: Vec<OwnedFd> = Vec::new();
+/// add_accept_handler_limited(&mut lp, listener, &LIMIT, move |lp, conn, _peer| {
+///     held.push(conn); // keep the connection open: the limit is reached
+///     lp.stop();
+/// })?;
+/// let _a = TcpStream::connect(addr)?;
+/// let _b = TcpStream::connect(addr)?;
+/// lp.run()?; // accepts the first client, then stops accepting
+/// assert!(LIMIT.is_paused());
+/// assert_eq!((LIMIT.stats().accepted, LIMIT.stats().current), (1, 1));
+/// LIMIT.release(&mut lp); // the first connection ended: the listener is re-armed
+/// assert!(!LIMIT.is_paused());
+/// lp.run()?; // accepts the second
+/// assert_eq!(LIMIT.stats().accepted, 2);
+/// # Ok::<(), ioloop::Error>(())
+/// ```
 ///
 /// # Errors
-/// As [`add_accept_handler`].
+/// As [`add_accept_handler`]: the listener and the callback come back inside [`Refused`],
+/// and `limit` is left unattached (it can be passed again).
 #[allow(clippy::type_complexity)]
 pub fn add_accept_handler_limited<P, const H: usize, const T: usize, const Q: usize, F>(
     lp: &mut EventLoop<P, H, T, Q>,
@@ -491,8 +583,10 @@ impl<F> Acceptor<F> {
     }
 }
 
-/// A connection limit for [`add_accept_handler_limited`], with its counters. `const`: put it
-/// in a `static`. See the [module docs](self#back-pressure-a-connection-limit-instead-of-accept-then-drop).
+/// A cap on the live connections of one listener, for [`add_accept_handler_limited`]: at the
+/// cap the listener stops accepting, so clients wait in the kernel's backlog instead of being
+/// accepted and dropped (see the [module docs](self#back-pressure-a-connection-limit-instead-of-accept-then-drop)).
+/// It also counts ([`stats`](Self::stats)). `const`: put it in a `static`.
 ///
 /// # Examples
 ///
@@ -585,12 +679,14 @@ impl AcceptLimit {
         }
     }
 
-    /// The counters now.
+    /// The counters now (any thread, any time). The [`AcceptLimit`] example reads them after
+    /// two connections.
     ///
     /// ```
     /// use ioloop::accept::AcceptLimit;
     /// static LIMIT: AcceptLimit = AcceptLimit::new(10);
     /// let s = LIMIT.stats();
+    /// assert_eq!((s.accepted, s.current, s.high_water, s.paused), (0, 0, 0, 0));
     /// println!("{} live, {} at most, paused {} times", s.current, s.high_water, s.paused);
     /// ```
     pub fn stats(&self) -> AcceptStats {
@@ -603,14 +699,16 @@ impl AcceptLimit {
         }
     }
 
-    /// Whether accepting is paused now.
+    /// Whether accepting is paused now (the limit is reached: clients wait in the listen
+    /// backlog). [`add_accept_handler_limited`]'s example pauses and resumes.
     ///
     /// ```
     /// use ioloop::accept::AcceptLimit;
     /// static LIMIT: AcceptLimit = AcceptLimit::new(10);
-    /// if LIMIT.is_paused() {
-    ///     // clients wait in the listen backlog: a keep-alive protocol may close idle connections
-    /// }
+    /// assert!(!LIMIT.is_paused()); // nothing accepted yet
+    /// // In a keep-alive connection, after answering a request:
+    /// let close_now = LIMIT.is_paused(); // give a waiting client a turn
+    /// # assert!(!close_now);
     /// ```
     pub fn is_paused(&self) -> bool {
         self.paused.load(Ordering::Relaxed)

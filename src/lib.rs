@@ -65,12 +65,12 @@ macro_rules! default_poller {
 default_poller!(
     feature = "select",
     loop_select::Select,
-    "The poller picked by features: `select(2)`."
+    "The poller [`EventLoop`] uses, picked by features: `select(2)`. Name it in code that must\nname the poller (`loop_core::EventLoop<DefaultPoller, ..>`); see the README's \"Choosing a\npoller\"."
 );
 default_poller!(
     all(feature = "poll", not(feature = "select")),
     loop_select::Poll,
-    "The poller picked by features: `poll(2)`."
+    "The poller [`EventLoop`] uses, picked by features: `poll(2)`. Name it in code that must\nname the poller (`loop_core::EventLoop<DefaultPoller, ..>`); see the README's \"Choosing a\npoller\"."
 );
 default_poller!(
     all(
@@ -78,7 +78,7 @@ default_poller!(
         not(any(feature = "select", feature = "poll"))
     ),
     loop_bsd::Kqueue,
-    "The poller picked by features: kqueue."
+    "The poller [`EventLoop`] uses, picked by features: kqueue. Name it in code that must name\nthe poller (`loop_core::EventLoop<DefaultPoller, ..>`); see the README's \"Choosing a\npoller\"."
 );
 default_poller!(
     all(
@@ -90,7 +90,7 @@ default_poller!(
         ))
     ),
     loop_linux::Epoll,
-    "The poller for this platform: epoll (Linux)."
+    "The poller [`EventLoop`] uses on this platform: epoll (Linux). Name it in code that must\nname the poller (`loop_core::EventLoop<DefaultPoller, ..>`); see the README's \"Choosing a\npoller\"."
 );
 default_poller!(
     all(
@@ -102,7 +102,7 @@ default_poller!(
         ))
     ),
     loop_bsd::Kqueue,
-    "The poller for this platform: kqueue (BSD, macOS)."
+    "The poller [`EventLoop`] uses on this platform: kqueue (BSD, macOS). Name it in code that\nmust name the poller (`loop_core::EventLoop<DefaultPoller, ..>`); see the README's\n\"Choosing a poller\"."
 );
 default_poller!(
     all(
@@ -114,7 +114,7 @@ default_poller!(
         ))
     ),
     loop_select::Poll,
-    "The poller for this platform: poll(2)."
+    "The poller [`EventLoop`] uses on this platform: poll(2). Name it in code that must name\nthe poller (`loop_core::EventLoop<DefaultPoller, ..>`); see the README's \"Choosing a\npoller\"."
 );
 
 /// An event loop over the [`DefaultPoller`], with default capacities: 64 fd handlers, 256
@@ -144,7 +144,9 @@ default_poller!(
 ///
 /// (A wrapper type instead of an alias would give the methods a page of their own, but every
 /// handler receives `&mut loop_core::EventLoop<..>`, and code generic over the poller names
-/// that type: the alias keeps the two one type.)
+/// that type: the alias keeps the two one type.) On docs.rs these links lead to `loop-core`'s
+/// pages; locally, `cargo doc -p ioloop --no-deps` has no `loop-core` pages to link to: build
+/// the docs without `--no-deps` (or with `-p loop-core` too).
 ///
 /// # Examples
 ///
@@ -155,6 +157,7 @@ default_poller!(
 /// let mut lp: EventLoop = EventLoop::new()?;
 /// lp.call_later(Duration::from_millis(1), |lp| lp.stop())?;
 /// lp.run()?; // returns once the timer has stopped the loop
+/// assert_eq!(lp.counters().timers_fired, 1);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///

@@ -201,9 +201,11 @@ pub struct ServerStats {
     pub forced_closed: u64,
 }
 
-/// The shared state of one server with room for `MAX` live connections; see the
-/// [module docs](self), whose example runs a server and shuts it down. `const`: put it in a
-/// `static`.
+/// A TCP server with room for `MAX` live connections (Tornado's `TCPServer`):
+/// [`serve`](Self::serve) accepts on a listener and runs your handler for each connection as a
+/// task, with a connection limit, back-pressure and a graceful shutdown. Use it for a
+/// request/response service on the loop; `const`, so put it in a `static`. The
+/// [module docs](self) run a server and shut it down.
 ///
 /// Methods: [`serve`](Self::serve) runs it; [`shutdown`](Self::shutdown) (from any thread)
 /// ends it gracefully; [`stats`](Self::stats), [`limit`](Self::limit),
@@ -408,7 +410,31 @@ impl<const MAX: usize> Server<MAX> {
         }
     }
 
-    /// The connection limit in force: `min(config.max_connections, MAX)` while serving.
+    /// The connection limit in force: `MAX` until [`serve`](Self::serve) starts, then
+    /// `min(config.max_connections, MAX)` (the last `serve`'s, also after it returned).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// use ioloop::net::{TcpListener, TcpStream};
+    /// use ioloop::server::{Server, ServerConfig};
+    /// use ioloop::stream::BufStream;
+    /// static SERVER: Server<8> = Server::new();
+    /// assert_eq!(SERVER.limit(), 8);
+    /// let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+    /// SERVER.shutdown(); // so that `serve` returns at once in this example
+    /// let config = ServerConfig { max_connections: 2, ..ServerConfig::default() };
+    /// let handler = |_s: BufStream<TcpStream, 64, 64>, _| async {};
+    /// lp.run_sync(SERVER.serve(listener, &EXEC, config, handler), None)??;
+    /// assert_eq!(SERVER.limit(), 2);
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     pub fn limit(&self) -> usize {
         self.limit.load(Ordering::Relaxed)
     }
@@ -462,7 +488,31 @@ impl<const MAX: usize> Server<MAX> {
         self.waiting.load(Ordering::Relaxed)
     }
 
-    /// Whether a shutdown was asked for.
+    /// Whether a shutdown was asked for and [`serve`](Self::serve) has not yet returned
+    /// (it clears the request when it returns, so the server can serve again).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// use ioloop::net::{TcpListener, TcpStream};
+    /// use ioloop::server::{Server, ServerConfig};
+    /// use ioloop::stream::BufStream;
+    /// static SERVER: Server<4> = Server::new();
+    /// assert!(!SERVER.is_shutting_down());
+    /// SERVER.shutdown();
+    /// assert!(SERVER.is_shutting_down());
+    /// let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+    /// let handler = |_s: BufStream<TcpStream, 64, 64>, _| async {};
+    /// lp.run_sync(SERVER.serve(listener, &EXEC, ServerConfig::default(), handler), None)??;
+    /// assert!(!SERVER.is_shutting_down()); // ready to serve again
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     pub fn is_shutting_down(&self) -> bool {
         self.stop.load(Ordering::Acquire)
     }

@@ -1,7 +1,11 @@
-//! Signals as loop events: [`SignalExt::on_signal`] and the [`SIGACTION`] installer (the
-//! platform half, `sigaction` through `libc`: rustix has no signal-handler API), with the
-//! OS-free half from [`loop_core::signal`] re-exported here ([`deliver`],
-//! [`SignalInstaller`], [`MAX_SIGNAL_LOOPS`], ...), so there is one `signal` module.
+//! Unix signals as loop events: [`SignalExt::on_signal`] runs your handler on the loop's
+//! thread when `SIGTERM`, `SIGHUP`, … arrives (Tornado's `add_signal_handler`), so a graceful
+//! shutdown or a reload is ordinary loop code.
+//!
+//! This module holds the [`SIGACTION`] installer (the platform half, `sigaction` through
+//! `libc`: rustix has no signal-handler API) and the OS-free half from [`loop_core::signal`]
+//! re-exported here ([`deliver`], [`SignalInstaller`], [`MAX_SIGNAL_LOOPS`], ...), so there is
+//! one `signal` module.
 //!
 //! [`SIGACTION`] installs one process handler per signal, shared by every loop that handles
 //! it (a count of users per signal): it calls the handler it replaced, if that was a function,
@@ -310,7 +314,11 @@ fn restore(signo: i32) {
 /// ```
 pub const SIGACTION: SignalInstaller = SignalInstaller { install, restore };
 
-/// `on_signal` for any loop: [`EventLoop::add_signal_handler`] with [`SIGACTION`].
+/// Handle a Unix signal (`SIGTERM`, `SIGHUP`, `SIGUSR1`, …) as a loop callback:
+/// `lp.on_signal(signo, |lp, signo| ..)` on any loop, the short form of
+/// [`add_signal_handler`](loop_core::EventLoop::add_signal_handler) with [`SIGACTION`]. The
+/// handler runs on the loop's thread, outside the signal handler, so it may do anything a
+/// callback does. The loop needs an attached [`Remote`](loop_core::Remote).
 ///
 /// # Examples
 ///
@@ -335,24 +343,31 @@ pub trait SignalExt: Sized {
     /// # Examples
     ///
     /// ```
+    /// use std::sync::atomic::{AtomicU32, Ordering};
     /// use ioloop::{EventLoop, Remote, SignalExt};
     /// static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// static RELOADS: AtomicU32 = AtomicU32::new(0);
     /// let mut lp: EventLoop = EventLoop::new()?;
     /// lp.attach_remote(&REMOTE)?;
-    /// let mut hups = 0;
-    /// lp.on_signal(libc::SIGHUP, move |lp, _| {
-    ///     hups += 1; // e.g. reload the configuration
+    /// lp.on_signal(libc::SIGHUP, |lp, signo| {
+    ///     assert_eq!(signo, libc::SIGHUP);
+    ///     RELOADS.fetch_add(1, Ordering::Relaxed); // e.g. reload the configuration
     ///     lp.stop();
     /// })?;
     /// // SAFETY: raise(3) has no preconditions; SIGHUP is handled by the loop now.
     /// unsafe { libc::raise(libc::SIGHUP) };
-    /// lp.run()?;
+    /// lp.run()?; // the handler ran on this thread, as a loop callback
+    /// assert_eq!(RELOADS.load(Ordering::Relaxed), 1);
     /// # Ok::<(), ioloop::Error>(())
     /// ```
     ///
     /// # Errors
-    /// As [`EventLoop::add_signal_handler`]; with [`SIGACTION`], [`loop_core::Error::Os`] with
-    /// `EINVAL` for `SIGSEGV`, `SIGBUS`, `SIGILL`, `SIGFPE`, `SIGKILL` and `SIGSTOP`.
+    /// `handler` comes back inside [`Refused`] (nothing is installed), with the errors of
+    /// [`EventLoop::add_signal_handler`] listed in the [module docs](self#errors):
+    /// [`Error::NoRemote`](loop_core::Error::NoRemote) without an attached remote,
+    /// [`Error::InvalidSignal`](loop_core::Error::InvalidSignal),
+    /// [`Error::Full`](loop_core::Error::Full); and [`loop_core::Error::Os`] with `EINVAL` for
+    /// `SIGSEGV`, `SIGBUS`, `SIGILL`, `SIGFPE`, `SIGKILL` and `SIGSTOP`.
     fn on_signal<F>(&mut self, signo: i32, handler: F) -> Result<(), Refused<F>>
     where
         F: FnMut(&mut Self, i32) + 'static;

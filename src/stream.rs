@@ -122,7 +122,43 @@ use loop_core::{timeout, Errno, Error};
 
 use crate::net::IoError;
 
-/// Which deadline ran out; see [`Timeouts`] (whose example shows an `Idle` timeout).
+/// Which deadline ran out, in [`StreamError::TimedOut`]: tells a keep-alive connection that
+/// simply went quiet (`Idle`, close it silently) from a peer that stalled mid-request (`Read`,
+/// e.g. answer 408) or stopped reading (`Write`). See [`Timeouts`] (whose example shows an
+/// `Idle` timeout).
+///
+/// # Examples
+///
+/// A peer that sends half a line and stops hits the read timeout, not the idle one:
+///
+/// ```
+/// use std::time::Duration;
+/// use ioloop::net::UnixStream;
+/// use ioloop::stream::{BufStream, StreamError, TimeoutKind, Timeouts};
+/// # use ioloop::{EventLoop, Executor, Remote};
+/// #
+/// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+/// # static EXEC: Executor<4, 1024> = Executor::new();
+/// # let mut lp: EventLoop = EventLoop::new()?;
+/// # lp.attach_remote(&REMOTE)?;
+/// # lp.attach_executor(&EXEC)?;
+/// #
+/// let (a, b) = UnixStream::pair()?;
+/// let mut s: BufStream<_> = BufStream::new(a).with_timeouts(Timeouts {
+///     read: Some(Duration::from_millis(20)),
+///     ..Timeouts::default()
+/// });
+/// let line = lp.run_sync(
+///     async {
+///         b.write_all(b"GET / HT").await?; // ...and nothing more, but `b` stays open
+///         Ok::<_, ioloop::Error>(s.read_until(b"\n", 64).await.map(|l| l.len()))
+///     },
+///     None,
+/// )??;
+/// assert_eq!(line, Err(StreamError::TimedOut(TimeoutKind::Read)));
+/// # drop(b);
+/// # Ok::<(), ioloop::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TimeoutKind {
     /// A read waited for its first byte longer than [`Timeouts::idle`].
@@ -264,7 +300,10 @@ impl embedded_io_async::Error for StreamError {
     }
 }
 
-/// A stream's deadlines (all off by default); see the [module docs](self#timeouts).
+/// The deadlines of a [`BufStream`]: `idle` (waiting for a request to begin), `read` (one read
+/// once bytes flow), `write` (one flush), all off by default. Set them so that a silent or slow
+/// peer cannot hold a connection, and its task slot, for ever; see the
+/// [module docs](self#timeouts).
 ///
 /// # Examples
 ///
@@ -370,8 +409,11 @@ impl<Rd, Wr: Write + ErrorType<Error = IoError>> Write for Duplex<Rd, Wr> {
     }
 }
 
-/// Tornado's `IOStream` over `S` with an `R`-byte read buffer and a `W`-byte write buffer; see
-/// the [module docs](self).
+/// A buffered byte stream for protocol code (Tornado's `IOStream`): delimiter, length and
+/// partial reads from an inline `R`-byte buffer, writes queued in an inline `W`-byte buffer,
+/// and per-operation deadlines, over a [`TcpStream`](crate::net::TcpStream),
+/// [`UnixStream`](crate::net::UnixStream) or pipe pair ([`Duplex`]). Use it to speak a line- or
+/// header-based protocol without allocating; see the [module docs](self).
 ///
 /// Methods by group: reads ([`read_until`](Self::read_until), [`read_exact`](Self::read_exact),
 /// [`read_exact_into`](Self::read_exact_into), [`read_partial`](Self::read_partial),
@@ -504,6 +546,19 @@ where
     }
 
     /// Set the deadlines (builder form of [`set_timeouts`](Self::set_timeouts)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ioloop::net::UnixStream;
+    /// use ioloop::stream::{BufStream, Timeouts};
+    /// let (a, _b) = UnixStream::pair()?;
+    /// let header_timeout = Timeouts { read: Some(Duration::from_secs(5)), ..Timeouts::default() };
+    /// let s: BufStream<_> = BufStream::new(a).with_timeouts(header_timeout);
+    /// assert_eq!(s.timeouts(), header_timeout);
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     pub fn with_timeouts(mut self, t: Timeouts) -> Self {
         self.timeouts = t;
         self
@@ -529,6 +584,18 @@ where
     }
 
     /// The deadlines in force.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ioloop::net::UnixStream;
+    /// use ioloop::stream::{BufStream, Timeouts};
+    /// let (a, _b) = UnixStream::pair()?;
+    /// let s: BufStream<_> = BufStream::new(a);
+    /// assert_eq!(s.timeouts(), Timeouts::default()); // none: reads may wait for ever
+    /// assert_eq!(s.timeouts().idle, None);
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     pub fn timeouts(&self) -> Timeouts {
         self.timeouts
     }
@@ -589,12 +656,46 @@ where
         &self.io
     }
 
-    /// The underlying stream, mutably (see [`get_ref`](Self::get_ref)).
+    /// The underlying stream, mutably (see [`get_ref`](Self::get_ref)). What is written
+    /// through it goes out ahead of the data still queued in the write buffer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use embedded_io_async::Write;
+    /// use ioloop::net::UnixStream;
+    /// use ioloop::stream::{BufStream, StreamError};
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
+    /// let (a, b) = UnixStream::pair()?;
+    /// let mut s: BufStream<_> = BufStream::new(a);
+    /// let got = lp.run_sync(
+    ///     async {
+    ///         s.write(b"queued").await?; // into the write buffer
+    ///         s.get_mut().write_all(b"direct,").await?; // straight to the socket
+    ///         s.flush().await?;
+    ///         let mut buf = [0u8; 13];
+    ///         let mut n = 0;
+    ///         while n < buf.len() {
+    ///             n += b.read(&mut buf[n..]).await?;
+    ///         }
+    ///         Ok::<_, StreamError>(buf)
+    ///     },
+    ///     None,
+    /// )??;
+    /// assert_eq!(&got, b"direct,queued");
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.io
     }
 
-    /// The underlying stream; buffered data is lost.
+    /// The underlying stream; buffered data is lost (unread bytes, and queued writes: flush
+    /// first).
     ///
     /// # Examples
     ///
@@ -605,12 +706,26 @@ where
     /// # let mut lp: EventLoop = EventLoop::new()?;
     /// # lp.attach_remote(&REMOTE)?;
     /// # lp.attach_executor(&EXEC)?;
-    /// # use ioloop::net::UnixStream;
-    /// # use ioloop::stream::{BufStream, StreamError};
-    /// # let (a, b) = UnixStream::pair()?;
-    /// let s: BufStream<_> = BufStream::new(a);
-    /// let a = s.into_inner(); // back to the plain stream
-    /// # let _ = (a, b);
+    /// use ioloop::net::UnixStream;
+    /// use ioloop::stream::{BufStream, StreamError};
+    /// let (a, b) = UnixStream::pair()?;
+    /// let mut s: BufStream<_> = BufStream::new(a);
+    /// lp.run_sync(async {
+    ///     s.write(b"sent,").await?;
+    ///     s.flush().await?;
+    ///     s.write(b"lost").await // only queued
+    /// }, None)??;
+    /// let a = s.into_inner(); // back to the plain stream; "lost" is gone
+    /// lp.run_sync(async move { a.write_all(b"raw").await }, None)??; // then `a` is dropped (closed)
+    /// let mut buf = [0u8; 16];
+    /// let mut n = 0;
+    /// loop {
+    ///     match lp.run_sync(b.read(&mut buf[n..]), None)?? {
+    ///         0 => break, // `a` is closed
+    ///         k => n += k,
+    ///     }
+    /// }
+    /// assert_eq!(&buf[..n], b"sent,raw");
     /// # Ok::<(), ioloop::Error>(())
     /// ```
     pub fn into_inner(self) -> S {

@@ -1,5 +1,5 @@
-//! A watchdog that reports a loop that is **still** blocked, while it is (Tornado's
-//! `set_blocking_signal_threshold`: `SIGALRM` from `setitimer`, see TORNADO.md).
+//! Find what blocks the loop: a watchdog that names the closure the loop is stuck in **while**
+//! it is still stuck (Tornado's `set_blocking_signal_threshold`: `SIGALRM` from `setitimer`).
 //!
 //! [`EventLoop::set_watchdog`](loop_core::EventLoop::set_watchdog) reports a slow handler,
 //! timer or callback only after it returned: a loop stuck in an endless loop or a blocking call
@@ -29,14 +29,33 @@
 //!
 //! # Example
 //!
-//! ```
-//! use std::time::Duration;
-//! use ioloop::{watchdog, EventLoop};
+//! A callback that blocks the loop is reported while it still runs: here it stands for a
+//! blocking call that returns only once the watchdog has seen it (or after 10 s).
 //!
-//! let mut lp: EventLoop = EventLoop::new().unwrap();
-//! watchdog::arm(&mut lp, Duration::from_millis(500), None).unwrap();
-//! // ... lp.run() ...
+//! ```
+//! use std::sync::atomic::{AtomicU32, Ordering};
+//! use std::time::{Duration, Instant};
+//! use ioloop::watchdog::{self, BlockedNow};
+//! use ioloop::EventLoop;
+//!
+//! static SEEN: AtomicU32 = AtomicU32::new(0);
+//! fn count(_: &BlockedNow) {
+//!     SEEN.fetch_add(1, Ordering::Relaxed); // async-signal-safe: an atomic, nothing else
+//! }
+//!
+//! let mut lp: EventLoop = EventLoop::new()?;
+//! watchdog::arm(&mut lp, Duration::from_millis(20), Some(count))?; // `None`: a line on stderr
+//! lp.add_callback(|lp| {
+//!     let start = Instant::now();
+//!     while SEEN.load(Ordering::Relaxed) == 0 && start.elapsed() < Duration::from_secs(10) {
+//!         std::thread::sleep(Duration::from_millis(1)); // blocks the loop
+//!     }
+//!     lp.stop();
+//! })?;
+//! lp.run()?;
 //! watchdog::disarm(&mut lp);
+//! assert!(SEEN.load(Ordering::Relaxed) >= 1); // reported before the callback returned
+//! # Ok::<(), ioloop::Error>(())
 //! ```
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -45,8 +64,30 @@ use std::sync::Mutex;
 
 use loop_core::{Beacon, Errno, Error, EventLoop, Poller};
 
-/// What the signal handler saw: a closure that has been running, without returning, for at
-/// least [`at_least`](Self::at_least).
+/// One still-blocked report, handed to a custom [`ReportFn`]: the closure that has been
+/// running, without returning, for at least [`at_least`](Self::at_least), and how many times it
+/// was reported. Read it in your report function to choose what to do (count, write to a log
+/// fd, abort after too many reports).
+///
+/// # Examples
+///
+/// A report function that remembers the longest block (atomics only: it runs in a signal
+/// handler), called here directly with a made-up report:
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::time::Duration;
+/// use ioloop::watchdog::BlockedNow;
+///
+/// static LONGEST_MS: AtomicU64 = AtomicU64::new(0);
+/// fn remember(b: &BlockedNow) {
+///     LONGEST_MS.fetch_max(b.at_least.as_millis() as u64, Ordering::Relaxed);
+/// }
+///
+/// remember(&BlockedNow { name: "my_app::on_request", at_least: Duration::from_millis(400), report: 2 });
+/// assert_eq!(LONGEST_MS.load(Ordering::Relaxed), 400);
+/// // Installed with `watchdog::arm(&mut lp, threshold, Some(remember))`.
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlockedNow {
     /// The type name of the running closure (`my_crate::my_fn::{{closure}}`).
@@ -76,13 +117,30 @@ static SAVED: Mutex<Option<libc::sigaction>> = Mutex::new(None);
 
 /// Report a loop blocked in one closure for `threshold` or longer, while it still is, from a
 /// `SIGALRM` handler: `report` (async-signal-safe, see the module doc), or [`write_report`]
-/// for `None`. Makes `lp` publish its running closure on the watchdog's beacon.
+/// for `None`. Makes `lp` publish its running closure on the watchdog's beacon. The
+/// [module example](self) reports a blocked callback.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use ioloop::{watchdog, Error, EventLoop};
+///
+/// let mut lp: EventLoop = EventLoop::new()?;
+/// assert_eq!(watchdog::arm(&mut lp, Duration::ZERO, None), Err(Error::InvalidPeriod));
+/// watchdog::arm(&mut lp, Duration::from_millis(200), None)?; // reports on stderr
+/// // One per process: a second one is refused, the first stays armed.
+/// assert_eq!(watchdog::arm(&mut lp, Duration::from_millis(200), None), Err(Error::AlreadyAttached));
+/// watchdog::disarm(&mut lp);
+/// # Ok::<(), ioloop::Error>(())
+/// ```
 ///
 /// # Errors
-/// [`Error::InvalidPeriod`] for a zero threshold (or one under a microsecond);
-/// [`Error::AlreadyAttached`] when a watchdog is already armed in this process;
-/// [`Error::Os`] with `EBUSY` when another handler owns `SIGALRM`, or the errno of a failed
-/// `sigaction` / `setitimer` (nothing is left installed then).
+/// Nothing is armed on error, and the error says why: [`Error::InvalidPeriod`] for a zero
+/// threshold (or one under a microsecond); [`Error::AlreadyAttached`] when a watchdog is
+/// already armed in this process (it stays armed); [`Error::Os`] with `EBUSY` when another
+/// handler owns `SIGALRM`, or the errno of a failed `sigaction` / `setitimer` (the previous
+/// `SIGALRM` disposition is put back).
 pub fn arm<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>(
     lp: &mut EventLoop<P, H, T, Q>,
     threshold: Duration,
@@ -111,7 +169,23 @@ pub fn arm<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>(
 }
 
 /// Stop the timer, restore `SIGALRM`'s previous disposition and stop `lp` publishing. Does
-/// nothing when no watchdog is armed.
+/// nothing when no watchdog is armed. Afterwards [`arm`] may be called again (for this loop or
+/// another).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use ioloop::{watchdog, EventLoop};
+///
+/// let mut lp: EventLoop = EventLoop::new()?;
+/// watchdog::arm(&mut lp, Duration::from_millis(200), None)?;
+/// watchdog::disarm(&mut lp);
+/// watchdog::disarm(&mut lp); // nothing armed: does nothing
+/// watchdog::arm(&mut lp, Duration::from_millis(100), None)?; // the process's watchdog is free again
+/// watchdog::disarm(&mut lp);
+/// # Ok::<(), ioloop::Error>(())
+/// ```
 pub fn disarm<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>(
     lp: &mut EventLoop<P, H, T, Q>,
 ) {
@@ -128,13 +202,40 @@ pub fn disarm<P: Poller + 'static, const H: usize, const T: usize, const Q: usiz
     ARMED.store(false, Ordering::Release);
 }
 
-/// How many still-blocked reports the watchdog made in this process.
+/// How many still-blocked reports the watchdog made in this process (with any report
+/// function), for a health endpoint or a test.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use ioloop::{watchdog, EventLoop};
+///
+/// let mut lp: EventLoop = EventLoop::new()?;
+/// watchdog::arm(&mut lp, Duration::from_secs(1), None)?;
+/// lp.add_callback(|lp| lp.stop())?; // returns at once: never reported
+/// lp.run()?;
+/// watchdog::disarm(&mut lp);
+/// assert_eq!(watchdog::reports(), 0);
+/// # Ok::<(), ioloop::Error>(())
+/// ```
 pub fn reports() -> u64 {
     REPORTS.load(Ordering::Relaxed)
 }
 
 /// The default report: one line on stderr with `write(2)`, formatted on the stack
-/// (async-signal-safe). Long closure names are cut.
+/// (async-signal-safe). Long closure names are cut. A custom [`ReportFn`] can call it too,
+/// and add its own action.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use ioloop::watchdog::{write_report, BlockedNow};
+///
+/// // Writes "ioloop: loop still blocked in my_app::on_request (at least 400 ms)" to stderr.
+/// write_report(&BlockedNow { name: "my_app::on_request", at_least: Duration::from_millis(400), report: 2 });
+/// ```
 pub fn write_report(b: &BlockedNow) {
     let mut buf = [0u8; 512];
     let mut n = 0;

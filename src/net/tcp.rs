@@ -96,7 +96,7 @@ impl TcpListener {
     /// ```
     /// use ioloop::net::TcpListener;
     /// let listener = TcpListener::bind_with_backlog("127.0.0.1:0".parse().unwrap(), false, 1024)?;
-    /// # let _ = listener;
+    /// assert_ne!(listener.local_addr()?.port(), 0); // listening on the port the kernel picked
     /// # Ok::<(), ioloop::Error>(())
     /// ```
     ///

@@ -46,10 +46,24 @@ pub struct UdpSocket {
 }
 
 impl UdpSocket {
-    /// A UDP socket bound to `addr` (port 0: the kernel picks one).
+    /// A UDP socket bound to `addr` (port 0: the kernel picks one). It can be made before
+    /// or while the loop runs; it registers with the loop at its first send or receive inside a
+    /// task or `run_sync`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ioloop::net::UdpSocket;
+    /// let sock = UdpSocket::bind("127.0.0.1:0".parse().unwrap())?;
+    /// assert_ne!(sock.local_addr()?.port(), 0);
+    /// // The address is now taken: a second bind to it is refused.
+    /// let taken = UdpSocket::bind(sock.local_addr()?).unwrap_err();
+    /// assert!(matches!(taken, ioloop::Error::Os { errno } if errno.raw() == libc::EADDRINUSE));
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
     ///
     /// # Errors
-    /// [`Error::Os`]: `EADDRINUSE`, `EACCES`, `EMFILE`, ….
+    /// [`Error::Os`]: `EADDRINUSE`, `EACCES`, `EMFILE`, …; nothing is left open.
     pub fn bind(addr: SocketAddr) -> Result<UdpSocket, Error> {
         let fd = new_socket(family(&addr), SocketType::DGRAM)?;
         rustix::net::bind(&fd, &addr).map_err(os)?;

@@ -104,7 +104,11 @@ impl UnixListener {
     /// let listener = UnixListener::bind(&path)?;
     /// let (accepted, connected) =
     ///     lp.run_sync(ioloop::join(listener.accept(), UnixStream::connect(&path)), None)?;
-    /// # let _ = (accepted?, connected?);
+    /// let (server_side, client_side) = (accepted?, connected?);
+    /// lp.run_sync(client_side.write_all(b"hi"), None)??;
+    /// let mut buf = [0u8; 8];
+    /// let n = lp.run_sync(server_side.read(&mut buf), None)??;
+    /// assert_eq!(&buf[..n], b"hi");
     /// let _ = std::fs::remove_file(&path);
     /// # Ok::<(), ioloop::Error>(())
     /// ```
@@ -214,8 +218,17 @@ impl UnixStream {
     ///
     /// ```
     /// use ioloop::net::UnixStream;
+    /// # use ioloop::{EventLoop, Executor, Remote};
+    /// # static REMOTE: Remote<EventLoop, 64> = Remote::new();
+    /// # static EXEC: Executor<4, 1024> = Executor::new();
+    /// # let mut lp: EventLoop = EventLoop::new()?;
+    /// # lp.attach_remote(&REMOTE)?;
+    /// # lp.attach_executor(&EXEC)?;
     /// let (a, b) = UnixStream::pair()?; // connected to each other
-    /// # let _ = (a, b);
+    /// lp.run_sync(a.write_all(b"hi"), None)??;
+    /// let mut buf = [0u8; 8];
+    /// let n = lp.run_sync(b.read(&mut buf), None)??;
+    /// assert_eq!(&buf[..n], b"hi");
     /// # Ok::<(), ioloop::Error>(())
     /// ```
     ///
