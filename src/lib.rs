@@ -4,6 +4,11 @@
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
+/// The core crate itself, for code that names the poller or the capacities in full:
+/// `ioloop::loop_core::EventLoop<ioloop::portable::Poll, 16, 32, 32>` (the [`EventLoop`] alias
+/// fixes the poller to [`DefaultPoller`]).
+#[doc(no_inline)]
+pub use loop_core;
 pub use loop_core::*;
 
 pub mod net;
@@ -65,12 +70,12 @@ macro_rules! default_poller {
 default_poller!(
     feature = "select",
     loop_select::Select,
-    "The poller [`EventLoop`] uses, picked by features: `select(2)`. Name it in code that must\nname the poller (`loop_core::EventLoop<DefaultPoller, ..>`); see the README's \"Choosing a\npoller\"."
+    "The poller [`EventLoop`] uses, picked by features: `select(2)`. Name it in code that must\nname the poller (`ioloop::loop_core::EventLoop<DefaultPoller, ..>`); see the README's \"Choosing a\npoller\"."
 );
 default_poller!(
     all(feature = "poll", not(feature = "select")),
     loop_select::Poll,
-    "The poller [`EventLoop`] uses, picked by features: `poll(2)`. Name it in code that must\nname the poller (`loop_core::EventLoop<DefaultPoller, ..>`); see the README's \"Choosing a\npoller\"."
+    "The poller [`EventLoop`] uses, picked by features: `poll(2)`. Name it in code that must\nname the poller (`ioloop::loop_core::EventLoop<DefaultPoller, ..>`); see the README's \"Choosing a\npoller\"."
 );
 default_poller!(
     all(
@@ -78,7 +83,7 @@ default_poller!(
         not(any(feature = "select", feature = "poll"))
     ),
     loop_bsd::Kqueue,
-    "The poller [`EventLoop`] uses, picked by features: kqueue. Name it in code that must name\nthe poller (`loop_core::EventLoop<DefaultPoller, ..>`); see the README's \"Choosing a\npoller\"."
+    "The poller [`EventLoop`] uses, picked by features: kqueue. Name it in code that must name\nthe poller (`ioloop::loop_core::EventLoop<DefaultPoller, ..>`); see the README's \"Choosing a\npoller\"."
 );
 default_poller!(
     all(
@@ -90,7 +95,7 @@ default_poller!(
         ))
     ),
     loop_linux::Epoll,
-    "The poller [`EventLoop`] uses on this platform: epoll (Linux). Name it in code that must\nname the poller (`loop_core::EventLoop<DefaultPoller, ..>`); see the README's \"Choosing a\npoller\"."
+    "The poller [`EventLoop`] uses on this platform: epoll (Linux). Name it in code that must\nname the poller (`ioloop::loop_core::EventLoop<DefaultPoller, ..>`); see the README's \"Choosing a\npoller\"."
 );
 default_poller!(
     all(
@@ -102,7 +107,7 @@ default_poller!(
         ))
     ),
     loop_bsd::Kqueue,
-    "The poller [`EventLoop`] uses on this platform: kqueue (BSD, macOS). Name it in code that\nmust name the poller (`loop_core::EventLoop<DefaultPoller, ..>`); see the README's\n\"Choosing a poller\"."
+    "The poller [`EventLoop`] uses on this platform: kqueue (BSD, macOS). Name it in code that\nmust name the poller (`ioloop::loop_core::EventLoop<DefaultPoller, ..>`); see the README's\n\"Choosing a poller\"."
 );
 default_poller!(
     all(
@@ -114,7 +119,7 @@ default_poller!(
         ))
     ),
     loop_select::Poll,
-    "The poller [`EventLoop`] uses on this platform: poll(2). Name it in code that must name\nthe poller (`loop_core::EventLoop<DefaultPoller, ..>`); see the README's \"Choosing a\npoller\"."
+    "The poller [`EventLoop`] uses on this platform: poll(2). Name it in code that must name\nthe poller (`ioloop::loop_core::EventLoop<DefaultPoller, ..>`); see the README's \"Choosing a\npoller\"."
 );
 
 /// An event loop over the [`DefaultPoller`], with default capacities: 64 fd handlers, 256

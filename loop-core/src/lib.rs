@@ -34,6 +34,9 @@
 //! The modules allowed `unsafe` are listed in ARCHITECTURE.md ("Unsafe inventory"); the
 //! compiler holds everything else to `#![deny(unsafe_code)]`.
 #![no_std]
+// Links from the facade's docs (`ioloop::EventLoop` is an alias of this crate's type) resolve
+// to docs.rs when loop-core's own pages are not built beside them (`cargo doc --no-deps`).
+#![doc(html_root_url = "https://docs.rs/loop-core/0.1.0")]
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
