@@ -2,7 +2,10 @@
 //! `event_add`), on real socketpairs, once per poller: what any coalescing of the two (libev's
 //! `fdchanges`) must keep. The new handler alone is called, from the next poll on; a kernel
 //! refusal of the add reaches the caller; a number closed and reused for another file in
-//! between is watched as the new file.
+//! between is watched as the new file. Every case runs with deferred removal off (each
+//! removal deregisters at once) and on (`EventLoop::set_deferred_removal`: the removal's
+//! deregistration waits for the next poll, and a re-add takes the registration over with one
+//! `modify`).
 
 use std::cell::{Cell, RefCell};
 use std::io::Write;
@@ -39,8 +42,13 @@ fn logger<P: Poller + 'static>(
 
 const PASS: Option<Duration> = Some(Duration::from_secs(5));
 
-fn remove_then_add_between_passes_calls_only_the_new_handler<P: Poller + OpenPoller + 'static>() {
+fn remove_then_add_between_passes_calls_only_the_new_handler_with<
+    P: Poller + OpenPoller + 'static,
+>(
+    defer: bool,
+) {
     let mut lp: EventLoop<P, 8, 8, 8> = EventLoop::new().unwrap();
+    lp.set_deferred_removal(defer);
     let (a, mut b) = pair();
     let fd = a.as_raw_fd();
     let log: Log = Rc::default();
@@ -75,8 +83,13 @@ fn remove_then_add_between_passes_calls_only_the_new_handler<P: Poller + OpenPol
     drop(b);
 }
 
-fn handler_that_replaces_itself_hands_over_at_the_next_poll<P: Poller + OpenPoller + 'static>() {
+fn handler_that_replaces_itself_hands_over_at_the_next_poll_with<
+    P: Poller + OpenPoller + 'static,
+>(
+    defer: bool,
+) {
     let mut lp: EventLoop<P, 8, 8, 8> = EventLoop::new().unwrap();
+    lp.set_deferred_removal(defer);
     let (a, mut b) = pair();
     let fd = a.as_raw_fd();
     let log: Log = Rc::default();
@@ -106,10 +119,13 @@ fn handler_that_replaces_itself_hands_over_at_the_next_poll<P: Poller + OpenPoll
     drop(b);
 }
 
-fn remove_then_add_of_a_number_reused_by_another_file_watches_the_new_file<
+fn remove_then_add_of_a_number_reused_by_another_file_watches_the_new_file_with<
     P: Poller + OpenPoller + 'static,
->() {
+>(
+    defer: bool,
+) {
     let mut lp: EventLoop<P, 8, 8, 8> = EventLoop::new().unwrap();
+    lp.set_deferred_removal(defer);
     let (a, mut b) = pair();
     let (c, mut d) = pair();
     let log: Log = Rc::default();
@@ -134,8 +150,13 @@ fn remove_then_add_of_a_number_reused_by_another_file_watches_the_new_file<
     drop((number, c));
 }
 
-fn add_refused_by_the_kernel_after_a_remove_reaches_the_caller<P: Poller + OpenPoller + 'static>() {
+fn add_refused_by_the_kernel_after_a_remove_reaches_the_caller_with<
+    P: Poller + OpenPoller + 'static,
+>(
+    defer: bool,
+) {
     let mut lp: EventLoop<P, 8, 8, 8> = EventLoop::new().unwrap();
+    lp.set_deferred_removal(defer);
     let (a, b) = pair();
     let (other, mut other_peer) = pair();
     let log: Log = Rc::default();
@@ -176,9 +197,55 @@ fn add_refused_by_the_kernel_after_a_remove_reaches_the_caller<P: Poller + OpenP
     drop(b);
 }
 
+fn remove_then_add_between_passes_calls_only_the_new_handler<P: Poller + OpenPoller + 'static>() {
+    remove_then_add_between_passes_calls_only_the_new_handler_with::<P>(false);
+}
+
+fn remove_then_add_between_passes_calls_only_the_new_handler_deferred<
+    P: Poller + OpenPoller + 'static,
+>() {
+    remove_then_add_between_passes_calls_only_the_new_handler_with::<P>(true);
+}
+
+fn handler_that_replaces_itself_hands_over_at_the_next_poll<P: Poller + OpenPoller + 'static>() {
+    handler_that_replaces_itself_hands_over_at_the_next_poll_with::<P>(false);
+}
+
+fn handler_that_replaces_itself_hands_over_at_the_next_poll_deferred<
+    P: Poller + OpenPoller + 'static,
+>() {
+    handler_that_replaces_itself_hands_over_at_the_next_poll_with::<P>(true);
+}
+
+fn remove_then_add_of_a_number_reused_by_another_file_watches_the_new_file<
+    P: Poller + OpenPoller + 'static,
+>() {
+    remove_then_add_of_a_number_reused_by_another_file_watches_the_new_file_with::<P>(false);
+}
+
+fn remove_then_add_of_a_number_reused_by_another_file_watches_the_new_file_deferred<
+    P: Poller + OpenPoller + 'static,
+>() {
+    remove_then_add_of_a_number_reused_by_another_file_watches_the_new_file_with::<P>(true);
+}
+
+fn add_refused_by_the_kernel_after_a_remove_reaches_the_caller<P: Poller + OpenPoller + 'static>() {
+    add_refused_by_the_kernel_after_a_remove_reaches_the_caller_with::<P>(false);
+}
+
+fn add_refused_by_the_kernel_after_a_remove_reaches_the_caller_deferred<
+    P: Poller + OpenPoller + 'static,
+>() {
+    add_refused_by_the_kernel_after_a_remove_reaches_the_caller_with::<P>(true);
+}
+
 for_each_poller!(cases:
     remove_then_add_between_passes_calls_only_the_new_handler,
+    remove_then_add_between_passes_calls_only_the_new_handler_deferred,
     handler_that_replaces_itself_hands_over_at_the_next_poll,
+    handler_that_replaces_itself_hands_over_at_the_next_poll_deferred,
     remove_then_add_of_a_number_reused_by_another_file_watches_the_new_file,
+    remove_then_add_of_a_number_reused_by_another_file_watches_the_new_file_deferred,
     add_refused_by_the_kernel_after_a_remove_reaches_the_caller,
+    add_refused_by_the_kernel_after_a_remove_reaches_the_caller_deferred,
 );

@@ -253,6 +253,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// read.
     #[inline(always)]
     fn timed_wait(&mut self, timeout: Option<Duration>) -> Result<usize, Errno> {
+        self.changes_before_poll();
         if timeout == Some(Duration::ZERO) {
             return self.poller.wait(&mut self.events, timeout);
         }
