@@ -493,10 +493,6 @@ impl<const N: usize> Poller for SimPoller<N> {
         if mode != Mode::Level {
             return Err(Error::Unsupported);
         }
-        if self.closed.contains(&fd) {
-            // As epoll: the number names no open file (even if a `dup` keeps a registration).
-            return Err(os(Errno::EBADF));
-        }
         let reg = self
             .regs
             .iter_mut()
