@@ -77,6 +77,8 @@ pub struct SimStats {
     pub deregisters: u64,
     /// The timeout of the most recent `wait`.
     pub last_timeout: Option<Option<Duration>>,
+    /// `now` calls (the clock reads a real poller would pay for).
+    pub clock_reads: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -172,6 +174,7 @@ impl Notify for SimNotifier {
 /// ```
 pub struct SimPoller<const N: usize = 64> {
     now: Cell<u64>,
+    clock_reads: Cell<u64>,
     regs: Vec<Registration, N>,
     ready: Vec<(RawFd, Readiness), N>,
     closed: Vec<RawFd, N>,
@@ -220,6 +223,7 @@ impl<const N: usize> SimPoller<N> {
     pub fn new() -> Self {
         SimPoller {
             now: Cell::new(0),
+            clock_reads: Cell::new(0),
             regs: Vec::new(),
             ready: Vec::new(),
             closed: Vec::new(),
@@ -236,6 +240,7 @@ impl<const N: usize> SimPoller<N> {
                 modifies: 0,
                 deregisters: 0,
                 last_timeout: None,
+                clock_reads: 0,
             },
             forked: false,
         }
@@ -539,12 +544,16 @@ impl<const N: usize> SimPoller<N> {
     /// # Ok::<(), loop_core::Error>(())
     /// ```
     pub fn stats(&self) -> SimStats {
-        self.stats
+        SimStats {
+            clock_reads: self.clock_reads.get(),
+            ..self.stats
+        }
     }
 }
 
 impl<const N: usize> Clock for SimPoller<N> {
     fn now(&self) -> Instant {
+        self.clock_reads.set(self.clock_reads.get() + 1);
         Instant::from_nanos(self.now.get())
     }
 }

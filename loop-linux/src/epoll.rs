@@ -157,6 +157,17 @@ impl<const N: usize> Epoll<N> {
             || fd == self.timer.as_fd().as_raw_fd()
     }
 
+    /// Arm the timerfd for a timed wait, or disarm it for an untimed one. Out of line: a
+    /// wait that may block has time to spare, and the non-blocking wait stays small enough
+    /// to be inlined into the loop's poll.
+    #[inline(never)]
+    fn set_timer(&mut self, timeout: Option<Duration>) -> Result<(), Errno> {
+        match timeout {
+            Some(d) => self.timer.arm(d),
+            None => self.timer.disarm(),
+        }
+    }
+
     /// Run one `epoll_ctl` on a raw fd from the loop.
     fn ctl(
         &self,
@@ -309,12 +320,8 @@ impl<const N: usize> Poller for Epoll<N> {
         }
         let epoll_timeout = match timeout {
             Some(d) if d.is_zero() => Some(&NO_WAIT),
-            Some(d) => {
-                self.timer.arm(d)?;
-                None
-            }
-            None => {
-                self.timer.disarm()?;
+            timeout => {
+                self.set_timer(timeout)?;
                 None
             }
         };

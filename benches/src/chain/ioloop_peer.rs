@@ -9,7 +9,11 @@
 //! no system call (libevent's changelist gets the same effect for `event_del` + `event_add`);
 //! the floor and mio/polling pay one `EPOLL_CTL_MOD` each. "bench.c del+add" is bench.c
 //! literally: `remove_handler` + `add_handler` (a fresh closure) per fd, against libev's
-//! `ev_io_stop` + `ev_io_start`.
+//! `ev_io_stop` + `ev_io_start`. The loop runs with `set_deferred_removal(true)` (libev's
+//! `fdchanges`, off by default): each removal's deregistration waits for the next poll and
+//! the add right after it takes the registration over with one `EPOLL_CTL_MOD` (new key), where
+//! the default pays `EPOLL_CTL_DEL` + `EPOLL_CTL_ADD`. libev pays one `epoll_ctl` per fd too
+//! (an `EPOLL_CTL_ADD` the kernel refuses with `EEXIST`, which libev takes as "unchanged").
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
@@ -35,6 +39,7 @@ pub fn run(case: &ChainCase) -> io::Result<ChainSamples> {
     }
     let chain = Rc::new(Chain::new(pairs));
     let mut lp = Lp::new_boxed().map_err(io_err)?;
+    lp.set_deferred_removal(true);
     let add = |lp: &mut Lp, i: usize, fd: RawFd| -> io::Result<()> {
         let c = chain.clone();
         let handler = move |_: &mut Lp, fd, _| {

@@ -175,11 +175,71 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             Err(InsertError::Duplicate) => return Err(Error::AlreadyRegistered { fd }),
             Err(InsertError::Full) => return Err(self.full(Resource::Handlers)),
         };
-        if let Err(error) = self.poller.register(fd, id.key(), interest, mode) {
+        let registered = if self.handlers.take_deferred(fd) {
+            self.take_over_registration(fd, id.key(), interest, mode)
+        } else {
+            self.poller.register(fd, id.key(), interest, mode)
+        };
+        if let Err(error) = registered {
             self.handlers.remove_id(id);
             return Err(error);
         }
+        // Raised here rather than before each poll: an I/O-only iteration samples nothing.
+        let c = &mut self.counters;
+        c.handlers_high_water = c.handlers_high_water.max(self.handlers.len());
         Ok(id)
+    }
+
+    /// Register `fd` for a new handler while the registration of its removed handler is still
+    /// with the poller (the removal was deferred, [`Changes`](crate::tables::handler_table)):
+    /// one `modify` to the new key and interest. If the poller refuses (the fd was closed, or
+    /// its number now names another file, which has no registration), do what the removal
+    /// deferred and register afresh, so the caller sees exactly the errors a plain
+    /// registration gives.
+    #[inline(never)]
+    fn take_over_registration(
+        &mut self,
+        fd: RawFd,
+        key: u64,
+        interest: Interest,
+        mode: Mode,
+    ) -> Result<(), Error> {
+        if self.poller.modify(fd, key, interest, mode).is_ok() {
+            return Ok(());
+        }
+        self.deregister_deferred(fd);
+        self.poller.register(fd, key, interest, mode)
+    }
+
+    /// The deferred kernel side of a removal. `EBADF` (closed since) or `ENOENT` (the number
+    /// was reused by a file that has no registration): if a `dup` keeps the old file open, its
+    /// registration lives on; an event for a dead key from a later poll will prove it.
+    fn deregister_deferred(&mut self, fd: RawFd) {
+        if let Err(Error::Os {
+            errno: Errno::EBADF | Errno::ENOENT,
+        }) = self.poller.deregister(fd)
+        {
+            self.handlers.note_possible_orphan();
+        }
+    }
+
+    /// Apply the deferred deregistrations (before a poll, and before the poller is handed out).
+    #[cold]
+    #[inline(never)]
+    pub(super) fn flush_deferred(&mut self) {
+        while let Some(fd) = self.handlers.pop_deferred() {
+            self.deregister_deferred(fd);
+        }
+    }
+
+    /// Before each poll: apply the deferred deregistrations, and note that the events about to
+    /// be fetched postdate every removal so far.
+    #[inline(always)]
+    pub(super) fn changes_before_poll(&mut self) {
+        if self.handlers.has_deferred() {
+            self.flush_deferred();
+        }
+        self.handlers.poll_begins();
     }
 
     /// As [`add_handler`](Self::add_handler), with the handler split into a function and the
@@ -309,14 +369,26 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// ([`Poller::reset`]: epoll gets a fresh instance) and registers every live handler again,
     /// so the stale registration cannot keep the loop busy. That costs a system call per live
     /// handler, once per trap; a handler that cannot be registered again is reported to the
-    /// error hook. More than a few such removals pending at once reset right away.
+    /// error hook. More than a few such removals pending at once reset right away. With
+    /// [`set_deferred_removal`](Self::set_deferred_removal) on, the deregistration of a
+    /// borrowed fd waits for the next poll (or an add of the same fd, which takes it over).
     pub fn remove_handler(&mut self, fd: impl Into<Fd>) -> bool {
         let fd = fd.into().raw();
         let Some((id, slot)) = self.handlers.remove(fd) else {
             return false;
         };
-        // A parked I/O registration is already deregistered.
-        if !slot.io.as_ref().is_some_and(|io| io.parked) {
+        self.handlers.note_removal();
+        let parked = slot.io.as_ref().is_some_and(|io| io.parked);
+        // A parked I/O registration is already deregistered. With deferred removal on, a
+        // borrowed fd's deregistration waits for the next poll (an add of the same fd before
+        // it takes the registration over); otherwise, and for an owned fd (closed below), it
+        // happens now.
+        if !parked && !slot.owned && self.handlers.deferring() {
+            if !self.handlers.defer_deregister(fd) {
+                self.flush_deferred();
+                let _deferred = self.handlers.defer_deregister(fd); // room: the list is empty
+            }
+        } else if !parked {
             if let Err(Error::Os {
                 errno: Errno::EBADF,
             }) = self.poller.deregister(fd)
@@ -340,12 +412,45 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         true
     }
 
-    /// An event that reached no handler: if its key is one whose deregistration failed with
-    /// `EBADF`, the registration outlived its fd (epoll's dup trap): reset the poller.
+    /// Defer the kernel side of [`remove_handler`](Self::remove_handler) to the next poll
+    /// (libev's `fdchanges`; off by default). A removal followed, before the next poll, by an
+    /// add of the same fd (libevent bench.c's `event_del` + `event_add`) then costs one
+    /// `Poller::modify` (to the new handler's key and interest) instead of a `deregister` and
+    /// a `register`; a removal not followed by an add is deregistered before the next poll
+    /// (and before [`poller_mut`](Self::poller_mut) hands the poller out, and by `close`).
+    ///
+    /// What stays as without it: the removed handler is never called after
+    /// `remove_handler` returns, its id is dead, its closure dropped and an owned fd
+    /// deregistered and closed at once; the new handler is called only for events of polls
+    /// after its add; an add the poller refuses returns the error a plain add would (if the
+    /// `modify` is refused, because the fd was closed or its number now names another file,
+    /// the loop deregisters and registers afresh, and the registration's error is the one
+    /// returned).
+    ///
+    /// The cost: until the next poll the poller still holds the removed fd. If the fd is
+    /// closed in between while another copy keeps the file open (a `dup`, a forked child, an
+    /// fd passed over a socket), the deferred deregistration finds it closed and the
+    /// registration lives on, out of reach of any fd number (epoll's dup trap): the first
+    /// event it reports makes the loop reset the poller and register every live handler
+    /// again (as libev recreates its epoll set). Without deferral, removing before closing
+    /// never costs that. Switching it off applies what is deferred.
+    pub fn set_deferred_removal(&mut self, on: bool) {
+        if !on && self.handlers.has_deferred() {
+            self.flush_deferred();
+        }
+        self.handlers.set_deferring(on);
+    }
+
+    /// An event for a dead key: if it is one whose deregistration failed with `EBADF`, or if a
+    /// deferred deregistration found its fd closed and no handler was removed since this poll
+    /// (so the event cannot be one fetched before a removal), the registration outlived its
+    /// fd (epoll's dup trap): reset the poller.
     #[cold]
     fn stale_event(&mut self, key: u64) {
-        let Some(&(key, fd)) = self.suspects.iter().find(|(k, _)| *k == key) else {
-            return;
+        let fd = match self.suspects.iter().find(|(k, _)| *k == key) {
+            Some(&(_, fd)) => fd,
+            None if self.handlers.orphan_proven() => -1,
+            None => return,
         };
         self.suspects.clear();
         self.recover_from_failed_deregister(HandlerId::from_key(key), fd, Errno::EBADF);
@@ -364,7 +469,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         errno: Errno,
     ) {
         match self.poller.reset() {
-            Ok(true) => {}
+            Ok(true) => self.handlers.poller_was_reset(),
             Ok(false) | Err(Error::Forked) => return,
             Err(error) => {
                 let errno = match error {
@@ -434,37 +539,35 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
                 self.dispatch_io(id, ev.readiness);
                 return;
             }
-            Taken::Nothing => {
+            Taken::Stale => {
                 core::mem::forget(call); // holds nothing: `take_into` left `f` empty
-                if !self.suspects.is_empty() {
+                if !self.suspects.is_empty() || self.handlers.orphan_proven() {
                     self.stale_event(ev.key);
                 }
+                return;
+            }
+            Taken::Nothing => {
+                core::mem::forget(call); // holds nothing: `take_into` left `f` empty
                 return;
             }
         };
         call.fd = fd;
         call.lp.counters.events_dispatched += 1;
-        let source = Source::Handler { id, fd };
-        let started = call
-            .lp
-            .watch_start(|| call.f.as_ref().map_or("", |f| f.name()));
-        let mut outcome = Ok(Ok(()));
-        if let Some(f) = call.f.as_mut() {
+        let outcome = if call.lp.watchdog.is_none() {
             let lp = &mut *call.lp;
-            outcome = panic::catch(|| f.call(lp, (fd, readiness)));
-        }
-        let name = || call.f.as_ref().map_or("", |f| f.name());
-        call.lp.watch_end(started, source, name);
-        let name = outcome.is_err().then(name);
-        call.put_back();
-        core::mem::forget(call); // holds nothing any more
-        match outcome {
-            Ok(Ok(()) | Err(HandlerError::Os(Errno::EPIPE))) => {}
-            Ok(Err(error)) => {
-                self.counters.handler_errors += 1;
-                self.report(Failure::Handler { id, fd, error });
+            match call.f.as_mut() {
+                Some(f) => panic::catch(|| f.call(lp, (fd, readiness))),
+                None => Ok(Ok(())),
             }
-            Err(caught) => self.panicked(source, name.unwrap_or(""), caught),
+        } else {
+            call.call_watched(readiness)
+        };
+        match outcome {
+            Ok(Ok(())) => {
+                call.put_back();
+                core::mem::forget(call); // holds nothing any more
+            }
+            outcome => call.finish_failed(outcome),
         }
     }
 
@@ -526,6 +629,48 @@ struct HandlerCall<'a, P: Poller + 'static, const H: usize, const T: usize, cons
 impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>
     HandlerCall<'_, P, H, T, Q>
 {
+    /// The call under the watchdog: its beacon names the handler while it runs, and a call
+    /// longer than the threshold is reported. Apart from the plain call so that a loop with
+    /// no watchdog pays one test per event for it.
+    #[inline(never)]
+    fn call_watched(&mut self, readiness: Readiness) -> Result<HandlerResult, Caught> {
+        let (id, fd) = (self.id, self.fd);
+        let started = self
+            .lp
+            .watch_start(|| self.f.as_ref().map_or("", |f| f.name()));
+        let mut outcome = Ok(Ok(()));
+        if let Some(f) = self.f.as_mut() {
+            let lp = &mut *self.lp;
+            outcome = panic::catch(|| f.call(lp, (fd, readiness)));
+        }
+        let name = || self.f.as_ref().map_or("", |f| f.name());
+        self.lp.watch_end(started, Source::Handler { id, fd }, name);
+        outcome
+    }
+
+    /// After a call that returned an error or panicked: put the closure back, then report.
+    #[cold]
+    #[inline(never)]
+    fn finish_failed(mut self, outcome: Result<HandlerResult, Caught>) {
+        let (id, fd) = (self.id, self.fd);
+        let source = Source::Handler { id, fd };
+        let name = outcome
+            .is_err()
+            .then(|| self.f.as_ref().map_or("", |f| f.name()));
+        // The closure goes back before the report (the error hook may remove the handler);
+        // the guard's drop then finds nothing left to do.
+        self.put_back();
+        let lp = &mut *self.lp;
+        match outcome {
+            Ok(Ok(()) | Err(HandlerError::Os(Errno::EPIPE))) => {}
+            Ok(Err(error)) => {
+                lp.counters.handler_errors += 1;
+                lp.report(Failure::Handler { id, fd, error });
+            }
+            Err(caught) => lp.panicked(source, name.unwrap_or(""), caught),
+        }
+    }
+
     /// What `Drop` does. The normal way out calls it at the call site and forgets the guard,
     /// so the drop glue only serves the unwinding path.
     #[inline(always)]
@@ -547,5 +692,193 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> Drop
 {
     fn drop(&mut self) {
         self.put_back();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::sim::SimPoller;
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    type Lp = EventLoop<SimPoller<8>, 4, 4, 4>;
+
+    #[test]
+    fn a_non_blocking_poll_reads_no_clock_and_counts_no_idle_time() {
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        let calls = Rc::new(Cell::new(0));
+        let c = calls.clone();
+        lp.add_handler(3, Interest::READ, move |lp, fd, _| {
+            c.set(c.get() + 1);
+            lp.poller_mut().clear_ready(fd);
+            Ok(())
+        })
+        .map_err(|r| r.error)
+        .unwrap();
+        lp.poller_mut().set_ready(3, Readiness::READ);
+        let reads = lp.poller().stats().clock_reads;
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(calls.get(), 1);
+        assert_eq!(lp.poller().stats().clock_reads, reads, "no clock read");
+        assert_eq!(lp.counters().idle_time, Duration::ZERO);
+        assert_eq!(lp.counters().handlers_high_water, 1);
+        // A wait that may block is idle time (the simulated wait advances the clock).
+        lp.run_once(Some(Duration::from_millis(5))).unwrap();
+        assert_eq!(lp.counters().idle_time, Duration::from_millis(5));
+        assert_eq!(lp.counters().polls, 2);
+    }
+
+    /// A loop with deferred removal on and a handler on fd 3 that logs its tag.
+    fn deferring(log: &Rc<Cell<u32>>) -> Lp {
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        lp.set_deferred_removal(true);
+        add_tagged(&mut lp, log, 1).unwrap();
+        lp
+    }
+
+    fn add_tagged(lp: &mut Lp, log: &Rc<Cell<u32>>, tag: u32) -> Result<HandlerId, Error> {
+        let l = log.clone();
+        lp.add_handler(3, Interest::READ, move |_, _, _| {
+            l.set(l.get() * 10 + tag);
+            Ok(())
+        })
+        .map_err(|r| r.error)
+    }
+
+    #[test]
+    fn deferred_remove_then_add_of_the_same_fd_costs_one_modify_and_calls_only_the_new_handler() {
+        let log = Rc::new(Cell::new(0));
+        let mut lp = deferring(&log);
+        lp.poller_mut().set_ready(3, Readiness::READ);
+        let before = lp.poller().stats();
+        assert!(lp.remove_handler(3));
+        assert_eq!(lp.handler_id(3), None, "the table side is not deferred");
+        let new = add_tagged(&mut lp, &log, 2).unwrap();
+        let after = lp.poller().stats();
+        assert_eq!(after.deregisters, before.deregisters);
+        assert_eq!(after.registers, before.registers);
+        assert_eq!(after.modifies, before.modifies + 1);
+        assert_eq!(lp.poller().interest(3), Some(Interest::READ.registered()));
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(log.get(), 2, "only the new handler");
+        assert_eq!(lp.handler_id(3), Some(new));
+        assert_eq!(lp.poller().resets(), 0);
+    }
+
+    #[test]
+    fn deferred_removal_is_applied_before_the_next_poll() {
+        let log = Rc::new(Cell::new(0));
+        let mut lp = deferring(&log);
+        assert!(lp.remove_handler(3));
+        assert_eq!(lp.poller().stats().deregisters, 0);
+        assert!(lp.poller().interest(3).is_some(), "still with the poller");
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(lp.poller().stats().deregisters, 1);
+        assert_eq!(lp.poller().interest(3), None);
+        // poller_mut applies them too.
+        add_tagged(&mut lp, &log, 2).unwrap();
+        assert!(lp.remove_handler(3));
+        assert_eq!(lp.poller_mut().interest(3), None);
+    }
+
+    #[test]
+    fn a_handler_replacing_itself_under_deferral_is_not_called_again_in_the_same_pass() {
+        let log = Rc::new(Cell::new(0));
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        lp.set_deferred_removal(true);
+        let l = log.clone();
+        lp.add_handler(3, Interest::READ, move |lp, fd, _| {
+            l.set(l.get() * 10 + 1);
+            assert!(lp.remove_handler(fd));
+            let l2 = l.clone();
+            lp.add_handler(fd, Interest::READ, move |_, _, _| {
+                l2.set(l2.get() * 10 + 2);
+                Ok(())
+            })
+            .map(drop)
+            .map_err(|_| HandlerError::Other("re-add refused"))
+        })
+        .map_err(|r| r.error)
+        .unwrap();
+        // The same event twice in one poll (e.g. fetched before the replacement).
+        let key = lp.handler_id(3).unwrap().key();
+        lp.poller_mut().inject_event(key, Readiness::READ);
+        lp.poller_mut().inject_event(key, Readiness::READ);
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(
+            log.get(),
+            1,
+            "the old event reaches neither the old nor the new handler"
+        );
+        lp.poller_mut().set_ready(3, Readiness::READ);
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(log.get(), 12);
+        assert_eq!(lp.poller().stats().modifies, 1);
+        assert_eq!(lp.poller().resets(), 0);
+    }
+
+    #[test]
+    fn deferred_remove_then_add_of_a_closed_fd_returns_the_registration_error() {
+        let log = Rc::new(Cell::new(0));
+        let mut lp = deferring(&log);
+        assert!(lp.remove_handler(3));
+        // Closed between the removal and the add (on the poller itself: `poller_mut` would
+        // apply the deferred deregistration first).
+        lp.poller.close(3);
+        let before = lp.poller().stats();
+        assert_eq!(
+            add_tagged(&mut lp, &log, 2),
+            Err(Error::Os {
+                errno: Errno::EBADF
+            })
+        );
+        let after = lp.poller().stats();
+        assert_eq!(
+            after.modifies,
+            before.modifies + 1,
+            "the take-over was tried"
+        );
+        assert_eq!(
+            after.registers,
+            before.registers + 1,
+            "then a plain registration"
+        );
+        assert_eq!(lp.handler_id(3), None);
+        assert_eq!(lp.handler_count(), 0);
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(log.get(), 0);
+    }
+
+    #[test]
+    fn deferred_remove_then_close_with_a_live_dup_resets_only_when_the_orphan_fires() {
+        let log = Rc::new(Cell::new(0));
+        let mut lp = deferring(&log);
+        let other = Rc::new(Cell::new(0));
+        let o = other.clone();
+        lp.add_handler(4, Interest::READ, move |lp, fd, _| {
+            o.set(o.get() + 1);
+            lp.poller_mut().clear_ready(fd);
+            Ok(())
+        })
+        .map_err(|r| r.error)
+        .unwrap();
+        assert!(lp.remove_handler(3));
+        // Closed while a dup keeps the file open, before the deferred deregistration (on the
+        // poller itself: `poller_mut` would apply the deregistration first).
+        lp.poller.close_keeping_registration(3);
+        lp.run_once(Some(Duration::ZERO)).unwrap(); // the deferred deregister: EBADF
+        assert_eq!(lp.poller().resets(), 0, "nothing fired: no reset");
+        lp.poller.set_ready(3, Readiness::READ); // the orphan reports its dead key
+        lp.poller.set_ready(4, Readiness::READ);
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(lp.poller().resets(), 1);
+        assert_eq!(other.get(), 1, "the live handler still ran");
+        lp.poller.set_ready(4, Readiness::READ);
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(lp.poller().resets(), 1, "the orphan is gone");
+        assert_eq!(other.get(), 2, "registered again after the reset");
+        assert_eq!(log.get(), 0, "the removed handler never ran");
     }
 }

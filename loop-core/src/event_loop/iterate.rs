@@ -122,7 +122,13 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             if self.stop_requested || self.closed {
                 return Ok(false);
             }
-            return self.poll_and_dispatch(cap);
+            let n = match self.poll_io_only(cap) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => return Ok(true),
+                Err(errno) => return Err(Error::Os { errno }),
+            };
+            self.dispatch_events(n);
+            return Ok(true);
         }
         let snapshot = self.begin_iteration();
         self.run_callbacks(snapshot.callbacks);
@@ -235,21 +241,48 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             }
         }
         self.sample_high_water();
-        let before = self.poller.now();
-        let waited = self.poller.wait(&mut self.events, timeout);
-        let after = self.poller.now();
+        let waited = self.timed_wait(timeout);
         if let Some(exec) = self.executor {
             exec.set_sleeping(false);
         }
+        self.count_poll(waited)
+    }
+
+    /// The poller's wait; a wait that may block is timed into `idle_time` (two clock reads),
+    /// a non-blocking one (`Some(ZERO)`) is not: it is work, not idleness, and costs no clock
+    /// read.
+    #[inline(always)]
+    fn timed_wait(&mut self, timeout: Option<Duration>) -> Result<usize, Errno> {
+        self.changes_before_poll();
+        if timeout == Some(Duration::ZERO) {
+            return self.poller.wait(&mut self.events, timeout);
+        }
+        let before = self.poller.now();
+        let waited = self.poller.wait(&mut self.events, timeout);
+        let after = self.poller.now();
+        self.counters.idle_time += after - before;
+        waited
+    }
+
+    /// The poll counters, and the count clamped to the buffer.
+    #[inline(always)]
+    fn count_poll(&mut self, waited: Result<usize, Errno>) -> Result<usize, Errno> {
         let c = &mut self.counters;
         c.polls += 1;
-        c.idle_time += after - before;
         let waited = waited.map(|n| n.min(EVENTS_PER_POLL));
         if let Ok(n) = waited {
             c.events_last_poll = n;
             c.events_max_poll = c.events_max_poll.max(n);
         }
         waited
+    }
+
+    /// [`poll`](Self::poll) for an I/O-only iteration (no executor, timers or callbacks: their
+    /// high-water marks cannot move, and the handlers' is raised when one is added).
+    #[inline(always)]
+    fn poll_io_only(&mut self, timeout: Option<Duration>) -> Result<usize, Errno> {
+        let waited = self.timed_wait(timeout);
+        self.count_poll(waited)
     }
 
     /// Raise the tables' high-water marks to their current lengths.

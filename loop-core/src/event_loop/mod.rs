@@ -399,7 +399,9 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         &self.poller
     }
 
-    /// The poller, mutably (tests drive the simulated poller through this).
+    /// The poller, mutably (tests drive the simulated poller through this). Deregistrations
+    /// that `remove_handler` deferred to the next poll are applied first, so the poller
+    /// holds exactly the registrations of the live handlers.
     ///
     /// ```
     /// use core::time::Duration;
@@ -424,6 +426,9 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// # Ok::<(), loop_core::Error>(())
     /// ```
     pub fn poller_mut(&mut self) -> &mut P {
+        if self.handlers.has_deferred() {
+            self.flush_deferred();
+        }
         &mut self.poller
     }
 }

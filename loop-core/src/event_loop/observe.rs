@@ -86,7 +86,8 @@ pub struct Blocked {
 
 /// Always-on counters, read with [`EventLoop::counters`]. Plain integers updated on the loop
 /// thread: reading them costs nothing and keeping them costs an add per event, a compare per
-/// table per iteration (the high-water marks) and two clock reads per poll (idle time).
+/// table per iteration (the high-water marks) and two clock reads per poll that may block
+/// (idle time).
 ///
 /// # Sizing capacities and reading utilisation
 ///
@@ -119,7 +120,9 @@ pub struct Counters {
     /// Polls (waits in the poller) made.
     pub polls: u64,
     /// Time spent inside the poller's wait, on the loop's clock: the loop was idle. Two clock
-    /// reads per poll, always (in an iteration that has no timer, these are its only ones).
+    /// reads per poll that may block (in an iteration that has no timer, these are its only
+    /// ones); a non-blocking poll (timeout zero: work was waiting, or `run_once(Some(ZERO))`)
+    /// is not idleness, is not counted and reads no clock.
     pub idle_time: Duration,
     /// Ready fds the last poll reported (at most [`EVENTS_PER_POLL`]).
     pub events_last_poll: usize,

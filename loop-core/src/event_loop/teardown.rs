@@ -74,6 +74,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         if let Some(entry) = entry {
             signal::release(entry);
         }
+        self.flush_deferred(); // the deregistrations `remove_handler` left for the next poll
         let poller = &mut self.poller;
         self.handlers.release_all(|slot| {
             let _ = poller.deregister(slot.fd);

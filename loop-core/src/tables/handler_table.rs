@@ -71,10 +71,35 @@ pub(crate) struct IoWaiters {
 pub(crate) struct HandlerTable<F, const H: usize> {
     slots: Slab<Slot<F>, H>,
     index: FdIndex<H>,
+    changes: Changes,
 }
 
-// SAFETY: both parts are zero-valid (see their impls); the table adds no other state.
+// SAFETY: the slab and the index are zero-valid (see their impls); `Changes` is integers and
+// booleans, all-zero an empty list with both flags clear.
 unsafe impl<F, const H: usize> ZeroInit for HandlerTable<F, H> {}
+
+/// How many deregistrations may wait for the next poll (see [`Changes`]).
+pub(crate) const DEFERRED: usize = 16;
+
+/// libev's `fdchanges`: the kernel side of `remove_handler`, deferred to the next poll so that
+/// a removal followed by an add of the same fd (libevent bench.c's `event_del` + `event_add`)
+/// costs one `modify` (the new key, the new interest) instead of a `deregister` and a
+/// `register`. The table side of a removal is never deferred: the handler is gone, its id dead
+/// and its closure dropped when `remove_handler` returns.
+pub(crate) struct Changes {
+    /// fds whose handler was removed while their registration stays with the poller.
+    fds: [RawFd; DEFERRED],
+    len: u32,
+    /// A deferred deregistration found the fd closed, or a re-add found its number naming
+    /// another file: if a `dup` keeps the old file open, its registration outlives the handler
+    /// (epoll's dup trap), and an event for a dead key from a later poll proves it.
+    orphan_possible: bool,
+    /// A handler was removed since the last poll began: a dead key among this poll's events
+    /// may be its (an event fetched before the removal), which proves nothing.
+    removed_since_poll: bool,
+    /// Deferring is switched on (`EventLoop::set_deferred_removal`).
+    enabled: bool,
+}
 
 /// What [`HandlerTable::take_into`] found for an event.
 pub(crate) enum Taken {
@@ -82,7 +107,9 @@ pub(crate) enum Taken {
     Call(RawFd, Readiness),
     /// An async I/O registration: wake its tasks instead.
     Io,
-    /// Stale id, handler already running, or nothing it asked for is ready.
+    /// A dead id: its handler was removed (the slot is free or serves a later handler).
+    Stale,
+    /// Handler already running, or nothing it asked for is ready.
     Nothing,
 }
 
@@ -217,7 +244,7 @@ impl<F, const H: usize> HandlerTable<F, H> {
         out: &mut Option<F>,
     ) -> Taken {
         let Some(slot) = self.slots.get_mut(id.index, id.generation) else {
-            return Taken::Nothing;
+            return Taken::Stale;
         };
         if slot.io.is_some() {
             return Taken::Io;
@@ -239,6 +266,93 @@ impl<F, const H: usize> HandlerTable<F, H> {
                 slot.handler = from.take();
             }
         }
+    }
+
+    /// Whether removals defer their deregistration.
+    #[inline(always)]
+    pub(crate) fn deferring(&self) -> bool {
+        self.changes.enabled
+    }
+
+    /// Switch deferring on or off (the caller flushes what is deferred before switching off).
+    pub(crate) fn set_deferring(&mut self, on: bool) {
+        self.changes.enabled = on;
+    }
+
+    /// Defer the deregistration of `fd`, whose handler was just removed, to the next poll
+    /// (or to a re-add of `fd`). `false` if the list is full: deregister now.
+    #[inline]
+    pub(crate) fn defer_deregister(&mut self, fd: RawFd) -> bool {
+        let c = &mut self.changes;
+        c.removed_since_poll = true;
+        match c.fds.get_mut(c.len as usize) {
+            Some(free) => {
+                *free = fd;
+                c.len += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A handler was removed (whether or not its deregistration is deferred).
+    #[inline]
+    pub(crate) fn note_removal(&mut self) {
+        self.changes.removed_since_poll = true;
+    }
+
+    /// Take `fd` off the deferred list: `true` if it was there, i.e. its old registration is
+    /// still with the poller, for the caller to take over with a `modify`.
+    #[inline]
+    pub(crate) fn take_deferred(&mut self, fd: RawFd) -> bool {
+        let c = &mut self.changes;
+        let len = c.len as usize;
+        // The latest removal first: bench.c removes and adds one fd after the other.
+        let Some(at) = c.fds[..len].iter().rposition(|&f| f == fd) else {
+            return false;
+        };
+        c.fds[at] = c.fds[len - 1];
+        c.len -= 1;
+        true
+    }
+
+    /// Whether deregistrations wait for the next poll.
+    #[inline(always)]
+    pub(crate) fn has_deferred(&self) -> bool {
+        self.changes.len != 0
+    }
+
+    /// Take the last deferred deregistration off the list.
+    pub(crate) fn pop_deferred(&mut self) -> Option<RawFd> {
+        let c = &mut self.changes;
+        let len = c.len.checked_sub(1)?;
+        c.len = len;
+        Some(c.fds[len as usize])
+    }
+
+    /// A poll begins: the events it reports were fetched after every removal so far.
+    #[inline(always)]
+    pub(crate) fn poll_begins(&mut self) {
+        self.changes.removed_since_poll = false;
+    }
+
+    /// A registration may have outlived its handler (see [`Changes::orphan_possible`]).
+    pub(crate) fn note_possible_orphan(&mut self) {
+        self.changes.orphan_possible = true;
+    }
+
+    /// Whether an event for a dead key proves an orphaned registration: one may exist, and no
+    /// handler was removed since the poll that reported the event.
+    #[inline]
+    pub(crate) fn orphan_proven(&self) -> bool {
+        self.changes.orphan_possible && !self.changes.removed_since_poll
+    }
+
+    /// The poller was reset: no registration of a removed handler survives, none is deferred.
+    pub(crate) fn poller_was_reset(&mut self) {
+        let c = &mut self.changes;
+        c.len = 0;
+        c.orphan_possible = false;
     }
 
     /// Every live registration, in place (for registering them all again with a poller that
@@ -357,7 +471,7 @@ mod tests {
         t.remove(3).unwrap();
         assert!(matches!(
             t.take_into(io, Readiness::READ, &mut out),
-            Taken::Nothing
+            Taken::Stale
         ));
     }
 
