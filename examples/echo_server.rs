@@ -111,11 +111,14 @@ fn serve(addr: SocketAddr, max: usize) -> Result<(), Error> {
         let mut free = pool.take();
         let conn = free.pop();
         pool.set(free);
-        let Some(conn) = conn else {
+        let Some(mut conn) = conn else {
             // Cannot happen (the limit is the pool's size): refuse it all the same.
             limit.release(lp);
             return;
         };
+        // Nothing left over from the buffer's previous connection (one that closed with a
+        // backlog, after a write error).
+        (conn.start, conn.end) = (0, 0);
         let _ = net::sockopt::set_tcp_nodelay(&fd, true);
         let state = (pool.clone(), Some(conn));
         if let Err(refused) =
