@@ -246,7 +246,7 @@ pub struct EventLoop<
     executor: Option<ExecRef>,
     /// How the loop runs and drops its executor's tasks, set with the executor: the only
     /// code that hands the loop to the task layer as a `dyn LoopOps`, so a program that never
-    /// attaches an executor does not link the async bridge (about 6 KB of a static binary).
+    /// attaches an executor does not link the async bridge (about 7 KB of a static binary).
     exec_hooks: Option<&'static ExecHooks<Self>>,
     /// A panic a periodic callback's wrapper caught (it goes on with its schedule); the call
     /// site reports it, naming the timer.
