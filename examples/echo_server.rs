@@ -103,16 +103,22 @@ fn serve(addr: SocketAddr, max: usize) -> Result<(), Error> {
     ));
     // One limit for the life of the process.
     let limit: &'static AcceptLimit = Box::leak(Box::new(AcceptLimit::new(max)));
-    let mut lp = Loop::new_boxed()?;
-    add_accept_handler_limited(&mut lp, listener, limit, move |lp, fd, _peer| {
+    // Never dropped: `serve` returns only on a failure, and the process exits right after,
+    // when the kernel closes every fd; the loop's teardown (deregister and close each fd,
+    // drop each closure) would only delay that exit.
+    let lp: &mut Loop = Box::leak(Loop::new_boxed()?);
+    add_accept_handler_limited(lp, listener, limit, move |lp, fd, _peer| {
         let mut free = pool.take();
         let conn = free.pop();
         pool.set(free);
-        let Some(conn) = conn else {
+        let Some(mut conn) = conn else {
             // Cannot happen (the limit is the pool's size): refuse it all the same.
             limit.release(lp);
             return;
         };
+        // Nothing left over from the buffer's previous connection (one that closed with a
+        // backlog, after a write error).
+        (conn.start, conn.end) = (0, 0);
         let _ = net::sockopt::set_tcp_nodelay(&fd, true);
         let state = (pool.clone(), Some(conn));
         if let Err(refused) =

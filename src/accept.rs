@@ -74,8 +74,7 @@
 use core::time::Duration;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 
 use rustix::net::SocketFlags;
 
@@ -572,7 +571,7 @@ impl<F> Acceptor<F> {
             return Err(HandlerError::Os(errno));
         };
         let delay = Duration::from_millis(u64::from(self.backoff_ms));
-        let Ok(timer) = schedule_rearm(lp, fd, id, delay) else {
+        let Ok(timer) = schedule_rearm(lp, fd, id, delay, None) else {
             return Err(HandlerError::Other(BACKOFF_NO_TIMER));
         };
         if lp.update_handler(fd, Interest::empty()).is_err() {
@@ -623,8 +622,13 @@ pub struct AcceptLimit {
     max: AtomicUsize,
     current: AtomicUsize,
     paused: AtomicBool,
-    /// The listener this limit gates (fd and registration), set when the handler is added.
-    listener: Mutex<Option<(RawFd, HandlerId)>>,
+    /// The listener this limit gates: its fd (-1 until the handler is added) and its
+    /// registration's key. Written on the thread that adds the handler (id first, then fd);
+    /// `resume` checks the pair against the loop (`handler_id(fd) == id`), so a pair read
+    /// half-updated (two loops sharing one limit, which the docs rule out) resumes nothing.
+    /// Two atomics rather than a `Mutex`: no lock, no poisoning, less code.
+    listener_fd: AtomicI32,
+    listener_id: AtomicU64,
     accepted: AtomicU64,
     pauses: AtomicU64,
     resumes: AtomicU64,
@@ -671,7 +675,8 @@ impl AcceptLimit {
             max: AtomicUsize::new(if max == 0 { 1 } else { max }),
             current: AtomicUsize::new(0),
             paused: AtomicBool::new(false),
-            listener: Mutex::new(None),
+            listener_fd: AtomicI32::new(-1),
+            listener_id: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
             pauses: AtomicU64::new(0),
             resumes: AtomicU64::new(0),
@@ -742,9 +747,8 @@ impl AcceptLimit {
     }
 
     fn attach(&self, fd: RawFd, id: HandlerId) {
-        if let Ok(mut l) = self.listener.lock() {
-            *l = Some((fd, id));
-        }
+        self.listener_id.store(id.key(), Ordering::Relaxed);
+        self.listener_fd.store(fd, Ordering::Release);
     }
 
     fn has_room(&self) -> bool {
@@ -781,12 +785,7 @@ impl AcceptLimit {
         }
         if own_room {
             if let Some(id) = lp.handler_id(fd) {
-                let me = self;
-                let _ = lp.call_later(BACKOFF_MIN, move |lp| {
-                    if lp.handler_id(fd) == Some(id) && me.is_paused() {
-                        me.resume(lp);
-                    }
-                });
+                let _ = schedule_rearm(lp, fd, id, BACKOFF_MIN, Some(self));
             }
         }
     }
@@ -795,9 +794,11 @@ impl AcceptLimit {
         &self,
         lp: &mut EventLoop<P, H, T, Q>,
     ) {
-        let Some((fd, id)) = self.listener.lock().ok().and_then(|l| *l) else {
+        let fd = self.listener_fd.load(Ordering::Acquire);
+        if fd < 0 {
             return;
-        };
+        }
+        let id = HandlerId::from_key(self.listener_id.load(Ordering::Relaxed));
         if lp.handler_id(fd) != Some(id) {
             return;
         }
@@ -811,15 +812,25 @@ impl AcceptLimit {
 }
 
 /// A timer that gives the listener its READ interest back, if the same registration is still
-/// in place.
+/// in place: through `limit` (counted as a resume) if it was the limit's pause and the limit
+/// is still paused, else directly (the `EMFILE` back-off). One closure type for both, so one
+/// timer thunk is compiled per loop type, not two.
 fn schedule_rearm<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>(
     lp: &mut EventLoop<P, H, T, Q>,
     fd: RawFd,
     id: HandlerId,
     delay: Duration,
+    limit: Option<&'static AcceptLimit>,
 ) -> Result<loop_core::TimerHandle, Error> {
-    lp.call_later(delay, move |lp| rearm(lp, fd, id))
-        .map_err(|r| r.error)
+    lp.call_later(delay, move |lp| match limit {
+        Some(limit) => {
+            if lp.handler_id(fd) == Some(id) && limit.is_paused() {
+                limit.resume(lp);
+            }
+        }
+        None => rearm(lp, fd, id),
+    })
+    .map_err(|r| r.error)
 }
 
 fn rearm<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>(
@@ -832,7 +843,7 @@ fn rearm<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>(
     }
     if lp.update_handler(fd, Interest::READ).is_err() {
         // The kernel refused (ENOMEM): try again later rather than never accept again.
-        let _ = schedule_rearm(lp, fd, id, BACKOFF_MAX);
+        let _ = schedule_rearm(lp, fd, id, BACKOFF_MAX, None);
     }
 }
 

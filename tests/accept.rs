@@ -414,3 +414,43 @@ mod limited {
         }
     }
 }
+
+/// The limit names its listener by fd and registration: once that accept handler is gone,
+/// `release` re-arms nothing (not a handler that later took the same fd number) and the
+/// limit stays paused, counting no resume.
+#[test]
+fn release_after_the_accept_handler_is_gone_resumes_nothing() {
+    use ioloop::accept::{add_accept_handler_limited, AcceptLimit};
+    static LIMIT: AcceptLimit = AcceptLimit::new(1);
+    let mut lp: Lp<ioloop::DefaultPoller> = EventLoop::new().unwrap();
+    let (listener, addr) = local_listener();
+    let fd = listener.as_raw_fd();
+    let got: Rc<RefCell<Vec<OwnedFd>>> = Rc::default();
+    let g = got.clone();
+    let handle = add_accept_handler_limited(&mut lp, listener, &LIMIT, move |_, conn, _| {
+        g.borrow_mut().push(conn)
+    })
+    .map_err(|r| r.error)
+    .unwrap();
+    let _clients: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    run_until(&mut lp, Duration::from_secs(5), || got.borrow().len() == 1);
+    run_for(&mut lp, Duration::from_millis(20));
+    assert!(LIMIT.is_paused());
+    assert!(handle.remove(&mut lp)); // closes the listener: its fd number is free again
+                                     // Another socket takes the number, with a handler watching nothing yet.
+    let other = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let reused = other.as_raw_fd() == fd;
+    lp.add_handler(&other, ioloop::Interest::empty(), |_, _, _| Ok(()))
+        .map_err(|r| r.error)
+        .unwrap();
+    drop(got.borrow_mut().pop());
+    LIMIT.release(&mut lp);
+    let s = LIMIT.stats();
+    assert_eq!((s.current, s.resumed), (0, 0), "{s:?}");
+    assert!(LIMIT.is_paused());
+    if reused {
+        // The newcomer keeps the interest it asked for: nothing was re-armed for READ.
+        run_for(&mut lp, Duration::from_millis(5));
+    }
+    assert!(lp.remove_handler(&other));
+}

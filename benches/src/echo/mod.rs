@@ -30,6 +30,7 @@ pub mod tokio_peer;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -56,13 +57,34 @@ pub struct ServerCfg {
 }
 
 impl ServerCfg {
-    /// What every server thread does first: pin itself, join its counting session.
+    /// What every server thread does first: pin itself, join its counting session, publish
+    /// its thread id (for [`server_cpu_ns`]).
     pub fn enter_thread(&self) {
         if let Some(cpu) = self.cpu {
             pin_to_cpu(cpu);
         }
         crate::alloc_count::track_this_thread(self.alloc_session);
+        SERVER_TID.store(
+            rustix::thread::gettid().as_raw_nonzero().get(),
+            Ordering::Release,
+        );
     }
+}
+
+/// The running server thread's id (one server runs at a time); 0 before one started.
+static SERVER_TID: AtomicI32 = AtomicI32::new(0);
+
+/// The CPU time (user + system) the server thread has used so far, in ns, from
+/// `/proc/self/task/TID/schedstat` (its first field); `None` if unknown. The client reads it
+/// around the measured phase: CPU per request does not depend on how busy the machine is,
+/// where requests per second do.
+fn server_cpu_ns() -> Option<u64> {
+    let tid = SERVER_TID.load(Ordering::Acquire);
+    if tid == 0 {
+        return None;
+    }
+    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+    s.split_whitespace().next()?.parse().ok()
 }
 
 /// A running server: how to stop it, and its thread.
@@ -130,6 +152,9 @@ pub struct EchoSamples {
     pub rps: Vec<f64>,
     /// Latency per request in µs, pooled.
     pub lat_us: Vec<f64>,
+    /// The server thread's CPU time per request in the measured phase, ns, one entry per
+    /// round (where it could be read).
+    pub cpu_ns_per_req: Vec<f64>,
 }
 
 impl Samples for EchoSamples {
@@ -140,6 +165,7 @@ impl Samples for EchoSamples {
     fn append(&mut self, mut other: Self) {
         self.rps.append(&mut other.rps);
         self.lat_us.append(&mut other.lat_us);
+        self.cpu_ns_per_req.append(&mut other.cpu_ns_per_req);
     }
 }
 
@@ -168,22 +194,26 @@ pub fn drive(case: &EchoCase, spawn: Spawn) -> io::Result<EchoSamples> {
     );
     let load = std::thread::Builder::new()
         .name("echo-client".into())
-        .spawn(move || -> io::Result<(Phase, Vec<u32>)> {
+        .spawn(move || -> io::Result<(Phase, Vec<u32>, Option<u64>)> {
             if let Some((_, cpu)) = cpus {
                 pin_to_cpu(cpu);
             }
             let mut c = Client::new(conns, MAX_MSG, max as usize)?;
             c.connect(addr, conns)?;
             c.run(msg, max, warmup)?;
+            let cpu_before = server_cpu_ns();
             let phase = c.run(msg, max, time)?;
+            let cpu = cpu_before
+                .zip(server_cpu_ns())
+                .map(|(a, b)| b.saturating_sub(a));
             c.disconnect();
-            Ok((phase, std::mem::take(&mut c.lat_ns)))
+            Ok((phase, std::mem::take(&mut c.lat_ns), cpu))
         })?;
     let result = load
         .join()
         .map_err(|_| io::Error::other("client thread panicked"));
     let stopped = server.shutdown();
-    let (phase, lat) = result??;
+    let (phase, lat, cpu) = result??;
     stopped?;
     if phase.requests == 0 {
         return Err(io::Error::other("no request completed"));
@@ -191,6 +221,10 @@ pub fn drive(case: &EchoCase, spawn: Spawn) -> io::Result<EchoSamples> {
     Ok(EchoSamples {
         rps: vec![phase.rate()],
         lat_us: lat.iter().map(|&ns| f64::from(ns) / 1e3).collect(),
+        cpu_ns_per_req: cpu
+            .map(|ns| ns as f64 / phase.requests as f64)
+            .into_iter()
+            .collect(),
     })
 }
 
@@ -243,10 +277,14 @@ pub fn run(quick: bool, peers: &[Peer<EchoCase, EchoSamples>]) -> Report {
                 match r {
                     Ok(mut s) => {
                         let lat = Stats::of(&mut s.lat_us);
+                        let cpu = Stats::of(&mut s.cpu_ns_per_req);
                         report.push(&label, p.name, p.role, s.rps);
                         if let (Some(row), Some(l)) = (report.rows.last_mut(), lat) {
+                            let cpu = cpu.map_or(String::new(), |c| {
+                                format!("; server CPU {} ns/req", num(c.p50))
+                            });
                             row.note = Some(format!(
-                                "latency p50 {} µs, p99 {} µs",
+                                "latency p50 {} µs, p99 {} µs{cpu}",
                                 num(l.p50),
                                 num(l.p99)
                             ));

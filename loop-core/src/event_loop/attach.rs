@@ -89,6 +89,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             return Err(Error::AlreadyAttached);
         }
         self.executor = Some(executor.attach(wake)?);
+        self.exec_hooks = Some(&Self::EXEC_HOOKS);
         Ok(())
     }
 
@@ -157,6 +158,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             return Err(Error::AlreadyAttached);
         }
         self.executor = Some(crate::task::executor::attach_pooled::<N, S>(wake));
+        self.exec_hooks = Some(&Self::EXEC_HOOKS);
         Ok(())
     }
 
@@ -420,6 +422,25 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// leaf futures); the loop is only reached through the current frame meanwhile.
     #[inline]
     pub(super) fn run_tasks(&mut self) {
+        if let Some(hooks) = self.exec_hooks {
+            (hooks.run_tasks)(self);
+        }
+    }
+
+    /// What [`EXEC_HOOKS`](Self::EXEC_HOOKS) points to, for an attached executor.
+    const EXEC_HOOKS: ExecHooks<Self> = ExecHooks {
+        run_tasks: Self::run_tasks_now,
+        drop_tasks: Self::drop_tasks_now,
+    };
+
+    /// Teardown: drop every task (with the loop current), which detaches the executor.
+    fn drop_tasks_now(&mut self) {
+        if let Some(exec) = self.executor {
+            exec.drop_all(self);
+        }
+    }
+
+    fn run_tasks_now(&mut self) {
         let Some(exec) = self.executor else { return };
         if self.closed {
             return;
@@ -434,6 +455,15 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             self.report_blocked(Source::Task { id: s.id }, s.name, s.duration);
         }
     }
+}
+
+/// The executor's entry points in the loop, reached through a pointer that only attaching an
+/// executor sets (see `EventLoop::exec_hooks`).
+pub(super) struct ExecHooks<L> {
+    /// Step 5 of the iteration: poll the tasks woken before it began.
+    pub(super) run_tasks: fn(&mut L),
+    /// Teardown: drop every task.
+    pub(super) drop_tasks: fn(&mut L),
 }
 
 /// `run_sync`'s future, pinned in place: dropped exactly once, with the loop current, on

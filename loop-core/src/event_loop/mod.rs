@@ -62,8 +62,10 @@ mod teardown;
 mod tests;
 mod timers;
 
+use attach::ExecHooks;
 use observe::Watchdog;
 pub use observe::{Beacon, Blocked, Counters, Failure, RunningNow, Source};
+use signals::SignalHooks;
 
 use core::mem::MaybeUninit;
 use core::ptr::addr_of_mut;
@@ -344,12 +346,19 @@ pub struct EventLoop<
     remote_wake: Option<&'static WakeEntry>,
     signals: [Option<SignalSlot<Self>>; MAX_SIGNAL_HANDLERS],
     signal_count: usize,
+    /// How the loop runs, restores and drops its signal handlers, set by the first
+    /// `add_signal_handler`: a program that never adds one does not link that code.
+    signal_hooks: Option<&'static SignalHooks<Self>>,
     /// Keys (with their fds) whose deregistration failed with `EBADF`: the fd was closed
     /// first. Usually the kernel forgot the registration with the fd; if a `dup` keeps the
     /// file open (epoll's dup trap), a stale event for one of these keys proves it, and only
     /// then is the poller reset (see `remove_handler`).
     suspects: heapless::Vec<(u64, RawFd), MAX_SUSPECTS>,
     executor: Option<ExecRef>,
+    /// How the loop runs and drops its executor's tasks, set with the executor: the only
+    /// code that hands the loop to the task layer as a `dyn LoopOps`, so a program that never
+    /// attaches an executor does not link the async bridge (about 7 KB of a static binary).
+    exec_hooks: Option<&'static ExecHooks<Self>>,
     /// A panic a periodic callback's wrapper caught (it goes on with its schedule); the call
     /// site reports it, naming the timer.
     caught: Option<Caught>,

@@ -10,7 +10,47 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         if mask == 0 {
             return;
         }
-        self.run_signal_handlers_in(mask);
+        if let Some(hooks) = self.signal_hooks {
+            (hooks.run)(self, mask);
+        }
+    }
+
+    /// What [`signal_hooks`](Self::signal_hooks) points to once a handler was added.
+    const SIGNAL_HOOKS: SignalHooks<Self> = SignalHooks {
+        run: Self::run_signal_handlers_in,
+        release: Self::release_signals,
+        drop: Self::drop_signal_handlers,
+    };
+
+    /// Teardown, kernel state: restore each disposition and release the loop's registry
+    /// entry, exactly once, also if teardown runs again (a released entry may already be
+    /// another loop's).
+    fn release_signals(&mut self) {
+        let mut entry = None;
+        for slot in self.signals.iter_mut().flatten() {
+            if slot.released {
+                continue;
+            }
+            slot.released = true;
+            signal::unwant(slot.entry, slot.signo);
+            (slot.restore)(slot.signo);
+            entry = Some(slot.entry);
+        }
+        if let Some(entry) = entry {
+            signal::release(entry);
+        }
+    }
+
+    /// Teardown, closures: drop every signal handler.
+    fn drop_signal_handlers(&mut self) {
+        for i in 0..MAX_SIGNAL_HANDLERS {
+            if let Some(slot) = self.signals[i].take() {
+                self.signal_count -= 1;
+                if let Some(f) = slot.handler {
+                    self.release(f, Source::Signal { signo: slot.signo });
+                }
+            }
+        }
     }
 
     #[inline(never)]
@@ -145,6 +185,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             released: false,
         });
         self.signal_count += 1;
+        self.signal_hooks = Some(&Self::SIGNAL_HOOKS);
         Ok(())
     }
 
@@ -200,6 +241,17 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         }
         true
     }
+}
+
+/// The signal steps of the iteration and of teardown, reached through a pointer that only
+/// `add_signal_handler` sets (see `EventLoop::signal_hooks`).
+pub(super) struct SignalHooks<L> {
+    /// Run the handlers of the signals in the mask.
+    pub(super) run: fn(&mut L, u64),
+    /// Restore the dispositions, release the registry entry.
+    pub(super) release: fn(&mut L),
+    /// Drop the handlers.
+    pub(super) drop: fn(&mut L),
 }
 
 /// A signal handler's closure, out of its slot for the call; put back on drop unless the

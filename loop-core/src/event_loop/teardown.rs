@@ -48,8 +48,8 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         // way out (a second panic meanwhile aborts). With `std` every drop is caught.
         let resume = Resume(self);
         resume.0.release_kernel_state();
-        if let Some(exec) = resume.0.executor {
-            exec.drop_all(&mut *resume.0);
+        if let Some(hooks) = resume.0.exec_hooks {
+            (hooks.drop_tasks)(&mut *resume.0);
         }
         resume.0.drop_closures();
         core::mem::forget(resume);
@@ -61,18 +61,8 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     pub(super) fn release_kernel_state(&mut self) {
         // Each disposition restored and the loop's registry entry released exactly once, also
         // if teardown runs again (a released entry may already be another loop's).
-        let mut entry = None;
-        for slot in self.signals.iter_mut().flatten() {
-            if slot.released {
-                continue;
-            }
-            slot.released = true;
-            signal::unwant(slot.entry, slot.signo);
-            (slot.restore)(slot.signo);
-            entry = Some(slot.entry);
-        }
-        if let Some(entry) = entry {
-            signal::release(entry);
+        if let Some(hooks) = self.signal_hooks {
+            (hooks.release)(self);
         }
         self.flush_deferred(); // the deregistrations `remove_handler` left for the next poll
         let poller = &mut self.poller;
@@ -123,13 +113,8 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         while let Some(cb) = self.callbacks.pop() {
             self.release(cb, Source::Callback);
         }
-        for i in 0..MAX_SIGNAL_HANDLERS {
-            if let Some(slot) = self.signals[i].take() {
-                self.signal_count -= 1;
-                if let Some(f) = slot.handler {
-                    self.release(f, Source::Signal { signo: slot.signo });
-                }
-            }
+        if let Some(hooks) = self.signal_hooks {
+            (hooks.drop)(self);
         }
     }
 }
