@@ -78,6 +78,8 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             self.stop_requested = false;
             return Ok(false);
         }
+        // The cached time of an earlier run is stale: the first reading of this run replaces it.
+        self.clock.set(None);
         Ok(true)
     }
 
@@ -187,7 +189,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             }
             None => 0,
         };
-        let now = (self.timers.scheduled() > 0).then(|| self.poller.now());
+        let now = (self.timers.scheduled() > 0).then(|| self.now());
         let timer_seq = self.timers.next_seq();
         let signals = if self.signal_count > 0 {
             signal::take_pending(self.remote_wake)
@@ -238,6 +240,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         let before = self.poller.now();
         let waited = self.poller.wait(&mut self.events, timeout);
         let after = self.poller.now();
+        self.set_clock(after);
         if let Some(exec) = self.executor {
             exec.set_sleeping(false);
         }

@@ -245,6 +245,10 @@ pub struct EventLoop<
     /// A timer whose closure has drop glue was scheduled since the last teardown: teardown
     /// must then drop the timers one at a time (see `drop_closures`).
     timer_drop_glue: bool,
+    /// The latest clock reading taken inside the current run (libev's `ev_now`): refreshed
+    /// once per iteration and by every [`now`](Self::now) while running; `None` outside a run
+    /// and until the run's first reading. `call_later` counts from it.
+    clock: core::cell::Cell<Option<Instant>>,
 }
 
 impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> RemoteTarget
@@ -254,10 +258,34 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> Remote
 }
 
 impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventLoop<P, H, T, Q> {
-    /// The loop's clock (the poller's).
+    /// The loop's clock (the poller's): a fresh reading.
+    ///
+    /// Inside a running loop it also becomes the loop's cached time, from which
+    /// [`call_later`](Self::call_later) counts, so a timer scheduled with `call_later(d)`
+    /// after `call_at(now() + d)` never fires before it.
     #[inline]
     pub fn now(&self) -> Instant {
-        self.poller.now()
+        let t = self.poller.now();
+        if self.running {
+            self.clock.set(Some(t));
+        }
+        t
+    }
+
+    /// The time `call_later` counts from: inside a running loop the latest reading the loop
+    /// took (once per iteration, and by each [`now`](Self::now)), outside one a fresh reading.
+    #[inline]
+    pub(super) fn cached_now(&self) -> Instant {
+        match self.clock.get() {
+            Some(t) if self.running => t,
+            _ => self.now(),
+        }
+    }
+
+    /// Record a clock reading the iteration took (its cached time from here on).
+    #[inline(always)]
+    pub(super) fn set_clock(&self, t: Instant) {
+        self.clock.set(Some(t));
     }
 
     /// The poller.

@@ -29,13 +29,38 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
 
     /// Run `f` once, `delay` from now.
     ///
+    /// "Now" is the loop's cached time (libev's `ev_now`): inside a running loop, the latest
+    /// clock reading the loop took — once per iteration, and at every [`now`](Self::now) —
+    /// so scheduling costs no clock read; outside a running loop (before `run`, between runs)
+    /// a fresh reading. Tornado's ordering holds: `call_later(d)` scheduled after
+    /// `call_at(lp.now() + d)` runs after it, and a deadline is never earlier than `d` after
+    /// a time the caller has already been shown. Unlike Tornado, a callback that blocks for a
+    /// while and then calls `call_later(d)` without reading [`now`](Self::now) gets a
+    /// deadline `d` after the iteration's reading, not after the end of its blocking: call
+    /// `now()` first, or use `call_at(lp.now() + d)`, to count from the moment of the call.
+    ///
     /// # Errors
     /// As [`call_at`](Self::call_at).
+    ///
+    /// ```
+    /// # use core::time::Duration;
+    /// # use loop_core::{sim::SimPoller, EventLoop};
+    /// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+    /// lp.add_callback(|lp| {
+    ///     assert_eq!(lp.now().as_nanos(), 0); // the latest reading: 0 s
+    ///     lp.poller().advance(Duration::from_secs(5)); // the callback blocks for 5 s
+    ///     // Counts from the latest reading: due at 1 s, so already due.
+    ///     lp.call_later(Duration::from_secs(1), |lp| lp.stop()).unwrap();
+    /// })
+    /// .unwrap();
+    /// lp.run().unwrap();
+    /// assert_eq!(lp.now().as_nanos(), 5_000_000_000); // ran at once, not at 6 s
+    /// ```
     pub fn call_later<F>(&mut self, delay: Duration, f: F) -> Result<TimerHandle, Refused<F>>
     where
         F: FnOnce(&mut Self) + 'static,
     {
-        let deadline = self.now() + delay;
+        let deadline = self.cached_now() + delay;
         self.call_at(deadline, f)
     }
 
@@ -132,6 +157,25 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         self.timers.reset(h, deadline)
     }
 
+    /// Move a pending timer to `delay` from now, "now" being the loop's cached time as for
+    /// [`call_later`](Self::call_later) (no clock read inside a running loop): libev's
+    /// `ev_timer_again`. Returns `false` (and does nothing) for a timer that is not waiting.
+    ///
+    /// ```
+    /// # use core::time::Duration;
+    /// # use loop_core::{sim::SimPoller, EventLoop};
+    /// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+    /// let idle = lp.call_later(Duration::from_secs(30), |lp| lp.stop()).unwrap();
+    /// lp.poller().advance(Duration::from_secs(10)); // activity at 10 s pushes it back
+    /// assert!(lp.reset_timer_later(idle, Duration::from_secs(30)));
+    /// lp.run().unwrap();
+    /// assert_eq!(lp.now().as_nanos(), 40_000_000_000);
+    /// ```
+    pub fn reset_timer_later(&mut self, h: TimerHandle, delay: Duration) -> bool {
+        let deadline = self.cached_now() + delay;
+        self.timers.reset(h, deadline)
+    }
+
     /// Whether `h` is still scheduled (or running and not cancelled).
     pub fn timer_pending(&self, h: TimerHandle) -> bool {
         self.timers.is_pending(h)
@@ -222,5 +266,174 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> Drop
 {
     fn drop(&mut self) {
         self.put_back();
+    }
+}
+
+/// The cached clock (`call_later` counts from the loop's latest reading), on the simulated
+/// clock: Tornado's ordering, fresh readings outside a run, one reading per iteration.
+#[cfg(test)]
+mod cached_clock_tests {
+    extern crate std;
+    use super::*;
+    use crate::sim::SimPoller;
+    use crate::task::executor::Executor;
+    use crate::{sleep, Remote};
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use std::vec::Vec;
+
+    type Lp = EventLoop<SimPoller<4>, 4, 16, 8>;
+    type Log = Rc<RefCell<Vec<&'static str>>>;
+
+    fn s(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    fn at(secs: u64) -> Instant {
+        Instant::from_nanos(secs * 1_000_000_000)
+    }
+
+    /// A timer that logs `name` and the time it ran at.
+    fn logs(log: &Log, times: &Rc<RefCell<Vec<u64>>>, name: &'static str) -> impl FnOnce(&mut Lp) {
+        let (log, times) = (log.clone(), times.clone());
+        move |lp: &mut Lp| {
+            log.borrow_mut().push(name);
+            times.borrow_mut().push(lp.now().as_nanos() / 1_000_000_000);
+        }
+    }
+
+    #[test]
+    fn call_later_after_call_at_now_plus_d_runs_after_it_even_when_the_clock_moved() {
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        let (log, times) = (Log::default(), Rc::new(RefCell::new(Vec::new())));
+        let (l, t) = (log.clone(), times.clone());
+        lp.add_callback(move |lp| {
+            lp.poller().advance(s(3)); // the callback took 3 s
+            let deadline = lp.now() + s(2); // a fresh reading (3 s): due at 5 s
+            lp.call_at(deadline, logs(&l, &t, "call_at")).unwrap();
+            // Scheduled after it with the same delay: never before it.
+            lp.call_later(s(2), logs(&l, &t, "call_later")).unwrap();
+            // And the other way round: call_later first, then call_at(now() + d).
+            lp.call_later(s(4), logs(&l, &t, "later_first")).unwrap();
+            let deadline = lp.now() + s(4);
+            lp.call_at(deadline, logs(&l, &t, "at_second")).unwrap();
+        })
+        .unwrap();
+        lp.call_at(at(8), |lp| lp.stop()).unwrap();
+        lp.run().unwrap();
+        assert_eq!(
+            *log.borrow(),
+            ["call_at", "call_later", "later_first", "at_second"]
+        );
+        assert_eq!(*times.borrow(), [5, 5, 7, 7]);
+    }
+
+    #[test]
+    fn call_later_inside_an_iteration_counts_from_the_latest_reading_not_a_fresh_one() {
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        let (log, times) = (Log::default(), Rc::new(RefCell::new(Vec::new())));
+        let (l, t) = (log.clone(), times.clone());
+        lp.call_at(at(10), |_| {}).unwrap(); // keeps the iteration reading the clock
+        lp.add_callback(move |lp| {
+            assert_eq!(lp.now(), Instant::ZERO);
+            lp.poller().advance(s(5)); // blocks for 5 s without reading the clock
+            lp.call_at(at(2), logs(&l, &t, "at 2 s")).unwrap();
+            // Counts from the iteration's reading (0 s): due at 1 s, before the one at 2 s
+            // although scheduled after it (a fresh reading would make it 6 s).
+            lp.call_later(s(1), logs(&l, &t, "later 1 s")).unwrap();
+            lp.call_at(at(6), |lp| lp.stop()).unwrap();
+        })
+        .unwrap();
+        lp.run().unwrap();
+        assert_eq!(*log.borrow(), ["later 1 s", "at 2 s"]);
+        assert_eq!(*times.borrow(), [5, 5]);
+    }
+
+    #[test]
+    fn now_inside_a_callback_refreshes_the_time_call_later_counts_from() {
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        let (log, times) = (Log::default(), Rc::new(RefCell::new(Vec::new())));
+        let (l, t) = (log.clone(), times.clone());
+        lp.add_callback(move |lp| {
+            lp.poller().advance(s(5));
+            assert_eq!(lp.now(), at(5)); // the user saw 5 s
+            lp.call_at(at(5) + Duration::from_millis(500), logs(&l, &t, "at 5.5 s"))
+                .unwrap();
+            lp.call_later(s(1), logs(&l, &t, "later: 6 s")).unwrap();
+        })
+        .unwrap();
+        lp.call_at(at(7), |lp| lp.stop()).unwrap();
+        lp.run().unwrap();
+        assert_eq!(*log.borrow(), ["at 5.5 s", "later: 6 s"]);
+        assert_eq!(*times.borrow(), [5, 6]);
+    }
+
+    #[test]
+    fn call_later_outside_a_run_reads_the_clock_fresh_so_an_idle_loop_never_fires_early() {
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        let (log, times) = (Log::default(), Rc::new(RefCell::new(Vec::new())));
+        // A run leaves its latest reading (1 s) behind.
+        lp.call_later(s(1), |lp| lp.stop()).unwrap();
+        lp.run().unwrap();
+        assert_eq!(lp.now(), at(1));
+        // The loop sits idle for 10 s, then a timer is scheduled from outside.
+        lp.poller().advance(s(10));
+        lp.call_later(s(2), logs(&log, &times, "between runs"))
+            .unwrap();
+        lp.call_at(at(13), |lp| lp.stop()).unwrap();
+        lp.run().unwrap();
+        assert_eq!(*times.borrow(), [13]); // 11 s + 2 s, not 1 s + 2 s
+                                           // Nor does a new run count from the last run's reading before it takes its own: no
+                                           // timer is scheduled, so its first iteration reads no clock before the callback.
+        lp.poller().advance(s(10)); // 23 s
+        let (l, t) = (log.clone(), times.clone());
+        lp.add_callback(move |lp| {
+            lp.call_later(s(1), logs(&l, &t, "first of a run")).unwrap();
+            lp.call_at(at(25), |lp| lp.stop()).unwrap();
+        })
+        .unwrap();
+        lp.run().unwrap();
+        assert_eq!(*times.borrow(), [13, 24]);
+        assert_eq!(*log.borrow(), ["between runs", "first of a run"]);
+    }
+
+    #[test]
+    fn reset_timer_later_counts_from_the_cached_time_inside_a_run_and_fresh_outside() {
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        let (log, times) = (Log::default(), Rc::new(RefCell::new(Vec::new())));
+        let h = lp.call_later(s(1), logs(&log, &times, "idle")).unwrap();
+        lp.poller().advance(s(4)); // outside a run: a fresh reading
+        assert!(lp.reset_timer_later(h, s(2)));
+        lp.add_callback(move |lp| {
+            lp.poller().advance(s(1)); // 5 s, unread: the cached time stays at 4 s
+            assert!(lp.reset_timer_later(h, s(3)));
+        })
+        .unwrap();
+        lp.call_at(at(9), |lp| lp.stop()).unwrap();
+        lp.run().unwrap();
+        assert_eq!(*times.borrow(), [7]);
+        assert!(!lp.reset_timer_later(h, s(1))); // fired: not waiting any more
+    }
+
+    #[test]
+    fn sleep_in_a_task_still_counts_from_a_fresh_reading() {
+        static REMOTE: Remote<Lp, 4> = Remote::new();
+        static EXEC: Executor<2, 256> = Executor::new();
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        lp.attach_remote(&REMOTE).unwrap();
+        lp.attach_executor(&EXEC).unwrap();
+        lp.call_at(at(100), |_| {}).unwrap(); // iterations read the clock
+        let woke = lp
+            .run_sync(
+                async {
+                    crate::with_current_loop(|lp: &mut Lp| lp.poller().advance(s(3))).unwrap();
+                    // The task blocked 3 s; sleep(2 s) counts from a fresh reading (3 s).
+                    sleep(s(2)).await.unwrap();
+                    crate::with_current_loop(|lp: &mut Lp| lp.now()).unwrap()
+                },
+                None,
+            )
+            .unwrap();
+        assert_eq!(woke, at(5));
     }
 }
