@@ -20,11 +20,13 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         if let Err(error) = self.timer_room() {
             return Err(Refused { error, value: f });
         }
-        let timer = InlineFn::once_named::<F, _>(move |lp: &mut Self, _deadline: Instant| {
+        let wrapper = move |lp: &mut Self, _deadline: Instant| {
             f(lp);
             Next::Done
-        });
-        Ok(self.schedule::<F>(deadline, timer))
+        };
+        let drop_glue = has_drop_glue(&wrapper);
+        let timer = InlineFn::once_named::<F, _>(wrapper);
+        Ok(self.schedule(deadline, timer, drop_glue))
     }
 
     /// Run `f` once, `delay` from now.
@@ -94,7 +96,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         let (period_ns, jitter_ppm) = (periodic.period_ns, periodic.jitter_ppm);
         let mut rng = periodic.first_rng(now, self.timers.next_seq());
         let first = periodic::next_deadline(now, now, period_ns, jitter_ppm, &mut rng);
-        let timer = InlineFn::named::<F, _>(move |lp: &mut Self, deadline: Instant| {
+        let wrapper = move |lp: &mut Self, deadline: Instant| {
             // Tornado's `PeriodicCallback` schedules the next call also after an exception:
             // a caught panic is handed to the call site, which reports it.
             if let Err(caught) = panic::catch(|| f(lp)) {
@@ -105,8 +107,10 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             Next::At(periodic::next_deadline(
                 deadline, now, period_ns, jitter_ppm, &mut rng,
             ))
-        });
-        Ok(self.schedule::<F>(first, timer))
+        };
+        let drop_glue = has_drop_glue(&wrapper);
+        let timer = InlineFn::named::<F, _>(wrapper);
+        Ok(self.schedule(first, timer, drop_glue))
     }
 
     /// `Ok` if a timer can be added now: the loop is open and the heap has room.
@@ -121,17 +125,18 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         }
     }
 
-    /// Insert `timer`, which wraps a user closure of type `F`.
-    pub(super) fn schedule<F>(
+    /// Insert `timer`, whose closure has drop glue if `drop_glue` (known at compile time).
+    #[inline]
+    pub(super) fn schedule(
         &mut self,
         deadline: Instant,
         timer: TimerFn<P, H, T, Q>,
+        drop_glue: bool,
     ) -> TimerHandle {
-        // Known at compile time: no cost on the insert path.
-        if core::mem::needs_drop::<F>() {
+        if drop_glue {
             self.timer_drop_glue = true;
         }
-        match self.timers.insert(deadline, timer) {
+        match self.timers.insert_flagged(deadline, timer, drop_glue) {
             Ok(h) => h,
             // Capacity was checked by the caller, and nothing runs in between.
             Err(_) => unreachable!("timer capacity checked before insert"),
@@ -143,11 +148,14 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// callback or timer of the same iteration does not run. The timer's slot is free again at
     /// once (except when a periodic callback cancels itself: then when it returns).
     pub fn remove_timeout(&mut self, h: TimerHandle) -> bool {
-        let pending = self.timers.is_pending(h);
-        if let Some(f) = self.timers.cancel(h) {
-            self.release(f, Source::Timer { handle: h });
+        match self.timers.cancel(h) {
+            Cancel::NotPending => false,
+            Cancel::Running | Cancel::Removed(None) => true,
+            Cancel::Removed(Some(f)) => {
+                self.release(f, Source::Timer { handle: h });
+                true
+            }
         }
-        pending
     }
 
     /// Move a pending timer to `deadline` (O(log n), no allocation): cheaper than cancel +
@@ -228,6 +236,12 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     }
 }
 
+/// Whether dropping a `W` runs any code (its captures have drop glue); known at compile time.
+#[inline(always)]
+fn has_drop_glue<W>(_: &W) -> bool {
+    core::mem::needs_drop::<W>()
+}
+
 /// A due timer's closure, out of the heap for the call; settled on drop: re-armed if it asked
 /// to be (`next`), else freed. A panic that unwinds through leaves `next` at `Done`.
 struct TimerCall<'a, P: Poller + 'static, const H: usize, const T: usize, const Q: usize> {
@@ -269,10 +283,11 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> Drop
     }
 }
 
-/// The cached clock (`call_later` counts from the loop's latest reading), on the simulated
-/// clock: Tornado's ordering, fresh readings outside a run, one reading per iteration.
+/// On the simulated clock: the cached clock (`call_later` counts from the loop's latest
+/// reading: Tornado's ordering, fresh readings outside a run, one reading per iteration) and
+/// cancelling with and without drop glue.
 #[cfg(test)]
-mod cached_clock_tests {
+mod tests {
     extern crate std;
     use super::*;
     use crate::sim::SimPoller;
@@ -435,5 +450,44 @@ mod cached_clock_tests {
             )
             .unwrap();
         assert_eq!(woke, at(5));
+    }
+
+    #[test]
+    fn remove_timeout_reports_pending_and_drops_captures_once_with_or_without_drop_glue() {
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        let held = Rc::new(());
+        let h = held.clone();
+        let glue = lp.call_later(s(1), move |_| drop(h)).unwrap();
+        let plain = lp.call_later(s(2), |_| {}).unwrap();
+        let periodic = lp
+            .add_periodic(crate::Periodic::every(s(3)), |_| {})
+            .unwrap();
+        assert_eq!(Rc::strong_count(&held), 2);
+        assert!(lp.remove_timeout(glue));
+        assert_eq!(Rc::strong_count(&held), 1, "dropped at once");
+        assert!(lp.remove_timeout(plain));
+        assert!(lp.remove_timeout(periodic));
+        for h in [glue, plain, periodic] {
+            assert!(!lp.remove_timeout(h), "a second cancel is a no-op");
+            assert!(!lp.timer_pending(h));
+        }
+        assert_eq!(lp.timer_count(), 0);
+        // A timer cancelling itself while it runs: pending (running) the first time only.
+        let me = Rc::new(core::cell::Cell::new(None));
+        let m = me.clone();
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let sn = seen.clone();
+        let h = lp
+            .call_later(s(1), move |lp| {
+                let h = m.get().unwrap();
+                sn.borrow_mut().push(lp.remove_timeout(h));
+                sn.borrow_mut().push(lp.remove_timeout(h));
+                lp.stop();
+            })
+            .unwrap();
+        me.set(Some(h));
+        lp.run().unwrap();
+        assert_eq!(*seen.borrow(), [true, false]);
+        assert_eq!(lp.timer_count(), 0);
     }
 }

@@ -22,8 +22,11 @@
 //! left for later (ARCHITECTURE.md, "Traps").
 //!
 //! Per-timer state is split by how hot it is: `meta` (generation and position, 8 bytes: read by
-//! every handle operation, written by every heap move), `seq` (8 bytes: ties and fire), `link`
-//! (the run's deadline and neighbours, 16 bytes: run members only) and the closures. Slots are
+//! every handle operation, written by every heap move), `seq` (8 bytes: the sequence and the
+//! "closure needs drop" bit: ties, fire and cancel), `link` (the run's deadline and
+//! neighbours, 16 bytes: run members only) and the closures. A cancel touches the closure only
+//! when it has drop glue: one without is left in its slot unread (dropping it would do
+//! nothing). Slots are
 //! handed out last-freed first (the free list threads through `meta`), and from index 0
 //! upwards again whenever the table empties, so a table that is filled, drained and refilled
 //! stays dense instead of scattering over memory.
@@ -75,6 +78,12 @@ struct Meta {
     pos: u32,
 }
 
+/// In a live slot's `seq` (whose low 63 bits are the sequence taken at its last insert or
+/// re-arm: equal deadlines fire in its order): the slot's closure must be dropped (else a
+/// cancel forgets it in place).
+/// Sequences stay below it: one per insert or re-arm, 2^63 of them.
+const NEEDS_DROP: u64 = 1 << 63;
+
 /// A run member's deadline and neighbours (`index + 1`, [`NIL`] at the ends).
 #[derive(Clone, Copy)]
 struct Link {
@@ -99,6 +108,7 @@ struct Closures<F, const T: usize>([MaybeUninit<F>; T]);
 pub(crate) struct TimerHeap<F, const T: usize> {
     heap: Nodes<T>,
     meta: [Meta; T],
+    /// Live slots: sequence | [`NEEDS_DROP`].
     seq: [u64; T],
     link: [Link; T],
     /// Initialised exactly for live slots whose timer is waiting (not running).
@@ -137,6 +147,30 @@ fn prefetch<X>(p: *const X) {
     };
     #[cfg(not(all(target_arch = "x86_64", not(miri))))]
     let _ = p;
+}
+
+/// What [`TimerHeap::cancel`] did.
+pub(crate) enum Cancel<F> {
+    /// The handle names no pending timer (fired, cancelled, never issued, or a running timer
+    /// already cancelled): nothing changed.
+    NotPending,
+    /// The timer is running right now: it is freed as soon as its closure returns instead of
+    /// being re-armed.
+    Running,
+    /// The timer was waiting and is gone; its closure is handed back for the caller to drop,
+    /// unless it was inserted as needing no drop.
+    Removed(Option<F>),
+}
+
+#[cfg(test)]
+impl<F> Cancel<F> {
+    /// The closure handed back, if any.
+    pub(crate) fn removed(self) -> Option<F> {
+        match self {
+            Cancel::Removed(f) => f,
+            _ => None,
+        }
+    }
 }
 
 /// What a timer closure asks for after it ran.
@@ -195,7 +229,15 @@ impl<F, const T: usize> TimerHeap<F, T> {
         debug_assert!((slot as usize) < T);
         // SAFETY: slots are only ever handed out below `T` (`alloc`), and only live slots'
         // sequences are read (heap nodes and run members name live slots).
-        unsafe { *self.seq.get_unchecked(slot as usize) }
+        unsafe { *self.seq.get_unchecked(slot as usize) & !NEEDS_DROP }
+    }
+
+    /// Give a live slot a fresh sequence, keeping its needs-drop bit.
+    #[inline(always)]
+    fn stamp(&mut self, slot: u32) {
+        let seq = self.take_seq();
+        let s = &mut self.seq[slot as usize];
+        *s = (*s & NEEDS_DROP) | seq;
     }
 
     /// The heap node at `pos`.
@@ -391,8 +433,7 @@ impl<F, const T: usize> TimerHeap<F, T> {
     /// last, else into the heap.
     #[inline]
     fn file(&mut self, slot: u32, deadline: u64) {
-        let seq = self.take_seq();
-        self.seq[slot as usize] = seq;
+        self.stamp(slot);
         let tail = self.run_tail;
         if tail == NIL || deadline >= self.link[(tail - 1) as usize].deadline {
             self.run_push(slot, deadline);
@@ -459,12 +500,29 @@ impl<F, const T: usize> TimerHeap<F, T> {
         unsafe { self.fns.0[slot as usize].assume_init_read() }
     }
 
-    /// Schedule `f` at `deadline`; the closure comes back when the table is full.
+    /// Schedule `f` at `deadline`, to be handed back by a cancel; the closure comes back when
+    /// the table is full.
+    #[cfg(test)]
     pub(crate) fn insert(&mut self, deadline: Instant, f: F) -> Result<TimerHandle, F> {
+        self.insert_flagged(deadline, f, true)
+    }
+
+    /// Schedule `f` at `deadline`; the closure comes back when the table is full.
+    /// `needs_drop` false says that dropping `f` does nothing (its captures have no drop
+    /// glue, though `F` itself may have a `Drop` impl, as `InlineFn` does): a cancel then
+    /// leaves it in its slot, unread, and hands nothing back.
+    #[inline]
+    pub(crate) fn insert_flagged(
+        &mut self,
+        deadline: Instant,
+        f: F,
+        needs_drop: bool,
+    ) -> Result<TimerHandle, F> {
         let Some(index) = self.alloc() else {
             return Err(f);
         };
         self.fns.0[index as usize].write(f);
+        self.seq[index as usize] = if needs_drop { NEEDS_DROP } else { 0 };
         self.file(index, deadline.as_nanos());
         Ok(TimerHandle {
             index,
@@ -472,18 +530,26 @@ impl<F, const T: usize> TimerHeap<F, T> {
         })
     }
 
-    /// Cancel `h`. Returns the closure for the caller to drop, or `None` when the handle is
-    /// stale (fired, cancelled, never issued) or the timer is running right now, in which case
-    /// it is freed as soon as its closure returns instead of being re-armed.
-    pub(crate) fn cancel(&mut self, h: TimerHandle) -> Option<F> {
-        // The closure is read below whatever the slot's place: start its miss now.
-        prefetch(self.fns.0.as_ptr().wrapping_add(h.index as usize));
-        match self.live_pos(h)? {
+    /// Cancel `h`: see [`Cancel`] for the outcomes.
+    pub(crate) fn cancel(&mut self, h: TimerHandle) -> Cancel<F> {
+        let Some(m) = self.meta.get(h.index as usize) else {
+            return Cancel::NotPending;
+        };
+        if m.generation != h.generation || h.generation & 1 == 0 {
+            return Cancel::NotPending;
+        }
+        let p = m.pos;
+        let needs_drop = self.seq[h.index as usize] & NEEDS_DROP != 0;
+        if needs_drop {
+            // The closure is read below: start its miss now.
+            prefetch(self.fns.0.as_ptr().wrapping_add(h.index as usize));
+        }
+        match p {
             RUNNING => {
                 self.meta[h.index as usize].pos = CANCELLED_WHILE_RUNNING;
-                None
+                Cancel::Running
             }
-            CANCELLED_WHILE_RUNNING => None,
+            CANCELLED_WHILE_RUNNING => Cancel::NotPending,
             p => {
                 if p == IN_RUN {
                     self.run_unlink(h.index);
@@ -491,10 +557,11 @@ impl<F, const T: usize> TimerHeap<F, T> {
                     // SAFETY: a live, waiting slot's heap position is below `self.len`.
                     unsafe { self.remove_at(p as usize) };
                 }
-                // SAFETY: the slot is live and was waiting; it is freed right below.
-                let f = unsafe { self.take_fn(h.index) };
+                // SAFETY: the slot is live and was waiting; it is freed right below. A closure
+                // without drop glue is left where it is: forgetting it is what dropping it does.
+                let f = needs_drop.then(|| unsafe { self.take_fn(h.index) });
                 self.free(h.index);
-                Some(f)
+                Cancel::Removed(f)
             }
         }
     }
@@ -512,8 +579,7 @@ impl<F, const T: usize> TimerHeap<F, T> {
                 true
             }
             Some(p) => {
-                let seq = self.take_seq();
-                self.seq[h.index as usize] = seq;
+                self.stamp(h.index);
                 let pos = p as usize;
                 let node = Node {
                     deadline,
