@@ -150,8 +150,8 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     pub fn remove_timeout(&mut self, h: TimerHandle) -> bool {
         match self.timers.cancel(h) {
             Cancel::NotPending => false,
-            Cancel::Running | Cancel::Removed(None) => true,
-            Cancel::Removed(Some(f)) => {
+            Cancel::Running | Cancel::Removed => true,
+            Cancel::RemovedWith(f) => {
                 self.release(f, Source::Timer { handle: h });
                 true
             }
@@ -199,15 +199,15 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// or timer of this iteration does not run.
     #[inline]
     pub(super) fn run_due_timers(&mut self, now: Instant, seq_limit: u64) {
-        while let Some((handle, f, deadline)) = self.timers.pop_due(now, seq_limit) {
+        while let Some((handle, deadline)) = self.timers.pop_due_slot(now, seq_limit) {
             self.counters.timers_fired += 1;
             let source = Source::Timer { handle };
             // Until the guard is dropped the timer's slot is marked running; the guard
             // settles it also when a panic unwinds through here.
             let mut call = TimerCall {
-                lp: self,
                 handle,
-                f: Some(f),
+                f: self.timers.take_running(handle),
+                lp: self,
                 next: Next::Done,
             };
             let started = call
@@ -257,20 +257,25 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>
     /// What `Drop` does; called at the call site on the normal way out (as for handlers).
     #[inline(always)]
     fn put_back(&mut self) {
-        if let Some(f) = self.f.take() {
-            if let Some(f) = self.lp.timers.finish(self.handle, f, self.next) {
-                if let Next::At(_) = self.next {
+        if self.f.is_none() {
+            return;
+        }
+        if let Next::At(_) = self.next {
+            if let Some(f) = self.f.take() {
+                if let Some(f) = self.lp.timers.finish(self.handle, f, self.next) {
                     // A periodic callback that cancelled itself: its captures go now.
                     let source = Source::Timer {
                         handle: self.handle,
                     };
                     self.lp.release(f, source);
-                } else {
-                    // A one-shot timer: consumed by its call (a `FnOnce` is spent before it
-                    // runs, also if it panics), so this drop runs no user code.
-                    drop(f);
                 }
             }
+        } else {
+            self.lp.timers.finish_done(self.handle);
+            // A one-shot timer: consumed by its call (a `FnOnce` is spent before it runs,
+            // also if it panics), so this drop, in place, runs no user code. (A periodic
+            // callback whose call unwound without `std`: its captures go now.)
+            self.f = None;
         }
     }
 }

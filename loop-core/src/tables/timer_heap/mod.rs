@@ -56,6 +56,9 @@ const RUNNING: u32 = u32::MAX;
 const CANCELLED_WHILE_RUNNING: u32 = u32::MAX - 1;
 /// Waiting in the run (the sorted list), not in the heap.
 const IN_RUN: u32 = u32::MAX - 2;
+/// Popped by [`TimerHeap::pop_due_slot`], its closure still in the slot until
+/// [`TimerHeap::take_running`] (called right after: no other operation sees this state).
+const POPPED: u32 = u32::MAX - 3;
 
 /// "No slot" in the run's links and the free list, which store `index + 1`.
 const NIL: u32 = 0;
@@ -73,7 +76,8 @@ struct Node {
 #[derive(Clone, Copy)]
 struct Meta {
     generation: u32,
-    /// Live: heap position, [`IN_RUN`], [`RUNNING`] or [`CANCELLED_WHILE_RUNNING`].
+    /// Live: heap position, [`IN_RUN`], [`POPPED`], [`RUNNING`] or
+    /// [`CANCELLED_WHILE_RUNNING`].
     /// Free: the next free slot + 1, or [`NIL`].
     pos: u32,
 }
@@ -157,9 +161,10 @@ pub(crate) enum Cancel<F> {
     /// The timer is running right now: it is freed as soon as its closure returns instead of
     /// being re-armed.
     Running,
-    /// The timer was waiting and is gone; its closure is handed back for the caller to drop,
-    /// unless it was inserted as needing no drop.
-    Removed(Option<F>),
+    /// The timer was waiting and is gone; its closure needed no drop (it was inserted so).
+    Removed,
+    /// The timer was waiting and is gone; here is its closure, for the caller to drop.
+    RemovedWith(F),
 }
 
 #[cfg(test)]
@@ -167,7 +172,7 @@ impl<F> Cancel<F> {
     /// The closure handed back, if any.
     pub(crate) fn removed(self) -> Option<F> {
         match self {
-            Cancel::Removed(f) => f,
+            Cancel::RemovedWith(f) => Some(f),
             _ => None,
         }
     }
@@ -185,7 +190,7 @@ pub(crate) enum Next {
 
 impl<F, const T: usize> TimerHeap<F, T> {
     /// Compile-time guard: positions, markers and `index + 1` must fit in a `u32`.
-    const CAPACITY_FITS: () = assert!(T < IN_RUN as usize, "timer capacity must be below 2^32 - 3");
+    const CAPACITY_FITS: () = assert!(T < POPPED as usize, "timer capacity must be below 2^32 - 4");
 
     /// Number of live timers (scheduled or running).
     #[inline]
@@ -549,7 +554,8 @@ impl<F, const T: usize> TimerHeap<F, T> {
                 self.meta[h.index as usize].pos = CANCELLED_WHILE_RUNNING;
                 Cancel::Running
             }
-            CANCELLED_WHILE_RUNNING => Cancel::NotPending,
+            // POPPED: not observable (`take_running` follows `pop_due_slot` at once).
+            CANCELLED_WHILE_RUNNING | POPPED => Cancel::NotPending,
             p => {
                 if p == IN_RUN {
                     self.run_unlink(h.index);
@@ -557,11 +563,17 @@ impl<F, const T: usize> TimerHeap<F, T> {
                     // SAFETY: a live, waiting slot's heap position is below `self.len`.
                     unsafe { self.remove_at(p as usize) };
                 }
-                // SAFETY: the slot is live and was waiting; it is freed right below. A closure
-                // without drop glue is left where it is: forgetting it is what dropping it does.
-                let f = needs_drop.then(|| unsafe { self.take_fn(h.index) });
-                self.free(h.index);
-                Cancel::Removed(f)
+                if needs_drop {
+                    // SAFETY: the slot is live and was waiting; it is freed right below.
+                    let f = unsafe { self.take_fn(h.index) };
+                    self.free(h.index);
+                    Cancel::RemovedWith(f)
+                } else {
+                    // A closure without drop glue is left where it is, unread: forgetting it
+                    // is what dropping it would do.
+                    self.free(h.index);
+                    Cancel::Removed
+                }
             }
         }
     }
@@ -572,7 +584,7 @@ impl<F, const T: usize> TimerHeap<F, T> {
     pub(crate) fn reset(&mut self, h: TimerHandle, deadline: Instant) -> bool {
         let deadline = deadline.as_nanos();
         match self.live_pos(h) {
-            None | Some(RUNNING | CANCELLED_WHILE_RUNNING) => false,
+            None | Some(RUNNING | CANCELLED_WHILE_RUNNING | POPPED) => false,
             Some(IN_RUN) => {
                 self.run_unlink(h.index);
                 self.file(h.index, deadline);
@@ -677,6 +689,20 @@ impl<F, const T: usize> TimerHeap<F, T> {
         now: Instant,
         seq_limit: u64,
     ) -> Option<(TimerHandle, F, Instant)> {
+        let (h, deadline) = self.pop_due_slot(now, seq_limit)?;
+        let f = self.take_running(h)?;
+        Some((h, f, deadline))
+    }
+
+    /// [`pop_due`](Self::pop_due) without moving the closure: take it with
+    /// [`take_running`](Self::take_running) right after (the loop moves it once, straight to
+    /// where it is called from).
+    #[inline]
+    pub(crate) fn pop_due_slot(
+        &mut self,
+        now: Instant,
+        seq_limit: u64,
+    ) -> Option<(TimerHandle, Instant)> {
         let (node, in_heap) = self.first()?;
         if node.deadline > now.as_nanos() {
             return None;
@@ -696,19 +722,38 @@ impl<F, const T: usize> TimerHeap<F, T> {
             self.run_unlink(node.slot);
         }
         let m = &mut self.meta[node.slot as usize];
-        m.pos = RUNNING;
-        let generation = m.generation;
-        // SAFETY: the slot was live and waiting; it is marked running above, so its closure is
-        // not read again until `finish` writes it back.
-        let f = unsafe { self.take_fn(node.slot) };
+        m.pos = POPPED;
         Some((
             TimerHandle {
                 index: node.slot,
-                generation,
+                generation: m.generation,
             },
-            f,
             Instant::from_nanos(node.deadline),
         ))
+    }
+
+    /// The closure of a timer just popped by [`pop_due_slot`](Self::pop_due_slot), now marked
+    /// running; `None` for any other handle.
+    #[inline]
+    pub(crate) fn take_running(&mut self, h: TimerHandle) -> Option<F> {
+        if self.live_pos(h)? != POPPED {
+            return None;
+        }
+        self.meta[h.index as usize].pos = RUNNING;
+        // SAFETY: a popped slot is live and its closure still initialised (pop_due_slot does
+        // not read it); it is marked running above, so it is not read again until `finish`
+        // writes it back.
+        Some(unsafe { self.take_fn(h.index) })
+    }
+
+    /// Free a timer popped by [`pop_due`](Self::pop_due) whose closure is spent (or was
+    /// cancelled while it ran); the caller drops the closure. Does nothing for any other
+    /// handle (stale: the table was cleared meanwhile).
+    #[inline]
+    pub(crate) fn finish_done(&mut self, h: TimerHandle) {
+        if let Some(RUNNING | CANCELLED_WHILE_RUNNING) = self.live_pos(h) {
+            self.free(h.index);
+        }
     }
 
     /// Settle a timer popped by [`pop_due`](Self::pop_due) after its closure ran: re-arm it at

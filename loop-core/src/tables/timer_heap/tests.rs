@@ -382,7 +382,7 @@ fn a_closure_inserted_as_needing_no_drop_is_not_handed_back_or_dropped_by_cancel
     // Deliberately flagged wrongly (it has drop glue) to show the cancel never reads it.
     let quiet = h.insert_flagged(at(9), Loud(&drops), false).ok().unwrap();
     let loud = h.insert_flagged(at(3), Loud(&drops), true).ok().unwrap(); // in the heap
-    assert!(matches!(h.cancel(quiet), Cancel::Removed(None)));
+    assert!(matches!(h.cancel(quiet), Cancel::Removed));
     assert_eq!(drops.get(), 0, "left in its slot, unread (forgotten)");
     assert!(matches!(h.cancel(quiet), Cancel::NotPending));
     let back = h.cancel(loud).removed();
