@@ -434,6 +434,43 @@ impl<F, const T: usize> TimerHeap<F, T> {
         self.run_len -= 1;
     }
 
+    /// Re-arm run member `slot` at `deadline` in place when it goes last (the common case
+    /// of one delay for every timer: the re-armed timer moves to the run's tail, with a fresh
+    /// sequence). `false`, with nothing changed, when it does not go last.
+    #[inline(always)]
+    fn run_requeue(&mut self, slot: u32, deadline: u64) -> bool {
+        let tail = self.run_tail;
+        let me = slot + 1;
+        let Link { prev, next, .. } = self.link[slot as usize];
+        if tail == me {
+            // Already last: it stays last if it does not go before its predecessor.
+            if prev != NIL && deadline < self.link[(prev - 1) as usize].deadline {
+                return false;
+            }
+            self.link[slot as usize].deadline = deadline;
+        } else {
+            // `tail` is another member (the run holds `slot`, so it is not empty), and `next`
+            // is not NIL (`slot` is not last).
+            if tail == NIL || next == NIL || deadline < self.link[(tail - 1) as usize].deadline {
+                return false;
+            }
+            match prev {
+                NIL => self.run_head = next,
+                p => self.link[(p - 1) as usize].next = next,
+            }
+            self.link[(next - 1) as usize].prev = prev;
+            self.link[slot as usize] = Link {
+                deadline,
+                prev: tail,
+                next: NIL,
+            };
+            self.link[(tail - 1) as usize].next = me;
+            self.run_tail = me;
+        }
+        self.stamp(slot);
+        true
+    }
+
     /// File a live slot with a fresh sequence at `deadline`: appended to the run when it goes
     /// last, else into the heap.
     #[inline]
@@ -586,8 +623,10 @@ impl<F, const T: usize> TimerHeap<F, T> {
         match self.live_pos(h) {
             None | Some(RUNNING | CANCELLED_WHILE_RUNNING | POPPED) => false,
             Some(IN_RUN) => {
-                self.run_unlink(h.index);
-                self.file(h.index, deadline);
+                if !self.run_requeue(h.index, deadline) {
+                    self.run_unlink(h.index);
+                    self.file(h.index, deadline);
+                }
                 true
             }
             Some(p) => {

@@ -422,3 +422,20 @@ fn cancelling_a_running_timer_says_so_once_then_not_pending() {
     assert_eq!(h.finish(running, f, Next::At(at(9))), Some(5));
     assert_eq!(h.len(), 0);
 }
+
+#[test]
+fn re_arming_run_members_in_place_keeps_deadline_then_fifo_order() {
+    let mut h: TimerHeap<u32, 16> = zeroed();
+    // A run of five: 10, 10, 20, 20, 30.
+    let hs: Vec<_> = [(10, 0), (10, 1), (20, 2), (20, 3), (30, 4)]
+        .iter()
+        .map(|&(d, i)| h.insert(at(d), i).unwrap())
+        .collect();
+    assert!(h.reset(hs[0], at(30))); // the head to the tail, equal to it: after it
+    assert!(h.reset(hs[2], at(40))); // a middle member to the tail
+    assert!(h.reset(hs[2], at(45))); // the tail, later again: stays the tail
+    assert!(h.reset(hs[2], at(35))); // the tail, still after its predecessor (30)
+    assert!(h.reset(hs[3], at(25))); // before the tail: into the heap
+    assert!(h.reset(hs[0], at(5))); // the tail, before its predecessor: into the heap
+    assert_eq!(drain(&mut h, 100), [0, 1, 3, 4, 2]);
+}
