@@ -243,7 +243,8 @@ pub struct EventLoop<
     /// site reports it, naming the timer.
     caught: Option<Caught>,
     /// A timer whose closure has drop glue was scheduled since the last teardown: teardown
-    /// must then drop the timers one at a time (see `drop_closures`).
+    /// must then drop the timers one at a time (see `drop_closures`), and a cancel looks at
+    /// the timer's needs-drop bit (else no live closure needs a drop).
     timer_drop_glue: bool,
     /// The latest clock reading taken inside the current run (libev's `ev_now`): refreshed
     /// once per iteration and by every [`now`](Self::now) while running; `None` outside a run

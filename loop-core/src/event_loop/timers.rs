@@ -148,7 +148,8 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// callback or timer of the same iteration does not run. The timer's slot is free again at
     /// once (except when a periodic callback cancels itself: then when it returns).
     pub fn remove_timeout(&mut self, h: TimerHandle) -> bool {
-        match self.timers.cancel(h) {
+        // No timer with drop glue since the last teardown: no closure needs a drop.
+        match self.timers.cancel_hinted(h, self.timer_drop_glue) {
             Cancel::NotPending => false,
             Cancel::Running | Cancel::Removed => true,
             Cancel::RemovedWith(f) => {

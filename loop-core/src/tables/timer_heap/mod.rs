@@ -573,7 +573,16 @@ impl<F, const T: usize> TimerHeap<F, T> {
     }
 
     /// Cancel `h`: see [`Cancel`] for the outcomes.
+    #[cfg(test)]
     pub(crate) fn cancel(&mut self, h: TimerHandle) -> Cancel<F> {
+        self.cancel_hinted(h, true)
+    }
+
+    /// [`cancel`](Self::cancel), told whether any live closure may need a drop: with
+    /// `any_needs_drop` false (no closure with drop glue was inserted since the table was
+    /// last empty of them) the slot's needs-drop bit is not even read.
+    #[inline]
+    pub(crate) fn cancel_hinted(&mut self, h: TimerHandle, any_needs_drop: bool) -> Cancel<F> {
         let Some(m) = self.meta.get(h.index as usize) else {
             return Cancel::NotPending;
         };
@@ -581,10 +590,9 @@ impl<F, const T: usize> TimerHeap<F, T> {
             return Cancel::NotPending;
         }
         let p = m.pos;
-        let needs_drop = self.seq[h.index as usize] & NEEDS_DROP != 0;
-        if needs_drop {
-            // The closure is read below: start its miss now.
-            prefetch(self.fns.0.as_ptr().wrapping_add(h.index as usize));
+        if any_needs_drop {
+            // The needs-drop bit is read after the removal: start its miss now, to overlap it.
+            prefetch(self.seq.as_ptr().wrapping_add(h.index as usize));
         }
         match p {
             RUNNING => {
@@ -600,7 +608,7 @@ impl<F, const T: usize> TimerHeap<F, T> {
                     // SAFETY: a live, waiting slot's heap position is below `self.len`.
                     unsafe { self.remove_at(p as usize) };
                 }
-                if needs_drop {
+                if any_needs_drop && self.seq[h.index as usize] & NEEDS_DROP != 0 {
                     // SAFETY: the slot is live and was waiting; it is freed right below.
                     let f = unsafe { self.take_fn(h.index) };
                     self.free(h.index);
