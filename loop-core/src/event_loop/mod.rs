@@ -27,6 +27,11 @@
 //! Callbacks, timers and tasks added during an iteration run in a later one, so a callback
 //! that re-queues itself cannot starve I/O.
 //!
+//! The loop keeps its latest clock reading while it runs (libev's `ev_now`): step 1's
+//! reading, step 9's reading after the poll, and every [`EventLoop::now`] call.
+//! `call_later` and `reset_timer_later` count from it instead of reading the clock; outside
+//! a running loop they read the clock.
+//!
 //! Step 1 differs from Tornado in mechanism, not in outcome: instead of popping every due
 //! timer into a list (which would need unbounded storage), the loop notes the timer sequence
 //! number before running callbacks and runs due timers from the heap head while their
