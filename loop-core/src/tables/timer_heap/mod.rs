@@ -277,25 +277,8 @@ impl<F, const T: usize> TimerHeap<F, T> {
     #[inline(always)]
     unsafe fn min_child(&self, first: usize, len: usize) -> usize {
         if first + ARITY <= len {
-            // Deadlines only, branch-free; equal deadlines (rare outside the run) take the
-            // exact path below.
-            // SAFETY: `first + 3 < len <= self.len <= T` (checked above, and the caller's
-            // promise).
-            let d = |i: usize| unsafe { self.heap.nodes.get_unchecked(first + i).deadline };
-            let (d0, d1, d2, d3) = (d(0), d(1), d(2), d(3));
-            let a = (d1 < d0) as usize;
-            let da = if d1 < d0 { d1 } else { d0 };
-            let b = 2 + (d3 < d2) as usize;
-            let db = if d3 < d2 { d3 } else { d2 };
-            let tie = (d0 == d1) as u8 | (d2 == d3) as u8 | (da == db) as u8;
-            if tie == 0 {
-                return first + if db < da { b } else { a };
-            }
-            // SAFETY: as above.
-            let c = |i: usize| unsafe { self.node(first + i) };
-            let a = if self.less(c(1), c(0)) { 1 } else { 0 };
-            let b = if self.less(c(3), c(2)) { 3 } else { 2 };
-            first + if self.less(c(b), c(a)) { b } else { a }
+            // SAFETY: `first + 3 < len <= self.len` (checked above, and the caller's promise).
+            unsafe { self.min4(first) }
         } else {
             let mut best = first;
             for c in first + 1..len {
@@ -306,6 +289,32 @@ impl<F, const T: usize> TimerHeap<F, T> {
             }
             best
         }
+    }
+
+    /// The smallest of the four children starting at `first`.
+    ///
+    /// # Safety
+    /// `first + 3 < self.len`.
+    #[inline(always)]
+    unsafe fn min4(&self, first: usize) -> usize {
+        // Deadlines only, branch-free; equal deadlines (rare outside the run) take the exact
+        // path below.
+        // SAFETY: `first + 3 < self.len <= T` (the caller's promise).
+        let d = |i: usize| unsafe { self.heap.nodes.get_unchecked(first + i).deadline };
+        let (d0, d1, d2, d3) = (d(0), d(1), d(2), d(3));
+        let a = (d1 < d0) as usize;
+        let da = if d1 < d0 { d1 } else { d0 };
+        let b = 2 + (d3 < d2) as usize;
+        let db = if d3 < d2 { d3 } else { d2 };
+        let tie = (d0 == d1) as u8 | (d2 == d3) as u8 | (da == db) as u8;
+        if tie == 0 {
+            return first + if db < da { b } else { a };
+        }
+        // SAFETY: as above.
+        let c = |i: usize| unsafe { self.node(first + i) };
+        let a = if self.less(c(1), c(0)) { 1 } else { 0 };
+        let b = if self.less(c(3), c(2)) { 3 } else { 2 };
+        first + if self.less(c(b), c(a)) { b } else { a }
     }
 
     /// Move `node` up from `pos` (no higher than `top`) to its place.
@@ -377,21 +386,31 @@ impl<F, const T: usize> TimerHeap<F, T> {
             return;
         }
         let mut hole = pos;
+        // Full groups of four children.
         loop {
             let first = ARITY * hole + 1;
-            if first >= len {
+            if first + ARITY > len {
                 break;
             }
             // The next level's candidates: the children of these four siblings are 16
             // consecutive nodes (four cache lines). Asking for all four now overlaps the next
             // level's miss with this level's compares; the hole always goes to the bottom.
+            // (Past the end of the heap, or of the array, a prefetch is a no-op.)
             let grand = self.heap.nodes.as_ptr().wrapping_add(ARITY * first + 1);
-            if ARITY * first + 1 < len {
-                for k in 0..ARITY {
-                    prefetch(grand.wrapping_add(ARITY * k));
-                }
+            for k in 0..ARITY {
+                prefetch(grand.wrapping_add(ARITY * k));
             }
-            // SAFETY: `first < len <= T`: the children looked at are heap positions.
+            // SAFETY: `first + 3 < len <= self.len`: the children are heap positions.
+            let best = unsafe { self.min4(first) };
+            // SAFETY: `hole < best < len <= T`, both heap positions; `best` holds a valid node.
+            unsafe { self.put(hole, self.node(best)) };
+            hole = best;
+        }
+        // At most one group of fewer than four, the heap's last: its members have no
+        // children (the first child of `len - 3` is past `len`).
+        let first = ARITY * hole + 1;
+        if first < len {
+            // SAFETY: `first < len`, as `min_child` needs.
             let best = unsafe { self.min_child(first, len) };
             // SAFETY: `hole < best < len <= T`, both heap positions; `best` holds a valid node.
             unsafe { self.put(hole, self.node(best)) };
