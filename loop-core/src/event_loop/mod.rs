@@ -106,7 +106,7 @@ struct SignalSlot<L: 'static> {
     released: bool,
 }
 use crate::raw::zeroed::zero_in_place;
-use crate::tables::timer_heap::{Cancel, Next, TimerHandle, TimerHeap};
+use crate::tables::timer_heap::{Cancel, Next, Quick, TimerHandle, TimerHeap};
 use crate::time::Instant;
 
 /// How many failed deregistrations the loop remembers before it resets the poller at once.

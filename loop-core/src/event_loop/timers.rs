@@ -149,7 +149,19 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// once (except when a periodic callback cancels itself: then when it returns).
     pub fn remove_timeout(&mut self, h: TimerHandle) -> bool {
         // No timer with drop glue since the last teardown: no closure needs a drop.
-        match self.timers.cancel_hinted(h, self.timer_drop_glue) {
+        match self.timers.cancel_quick(h, self.timer_drop_glue) {
+            Quick::NotPending => false,
+            Quick::Running | Quick::Removed => true,
+            Quick::NeedsDrop => self.remove_timeout_dropping(h),
+        }
+    }
+
+    /// [`remove_timeout`](Self::remove_timeout) of a waiting timer whose closure has drop
+    /// glue: its captures are dropped now, under the panic policy.
+    #[cold]
+    #[inline(never)]
+    fn remove_timeout_dropping(&mut self, h: TimerHandle) -> bool {
+        match self.timers.cancel_hinted(h, true) {
             Cancel::NotPending => false,
             Cancel::Running | Cancel::Removed => true,
             Cancel::RemovedWith(f) => {

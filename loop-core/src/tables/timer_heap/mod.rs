@@ -178,6 +178,19 @@ impl<F> Cancel<F> {
     }
 }
 
+/// What [`TimerHeap::cancel_quick`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Quick {
+    /// As [`Cancel::NotPending`].
+    NotPending,
+    /// As [`Cancel::Running`].
+    Running,
+    /// As [`Cancel::Removed`].
+    Removed,
+    /// Nothing changed: the timer is waiting and its closure needs a drop.
+    NeedsDrop,
+}
+
 /// What a timer closure asks for after it ran.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub(crate) enum Next {
@@ -589,6 +602,42 @@ impl<F, const T: usize> TimerHeap<F, T> {
             index,
             generation: self.meta[index as usize].generation,
         })
+    }
+
+    /// [`cancel_hinted`](Self::cancel_hinted) for every timer whose closure needs no drop
+    /// (nothing to hand back, so nothing is moved): [`Quick::NeedsDrop`], with nothing
+    /// changed, for a waiting timer whose closure does; cancel that one with `cancel_hinted`.
+    #[inline]
+    pub(crate) fn cancel_quick(&mut self, h: TimerHandle, any_needs_drop: bool) -> Quick {
+        let Some(m) = self.meta.get(h.index as usize) else {
+            return Quick::NotPending;
+        };
+        if m.generation != h.generation || h.generation & 1 == 0 {
+            return Quick::NotPending;
+        }
+        match m.pos {
+            RUNNING => {
+                self.meta[h.index as usize].pos = CANCELLED_WHILE_RUNNING;
+                Quick::Running
+            }
+            // POPPED: not observable (`take_running` follows `pop_due_slot` at once).
+            CANCELLED_WHILE_RUNNING | POPPED => Quick::NotPending,
+            p => {
+                if any_needs_drop && self.seq[h.index as usize] & NEEDS_DROP != 0 {
+                    return Quick::NeedsDrop;
+                }
+                if p == IN_RUN {
+                    self.run_unlink(h.index);
+                } else {
+                    // SAFETY: a live, waiting slot's heap position is below `self.len`.
+                    unsafe { self.remove_at(p as usize) };
+                }
+                // The closure is left where it is, unread: forgetting it is what dropping it
+                // would do.
+                self.free(h.index);
+                Quick::Removed
+            }
+        }
     }
 
     /// Cancel `h`: see [`Cancel`] for the outcomes.

@@ -439,3 +439,23 @@ fn re_arming_run_members_in_place_keeps_deadline_then_fifo_order() {
     assert!(h.reset(hs[0], at(5))); // the tail, before its predecessor: into the heap
     assert_eq!(drain(&mut h, 100), [0, 1, 3, 4, 2]);
 }
+
+#[test]
+fn quick_cancel_removes_timers_without_drop_glue_and_leaves_the_others_untouched() {
+    let mut h: TimerHeap<u32, 8> = zeroed();
+    let plain = h.insert_flagged(at(5), 1, false).unwrap();
+    let glued = h.insert_flagged(at(3), 2, true).unwrap(); // in the heap
+    assert_eq!(h.cancel_quick(glued, true), Quick::NeedsDrop);
+    assert!(h.is_pending(glued), "nothing changed");
+    assert_eq!(h.len(), 2);
+    assert_eq!(h.cancel_quick(plain, true), Quick::Removed);
+    assert_eq!(h.cancel_quick(plain, true), Quick::NotPending);
+    assert_eq!(h.cancel_hinted(glued, true).removed(), Some(2));
+    assert_eq!(h.len(), 0);
+    let again = h.insert_flagged(at(1), 3, false).unwrap();
+    let (running, f, _) = h.pop_due(at(1), u64::MAX).unwrap();
+    assert_eq!(running, again);
+    assert_eq!(h.cancel_quick(running, false), Quick::Running);
+    assert_eq!(h.cancel_quick(running, false), Quick::NotPending);
+    assert_eq!(h.finish(running, f, Next::Done), Some(3));
+}
