@@ -64,30 +64,21 @@ fn run_sized<const T: usize>(case: &TimerCase, at: bool) -> io::Result<TimerSamp
 
     for _ in 0..case.iters {
         handles.clear();
-        let mut failed = None;
         in_loop(&mut lp, &mut |lp| {
             let t0 = start();
             if at {
                 let now = lp.now();
                 for d in &inp.schedule {
-                    match lp.call_at(now + *d, bump) {
-                        Ok(h) => handles.push(h),
-                        Err(_) => failed = Some(full(())),
-                    }
+                    handles.push(lp.call_at(now + *d, bump).map_err(|_| full(()))?);
                 }
             } else {
                 for d in &inp.schedule {
-                    match lp.call_later(*d, bump) {
-                        Ok(h) => handles.push(h),
-                        Err(_) => failed = Some(full(())),
-                    }
+                    handles.push(lp.call_later(*d, bump).map_err(|_| full(()))?);
                 }
             }
             out.schedule.push(stop(t0, n, "schedule"));
+            Ok(())
         })?;
-        if let Some(e) = failed {
-            return Err(e);
-        }
 
         in_loop(&mut lp, &mut |lp| {
             let t0 = start();
@@ -102,6 +93,7 @@ fn run_sized<const T: usize>(case: &TimerCase, at: bool) -> io::Result<TimerSamp
                 }
             }
             out.rearm.push(stop(t0, n, "rearm"));
+            Ok(())
         })?;
 
         in_loop(&mut lp, &mut |lp| {
@@ -110,6 +102,7 @@ fn run_sized<const T: usize>(case: &TimerCase, at: bool) -> io::Result<TimerSamp
                 lp.remove_timeout(handles[i as usize]);
             }
             out.cancel.push(stop(t0, n, "cancel"));
+            Ok(())
         })?;
         if lp.timer_count() != 0 {
             return Err(io::Error::other("timers left after cancelling all"));
@@ -133,11 +126,16 @@ fn run_sized<const T: usize>(case: &TimerCase, at: bool) -> io::Result<TimerSamp
 type Lp<const T: usize> = EventLoop<Epoll, 4, T, 4>;
 
 /// Runs `f` as a callback inside one loop iteration (`run_once`), as a server's handlers run.
-fn in_loop<const T: usize>(lp: &mut Lp<T>, f: &mut dyn FnMut(&mut Lp<T>)) -> io::Result<()> {
-    let p: *mut (dyn FnMut(&mut Lp<T>) + '_) = f;
+fn in_loop<const T: usize>(
+    lp: &mut Lp<T>,
+    f: &mut dyn FnMut(&mut Lp<T>) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut result = Err(io::Error::other("phase callback did not run"));
+    let mut call = |lp: &mut Lp<T>| result = f(lp);
+    let p: *mut (dyn FnMut(&mut Lp<T>) + '_) = &mut call;
     // SAFETY: only the trait object's lifetime is erased: the callback runs inside the
-    // `run_once` below, while `f` is still borrowed here, and it is gone when that returns
-    // (the one callback queued is run by that iteration).
+    // `run_once` below, while `call` is still borrowed here, and it is gone when that returns
+    // (the one callback queued is run by that iteration, or dropped unrun with the error).
     let p: *mut (dyn FnMut(&mut Lp<T>) + 'static) = unsafe { std::mem::transmute(p) };
     // SAFETY: `p` is valid for the whole `run_once` (see above) and called once, alone.
     lp.add_callback(move |lp| unsafe { (*p)(lp) })
@@ -146,5 +144,5 @@ fn in_loop<const T: usize>(lp: &mut Lp<T>, f: &mut dyn FnMut(&mut Lp<T>)) -> io:
     if lp.callback_count() != 0 {
         return Err(io::Error::other("phase callback did not run"));
     }
-    Ok(())
+    result
 }
