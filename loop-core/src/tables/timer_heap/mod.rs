@@ -153,7 +153,7 @@ fn prefetch<X>(p: *const X) {
     let _ = p;
 }
 
-/// What [`TimerHeap::cancel`] did.
+/// What [`TimerHeap::cancel_hinted`] did.
 pub(crate) enum Cancel<F> {
     /// The handle names no pending timer (fired, cancelled, never issued, or a running timer
     /// already cancelled): nothing changed.
@@ -646,8 +646,8 @@ impl<F, const T: usize> TimerHeap<F, T> {
         self.cancel_hinted(h, true)
     }
 
-    /// [`cancel`](Self::cancel), told whether any live closure may need a drop: with
-    /// `any_needs_drop` false (no closure with drop glue was inserted since the table was
+    /// Cancel `h` (see [`Cancel`] for the outcomes), told whether any live closure may need
+    /// a drop: with `any_needs_drop` false (no closure with drop glue was inserted since the table was
     /// last empty of them) the slot's needs-drop bit is not even read.
     #[inline]
     pub(crate) fn cancel_hinted(&mut self, h: TimerHandle, any_needs_drop: bool) -> Cancel<F> {
