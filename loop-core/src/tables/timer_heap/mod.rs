@@ -392,6 +392,11 @@ impl<F, const T: usize> TimerHeap<F, T> {
         // `len` is the old last position, still holding a valid node.
         // SAFETY: `len` < old length <= `T`, a valid node (see above).
         let moved = unsafe { *self.heap.nodes.get_unchecked(len) };
+        // Both are needed later whatever the path: the slot of the node that moves (its
+        // position is written last) and the first children of `pos`. Start their misses now,
+        // beside the parent's below.
+        prefetch(self.meta.as_ptr().wrapping_add(moved.slot as usize));
+        prefetch(self.heap.nodes.as_ptr().wrapping_add(ARITY * pos + 1));
         // SAFETY: `0 < pos < len`, so its parent is a heap position below `len`.
         if pos > 0 && self.less(moved, unsafe { self.node((pos - 1) / ARITY) }) {
             // SAFETY: `pos < len <= T`; `moved` is a valid node whose slot is live.
