@@ -195,7 +195,15 @@ impl Sub<Instant> for Instant {
 /// ```
 #[inline]
 pub fn duration_nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+    // One 64-bit multiply-add instead of `as_nanos`'s 128-bit arithmetic: every `call_later`
+    // and `reset_timer_later` converts its delay. Below 2^64 ns exactly when the whole
+    // seconds are below `u64::MAX / 10^9` or, at that second, the sum does not overflow.
+    let secs = d.as_secs();
+    if secs <= u64::MAX / 1_000_000_000 {
+        (secs * 1_000_000_000).saturating_add(u64::from(d.subsec_nanos()))
+    } else {
+        u64::MAX
+    }
 }
 
 /// A monotonic clock.
@@ -275,6 +283,25 @@ mod tests {
         assert!(s >= before + Duration::from_secs(1) && s <= after + Duration::from_secs(1));
         let back = Instant::from_std(before + Duration::from_secs(1), now);
         assert!(back <= now + Duration::from_secs(1));
+    }
+
+    #[test]
+    fn duration_nanos_is_exact_below_584_years_and_saturates_above() {
+        let max_secs = u64::MAX / 1_000_000_000; // 18_446_744_073
+        for d in [
+            Duration::ZERO,
+            Duration::from_nanos(1),
+            Duration::new(3, 999_999_999),
+            Duration::new(max_secs, 0),
+            Duration::new(max_secs, 709_551_615), // exactly u64::MAX ns
+            Duration::new(max_secs, 709_551_616), // one past
+            Duration::new(max_secs, 999_999_999),
+            Duration::new(max_secs + 1, 0),
+            Duration::MAX,
+        ] {
+            let want = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+            assert_eq!(duration_nanos(d), want, "{d:?}");
+        }
     }
 
     #[test]

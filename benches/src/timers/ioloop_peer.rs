@@ -7,14 +7,18 @@
 //! it). Each timer's closure captures one `&'static Cell` counter (8 bytes), the same state
 //! the baseline's `fn` pointer is handed.
 //!
-//! * schedule = `call_later(d, f)` (reads the loop's clock, as the others do);
-//! * rearm = `reset_timer(h, now + d)`, ioloop's O(log n) in-place move;
+//! The schedule, rearm and cancel phases each run inside one loop callback, as a server's
+//! handlers schedule their timeouts: there `call_later` counts from the loop's cached time
+//! (libev's `ev_now`: the latest reading the loop took), so it reads no clock per timer.
+//!
+//! * schedule = `call_later(d, f)`;
+//! * rearm = `reset_timer_later(h, d)` (the cached time + d), ioloop's O(log n) in-place move;
 //! * cancel = `remove_timeout(h)`;
 //! * fire = `run_once(Some(0))` until every callback ran (one iteration runs all due timers).
 //!
 //! The `call_at` variant ([`run_call_at`]) reads the loop's clock once per phase and passes
-//! absolute deadlines (`call_at(now + d)`, `reset_timer(h, now + d)`), as libev's cached
-//! `ev_now` does: the timer table's own cost without a clock read per timer.
+//! absolute deadlines (`call_at(now + d)`, `reset_timer(h, now + d)`): the timer table's own
+//! cost, without the cached-time lookup.
 
 use std::cell::Cell;
 use std::io;
@@ -48,7 +52,6 @@ fn sized(case: &TimerCase, at: bool) -> io::Result<TimerSamples> {
 }
 
 fn run_sized<const T: usize>(case: &TimerCase, at: bool) -> io::Result<TimerSamples> {
-    type Lp<const T: usize> = EventLoop<Epoll, 4, T, 4>;
     let n = case.n;
     let inp = &*case.inputs;
     let mut lp = Lp::<T>::new_boxed().map_err(io_err)?;
@@ -56,50 +59,58 @@ fn run_sized<const T: usize>(case: &TimerCase, at: bool) -> io::Result<TimerSamp
     let mut handles: Vec<TimerHandle> = Vec::with_capacity(n);
     // One closure value (it is `Copy`), so every timer has the same callback type.
     let bump = move |_: &mut Lp<T>| fired.set(fired.get() + 1);
-    let full = |_| io::Error::other("timer table full");
+    let full = |()| io::Error::other("timer table full");
     let mut out = TimerSamples::with_capacity(case.iters);
 
     for _ in 0..case.iters {
         handles.clear();
-        let t0 = start();
-        if at {
-            let now = lp.now();
-            for d in &inp.schedule {
-                handles.push(lp.call_at(now + *d, bump).map_err(full)?);
+        in_loop(&mut lp, &mut |lp| {
+            let t0 = start();
+            if at {
+                let now = lp.now();
+                for d in &inp.schedule {
+                    handles.push(lp.call_at(now + *d, bump).map_err(|_| full(()))?);
+                }
+            } else {
+                for d in &inp.schedule {
+                    handles.push(lp.call_later(*d, bump).map_err(|_| full(()))?);
+                }
             }
-        } else {
-            for d in &inp.schedule {
-                handles.push(lp.call_later(*d, bump).map_err(full)?);
-            }
-        }
-        out.schedule.push(stop(t0, n, "schedule"));
+            out.schedule.push(stop(t0, n, "schedule"));
+            Ok(())
+        })?;
 
-        let t0 = start();
-        if at {
-            let now = lp.now();
-            for (h, d) in handles.iter().zip(&inp.rearm) {
-                lp.reset_timer(*h, now + *d);
+        in_loop(&mut lp, &mut |lp| {
+            let t0 = start();
+            if at {
+                let now = lp.now();
+                for (h, d) in handles.iter().zip(&inp.rearm) {
+                    lp.reset_timer(*h, now + *d);
+                }
+            } else {
+                for (h, d) in handles.iter().zip(&inp.rearm) {
+                    lp.reset_timer_later(*h, *d);
+                }
             }
-        } else {
-            for (h, d) in handles.iter().zip(&inp.rearm) {
-                let deadline = lp.now() + *d;
-                lp.reset_timer(*h, deadline);
-            }
-        }
-        out.rearm.push(stop(t0, n, "rearm"));
+            out.rearm.push(stop(t0, n, "rearm"));
+            Ok(())
+        })?;
 
-        let t0 = start();
-        for &i in &inp.cancel {
-            lp.remove_timeout(handles[i as usize]);
-        }
-        out.cancel.push(stop(t0, n, "cancel"));
+        in_loop(&mut lp, &mut |lp| {
+            let t0 = start();
+            for &i in &inp.cancel {
+                lp.remove_timeout(handles[i as usize]);
+            }
+            out.cancel.push(stop(t0, n, "cancel"));
+            Ok(())
+        })?;
         if lp.timer_count() != 0 {
             return Err(io::Error::other("timers left after cancelling all"));
         }
 
         fired.set(0);
         for d in &inp.fire {
-            lp.call_later(*d, bump).map_err(full)?;
+            lp.call_later(*d, bump).map_err(|_| full(()))?;
         }
         wait_until_due(Instant::now());
         let t0 = start();
@@ -110,4 +121,28 @@ fn run_sized<const T: usize>(case: &TimerCase, at: bool) -> io::Result<TimerSamp
         std::hint::black_box(fired.get());
     }
     Ok(out)
+}
+
+type Lp<const T: usize> = EventLoop<Epoll, 4, T, 4>;
+
+/// Runs `f` as a callback inside one loop iteration (`run_once`), as a server's handlers run.
+fn in_loop<const T: usize>(
+    lp: &mut Lp<T>,
+    f: &mut dyn FnMut(&mut Lp<T>) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut result = Err(io::Error::other("phase callback did not run"));
+    let mut call = |lp: &mut Lp<T>| result = f(lp);
+    let p: *mut (dyn FnMut(&mut Lp<T>) + '_) = &mut call;
+    // SAFETY: only the trait object's lifetime is erased: the callback runs inside the
+    // `run_once` below, while `call` is still borrowed here, and it is gone when that returns
+    // (the one callback queued is run by that iteration, or dropped unrun with the error).
+    let p: *mut (dyn FnMut(&mut Lp<T>) + 'static) = unsafe { std::mem::transmute(p) };
+    // SAFETY: `p` is valid for the whole `run_once` (see above) and called once, alone.
+    lp.add_callback(move |lp| unsafe { (*p)(lp) })
+        .map_err(|_| io::Error::other("callback queue full"))?;
+    lp.run_once(Some(Duration::ZERO)).map_err(io_err)?;
+    if lp.callback_count() != 0 {
+        return Err(io::Error::other("phase callback did not run"));
+    }
+    result
 }

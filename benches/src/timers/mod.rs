@@ -1,10 +1,13 @@
 //! Workload 2: timers, ns per timer (thread CPU time), four phases timed separately.
 //!
 //! * **schedule**: `N` timers at 10 s + U(0, 10 s) (or all at 10 s in the "same" variant),
-//!   each as its API takes it: `call_later(d)` and tokio's `sleep(d)` read the clock per timer;
-//!   libev's `ev_timer_start` and ioloop's `call_at(now + d)` ("ioloop call_at") take the
-//!   loop's time read once per phase (libev's cached `ev_now`).
-//! * **rearm**: every timer moved to a fresh random timeout (same variant: 10 s again).
+//!   each as its API takes it: tokio's `sleep(d)` reads the clock per timer; libev's
+//!   `ev_timer_start` counts from the loop's cached `ev_now`, and so does ioloop's
+//!   `call_later(d)`, called (as a server's handlers call it) from a callback inside the loop;
+//!   ioloop's `call_at(now + d)` ("ioloop call_at") takes one reading per phase.
+//! * **rearm**: every timer moved to a fresh random timeout (same variant: 10 s again):
+//!   libev's `ev_timer_again`, ioloop's `reset_timer_later(h, d)` (cached time) or
+//!   `reset_timer(h, now + d)`.
 //! * **cancel**: every timer cancelled, in a random order.
 //! * **fire**: `N` timers due within 5 ms (same variant: all at 5 ms) are scheduled (untimed),
 //!   the thread sleeps until all are due plus a 3 ms margin (tokio rounds up to 1 ms ticks),
@@ -247,7 +250,7 @@ pub fn run(quick: bool, peers: &[Peer<TimerCase, TimerSamples>]) -> Report {
             .into(),
     );
     report.notes.push(
-        "libev and \"ioloop call_at\" take the loop time once per phase (ev_now); \"ioloop\" (call_later) and tokio read the clock per timer".into(),
+        "libev (ev_now) and \"ioloop\" (call_later / reset_timer_later from a callback inside the loop) count from the loop's cached time; \"ioloop call_at\" reads the clock once per phase; tokio reads it per timer".into(),
     );
     report.notes.push(
         "tokio re-arms lazily when the new deadline is later (the wheel re-files the entry when it comes due); the heap re-arms as cancel + insert, as Tornado does".into(),

@@ -6,7 +6,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> LoopOp
     for EventLoop<P, H, T, Q>
 {
     fn now(&self) -> Instant {
-        self.poller.now()
+        EventLoop::now(self)
     }
 
     fn wake_at(&mut self, deadline: Instant, waker: Waker) -> Result<TimerHandle, Error> {

@@ -86,6 +86,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             addr_of_mut!((*p).signal_hooks).write(None);
             addr_of_mut!((*p).caught).write(None);
             addr_of_mut!((*p).timer_drop_glue).write(false);
+            addr_of_mut!((*p).clock).write(core::cell::Cell::new(None));
             addr_of_mut!((*p).poller).write(poller);
             slot.assume_init_mut()
         }

@@ -78,6 +78,8 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             self.stop_requested = false;
             return Ok(false);
         }
+        // The cached time of an earlier run is stale: the first reading of this run replaces it.
+        self.clock.set(None);
         Ok(true)
     }
 
@@ -193,7 +195,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             }
             None => 0,
         };
-        let now = (self.timers.scheduled() > 0).then(|| self.poller.now());
+        let now = (self.timers.scheduled() > 0).then(|| self.now());
         let timer_seq = self.timers.next_seq();
         let signals = if self.signal_count > 0 {
             signal::take_pending(self.remote_wake)
@@ -255,11 +257,15 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     fn timed_wait(&mut self, timeout: Option<Duration>) -> Result<usize, Errno> {
         self.changes_before_poll();
         if timeout == Some(Duration::ZERO) {
+            // No reading after this poll: forget the cached time, so the next `call_later`
+            // reads the clock (and caches it) instead of counting from an older iteration.
+            self.clock.set(None);
             return self.poller.wait(&mut self.events, timeout);
         }
         let before = self.poller.now();
         let waited = self.poller.wait(&mut self.events, timeout);
         let after = self.poller.now();
+        self.set_clock(after);
         self.counters.idle_time += after - before;
         waited
     }

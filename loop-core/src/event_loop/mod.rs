@@ -27,6 +27,11 @@
 //! Callbacks, timers and tasks added during an iteration run in a later one, so a callback
 //! that re-queues itself cannot starve I/O.
 //!
+//! The loop keeps its latest clock reading while it runs (libev's `ev_now`): step 1's
+//! reading, step 9's reading after the poll, and every [`EventLoop::now`] call.
+//! `call_later` and `reset_timer_later` count from it instead of reading the clock; outside
+//! a running loop they read the clock.
+//!
 //! Step 1 differs from Tornado in mechanism, not in outcome: instead of popping every due
 //! timer into a list (which would need unbounded storage), the loop notes the timer sequence
 //! number before running callbacks and runs due timers from the heap head while their
@@ -105,7 +110,7 @@ struct SignalSlot<L: 'static> {
     released: bool,
 }
 use crate::raw::zeroed::zero_in_place;
-use crate::tables::timer_heap::{Next, TimerHandle, TimerHeap};
+use crate::tables::timer_heap::{Cancel, Next, Quick, TimerHandle, TimerHeap};
 use crate::time::Instant;
 
 /// How many failed deregistrations the loop remembers before it resets the poller at once.
@@ -363,8 +368,13 @@ pub struct EventLoop<
     /// site reports it, naming the timer.
     caught: Option<Caught>,
     /// A timer whose closure has drop glue was scheduled since the last teardown: teardown
-    /// must then drop the timers one at a time (see `drop_closures`).
+    /// must then drop the timers one at a time (see `drop_closures`), and a cancel looks at
+    /// the timer's needs-drop bit (else no live closure needs a drop).
     timer_drop_glue: bool,
+    /// The latest clock reading taken inside the current run (libev's `ev_now`): refreshed
+    /// once per iteration and by every [`now`](Self::now) while running; `None` outside a run
+    /// and until the run's first reading. `call_later` counts from it.
+    clock: core::cell::Cell<Option<Instant>>,
 }
 
 impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> RemoteTarget
@@ -374,7 +384,11 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> Remote
 }
 
 impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventLoop<P, H, T, Q> {
-    /// The loop's clock (the poller's).
+    /// The loop's clock (the poller's): a fresh reading.
+    ///
+    /// Inside a running loop it also becomes the loop's cached time, from which
+    /// [`call_later`](Self::call_later) counts, so a timer scheduled with `call_later(d)`
+    /// after `call_at(now() + d)` never fires before it.
     ///
     /// ```
     /// use core::time::Duration;
@@ -390,7 +404,27 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// ```
     #[inline]
     pub fn now(&self) -> Instant {
-        self.poller.now()
+        let t = self.poller.now();
+        if self.running {
+            self.clock.set(Some(t));
+        }
+        t
+    }
+
+    /// The time `call_later` counts from: inside a running loop the latest reading the loop
+    /// took (once per iteration, and by each [`now`](Self::now)), outside one a fresh reading.
+    #[inline]
+    pub(super) fn cached_now(&self) -> Instant {
+        match self.clock.get() {
+            Some(t) if self.running => t,
+            _ => self.now(),
+        }
+    }
+
+    /// Record a clock reading the iteration took (its cached time from here on).
+    #[inline(always)]
+    pub(super) fn set_clock(&self, t: Instant) {
+        self.clock.set(Some(t));
     }
 
     /// The poller (to inspect it; [`poller_mut`](Self::poller_mut) to drive it).

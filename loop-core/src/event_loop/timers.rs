@@ -20,22 +20,49 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         if let Err(error) = self.timer_room() {
             return Err(Refused { error, value: f });
         }
-        let timer = InlineFn::once_named::<F, _>(move |lp: &mut Self, _deadline: Instant| {
+        let wrapper = move |lp: &mut Self, _deadline: Instant| {
             f(lp);
             Next::Done
-        });
-        Ok(self.schedule::<F>(deadline, timer))
+        };
+        let drop_glue = has_drop_glue(&wrapper);
+        let timer = InlineFn::once_named::<F, _>(wrapper);
+        Ok(self.schedule(deadline, timer, drop_glue))
     }
 
     /// Run `f` once, `delay` from now.
     ///
+    /// "Now" is the loop's cached time (libev's `ev_now`): inside a running loop, the latest
+    /// clock reading the loop took — once per iteration, and at every [`now`](Self::now) —
+    /// so scheduling costs no clock read; outside a running loop (before `run`, between runs)
+    /// a fresh reading. Tornado's ordering holds: `call_later(d)` scheduled after
+    /// `call_at(lp.now() + d)` runs after it, and a deadline is never earlier than `d` after
+    /// a time the caller has already been shown. Unlike Tornado, a callback that blocks for a
+    /// while and then calls `call_later(d)` without reading [`now`](Self::now) gets a
+    /// deadline `d` after the iteration's reading, not after the end of its blocking: call
+    /// `now()` first, or use `call_at(lp.now() + d)`, to count from the moment of the call.
+    ///
     /// # Errors
     /// As [`call_at`](Self::call_at).
+    ///
+    /// ```
+    /// # use core::time::Duration;
+    /// # use loop_core::{sim::SimPoller, EventLoop};
+    /// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+    /// lp.add_callback(|lp| {
+    ///     assert_eq!(lp.now().as_nanos(), 0); // the latest reading: 0 s
+    ///     lp.poller().advance(Duration::from_secs(5)); // the callback blocks for 5 s
+    ///     // Counts from the latest reading: due at 1 s, so already due.
+    ///     lp.call_later(Duration::from_secs(1), |lp| lp.stop()).unwrap();
+    /// })
+    /// .unwrap();
+    /// lp.run().unwrap();
+    /// assert_eq!(lp.now().as_nanos(), 5_000_000_000); // ran at once, not at 6 s
+    /// ```
     pub fn call_later<F>(&mut self, delay: Duration, f: F) -> Result<TimerHandle, Refused<F>>
     where
         F: FnOnce(&mut Self) + 'static,
     {
-        let deadline = self.now() + delay;
+        let deadline = self.cached_now() + delay;
         self.call_at(deadline, f)
     }
 
@@ -69,7 +96,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         let (period_ns, jitter_ppm) = (periodic.period_ns, periodic.jitter_ppm);
         let mut rng = periodic.first_rng(now, self.timers.next_seq());
         let first = periodic::next_deadline(now, now, period_ns, jitter_ppm, &mut rng);
-        let timer = InlineFn::named::<F, _>(move |lp: &mut Self, deadline: Instant| {
+        let wrapper = move |lp: &mut Self, deadline: Instant| {
             // Tornado's `PeriodicCallback` schedules the next call also after an exception:
             // a caught panic is handed to the call site, which reports it.
             if let Err(caught) = panic::catch(|| f(lp)) {
@@ -80,8 +107,10 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             Next::At(periodic::next_deadline(
                 deadline, now, period_ns, jitter_ppm, &mut rng,
             ))
-        });
-        Ok(self.schedule::<F>(first, timer))
+        };
+        let drop_glue = has_drop_glue(&wrapper);
+        let timer = InlineFn::named::<F, _>(wrapper);
+        Ok(self.schedule(first, timer, drop_glue))
     }
 
     /// `Ok` if a timer can be added now: the loop is open and the heap has room.
@@ -96,17 +125,18 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         }
     }
 
-    /// Insert `timer`, which wraps a user closure of type `F`.
-    pub(super) fn schedule<F>(
+    /// Insert `timer`, whose closure has drop glue if `drop_glue` (known at compile time).
+    #[inline]
+    pub(super) fn schedule(
         &mut self,
         deadline: Instant,
         timer: TimerFn<P, H, T, Q>,
+        drop_glue: bool,
     ) -> TimerHandle {
-        // Known at compile time: no cost on the insert path.
-        if core::mem::needs_drop::<F>() {
+        if drop_glue {
             self.timer_drop_glue = true;
         }
-        match self.timers.insert(deadline, timer) {
+        match self.timers.insert_flagged(deadline, timer, drop_glue) {
             Ok(h) => h,
             // Capacity was checked by the caller, and nothing runs in between.
             Err(_) => unreachable!("timer capacity checked before insert"),
@@ -118,17 +148,52 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// callback or timer of the same iteration does not run. The timer's slot is free again at
     /// once (except when a periodic callback cancels itself: then when it returns).
     pub fn remove_timeout(&mut self, h: TimerHandle) -> bool {
-        let pending = self.timers.is_pending(h);
-        if let Some(f) = self.timers.cancel(h) {
-            self.release(f, Source::Timer { handle: h });
+        // No timer with drop glue since the last teardown: no closure needs a drop.
+        match self.timers.cancel_quick(h, self.timer_drop_glue) {
+            Quick::NotPending => false,
+            Quick::Running | Quick::Removed => true,
+            Quick::NeedsDrop => self.remove_timeout_dropping(h),
         }
-        pending
+    }
+
+    /// [`remove_timeout`](Self::remove_timeout) of a waiting timer whose closure has drop
+    /// glue: its captures are dropped now, under the panic policy.
+    #[cold]
+    #[inline(never)]
+    fn remove_timeout_dropping(&mut self, h: TimerHandle) -> bool {
+        match self.timers.cancel_hinted(h, true) {
+            Cancel::NotPending => false,
+            Cancel::Running | Cancel::Removed => true,
+            Cancel::RemovedWith(f) => {
+                self.release(f, Source::Timer { handle: h });
+                true
+            }
+        }
     }
 
     /// Move a pending timer to `deadline` (O(log n), no allocation): cheaper than cancel +
     /// schedule for timeouts that are pushed back on every activity. Returns `false` (and does
     /// nothing) for a timer that is not waiting.
     pub fn reset_timer(&mut self, h: TimerHandle, deadline: Instant) -> bool {
+        self.timers.reset(h, deadline)
+    }
+
+    /// Move a pending timer to `delay` from now, "now" being the loop's cached time as for
+    /// [`call_later`](Self::call_later) (no clock read inside a running loop): libev's
+    /// `ev_timer_again`. Returns `false` (and does nothing) for a timer that is not waiting.
+    ///
+    /// ```
+    /// # use core::time::Duration;
+    /// # use loop_core::{sim::SimPoller, EventLoop};
+    /// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+    /// let idle = lp.call_later(Duration::from_secs(30), |lp| lp.stop()).unwrap();
+    /// lp.poller().advance(Duration::from_secs(10)); // activity at 10 s pushes it back
+    /// assert!(lp.reset_timer_later(idle, Duration::from_secs(30)));
+    /// lp.run().unwrap();
+    /// assert_eq!(lp.now().as_nanos(), 40_000_000_000);
+    /// ```
+    pub fn reset_timer_later(&mut self, h: TimerHandle, delay: Duration) -> bool {
+        let deadline = self.cached_now() + delay;
         self.timers.reset(h, deadline)
     }
 
@@ -147,15 +212,15 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// or timer of this iteration does not run.
     #[inline]
     pub(super) fn run_due_timers(&mut self, now: Instant, seq_limit: u64) {
-        while let Some((handle, f, deadline)) = self.timers.pop_due(now, seq_limit) {
+        while let Some((handle, deadline)) = self.timers.pop_due_slot(now, seq_limit) {
             self.counters.timers_fired += 1;
             let source = Source::Timer { handle };
             // Until the guard is dropped the timer's slot is marked running; the guard
             // settles it also when a panic unwinds through here.
             let mut call = TimerCall {
-                lp: self,
                 handle,
-                f: Some(f),
+                f: self.timers.take_running(handle),
+                lp: self,
                 next: Next::Done,
             };
             let started = call
@@ -184,6 +249,12 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     }
 }
 
+/// Whether dropping a `W` runs any code (its captures have drop glue); known at compile time.
+#[inline(always)]
+fn has_drop_glue<W>(_: &W) -> bool {
+    core::mem::needs_drop::<W>()
+}
+
 /// A due timer's closure, out of the heap for the call; settled on drop: re-armed if it asked
 /// to be (`next`), else freed. A panic that unwinds through leaves `next` at `Done`.
 struct TimerCall<'a, P: Poller + 'static, const H: usize, const T: usize, const Q: usize> {
@@ -199,20 +270,25 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>
     /// What `Drop` does; called at the call site on the normal way out (as for handlers).
     #[inline(always)]
     fn put_back(&mut self) {
-        if let Some(f) = self.f.take() {
-            if let Some(f) = self.lp.timers.finish(self.handle, f, self.next) {
-                if let Next::At(_) = self.next {
+        if self.f.is_none() {
+            return;
+        }
+        if let Next::At(_) = self.next {
+            if let Some(f) = self.f.take() {
+                if let Some(f) = self.lp.timers.finish(self.handle, f, self.next) {
                     // A periodic callback that cancelled itself: its captures go now.
                     let source = Source::Timer {
                         handle: self.handle,
                     };
                     self.lp.release(f, source);
-                } else {
-                    // A one-shot timer: consumed by its call (a `FnOnce` is spent before it
-                    // runs, also if it panics), so this drop runs no user code.
-                    drop(f);
                 }
             }
+        } else {
+            self.lp.timers.finish_done(self.handle);
+            // A one-shot timer: consumed by its call (a `FnOnce` is spent before it runs,
+            // also if it panics), so this drop, in place, runs no user code. (A periodic
+            // callback whose call unwound without `std`: its captures go now.)
+            self.f = None;
         }
     }
 }
@@ -222,5 +298,243 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> Drop
 {
     fn drop(&mut self) {
         self.put_back();
+    }
+}
+
+/// On the simulated clock: the cached clock (`call_later` counts from the loop's latest
+/// reading: Tornado's ordering, fresh readings outside a run, one reading per iteration) and
+/// cancelling with and without drop glue.
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::sim::SimPoller;
+    use crate::task::executor::Executor;
+    use crate::{sleep, Remote};
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use std::vec::Vec;
+
+    type Lp = EventLoop<SimPoller<4>, 4, 16, 8>;
+    type Log = Rc<RefCell<Vec<&'static str>>>;
+
+    fn s(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    fn at(secs: u64) -> Instant {
+        Instant::from_nanos(secs * 1_000_000_000)
+    }
+
+    /// A timer that logs `name` and the time it ran at.
+    fn logs(log: &Log, times: &Rc<RefCell<Vec<u64>>>, name: &'static str) -> impl FnOnce(&mut Lp) {
+        let (log, times) = (log.clone(), times.clone());
+        move |lp: &mut Lp| {
+            log.borrow_mut().push(name);
+            times.borrow_mut().push(lp.now().as_nanos() / 1_000_000_000);
+        }
+    }
+
+    #[test]
+    fn call_later_after_call_at_now_plus_d_runs_after_it_even_when_the_clock_moved() {
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        let (log, times) = (Log::default(), Rc::new(RefCell::new(Vec::new())));
+        let (l, t) = (log.clone(), times.clone());
+        lp.add_callback(move |lp| {
+            lp.poller().advance(s(3)); // the callback took 3 s
+            let deadline = lp.now() + s(2); // a fresh reading (3 s): due at 5 s
+            lp.call_at(deadline, logs(&l, &t, "call_at")).unwrap();
+            // Scheduled after it with the same delay: never before it.
+            lp.call_later(s(2), logs(&l, &t, "call_later")).unwrap();
+            // And the other way round: call_later first, then call_at(now() + d).
+            lp.call_later(s(4), logs(&l, &t, "later_first")).unwrap();
+            let deadline = lp.now() + s(4);
+            lp.call_at(deadline, logs(&l, &t, "at_second")).unwrap();
+        })
+        .unwrap();
+        lp.call_at(at(8), |lp| lp.stop()).unwrap();
+        lp.run().unwrap();
+        assert_eq!(
+            *log.borrow(),
+            ["call_at", "call_later", "later_first", "at_second"]
+        );
+        assert_eq!(*times.borrow(), [5, 5, 7, 7]);
+    }
+
+    #[test]
+    fn call_later_inside_an_iteration_counts_from_the_latest_reading_not_a_fresh_one() {
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        let (log, times) = (Log::default(), Rc::new(RefCell::new(Vec::new())));
+        let (l, t) = (log.clone(), times.clone());
+        lp.call_at(at(10), |_| {}).unwrap(); // keeps the iteration reading the clock
+        lp.add_callback(move |lp| {
+            assert_eq!(lp.now(), Instant::ZERO);
+            lp.poller().advance(s(5)); // blocks for 5 s without reading the clock
+            lp.call_at(at(2), logs(&l, &t, "at 2 s")).unwrap();
+            // Counts from the iteration's reading (0 s): due at 1 s, before the one at 2 s
+            // although scheduled after it (a fresh reading would make it 6 s).
+            lp.call_later(s(1), logs(&l, &t, "later 1 s")).unwrap();
+            lp.call_at(at(6), |lp| lp.stop()).unwrap();
+        })
+        .unwrap();
+        lp.run().unwrap();
+        assert_eq!(*log.borrow(), ["later 1 s", "at 2 s"]);
+        assert_eq!(*times.borrow(), [5, 5]);
+    }
+
+    /// Busy iterations (callbacks queued, so every poll is non-blocking and takes no clock
+    /// reading) must not leave `call_later` counting from an older iteration's reading.
+    #[test]
+    fn call_later_after_busy_iterations_without_a_clock_reading_never_fires_early() {
+        fn step(n: u32, log: Log, times: Rc<RefCell<Vec<u64>>>) -> impl FnOnce(&mut Lp) {
+            move |lp: &mut Lp| {
+                lp.poller().advance(s(5)); // work that takes 5 s, no clock read
+                if n < 3 {
+                    lp.add_callback(step(n + 1, log, times)).unwrap();
+                } else {
+                    lp.call_later(s(1), logs(&log, &times, "later 1 s")).unwrap();
+                    lp.call_at(at(30), |lp| lp.stop()).unwrap();
+                }
+            }
+        }
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        let (log, times) = (Log::default(), Rc::new(RefCell::new(Vec::new())));
+        // One blocking poll first, so the loop holds a cached reading (0 s) before the busy
+        // passes begin.
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        let (l, t) = (log.clone(), times.clone());
+        lp.call_later(s(1), move |lp| lp.add_callback(step(1, l, t)).map(|_| ()).unwrap())
+            .unwrap();
+        lp.run().unwrap();
+        assert_eq!(*log.borrow(), ["later 1 s"]);
+        // The third step ran at 1 + 15 s: one second later is 17 s, never earlier.
+        assert_eq!(*times.borrow(), [17]);
+    }
+
+    #[test]
+    fn now_inside_a_callback_refreshes_the_time_call_later_counts_from() {
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        let (log, times) = (Log::default(), Rc::new(RefCell::new(Vec::new())));
+        let (l, t) = (log.clone(), times.clone());
+        lp.add_callback(move |lp| {
+            lp.poller().advance(s(5));
+            assert_eq!(lp.now(), at(5)); // the user saw 5 s
+            lp.call_at(at(5) + Duration::from_millis(500), logs(&l, &t, "at 5.5 s"))
+                .unwrap();
+            lp.call_later(s(1), logs(&l, &t, "later: 6 s")).unwrap();
+        })
+        .unwrap();
+        lp.call_at(at(7), |lp| lp.stop()).unwrap();
+        lp.run().unwrap();
+        assert_eq!(*log.borrow(), ["at 5.5 s", "later: 6 s"]);
+        assert_eq!(*times.borrow(), [5, 6]);
+    }
+
+    #[test]
+    fn call_later_outside_a_run_reads_the_clock_fresh_so_an_idle_loop_never_fires_early() {
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        let (log, times) = (Log::default(), Rc::new(RefCell::new(Vec::new())));
+        // A run leaves its latest reading (1 s) behind.
+        lp.call_later(s(1), |lp| lp.stop()).unwrap();
+        lp.run().unwrap();
+        assert_eq!(lp.now(), at(1));
+        // The loop sits idle for 10 s, then a timer is scheduled from outside.
+        lp.poller().advance(s(10));
+        lp.call_later(s(2), logs(&log, &times, "between runs"))
+            .unwrap();
+        lp.call_at(at(13), |lp| lp.stop()).unwrap();
+        lp.run().unwrap();
+        assert_eq!(*times.borrow(), [13]); // 11 s + 2 s, not 1 s + 2 s
+                                           // Nor does a new run count from the last run's reading before it takes its own: no
+                                           // timer is scheduled, so its first iteration reads no clock before the callback.
+        lp.poller().advance(s(10)); // 23 s
+        let (l, t) = (log.clone(), times.clone());
+        lp.add_callback(move |lp| {
+            lp.call_later(s(1), logs(&l, &t, "first of a run")).unwrap();
+            lp.call_at(at(25), |lp| lp.stop()).unwrap();
+        })
+        .unwrap();
+        lp.run().unwrap();
+        assert_eq!(*times.borrow(), [13, 24]);
+        assert_eq!(*log.borrow(), ["between runs", "first of a run"]);
+    }
+
+    #[test]
+    fn reset_timer_later_counts_from_the_cached_time_inside_a_run_and_fresh_outside() {
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        let (log, times) = (Log::default(), Rc::new(RefCell::new(Vec::new())));
+        let h = lp.call_later(s(1), logs(&log, &times, "idle")).unwrap();
+        lp.poller().advance(s(4)); // outside a run: a fresh reading
+        assert!(lp.reset_timer_later(h, s(2)));
+        lp.add_callback(move |lp| {
+            lp.poller().advance(s(1)); // 5 s, unread: the cached time stays at 4 s
+            assert!(lp.reset_timer_later(h, s(3)));
+        })
+        .unwrap();
+        lp.call_at(at(9), |lp| lp.stop()).unwrap();
+        lp.run().unwrap();
+        assert_eq!(*times.borrow(), [7]);
+        assert!(!lp.reset_timer_later(h, s(1))); // fired: not waiting any more
+    }
+
+    #[test]
+    fn sleep_in_a_task_still_counts_from_a_fresh_reading() {
+        static REMOTE: Remote<Lp, 4> = Remote::new();
+        static EXEC: Executor<2, 256> = Executor::new();
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        lp.attach_remote(&REMOTE).unwrap();
+        lp.attach_executor(&EXEC).unwrap();
+        lp.call_at(at(100), |_| {}).unwrap(); // iterations read the clock
+        let woke = lp
+            .run_sync(
+                async {
+                    crate::with_current_loop(|lp: &mut Lp| lp.poller().advance(s(3))).unwrap();
+                    // The task blocked 3 s; sleep(2 s) counts from a fresh reading (3 s).
+                    sleep(s(2)).await.unwrap();
+                    crate::with_current_loop(|lp: &mut Lp| lp.now()).unwrap()
+                },
+                None,
+            )
+            .unwrap();
+        assert_eq!(woke, at(5));
+    }
+
+    #[test]
+    fn remove_timeout_reports_pending_and_drops_captures_once_with_or_without_drop_glue() {
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        let held = Rc::new(());
+        let h = held.clone();
+        let glue = lp.call_later(s(1), move |_| drop(h)).unwrap();
+        let plain = lp.call_later(s(2), |_| {}).unwrap();
+        let periodic = lp
+            .add_periodic(crate::Periodic::every(s(3)), |_| {})
+            .unwrap();
+        assert_eq!(Rc::strong_count(&held), 2);
+        assert!(lp.remove_timeout(glue));
+        assert_eq!(Rc::strong_count(&held), 1, "dropped at once");
+        assert!(lp.remove_timeout(plain));
+        assert!(lp.remove_timeout(periodic));
+        for h in [glue, plain, periodic] {
+            assert!(!lp.remove_timeout(h), "a second cancel is a no-op");
+            assert!(!lp.timer_pending(h));
+        }
+        assert_eq!(lp.timer_count(), 0);
+        // A timer cancelling itself while it runs: pending (running) the first time only.
+        let me = Rc::new(core::cell::Cell::new(None));
+        let m = me.clone();
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let sn = seen.clone();
+        let h = lp
+            .call_later(s(1), move |lp| {
+                let h = m.get().unwrap();
+                sn.borrow_mut().push(lp.remove_timeout(h));
+                sn.borrow_mut().push(lp.remove_timeout(h));
+                lp.stop();
+            })
+            .unwrap();
+        me.set(Some(h));
+        lp.run().unwrap();
+        assert_eq!(*seen.borrow(), [true, false]);
+        assert_eq!(lp.timer_count(), 0);
     }
 }

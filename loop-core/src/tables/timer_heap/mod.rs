@@ -22,8 +22,11 @@
 //! left for later (ARCHITECTURE.md, "Traps").
 //!
 //! Per-timer state is split by how hot it is: `meta` (generation and position, 8 bytes: read by
-//! every handle operation, written by every heap move), `seq` (8 bytes: ties and fire), `link`
-//! (the run's deadline and neighbours, 16 bytes: run members only) and the closures. Slots are
+//! every handle operation, written by every heap move), `seq` (8 bytes: the sequence and the
+//! "closure needs drop" bit: ties, fire and cancel), `link` (the run's deadline and
+//! neighbours, 16 bytes: run members only) and the closures. A cancel touches the closure only
+//! when it has drop glue: one without is left in its slot unread (dropping it would do
+//! nothing). Slots are
 //! handed out last-freed first (the free list threads through `meta`), and from index 0
 //! upwards again whenever the table empties, so a table that is filled, drained and refilled
 //! stays dense instead of scattering over memory.
@@ -53,6 +56,9 @@ const RUNNING: u32 = u32::MAX;
 const CANCELLED_WHILE_RUNNING: u32 = u32::MAX - 1;
 /// Waiting in the run (the sorted list), not in the heap.
 const IN_RUN: u32 = u32::MAX - 2;
+/// Popped by [`TimerHeap::pop_due_slot`], its closure still in the slot until
+/// [`TimerHeap::take_running`] (called right after: no other operation sees this state).
+const POPPED: u32 = u32::MAX - 3;
 
 /// "No slot" in the run's links and the free list, which store `index + 1`.
 const NIL: u32 = 0;
@@ -70,10 +76,17 @@ struct Node {
 #[derive(Clone, Copy)]
 struct Meta {
     generation: u32,
-    /// Live: heap position, [`IN_RUN`], [`RUNNING`] or [`CANCELLED_WHILE_RUNNING`].
+    /// Live: heap position, [`IN_RUN`], [`POPPED`], [`RUNNING`] or
+    /// [`CANCELLED_WHILE_RUNNING`].
     /// Free: the next free slot + 1, or [`NIL`].
     pos: u32,
 }
+
+/// In a live slot's `seq` (whose low 63 bits are the sequence taken at its last insert or
+/// re-arm: equal deadlines fire in its order): the slot's closure must be dropped (else a
+/// cancel forgets it in place).
+/// Sequences stay below it: one per insert or re-arm, 2^63 of them.
+const NEEDS_DROP: u64 = 1 << 63;
 
 /// A run member's deadline and neighbours (`index + 1`, [`NIL`] at the ends).
 #[derive(Clone, Copy)]
@@ -99,6 +112,7 @@ struct Closures<F, const T: usize>([MaybeUninit<F>; T]);
 pub(crate) struct TimerHeap<F, const T: usize> {
     heap: Nodes<T>,
     meta: [Meta; T],
+    /// Live slots: sequence | [`NEEDS_DROP`].
     seq: [u64; T],
     link: [Link; T],
     /// Initialised exactly for live slots whose timer is waiting (not running).
@@ -139,6 +153,44 @@ fn prefetch<X>(p: *const X) {
     let _ = p;
 }
 
+/// What [`TimerHeap::cancel_hinted`] did.
+pub(crate) enum Cancel<F> {
+    /// The handle names no pending timer (fired, cancelled, never issued, or a running timer
+    /// already cancelled): nothing changed.
+    NotPending,
+    /// The timer is running right now: it is freed as soon as its closure returns instead of
+    /// being re-armed.
+    Running,
+    /// The timer was waiting and is gone; its closure needed no drop (it was inserted so).
+    Removed,
+    /// The timer was waiting and is gone; here is its closure, for the caller to drop.
+    RemovedWith(F),
+}
+
+#[cfg(test)]
+impl<F> Cancel<F> {
+    /// The closure handed back, if any.
+    pub(crate) fn removed(self) -> Option<F> {
+        match self {
+            Cancel::RemovedWith(f) => Some(f),
+            _ => None,
+        }
+    }
+}
+
+/// What [`TimerHeap::cancel_quick`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Quick {
+    /// As [`Cancel::NotPending`].
+    NotPending,
+    /// As [`Cancel::Running`].
+    Running,
+    /// As [`Cancel::Removed`].
+    Removed,
+    /// Nothing changed: the timer is waiting and its closure needs a drop.
+    NeedsDrop,
+}
+
 /// What a timer closure asks for after it ran.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub(crate) enum Next {
@@ -151,7 +203,7 @@ pub(crate) enum Next {
 
 impl<F, const T: usize> TimerHeap<F, T> {
     /// Compile-time guard: positions, markers and `index + 1` must fit in a `u32`.
-    const CAPACITY_FITS: () = assert!(T < IN_RUN as usize, "timer capacity must be below 2^32 - 3");
+    const CAPACITY_FITS: () = assert!(T < POPPED as usize, "timer capacity must be below 2^32 - 4");
 
     /// Number of live timers (scheduled or running).
     #[inline]
@@ -195,7 +247,15 @@ impl<F, const T: usize> TimerHeap<F, T> {
         debug_assert!((slot as usize) < T);
         // SAFETY: slots are only ever handed out below `T` (`alloc`), and only live slots'
         // sequences are read (heap nodes and run members name live slots).
-        unsafe { *self.seq.get_unchecked(slot as usize) }
+        unsafe { *self.seq.get_unchecked(slot as usize) & !NEEDS_DROP }
+    }
+
+    /// Give a live slot a fresh sequence, keeping its needs-drop bit.
+    #[inline(always)]
+    fn stamp(&mut self, slot: u32) {
+        let seq = self.take_seq();
+        let s = &mut self.seq[slot as usize];
+        *s = (*s & NEEDS_DROP) | seq;
     }
 
     /// The heap node at `pos`.
@@ -230,25 +290,8 @@ impl<F, const T: usize> TimerHeap<F, T> {
     #[inline(always)]
     unsafe fn min_child(&self, first: usize, len: usize) -> usize {
         if first + ARITY <= len {
-            // Deadlines only, branch-free; equal deadlines (rare outside the run) take the
-            // exact path below.
-            // SAFETY: `first + 3 < len <= self.len <= T` (checked above, and the caller's
-            // promise).
-            let d = |i: usize| unsafe { self.heap.nodes.get_unchecked(first + i).deadline };
-            let (d0, d1, d2, d3) = (d(0), d(1), d(2), d(3));
-            let a = (d1 < d0) as usize;
-            let da = if d1 < d0 { d1 } else { d0 };
-            let b = 2 + (d3 < d2) as usize;
-            let db = if d3 < d2 { d3 } else { d2 };
-            let tie = (d0 == d1) as u8 | (d2 == d3) as u8 | (da == db) as u8;
-            if tie == 0 {
-                return first + if db < da { b } else { a };
-            }
-            // SAFETY: as above.
-            let c = |i: usize| unsafe { self.node(first + i) };
-            let a = if self.less(c(1), c(0)) { 1 } else { 0 };
-            let b = if self.less(c(3), c(2)) { 3 } else { 2 };
-            first + if self.less(c(b), c(a)) { b } else { a }
+            // SAFETY: `first + 3 < len <= self.len` (checked above, and the caller's promise).
+            unsafe { self.min4(first) }
         } else {
             let mut best = first;
             for c in first + 1..len {
@@ -259,6 +302,32 @@ impl<F, const T: usize> TimerHeap<F, T> {
             }
             best
         }
+    }
+
+    /// The smallest of the four children starting at `first`.
+    ///
+    /// # Safety
+    /// `first + 3 < self.len`.
+    #[inline(always)]
+    unsafe fn min4(&self, first: usize) -> usize {
+        // Deadlines only, branch-free; equal deadlines (rare outside the run) take the exact
+        // path below.
+        // SAFETY: `first + 3 < self.len <= T` (the caller's promise).
+        let d = |i: usize| unsafe { self.heap.nodes.get_unchecked(first + i).deadline };
+        let (d0, d1, d2, d3) = (d(0), d(1), d(2), d(3));
+        let a = (d1 < d0) as usize;
+        let da = if d1 < d0 { d1 } else { d0 };
+        let b = 2 + (d3 < d2) as usize;
+        let db = if d3 < d2 { d3 } else { d2 };
+        let tie = (d0 == d1) as u8 | (d2 == d3) as u8 | (da == db) as u8;
+        if tie == 0 {
+            return first + if db < da { b } else { a };
+        }
+        // SAFETY: as above.
+        let c = |i: usize| unsafe { self.node(first + i) };
+        let a = if self.less(c(1), c(0)) { 1 } else { 0 };
+        let b = if self.less(c(3), c(2)) { 3 } else { 2 };
+        first + if self.less(c(b), c(a)) { b } else { a }
     }
 
     /// Move `node` up from `pos` (no higher than `top`) to its place.
@@ -323,6 +392,11 @@ impl<F, const T: usize> TimerHeap<F, T> {
         // `len` is the old last position, still holding a valid node.
         // SAFETY: `len` < old length <= `T`, a valid node (see above).
         let moved = unsafe { *self.heap.nodes.get_unchecked(len) };
+        // Both are needed later whatever the path: the slot of the node that moves (its
+        // position is written last) and the first children of `pos`. Start their misses now,
+        // beside the parent's below.
+        prefetch(self.meta.as_ptr().wrapping_add(moved.slot as usize));
+        prefetch(self.heap.nodes.as_ptr().wrapping_add(ARITY * pos + 1));
         // SAFETY: `0 < pos < len`, so its parent is a heap position below `len`.
         if pos > 0 && self.less(moved, unsafe { self.node((pos - 1) / ARITY) }) {
             // SAFETY: `pos < len <= T`; `moved` is a valid node whose slot is live.
@@ -330,21 +404,31 @@ impl<F, const T: usize> TimerHeap<F, T> {
             return;
         }
         let mut hole = pos;
+        // Full groups of four children.
         loop {
             let first = ARITY * hole + 1;
-            if first >= len {
+            if first + ARITY > len {
                 break;
             }
             // The next level's candidates: the children of these four siblings are 16
             // consecutive nodes (four cache lines). Asking for all four now overlaps the next
             // level's miss with this level's compares; the hole always goes to the bottom.
+            // (Past the end of the heap, or of the array, a prefetch is a no-op.)
             let grand = self.heap.nodes.as_ptr().wrapping_add(ARITY * first + 1);
-            if ARITY * first + 1 < len {
-                for k in 0..ARITY {
-                    prefetch(grand.wrapping_add(ARITY * k));
-                }
+            for k in 0..ARITY {
+                prefetch(grand.wrapping_add(ARITY * k));
             }
-            // SAFETY: `first < len <= T`: the children looked at are heap positions.
+            // SAFETY: `first + 3 < len <= self.len`: the children are heap positions.
+            let best = unsafe { self.min4(first) };
+            // SAFETY: `hole < best < len <= T`, both heap positions; `best` holds a valid node.
+            unsafe { self.put(hole, self.node(best)) };
+            hole = best;
+        }
+        // At most one group of fewer than four, the heap's last: its members have no
+        // children (the first child of `len - 3` is past `len`).
+        let first = ARITY * hole + 1;
+        if first < len {
+            // SAFETY: `first < len`, as `min_child` needs.
             let best = unsafe { self.min_child(first, len) };
             // SAFETY: `hole < best < len <= T`, both heap positions; `best` holds a valid node.
             unsafe { self.put(hole, self.node(best)) };
@@ -387,12 +471,48 @@ impl<F, const T: usize> TimerHeap<F, T> {
         self.run_len -= 1;
     }
 
+    /// Re-arm run member `slot` at `deadline` in place when it goes last (the common case
+    /// of one delay for every timer: the re-armed timer moves to the run's tail, with a fresh
+    /// sequence). `false`, with nothing changed, when it does not go last.
+    #[inline(always)]
+    fn run_requeue(&mut self, slot: u32, deadline: u64) -> bool {
+        let tail = self.run_tail;
+        let me = slot + 1;
+        let Link { prev, next, .. } = self.link[slot as usize];
+        if tail == me {
+            // Already last: it stays last if it does not go before its predecessor.
+            if prev != NIL && deadline < self.link[(prev - 1) as usize].deadline {
+                return false;
+            }
+            self.link[slot as usize].deadline = deadline;
+        } else {
+            // `tail` is another member (the run holds `slot`, so it is not empty), and `next`
+            // is not NIL (`slot` is not last).
+            if tail == NIL || next == NIL || deadline < self.link[(tail - 1) as usize].deadline {
+                return false;
+            }
+            match prev {
+                NIL => self.run_head = next,
+                p => self.link[(p - 1) as usize].next = next,
+            }
+            self.link[(next - 1) as usize].prev = prev;
+            self.link[slot as usize] = Link {
+                deadline,
+                prev: tail,
+                next: NIL,
+            };
+            self.link[(tail - 1) as usize].next = me;
+            self.run_tail = me;
+        }
+        self.stamp(slot);
+        true
+    }
+
     /// File a live slot with a fresh sequence at `deadline`: appended to the run when it goes
     /// last, else into the heap.
     #[inline]
     fn file(&mut self, slot: u32, deadline: u64) {
-        let seq = self.take_seq();
-        self.seq[slot as usize] = seq;
+        self.stamp(slot);
         let tail = self.run_tail;
         if tail == NIL || deadline >= self.link[(tail - 1) as usize].deadline {
             self.run_push(slot, deadline);
@@ -459,12 +579,29 @@ impl<F, const T: usize> TimerHeap<F, T> {
         unsafe { self.fns.0[slot as usize].assume_init_read() }
     }
 
-    /// Schedule `f` at `deadline`; the closure comes back when the table is full.
+    /// Schedule `f` at `deadline`, to be handed back by a cancel; the closure comes back when
+    /// the table is full.
+    #[cfg(test)]
     pub(crate) fn insert(&mut self, deadline: Instant, f: F) -> Result<TimerHandle, F> {
+        self.insert_flagged(deadline, f, true)
+    }
+
+    /// Schedule `f` at `deadline`; the closure comes back when the table is full.
+    /// `needs_drop` false says that dropping `f` does nothing (its captures have no drop
+    /// glue, though `F` itself may have a `Drop` impl, as `InlineFn` does): a cancel then
+    /// leaves it in its slot, unread, and hands nothing back.
+    #[inline]
+    pub(crate) fn insert_flagged(
+        &mut self,
+        deadline: Instant,
+        f: F,
+        needs_drop: bool,
+    ) -> Result<TimerHandle, F> {
         let Some(index) = self.alloc() else {
             return Err(f);
         };
         self.fns.0[index as usize].write(f);
+        self.seq[index as usize] = if needs_drop { NEEDS_DROP } else { 0 };
         self.file(index, deadline.as_nanos());
         Ok(TimerHandle {
             index,
@@ -472,18 +609,71 @@ impl<F, const T: usize> TimerHeap<F, T> {
         })
     }
 
-    /// Cancel `h`. Returns the closure for the caller to drop, or `None` when the handle is
-    /// stale (fired, cancelled, never issued) or the timer is running right now, in which case
-    /// it is freed as soon as its closure returns instead of being re-armed.
-    pub(crate) fn cancel(&mut self, h: TimerHandle) -> Option<F> {
-        // The closure is read below whatever the slot's place: start its miss now.
-        prefetch(self.fns.0.as_ptr().wrapping_add(h.index as usize));
-        match self.live_pos(h)? {
+    /// [`cancel_hinted`](Self::cancel_hinted) for every timer whose closure needs no drop
+    /// (nothing to hand back, so nothing is moved): [`Quick::NeedsDrop`], with nothing
+    /// changed, for a waiting timer whose closure does; cancel that one with `cancel_hinted`.
+    #[inline]
+    pub(crate) fn cancel_quick(&mut self, h: TimerHandle, any_needs_drop: bool) -> Quick {
+        let Some(m) = self.meta.get(h.index as usize) else {
+            return Quick::NotPending;
+        };
+        if m.generation != h.generation || h.generation & 1 == 0 {
+            return Quick::NotPending;
+        }
+        match m.pos {
             RUNNING => {
                 self.meta[h.index as usize].pos = CANCELLED_WHILE_RUNNING;
-                None
+                Quick::Running
             }
-            CANCELLED_WHILE_RUNNING => None,
+            // POPPED: not observable (`take_running` follows `pop_due_slot` at once).
+            CANCELLED_WHILE_RUNNING | POPPED => Quick::NotPending,
+            p => {
+                if any_needs_drop && self.seq[h.index as usize] & NEEDS_DROP != 0 {
+                    return Quick::NeedsDrop;
+                }
+                if p == IN_RUN {
+                    self.run_unlink(h.index);
+                } else {
+                    // SAFETY: a live, waiting slot's heap position is below `self.len`.
+                    unsafe { self.remove_at(p as usize) };
+                }
+                // The closure is left where it is, unread: forgetting it is what dropping it
+                // would do.
+                self.free(h.index);
+                Quick::Removed
+            }
+        }
+    }
+
+    /// Cancel `h`: see [`Cancel`] for the outcomes.
+    #[cfg(test)]
+    pub(crate) fn cancel(&mut self, h: TimerHandle) -> Cancel<F> {
+        self.cancel_hinted(h, true)
+    }
+
+    /// Cancel `h` (see [`Cancel`] for the outcomes), told whether any live closure may need
+    /// a drop: with `any_needs_drop` false (no closure with drop glue was inserted since the table was
+    /// last empty of them) the slot's needs-drop bit is not even read.
+    #[inline]
+    pub(crate) fn cancel_hinted(&mut self, h: TimerHandle, any_needs_drop: bool) -> Cancel<F> {
+        let Some(m) = self.meta.get(h.index as usize) else {
+            return Cancel::NotPending;
+        };
+        if m.generation != h.generation || h.generation & 1 == 0 {
+            return Cancel::NotPending;
+        }
+        let p = m.pos;
+        if any_needs_drop {
+            // The needs-drop bit is read after the removal: start its miss now, to overlap it.
+            prefetch(self.seq.as_ptr().wrapping_add(h.index as usize));
+        }
+        match p {
+            RUNNING => {
+                self.meta[h.index as usize].pos = CANCELLED_WHILE_RUNNING;
+                Cancel::Running
+            }
+            // POPPED: not observable (`take_running` follows `pop_due_slot` at once).
+            CANCELLED_WHILE_RUNNING | POPPED => Cancel::NotPending,
             p => {
                 if p == IN_RUN {
                     self.run_unlink(h.index);
@@ -491,10 +681,17 @@ impl<F, const T: usize> TimerHeap<F, T> {
                     // SAFETY: a live, waiting slot's heap position is below `self.len`.
                     unsafe { self.remove_at(p as usize) };
                 }
-                // SAFETY: the slot is live and was waiting; it is freed right below.
-                let f = unsafe { self.take_fn(h.index) };
-                self.free(h.index);
-                Some(f)
+                if any_needs_drop && self.seq[h.index as usize] & NEEDS_DROP != 0 {
+                    // SAFETY: the slot is live and was waiting; it is freed right below.
+                    let f = unsafe { self.take_fn(h.index) };
+                    self.free(h.index);
+                    Cancel::RemovedWith(f)
+                } else {
+                    // A closure without drop glue is left where it is, unread: forgetting it
+                    // is what dropping it would do.
+                    self.free(h.index);
+                    Cancel::Removed
+                }
             }
         }
     }
@@ -505,15 +702,16 @@ impl<F, const T: usize> TimerHeap<F, T> {
     pub(crate) fn reset(&mut self, h: TimerHandle, deadline: Instant) -> bool {
         let deadline = deadline.as_nanos();
         match self.live_pos(h) {
-            None | Some(RUNNING | CANCELLED_WHILE_RUNNING) => false,
+            None | Some(RUNNING | CANCELLED_WHILE_RUNNING | POPPED) => false,
             Some(IN_RUN) => {
-                self.run_unlink(h.index);
-                self.file(h.index, deadline);
+                if !self.run_requeue(h.index, deadline) {
+                    self.run_unlink(h.index);
+                    self.file(h.index, deadline);
+                }
                 true
             }
             Some(p) => {
-                let seq = self.take_seq();
-                self.seq[h.index as usize] = seq;
+                self.stamp(h.index);
                 let pos = p as usize;
                 let node = Node {
                     deadline,
@@ -611,6 +809,20 @@ impl<F, const T: usize> TimerHeap<F, T> {
         now: Instant,
         seq_limit: u64,
     ) -> Option<(TimerHandle, F, Instant)> {
+        let (h, deadline) = self.pop_due_slot(now, seq_limit)?;
+        let f = self.take_running(h)?;
+        Some((h, f, deadline))
+    }
+
+    /// [`pop_due`](Self::pop_due) without moving the closure: take it with
+    /// [`take_running`](Self::take_running) right after (the loop moves it once, straight to
+    /// where it is called from).
+    #[inline]
+    pub(crate) fn pop_due_slot(
+        &mut self,
+        now: Instant,
+        seq_limit: u64,
+    ) -> Option<(TimerHandle, Instant)> {
         let (node, in_heap) = self.first()?;
         if node.deadline > now.as_nanos() {
             return None;
@@ -630,19 +842,38 @@ impl<F, const T: usize> TimerHeap<F, T> {
             self.run_unlink(node.slot);
         }
         let m = &mut self.meta[node.slot as usize];
-        m.pos = RUNNING;
-        let generation = m.generation;
-        // SAFETY: the slot was live and waiting; it is marked running above, so its closure is
-        // not read again until `finish` writes it back.
-        let f = unsafe { self.take_fn(node.slot) };
+        m.pos = POPPED;
         Some((
             TimerHandle {
                 index: node.slot,
-                generation,
+                generation: m.generation,
             },
-            f,
             Instant::from_nanos(node.deadline),
         ))
+    }
+
+    /// The closure of a timer just popped by [`pop_due_slot`](Self::pop_due_slot), now marked
+    /// running; `None` for any other handle.
+    #[inline]
+    pub(crate) fn take_running(&mut self, h: TimerHandle) -> Option<F> {
+        if self.live_pos(h)? != POPPED {
+            return None;
+        }
+        self.meta[h.index as usize].pos = RUNNING;
+        // SAFETY: a popped slot is live and its closure still initialised (pop_due_slot does
+        // not read it); it is marked running above, so it is not read again until `finish`
+        // writes it back.
+        Some(unsafe { self.take_fn(h.index) })
+    }
+
+    /// Free a timer popped by [`pop_due`](Self::pop_due) whose closure is spent (or was
+    /// cancelled while it ran); the caller drops the closure. Does nothing for any other
+    /// handle (stale: the table was cleared meanwhile).
+    #[inline]
+    pub(crate) fn finish_done(&mut self, h: TimerHandle) {
+        if let Some(RUNNING | CANCELLED_WHILE_RUNNING) = self.live_pos(h) {
+            self.free(h.index);
+        }
     }
 
     /// Settle a timer popped by [`pop_due`](Self::pop_due) after its closure ran: re-arm it at

@@ -39,18 +39,22 @@ fn cancel_removes_for_real_and_stale_cancel_is_a_noop() {
     let mut h: TimerHeap<u32, 4> = zeroed();
     let a = h.insert(at(10), 1).unwrap();
     let b = h.insert(at(20), 2).unwrap();
-    assert_eq!(h.cancel(a), Some(1));
-    assert_eq!(h.cancel(a), None);
+    assert_eq!(h.cancel(a).removed(), Some(1));
+    assert_eq!(h.cancel(a).removed(), None);
     assert_eq!(h.len(), 1);
     let c = h.insert(at(5), 3).unwrap(); // reuses a's slot
     assert_eq!(
-        h.cancel(a),
+        h.cancel(a).removed(),
         None,
         "stale handle must not cancel the slot's new timer"
     );
     assert!(h.is_pending(c));
     assert_eq!(drain(&mut h, 100), [3, 2]);
-    assert_eq!(h.cancel(b), None, "cancelling a fired timer is a no-op");
+    assert_eq!(
+        h.cancel(b).removed(),
+        None,
+        "cancelling a fired timer is a no-op"
+    );
 }
 
 #[test]
@@ -94,7 +98,7 @@ fn running_timer_can_rearm_or_be_cancelled_under_the_same_handle() {
     assert!(h.finish(ha, f, Next::At(at(20))).is_none());
     assert_eq!(h.peek_deadline(), Some(at(20)));
     let (ha, f, _) = h.pop_due(at(20), u64::MAX).unwrap();
-    assert_eq!(h.cancel(ha), None);
+    assert_eq!(h.cancel(ha).removed(), None);
     assert!(!h.is_pending(a));
     assert_eq!(
         h.finish(ha, f, Next::At(at(30))),
@@ -119,7 +123,7 @@ fn many_random_operations_keep_the_heap_ordered() {
                 let k = (x as usize / 3) % live.len();
                 let victim = live.swap_remove(k);
                 if x.is_multiple_of(2) {
-                    assert!(h.cancel(victim).is_some());
+                    assert!(h.cancel(victim).removed().is_some());
                 } else {
                     assert!(h.reset(victim, at(x % 977)));
                     live.push(victim);
@@ -151,7 +155,7 @@ fn equal_delay_timers_go_to_the_run_and_fire_fifo() {
     );
     assert_eq!(h.scheduled(), 6);
     assert!(
-        h.cancel(hs[2]).is_some(),
+        h.cancel(hs[2]).removed().is_some(),
         "unlinked from the middle of the run"
     );
     assert!(
@@ -208,7 +212,7 @@ fn slots_are_handed_out_from_zero_again_once_the_table_empties() {
         .map(|i| h.insert(at(40 - i as u64), i).unwrap())
         .collect();
     for k in [2, 0, 3, 1] {
-        assert!(h.cancel(old[k]).is_some());
+        assert!(h.cancel(old[k]).removed().is_some());
     }
     let new: Vec<_> = (0..4).map(|i| h.insert(at(1), i).unwrap()).collect();
     let idx: Vec<u32> = new.iter().map(|t| t.index).collect();
@@ -218,7 +222,7 @@ fn slots_are_handed_out_from_zero_again_once_the_table_empties() {
             !h.is_pending(*o),
             "an old handle stays dead on its reused slot"
         );
-        assert_eq!(h.cancel(*o), None);
+        assert_eq!(h.cancel(*o).removed(), None);
         assert!(h.is_pending(*n));
     }
 }
@@ -227,8 +231,8 @@ fn slots_are_handed_out_from_zero_again_once_the_table_empties() {
 fn last_freed_slot_is_reused_first_while_timers_remain() {
     let mut h: TimerHeap<u32, 8> = zeroed();
     let hs: Vec<_> = (0..4).map(|i| h.insert(at(10), i).unwrap()).collect();
-    h.cancel(hs[1]);
-    h.cancel(hs[3]);
+    h.cancel(hs[1]).removed();
+    h.cancel(hs[3]).removed();
     assert_eq!(h.insert(at(10), 9).unwrap().index, hs[3].index);
     assert_eq!(h.insert(at(10), 9).unwrap().index, hs[1].index);
     assert_eq!(h.insert(at(10), 9).unwrap().index, 4);
@@ -306,7 +310,7 @@ fn matches_a_list_model_under_random_operations() {
             3 if !model.is_empty() => {
                 let k = rnd(model.len() as u64) as usize;
                 let (t, _, _, want) = model.remove(k);
-                assert_eq!(h.cancel(t), Some(want));
+                assert_eq!(h.cancel(t).removed(), Some(want));
                 dead.push(t);
             }
             4 if !model.is_empty() => {
@@ -318,7 +322,7 @@ fn matches_a_list_model_under_random_operations() {
             }
             5 if !dead.is_empty() => {
                 let t = dead[rnd(dead.len() as u64) as usize];
-                assert_eq!(h.cancel(t), None);
+                assert_eq!(h.cancel(t).removed(), None);
                 assert!(!h.reset(t, at(deadline)));
                 assert!(!h.is_pending(t));
             }
@@ -361,4 +365,97 @@ fn matches_a_list_model_under_random_operations() {
             dead.drain(..32);
         }
     }
+}
+
+#[test]
+fn a_closure_inserted_as_needing_no_drop_is_not_handed_back_or_dropped_by_cancel() {
+    use std::cell::Cell;
+    /// Counts its drops (without owning memory, so forgetting one leaks nothing).
+    struct Loud<'a>(&'a Cell<u32>);
+    impl Drop for Loud<'_> {
+        fn drop(&mut self) {
+            self.0.set(self.0.get() + 1);
+        }
+    }
+    let drops = Cell::new(0);
+    let mut h: TimerHeap<Loud<'_>, 8> = zeroed();
+    // Deliberately flagged wrongly (it has drop glue) to show the cancel never reads it.
+    let quiet = h.insert_flagged(at(9), Loud(&drops), false).ok().unwrap();
+    let loud = h.insert_flagged(at(3), Loud(&drops), true).ok().unwrap(); // in the heap
+    assert!(matches!(h.cancel(quiet), Cancel::Removed));
+    assert_eq!(drops.get(), 0, "left in its slot, unread (forgotten)");
+    assert!(matches!(h.cancel(quiet), Cancel::NotPending));
+    let back = h.cancel(loud).removed();
+    assert!(back.is_some());
+    drop(back);
+    assert_eq!(drops.get(), 1);
+    assert_eq!(h.len(), 0);
+    drop(h);
+    assert_eq!(
+        drops.get(),
+        1,
+        "the forgotten one is never dropped later either"
+    );
+}
+
+#[test]
+fn the_needs_drop_bit_never_changes_the_fifo_order_of_equal_deadlines() {
+    let mut h: TimerHeap<u32, 32> = zeroed();
+    // Equal deadlines in the heap (each before the run's tail) and in the run, flagged
+    // alternately: they still fire in insertion order, also after a re-arm.
+    h.insert_flagged(at(100), 99, true).unwrap();
+    let mut hs = Vec::new();
+    for i in 0..10u32 {
+        hs.push(h.insert_flagged(at(50), i, i % 2 == 0).unwrap());
+    }
+    assert!(h.reset(hs[3], at(50)));
+    assert_eq!(drain(&mut h, 200), [0, 1, 2, 4, 5, 6, 7, 8, 9, 3, 99]);
+}
+
+#[test]
+fn cancelling_a_running_timer_says_so_once_then_not_pending() {
+    let mut h: TimerHeap<u32, 4> = zeroed();
+    h.insert(at(1), 5).unwrap();
+    let (running, f, _) = h.pop_due(at(1), u64::MAX).unwrap();
+    assert!(matches!(h.cancel(running), Cancel::Running));
+    assert!(matches!(h.cancel(running), Cancel::NotPending));
+    assert_eq!(h.finish(running, f, Next::At(at(9))), Some(5));
+    assert_eq!(h.len(), 0);
+}
+
+#[test]
+fn re_arming_run_members_in_place_keeps_deadline_then_fifo_order() {
+    let mut h: TimerHeap<u32, 16> = zeroed();
+    // A run of five: 10, 10, 20, 20, 30.
+    let hs: Vec<_> = [(10, 0), (10, 1), (20, 2), (20, 3), (30, 4)]
+        .iter()
+        .map(|&(d, i)| h.insert(at(d), i).unwrap())
+        .collect();
+    assert!(h.reset(hs[0], at(30))); // the head to the tail, equal to it: after it
+    assert!(h.reset(hs[2], at(40))); // a middle member to the tail
+    assert!(h.reset(hs[2], at(45))); // the tail, later again: stays the tail
+    assert!(h.reset(hs[2], at(35))); // the tail, still after its predecessor (30)
+    assert!(h.reset(hs[3], at(25))); // before the tail: into the heap
+    assert!(h.reset(hs[0], at(5))); // the tail, before its predecessor: into the heap
+    assert_eq!(drain(&mut h, 100), [0, 1, 3, 4, 2]);
+}
+
+#[test]
+fn quick_cancel_removes_timers_without_drop_glue_and_leaves_the_others_untouched() {
+    let mut h: TimerHeap<u32, 8> = zeroed();
+    let plain = h.insert_flagged(at(5), 1, false).unwrap();
+    let glued = h.insert_flagged(at(3), 2, true).unwrap(); // in the heap
+    assert_eq!(h.cancel_quick(glued, true), Quick::NeedsDrop);
+    assert!(h.is_pending(glued), "nothing changed");
+    assert_eq!(h.len(), 2);
+    assert_eq!(h.cancel_quick(plain, true), Quick::Removed);
+    assert_eq!(h.cancel_quick(plain, true), Quick::NotPending);
+    assert_eq!(h.cancel_hinted(glued, true).removed(), Some(2));
+    assert_eq!(h.len(), 0);
+    let again = h.insert_flagged(at(1), 3, false).unwrap();
+    let (running, f, _) = h.pop_due(at(1), u64::MAX).unwrap();
+    assert_eq!(running, again);
+    assert_eq!(h.cancel_quick(running, false), Quick::Running);
+    assert_eq!(h.cancel_quick(running, false), Quick::NotPending);
+    assert_eq!(h.finish(running, f, Next::Done), Some(3));
 }
