@@ -116,6 +116,12 @@ impl Periodic {
     }
 
     /// The period.
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::Periodic;
+    /// assert_eq!(Periodic::every(Duration::from_secs(2)).period(), Duration::from_secs(2));
+    /// ```
     pub const fn period(&self) -> Duration {
         Duration::from_nanos(self.period_ns)
     }
@@ -125,6 +131,13 @@ impl Periodic {
     /// Without jitter every item is [`period`](Self::period). A callback that is late skips
     /// grid points, and each skip consumes no extra item: step `k` of the schedule waits the
     /// `k`-th period (or a multiple of it after a late call).
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::Periodic;
+    /// let p = Periodic::every(Duration::from_millis(10));
+    /// assert!(p.periods().take(3).all(|d| d == Duration::from_millis(10))); // no jitter
+    /// ```
     pub fn periods(&self) -> impl Iterator<Item = Duration> {
         let (period_ns, jitter_ppm) = (self.period_ns.max(1), self.jitter_ppm);
         let mut rng = if self.seed == 0 { 1 } else { self.seed };

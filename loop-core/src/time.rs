@@ -44,24 +44,52 @@ impl Instant {
 
     /// An instant `nanos` nanoseconds after the clock's zero point.
     #[inline]
+    ///
+    /// ```
+    /// use loop_core::Instant;
+    /// let t = Instant::from_nanos(1_500);
+    /// assert_eq!(t.as_nanos(), 1_500);
+    /// assert_eq!(Instant::from_nanos(0), Instant::ZERO);
+    /// ```
     pub const fn from_nanos(nanos: u64) -> Instant {
         Instant(nanos)
     }
 
     /// Nanoseconds since the clock's zero point.
     #[inline]
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::Instant;
+    /// assert_eq!((Instant::ZERO + Duration::from_micros(2)).as_nanos(), 2_000);
+    /// ```
     pub const fn as_nanos(self) -> u64 {
         self.0
     }
 
     /// `self + d`, saturating at [`Instant::MAX`] instead of overflowing.
     #[inline]
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::Instant;
+    /// assert_eq!(Instant::MAX.saturating_add(Duration::from_secs(1)), Instant::MAX);
+    /// assert_eq!(Instant::ZERO.saturating_add(Duration::from_nanos(7)).as_nanos(), 7);
+    /// ```
     pub fn saturating_add(self, d: Duration) -> Instant {
         Instant(self.0.saturating_add(duration_nanos(d)))
     }
 
     /// The time from `earlier` to `self`, or zero if `earlier` is later.
     #[inline]
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::Instant;
+    /// let (a, b) = (Instant::from_nanos(10), Instant::from_nanos(25));
+    /// assert_eq!(b.saturating_duration_since(a), Duration::from_nanos(15));
+    /// assert_eq!(a.saturating_duration_since(b), Duration::ZERO);
+    /// ```
     pub fn saturating_duration_since(self, earlier: Instant) -> Duration {
         Duration::from_nanos(self.0.saturating_sub(earlier.0))
     }

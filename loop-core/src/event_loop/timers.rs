@@ -13,6 +13,23 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     ///
     /// # Errors
     /// [`Error::Full`] (with `f` handed back) when `T` timers are pending.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::{sim::SimPoller, EventLoop};
+    ///
+    /// let mut lp: EventLoop<SimPoller, 4, 2, 4> = EventLoop::with_poller(SimPoller::new());
+    /// let at = lp.now() + Duration::from_secs(2);
+    /// lp.call_at(at, |lp| lp.stop())?;
+    /// lp.call_at(at, |_| {})?; // the table holds 2 timers
+    /// let refused = lp.call_at(at, |_| {}).unwrap_err();
+    /// assert_eq!(refused.error, loop_core::Error::Full { what: loop_core::Resource::Timers });
+    /// lp.run()?;
+    /// assert_eq!(lp.now(), at);
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn call_at<F>(&mut self, deadline: Instant, f: F) -> Result<TimerHandle, Refused<F>>
     where
         F: FnOnce(&mut Self) + 'static,
@@ -76,6 +93,26 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// # Errors
     /// [`Error::InvalidPeriod`] for a zero period, [`Error::Full`] when `T` timers are
     /// pending; `f` is handed back.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::{sim::SimPoller, EventLoop, Periodic};
+    ///
+    /// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+    /// let mut ticks = 0;
+    /// lp.add_periodic(Periodic::every(Duration::from_secs(1)), move |lp| {
+    ///     ticks += 1;
+    ///     if ticks == 3 {
+    ///         lp.stop();
+    ///     }
+    /// })?;
+    /// lp.run()?;
+    /// assert_eq!(lp.now().as_nanos(), 3_000_000_000); // at 1 s, 2 s and 3 s
+    /// assert!(lp.add_periodic(Periodic::every(Duration::ZERO), |_| {}).is_err());
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn add_periodic<F>(
         &mut self,
         periodic: Periodic,
@@ -147,6 +184,20 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// timer that already fired, or was cancelled, is a no-op. A timer cancelled by an earlier
     /// callback or timer of the same iteration does not run. The timer's slot is free again at
     /// once (except when a periodic callback cancels itself: then when it returns).
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::{sim::SimPoller, EventLoop};
+    ///
+    /// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+    /// let h = lp.call_later(Duration::from_secs(1), |_| panic!("cancelled"))?;
+    /// assert!(lp.timer_pending(h));
+    /// assert!(lp.remove_timeout(h));
+    /// assert!(!lp.remove_timeout(h)); // a second cancel is a no-op
+    /// assert_eq!(lp.timer_count(), 0);
+    /// lp.run_once(Some(Duration::from_secs(2)))?; // nothing fires
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn remove_timeout(&mut self, h: TimerHandle) -> bool {
         // No timer with drop glue since the last teardown: no closure needs a drop.
         match self.timers.cancel_quick(h, self.timer_drop_glue) {
@@ -174,6 +225,20 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// Move a pending timer to `deadline` (O(log n), no allocation): cheaper than cancel +
     /// schedule for timeouts that are pushed back on every activity. Returns `false` (and does
     /// nothing) for a timer that is not waiting.
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::{sim::SimPoller, EventLoop};
+    ///
+    /// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+    /// let h = lp.call_later(Duration::from_secs(1), |lp| lp.stop())?;
+    /// let later = lp.now() + Duration::from_secs(5);
+    /// assert!(lp.reset_timer(h, later));
+    /// lp.run()?;
+    /// assert_eq!(lp.now(), later);
+    /// assert!(!lp.reset_timer(h, later)); // it fired: nothing to move
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn reset_timer(&mut self, h: TimerHandle, deadline: Instant) -> bool {
         self.timers.reset(h, deadline)
     }
@@ -198,11 +263,35 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     }
 
     /// Whether `h` is still scheduled (or running and not cancelled).
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::{sim::SimPoller, EventLoop};
+    ///
+    /// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+    /// let h = lp.call_later(Duration::from_secs(1), |_| {})?;
+    /// assert!(lp.timer_pending(h));
+    /// lp.run_once(Some(Duration::from_secs(2)))?; // waits until 1 s
+    /// lp.run_once(Some(Duration::ZERO))?; // it fires
+    /// assert!(!lp.timer_pending(h));
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn timer_pending(&self, h: TimerHandle) -> bool {
         self.timers.is_pending(h)
     }
 
     /// How many timers are pending.
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::{sim::SimPoller, EventLoop};
+    ///
+    /// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+    /// lp.call_later(Duration::from_secs(1), |_| {})?;
+    /// lp.call_later(Duration::from_secs(2), |_| {})?;
+    /// assert_eq!(lp.timer_count(), 2);
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn timer_count(&self) -> usize {
         self.timers.len()
     }
@@ -392,7 +481,8 @@ mod tests {
                 if n < 3 {
                     lp.add_callback(step(n + 1, log, times)).unwrap();
                 } else {
-                    lp.call_later(s(1), logs(&log, &times, "later 1 s")).unwrap();
+                    lp.call_later(s(1), logs(&log, &times, "later 1 s"))
+                        .unwrap();
                     lp.call_at(at(30), |lp| lp.stop()).unwrap();
                 }
             }
@@ -403,8 +493,10 @@ mod tests {
         // passes begin.
         lp.run_once(Some(Duration::ZERO)).unwrap();
         let (l, t) = (log.clone(), times.clone());
-        lp.call_later(s(1), move |lp| lp.add_callback(step(1, l, t)).map(|_| ()).unwrap())
-            .unwrap();
+        lp.call_later(s(1), move |lp| {
+            lp.add_callback(step(1, l, t)).map(|_| ()).unwrap()
+        })
+        .unwrap();
         lp.run().unwrap();
         assert_eq!(*log.borrow(), ["later 1 s"]);
         // The third step ran at 1 + 15 s: one second later is 17 s, never earlier.

@@ -44,6 +44,23 @@ use crate::time::Instant;
 
 /// Identifies a scheduled timer. Cancelling a handle that has fired or was cancelled is a
 /// no-op, even if its slot has since been reused.
+///
+/// # Examples
+///
+/// ```
+/// use core::time::Duration;
+/// use loop_core::{sim::SimPoller, EventLoop, TimerHandle};
+///
+/// let mut lp: EventLoop<SimPoller> = EventLoop::with_poller(SimPoller::new());
+/// let first: TimerHandle = lp.call_later(Duration::from_secs(1), |_| {})?;
+/// assert!(lp.remove_timeout(first));
+/// // The freed slot is reused, but the old handle names nothing any more.
+/// let second = lp.call_later(Duration::from_secs(1), |_| {})?;
+/// assert_ne!(first, second);
+/// assert!(!lp.remove_timeout(first));
+/// assert!(lp.timer_pending(second));
+/// # Ok::<(), loop_core::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct TimerHandle {
