@@ -407,7 +407,6 @@ impl AcceptHandle {
 ///
 /// # Examples
 ///
-/// ```
 /// A Unix socket the program keeps for its whole life, borrowed from a `static`:
 ///
 /// ```
@@ -430,14 +429,15 @@ impl AcceptHandle {
 /// })?;
 /// let _client = UnixStream::connect(&path)?;
 /// lp.run()?;
-/// handle.remove(&mut lp);
+/// assert!(handle.remove(&mut lp));
+/// let _another = UnixStream::connect(&path)?; // still listening: the loop never closes it
 /// let _ = std::fs::remove_file(&path);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///
 /// # Errors
 /// The listener and the callback come back inside [`Refused`] with: [`Error::Os`] if the
-/// listener cannot be made non-blocking (`EBADF`), or the errors of
+/// listener cannot be made non-blocking, or the errors of
 /// [`EventLoop::add_handler`]: [`Error::InvalidFd`], [`Error::AlreadyRegistered`] (the fd has
 /// a handler), [`Error::Full`] (no free handler slot), [`Error::Os`] (the kernel refuses the
 /// fd), [`Error::Closed`], [`Error::Forked`].
