@@ -102,45 +102,99 @@ pub const LISTENER_FAILED: &str = "listening socket failed (ERROR/HUP); accept h
 pub const BACKOFF_NO_TIMER: &str = "accept back-off needs a free timer slot; retrying at once";
 
 /// A listening socket handed to [`add_accept_handler`]: owned (the loop closes it when the
-/// handler is removed or the loop is dropped) or borrowed (keep it open until the handler is
-/// removed, as with [`EventLoop::add_handler`]). `From` conversions make either from a
-/// `std` listener, an [`OwnedFd`] (owned) or a reference (borrowed).
+/// handler is removed or the loop is dropped) or borrowed for `'static` (the loop never
+/// closes it). `From` conversions make either: from a `std` listener or an [`OwnedFd`]
+/// (owned), or from a `&'static` reference to anything [`AsFd`] (borrowed).
+///
+/// A borrowed listener must be `'static` because the handler goes on calling `accept` on it
+/// for as long as it is registered, which no shorter borrow can promise: a listener dropped
+/// while its handler is registered would leave the handler accepting on whatever file reuses
+/// the number. A `&'static` listener cannot be closed by safe code: a `static` or
+/// [`OnceLock`](std::sync::OnceLock), or a [`Box::leak`]ed listener (what a listener that
+/// lives as long as the program is). For an fd kept open by other means, there is the
+/// `unsafe` [`Listener::borrow_raw`].
 ///
 /// # Examples
 ///
 /// ```
+/// use std::net::TcpListener;
 /// use ioloop::accept::Listener;
 ///
-/// let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-/// let borrowed = Listener::from(&std_listener); // std_listener must outlive the handler
-/// assert!(borrowed.into_owned().is_none());
-/// let owned = Listener::from(std_listener); // the loop will close it
+/// let owned = Listener::from(TcpListener::bind("127.0.0.1:0")?); // the loop will close it
 /// assert!(owned.into_owned().is_some());
+/// let forever: &'static TcpListener = Box::leak(Box::new(TcpListener::bind("127.0.0.1:0")?));
+/// let borrowed = Listener::from(forever); // stays ours, never closed by the loop
+/// assert!(borrowed.into_owned().is_none());
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// A listener borrowed for less than `'static` is refused by the compiler:
+///
+/// ```compile_fail,E0597
+/// use ioloop::accept::Listener;
+///
+/// let local = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// let borrowed = Listener::from(&local); // error: `local` does not live long enough
+/// drop(borrowed);
 /// # Ok::<(), std::io::Error>(())
 /// ```
 #[derive(Debug)]
 pub enum Listener {
     /// The loop takes the fd and closes it on removal.
     Owned(OwnedFd),
-    /// The caller keeps the fd open while the handler is registered.
-    Borrowed(RawFd),
+    /// An fd open for the rest of the program (or, through [`Listener::borrow_raw`], for as
+    /// long as its caller promised); the loop never closes it.
+    Borrowed(BorrowedFd<'static>),
 }
 
 impl Listener {
+    /// A borrowed listener from a raw fd number, for an fd that is not `'static` in Rust's
+    /// eyes but that the caller keeps open (one inherited from a service manager and closed
+    /// by hand, say). Prefer an owned listener, or `Listener::from(&'static listener)`.
+    ///
+    /// # Safety
+    ///
+    /// `fd` must be an open file descriptor (not `-1`), and it must stay open — not closed,
+    /// not replaced with `dup2` — until the accept handler given this `Listener` is removed
+    /// ([`AcceptHandle::remove`], [`EventLoop::remove_handler`], the handler's own removal
+    /// after the listener failed, or the loop dropped), or, if it is never registered (a
+    /// refusal hands it back), until the `Listener` is dropped. The handler calls `accept`
+    /// and `ioctl` on it until then.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::os::fd::AsRawFd;
+    /// use ioloop::accept::{add_accept_handler, Listener};
+    /// use ioloop::EventLoop;
+    ///
+    /// let mut lp: EventLoop = EventLoop::new()?;
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// // SAFETY: `listener` outlives the handler: it is removed below, before the drop.
+    /// let borrowed = unsafe { Listener::borrow_raw(listener.as_raw_fd()) };
+    /// let handle = add_accept_handler(&mut lp, borrowed, |_, _conn, _| {})?;
+    /// assert!(handle.remove(&mut lp)); // the listener stays open...
+    /// drop(listener); // ...until we close it
+    /// # Ok::<(), ioloop::Error>(())
+    /// ```
+    pub unsafe fn borrow_raw(fd: RawFd) -> Listener {
+        // SAFETY: the caller promises `fd` is open (and not -1) for as long as this
+        // `Listener` or the handler it is given uses it: the only uses of the `'static`.
+        Listener::Borrowed(unsafe { BorrowedFd::borrow_raw(fd) })
+    }
+
     /// The fd number.
     ///
     /// ```
     /// use std::os::fd::AsRawFd;
     /// use ioloop::accept::Listener;
     /// let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    /// assert_eq!(Listener::from(&l).raw(), l.as_raw_fd());
+    /// let raw = l.as_raw_fd();
+    /// assert_eq!(Listener::from(l).raw(), raw);
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn raw(&self) -> RawFd {
-        match self {
-            Listener::Owned(fd) => fd.as_raw_fd(),
-            Listener::Borrowed(fd) => *fd,
-        }
+        self.as_fd().as_raw_fd()
     }
 
     /// The fd, if it was handed over owned (so a refused owned listener is not lost).
@@ -185,9 +239,21 @@ impl From<std::os::unix::net::UnixListener> for Listener {
     }
 }
 
-impl<T: AsFd + ?Sized> From<&T> for Listener {
-    fn from(l: &T) -> Listener {
-        Listener::Borrowed(l.as_fd().as_raw_fd())
+/// Borrowed for the rest of the program: a `static`, a [`OnceLock`](std::sync::OnceLock)'s
+/// value or a [`Box::leak`]ed listener. See [`Listener`] for why not a shorter borrow.
+impl<T: AsFd + ?Sized> From<&'static T> for Listener {
+    fn from(l: &'static T) -> Listener {
+        Listener::Borrowed(l.as_fd())
+    }
+}
+
+/// The listener's fd, owned or borrowed.
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Listener::Owned(fd) => fd.as_fd(),
+            Listener::Borrowed(fd) => *fd,
+        }
     }
 }
 
@@ -225,9 +291,10 @@ impl AcceptHandle {
     /// use ioloop::accept::add_accept_handler;
     /// let mut lp: ioloop::EventLoop = ioloop::EventLoop::new()?;
     /// let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    /// let handle = add_accept_handler(&mut lp, &l, |_, _, _| {})?;
-    /// assert_eq!(handle.fd(), l.as_raw_fd());
-    /// assert_eq!(lp.handler_id(&l), Some(handle.id()));
+    /// let raw = l.as_raw_fd();
+    /// let handle = add_accept_handler(&mut lp, l, |_, _, _| {})?;
+    /// assert_eq!(handle.fd(), raw);
+    /// assert_eq!(lp.handler_id(handle.fd()), Some(handle.id()));
     /// handle.remove(&mut lp);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -242,10 +309,10 @@ impl AcceptHandle {
     /// use ioloop::accept::add_accept_handler;
     /// let mut lp: ioloop::EventLoop = ioloop::EventLoop::new()?;
     /// let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    /// let handle = add_accept_handler(&mut lp, &l, |_, _, _| {})?;
-    /// assert_eq!(lp.handler_id(&l), Some(handle.id()));
+    /// let handle = add_accept_handler(&mut lp, l, |_, _, _| {})?;
+    /// assert_eq!(lp.handler_id(handle.fd()), Some(handle.id()));
     /// handle.remove(&mut lp);
-    /// assert_eq!(lp.handler_id(&l), None); // removed: the id names nothing any more
+    /// assert_eq!(lp.handler_id(handle.fd()), None); // removed: the id names nothing any more
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn id(self) -> HandlerId {
@@ -256,18 +323,20 @@ impl AcceptHandle {
     /// after its listener failed).
     ///
     /// ```
+    /// use std::net::TcpListener;
     /// use ioloop::accept::add_accept_handler;
     /// use ioloop::Interest;
     /// let mut lp: ioloop::EventLoop = ioloop::EventLoop::new()?;
-    /// let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    /// let handle = add_accept_handler(&mut lp, &l, |_, _, _| {})?;
+    /// // Borrowed for 'static (the loop never closes it), to register its fd again below.
+    /// let l: &'static TcpListener = Box::leak(Box::new(TcpListener::bind("127.0.0.1:0")?));
+    /// let handle = add_accept_handler(&mut lp, l, |_, _, _| {})?;
     /// assert!(handle.is_active(&lp));
     /// // Another handler on the same fd number is not this accept handler.
-    /// lp.remove_handler(&l);
-    /// lp.add_handler(&l, Interest::READ, |_, _, _| Ok(()))?;
+    /// lp.remove_handler(l);
+    /// lp.add_handler(l, Interest::READ, |_, _, _| Ok(()))?;
     /// assert!(!handle.is_active(&lp));
     /// assert!(!handle.remove(&mut lp)); // and `remove` leaves it alone
-    /// lp.remove_handler(&l);
+    /// lp.remove_handler(l);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn is_active<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>(
@@ -338,31 +407,37 @@ impl AcceptHandle {
 ///
 /// # Examples
 ///
+/// A Unix socket the program keeps for its whole life, borrowed from a `static`:
+///
 /// ```
 /// use std::os::unix::net::{UnixListener, UnixStream};
+/// use std::sync::OnceLock;
 /// use ioloop::accept::add_accept_handler;
 /// use ioloop::EventLoop;
 ///
+/// static LISTENER: OnceLock<UnixListener> = OnceLock::new();
 /// let mut lp: EventLoop = EventLoop::new()?;
 /// let path = std::env::temp_dir().join(format!("ioloop-doc-aah-{}.sock", std::process::id()));
 /// let _ = std::fs::remove_file(&path);
-/// let listener = UnixListener::bind(&path)?;
-/// // Borrowed: `listener` stays ours; remove the handler before dropping it.
-/// let handle = add_accept_handler(&mut lp, &listener, |lp, conn, peer| {
+/// LISTENER.set(UnixListener::bind(&path)?).expect("set once");
+/// let listener: &'static UnixListener = LISTENER.get().expect("just set");
+/// // Borrowed for 'static: it stays ours and stays open after the handler is removed.
+/// let handle = add_accept_handler(&mut lp, listener, |lp, conn, peer| {
 ///     assert!(peer.is_none()); // no address for Unix sockets
 ///     drop(conn);
 ///     lp.stop();
 /// })?;
 /// let _client = UnixStream::connect(&path)?;
 /// lp.run()?;
-/// handle.remove(&mut lp);
+/// assert!(handle.remove(&mut lp));
+/// let _another = UnixStream::connect(&path)?; // still listening: the loop never closes it
 /// let _ = std::fs::remove_file(&path);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///
 /// # Errors
 /// The listener and the callback come back inside [`Refused`] with: [`Error::Os`] if the
-/// listener cannot be made non-blocking (`EBADF`), or the errors of
+/// listener cannot be made non-blocking, or the errors of
 /// [`EventLoop::add_handler`]: [`Error::InvalidFd`], [`Error::AlreadyRegistered`] (the fd has
 /// a handler), [`Error::Full`] (no free handler slot), [`Error::Os`] (the kernel refuses the
 /// fd), [`Error::Closed`], [`Error::Forked`].
@@ -454,7 +529,7 @@ where
     if fd < 0 {
         return refuse(Error::InvalidFd { fd }, listener, callback);
     }
-    if let Err(errno) = set_nonblocking(fd) {
+    if let Err(errno) = set_nonblocking(listener.as_fd()) {
         return refuse(Error::Os { errno }, listener, callback);
     }
     // The callback lives in the handler's state, which a refusal hands back untouched.
@@ -468,15 +543,14 @@ where
                           lp: &mut EventLoop<P, H, T, Q>,
                           fd: BorrowedFd<'_>,
                           ready: Readiness| { a.on_ready(lp, fd, ready) };
-    let on_ready =
-        |a: &mut Acceptor<F>, lp: &mut EventLoop<P, H, T, Q>, fd: RawFd, ready: Readiness| {
-            // SAFETY: only as sound as the caller's promise (`Listener::Borrowed`, made by the
-            // safe `Listener::from(&T)`) to keep the listener open while it is registered,
-            // which safe code can break; the loop does not own it. A known gap (the owned
-            // path above needs no such promise): a borrowed listener should be `'static`.
-            let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-            a.on_ready(lp, fd, ready)
-        };
+    // A borrowed listener is open for `'static` (`BorrowedFd<'static>`): the handler keeps
+    // that `BorrowedFd` (as the owned handler keeps its `OwnedFd`) and accepts on it, not on
+    // the number the loop passes.
+    let on_borrowed_ready = |listener: BorrowedFd<'static>| {
+        move |a: &mut Acceptor<F>, lp: &mut EventLoop<P, H, T, Q>, _: RawFd, ready: Readiness| {
+            a.on_ready(lp, listener, ready)
+        }
+    };
     let added = match listener {
         Listener::Owned(owned) => lp
             .add_owned_handler_with_state(owned, Interest::READ, acceptor, on_owned_ready)
@@ -484,9 +558,9 @@ where
                 let (owned, acceptor, _) = r.value;
                 (r.error, Listener::Owned(owned), acceptor)
             }),
-        Listener::Borrowed(raw) => lp
-            .add_handler_with_state(raw, Interest::READ, acceptor, on_ready)
-            .map_err(|r| (r.error, Listener::Borrowed(raw), r.value.0)),
+        Listener::Borrowed(fd) => lp
+            .add_handler_with_state(fd, Interest::READ, acceptor, on_borrowed_ready(fd))
+            .map_err(|r| (r.error, Listener::Borrowed(fd), r.value.0)),
     };
     match added {
         Ok(id) => {
@@ -868,10 +942,7 @@ pub(crate) fn skippable(e: Errno) -> bool {
 }
 
 /// Made non-blocking in place: `accept` must never block the loop.
-fn set_nonblocking(fd: RawFd) -> Result<(), Errno> {
-    // SAFETY: the caller handed us this fd number as an open listener; a closed one makes
-    // the ioctl fail with EBADF, and the borrow ends with this call.
-    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+fn set_nonblocking(fd: BorrowedFd<'_>) -> Result<(), Errno> {
     rustix::io::ioctl_fionbio(fd, true).map_err(errno)
 }
 

@@ -113,7 +113,7 @@ fn one_readiness_accepts_at_most_128_connections<P: Poller + OpenPoller + 'stati
     rustix::net::listen(&listener, 512).unwrap();
     let count = Rc::new(Cell::new(0usize));
     let c = count.clone();
-    add_accept_handler(&mut lp, &listener, move |_, conn, _| {
+    add_accept_handler(&mut lp, listener, move |_, conn, _| {
         drop(conn);
         c.set(c.get() + 1)
     })
@@ -162,10 +162,54 @@ fn removing_the_handle_inside_the_callback_ends_the_batch_and_closes_an_owned_li
     drop(clients);
 }
 
+/// A listener that lives as long as the program (leaked here, as a `static` would be).
+fn static_listener() -> (&'static TcpListener, SocketAddr) {
+    let (l, addr) = local_listener();
+    (Box::leak(Box::new(l)), addr)
+}
+
+/// The one safe way to borrow a listener (`&'static`) accepts like an owned one, and the loop
+/// leaves it open when the handler goes.
+fn a_static_borrowed_listener_accepts_and_stays_open_after_its_handler_is_removed<
+    P: Poller + OpenPoller + 'static,
+>() {
+    let mut lp: Lp<P> = EventLoop::new().unwrap();
+    let (listener, addr) = static_listener();
+    let got: Rc<RefCell<Vec<Accepted>>> = Rc::default();
+    let g = got.clone();
+    let handle = add_accept_handler(&mut lp, listener, move |lp, conn, peer| {
+        g.borrow_mut().push((conn, peer));
+        lp.stop();
+    })
+    .map_err(|r| r.error)
+    .unwrap();
+    assert_eq!(handle.fd(), listener.as_raw_fd());
+    let mut client = TcpStream::connect(addr).unwrap();
+    run_until(&mut lp, Duration::from_secs(5), || got.borrow().len() == 1);
+    {
+        let got = got.borrow();
+        assert_eq!(got.len(), 1, "accepted through the borrowed listener");
+        assert_eq!(got[0].1, Some(client.local_addr().unwrap()));
+        let mut conn = std::net::TcpStream::from(got[0].0.try_clone().unwrap());
+        conn.write_all(b"hi").unwrap();
+        let mut buf = [0u8; 2];
+        client.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"hi");
+    }
+    assert!(handle.remove(&mut lp));
+    assert_eq!(lp.handler_count(), 0);
+    drop(lp); // dropping the loop does not close it either
+              // Still listening: the loop never closes a borrowed listener.
+    let _again = TcpStream::connect(addr).unwrap();
+    listener.set_nonblocking(false).unwrap();
+    let (conn, _) = listener.accept().unwrap();
+    drop(conn);
+}
+
 fn a_borrowed_listener_stays_open_after_its_handler_is_removed<P: Poller + OpenPoller + 'static>() {
     let mut lp: Lp<P> = EventLoop::new().unwrap();
-    let (listener, addr) = local_listener();
-    let handle = add_accept_handler(&mut lp, &listener, |_, _, _| panic!("never runs"))
+    let (listener, addr) = static_listener();
+    let handle = add_accept_handler(&mut lp, listener, |_, _, _| panic!("never runs"))
         .map_err(|r| r.error)
         .unwrap();
     assert!(handle.remove(&mut lp));
@@ -207,15 +251,15 @@ fn a_refused_accept_handler_hands_back_the_listener_and_the_callback<
 
     // The same fd twice: the first handler stays.
     let mut lp: Lp<P> = EventLoop::new().unwrap();
-    let (listener, _) = local_listener();
-    let first = add_accept_handler(&mut lp, &listener, |_, _, _| {})
+    let (listener, _) = static_listener();
+    let first = add_accept_handler(&mut lp, listener, |_, _, _| {})
         .map_err(|r| r.error)
         .unwrap();
-    let refused = add_accept_handler(&mut lp, &listener, |_, _, _| {}).unwrap_err();
+    let refused = add_accept_handler(&mut lp, listener, |_, _, _| {}).unwrap_err();
     assert_eq!(
         refused.error,
         Error::AlreadyRegistered {
-            fd: raw_of(&listener)
+            fd: raw_of(listener)
         }
     );
     assert!(matches!(refused.value, (Listener::Borrowed(_), _)));
@@ -241,9 +285,11 @@ fn a_failing_accept_backs_off_instead_of_spinning<P: Poller + OpenPoller + 'stat
         };
         r.borrow_mut().push(error);
     });
-    let handle = add_accept_handler(&mut lp, &udp, |_, _, _| panic!("nothing to accept"))
-        .map_err(|r| r.error)
-        .unwrap();
+    let handle = add_accept_handler(&mut lp, OwnedFd::from(udp), |_, _, _| {
+        panic!("nothing to accept")
+    })
+    .map_err(|r| r.error)
+    .unwrap();
     let before = lp.counters();
     run_for(&mut lp, Duration::from_millis(500));
     let after = lp.counters();
@@ -275,6 +321,7 @@ for_each_poller!(cases:
     unix_socket_connections_are_accepted_without_a_peer_address,
     one_readiness_accepts_at_most_128_connections,
     removing_the_handle_inside_the_callback_ends_the_batch_and_closes_an_owned_listener,
+    a_static_borrowed_listener_accepts_and_stays_open_after_its_handler_is_removed,
     a_borrowed_listener_stays_open_after_its_handler_is_removed,
     a_refused_accept_handler_hands_back_the_listener_and_the_callback,
     a_failing_accept_backs_off_instead_of_spinning,

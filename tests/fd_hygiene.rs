@@ -177,7 +177,7 @@ fn accept_under_emfile_backs_off_and_recovers() {
     let addr = listener.local_addr().unwrap();
     let accepted: Rc<RefCell<Vec<OwnedFd>>> = Rc::default();
     let a = accepted.clone();
-    let handle = add_accept_handler(&mut lp, &listener, move |_, conn, _| {
+    let handle = add_accept_handler(&mut lp, listener, move |_, conn, _| {
         a.borrow_mut().push(conn)
     })
     .map_err(|r| r.error)
