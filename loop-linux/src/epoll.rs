@@ -299,7 +299,7 @@ impl<const N: usize> Poller for Epoll<N> {
     /// # Errors
     /// `EINTR` when a signal arrived (not retried here: the loop restarts its iteration);
     /// `EINVAL` for an empty `events` slice.
-    #[inline]
+    #[inline(always)]
     fn wait(
         &mut self,
         events: &mut [PollEvent],
