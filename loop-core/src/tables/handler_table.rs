@@ -257,14 +257,17 @@ impl<F, const H: usize> HandlerTable<F, H> {
         Taken::Call(slot.fd, visible)
     }
 
-    /// Put a handler back from `from` after its call. If its registration was removed
-    /// meanwhile, `from` keeps it, for the caller to drop.
+    /// Put a handler back from `from` after its call: `true` if it went back (`from` is
+    /// empty). If its registration was removed meanwhile, `from` keeps it, for the caller to
+    /// drop (`false`).
     #[inline]
-    pub(crate) fn restore_from(&mut self, id: HandlerId, from: &mut Option<F>) {
-        if let Some(slot) = self.slots.get_mut(id.index, id.generation) {
-            if slot.handler.is_none() {
+    pub(crate) fn restore_from(&mut self, id: HandlerId, from: &mut Option<F>) -> bool {
+        match self.slots.get_mut(id.index, id.generation) {
+            Some(slot) if slot.handler.is_none() => {
                 slot.handler = from.take();
+                true
             }
+            _ => false,
         }
     }
 
