@@ -533,8 +533,8 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             fd: -1,
             f: None,
         };
-        let (fd, readiness) = match call.lp.handlers.take_into(id, ev.readiness, &mut call.f) {
-            Taken::Call(fd, readiness) => (fd, readiness),
+        let (f, fd, readiness) = match call.lp.handlers.take_into(id, ev.readiness, &mut call.f) {
+            Taken::Call(f, fd, readiness) => (f, fd, readiness),
             Taken::Io => {
                 core::mem::forget(call); // holds nothing: `take_into` left `f` empty
                 self.dispatch_io(id, ev.readiness);
@@ -556,10 +556,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         call.lp.counters.events_dispatched += 1;
         let outcome = if call.lp.watchdog.is_none() {
             let lp = &mut *call.lp;
-            match call.f.as_mut() {
-                Some(f) => panic::catch(|| f.call(lp, (fd, readiness))),
-                None => Ok(Ok(())),
-            }
+            panic::catch(|| f.call(lp, (fd, readiness)))
         } else {
             call.call_watched(readiness)
         };
