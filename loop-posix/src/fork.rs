@@ -106,7 +106,9 @@ mod imp {
         }
     }
 
-    #[inline]
+    // Always inlined: read once per poll (the poller's fork check), where a call would cost
+    // more than the two loads and three tests it makes.
+    #[inline(always)]
     pub(super) fn generation() -> u32 {
         let mut page = PAGE.load(Ordering::Acquire);
         if page.is_null() {

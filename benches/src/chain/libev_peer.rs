@@ -3,8 +3,9 @@
 //!
 //! One `ev_io` per read end on libev's epoll backend (level-triggered, as ioloop), created and
 //! started once (`chain/libev_shim.c`). A pass is `ev_run(EVRUN_NOWAIT)`; the watcher callback
-//! calls the shared Rust handler [`Chain::on_readable`] through one function pointer. "total"
-//! and "bench.c del+add" are both bench.c's per-pass loop, `ev_io_stop` + `ev_io_set` +
+//! calls the shared Rust handler [`Chain::on_readable`](super::Chain::on_readable) through one
+//! function pointer. "total" and "bench.c del+add" are both bench.c's per-pass loop,
+//! `ev_io_stop` + `ev_io_set` +
 //! `ev_io_start` per fd (libev has no other way to re-arm an interest; its `fdchanges` list
 //! folds a stop + start of the same fd into at most one `epoll_ctl` at the next `ev_run`).
 

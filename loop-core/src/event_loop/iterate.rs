@@ -43,12 +43,33 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// # Errors
     /// As [`run`](Self::run).
     pub fn run_once(&mut self, timeout: Option<Duration>) -> Result<(), Error> {
-        // `drive(timeout, 1)` without its loop: bench.c-style callers run one pass at a time.
-        if !self.begin_run()? {
+        // `drive(timeout, 1)` without its loop: bench.c-style callers run one pass at a time,
+        // so the prologue is paid per pass. An I/O-only pass leaves the fork check to the
+        // poller: its first kernel operation (the wait, or a deferred deregistration before
+        // it) refuses in a forked child, and `poll_failed` turns that refusal into
+        // `Error::Forked`. A pass with other work checks first, so no callback, timer or task
+        // runs in a child.
+        if self.running {
+            return Err(Error::AlreadyRunning);
+        }
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        let io_only = self.only_io();
+        if !io_only {
+            self.usable()?;
+        }
+        if self.stop_requested {
+            self.stop_requested = false;
             return Ok(());
         }
         let running = Running::enter(self);
-        let result = running.lp.iterate(timeout).map(drop);
+        let result = if io_only {
+            running.lp.io_only_pass(timeout)
+        } else {
+            running.lp.iterate(timeout)
+        };
+        let result = result.map(drop);
         drop(running);
         result
     }
@@ -118,19 +139,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// One iteration, in the order of the module doc. `Ok(false)` when stopped.
     pub(super) fn iterate(&mut self, cap: Option<Duration>) -> Result<bool, Error> {
         if self.only_io() {
-            // Nothing but fds to watch: steps 1–6 would find nothing to run, and step 7's
-            // timeout is `cap` (no work waiting, no timer).
-            self.counters.iterations += 1;
-            if self.stop_requested || self.closed {
-                return Ok(false);
-            }
-            let n = match self.poll_io_only(cap) {
-                Ok(n) => n,
-                Err(Errno::EINTR) => return Ok(true),
-                Err(errno) => return Err(Error::Os { errno }),
-            };
-            self.dispatch_events(n);
-            return Ok(true);
+            return self.io_only_pass(cap);
         }
         let snapshot = self.begin_iteration();
         self.run_callbacks(snapshot.callbacks);
@@ -147,16 +156,47 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         self.poll_and_dispatch(timeout)
     }
 
+    /// An iteration with nothing but fds to watch ([`only_io`](Self::only_io)): steps 1–6
+    /// would find nothing to run, and step 7's timeout is `cap` (no work waiting, no timer).
+    #[inline(always)]
+    fn io_only_pass(&mut self, cap: Option<Duration>) -> Result<bool, Error> {
+        self.counters.iterations += 1;
+        if self.stop_requested || self.closed {
+            return Ok(false);
+        }
+        let n = match self.poll_io_only(cap) {
+            Ok(n) => n,
+            Err(errno) => return self.poll_failed(errno),
+        };
+        self.dispatch_events(n);
+        Ok(true)
+    }
+
     /// Steps 8 and 9: poll, then dispatch what the poller reported.
     #[inline(always)]
     fn poll_and_dispatch(&mut self, timeout: Option<Duration>) -> Result<bool, Error> {
         let n = match self.poll(timeout) {
             Ok(n) => n,
-            Err(Errno::EINTR) => return Ok(true),
-            Err(errno) => return Err(Error::Os { errno }),
+            Err(errno) => return self.poll_failed(errno),
         };
         self.dispatch_events(n);
         Ok(true)
+    }
+
+    /// A wait that failed: `EINTR` ends the iteration (the next one polls again); `ECHILD`
+    /// from a poller inherited across `fork` is [`Error::Forked`] (the poller refused, as
+    /// its contract says); anything else is the poller's failure.
+    #[cold]
+    #[inline(never)]
+    fn poll_failed(&self, errno: Errno) -> Result<bool, Error> {
+        match errno {
+            Errno::EINTR => Ok(true),
+            Errno::ECHILD if self.poller.forked() => {
+                crate::log::log_warn!("ioloop: loop used after fork: refused (build a new loop)");
+                Err(Error::Forked)
+            }
+            errno => Err(Error::Os { errno }),
+        }
     }
 
     /// The one "slow work pending" check: no callbacks queued, no remote queue, no signal
@@ -304,7 +344,9 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     }
 
     /// Call each ready fd's handler (or wake its tasks) once, looking it up at that moment.
-    #[inline]
+    /// Always inlined (two call sites): at one event per pass its call and prologue are paid
+    /// per event.
+    #[inline(always)]
     fn dispatch_events(&mut self, n: usize) {
         for i in 0..n {
             if self.closed {
@@ -355,5 +397,81 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> Drop
     fn drop(&mut self) {
         self.lp.running = false;
         self.lp.stop_requested = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::sim::SimPoller;
+    use core::cell::Cell;
+    use std::rc::Rc;
+
+    type Lp = EventLoop<SimPoller<8>, 4, 8, 4>;
+
+    /// A loop with one ready handler counting its calls.
+    fn ready_loop(calls: &Rc<Cell<u32>>) -> Lp {
+        let mut lp = Lp::with_poller(SimPoller::new());
+        let c = calls.clone();
+        lp.add_handler(3, Interest::READ, move |_, _, _| {
+            c.set(c.get() + 1);
+            Ok(())
+        })
+        .map_err(|r| r.error)
+        .unwrap();
+        lp.poller_mut().set_ready(3, Readiness::READ);
+        lp
+    }
+
+    #[test]
+    fn an_io_only_pass_in_a_forked_child_is_refused_by_the_poll_and_calls_no_handler() {
+        let calls = Rc::new(Cell::new(0));
+        let mut lp = ready_loop(&calls);
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(calls.get(), 1);
+        lp.poller_mut().set_forked(true);
+        assert_eq!(lp.run_once(Some(Duration::ZERO)), Err(Error::Forked));
+        assert_eq!(lp.run(), Err(Error::Forked));
+        assert_eq!(calls.get(), 1);
+        assert!(!lp.is_running());
+    }
+
+    #[test]
+    fn a_pass_with_callbacks_in_a_forked_child_is_refused_before_running_them() {
+        let calls = Rc::new(Cell::new(0));
+        let mut lp = ready_loop(&calls);
+        let c = calls.clone();
+        lp.add_callback(move |_| c.set(c.get() + 10))
+            .map_err(|r| r.error)
+            .unwrap();
+        lp.poller_mut().set_forked(true);
+        assert_eq!(lp.run_once(Some(Duration::ZERO)), Err(Error::Forked));
+        assert_eq!(calls.get(), 0);
+        lp.poller_mut().set_forked(false);
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(calls.get(), 11);
+    }
+
+    #[test]
+    fn run_once_refuses_a_nested_run_and_a_closed_loop_as_before() {
+        let calls = Rc::new(Cell::new(0));
+        let mut lp = ready_loop(&calls);
+        let c = calls.clone();
+        lp.remove_handler(3);
+        lp.add_handler(3, Interest::READ, move |lp, _, _| {
+            assert_eq!(
+                lp.run_once(Some(Duration::ZERO)),
+                Err(Error::AlreadyRunning)
+            );
+            c.set(c.get() + 1);
+            Ok(())
+        })
+        .map_err(|r| r.error)
+        .unwrap();
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(calls.get(), 1);
+        lp.close();
+        assert_eq!(lp.run_once(Some(Duration::ZERO)), Err(Error::Closed));
     }
 }

@@ -38,12 +38,15 @@ pub const INLINE_CAPTURE_BYTES: usize = 56;
 #[repr(C, align(8))]
 struct Storage([MaybeUninit<u8>; INLINE_CAPTURE_BYTES]);
 
+/// The `call` entry: the value's own table pointer (a `FnOnce` switches it to its spent
+/// table *before* moving the closure out, so neither a second call nor a drop, also during
+/// unwinding, touches it again; a `FnMut` leaves it alone, so its call pays no test for it),
+/// its storage, and the arguments.
+type CallFn<A, X, R> = unsafe fn(&mut &'static VTable<A, X, R>, *mut Storage, &mut A, X) -> R;
+
 struct VTable<A: ?Sized + 'static, X: 'static, R: 'static> {
-    call: unsafe fn(*mut Storage, &mut A, X) -> R,
+    call: CallFn<A, X, R>,
     drop: unsafe fn(*mut Storage),
-    /// For a `FnOnce`: the table the value switches to *before* the call moves the closure
-    /// out, so neither a second call nor a drop (also during unwinding) touches it again.
-    spent: Option<&'static VTable<A, X, R>>,
     /// The user closure's type name (`crate::function::{{closure}}`): names it in watchdog
     /// reports at no per-value cost.
     name: fn() -> &'static str,
@@ -51,15 +54,10 @@ struct VTable<A: ?Sized + 'static, X: 'static, R: 'static> {
 
 impl<A: ?Sized + 'static, X: 'static, R: 'static> VTable<A, X, R> {
     /// The table of `call` and `drop`, named after the type `N`.
-    const fn of<N>(
-        call: unsafe fn(*mut Storage, &mut A, X) -> R,
-        drop: unsafe fn(*mut Storage),
-        spent: Option<&'static VTable<A, X, R>>,
-    ) -> Self {
+    const fn of<N>(call: CallFn<A, X, R>, drop: unsafe fn(*mut Storage)) -> Self {
         VTable {
             call,
             drop,
-            spent,
             name: core::any::type_name::<N>,
         }
     }
@@ -106,11 +104,11 @@ where
 {
     const FITS: () = assert_fits::<F>();
 
-    const VTABLE: VTable<A, X, R> = VTable::of::<N>(Self::call, drop_as::<F>, None);
+    const VTABLE: VTable<A, X, R> = VTable::of::<N>(Self::call, drop_as::<F>);
 
     /// # Safety
     /// `s` points to a live `F` written by `InlineFn::new`.
-    unsafe fn call(s: *mut Storage, a: &mut A, x: X) -> R {
+    unsafe fn call(_: &mut &'static VTable<A, X, R>, s: *mut Storage, a: &mut A, x: X) -> R {
         // SAFETY: the caller guarantees `s` holds a live, properly aligned `F` (FITS checked
         // size and alignment when it was written), and `&mut self` on `InlineFn::call` makes
         // this the only access.
@@ -126,14 +124,15 @@ impl<F: FnOnce(&mut A, X) -> R, N, A: ?Sized + 'static, X: 'static, R: Default +
 {
     const FITS: () = assert_fits::<F>();
 
-    const VTABLE: VTable<A, X, R> =
-        VTable::of::<N>(Self::call, drop_as::<F>, Some(&Spent::<N, A, X, R>::VTABLE));
+    const VTABLE: VTable<A, X, R> = VTable::of::<N>(Self::call, drop_as::<F>);
 
     /// # Safety
-    /// `s` points to a live `F`; the caller has already switched to the spent table, so the
-    /// `F` read out here is never read or dropped again.
-    unsafe fn call(s: *mut Storage, a: &mut A, x: X) -> R {
-        // SAFETY: the caller guarantees a live `F` that nothing else will use (see above).
+    /// `s` points to a live `F` and `vtable` is its value's table: switched to the spent
+    /// table here, before the read, so the `F` read out is never read or dropped again.
+    unsafe fn call(vtable: &mut &'static VTable<A, X, R>, s: *mut Storage, a: &mut A, x: X) -> R {
+        *vtable = &Spent::<N, A, X, R>::VTABLE;
+        // SAFETY: the caller guarantees a live `F`; the value is marked spent (above), so
+        // nothing else will use it.
         let f = unsafe { ptr::read(s.cast::<F>()) };
         f(a, x)
     }
@@ -144,9 +143,9 @@ impl<F: FnOnce(&mut A, X) -> R, N, A: ?Sized + 'static, X: 'static, R: Default +
 struct Spent<N, A: ?Sized, X, R>(PhantomData<(Signature<A, X, R>, N)>);
 
 impl<N, A: ?Sized + 'static, X: 'static, R: Default + 'static> Spent<N, A, X, R> {
-    const VTABLE: VTable<A, X, R> = VTable::of::<N>(Self::call, Self::drop, None);
+    const VTABLE: VTable<A, X, R> = VTable::of::<N>(Self::call, Self::drop);
 
-    unsafe fn call(_: *mut Storage, _: &mut A, _: X) -> R {
+    unsafe fn call(_: &mut &'static VTable<A, X, R>, _: *mut Storage, _: &mut A, _: X) -> R {
         R::default()
     }
 
@@ -196,15 +195,12 @@ impl<A: ?Sized + 'static, X: 'static, R: 'static> InlineFn<A, X, R> {
     /// Call the closure.
     #[inline]
     pub(crate) fn call(&mut self, a: &mut A, x: X) -> R {
-        let vtable = self.vtable;
-        if let Some(spent) = vtable.spent {
-            // A `FnOnce` is consumed by this call: from here on the value is spent, also if
-            // the closure panics and this `InlineFn` is dropped while unwinding.
-            self.vtable = spent;
-        }
+        let call = self.vtable.call;
         // SAFETY: the invariant of this type: `storage` holds the live closure `vtable` was
-        // made for (for a `FnOnce`, read out exactly once, by this call).
-        unsafe { (vtable.call)(&mut self.storage, a, x) }
+        // made for. A `FnOnce`'s entry switches `vtable` to its spent table before reading
+        // the closure out (exactly once: the spent table's call reads nothing), so it stays
+        // spent also if the closure panics and this `InlineFn` is dropped while unwinding.
+        unsafe { call(&mut self.vtable, &mut self.storage, a, x) }
     }
 
     /// The stored closure's type name (of the user closure for wrapped ones).

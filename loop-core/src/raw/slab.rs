@@ -31,7 +31,7 @@ enum State<T> {
 }
 
 pub(crate) struct Slab<T, const N: usize> {
-    /// Invariant: `entries[..hwm]` are initialised; `entries[hwm..]` are not.
+    /// Invariant: `hwm <= N`; `entries[..hwm]` are initialised; `entries[hwm..]` are not.
     entries: [MaybeUninit<Entry<T>>; N],
     hwm: u32,
     /// Index + 1 of the first vacant slot, or [`NONE`].
@@ -64,8 +64,10 @@ impl<T, const N: usize> Slab<T, N> {
     #[inline]
     fn entry(&self, index: u32) -> Option<&Entry<T>> {
         if index < self.hwm {
-            // SAFETY: entries below `hwm` are initialised (the type's invariant).
-            Some(unsafe { self.entries[index as usize].assume_init_ref() })
+            // SAFETY: `index < hwm <= N` (`insert` never raises `hwm` past `N`), so the index
+            // is in bounds, and entries below `hwm` are initialised (the type's invariant).
+            // One comparison per lookup instead of two: this runs twice per dispatched event.
+            Some(unsafe { self.entries.get_unchecked(index as usize).assume_init_ref() })
         } else {
             None
         }
@@ -74,8 +76,12 @@ impl<T, const N: usize> Slab<T, N> {
     #[inline]
     fn entry_mut(&mut self, index: u32) -> Option<&mut Entry<T>> {
         if index < self.hwm {
-            // SAFETY: entries below `hwm` are initialised (the type's invariant).
-            Some(unsafe { self.entries[index as usize].assume_init_mut() })
+            // SAFETY: as in `entry`: in bounds (`hwm <= N`) and initialised.
+            Some(unsafe {
+                self.entries
+                    .get_unchecked_mut(index as usize)
+                    .assume_init_mut()
+            })
         } else {
             None
         }

@@ -102,9 +102,10 @@ pub(crate) struct Changes {
 }
 
 /// What [`HandlerTable::take_into`] found for an event.
-pub(crate) enum Taken {
-    /// The handler was moved out for a call with this fd and the readiness it may see.
-    Call(RawFd, Readiness),
+pub(crate) enum Taken<'o, F> {
+    /// The handler was moved out (into the caller's `out`, lent back here so the call needs
+    /// no second test that it is there) for a call with this fd and the readiness it may see.
+    Call(&'o mut F, RawFd, Readiness),
     /// An async I/O registration: wake its tasks instead.
     Io,
     /// A dead id: its handler was removed (the slot is free or serves a later handler).
@@ -237,12 +238,12 @@ impl<F, const H: usize> HandlerTable<F, H> {
     /// One generation-checked lookup per event: an async I/O registration is told apart here
     /// too ([`Taken::Io`], `out` untouched).
     #[inline]
-    pub(crate) fn take_into(
+    pub(crate) fn take_into<'o>(
         &mut self,
         id: HandlerId,
         ready: Readiness,
-        out: &mut Option<F>,
-    ) -> Taken {
+        out: &'o mut Option<F>,
+    ) -> Taken<'o, F> {
         let Some(slot) = self.slots.get_mut(id.index, id.generation) else {
             return Taken::Stale;
         };
@@ -250,21 +251,26 @@ impl<F, const H: usize> HandlerTable<F, H> {
             return Taken::Io;
         }
         let visible = ready & slot.interest.visible();
-        if visible.is_empty() || slot.handler.is_none() {
+        if visible.is_empty() {
             return Taken::Nothing;
         }
-        *out = slot.handler.take();
-        Taken::Call(slot.fd, visible)
+        let Some(f) = slot.handler.take() else {
+            return Taken::Nothing;
+        };
+        Taken::Call(out.insert(f), slot.fd, visible)
     }
 
-    /// Put a handler back from `from` after its call. If its registration was removed
-    /// meanwhile, `from` keeps it, for the caller to drop.
+    /// Put a handler back from `from` after its call: `true` if it went back (`from` is
+    /// empty). If its registration was removed meanwhile, `from` keeps it, for the caller to
+    /// drop (`false`).
     #[inline]
-    pub(crate) fn restore_from(&mut self, id: HandlerId, from: &mut Option<F>) {
-        if let Some(slot) = self.slots.get_mut(id.index, id.generation) {
-            if slot.handler.is_none() {
+    pub(crate) fn restore_from(&mut self, id: HandlerId, from: &mut Option<F>) -> bool {
+        match self.slots.get_mut(id.index, id.generation) {
+            Some(slot) if slot.handler.is_none() => {
                 slot.handler = from.take();
+                true
             }
+            _ => false,
         }
     }
 
@@ -367,7 +373,7 @@ impl<F, const H: usize> HandlerTable<F, H> {
     #[cfg(test)]
     fn take_for_call(&mut self, id: HandlerId, ready: Readiness) -> Option<(F, RawFd, Readiness)> {
         let mut out = None;
-        let Taken::Call(fd, r) = self.take_into(id, ready, &mut out) else {
+        let Taken::Call(_, fd, r) = self.take_into(id, ready, &mut out) else {
             return None;
         };
         out.map(|f| (f, fd, r))
