@@ -31,6 +31,27 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// [`Error::Full`] when `H` handlers are registered;
     /// [`Error::Os`] when the kernel refuses (`EBADF` for a closed fd, `EPERM` for a regular
     /// file on epoll, `ENOSPC` at the kernel's watch limit).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{EventLoop, Interest, Readiness};
+    ///
+    /// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+    /// lp.add_handler(3, Interest::READ, |lp, fd, ready| {
+    ///     assert_eq!((fd, ready), (3, Readiness::READ));
+    ///     lp.stop();
+    ///     Ok(())
+    /// })?;
+    /// // A second handler for the same fd is refused and handed back; the first stays.
+    /// let refused = lp.add_handler(3, Interest::READ, |_, _, _| Ok(())).unwrap_err();
+    /// assert_eq!(refused.error, loop_core::Error::AlreadyRegistered { fd: 3 });
+    /// lp.poller_mut().set_ready(3, Readiness::READ);
+    /// lp.run()?;
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn add_handler<F>(
         &mut self,
         fd: impl Into<Fd>,
@@ -251,6 +272,33 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     ///
     /// # Errors
     /// As [`add_handler`](Self::add_handler); `(state, handler)` come back inside [`Refused`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{EventLoop, Interest, Readiness};
+    ///
+    /// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+    /// let mut lp: EventLoop<SimPoller, 1, 4, 4> = EventLoop::with_poller(SimPoller::new());
+    /// lp.add_handler_with_state(3, Interest::READ, 0u32, |n, lp, _fd, _ready| {
+    ///     *n += 1;
+    ///     if *n == 2 {
+    ///         lp.stop();
+    ///     }
+    ///     Ok(())
+    /// })?;
+    /// // The table (one handler) is full: the state comes back with the function.
+    /// let refused = lp
+    ///     .add_handler_with_state(4, Interest::READ, String::from("mine"), |_, _, _, _| Ok(()))
+    ///     .unwrap_err();
+    /// assert_eq!(refused.value.0, "mine");
+    /// lp.poller_mut().set_ready(3, Readiness::READ); // level-triggered: twice
+    /// lp.run()?;
+    /// # let _ = Duration::ZERO;
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn add_handler_with_state<S, F>(
         &mut self,
         fd: impl Into<Fd>,
@@ -340,6 +388,20 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// # Errors
     /// [`Error::NotRegistered`] if `fd` has no handler; [`Error::Os`] if the kernel refuses
     /// (the old interest then stays in force).
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{EventLoop, Interest, Readiness};
+    ///
+    /// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+    /// lp.add_handler(3, Interest::READ, |_, _, _| Ok(()))?;
+    /// lp.update_handler(3, Interest::READ | Interest::WRITE)?;
+    /// assert!(lp.poller().interest(3).unwrap().contains(Interest::WRITE));
+    /// assert!(lp.update_handler(4, Interest::READ).is_err()); // no handler for fd 4
+    /// # let _ = (Duration::ZERO, Readiness::READ);
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn update_handler(&mut self, fd: impl Into<Fd>, interest: Interest) -> Result<(), Error> {
         let fd = fd.into().raw();
         let interest = interest.registered();
@@ -372,6 +434,24 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// error hook. More than a few such removals pending at once reset right away. With
     /// [`set_deferred_removal`](Self::set_deferred_removal) on, the deregistration of a
     /// borrowed fd waits for the next poll (or an add of the same fd, which takes it over).
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{EventLoop, Interest, Readiness};
+    ///
+    /// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+    /// lp.add_handler(3, Interest::READ, |lp, fd, _| {
+    ///     assert!(lp.remove_handler(fd)); // a handler may remove itself
+    ///     Ok(())
+    /// })?;
+    /// lp.poller_mut().set_ready(3, Readiness::READ);
+    /// lp.run_once(Some(Duration::ZERO))?; // called once, removed
+    /// lp.run_once(Some(Duration::ZERO))?; // still ready, but nothing to call
+    /// assert_eq!(lp.handler_count(), 0);
+    /// assert!(!lp.remove_handler(3)); // unknown fd: a no-op
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn remove_handler(&mut self, fd: impl Into<Fd>) -> bool {
         let fd = fd.into().raw();
         let Some((id, slot)) = self.handlers.remove(fd) else {
@@ -434,6 +514,24 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// event it reports makes the loop reset the poller and register every live handler
     /// again (as libev recreates its epoll set). Without deferral, removing before closing
     /// never costs that. Switching it off applies what is deferred.
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{EventLoop, Interest, Readiness};
+    ///
+    /// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+    /// lp.set_deferred_removal(true);
+    /// lp.add_handler(3, Interest::READ, |_, _, _| Ok(()))?;
+    /// lp.run_once(Some(Duration::ZERO))?;
+    /// lp.remove_handler(3);
+    /// lp.add_handler(3, Interest::READ, |_, _, _| Ok(()))?; // takes the registration over
+    /// lp.run_once(Some(Duration::ZERO))?;
+    /// let stats = lp.poller().stats();
+    /// assert_eq!((stats.registers, stats.deregisters), (1, 0)); // one modify instead
+    /// # let _ = Readiness::READ;
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn set_deferred_removal(&mut self, on: bool) {
         if !on && self.handlers.has_deferred() {
             self.flush_deferred();
@@ -511,11 +609,40 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     }
 
     /// The handler registered for `fd`.
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{EventLoop, Interest, Readiness};
+    ///
+    /// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+    /// let id = lp.add_handler(3, Interest::READ, |_, _, _| Ok(()))?;
+    /// assert_eq!(lp.handler_id(3), Some(id));
+    /// lp.remove_handler(3);
+    /// assert_eq!(lp.handler_id(3), None);
+    /// // A new handler for the same fd has a new id.
+    /// assert_ne!(lp.add_handler(3, Interest::READ, |_, _, _| Ok(()))?, id);
+    /// # let _ = (Duration::ZERO, Readiness::READ);
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn handler_id(&self, fd: impl Into<Fd>) -> Option<HandlerId> {
         self.handlers.lookup(fd.into().raw()).map(|(id, _)| id)
     }
 
     /// How many fd handlers are registered.
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{EventLoop, Interest, Readiness};
+    ///
+    /// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+    /// lp.add_handler(3, Interest::READ, |_, _, _| Ok(()))?;
+    /// lp.add_handler(4, Interest::WRITE, |_, _, _| Ok(()))?;
+    /// assert_eq!(lp.handler_count(), 2);
+    /// # let _ = (Duration::ZERO, Readiness::READ);
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn handler_count(&self) -> usize {
         self.handlers.len()
     }

@@ -30,6 +30,21 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// A panic of a handler, timer or callback unwinds out of `run` when it is not reported
     /// to an error hook (see the panic policy on [`EventLoop`]); the loop stays usable and
     /// can be run again.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{EventLoop, Interest, Readiness};
+    ///
+    /// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+    /// lp.add_callback(|lp| lp.stop())?;
+    /// lp.run()?; // returns after the iteration that called stop()
+    /// assert!(!lp.is_running());
+    /// # let _ = (Duration::ZERO, Readiness::READ, Interest::READ);
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn run(&mut self) -> Result<(), Error> {
         self.drive(None, usize::MAX)
     }
@@ -42,6 +57,21 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     ///
     /// # Errors
     /// As [`run`](Self::run).
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{EventLoop, Interest, Readiness};
+    ///
+    /// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+    /// let start = lp.now();
+    /// lp.run_once(Some(Duration::from_millis(250)))?; // nothing to do: waits 250 ms
+    /// assert_eq!(lp.now() - start, Duration::from_millis(250));
+    /// lp.run_once(Some(Duration::ZERO))?; // never blocks
+    /// assert_eq!(lp.now() - start, Duration::from_millis(250));
+    /// # let _ = (Readiness::READ, Interest::READ);
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn run_once(&mut self, timeout: Option<Duration>) -> Result<(), Error> {
         // `drive(timeout, 1)` without its loop: bench.c-style callers run one pass at a time,
         // so the prologue is paid per pass. An I/O-only pass leaves the fork check to the
@@ -358,6 +388,19 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     }
 
     /// Whether [`close`](Self::close) was called.
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{EventLoop, Interest, Readiness};
+    ///
+    /// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+    /// assert!(!lp.is_closed());
+    /// lp.close();
+    /// assert!(lp.is_closed());
+    /// assert!(lp.run().is_err()); // a closed loop does not run again
+    /// # let _ = (Duration::ZERO, Readiness::READ, Interest::READ);
+    /// ```
     pub fn is_closed(&self) -> bool {
         self.closed
     }
@@ -366,11 +409,41 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// this iteration's events are dispatched, the next iteration's callbacks and due timers
     /// run, and the loop leaves before polling again. Called while the loop is not running, it
     /// makes the next `run` return at once.
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{EventLoop, Interest, Readiness};
+    ///
+    /// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+    /// lp.stop(); // before run: the next run returns at once
+    /// lp.call_later(Duration::from_secs(1), |_| panic!("not reached"))?;
+    /// lp.run()?;
+    /// assert_eq!(lp.timer_count(), 1);
+    /// # let _ = (Readiness::READ, Interest::READ);
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn stop(&mut self) {
         self.stop_requested = true;
     }
 
     /// Whether the loop is inside `run` or `run_once`.
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{EventLoop, Interest, Readiness};
+    ///
+    /// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+    /// lp.add_callback(|lp| {
+    ///     assert!(lp.is_running());
+    ///     lp.stop();
+    /// })?;
+    /// assert!(!lp.is_running());
+    /// lp.run()?;
+    /// # let _ = (Duration::ZERO, Readiness::READ, Interest::READ);
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
     pub fn is_running(&self) -> bool {
         self.running
     }

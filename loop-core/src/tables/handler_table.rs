@@ -17,6 +17,19 @@ use crate::tables::fd_index::FdIndex;
 
 /// Identifies one registration of one handler. Stays unique across removal and re-adding of
 /// the same fd.
+///
+/// # Examples
+///
+/// ```
+/// use loop_core::sim::SimPoller;
+/// use loop_core::{EventLoop, HandlerId, Interest};
+///
+/// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+/// let id: HandlerId = lp.add_handler(3, Interest::READ, |_, _, _| Ok(()))?;
+/// // The key the poller reports for the handler's events names the same registration.
+/// assert_eq!(HandlerId::from_key(id.key()), id);
+/// # Ok::<(), loop_core::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct HandlerId {
