@@ -120,6 +120,19 @@ pub trait Notify: Send + Sync {
     ///
     /// # Errors
     /// The OS error (`EMFILE` when the process is out of fds).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{Notify, Poller};
+    ///
+    /// let poller: SimPoller = SimPoller::new();
+    /// let other_thread = poller.notifier().try_clone()?;
+    /// std::thread::spawn(move || other_thread.notify()).join().unwrap()?;
+    /// assert_eq!(poller.notifier().count(), 1); // the clone woke the same poller
+    /// # Ok::<(), loop_core::Errno>(())
+    /// ```
     fn try_clone(&self) -> Result<Self, Errno>
     where
         Self: Sized;
