@@ -343,18 +343,6 @@ impl<const N: usize, const E: usize> Poller for Kqueue<N, E> {
             Ok((fetched > 0).then(|| self.collect(fetched, events)))
         })
     }
-
-    unsafe fn close_fd(&mut self, fd: RawFd) {
-        if fd < 0 || fd == self.kq().as_raw_fd() {
-            return;
-        }
-        #[cfg(kqueue_pipe)]
-        if fd == self.reader.as_fd().as_raw_fd() || fd == self.notifier.pipe.as_fd().as_raw_fd() {
-            return;
-        }
-        // SAFETY: the caller owns `fd` and never uses it again (`close_fd`'s contract).
-        unsafe { loop_posix::close(fd) }
-    }
 }
 
 /// Closes the kqueue only in the process that created it: in a forked child the number was
