@@ -75,6 +75,7 @@ fn owned_handler_that_removes_itself_keeps_its_fd_until_it_returns() {
 fn owned_handler_that_closes_its_loop_keeps_its_fd_until_it_returns() {
     let (lp, peer, seen) = run_owned(|lp, _| lp.close());
     assert_eq!(seen, Some(true));
+    assert!(lp.is_closed() && lp.handler_count() == 0);
     assert!(closed(&peer));
 }
 
