@@ -15,7 +15,7 @@ use loop_core::{
     RawFd, Resource,
 };
 use rustix::event::kqueue::{kevent_timespec, kqueue, Event, EventFilter, EventFlags};
-use rustix::fd::{AsFd, AsRawFd, BorrowedFd};
+use rustix::fd::{AsFd, BorrowedFd};
 
 use loop_posix::fork::ForkGuard;
 use loop_posix::refused;
@@ -112,7 +112,7 @@ impl<const N: usize, const E: usize> Kqueue<N, E> {
     fn with_kqueue(kq: rustix::fd::OwnedFd) -> Result<Self, Errno> {
         let (pipe, reader) = loop_posix::PipeNotifier::pair()?;
         let watch = Event::new(
-            EventFilter::Read(reader.as_fd().as_raw_fd()),
+            EventFilter::Read(rustix::fd::AsRawFd::as_raw_fd(&reader.as_fd())),
             EventFlags::ADD,
             udata(NOTIFIER),
         );
