@@ -22,9 +22,6 @@ use loop_core::{Error, Interest, Mode, Notify, OpenPoller, PollEvent, Poller, Ra
 #[path = "common/pollers.rs"]
 mod pollers;
 use pollers::Row;
-#[path = "common/fd_identity.rs"]
-mod fd_identity;
-use fd_identity::{identity, still_open};
 #[path = "common/fds.rs"]
 mod fds;
 use fds::{nonblocking_cloexec, pipe, raw, sockets, try_sockets};
@@ -74,7 +71,6 @@ for_each_poller!(cases:
     notifications_coalesce_into_one_wake,
     timeouts_are_never_early,
     clock_is_monotonic,
-    close_fd_closes_an_owned_fd,
     reset_drops_every_registration_or_declines,
     many_fds,
     fds_above_fd_setsize_work_or_are_refused,
@@ -513,20 +509,6 @@ fn clock_is_monotonic<P: OpenPoller>() {
     }
     thread::sleep(Duration::from_millis(2));
     assert!(p.now() - last >= Duration::from_millis(2));
-}
-
-fn close_fd_closes_an_owned_fd<P: OpenPoller>() {
-    let (_fds, mut p) = fresh::<P>();
-    let (a, _b) = sockets();
-    let fd = std::os::fd::IntoRawFd::into_raw_fd(a);
-    let was = identity(fd);
-    p.register(fd, 1, READ, Mode::Level).unwrap();
-    p.deregister(fd).unwrap();
-    // SAFETY: `fd` came out of our OwnedFd (`into_raw_fd`); only probed (never used as the
-    // file) afterwards.
-    unsafe { p.close_fd(fd) };
-    // By identity, not by number: a parallel test may already have been given `fd` again.
-    assert!(!still_open(fd, was), "close_fd left fd {fd} open");
 }
 
 /// `reset` (the loop's way out of epoll's dup trap): either every registration is gone and

@@ -15,7 +15,7 @@ use loop_core::{
     RawFd, Resource,
 };
 use rustix::event::kqueue::{kevent_timespec, kqueue, Event, EventFilter, EventFlags};
-use rustix::fd::{AsFd, AsRawFd, BorrowedFd};
+use rustix::fd::{AsFd, BorrowedFd};
 
 use loop_posix::fork::ForkGuard;
 use loop_posix::refused;
@@ -112,7 +112,7 @@ impl<const N: usize, const E: usize> Kqueue<N, E> {
     fn with_kqueue(kq: rustix::fd::OwnedFd) -> Result<Self, Errno> {
         let (pipe, reader) = loop_posix::PipeNotifier::pair()?;
         let watch = Event::new(
-            EventFilter::Read(reader.as_fd().as_raw_fd()),
+            EventFilter::Read(rustix::fd::AsRawFd::as_raw_fd(&reader.as_fd())),
             EventFlags::ADD,
             udata(NOTIFIER),
         );
@@ -342,18 +342,6 @@ impl<const N: usize, const E: usize> Poller for Kqueue<N, E> {
             let fetched = result.map_err(errno)?.0.len();
             Ok((fetched > 0).then(|| self.collect(fetched, events)))
         })
-    }
-
-    unsafe fn close_fd(&mut self, fd: RawFd) {
-        if fd < 0 || fd == self.kq().as_raw_fd() {
-            return;
-        }
-        #[cfg(kqueue_pipe)]
-        if fd == self.reader.as_fd().as_raw_fd() || fd == self.notifier.pipe.as_fd().as_raw_fd() {
-            return;
-        }
-        // SAFETY: the caller owns `fd` and never uses it again (`close_fd`'s contract).
-        unsafe { loop_posix::close(fd) }
     }
 }
 

@@ -48,7 +48,7 @@ pub mod translate;
 // `cfg(kqueue_pipe)` come from build.rs, the one place that lists those targets); the
 // translation above is pure, and compiles and is tested everywhere.
 #[cfg(kqueue)]
-#[allow(unsafe_code)] // borrows raw fds for kevent, `close_fd`, Send for the event buffer
+#[allow(unsafe_code)] // borrows raw fds for kevent; Send for the event buffer
 mod kqueue;
 #[cfg(kqueue)]
 #[allow(unsafe_code)] // kevent on a raw fd; the shared kqueue fd dropped once

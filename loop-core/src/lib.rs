@@ -52,7 +52,6 @@ mod interest;
 mod log;
 mod panic;
 mod periodic;
-#[allow(unsafe_code)] // declares `unsafe fn Poller::close_fd`
 pub mod poller;
 #[allow(unsafe_code)] // the unsafe storage: inline closures, in-place zeroing, the slab
 mod raw;
@@ -61,7 +60,6 @@ pub mod remote;
 #[allow(unsafe_code)] // the async-signal-safe registry dereferences wake pointers
 pub mod signal;
 #[cfg(any(feature = "sim", test))]
-#[allow(unsafe_code)] // implements `unsafe fn Poller::close_fd`
 pub mod sim;
 mod tables;
 mod task;

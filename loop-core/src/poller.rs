@@ -347,25 +347,6 @@ pub trait Poller: Clock {
     fn reset(&mut self) -> Result<bool, Error> {
         Ok(false)
     }
-
-    /// Close an fd whose ownership was handed to the loop (`add_owned_handler`). Called after
-    /// `deregister`, exactly once per owned fd. Errors from `close` are ignored (the fd is gone
-    /// either way on Linux and the BSDs). The poller's own fds (notifier, timer, the
-    /// epoll/kqueue instance) are never closed, whatever the caller passes.
-    ///
-    /// # Safety
-    /// The caller owns `fd` (it is an open fd that nothing else will close or use as that
-    /// file), and neither the caller nor anyone else uses the number afterwards: after the
-    /// call it may name an unrelated file opened later. Closing an fd some other owner (an
-    /// `OwnedFd`, a `File`) still holds is undefined behaviour for that owner (I/O safety).
-    /// Safe code cannot call it:
-    ///
-    /// ```compile_fail,E0133
-    /// fn close_any_number<P: loop_core::Poller>(poller: &mut P) {
-    ///     poller.close_fd(3); // error[E0133]: call to unsafe function
-    /// }
-    /// ```
-    unsafe fn close_fd(&mut self, fd: RawFd);
 }
 
 /// A poller that can be opened with default settings, so that `EventLoop::new()` can make one.

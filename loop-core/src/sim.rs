@@ -149,8 +149,7 @@ impl Notify for SimNotifier {
 /// readiness ([`set_ready`](Self::set_ready), [`clear_ready`](Self::clear_ready),
 /// [`readiness`](Self::readiness), [`inject_event`](Self::inject_event)); fd life
 /// ([`close`](Self::close), [`reopen`](Self::reopen),
-/// [`close_keeping_registration`](Self::close_keeping_registration),
-/// [`closed_by_loop`](Self::closed_by_loop)); faults ([`fail_next_wait`](Self::fail_next_wait),
+/// [`close_keeping_registration`](Self::close_keeping_registration)); faults ([`fail_next_wait`](Self::fail_next_wait),
 /// [`fail_next_register`](Self::fail_next_register), [`set_forked`](Self::set_forked));
 /// inspection ([`interest`](Self::interest), [`stats`](Self::stats),
 /// [`resets`](Self::resets)).
@@ -178,7 +177,6 @@ pub struct SimPoller<const N: usize = 64> {
     regs: Vec<Registration, N>,
     ready: Vec<(RawFd, Readiness), N>,
     closed: Vec<RawFd, N>,
-    closed_by_loop: Vec<RawFd, N>,
     /// Closed while a `dup` keeps the file open: registration kept, `deregister` refused.
     trapped: Vec<RawFd, N>,
     resets: u64,
@@ -227,7 +225,6 @@ impl<const N: usize> SimPoller<N> {
             regs: Vec::new(),
             ready: Vec::new(),
             closed: Vec::new(),
-            closed_by_loop: Vec::new(),
             trapped: Vec::new(),
             resets: 0,
             wait_faults: Deque::new(),
@@ -496,22 +493,6 @@ impl<const N: usize> SimPoller<N> {
         self.regs.iter().find(|r| r.fd == fd).map(|r| r.interest)
     }
 
-    /// The fds closed through [`Poller::close_fd`] (fds the loop owned).
-    ///
-    /// ```
-    /// use loop_core::sim::SimPoller;
-    /// use loop_core::Poller;
-    ///
-    /// let mut poller: SimPoller = SimPoller::new();
-    /// // What the loop does when it removes a handler that owns its fd:
-    /// // SAFETY: 9 is a virtual fd of the simulation; nothing real is closed.
-    /// unsafe { poller.close_fd(9) };
-    /// assert_eq!(poller.closed_by_loop(), &[9]);
-    /// ```
-    pub fn closed_by_loop(&self) -> &[RawFd] {
-        &self.closed_by_loop
-    }
-
     /// Pretend this is (or is not) a child process after `fork`: `register`, `modify` and
     /// `deregister` then return [`Error::Forked`] and `wait` `Errno::ECHILD`, as real pollers
     /// do in a child (see the [`poller`](crate::poller) module docs, "Fork").
@@ -690,16 +671,6 @@ impl<const N: usize> Poller for SimPoller<N> {
 
     fn forked(&self) -> bool {
         self.forked
-    }
-
-    /// Records `fd` in [`closed_by_loop`](SimPoller::closed_by_loop) and marks it closed; no
-    /// real fd is touched.
-    ///
-    /// # Safety
-    /// None beyond the trait's: the simulation closes nothing real, so any number is harmless.
-    unsafe fn close_fd(&mut self, fd: RawFd) {
-        let _ = self.closed_by_loop.push(fd);
-        self.close(fd);
     }
 }
 

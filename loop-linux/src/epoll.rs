@@ -374,15 +374,6 @@ impl<const N: usize> Poller for Epoll<N> {
     fn forked(&self) -> bool {
         self.fork.forked()
     }
-
-    /// Closes `fd`. Negative fds and the poller's own are left alone.
-    unsafe fn close_fd(&mut self, fd: RawFd) {
-        if fd < 0 || self.is_internal(fd) {
-            return;
-        }
-        // SAFETY: the caller owns `fd` and never uses it again (`close_fd`'s contract).
-        unsafe { loop_posix::close(fd) };
-    }
 }
 
 impl<const N: usize> loop_core::OpenPoller for Epoll<N> {
@@ -475,9 +466,6 @@ mod tests {
             assert_eq!(poller.register(fd, 1, Interest::READ, Mode::Level), refused);
             assert_eq!(poller.modify(fd, 1, Interest::READ, Mode::Level), refused);
             assert_eq!(poller.deregister(fd), refused);
-            // SAFETY: the poller's own fds are refused before anything is closed (what this
-            // test checks), so nothing is closed here.
-            unsafe { poller.close_fd(fd) };
         }
         // Still alive: a notification still wakes a wait.
         loop_core::Notify::notify(poller.notifier()).unwrap();

@@ -40,7 +40,7 @@
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
-#[allow(unsafe_code)] // borrows raw fds for epoll_ctl, `close_fd`, Send for the event buffer
+#[allow(unsafe_code)] // borrows raw fds for epoll_ctl; Send for the event buffer
 mod epoll;
 mod eventfd;
 mod timerfd;

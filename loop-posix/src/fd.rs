@@ -122,8 +122,9 @@ pub fn check_open(fd: RawFd) -> Result<(), Errno> {
 /// negative `fd` is ignored.
 ///
 /// # Safety
-/// As [`Poller::close_fd`](loop_core::Poller::close_fd): the caller owns `fd` and nobody uses
-/// the number afterwards.
+/// The caller owns `fd` (nothing else, such as an `OwnedFd` or a `File`, will close it or use
+/// it as that file), and nobody uses the number afterwards: it may then name an unrelated
+/// file opened later.
 ///
 /// # Examples
 ///
@@ -144,8 +145,7 @@ pub unsafe fn close(fd: RawFd) {
 }
 
 /// [`close`] `fd` unless it is one of `own`: a poller's own fds (its wake-up pipe, its
-/// kernel object), which its `close_fd` must never close whatever the caller believes it
-/// owns. A negative `fd` is ignored, as by [`close`].
+/// kernel object), which must never be closed whatever the caller believes it owns. A negative `fd` is ignored, as by [`close`].
 ///
 /// # Safety
 /// As [`close`]: the caller owns `fd` and never uses it again.

@@ -30,7 +30,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod clock;
-#[allow(unsafe_code)] // `close_fd`: closes a raw fd the caller owns
+#[allow(unsafe_code)] // `close`: closes a raw fd the caller owns; `check_open` borrows one
 mod fd;
 #[allow(unsafe_code)] // the wipe-on-fork page: mmap/madvise/munmap and its atomic word
 pub mod fork;
@@ -49,7 +49,7 @@ pub use pipe::{PipeNotifier, PipeReader};
 /// impl Poller for MyPoller {
 ///     type Notifier = loop_posix::PipeNotifier;
 ///     loop_posix::notifier_and_forked!();
-///     // capabilities, register, modify, deregister, wait, close_fd ...
+///     // capabilities, register, modify, deregister, wait ...
 /// }
 /// ```
 #[macro_export]

@@ -37,9 +37,9 @@
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
-#[allow(unsafe_code)] // borrows raw fds for pollfd, `close_fd`
+#[allow(unsafe_code)] // borrows raw fds for pollfd
 mod poll;
-#[allow(unsafe_code)] // select(2) through libc (fd_set), `close_fd`
+#[allow(unsafe_code)] // select(2) through libc (fd_set)
 mod select;
 
 /// The self-pipe waker both pollers use (it lives in `loop-posix`, shared with kqueue).

@@ -49,7 +49,7 @@ use loop_posix::refused;
 
 use crate::oneshot;
 use loop_posix::timeout::{wait_sliced, Resolution};
-use loop_posix::{check_open, close_unless, errno, PipeNotifier, PipeReader};
+use loop_posix::{check_open, errno, PipeNotifier, PipeReader};
 
 /// A `poll(2)` poller with room for `N` pollfds, one of which is the notifier's: it watches up
 /// to `N - 1` fds.
@@ -394,15 +394,6 @@ impl<const N: usize> Poller for Poll<N> {
             let n = rustix::event::poll(&mut self.fds[..self.armed], slice).map_err(errno)?;
             Ok((n > 0).then(|| self.collect(events)))
         })
-    }
-
-    unsafe fn close_fd(&mut self, fd: RawFd) {
-        let own = [
-            self.reader.as_fd().as_raw_fd(),
-            self.notifier.as_fd().as_raw_fd(),
-        ];
-        // SAFETY: the caller owns `fd` and never uses it again (`close_fd`'s contract).
-        unsafe { close_unless(fd, &own) };
     }
 }
 

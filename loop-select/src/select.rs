@@ -23,7 +23,7 @@ use loop_posix::refused;
 
 use crate::oneshot;
 use loop_posix::timeout::{wait_sliced, Resolution};
-use loop_posix::{check_open, close_unless, errno, PipeNotifier, PipeReader};
+use loop_posix::{check_open, errno, PipeNotifier, PipeReader};
 
 /// The largest fd count `select(2)` is defined for (glibc, musl, the BSDs and macOS agree).
 ///
@@ -371,12 +371,6 @@ impl Poller for Select {
                 Err(e) => Err(errno(e)),
             }
         })
-    }
-
-    unsafe fn close_fd(&mut self, fd: RawFd) {
-        let own = [self.reader_fd, self.notifier.as_fd().as_raw_fd()];
-        // SAFETY: the caller owns `fd` and never uses it again (`close_fd`'s contract).
-        unsafe { close_unless(fd, &own) };
     }
 }
 

@@ -135,9 +135,10 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         use std::os::fd::{AsFd, AsRawFd};
         let fd = fd.into();
         let raw = fd.as_raw_fd();
-        // Not `owned` in the table: the closure owns the fd, so it is closed when the closure
-        // is dropped (after the poller forgot it), never while a call has it borrowed.
-        self.register_then(raw, interest, false, (fd, handler), |(fd, mut handler)| {
+        // `owned`: the closure owns the fd, so it is closed when the closure is dropped (after
+        // the poller forgot it: the removal is never deferred), never while a call has it
+        // borrowed. The loop itself closes nothing.
+        self.register_then(raw, interest, true, (fd, handler), |(fd, mut handler)| {
             InlineFn::named::<F, _>(move |lp: &mut Self, (_, r)| handler(lp, fd.as_fd(), r))
         })
     }
@@ -348,7 +349,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         self.register_then(
             raw,
             interest,
-            false,
+            true,
             (fd, state, handler),
             |(fd, mut state, mut handler)| {
                 InlineFn::named::<F, _>(move |lp: &mut Self, (_, r)| {
@@ -461,8 +462,8 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         let parked = slot.io.as_ref().is_some_and(|io| io.parked);
         // A parked I/O registration is already deregistered. With deferred removal on, a
         // borrowed fd's deregistration waits for the next poll (an add of the same fd before
-        // it takes the registration over); otherwise, and for an owned fd (closed below), it
-        // happens now.
+        // it takes the registration over); otherwise, and for an owned fd (closed when its
+        // closure is dropped, below or by the call site if it is running), it happens now.
         if !parked && !slot.owned && self.handlers.deferring() {
             if !self.handlers.defer_deregister(fd) {
                 self.flush_deferred();
@@ -479,12 +480,6 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
                     self.recover_from_failed_deregister(id, fd, Errno::EBADF);
                 }
             }
-        }
-        if slot.owned {
-            // SAFETY: `owned` is set only by `add_owned_handler*`, which took the fd out of an
-            // `OwnedFd` (`into_raw_fd`); the slot was just removed, so this is the one close
-            // and the loop never uses the number again.
-            unsafe { self.poller.close_fd(fd) };
         }
         if let Some(f) = slot.handler {
             self.release(f, Source::Handler { id, fd });

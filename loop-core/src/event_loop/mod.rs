@@ -53,14 +53,12 @@ mod bridge;
 mod callbacks;
 #[allow(unsafe_code)] // builds the loop in place
 mod construct;
-#[allow(unsafe_code)] // closes the fds the loop owns (Poller::close_fd)
 mod handlers;
 mod iterate;
 mod observe;
 #[cfg(all(test, feature = "std", unix))]
 mod owned_tests;
 mod signals;
-#[allow(unsafe_code)] // closes the fds the loop owns (Poller::close_fd)
 mod teardown;
 #[cfg(test)]
 #[allow(unsafe_code)]

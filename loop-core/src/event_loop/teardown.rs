@@ -68,11 +68,6 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         let poller = &mut self.poller;
         self.handlers.release_all(|slot| {
             let _ = poller.deregister(slot.fd);
-            if slot.owned {
-                // SAFETY: the loop owns this fd (`add_owned_handler*` took it out of an
-                // `OwnedFd`); the slot is drained, so this is the one close.
-                unsafe { poller.close_fd(slot.fd) };
-            }
         });
         // `take`: once closed, the remote may serve another loop; this one must not close (or
         // pop from) that attachment later, e.g. in `drop`. `Remote::close` refuses producers,

@@ -57,13 +57,15 @@ impl HandlerId {
 pub(crate) struct Slot<F> {
     pub(crate) fd: RawFd,
     pub(crate) interest: Interest,
-    /// The loop owns the fd and closes it when the handler is removed.
+    /// The handler's closure owns the fd (`add_owned_handler*`) and closes it when dropped:
+    /// its deregistration is never deferred, so the fd is closed only after the poller forgot
+    /// it.
     pub(crate) owned: bool,
     /// `None` while the handler is running (and always for an I/O registration).
     pub(crate) handler: Option<F>,
     /// For an async I/O registration (`crate::task::io`): who waits, and what was seen.
     pub(crate) io: Option<IoWaiters>,
-    /// Closing the loop has deregistered the fd (and closed it if owned); the slot only
+    /// Closing the loop has deregistered the fd; the slot only
     /// waits for its closure to be dropped.
     pub(crate) released: bool,
 }
@@ -401,7 +403,7 @@ impl<F, const H: usize> HandlerTable<F, H> {
     }
 
     /// Closing the loop, first step: `each` sees every registration not yet released once
-    /// (to deregister its fd and close it if owned), which is then marked released. The
+    /// (to deregister its fd), which is then marked released. The
     /// closures stay: [`take_next`](Self::take_next) hands them out one by one afterwards, so
     /// a closure whose drop panics cannot keep a later fd registered. One pass over the table
     /// (it used to rescan it for each batch of ids, which made dropping a loop with 10^4
