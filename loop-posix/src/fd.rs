@@ -118,57 +118,6 @@ pub fn check_open(fd: RawFd) -> Result<(), Errno> {
     rustix::io::fcntl_getfd(borrowed).map(|_| ()).map_err(errno)
 }
 
-/// `close(fd)`, errors ignored (the fd is released either way on Linux and the BSDs); a
-/// negative `fd` is ignored.
-///
-/// # Safety
-/// The caller owns `fd` (nothing else, such as an `OwnedFd` or a `File`, will close it or use
-/// it as that file), and nobody uses the number afterwards: it may then name an unrelated
-/// file opened later.
-///
-/// # Examples
-///
-/// ```
-/// use std::os::fd::IntoRawFd;
-/// let (r, _w) = rustix::pipe::pipe()?;
-/// let raw = r.into_raw_fd(); // ownership leaves the OwnedFd
-/// // SAFETY: `raw` is ours alone (taken from an OwnedFd) and is not used after this call.
-/// unsafe { loop_posix::close(raw) };
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-pub unsafe fn close(fd: RawFd) {
-    if fd < 0 {
-        return;
-    }
-    // SAFETY: the caller owns `fd` and never uses it again (this function's contract).
-    unsafe { rustix::io::close(fd) }
-}
-
-/// [`close`] `fd` unless it is one of `own`: a poller's own fds (its wake-up pipe, its
-/// kernel object), which must never be closed whatever the caller believes it owns. A negative `fd` is ignored, as by [`close`].
-///
-/// # Safety
-/// As [`close`]: the caller owns `fd` and never uses it again.
-///
-/// # Examples
-///
-/// ```
-/// use std::os::fd::{AsRawFd, IntoRawFd};
-/// let (r, w) = rustix::pipe::pipe()?;
-/// // SAFETY: `w` is one of `own`, so nothing is closed; the OwnedFd still owns it.
-/// unsafe { loop_posix::close_unless(w.as_raw_fd(), &[w.as_raw_fd()]) };
-/// let raw = r.into_raw_fd();
-/// // SAFETY: `raw` is ours alone (taken from an OwnedFd) and is not used after this call.
-/// unsafe { loop_posix::close_unless(raw, &[w.as_raw_fd()]) };
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-pub unsafe fn close_unless(fd: RawFd, own: &[RawFd]) {
-    if !own.contains(&fd) {
-        // SAFETY: the caller owns `fd` and never uses it again (this function's contract).
-        unsafe { close(fd) }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@
 //! - [`MonotonicClock`]: `CLOCK_MONOTONIC` as the loop's [`Clock`](loop_core::Clock);
 //! - [`errno`] / [`os`]: rustix's error numbers as loop-core's;
 //! - [`timeout`]: kernel timeouts that are rounded up, never down, and sliced when huge;
-//! - [`check_open`], [`close`]: the fd-level probes the pollers share.
+//! - [`check_open`]: the fd-level probe the pollers share.
 //!
 //! `no_std`, no allocation, and no libc on Linux and Android (rustix's raw-syscall backend);
 //! elsewhere rustix links libc anyway, and [`fork`] uses its `pthread_atfork`.
@@ -30,7 +30,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod clock;
-#[allow(unsafe_code)] // `close`: closes a raw fd the caller owns; `check_open` borrows one
+#[allow(unsafe_code)] // `check_open` borrows a raw fd for one fcntl
 mod fd;
 #[allow(unsafe_code)] // the wipe-on-fork page: mmap/madvise/munmap and its atomic word
 pub mod fork;
@@ -38,7 +38,7 @@ mod pipe;
 pub mod timeout;
 
 pub use clock::{monotonic_now, MonotonicClock};
-pub use fd::{check_open, close, close_unless, errno, os, refused, set_cloexec, set_nonblocking};
+pub use fd::{check_open, errno, os, refused, set_cloexec, set_nonblocking};
 pub use pipe::{PipeNotifier, PipeReader};
 
 /// The `Poller` methods every posix poller writes the same way, for use inside its
