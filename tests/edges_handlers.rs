@@ -105,7 +105,10 @@ fn owned_handler_removing_itself_then_adding_a_new_fd_keeps_its_fd_until_it_retu
             Some((true, true)),
             "deferred={deferred}: a new number, and the old fd open for the whole call"
         );
-        assert!(peer_sees_eof(&peer), "deferred={deferred}: closed after the call");
+        assert!(
+            peer_sees_eof(&peer),
+            "deferred={deferred}: closed after the call"
+        );
         assert_eq!(lp.handler_count(), 1);
         // The number may be reused now; the loop must not close it again.
         let (reuse, reuse_peer) = pair();
@@ -134,7 +137,10 @@ fn owned_handler_refusals_hand_the_fd_back_open<P: Poller + OpenPoller + 'static
         .unwrap_err();
     assert!(matches!(refused.error, Error::Full { .. }));
     let (fd, _handler): (OwnedFd, _) = refused.value;
-    assert!(names_the_socket_of(fd.as_fd(), &peer), "full: handed back open");
+    assert!(
+        names_the_socket_of(fd.as_fd(), &peer),
+        "full: handed back open"
+    );
 
     // Closed.
     let mut lp = new_loop::<P>();
@@ -144,7 +150,10 @@ fn owned_handler_refusals_hand_the_fd_back_open<P: Poller + OpenPoller + 'static
         .unwrap_err();
     assert_eq!(refused.error, Error::Closed);
     let (fd, _handler) = refused.value;
-    assert!(names_the_socket_of(fd.as_fd(), &peer), "closed: handed back open");
+    assert!(
+        names_the_socket_of(fd.as_fd(), &peer),
+        "closed: handed back open"
+    );
 
     // With state: the fd and the state come back.
     let refused = lp
@@ -152,7 +161,10 @@ fn owned_handler_refusals_hand_the_fd_back_open<P: Poller + OpenPoller + 'static
         .unwrap_err();
     let (fd, state, _handler) = refused.value;
     assert_eq!(state, 7);
-    assert!(names_the_socket_of(fd.as_fd(), &peer), "with state: handed back open");
+    assert!(
+        names_the_socket_of(fd.as_fd(), &peer),
+        "with state: handed back open"
+    );
 
     // `?` on the refusal.
     fn add<P: Poller + 'static>(lp: &mut Lp<P>, fd: OwnedFd) -> Result<(), Error> {
@@ -190,7 +202,10 @@ fn owned_handler_panicking_after_removing_itself_closes_its_fd_once<
         lp.run_once(Some(Duration::from_secs(5))).unwrap();
         assert!(seen.get(), "deferred={deferred}: open during the call");
         assert_eq!(failures.get(), 1);
-        assert!(peer_sees_eof(&peer), "deferred={deferred}: closed after the unwind");
+        assert!(
+            peer_sees_eof(&peer),
+            "deferred={deferred}: closed after the unwind"
+        );
         assert_eq!(lp.handler_count(), 0);
         lp.run_once(Some(Duration::ZERO)).unwrap();
     }
@@ -260,7 +275,11 @@ fn deferred_remove_close_and_reuse_of_the_number_watches_the_new_file<
         .unwrap();
     (&old_peer).write_all(b"old").unwrap_or(());
     lp.run_once(Some(Duration::ZERO)).unwrap();
-    assert_eq!((old.get(), new.get()), (0, 0), "nothing readable on the new file yet");
+    assert_eq!(
+        (old.get(), new.get()),
+        (0, 0),
+        "nothing readable on the new file yet"
+    );
     (&new_peer).write_all(b"new").unwrap();
     lp.run_once(Some(Duration::from_secs(5))).unwrap();
     assert_eq!((old.get(), new.get()), (0, 1));
@@ -297,7 +316,11 @@ fn deferred_remove_then_dup2_over_the_number_watches_only_the_new_file<
     for _ in 0..3 {
         lp.run_once(Some(Duration::ZERO)).unwrap();
     }
-    assert_eq!((old.get(), new.get()), (0, 0), "the old file's data reaches no handler");
+    assert_eq!(
+        (old.get(), new.get()),
+        (0, 0),
+        "the old file's data reaches no handler"
+    );
     (&new_peer).write_all(b"new").unwrap();
     lp.run_once(Some(Duration::from_secs(5))).unwrap();
     assert_eq!((old.get(), new.get()), (0, 1));
@@ -335,11 +358,15 @@ fn many_deferred_removals_at_once_are_all_applied<P: Poller + OpenPoller + 'stat
     assert_eq!(lp.counters().events_last_poll, 0);
     for (ours, _) in &pairs {
         let c = calls.clone();
-        lp.add_handler(ours, Interest::READ, move |lp: &mut EventLoop<P, 64, 4, 4>, fd, _| {
-            c.set(c.get() + 1);
-            assert!(lp.remove_handler(fd));
-            Ok(())
-        })
+        lp.add_handler(
+            ours,
+            Interest::READ,
+            move |lp: &mut EventLoop<P, 64, 4, 4>, fd, _| {
+                c.set(c.get() + 1);
+                assert!(lp.remove_handler(fd));
+                Ok(())
+            },
+        )
         .map_err(|r| r.error)
         .unwrap();
     }
@@ -398,8 +425,11 @@ fn deferred_removal_in_a_handler_drops_the_removed_handlers_pending_event<
     lp.set_deferred_removal(true);
     let (a, a_peer) = pair();
     let (b, b_peer) = pair();
-    let (a_calls, b_calls, b2_calls) =
-        (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
+    let (a_calls, b_calls, b2_calls) = (
+        Rc::new(Cell::new(0)),
+        Rc::new(Cell::new(0)),
+        Rc::new(Cell::new(0)),
+    );
     let (ra, rb) = (a.as_raw_fd(), b.as_raw_fd());
     for (fd, calls) in [(ra, a_calls.clone()), (rb, b_calls.clone())] {
         let b2 = b2_calls.clone();
@@ -428,7 +458,11 @@ fn deferred_removal_in_a_handler_drops_the_removed_handlers_pending_event<
         1,
         "the first handler called removed the other, whose event is dropped"
     );
-    assert_eq!(b2_calls.get(), 0, "an add in this pass sees only later polls");
+    assert_eq!(
+        b2_calls.get(),
+        0,
+        "an add in this pass sees only later polls"
+    );
     // The replacement sees the data still waiting on its fd, in the next pass.
     lp.run_once(Some(Duration::from_secs(5))).unwrap();
     assert_eq!(b2_calls.get(), 1);

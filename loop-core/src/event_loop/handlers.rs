@@ -137,9 +137,13 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         let raw = fd.as_raw_fd();
         // Not `owned` in the table: the closure owns the fd, so it is closed when the closure
         // is dropped (after the poller forgot it), never while a call has it borrowed.
-        self.register_then(raw, interest, false, (fd, handler), |(fd, mut handler)| {
+        let added = self.register_then(raw, interest, false, (fd, handler), |(fd, mut handler)| {
             InlineFn::named::<F, _>(move |lp: &mut Self, (_, r)| handler(lp, fd.as_fd(), r))
-        })
+        });
+        if let Ok(id) = added {
+            self.handlers.set_closure_owns_fd(id);
+        }
+        added
     }
 
     pub(super) fn add_handler_inner<F>(
@@ -345,7 +349,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         let fd = fd.into();
         let raw = fd.as_raw_fd();
         // As `add_owned_handler`: the closure owns the fd.
-        self.register_then(
+        let added = self.register_then(
             raw,
             interest,
             false,
@@ -355,7 +359,11 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
                     handler(&mut state, lp, fd.as_fd(), r)
                 })
             },
-        )
+        );
+        if let Ok(id) = added {
+            self.handlers.set_closure_owns_fd(id);
+        }
+        added
     }
 
     pub(super) fn with_state_inner<
@@ -461,9 +469,10 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         let parked = slot.io.as_ref().is_some_and(|io| io.parked);
         // A parked I/O registration is already deregistered. With deferred removal on, a
         // borrowed fd's deregistration waits for the next poll (an add of the same fd before
-        // it takes the registration over); otherwise, and for an owned fd (closed below), it
-        // happens now.
-        if !parked && !slot.owned && self.handlers.deferring() {
+        // it takes the registration over); otherwise, and for an owned fd (closed below, or
+        // when the handler's closure is dropped), it happens now: before the close, so a
+        // `dup` of the file cannot keep a registration no fd number reaches.
+        if !parked && !slot.owned && !slot.closure_owns_fd && self.handlers.deferring() {
             if !self.handlers.defer_deregister(fd) {
                 self.flush_deferred();
                 let _deferred = self.handlers.defer_deregister(fd); // room: the list is empty

@@ -59,6 +59,9 @@ pub(crate) struct Slot<F> {
     pub(crate) interest: Interest,
     /// The loop owns the fd and closes it when the handler is removed.
     pub(crate) owned: bool,
+    /// The handler's closure owns the fd (`add_owned_handler*`) and closes it when dropped:
+    /// like `owned`, its removal deregisters at once, never deferred past the close.
+    pub(crate) closure_owns_fd: bool,
     /// `None` while the handler is running (and always for an I/O registration).
     pub(crate) handler: Option<F>,
     /// For an async I/O registration (`crate::task::io`): who waits, and what was seen.
@@ -172,6 +175,7 @@ impl<F, const H: usize> HandlerTable<F, H> {
             fd,
             interest,
             owned,
+            closure_owns_fd: false,
             handler: None,
             io: None,
             released: false,
@@ -200,6 +204,13 @@ impl<F, const H: usize> HandlerTable<F, H> {
         self.slots
             .get_mut(id.index, id.generation)
             .filter(|s| s.io.is_some())
+    }
+
+    /// Note that the closure of `id`'s handler owns its fd (see `Slot::closure_owns_fd`).
+    pub(crate) fn set_closure_owns_fd(&mut self, id: HandlerId) {
+        if let Some(slot) = self.slots.get_mut(id.index, id.generation) {
+            slot.closure_owns_fd = true;
+        }
     }
 
     /// Give a reserved slot its handler.
