@@ -90,6 +90,11 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             self.usable()?;
         }
         if self.stop_requested {
+            // As `begin_run`: a loop that cannot be used says so before a pending stop is
+            // consumed (an I/O-only pass has not checked for a fork yet).
+            if io_only {
+                self.usable()?;
+            }
             self.stop_requested = false;
             return Ok(());
         }
