@@ -277,9 +277,49 @@ fn fork_inside_a_handler_ends_the_childs_run_with_forked<P: Poller + OpenPoller 
     drop(trigger);
 }
 
+/// A handler that forks during `run` after scheduling a timer and a callback (so the next pass
+/// is not I/O-only): in the child, `run` comes back with `Forked` before either runs, as every
+/// pass that has callbacks or timers checks first.
+fn fork_inside_a_handler_runs_no_timer_or_callback_in_the_child<
+    P: Poller + OpenPoller + 'static,
+>() {
+    let mut w = watched::<P>();
+    w.lp.run_once(Some(Duration::ZERO)).unwrap();
+    let child = Rc::new(Cell::new(None));
+    let ran = Rc::new(Cell::new(0));
+    let (c, r) = (child.clone(), ran.clone());
+    let (trigger, trigger_peer) = UnixStream::pair().unwrap();
+    w.lp.add_handler(&trigger, Interest::READ, move |lp, _, _| {
+        if c.get().is_some() {
+            return Ok(());
+        }
+        let (r1, r2) = (r.clone(), r.clone());
+        lp.call_later(Duration::ZERO, move |_| r1.set(r1.get() + 1))?;
+        lp.add_callback(move |_| r2.set(r2.get() + 1))?;
+        let pid = fork();
+        c.set(Some(pid));
+        if pid != 0 {
+            lp.stop();
+        }
+        Ok(())
+    })
+    .map_err(|r| r.error)
+    .unwrap();
+    (&trigger_peer).write_all(b"t").unwrap();
+    let result = w.lp.run();
+    if child.get() == Some(0) {
+        exit_with(&[forked(result), ran.get() == 0]);
+    }
+    assert_eq!(result, Ok(()));
+    assert_eq!(ran.get(), 2, "the parent runs them before stopping");
+    let pid = child.get().expect("the handler forked");
+    assert_eq!(wait_child(pid), 0);
+    drop(trigger);
+}
+
 /// Every case on one poller, reported in the test harness's words.
 fn run_all<P: Poller + OpenPoller + Row + 'static>() {
-    let cases: [(fn(), &str); 5] = [
+    let cases: [(fn(), &str); 6] = [
         (
             child_run_entry_points_on_an_io_only_loop_are_refused::<P>,
             "child_run_entry_points_on_an_io_only_loop_are_refused",
@@ -299,6 +339,10 @@ fn run_all<P: Poller + OpenPoller + Row + 'static>() {
         (
             fork_inside_a_handler_ends_the_childs_run_with_forked::<P>,
             "fork_inside_a_handler_ends_the_childs_run_with_forked",
+        ),
+        (
+            fork_inside_a_handler_runs_no_timer_or_callback_in_the_child::<P>,
+            "fork_inside_a_handler_runs_no_timer_or_callback_in_the_child",
         ),
     ];
     for (case, name) in cases {
