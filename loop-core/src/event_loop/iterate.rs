@@ -95,8 +95,12 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         }
         let running = Running::enter(self);
         let result = if io_only {
+            // Its wait takes a reading (or forgets the cached time) before any handler runs.
             running.lp.io_only_pass(timeout)
         } else {
+            // As `begin_run`: the cached time of an earlier pass is stale (the loop may have
+            // sat idle since), and this pass may run callbacks before it reads the clock.
+            running.lp.clock.set(None);
             running.lp.iterate(timeout)
         };
         let result = result.map(drop);
