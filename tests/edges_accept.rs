@@ -19,6 +19,9 @@ mod pollers;
 
 type Lp<P> = EventLoop<P, 8, 16, 16>;
 
+/// The connections a callback received.
+type Conns = Rc<RefCell<Vec<OwnedFd>>>;
+
 /// A listener that lives as long as the program (leaked, as a `static` would be).
 fn static_listener() -> (&'static TcpListener, SocketAddr) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -52,8 +55,8 @@ fn a_limit_reused_by_a_new_handler_after_removal_while_paused<P: Poller + OpenPo
     let mut lp: Lp<P> = EventLoop::new().unwrap();
     lp.set_deferred_removal(true);
     let (listener, addr) = static_listener();
-    let (first, second): (Rc<RefCell<Vec<OwnedFd>>>, Rc<RefCell<Vec<OwnedFd>>>) =
-        Default::default();
+    let first: Conns = Conns::default();
+    let second: Conns = Conns::default();
     let f = first.clone();
     let handle = add_accept_handler_limited(&mut lp, listener, limit, move |_, conn, _| {
         f.borrow_mut().push(conn)
