@@ -207,6 +207,7 @@ impl<F, const H: usize> HandlerTable<F, H> {
     }
 
     /// Note that the closure of `id`'s handler owns its fd (see `Slot::closure_owns_fd`).
+    #[cfg(all(feature = "std", unix))]
     pub(crate) fn set_closure_owns_fd(&mut self, id: HandlerId) {
         if let Some(slot) = self.slots.get_mut(id.index, id.generation) {
             slot.closure_owns_fd = true;
