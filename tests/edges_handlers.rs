@@ -469,6 +469,53 @@ fn deferred_removal_in_a_handler_drops_the_removed_handlers_pending_event<
     drop((a, b));
 }
 
+/// A `dup` of `fd` at the lowest free number from 900 up (below select's `FD_SETSIZE`): a number
+/// no other test thread gets while it is free again (fds are allocated lowest first).
+fn high_dup(fd: &impl AsFd) -> OwnedFd {
+    // SAFETY: F_DUPFD of an open fd returns a new fd this process owns, or -1.
+    let raw = unsafe { libc::fcntl(fd.as_fd().as_raw_fd(), libc::F_DUPFD_CLOEXEC, 900) };
+    assert!(raw >= 900, "F_DUPFD failed");
+    // SAFETY: `raw` was just returned by F_DUPFD: open, and owned by nobody else.
+    unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) }
+}
+
+/// Remove (deferred), close, then add the same number while it is still closed: the add is
+/// refused with `EBADF` as a plain add of a closed fd is, on every poller (the take-over's
+/// `modify` must not accept a closed fd that select would then fail every wait on, or poll
+/// report as `POLLNVAL`), and the loop goes on.
+fn deferred_remove_close_then_add_of_the_closed_number_is_refused<
+    P: Poller + OpenPoller + 'static,
+>() {
+    for deferred in [false, true] {
+        let mut lp = new_loop::<P>();
+        lp.set_deferred_removal(deferred);
+        let (ours, _peer) = pair();
+        let high = high_dup(&ours);
+        let raw = high.as_raw_fd();
+        let calls = Rc::new(Cell::new(0));
+        lp.add_handler(raw, Interest::READ, counting::<P>(&calls))
+            .map_err(|r| r.error)
+            .unwrap();
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert!(lp.remove_handler(raw));
+        drop(high);
+        let added = lp
+            .add_handler(raw, Interest::READ, counting::<P>(&calls))
+            .map(|_| ())
+            .map_err(|r| r.error);
+        assert_eq!(
+            added,
+            Err(Error::Os {
+                errno: loop_core::Errno::EBADF
+            }),
+            "deferred={deferred}: a closed fd is refused"
+        );
+        assert_eq!(lp.handler_id(raw), None);
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(calls.get(), 0);
+    }
+}
+
 for_each_poller!(cases:
     owned_handler_removing_itself_then_adding_a_new_fd_keeps_its_fd_until_it_returns,
     owned_handler_refusals_hand_the_fd_back_open,
@@ -480,6 +527,7 @@ for_each_poller!(cases:
     update_handler_on_a_deferred_removal_is_not_registered,
     deferred_removal_then_loop_close_leaves_the_borrowed_fd_open,
     deferred_removal_in_a_handler_drops_the_removed_handlers_pending_event,
+    deferred_remove_close_then_add_of_the_closed_number_is_refused,
 );
 
 /// On the simulated poller: an owned handler's deregistration is not deferred (it happens in
