@@ -516,6 +516,36 @@ fn deferred_remove_close_then_add_of_the_closed_number_is_refused<
     }
 }
 
+/// A handler that closes its loop (with deferral on or off): its fd stays open for the rest of
+/// the call, the loop never calls it again, and it is closed once after the call.
+fn owned_handler_closing_its_loop_keeps_its_fd_until_it_returns<
+    P: Poller + OpenPoller + 'static,
+>() {
+    for deferred in [false, true] {
+        let mut lp = new_loop::<P>();
+        lp.set_deferred_removal(deferred);
+        let (ours, peer) = pair();
+        let peer = Rc::new(peer);
+        let seen = Rc::new(Cell::new(None));
+        let calls = Rc::new(Cell::new(0));
+        let (s, p, c) = (seen.clone(), peer.clone(), calls.clone());
+        lp.add_owned_handler(ours, Interest::READ, move |lp, fd, _| {
+            c.set(c.get() + 1);
+            lp.close();
+            s.set(Some(names_the_socket_of(fd, &p)));
+            Ok(())
+        })
+        .map_err(|r| r.error)
+        .unwrap();
+        (&*peer).write_all(b"x").unwrap();
+        lp.run_once(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(seen.get(), Some(true), "deferred={deferred}: open during the call");
+        assert!(peer_sees_eof(&peer), "deferred={deferred}: closed after the call");
+        assert_eq!(lp.run_once(Some(Duration::ZERO)), Err(Error::Closed));
+        assert_eq!(calls.get(), 1);
+    }
+}
+
 for_each_poller!(cases:
     owned_handler_removing_itself_then_adding_a_new_fd_keeps_its_fd_until_it_returns,
     owned_handler_refusals_hand_the_fd_back_open,
@@ -528,6 +558,7 @@ for_each_poller!(cases:
     deferred_removal_then_loop_close_leaves_the_borrowed_fd_open,
     deferred_removal_in_a_handler_drops_the_removed_handlers_pending_event,
     deferred_remove_close_then_add_of_the_closed_number_is_refused,
+    owned_handler_closing_its_loop_keeps_its_fd_until_it_returns,
 );
 
 /// On the simulated poller: an owned handler's deregistration is not deferred (it happens in
