@@ -317,9 +317,42 @@ fn fork_inside_a_handler_runs_no_timer_or_callback_in_the_child<
     drop(trigger);
 }
 
+/// A loop with a remote and an executor (owned by the loop): in the child, `run_sync` and the
+/// run entry points are refused, no task is polled, and a callback queued through the
+/// `LoopHandle` from the child never runs there; the parent's task and callback still run.
+fn child_run_sync_with_an_executor_is_refused<P: Poller + OpenPoller + 'static>() {
+    let mut w = watched::<P>();
+    let handle = w.lp.attach_owned_remote::<4>().unwrap();
+    w.lp.attach_owned_executor::<2, 256>().unwrap();
+    let polled = Rc::new(Cell::new(0));
+    let p = polled.clone();
+    w.lp.spawn(async move { p.set(p.get() + 1) })
+        .map_err(|r| r.error)
+        .unwrap();
+    let pid = fork();
+    if pid == 0 {
+        let queued = handle
+            .add_callback(|_| panic!("never in the child"))
+            .is_ok();
+        let checks = [
+            forked(w.lp.run_sync(async { 1 }, None)),
+            forked(w.lp.run_sync(async { 1 }, Some(Duration::from_secs(3600)))),
+            forked(w.lp.run_once(Some(Duration::ZERO))),
+            forked(w.lp.run_once(None)),
+            forked(w.lp.run()),
+            polled.get() == 0,
+            w.drained.get() == 0,
+        ];
+        exit_with(&checks);
+    }
+    assert_eq!(wait_child(pid), 0);
+    assert_eq!(w.lp.run_sync(async { 7 }, None), Ok(7));
+    assert_eq!(polled.get(), 1, "the parent's task ran");
+}
+
 /// Every case on one poller, reported in the test harness's words.
 fn run_all<P: Poller + OpenPoller + Row + 'static>() {
-    let cases: [(fn(), &str); 6] = [
+    let cases: [(fn(), &str); 7] = [
         (
             child_run_entry_points_on_an_io_only_loop_are_refused::<P>,
             "child_run_entry_points_on_an_io_only_loop_are_refused",
@@ -343,6 +376,10 @@ fn run_all<P: Poller + OpenPoller + Row + 'static>() {
         (
             fork_inside_a_handler_runs_no_timer_or_callback_in_the_child::<P>,
             "fork_inside_a_handler_runs_no_timer_or_callback_in_the_child",
+        ),
+        (
+            child_run_sync_with_an_executor_is_refused::<P>,
+            "child_run_sync_with_an_executor_is_refused",
         ),
     ];
     for (case, name) in cases {

@@ -539,8 +539,15 @@ fn owned_handler_closing_its_loop_keeps_its_fd_until_it_returns<
         .unwrap();
         (&*peer).write_all(b"x").unwrap();
         lp.run_once(Some(Duration::from_secs(5))).unwrap();
-        assert_eq!(seen.get(), Some(true), "deferred={deferred}: open during the call");
-        assert!(peer_sees_eof(&peer), "deferred={deferred}: closed after the call");
+        assert_eq!(
+            seen.get(),
+            Some(true),
+            "deferred={deferred}: open during the call"
+        );
+        assert!(
+            peer_sees_eof(&peer),
+            "deferred={deferred}: closed after the call"
+        );
         assert_eq!(lp.run_once(Some(Duration::ZERO)), Err(Error::Closed));
         assert_eq!(calls.get(), 1);
     }
