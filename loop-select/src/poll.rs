@@ -359,6 +359,10 @@ impl<const N: usize> Poller for Poll<N> {
     fn modify(&mut self, fd: RawFd, key: u64, interest: Interest, mode: Mode) -> Result<(), Error> {
         self.fork.check_fd(fd)?;
         let oneshot = oneshot(mode)?;
+        // A closed fd is refused as `register` refuses it (and as epoll's modify does): the
+        // loop's take-over of a deferred removal relies on it, and a closed fd left in the
+        // set would fail every later wait (select: EBADF; poll: POLLNVAL).
+        check_open(fd)?;
         let i = self.find(fd).ok_or(refused(Errno::ENOENT))?;
         self.fds[i] = pollfd(fd, poll_flags(interest));
         self.slots[i] = Slot {

@@ -321,6 +321,10 @@ impl Poller for Select {
             return Err(Error::InvalidFd { fd });
         }
         let oneshot = oneshot(mode)?;
+        // A closed fd is refused as `register` refuses it (and as epoll's modify does): the
+        // loop's take-over of a deferred removal relies on it, and a closed fd left in the
+        // set would fail every later wait (select: EBADF; poll: POLLNVAL).
+        check_open(fd)?;
         if self.entries[fd as usize].is_none() {
             return Err(refused(Errno::ENOENT));
         }

@@ -77,8 +77,8 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         // so the prologue is paid per pass. An I/O-only pass leaves the fork check to the
         // poller: its first kernel operation (the wait, or a deferred deregistration before
         // it) refuses in a forked child, and `poll_failed` turns that refusal into
-        // `Error::Forked`. A pass with other work checks first, so no callback, timer or task
-        // runs in a child.
+        // `Error::Forked`. A pass with other work checks first (in `iterate`), so no callback,
+        // timer or task runs in a child.
         if self.running {
             return Err(Error::AlreadyRunning);
         }
@@ -86,17 +86,21 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             return Err(Error::Closed);
         }
         let io_only = self.only_io();
-        if !io_only {
-            self.usable()?;
-        }
         if self.stop_requested {
+            // As `begin_run`: a loop that cannot be used says so before a pending stop is
+            // consumed (no pass has checked for a fork yet).
+            self.usable()?;
             self.stop_requested = false;
             return Ok(());
         }
         let running = Running::enter(self);
         let result = if io_only {
+            // Its wait takes a reading (or forgets the cached time) before any handler runs.
             running.lp.io_only_pass(timeout)
         } else {
+            // As `begin_run`: the cached time of an earlier pass is stale (the loop may have
+            // sat idle since), and this pass may run callbacks before it reads the clock.
+            running.lp.clock.set(None);
             running.lp.iterate(timeout)
         };
         let result = result.map(drop);
@@ -170,6 +174,13 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     pub(super) fn iterate(&mut self, cap: Option<Duration>) -> Result<bool, Error> {
         if self.only_io() {
             return self.io_only_pass(cap);
+        }
+        // A pass with other work checks for a fork first (an I/O-only one leaves it to the
+        // poller's wait): a handler, callback or task that forked must not have the child run
+        // this pass's callbacks, timers and tasks. (A loop closed during the run still ends it
+        // with `Ok`, below.)
+        if self.poller.forked() {
+            return self.usable().map(|()| false);
         }
         let snapshot = self.begin_iteration();
         self.run_callbacks(snapshot.callbacks);
