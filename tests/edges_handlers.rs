@@ -267,9 +267,14 @@ fn deferred_remove_close_and_reuse_of_the_number_watches_the_new_file<
         .unwrap();
     lp.run_once(Some(Duration::ZERO)).unwrap();
     assert!(lp.remove_handler(raw));
-    drop(ours);
-    let (reused, new_peer) = pair();
-    assert_eq!(reused.as_raw_fd(), raw, "the lowest free number is reused");
+    // Close and reuse in one step: `dup2` closes the old file (its last reference) and puts
+    // the new one at the same number atomically, so a test running in parallel cannot take
+    // the number in between (as "close, then the lowest free number" could).
+    let (fresh, new_peer) = pair();
+    let mut reused = OwnedFd::from(ours);
+    rustix::io::dup2(&fresh, &mut reused).unwrap();
+    drop(fresh);
+    assert_eq!(reused.as_raw_fd(), raw);
     lp.add_handler(raw, Interest::READ, counting::<P>(&new))
         .map_err(|r| r.error)
         .unwrap();
@@ -469,12 +474,15 @@ fn deferred_removal_in_a_handler_drops_the_removed_handlers_pending_event<
     drop((a, b));
 }
 
-/// A `dup` of `fd` at the lowest free number from 900 up (below select's `FD_SETSIZE`): a number
-/// no other test thread gets while it is free again (fds are allocated lowest first).
+/// A `dup` of `fd` at a number from 900 up (below select's `FD_SETSIZE`) that no other call in
+/// this process ever gets, not even after it is closed: each call takes the next number from a
+/// counter, and fds are otherwise allocated lowest first, far below.
 fn high_dup(fd: &impl AsFd) -> OwnedFd {
+    static NEXT: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(900);
+    let min = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // SAFETY: F_DUPFD of an open fd returns a new fd this process owns, or -1.
-    let raw = unsafe { libc::fcntl(fd.as_fd().as_raw_fd(), libc::F_DUPFD_CLOEXEC, 900) };
-    assert!(raw >= 900, "F_DUPFD failed");
+    let raw = unsafe { libc::fcntl(fd.as_fd().as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) };
+    assert!(raw >= min && raw < 1024, "F_DUPFD failed");
     // SAFETY: `raw` was just returned by F_DUPFD: open, and owned by nobody else.
     unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) }
 }

@@ -462,9 +462,11 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         let parked = slot.io.as_ref().is_some_and(|io| io.parked);
         // A parked I/O registration is already deregistered. With deferred removal on, a
         // borrowed fd's deregistration waits for the next poll (an add of the same fd before
-        // it takes the registration over); otherwise, and for an owned fd (closed when its
-        // closure is dropped, below or by the call site if it is running), it happens now.
-        if !parked && !slot.owned && self.handlers.deferring() {
+        // it takes the registration over); otherwise it happens now: for an owned fd (closed
+        // when its closure is dropped, below or by the call site if it is running) and for an
+        // async I/O registration (its stream closes the fd right after dropping it), so no
+        // registration outlives its fd while a `dup` or a forked child keeps the file open.
+        if slot.io.is_none() && !slot.owned && self.handlers.deferring() {
             if !self.handlers.defer_deregister(fd) {
                 self.flush_deferred();
                 let _deferred = self.handlers.defer_deregister(fd); // room: the list is empty
@@ -495,8 +497,9 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// (and before [`poller_mut`](Self::poller_mut) hands the poller out, and by `close`).
     ///
     /// What stays as without it: the removed handler is never called after
-    /// `remove_handler` returns, its id is dead, its closure dropped and an owned fd
-    /// deregistered and closed at once; the new handler is called only for events of polls
+    /// `remove_handler` returns, its id is dead, its closure dropped, an owned fd
+    /// deregistered and closed at once, and an async I/O registration (a stream's) deregistered
+    /// at once, since its owner closes the fd right after; the new handler is called only for events of polls
     /// after its add; an add the poller refuses returns the error a plain add would (if the
     /// `modify` is refused, because the fd was closed or its number now names another file,
     /// the loop deregisters and registers afresh, and the registration's error is the one
@@ -1002,5 +1005,49 @@ mod tests {
         assert_eq!(lp.poller().resets(), 1, "the orphan is gone");
         assert_eq!(other.get(), 2, "registered again after the reset");
         assert_eq!(log.get(), 0, "the removed handler never ran");
+    }
+}
+
+#[cfg(test)]
+mod io_registration_tests {
+    use super::*;
+    use crate::sim::SimPoller;
+    use crate::task::current::with_current_loop;
+    use crate::IoRegistration;
+
+    type Lp = EventLoop<SimPoller<8>, 4, 4, 4>;
+
+    /// An async I/O registration's stream closes its fd right after dropping the
+    /// registration: with deferred removal on, its deregistration must still happen at once,
+    /// or a `dup` (or a forked child) keeping the file open leaves a registration no fd number
+    /// reaches (epoll's dup trap, a poller reset per dropped stream).
+    #[test]
+    fn deferred_removal_never_defers_an_io_registrations_deregistration() {
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        lp.attach_owned_remote::<4>().unwrap();
+        lp.attach_owned_executor::<4, 256>().unwrap();
+        lp.set_deferred_removal(true);
+        let seen = lp
+            .run_sync(
+                async {
+                    let reg = IoRegistration::new(5)?;
+                    let before = with_current_loop(|lp: &mut Lp| lp.poller().interest(5));
+                    drop(reg);
+                    let after = with_current_loop(|lp: &mut Lp| {
+                        (lp.handler_id(5), lp.poller().interest(5))
+                    });
+                    Ok::<_, Error>((before, after))
+                },
+                None,
+            )
+            .unwrap()
+            .unwrap();
+        let (before, after) = seen;
+        assert!(before.flatten().is_some(), "registered with the poller");
+        assert_eq!(
+            after,
+            Some((None, None)),
+            "gone from the table and the poller at once"
+        );
     }
 }
