@@ -123,6 +123,8 @@ fn child_run_entry_points_on_an_io_only_loop_are_refused<P: Poller + OpenPoller 
         w.lp.stop();
         checks.push(forked(w.lp.run_once(Some(Duration::ZERO))));
         checks.push(forked(w.lp.run()));
+        // No executor attached: still `Forked` first, not `NotAttached`.
+        checks.push(forked(w.lp.run_sync(async { 1 }, None)));
         checks.push(w.drained.get() == 0);
         exit_with(&checks);
     }

@@ -324,8 +324,9 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     ///
     /// # Errors
     /// [`Error::TimedOut`] when `timeout` passed first; [`Error::Stopped`] when the loop was
-    /// stopped first (also by a `stop()` pending before the call); [`Error::NotAttached`]
-    /// without an executor; [`Error::AlreadyRunning`] inside the loop; the poller's error, as
+    /// stopped first (also by a `stop()` pending before the call); [`Error::Closed`] or
+    /// [`Error::Forked`] for a closed loop or one used in a forked child (checked first);
+    /// [`Error::NotAttached`] without an executor; [`Error::AlreadyRunning`] inside the loop; the poller's error, as
     /// `run`. In every case — also when a panic unwinds through `run_sync` — `fut` is dropped
     /// in place before returning, with the loop current, so its sleeps and fd waits are
     /// cancelled.
@@ -360,6 +361,10 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         timeout: Option<Duration>,
     ) -> Result<F::Output, Error> {
         let Some(exec) = self.executor else {
+            // A closed or forked loop says so first, as `spawn` does.
+            if !self.running {
+                self.usable()?;
+            }
             return Err(Error::NotAttached);
         };
         if !self.begin_run()? {
