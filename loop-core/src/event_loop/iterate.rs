@@ -236,7 +236,9 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         // One OR of the five and one test, not five tests and branches: each term is zero
         // exactly when its kind of work is absent.
         let pending = self.callbacks.len()
-            | usize::from(self.remote.is_some())
+            | self
+                .remote
+                .map_or(0, |r| (r as *const dyn RemoteQueue<Self>).addr())
             | self.signal_count
             | usize::from(self.executor.is_some())
             | self.timers.scheduled();
