@@ -244,11 +244,16 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// handlers, no executor and no timers, so an iteration only polls and dispatches I/O.
     #[inline(always)]
     fn only_io(&self) -> bool {
-        self.callbacks.is_empty()
-            && self.remote.is_none()
-            && self.signal_count == 0
-            && self.executor.is_none()
-            && self.timers.scheduled() == 0
+        // One OR of the five and one test, not five tests and branches: each term is zero
+        // exactly when its kind of work is absent.
+        let pending = self.callbacks.len()
+            | self
+                .remote
+                .map_or(0, |r| (r as *const dyn RemoteQueue<Self>).addr())
+            | self.signal_count
+            | usize::from(self.executor.is_some())
+            | self.timers.scheduled();
+        pending == 0
     }
 
     /// Step 1: fix what this iteration runs. Only the callbacks queued now (local and
@@ -337,7 +342,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     #[inline(always)]
     fn timed_wait(&mut self, timeout: Option<Duration>) -> Result<usize, Errno> {
         self.changes_before_poll();
-        if timeout == Some(Duration::ZERO) {
+        if timeout.is_some_and(|t| t.is_zero()) {
             // No reading after this poll: forget the cached time, so the next `call_later`
             // reads the clock (and caches it) instead of counting from an older iteration.
             self.clock.set(None);

@@ -262,17 +262,18 @@ impl<F, const H: usize> HandlerTable<F, H> {
         let Some(slot) = self.slots.get_mut(id.index, id.generation) else {
             return Taken::Stale;
         };
+        // The closure's test first: an I/O registration never has one (`handler` is always
+        // `None` there), so a handler's event skips the `io` test.
+        let visible = ready & slot.interest.visible();
+        if !visible.is_empty() {
+            if let Some(f) = slot.handler.take() {
+                return Taken::Call(out.insert(f), slot.fd, visible);
+            }
+        }
         if slot.io.is_some() {
             return Taken::Io;
         }
-        let visible = ready & slot.interest.visible();
-        if visible.is_empty() {
-            return Taken::Nothing;
-        }
-        let Some(f) = slot.handler.take() else {
-            return Taken::Nothing;
-        };
-        Taken::Call(out.insert(f), slot.fd, visible)
+        Taken::Nothing
     }
 
     /// Put a handler back from `from` after its call: `true` if it went back (`from` is
