@@ -823,6 +823,9 @@ impl AcceptLimit {
     fn attach(&self, fd: RawFd, id: HandlerId) {
         self.listener_id.store(id.key(), Ordering::Relaxed);
         self.listener_fd.store(fd, Ordering::Release);
+        // A new handler starts armed: a pause left by a handler removed while paused is over
+        // (so the new handler's own pause is counted and reported).
+        self.paused.store(false, Ordering::Release);
     }
 
     fn has_room(&self) -> bool {

@@ -85,6 +85,9 @@ fn a_limit_reused_by_a_new_handler_after_removal_while_paused<P: Poller + OpenPo
         (1, 0),
         "no room while the first connection lives"
     );
+    // The new handler paused on its own (the old handler's pause ended with it): counted.
+    assert!(limit.is_paused());
+    assert_eq!(limit.stats().paused, 2);
     drop(first.borrow_mut().pop());
     limit.release(&mut lp);
     run_until(&mut lp, Duration::from_secs(5), || {
