@@ -23,6 +23,10 @@ use loop_core::{Error, EventLoop, Interest, OpenPoller, Poller};
 mod pollers;
 use pollers::Row;
 
+#[path = "common/forking.rs"]
+mod forking;
+use forking::{exit_child, fork, wait_child};
+
 type Lp<P> = EventLoop<P, 8, 8, 8>;
 
 /// A loop watching one end of a socketpair (READ) whose handler counts the bytes it drains, a
@@ -67,21 +71,6 @@ fn parent_still_gets_the_byte<P: Poller + 'static>(w: &mut Watched<P>) {
     assert_eq!(w.drained.get(), 1, "the parent's handler drains the byte");
 }
 
-/// `fork()`: 0 in the child, the child's pid in the parent.
-fn fork() -> libc::pid_t {
-    // SAFETY: this process has one thread (no harness), so the child inherits no lock held
-    // by another thread; it runs the test's code and `_exit`s.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    pid
-}
-
-/// End the child without running destructors of what it shares with the parent.
-fn exit_child(code: i32) -> ! {
-    // SAFETY: `_exit` never returns and runs no destructors or atexit handlers.
-    unsafe { libc::_exit(code) }
-}
-
 /// In the child: exit 0 if every check passed, else 10 + the index of the first that failed.
 fn exit_with(checks: &[bool]) -> ! {
     let failed = checks
@@ -89,16 +78,6 @@ fn exit_with(checks: &[bool]) -> ! {
         .position(|ok| !ok)
         .map_or(0, |i| 10 + i as i32);
     exit_child(failed)
-}
-
-/// The child's exit status (0 = its checks passed).
-fn wait_child(pid: libc::pid_t) -> i32 {
-    let mut status = 0;
-    // SAFETY: waits for the child forked by this process; `status` is a valid out pointer.
-    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert_eq!(waited, pid);
-    assert!(libc::WIFEXITED(status), "the child died: status {status}");
-    libc::WEXITSTATUS(status)
 }
 
 fn forked<V, T>(r: Result<V, T>) -> bool

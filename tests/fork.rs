@@ -21,6 +21,10 @@ use loop_core::{Errno, Error, EventLoop, Interest, OpenPoller, PollEvent, Poller
 mod pollers;
 use pollers::Row;
 
+#[path = "common/forking.rs"]
+mod forking;
+use forking::{exit_child, fork, wait_child};
+
 type Lp<P> = EventLoop<P, 8, 8, 8>;
 
 /// A loop with a READ handler on one end of a socketpair that records what it saw (and
@@ -68,31 +72,6 @@ fn parent_handler_still_fires<P: Poller + 'static>(w: &mut Watched<P>) {
         Readiness::READ,
         "the parent's READ handler fires after the child is gone"
     );
-}
-
-/// `fork()`: 0 in the child, the child's pid in the parent.
-fn fork() -> libc::pid_t {
-    // SAFETY: this process has one thread (no harness), so the child inherits no lock held
-    // by another thread; it runs the test's code and `_exit`s.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    pid
-}
-
-/// End the child without running destructors of what it shares with the parent.
-fn exit_child(code: i32) -> ! {
-    // SAFETY: `_exit` never returns and runs no destructors or atexit handlers.
-    unsafe { libc::_exit(code) }
-}
-
-/// The child's exit status (0 = its checks passed).
-fn wait_child(pid: libc::pid_t) -> i32 {
-    let mut status = 0;
-    // SAFETY: waits for the child forked by this process; `status` is a valid out pointer.
-    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert_eq!(waited, pid);
-    assert!(libc::WIFEXITED(status), "the child died: status {status}");
-    libc::WEXITSTATUS(status)
 }
 
 fn child_dropping_inherited_loop_leaves_parent_handlers_firing<P: Poller + OpenPoller + 'static>() {
