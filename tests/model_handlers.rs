@@ -15,6 +15,12 @@
 //! duplicate add is refused and leaves the first handler untouched; `Full` comes exactly at
 //! `H` handlers, with the closure handed back and no system call made.
 //!
+//! Every property also runs with deferred removal on (`EventLoop::set_deferred_removal`,
+//! libev's `fdchanges`): the only differences the model allows are the kernel side of a
+//! removal, which stays with the simulated poller until the next poll, and a re-add of such an
+//! fd, which takes the registration over in place (one `modify`, keeping its place in the
+//! poller's report order). Calls, results, failures and counts must be exactly the same.
+//!
 //! The capacity is small (`H = 4`) and the fds collide in the fd index (0, 8 and 16 share a
 //! home position; 7, 15 and 23 wrap around). Cases: 512 per property by default; set
 //! `PROPTEST_CASES` for longer runs.
@@ -359,6 +365,11 @@ struct Model {
     ready: HashMap<RawFd, Readiness>,
     next_tag: u32,
     dead: Vec<u32>,
+    /// Deferred removal is on.
+    defer: bool,
+    /// Deferred removal: fds whose handler is gone while their registration (with this
+    /// interest) stays with the poller until the next poll.
+    pending: HashMap<RawFd, Interest>,
 }
 
 impl Model {
@@ -376,7 +387,11 @@ impl Model {
         } else {
             let interest = i.registered();
             self.live.insert(fd, MHandler { tag, interest, act });
-            self.order.push(fd);
+            // A re-add of an fd whose deregistration waits takes its registration over in
+            // place (it keeps its place in the poller's order).
+            if self.pending.remove(&fd).is_none() {
+                self.order.push(fd);
+            }
             Ok(())
         };
         (tag, result)
@@ -385,7 +400,11 @@ impl Model {
     fn remove(&mut self, fd: RawFd) -> bool {
         match self.live.remove(&fd) {
             Some(h) => {
-                self.order.retain(|f| *f != fd);
+                if self.defer {
+                    self.pending.insert(fd, h.interest);
+                } else {
+                    self.order.retain(|f| *f != fd);
+                }
                 self.dead.push(h.tag);
                 true
             }
@@ -403,6 +422,13 @@ impl Model {
         }
     }
 
+    /// Deferred deregistrations reach the poller: before it waits, and whenever the loop
+    /// hands it out (`poller_mut`).
+    fn flush(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        self.order.retain(|f| !pending.contains_key(f));
+    }
+
     fn ready_of(&self, fd: RawFd) -> Readiness {
         self.ready.get(&fd).copied().unwrap_or_default()
     }
@@ -412,6 +438,8 @@ impl Model {
     /// of its tag, if that handler is still registered and something is still visible.
     /// Returns the records and the failures (tag, fd, error) the hook should see.
     fn run_once(&mut self) -> (Vec<Rec>, Vec<(u32, RawFd, HandlerError)>) {
+        // The deferred deregistrations reach the poller before it waits.
+        self.flush();
         let events: Vec<(u32, Readiness)> = self
             .order
             .iter()
@@ -441,6 +469,7 @@ impl Model {
             match h.act {
                 Act::Nothing => {}
                 Act::ClearReady => {
+                    self.flush(); // `poller_mut`
                     self.ready.remove(&fd);
                 }
                 Act::RemoveSelf => {
@@ -514,15 +543,19 @@ struct Harness {
 }
 
 impl Harness {
-    fn new() -> Self {
+    fn new(defer: bool) -> Self {
         let s = Rc::new(Shared::default());
         let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        lp.set_deferred_removal(defer);
         let s2 = s.clone();
         lp.set_error_hook(move |f| s2.failures.borrow_mut().push(f));
         Harness {
             lp,
             s,
-            model: Model::default(),
+            model: Model {
+                defer,
+                ..Model::default()
+            },
         }
     }
 
@@ -599,11 +632,13 @@ impl Harness {
                 prop_assert_eq!(got, self.model.remove(fd), "remove_handler({})", fd);
             }
             Op::SetReady { fd, bits } => {
+                self.model.flush(); // `poller_mut`
                 let (fd, r) = (FDS[fd], readiness(bits));
                 self.lp.poller_mut().set_ready(fd, r);
                 *self.model.ready.entry(fd).or_default() |= r;
             }
             Op::ClearReady { fd } => {
+                self.model.flush(); // `poller_mut`
                 self.lp.poller_mut().clear_ready(FDS[fd]);
                 self.model.ready.remove(&FDS[fd]);
             }
@@ -616,6 +651,7 @@ impl Harness {
                     .collect();
                 stale.sort_by_key(|(t, _)| *t);
                 if let Some(&(_, id)) = stale.get(pick % stale.len().max(1)) {
+                    self.model.flush(); // `poller_mut`
                     self.lp.poller_mut().inject_event(id.key(), readiness(bits));
                 }
             }
@@ -626,6 +662,7 @@ impl Harness {
             } => {
                 // Generations this high are never reached by a test's handful of handlers.
                 let key = (u64::from(generation | 0x8000_0000) << 32) | u64::from(index);
+                self.model.flush(); // `poller_mut`
                 self.lp.poller_mut().inject_event(key, readiness(bits));
             }
             Op::Run => self.run()?,
@@ -711,9 +748,13 @@ impl Harness {
             let m = self.model.live.get(&fd);
             let got = self.lp.handler_id(fd).map(|id| self.s.tag_of(id));
             prop_assert_eq!(got, m.map(|h| Some(h.tag)), "handler of fd {}", fd);
+            // A removed handler's registration may wait for the next poll (deferred removal).
+            let registered = m
+                .map(|h| h.interest)
+                .or_else(|| self.model.pending.get(&fd).copied());
             prop_assert_eq!(
                 self.lp.poller().interest(fd),
-                m.map(|h| h.interest),
+                registered,
                 "registration of fd {}",
                 fd
             );
@@ -729,7 +770,16 @@ impl Harness {
 }
 
 fn check(ops: &[Op]) -> Result<(), TestCaseError> {
-    let mut h = Harness::new();
+    check_with(ops, false)
+}
+
+/// As [`check`], with deferred removal on.
+fn check_deferred(ops: &[Op]) -> Result<(), TestCaseError> {
+    check_with(ops, true)
+}
+
+fn check_with(ops: &[Op], defer: bool) -> Result<(), TestCaseError> {
+    let mut h = Harness::new(defer);
     for op in ops {
         h.step(op)?;
     }
@@ -759,5 +809,26 @@ proptest! {
         ops in prop::collection::vec(op_stale(), 1..80)
     ) {
         check(&ops)?;
+    }
+
+    #[test]
+    fn with_deferred_removal_handlers_are_called_exactly_as_without(
+        ops in prop::collection::vec(op(), 1..80)
+    ) {
+        check_deferred(&ops)?;
+    }
+
+    #[test]
+    fn with_deferred_removal_full_and_duplicate_adds_are_refused_exactly_as_without(
+        ops in prop::collection::vec(op_crowded(), 1..60)
+    ) {
+        check_deferred(&ops)?;
+    }
+
+    #[test]
+    fn with_deferred_removal_stale_keys_and_re_added_fds_never_reach_a_removed_handler(
+        ops in prop::collection::vec(op_stale(), 1..80)
+    ) {
+        check_deferred(&ops)?;
     }
 }
