@@ -1,7 +1,8 @@
 //! `loop_ops`: the fuzz input is decoded into a sequence of loop API calls on the simulated
 //! poller (handlers, timers, periodic callbacks, callbacks, readiness, stale and unknown
 //! events, clock moves, `run_once` / `run` / `stop`, and faults: `EINTR`/`ENOMEM`/`EAGAIN`
-//! waits, failing registers, fds closed behind the loop's back). Handlers, timers and
+//! waits, failing registers, fds closed behind the loop's back), with deferred removal
+//! (`set_deferred_removal`) switched on and off. Handlers, timers and
 //! callbacks themselves call the API (add, remove, update, cancel, reset, stop, fail).
 //!
 //! The harness keeps a small shadow of what the loop should hold and checks, at every call
@@ -182,6 +183,12 @@ struct St {
     /// fds marked closed in the simulated poller (register fails with EBADF).
     closed: HashSet<RawFd>,
     register_faults: VecDeque<Errno>,
+    /// Deferred removal is on.
+    deferring: bool,
+    /// fds removed while deferring since the poller was last handed out (`poller_mut`, which
+    /// applies deferred deregistrations): a superset of those whose registration still
+    /// waits, which an add may take over with a `modify` instead of a `register`.
+    maybe_deferred: HashSet<RawFd>,
     /// The poll in which each handler serial was last called.
     last_call: HashMap<u32, Epoch>,
     expected_failures: Vec<(u32, RawFd, HandlerError)>,
@@ -245,16 +252,47 @@ fn in_past(lp: &Lp, deadline: u64) -> bool {
 
 fn add_handler(lp: &mut Lp, st: &Shared, fd: RawFd, code: u8, act: Act) {
     let i = interest(code);
-    let expect: Result<(), Error> = {
-        let mut s = st.borrow_mut();
+    // Refusals decided before any system call.
+    let refused_early: Option<Error> = {
+        let s = st.borrow();
         if fd < 0 {
-            Err(Error::InvalidFd { fd })
+            Some(Error::InvalidFd { fd })
         } else if s.handlers.contains_key(&fd) {
-            Err(Error::AlreadyRegistered { fd })
+            Some(Error::AlreadyRegistered { fd })
         } else if s.handlers.len() >= H {
-            Err(Error::Full {
+            Some(Error::Full {
                 what: Resource::Handlers,
             })
+        } else {
+            None
+        }
+    };
+    let serial = {
+        let mut s = st.borrow_mut();
+        s.next_serial += 1;
+        s.next_serial
+    };
+    let before = lp.handler_id(fd);
+    let registers = lp.poller().stats().registers;
+    let st2 = st.clone();
+    let got = lp.add_handler(fd, i, move |lp: &mut Lp, fd, r| {
+        on_ready(lp, &st2, serial, fd, r, act)
+    });
+    let registered = lp.poller().stats().registers != registers;
+    let expect: Result<(), Error> = {
+        let mut s = st.borrow_mut();
+        if let Some(e) = refused_early {
+            assert!(!registered, "add_handler({fd}) refused early made a system call");
+            Err(e)
+        } else if !registered {
+            // No `register`: only a re-add of an fd whose deregistration was deferred may take
+            // its registration over (with a `modify`), and that cannot fail here (a deferred
+            // fd is never closed: closing it goes through `poller_mut`, which applies it).
+            assert!(
+                s.maybe_deferred.remove(&fd),
+                "add_handler({fd}) made no register call, and no removal of it was deferred"
+            );
+            Ok(())
         } else if let Some(errno) = s.register_faults.pop_front() {
             Err(Error::Os { errno })
         } else if s.closed.contains(&fd) {
@@ -265,16 +303,6 @@ fn add_handler(lp: &mut Lp, st: &Shared, fd: RawFd, code: u8, act: Act) {
             Ok(())
         }
     };
-    let serial = {
-        let mut s = st.borrow_mut();
-        s.next_serial += 1;
-        s.next_serial
-    };
-    let before = lp.handler_id(fd);
-    let st2 = st.clone();
-    let got = lp.add_handler(fd, i, move |lp: &mut Lp, fd, r| {
-        on_ready(lp, &st2, serial, fd, r, act)
-    });
     match (got, expect) {
         (Ok(id), Ok(())) => {
             let mut s = st.borrow_mut();
@@ -313,6 +341,9 @@ fn remove_handler(lp: &mut Lp, st: &Shared, fd: RawFd) {
         s.handlers.remove(&fd);
         s.removed_keys.push(h.id.key());
         s.sim_registered.remove(&fd);
+        if s.deferring {
+            s.maybe_deferred.insert(fd);
+        }
     }
 }
 
@@ -784,7 +815,12 @@ fuzz_target!(|data: &[u8]| {
     let mut steps = 0;
     while !input.done() && steps < 400 {
         steps += 1;
-        match input.byte() % 23 {
+        let op = input.byte() % 24;
+        if matches!(op, 3..=6 | 18..=21) {
+            // These hand the poller out (`poller_mut`): deferred deregistrations are applied.
+            st.borrow_mut().maybe_deferred.clear();
+        }
+        match op {
             0 => {
                 let (fd, code, act) = (input.fd(), input.byte(), input.act());
                 add_handler(&mut lp, &st, fd, code, act);
@@ -898,6 +934,16 @@ fuzz_target!(|data: &[u8]| {
                 let fd = input.fd();
                 lp.poller_mut().reopen(fd);
                 st.borrow_mut().closed.remove(&fd);
+            }
+            22 => {
+                let on = input.byte() & 1 == 1;
+                lp.set_deferred_removal(on);
+                let mut s = st.borrow_mut();
+                s.deferring = on;
+                if !on {
+                    // Switching off applies what waits.
+                    s.maybe_deferred.clear();
+                }
             }
             _ => add_handler(&mut lp, &st, -1, 1, Act::Nothing),
         }
