@@ -1,7 +1,9 @@
 //! The loop's clock on every POSIX poller: `CLOCK_MONOTONIC` (Tornado's `monotonic_time`).
 
 use loop_core::{Clock, Instant};
-use rustix::time::{clock_gettime, ClockId, Timespec};
+#[cfg(not(feature = "libc-clock"))]
+use rustix::time::{clock_gettime, ClockId};
+use rustix::time::Timespec;
 
 /// `CLOCK_MONOTONIC` in nanoseconds (read through the vDSO on Linux: no syscall on common
 /// targets).
@@ -48,7 +50,40 @@ impl Clock for MonotonicClock {
 /// ```
 #[inline]
 pub fn monotonic_now() -> Instant {
-    Instant::from_nanos(timespec_nanos(clock_gettime(ClockId::Monotonic)))
+    Instant::from_nanos(timespec_nanos(read_monotonic()))
+}
+
+/// `CLOCK_MONOTONIC` through rustix (its own vDSO reader on Linux: no libc).
+#[cfg(not(feature = "libc-clock"))]
+#[inline]
+fn read_monotonic() -> Timespec {
+    clock_gettime(ClockId::Monotonic)
+}
+
+/// `CLOCK_MONOTONIC` through the C library's `clock_gettime` (feature `libc-clock`: the C
+/// library's vDSO lookup, which a program that links libc carries anyway). The monotonic clock
+/// always exists, so a failure (impossible) reads as the epoch.
+#[cfg(feature = "libc-clock")]
+#[allow(unsafe_code)] // one `clock_gettime` into a local timespec
+#[inline]
+fn read_monotonic() -> Timespec {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable `timespec` for the duration of the call, and
+    // `CLOCK_MONOTONIC` is a clock id every supported kernel knows; the call writes only `ts`.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    if rc != 0 {
+        return Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+    }
+    Timespec {
+        tv_sec: ts.tv_sec.into(),
+        tv_nsec: ts.tv_nsec.into(),
+    }
 }
 
 /// A non-negative timespec as nanoseconds, saturating (584 years of uptime fit).
