@@ -1,9 +1,9 @@
 //! The loop's clock on every POSIX poller: `CLOCK_MONOTONIC` (Tornado's `monotonic_time`).
 
 use loop_core::{Clock, Instant};
+use rustix::time::Timespec;
 #[cfg(not(feature = "libc-clock"))]
 use rustix::time::{clock_gettime, ClockId};
-use rustix::time::Timespec;
 
 /// `CLOCK_MONOTONIC` in nanoseconds (read through the vDSO on Linux: no syscall on common
 /// targets).
