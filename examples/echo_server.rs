@@ -19,7 +19,7 @@
 //!   its echo holds one buffer, no more). End of stream or an error closes it.
 //! * Exit status 2 for bad arguments, 1 if the socket or the loop cannot be set up.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
@@ -49,8 +49,8 @@ struct Conn {
 }
 
 /// The free connection buffers, allocated once at start-up and kept for the life of the
-/// process (a `Cell`: taken out and put back, never borrowed across a call).
-type Pool = &'static Cell<Vec<Box<Conn>>>;
+/// process (borrowed only inside `pop`/`give_back`, never across a call into the loop).
+type Pool = &'static RefCell<Vec<Box<Conn>>>;
 
 #[path = "shared/server_args.rs"]
 mod server_args;
@@ -90,7 +90,7 @@ fn listen(addr: SocketAddr) -> Result<OwnedFd, Error> {
 fn serve(addr: SocketAddr, max: usize) -> Result<(), Error> {
     let listener = listen(addr)?;
     // One pool and one limit for the life of the process.
-    let pool: Pool = Box::leak(Box::new(Cell::new(
+    let pool: Pool = Box::leak(Box::new(RefCell::new(
         (0..max)
             .map(|_| {
                 Box::new(Conn {
@@ -107,9 +107,7 @@ fn serve(addr: SocketAddr, max: usize) -> Result<(), Error> {
     // drop each closure) would only delay that exit.
     let lp: &mut Loop = Box::leak(Loop::new_boxed()?);
     add_accept_handler_limited(lp, listener, limit, move |lp, fd, _peer| {
-        let mut free = pool.take();
-        let conn = free.pop();
-        pool.set(free);
+        let conn = pool.borrow_mut().pop();
         let Some(mut conn) = conn else {
             // Cannot happen (the limit is the pool's size): refuse it all the same.
             limit.release(lp);
@@ -134,9 +132,7 @@ fn serve(addr: SocketAddr, max: usize) -> Result<(), Error> {
 
 /// Puts a connection's buffer back in the pool.
 fn give_back(pool: Pool, conn: Option<Box<Conn>>) {
-    let mut free = pool.take();
-    free.extend(conn);
-    pool.set(free);
+    pool.borrow_mut().extend(conn);
 }
 
 /// A connection's handler (its state: the connection's buffer, back in `pool` once it
