@@ -65,6 +65,8 @@ fn read_monotonic() -> Timespec {
 /// always exists, so a failure (impossible) reads as the epoch.
 #[cfg(feature = "libc-clock")]
 #[allow(unsafe_code)] // one `clock_gettime` into a local timespec
+// `time_t` and `c_long` are `i64` on 64-bit targets, narrower on some 32-bit ones.
+#[allow(clippy::useless_conversion)]
 #[inline]
 fn read_monotonic() -> Timespec {
     let mut ts = libc::timespec {
