@@ -64,24 +64,24 @@ fn read_monotonic() -> Timespec {
 /// library's vDSO lookup, which a program that links libc carries anyway). The monotonic clock
 /// always exists, so a failure (impossible) reads as the epoch.
 #[cfg(feature = "libc-clock")]
-#[allow(unsafe_code)] // one `clock_gettime` into a local timespec
-// `time_t` and `c_long` are `i64` on 64-bit targets, narrower on some 32-bit ones.
-#[allow(clippy::useless_conversion)]
+// One `clock_gettime` into a local timespec; `time_t` and `c_long` are `i64` on 64-bit targets,
+// narrower on some 32-bit ones.
+#[allow(unsafe_code, clippy::useless_conversion)]
 #[inline]
 fn read_monotonic() -> Timespec {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable `timespec` for the duration of the call, and
+    // Not a struct literal: some targets' `timespec` has private padding fields.
+    let mut ts = core::mem::MaybeUninit::<libc::timespec>::uninit();
+    // SAFETY: `ts` is valid for writes of one `timespec` for the duration of the call, and
     // `CLOCK_MONOTONIC` is a clock id every supported kernel knows; the call writes only `ts`.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, ts.as_mut_ptr()) };
     if rc != 0 {
         return Timespec {
             tv_sec: 0,
             tv_nsec: 0,
         };
     }
+    // SAFETY: a successful `clock_gettime` filled `ts`.
+    let ts = unsafe { ts.assume_init() };
     Timespec {
         tv_sec: ts.tv_sec.into(),
         tv_nsec: ts.tv_nsec.into(),
@@ -107,6 +107,27 @@ mod tests {
             let now = clock.now();
             assert!(now >= last);
             last = now;
+        }
+    }
+
+    /// With or without feature `libc-clock`, the clock is the kernel's `CLOCK_MONOTONIC`, the
+    /// one the pollers' timeouts (epoll's timerfd) run on: a reading falls between two of
+    /// rustix's own.
+    #[test]
+    fn clock_reads_the_same_monotonic_clock_as_rustix() {
+        let nanos = || {
+            timespec_nanos(rustix::time::clock_gettime(
+                rustix::time::ClockId::Monotonic,
+            ))
+        };
+        for _ in 0..100 {
+            let before = nanos();
+            let ours = monotonic_now().as_nanos();
+            let after = nanos();
+            assert!(
+                before <= ours && ours <= after,
+                "{before} <= {ours} <= {after}"
+            );
         }
     }
 
