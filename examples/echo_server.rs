@@ -19,10 +19,9 @@
 //!   its echo holds one buffer, no more). End of stream or an error closes it.
 //! * Exit status 2 for bad arguments, 1 if the socket or the loop cannot be set up.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::os::fd::{BorrowedFd, OwnedFd};
-use std::rc::Rc;
 
 use ioloop::accept::{add_accept_handler_limited, AcceptLimit};
 use ioloop::{Errno as LoopErrno, Error, HandlerResult, Interest, Readiness};
@@ -49,9 +48,9 @@ struct Conn {
     buf: [u8; BUF],
 }
 
-/// The free connection buffers, allocated once at start-up (a `Cell`: taken out and put
-/// back, never borrowed across a call).
-type Pool = Rc<Cell<Vec<Box<Conn>>>>;
+/// The free connection buffers, allocated once at start-up and kept for the life of the
+/// process (borrowed only inside `pop`/`give_back`, never across a call into the loop).
+type Pool = &'static RefCell<Vec<Box<Conn>>>;
 
 #[path = "shared/server_args.rs"]
 mod server_args;
@@ -90,7 +89,8 @@ fn listen(addr: SocketAddr) -> Result<OwnedFd, Error> {
 /// Listens on `addr` and serves at most `max` connections at once until the loop fails.
 fn serve(addr: SocketAddr, max: usize) -> Result<(), Error> {
     let listener = listen(addr)?;
-    let pool: Pool = Rc::new(Cell::new(
+    // One pool and one limit for the life of the process.
+    let pool: Pool = Box::leak(Box::new(RefCell::new(
         (0..max)
             .map(|_| {
                 Box::new(Conn {
@@ -100,17 +100,14 @@ fn serve(addr: SocketAddr, max: usize) -> Result<(), Error> {
                 })
             })
             .collect(),
-    ));
-    // One limit for the life of the process.
+    )));
     let limit: &'static AcceptLimit = Box::leak(Box::new(AcceptLimit::new(max)));
     // Never dropped: `serve` returns only on a failure, and the process exits right after,
     // when the kernel closes every fd; the loop's teardown (deregister and close each fd,
     // drop each closure) would only delay that exit.
     let lp: &mut Loop = Box::leak(Loop::new_boxed()?);
     add_accept_handler_limited(lp, listener, limit, move |lp, fd, _peer| {
-        let mut free = pool.take();
-        let conn = free.pop();
-        pool.set(free);
+        let conn = pool.borrow_mut().pop();
         let Some(mut conn) = conn else {
             // Cannot happen (the limit is the pool's size): refuse it all the same.
             limit.release(lp);
@@ -120,13 +117,12 @@ fn serve(addr: SocketAddr, max: usize) -> Result<(), Error> {
         // backlog, after a write error).
         (conn.start, conn.end) = (0, 0);
         let _ = net::sockopt::set_tcp_nodelay(&fd, true);
-        let state = (pool.clone(), Some(conn));
         if let Err(refused) =
-            lp.add_owned_handler_with_state(fd, Interest::READ, state, on_conn(limit))
+            lp.add_owned_handler_with_state(fd, Interest::READ, Some(conn), on_conn(pool, limit))
         {
             // The fd comes back and is closed here; the buffer and the place are freed.
-            let (_fd, (pool, conn), _) = refused.value;
-            give_back(&pool, conn);
+            let (_fd, conn, _) = refused.value;
+            give_back(pool, conn);
             limit.release(lp);
         }
     })
@@ -135,19 +131,17 @@ fn serve(addr: SocketAddr, max: usize) -> Result<(), Error> {
 }
 
 /// Puts a connection's buffer back in the pool.
-fn give_back(pool: &Pool, conn: Option<Box<Conn>>) {
-    let mut free = pool.take();
-    free.extend(conn);
-    pool.set(free);
+fn give_back(pool: Pool, conn: Option<Box<Conn>>) {
+    pool.borrow_mut().extend(conn);
 }
 
-/// A connection's handler, releasing its place in `limit` when it closes.
-#[allow(clippy::type_complexity)]
+/// A connection's handler (its state: the connection's buffer, back in `pool` once it
+/// closes), releasing its place in `limit` when it closes.
 fn on_conn(
+    pool: Pool,
     limit: &'static AcceptLimit,
-) -> impl FnMut(&mut (Pool, Option<Box<Conn>>), &mut Loop, BorrowedFd<'_>, Readiness) -> HandlerResult
-{
-    move |(pool, conn), lp, fd, ready| {
+) -> impl FnMut(&mut Option<Box<Conn>>, &mut Loop, BorrowedFd<'_>, Readiness) -> HandlerResult {
+    move |conn, lp, fd, ready| {
         let next = match conn {
             Some(c) if ready.contains(Readiness::READ) || !ready.contains(Readiness::ERROR) => {
                 echo(&mut c.buf, &mut c.start, &mut c.end, fd)

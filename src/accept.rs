@@ -644,13 +644,20 @@ impl<F> Acceptor<F> {
         let Some(id) = me else {
             return Err(HandlerError::Os(errno));
         };
-        let delay = Duration::from_millis(u64::from(self.backoff_ms));
-        let Ok(timer) = schedule_rearm(lp, fd, id, delay, None) else {
+        if lp.timer_count() >= T {
+            // No timer to re-arm with: stay armed (the next readiness retries at once).
             return Err(HandlerError::Other(BACKOFF_NO_TIMER));
-        };
+        }
+        // Disarm first, then schedule the re-arm: a refused disarm leaves nothing to cancel
+        // (the listener is still armed, the next readiness retries).
         if lp.update_handler(fd, Interest::empty()).is_err() {
-            // Still armed: the timer would only repeat what is in force.
-            lp.remove_timeout(timer);
+            return Err(HandlerError::Os(errno));
+        }
+        let delay = Duration::from_millis(u64::from(self.backoff_ms));
+        if schedule_rearm(lp, fd, id, delay, None).is_err() {
+            // Not expected (a slot was free): arm again at once rather than stay disarmed.
+            rearm(lp, fd, id);
+            return Err(HandlerError::Other(BACKOFF_NO_TIMER));
         }
         Err(HandlerError::Os(errno))
     }

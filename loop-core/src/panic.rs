@@ -6,7 +6,9 @@
 //! [`Failure::Panicked`](crate::Failure::Panicked) for the error hook and the loop goes on.
 //! Without `std` nothing can be caught: the panic unwinds out of `run` (or aborts, with
 //! `panic = "abort"`), and drop guards at every call site leave the loop's tables consistent
-//! and the loop runnable again.
+//! and the loop runnable again. Built with `panic = "abort"` there is nothing to catch either
+//! (a panic ends the process before any `catch_unwind` could see it): [`catch`] then only
+//! calls its closure, and [`Caught`] cannot be made, so the reporting paths are not linked.
 
 use core::fmt;
 
@@ -83,7 +85,7 @@ impl PanicMessage {
     }
 
     /// The message of a payload caught by `catch_unwind`.
-    #[cfg(any(feature = "std", test))]
+    #[cfg(all(any(feature = "std", test), panic = "unwind"))]
     fn from_payload(payload: &(dyn core::any::Any + Send)) -> PanicMessage {
         if let Some(s) = payload.downcast_ref::<&'static str>() {
             PanicMessage::new(s)
@@ -128,20 +130,20 @@ impl defmt::Format for PanicMessage {
 
 /// A caught panic: its payload, to read the message from or to resume unwinding with. Two
 /// words, so that `Result<R, Caught>` stays small on the hot path.
-#[cfg(any(feature = "std", test))]
+#[cfg(all(any(feature = "std", test), panic = "unwind"))]
 pub(crate) struct Caught {
     payload: std::boxed::Box<dyn core::any::Any + Send>,
 }
 
-/// Without `std` nothing is caught: this is never made.
-#[cfg(not(any(feature = "std", test)))]
+/// Without `std`, or with `panic = "abort"`, nothing is caught: this is never made.
+#[cfg(not(all(any(feature = "std", test), panic = "unwind")))]
 pub(crate) enum Caught {}
 
 impl Caught {
     /// Its message; the payload is dropped (under a second catch: a payload's own `Drop` may
     /// panic, as std's docs warn, and what that one throws is forgotten).
     pub(crate) fn into_message(self) -> PanicMessage {
-        #[cfg(any(feature = "std", test))]
+        #[cfg(all(any(feature = "std", test), panic = "unwind"))]
         {
             let Caught { payload } = self;
             let message = PanicMessage::from_payload(&*payload);
@@ -152,30 +154,31 @@ impl Caught {
             }
             message
         }
-        #[cfg(not(any(feature = "std", test)))]
+        #[cfg(not(all(any(feature = "std", test), panic = "unwind")))]
         match self {}
     }
 
     /// Unwind again with the original payload, as if it had never been caught.
     pub(crate) fn resume(self) -> ! {
-        #[cfg(any(feature = "std", test))]
+        #[cfg(all(any(feature = "std", test), panic = "unwind"))]
         {
             std::panic::resume_unwind(self.payload)
         }
-        #[cfg(not(any(feature = "std", test)))]
+        #[cfg(not(all(any(feature = "std", test), panic = "unwind")))]
         match self {}
     }
 }
 
 /// Call `f`, catching a panic (feature `std`): `Err` carries its message and payload. Without
-/// `std` this only calls `f`, and a panic unwinds through.
+/// `std` this only calls `f`, and a panic unwinds through; with `panic = "abort"` it only calls
+/// `f` too (a panic aborts the process: there is nothing to catch).
 ///
 /// The closure is asserted unwind-safe: after a caught panic the loop restores its own tables
 /// (see the call sites), and state the user's closure shares with others is the user's, as in
 /// Tornado, where an exception leaves a callback's objects as it found them.
 #[inline(always)]
 pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, Caught> {
-    #[cfg(any(feature = "std", test))]
+    #[cfg(all(any(feature = "std", test), panic = "unwind"))]
     {
         #[cfg(test)]
         if !testing::catching() {
@@ -184,7 +187,7 @@ pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, Caught> {
         std::panic::catch_unwind(core::panic::AssertUnwindSafe(f))
             .map_err(|payload| Caught { payload })
     }
-    #[cfg(not(any(feature = "std", test)))]
+    #[cfg(not(all(any(feature = "std", test), panic = "unwind")))]
     {
         Ok(f())
     }

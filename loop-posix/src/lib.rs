@@ -13,7 +13,10 @@
 //! - [`check_open`]: the fd-level probe the pollers share.
 //!
 //! `no_std`, no allocation, and no libc on Linux and Android (rustix's raw-syscall backend);
-//! elsewhere rustix links libc anyway, and [`fork`] uses its `pthread_atfork`.
+//! elsewhere rustix links libc anyway, and [`fork`] uses its `pthread_atfork`. Feature
+//! `libc-clock` (for programs that link libc anyway, as every `std` program does; the `ioloop`
+//! facade turns it on) reads the clock through the C library's `clock_gettime` instead of
+//! rustix's own vDSO reader, so a static binary carries one vDSO lookup, not two.
 //!
 //! ```
 //! use loop_core::Notify;

@@ -265,8 +265,10 @@ impl Beacon {
         }
     }
 
-    /// A call begins: publish its name, then its number.
-    #[inline]
+    /// A call begins: publish its name, then its number. Out of line: it is only reached
+    /// while a beacon is set, and every call site (handlers, timers, callbacks, signal
+    /// handlers, tasks) would otherwise carry its own copy.
+    #[inline(never)]
     pub(super) fn enter(&self, name: &'static str) {
         let mut call = self.calls.load(Ordering::Relaxed).wrapping_add(1);
         if call == 0 {
