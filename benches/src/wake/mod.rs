@@ -24,6 +24,7 @@
 //!   line coming back; what the loop does after answering is off the timed path. Skipped on a
 //!   machine with one online CPU.
 
+pub mod diag;
 pub mod ioloop_peer;
 pub mod mio_peer;
 pub mod raw_eventfd;
@@ -169,12 +170,15 @@ pub fn join(h: std::thread::JoinHandle<Vec<f64>>) -> io::Result<Vec<f64>> {
 
 /// The peers, reference first.
 pub fn peers() -> Vec<Peer<WakeCase, WakeSamples>> {
-    vec![
+    let mut peers = vec![
         Peer::ioloop(ioloop_peer::run),
         Peer::new("eventfd+epoll (floor)", Role::Floor, raw_eventfd::run),
         Peer::new("mio Waker", Role::Peer, mio_peer::run),
         Peer::new("tokio Handle::spawn", Role::Peer, tokio_peer::run),
-    ]
+    ];
+    // Only with IOLOOP_BENCH_WAKE_DIAG set: see `diag`.
+    peers.extend(diag::peers());
+    peers
 }
 
 /// Adds one case's rows (µs) to the report.
