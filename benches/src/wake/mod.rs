@@ -15,8 +15,10 @@
 //!   also includes everything the loop does after answering until it blocks in its poller
 //!   again, and two context switches. This is the appliance case (one core), and it is
 //!   dominated by the kernel: the system calls are the same for every peer (one eventfd
-//!   `write`, one `epoll_wait`), and on the VM the tables come from, the floor's own median
-//!   moves by up to 0.5 µs with its code layout (see the README's roadmap).
+//!   `write`, one `epoll_wait`). On the VM the tables come from, a function return after a
+//!   system call that switched threads costs about 0.3 µs per side, and the floor makes none
+//!   (its write and wait are inline in the timing loop): `IOLOOP_BENCH_WAKE_DIAG=1` adds the
+//!   floor with its write, its wait or both behind a call (see [`diag`]).
 //! * **two cores**: the loop (this thread) on the first CPU of the process's affinity mask,
 //!   the remote on another online CPU, each pinned for the case (overriding a one-core pin
 //!   for this case only). No context switch between the two: a trip is the eventfd write, the
