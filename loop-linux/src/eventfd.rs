@@ -81,27 +81,36 @@ impl EventFdNotifier {
     }
 }
 
+impl EventFdNotifier {
+    /// The write failed. `EAGAIN`: the counter is at its maximum (the poller never reads it
+    /// back: it is edge-triggered), and a failed write makes no new edge, so reset the counter
+    /// and write again, as mio's waker does. Reading and writing an eventfd are
+    /// async-signal-safe.
+    #[cold]
+    #[inline(never)]
+    fn notify_failed(&self, e: rustix::io::Errno) -> Result<(), Errno> {
+        if e != rustix::io::Errno::AGAIN {
+            return Err(errno(e));
+        }
+        self.drain();
+        match rustix::io::write(&self.fd, &1u64.to_ne_bytes()) {
+            Ok(_) | Err(rustix::io::Errno::AGAIN) => Ok(()),
+            Err(e) => Err(errno(e)),
+        }
+    }
+}
+
 impl Notify for EventFdNotifier {
     /// Adds 1 to the counter. In a forked child it does nothing and returns `Ok`: the eventfd
     /// is the parent's, and the child's copy of the loop cannot run (`Error::Forked`).
+    #[inline(always)]
     fn notify(&self) -> Result<(), Errno> {
         if self.fork.forked() {
             return Ok(());
         }
-        let one = 1u64.to_ne_bytes();
-        match rustix::io::write(&self.fd, &one) {
+        match rustix::io::write(&self.fd, &1u64.to_ne_bytes()) {
             Ok(_) => Ok(()),
-            // The counter is at its maximum (the poller never reads it back: it is
-            // edge-triggered). A failed write makes no new edge, so reset the counter and write
-            // again, as mio's waker does. Reading and writing an eventfd are async-signal-safe.
-            Err(rustix::io::Errno::AGAIN) => {
-                self.drain();
-                match rustix::io::write(&self.fd, &one) {
-                    Ok(_) | Err(rustix::io::Errno::AGAIN) => Ok(()),
-                    Err(e) => Err(errno(e)),
-                }
-            }
-            Err(e) => Err(errno(e)),
+            Err(e) => self.notify_failed(e),
         }
     }
 
@@ -154,6 +163,16 @@ mod tests {
         // The counter saturates at u64::MAX - 1; one more write would block, i.e. EAGAIN.
         rustix::io::write(&n.fd, &(u64::MAX - 1).to_ne_bytes()).unwrap();
         assert_eq!(n.notify(), Ok(()));
+    }
+
+    #[test]
+    fn a_write_that_would_block_resets_the_counter_so_the_wake_makes_a_new_edge() {
+        let n = EventFdNotifier::new().unwrap();
+        rustix::io::write(&n.fd, &(u64::MAX - 1).to_ne_bytes()).unwrap();
+        n.notify().unwrap();
+        // Drained, then written once: the counter went 0 -> 1, an edge an edge-triggered
+        // epoll reports.
+        assert_eq!(counter(&n), Some(1));
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub fn run(case: &WakeCase) -> io::Result<WakeSamples> {
     let queue: &'static Remote<Lp, 64> = Box::leak(Box::new(Remote::new()));
     let handle = lp.attach_remote(queue).map_err(io_err)?;
     let shared = Shared::leak();
-    let remote = spawn_remote(shared, case.trips, move |_| {
+    let remote = spawn_remote(shared, case, move |_| {
         // The ring never fills here (one request in flight), so a refusal cannot happen; if it
         // did, the remote would spin until its ack timed out rather than lose the request.
         let _ = handle.add_callback(move |lp: &mut Lp| {

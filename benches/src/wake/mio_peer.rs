@@ -18,7 +18,7 @@ pub fn run(case: &WakeCase) -> io::Result<WakeSamples> {
     let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
     let shared = Shared::leak();
     let w = waker.clone();
-    let remote = spawn_remote(shared, case.trips, move |_| {
+    let remote = spawn_remote(shared, case, move |_| {
         let _ = w.wake();
     });
     let mut events = Events::with_capacity(8);

@@ -15,7 +15,7 @@ pub fn run(case: &WakeCase) -> io::Result<WakeSamples> {
     let (ep, efd) = epoll_with_eventfd()?;
     let shared = Shared::leak();
     let remote_fd = efd.clone();
-    let remote = spawn_remote(shared, case.trips, move |_| {
+    let remote = spawn_remote(shared, case, move |_| {
         let _ = rustix::io::write(&*remote_fd, &1u64.to_ne_bytes());
     });
     let mut events = [Event {

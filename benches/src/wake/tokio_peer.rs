@@ -22,7 +22,7 @@ pub fn run(case: &WakeCase) -> io::Result<WakeSamples> {
     let shared = Shared::leak();
     // The waker of the `block_on` future, for the stop task (leaked, like `shared`).
     let stopper: &'static Mutex<Option<Waker>> = Box::leak(Box::new(Mutex::new(None)));
-    let remote = spawn_remote(shared, case.trips, move |_| {
+    let remote = spawn_remote(shared, case, move |_| {
         handle.spawn(async move {
             if !shared.answer() {
                 if let Some(w) = stopper.lock().unwrap().take() {

@@ -271,11 +271,10 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         let remote = match self.remote {
             Some(r) => {
                 // Producers after this point wake the poller again.
-                r.clear_wake();
-                if r.take_stop() {
+                let (n, stop) = r.begin();
+                if stop {
                     self.stop_requested = true;
                 }
-                let n = r.len();
                 self.counters.remote_high_water = self.counters.remote_high_water.max(n);
                 n
             }
@@ -303,7 +302,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     #[inline]
     fn poll_timeout(&self, cap: Option<Duration>) -> Option<Duration> {
         let pending = !self.callbacks.is_empty()
-            || self.remote.is_some_and(|r| r.len() > 0)
+            || self.remote.is_some_and(|r| !r.is_empty())
             || (self.signal_count > 0 && signal::any_pending(self.remote_wake))
             || self.executor.is_some_and(|e| e.any_ready());
         let timeout = if pending {

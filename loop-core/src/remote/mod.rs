@@ -411,24 +411,50 @@ impl<L: RemoteTarget, const N: usize> Remote<L, N> {
         Some(value)
     }
 
-    /// How many closures are queued (claimed cells, including ones being written).
-    pub(crate) fn len(&self) -> usize {
+    /// How many closures are queued (claimed cells, including ones being written), without
+    /// touching the high-water mark.
+    #[inline]
+    fn queued(&self) -> usize {
         // SAFETY: read by the attached loop only (see `pop`).
         let dequeue = unsafe { *self.dequeue.get() };
-        let len = self
-            .enqueue
+        self.enqueue
             .load(Ordering::Acquire)
             .wrapping_sub(dequeue)
-            .min(N);
-        self.high_water.fetch_max(len, Ordering::Relaxed);
+            .min(N)
+    }
+
+    /// How many closures are queued, raising the high-water mark to it. Only the attached
+    /// loop writes the mark (and `attach`, before that loop exists), so a plain load and a
+    /// store when it grows replace a locked read-modify-write.
+    pub(crate) fn len(&self) -> usize {
+        let len = self.queued();
+        if len > self.high_water.load(Ordering::Relaxed) {
+            self.high_water.store(len, Ordering::Relaxed);
+        }
         len
     }
 
     /// The loop is about to look at the queue: the next producer must wake it again.
     pub(crate) fn clear_wake(&self) {
-        self.wake_pending.store(false, Ordering::SeqCst);
-        // See `wake_inside`: the flag write must precede the queue reads that follow.
+        // The flag store and the queue reads that follow are kept in order by the SeqCst
+        // fence, which pairs with the one in `wake_inside` (Dekker with fences: each side
+        // writes its word, fences, then reads the other's, so if the producer's fence comes
+        // second in the single total order of SeqCst fences it reads `false` and writes the
+        // notifier, and if it comes first the loop's queue reads see its push). The store
+        // needs nothing stronger than the fence: one barrier per iteration, not two (a SeqCst
+        // store is an `xchg` on x86, a second full barrier before the fence's).
+        self.wake_pending.store(false, Ordering::Relaxed);
         core::sync::atomic::fence(Ordering::SeqCst);
+    }
+
+    /// The loop's start of an iteration, in one call (one indirect call through
+    /// [`RemoteQueue`] instead of three): re-arm the wake ([`clear_wake`](Self::clear_wake)),
+    /// take a pending stop, and count the queue (raising the high-water mark).
+    #[inline]
+    fn begin(&self) -> (usize, bool) {
+        self.clear_wake();
+        let stop = self.take_stop();
+        (self.len(), stop)
     }
 
     /// Whether a handle asked the loop to stop (and forget that it did).
@@ -729,9 +755,11 @@ impl<L: RemoteTarget, const N: usize> LoopHandle<L, N> {
 /// The loop's view of its attached [`Remote`], with the capacity erased.
 pub(crate) trait RemoteQueue<L: 'static> {
     fn pop(&self) -> Option<SendFn<L>>;
-    fn len(&self) -> usize;
-    fn clear_wake(&self);
-    fn take_stop(&self) -> bool;
+    /// Start an iteration: clear the wake flag (producers from here on wake the poller
+    /// again), take a pending stop, count the queue. Returns `(queued, stop)`.
+    fn begin(&self) -> (usize, bool);
+    /// Whether nothing is queued (no high-water update: the poll timeout's check).
+    fn is_empty(&self) -> bool;
     fn close(&self);
 }
 
@@ -739,14 +767,11 @@ impl<L: RemoteTarget, const N: usize> RemoteQueue<L> for Remote<L, N> {
     fn pop(&self) -> Option<SendFn<L>> {
         Remote::pop(self)
     }
-    fn len(&self) -> usize {
-        Remote::len(self)
+    fn begin(&self) -> (usize, bool) {
+        Remote::begin(self)
     }
-    fn clear_wake(&self) {
-        Remote::clear_wake(self)
-    }
-    fn take_stop(&self) -> bool {
-        Remote::take_stop(self)
+    fn is_empty(&self) -> bool {
+        self.queued() == 0
     }
     fn close(&self) {
         Remote::close(self)

@@ -352,3 +352,54 @@ fn signal_wake_after_close_touches_nothing_and_after_reattach_wakes_the_new_loop
     assert_eq!(lp.poller().notifier().count(), 1, "the new loop is woken");
     assert_eq!(first.count(), 1);
 }
+
+#[test]
+fn a_push_after_the_loop_cleared_the_wake_flag_writes_the_notifier_again() {
+    static REMOTE: Remote<Lp, 8> = Remote::new();
+    let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+    let handle = lp.attach_remote(&REMOTE).unwrap();
+    let count = |lp: &Lp| lp.poller().notifier().count();
+    // A burst before the loop looks: one write.
+    handle.add_callback(|_| {}).unwrap();
+    handle.add_callback(|_| {}).unwrap();
+    assert_eq!(count(&lp), 1);
+    // The iteration clears the flag before it drains, and consumes that write in its poll.
+    lp.run_once(Some(Duration::ZERO)).unwrap();
+    // The next push finds the flag clear: it must write again (no lost wake).
+    handle.add_callback(|_| {}).unwrap();
+    assert_eq!(count(&lp), 2);
+    // A push from inside the iteration, after the loop cleared the flag (here: from a remote
+    // callback it is running), also writes, and the poll does not block: it runs next time.
+    let inner = handle;
+    handle
+        .add_callback(move |_| {
+            inner.add_callback(|lp| lp.stop()).unwrap();
+        })
+        .unwrap();
+    assert_eq!(
+        count(&lp),
+        2,
+        "flag still set: the burst costs no second write"
+    );
+    lp.run_once(None).unwrap();
+    assert_eq!(count(&lp), 3, "pushed after the clear: written");
+    assert_eq!(lp.poller().stats().last_timeout, Some(Some(Duration::ZERO)));
+    lp.run().unwrap(); // the stop queued from inside runs in the next iteration
+}
+
+#[test]
+fn high_water_counts_the_largest_queue_and_an_empty_check_does_not_raise_it() {
+    static REMOTE: Remote<Lp, 8> = Remote::new();
+    let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+    let handle = lp.attach_remote(&REMOTE).unwrap();
+    for _ in 0..3 {
+        handle.add_callback(|_| {}).unwrap();
+    }
+    assert_eq!(REMOTE.high_water(), 0, "not sampled before the loop looks");
+    lp.run_once(Some(Duration::ZERO)).unwrap();
+    assert_eq!(REMOTE.high_water(), 3);
+    handle.add_callback(|_| {}).unwrap();
+    lp.run_once(Some(Duration::ZERO)).unwrap();
+    assert_eq!(REMOTE.high_water(), 3, "a smaller queue leaves the mark");
+    assert_eq!(lp.counters().remote_high_water, 3);
+}
