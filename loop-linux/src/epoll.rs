@@ -376,6 +376,13 @@ impl<const N: usize> Poller for Epoll<N> {
     fn forked(&self) -> bool {
         self.fork.forked()
     }
+
+    /// `true`: epoll keys registrations by open file and fd number, so `EPOLL_CTL_ADD`'s
+    /// `EEXIST` proves the file `fd` names now is registered (as it was), and a success that
+    /// it was not.
+    fn register_eexist_is_exact(&self) -> bool {
+        true
+    }
 }
 
 impl<const N: usize> loop_core::OpenPoller for Epoll<N> {
@@ -414,6 +421,119 @@ impl<const N: usize> fmt::Debug for Epoll<N> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Deferred removal on epoll: a handler removed and re-added with the same interest keeps
+    /// the kernel registration (a refused `EPOLL_CTL_ADD`), and the kernel's old key reaches
+    /// only the new handler, from the next poll on.
+    mod deferred_take_over {
+        extern crate std;
+        use super::*;
+        use loop_core::EventLoop;
+        use std::cell::Cell;
+        use std::io::Write;
+        use std::os::unix::net::UnixStream;
+        use std::rc::Rc;
+
+        type Lp = EventLoop<Epoll, 8, 4, 4>;
+
+        fn counting(lp: &mut Lp, fd: RawFd, n: &Rc<Cell<u32>>) {
+            let n = n.clone();
+            lp.add_handler(fd, Interest::READ, move |_, _, _| {
+                n.set(n.get() + 1);
+                Ok(())
+            })
+            .map_err(|r| r.error)
+            .unwrap();
+        }
+
+        fn readable() -> (UnixStream, UnixStream) {
+            let (ours, mut peer) = UnixStream::pair().unwrap();
+            peer.write_all(b"x").unwrap(); // never read: level-triggered, ready every poll
+            (ours, peer)
+        }
+
+        #[test]
+        fn a_removed_and_re_added_handler_keeps_the_registration_and_gets_the_events() {
+            let mut lp = Lp::with_poller(Epoll::new().unwrap());
+            lp.set_deferred_removal(true);
+            let (ours, _peer) = readable();
+            let fd = ours.as_raw_fd();
+            let (old, new) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
+            counting(&mut lp, fd, &old);
+            lp.run_once(Some(Duration::ZERO)).unwrap();
+            assert_eq!(old.get(), 1);
+            for round in 1..=3 {
+                assert!(lp.remove_handler(fd));
+                counting(&mut lp, fd, &new);
+                lp.run_once(Some(Duration::ZERO)).unwrap();
+                assert_eq!((old.get(), new.get()), (1, round));
+            }
+            // Removed for good: deregistered before the next poll.
+            assert!(lp.remove_handler(fd));
+            lp.run_once(Some(Duration::ZERO)).unwrap();
+            assert_eq!(
+                lp.poller_mut().deregister(fd),
+                Err(Error::Os {
+                    errno: Errno::ENOENT
+                })
+            );
+        }
+
+        #[test]
+        fn a_closed_and_reused_number_is_registered_for_its_new_file() {
+            let mut lp = Lp::with_poller(Epoll::new().unwrap());
+            lp.set_deferred_removal(true);
+            let (ours, peer) = readable();
+            let fd = ours.as_raw_fd();
+            let (old, new) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
+            counting(&mut lp, fd, &old);
+            assert!(lp.remove_handler(fd));
+            drop((ours, peer)); // the kernel drops the registration with the file
+            let (again, _peer) = readable();
+            let reused = again.as_raw_fd();
+            counting(&mut lp, reused, &new);
+            lp.run_once(Some(Duration::ZERO)).unwrap();
+            assert_eq!((old.get(), new.get()), (0, 1), "fd {fd} reused as {reused}");
+            lp.run_once(Some(Duration::ZERO)).unwrap();
+            assert_eq!(new.get(), 2);
+        }
+
+        #[test]
+        fn a_handler_re_added_during_a_pass_misses_that_passs_events_only() {
+            let mut lp = Lp::with_poller(Epoll::new().unwrap());
+            lp.set_deferred_removal(true);
+            let (x, _px) = readable();
+            let (y, _py) = readable();
+            let (xfd, yfd) = (x.as_raw_fd(), y.as_raw_fd());
+            let (old_y, new_y) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
+            counting(&mut lp, yfd, &old_y);
+            let n = new_y.clone();
+            let replaced = Rc::new(Cell::new(false));
+            let r = replaced.clone();
+            lp.add_handler(xfd, Interest::READ, move |lp, _, _| {
+                if !r.replace(true) {
+                    assert!(lp.remove_handler(yfd));
+                    counting(lp, yfd, &n);
+                }
+                Ok(())
+            })
+            .map_err(|r| r.error)
+            .unwrap();
+            lp.run_once(Some(Duration::ZERO)).unwrap();
+            assert!(replaced.get());
+            assert!(
+                old_y.get() <= 1,
+                "the old handler: at most before its removal"
+            );
+            assert_eq!(
+                new_y.get(),
+                0,
+                "y's event of this poll was fetched for the old one"
+            );
+            lp.run_once(Some(Duration::ZERO)).unwrap();
+            assert_eq!(new_y.get(), 1);
+        }
+    }
 
     #[test]
     fn epoll_is_send_and_static() {

@@ -154,6 +154,18 @@ impl<T, const N: usize> Slab<T, N> {
         }
     }
 
+    /// The value and generation at `index`, if occupied, mutably.
+    #[inline]
+    pub(crate) fn get_by_index_mut(&mut self, index: u32) -> Option<(&mut T, u32)> {
+        match self.entry_mut(index) {
+            Some(Entry {
+                generation,
+                state: State::Occupied(v),
+            }) => Some((v, *generation)),
+            _ => None,
+        }
+    }
+
     /// Remove the value at `(index, generation)`; the slot's generation moves on so the handle
     /// is dead from now on.
     pub(crate) fn remove(&mut self, index: u32, generation: u32) -> Option<T> {

@@ -68,6 +68,36 @@ pub(crate) struct Slot<F> {
     /// Closing the loop has deregistered the fd; the slot only
     /// waits for its closure to be dropped.
     pub(crate) released: bool,
+    /// This handler took over the kernel registration of a handler removed before it was
+    /// added, under that handler's key (same slot, generation [`alias`](Self::alias)), and
+    /// events under that key are its ([`HandlerTable::alias`]).
+    pub(crate) aliased: bool,
+    /// The kernel still holds that registration under the old key: cleared whenever the loop
+    /// gives the poller this handler's own key (events fetched under the old key before that
+    /// stay this handler's).
+    pub(crate) kernel_has_alias: bool,
+    /// The generation of the key the kernel reports for this handler while `aliased`.
+    pub(crate) alias: u32,
+    /// The table's poll epoch when the alias was made: an event with the old key from that
+    /// poll was fetched before this handler existed, and is not its.
+    pub(crate) alias_epoch: u32,
+}
+
+impl<F> Slot<F> {
+    /// The key the poller reports this registration's events under: its own id's, or the
+    /// key of the removed handler whose registration it took over.
+    #[inline]
+    pub(crate) fn kernel_key(&self, id: HandlerId) -> u64 {
+        if self.kernel_has_alias {
+            HandlerId {
+                index: id.index,
+                generation: self.alias,
+            }
+            .key()
+        } else {
+            id.key()
+        }
+    }
 }
 
 /// The tasks waiting on an async I/O registration, and the readiness seen since they last
@@ -87,10 +117,14 @@ pub(crate) struct HandlerTable<F, const H: usize> {
     slots: Slab<Slot<F>, H>,
     index: FdIndex<H>,
     changes: Changes,
+    /// Moves on when a poll begins (wrapping): tells the events of the poll during which an
+    /// alias was made (not the new handler's) from later ones.
+    epoch: u32,
 }
 
 // SAFETY: the slab and the index are zero-valid (see their impls); `Changes` is integers and
-// booleans, all-zero an empty list with both flags clear.
+// booleans (and `Interest` bit sets, for which zero is empty), all-zero an empty list with
+// every flag clear; `epoch` is an integer.
 unsafe impl<F, const H: usize> ZeroInit for HandlerTable<F, H> {}
 
 /// How many deregistrations may wait for the next poll (see [`Changes`]).
@@ -103,7 +137,7 @@ pub(crate) const DEFERRED: usize = 16;
 /// and its closure dropped when `remove_handler` returns.
 pub(crate) struct Changes {
     /// fds whose handler was removed while their registration stays with the poller.
-    fds: [RawFd; DEFERRED],
+    fds: [Deferred; DEFERRED],
     len: u32,
     /// A deferred deregistration found the fd closed, or a re-add found its number naming
     /// another file: if a `dup` keeps the old file open, its registration outlives the handler
@@ -114,6 +148,15 @@ pub(crate) struct Changes {
     removed_since_poll: bool,
     /// Deferring is switched on (`EventLoop::set_deferred_removal`).
     enabled: bool,
+}
+
+/// A registration whose deregistration waits: the fd, and the key and interest the poller
+/// holds for it.
+#[derive(Clone, Copy)]
+pub(crate) struct Deferred {
+    pub(crate) fd: RawFd,
+    pub(crate) interest: Interest,
+    pub(crate) key: u64,
 }
 
 /// What [`HandlerTable::take_into`] found for an event.
@@ -177,6 +220,10 @@ impl<F, const H: usize> HandlerTable<F, H> {
             handler: None,
             io: None,
             released: false,
+            aliased: false,
+            kernel_has_alias: false,
+            alias: 0,
+            alias_epoch: 0,
         };
         let (index, generation) = self.slots.insert(slot).map_err(|_| InsertError::Full)?;
         self.index.insert(fd, index);
@@ -252,15 +299,22 @@ impl<F, const H: usize> HandlerTable<F, H> {
     ///
     /// One generation-checked lookup per event: an async I/O registration is told apart here
     /// too ([`Taken::Io`], `out` untouched).
+    ///
+    /// `id` is the event's key: if it is the old key of a registration a later handler took
+    /// over ([`alias`](Self::alias)), it becomes that handler's id.
     #[inline]
     pub(crate) fn take_into<'o>(
         &mut self,
-        id: HandlerId,
+        id: &mut HandlerId,
         ready: Readiness,
         out: &'o mut Option<F>,
     ) -> Taken<'o, F> {
-        let Some(slot) = self.slots.get_mut(id.index, id.generation) else {
-            return Taken::Stale;
+        let slot = match self.slots.get_mut(id.index, id.generation) {
+            Some(slot) => slot,
+            None => match Self::resolve_alias(&mut self.slots, self.epoch, id) {
+                Some(slot) => slot,
+                None => return Taken::Stale,
+            },
         };
         // The closure's test first: an I/O registration never has one (`handler` is always
         // `None` there), so a handler's event skips the `io` test.
@@ -274,6 +328,41 @@ impl<F, const H: usize> HandlerTable<F, H> {
             return Taken::Io;
         }
         Taken::Nothing
+    }
+
+    /// The handler whose registration is reported under `id`'s (dead) key, if one took it
+    /// over ([`alias`](Self::alias)) before a poll that began since: `id` becomes its id.
+    #[cold]
+    #[inline(never)]
+    fn resolve_alias<'s>(
+        slots: &'s mut Slab<Slot<F>, H>,
+        epoch: u32,
+        id: &mut HandlerId,
+    ) -> Option<&'s mut Slot<F>> {
+        let (slot, generation) = slots.get_by_index_mut(id.index)?;
+        if slot.aliased && slot.alias == id.generation && slot.alias_epoch != epoch {
+            id.generation = generation;
+            Some(slot)
+        } else {
+            None
+        }
+    }
+
+    /// `id` took over the registration the poller holds under `old` (the key of a removed
+    /// handler of the same fd, in the same slot, with the same interest): events reported
+    /// under `old` by polls that begin from now on are `id`'s. (One that began before, whose
+    /// events may still be dispatched, fetched them for the removed handler: they stay
+    /// dead.) A `u32` epoch: after exactly 2^32 polls with no event in between, one poll's
+    /// events for `id` would be taken for old ones and dropped (a level-triggered
+    /// registration reports them again at the next poll).
+    pub(crate) fn alias(&mut self, id: HandlerId, old: HandlerId) {
+        let epoch = self.epoch;
+        if let Some(slot) = self.slots.get_mut(id.index, id.generation) {
+            slot.aliased = true;
+            slot.kernel_has_alias = true;
+            slot.alias = old.generation;
+            slot.alias_epoch = epoch;
+        }
     }
 
     /// Put a handler back from `from` after its call: `true` if it went back (`from` is
@@ -301,15 +390,15 @@ impl<F, const H: usize> HandlerTable<F, H> {
         self.changes.enabled = on;
     }
 
-    /// Defer the deregistration of `fd`, whose handler was just removed, to the next poll
-    /// (or to a re-add of `fd`). `false` if the list is full: deregister now.
+    /// Defer the deregistration of `d.fd`, whose handler was just removed, to the next poll
+    /// (or to a re-add of the fd). `false` if the list is full: deregister now.
     #[inline]
-    pub(crate) fn defer_deregister(&mut self, fd: RawFd) -> bool {
+    pub(crate) fn defer_deregister(&mut self, d: Deferred) -> bool {
         let c = &mut self.changes;
         c.removed_since_poll = true;
         match c.fds.get_mut(c.len as usize) {
             Some(free) => {
-                *free = fd;
+                *free = d;
                 c.len += 1;
                 true
             }
@@ -323,19 +412,19 @@ impl<F, const H: usize> HandlerTable<F, H> {
         self.changes.removed_since_poll = true;
     }
 
-    /// Take `fd` off the deferred list: `true` if it was there, i.e. its old registration is
-    /// still with the poller, for the caller to take over with a `modify`.
+    /// Take `fd` off the deferred list: `Some` if it was there, i.e. its old registration is
+    /// still with the poller (under the key and interest returned), for the caller to take
+    /// over.
     #[inline]
-    pub(crate) fn take_deferred(&mut self, fd: RawFd) -> bool {
+    pub(crate) fn take_deferred(&mut self, fd: RawFd) -> Option<Deferred> {
         let c = &mut self.changes;
         let len = c.len as usize;
         // The latest removal first: bench.c removes and adds one fd after the other.
-        let Some(at) = c.fds[..len].iter().rposition(|&f| f == fd) else {
-            return false;
-        };
+        let at = c.fds[..len].iter().rposition(|d| d.fd == fd)?;
+        let found = c.fds[at];
         c.fds[at] = c.fds[len - 1];
         c.len -= 1;
-        true
+        Some(found)
     }
 
     /// Whether deregistrations wait for the next poll.
@@ -349,13 +438,14 @@ impl<F, const H: usize> HandlerTable<F, H> {
         let c = &mut self.changes;
         let len = c.len.checked_sub(1)?;
         c.len = len;
-        Some(c.fds[len as usize])
+        Some(c.fds[len as usize].fd)
     }
 
     /// A poll begins: the events it reports were fetched after every removal so far.
     #[inline(always)]
     pub(crate) fn poll_begins(&mut self) {
         self.changes.removed_since_poll = false;
+        self.epoch = self.epoch.wrapping_add(1);
     }
 
     /// A registration may have outlived its handler (see [`Changes::orphan_possible`]).
@@ -389,7 +479,7 @@ impl<F, const H: usize> HandlerTable<F, H> {
     #[cfg(test)]
     fn take_for_call(&mut self, id: HandlerId, ready: Readiness) -> Option<(F, RawFd, Readiness)> {
         let mut out = None;
-        let Taken::Call(_, fd, r) = self.take_into(id, ready, &mut out) else {
+        let Taken::Call(_, fd, r) = self.take_into(&mut { id }, ready, &mut out) else {
             return None;
         };
         out.map(|f| (f, fd, r))
@@ -485,14 +575,14 @@ mod tests {
         t.set_io(io, false);
         let mut out = None;
         assert!(matches!(
-            t.take_into(io, Readiness::READ, &mut out),
+            t.take_into(&mut { io }, Readiness::READ, &mut out),
             Taken::Io
         ));
         assert!(out.is_none());
         assert!(t.io_slot(io).is_some());
         t.remove(3).unwrap();
         assert!(matches!(
-            t.take_into(io, Readiness::READ, &mut out),
+            t.take_into(&mut { io }, Readiness::READ, &mut out),
             Taken::Stale
         ));
     }
