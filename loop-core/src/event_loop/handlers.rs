@@ -1,7 +1,7 @@
 //! fd handlers: adding, updating and removing them, and the async I/O registrations' readiness.
 
 use super::*;
-use crate::tables::handler_table::{Deferred, Taken};
+use crate::tables::handler_table::{Deferred, Taken, KERNEL_HAS_ALIAS};
 
 impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventLoop<P, H, T, Q> {
     // ---------------------------------------------------------------------------------------
@@ -266,10 +266,10 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
                 }
                 Err(Error::Os {
                     errno: Errno::EEXIST,
-                }) => {
-                    self.handlers.alias(id, old_id);
-                    return Ok(());
-                }
+                }) if self.handlers.alias(id, old_id) => return Ok(()),
+                Err(Error::Os {
+                    errno: Errno::EEXIST,
+                }) => {} // too many generations behind: modify, below
                 Err(_) => {} // closed, or refused: as below
             }
         }
@@ -462,7 +462,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         self.poller.modify(fd, id.key(), interest, Mode::Level)?;
         if let Some((_, slot)) = self.handlers.lookup_mut(fd) {
             slot.interest = interest;
-            slot.kernel_has_alias = false; // the poller has the handler's own key now
+            slot.alias &= !KERNEL_HAS_ALIAS; // the poller has the handler's own key now
         }
         Ok(())
     }
@@ -630,7 +630,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         // The first few failures are reported one by one, the rest (if any) in one report.
         let (poller, mut lost, mut more) = (&mut self.poller, heapless::Vec::<_, 4>::new(), 0);
         self.handlers.for_each_mut(|id, slot| {
-            slot.kernel_has_alias = false; // registered again under its own key, or not at all
+            slot.alias &= !KERNEL_HAS_ALIAS; // registered again under its own key, or not at all
             let (interest, mode) = match &slot.io {
                 Some(io) if io.parked => return,
                 Some(io) if io.edge => {
@@ -701,7 +701,29 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// into the dispatch loop (its only caller): a call would cost ~10 instructions per event.
     #[inline(always)]
     pub(super) fn dispatch(&mut self, ev: PollEvent) {
-        let id = HandlerId::from_key(ev.key);
+        self.dispatch_as(HandlerId::from_key(ev.key), ev);
+    }
+
+    /// An event whose key is dead: the old key of a registration a later handler took over
+    /// (see [`HandlerTable::alias`](crate::tables::handler_table)), or an event for a removed
+    /// handler (dropped; it may prove epoll's dup trap).
+    #[cold]
+    #[inline(never)]
+    fn dispatch_dead_key(&mut self, ev: PollEvent) {
+        match self.handlers.alias_of(HandlerId::from_key(ev.key)) {
+            Some(id) => self.dispatch_as(id, ev),
+            None => {
+                if !self.suspects.is_empty() || self.handlers.orphan_proven() {
+                    self.stale_event(ev.key);
+                }
+            }
+        }
+    }
+
+    /// [`dispatch`](Self::dispatch) to the handler `id` (the key's, or the one that took the
+    /// key's registration over).
+    #[inline(always)]
+    fn dispatch_as(&mut self, id: HandlerId, ev: PollEvent) {
         // The guard puts the closure back (or drops it if the handler removed itself), also
         // when a panic unwinds through here: no fd stays registered without its closure.
         let mut call = HandlerCall {
@@ -710,31 +732,23 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             fd: -1,
             f: None,
         };
-        let lp = &mut *call.lp;
-        let (f, fd, readiness) =
-            match lp
-                .handlers
-                .take_into(&mut call.id, ev.readiness, &mut call.f)
-            {
-                Taken::Call(f, fd, readiness) => (f, fd, readiness),
-                Taken::Io => {
-                    let id = call.id;
-                    core::mem::forget(call); // holds nothing: `take_into` left `f` empty
-                    self.dispatch_io(id, ev.readiness);
-                    return;
-                }
-                Taken::Stale => {
-                    core::mem::forget(call); // holds nothing: `take_into` left `f` empty
-                    if !self.suspects.is_empty() || self.handlers.orphan_proven() {
-                        self.stale_event(ev.key);
-                    }
-                    return;
-                }
-                Taken::Nothing => {
-                    core::mem::forget(call); // holds nothing: `take_into` left `f` empty
-                    return;
-                }
-            };
+        let (f, fd, readiness) = match call.lp.handlers.take_into(id, ev.readiness, &mut call.f) {
+            Taken::Call(f, fd, readiness) => (f, fd, readiness),
+            Taken::Io => {
+                core::mem::forget(call); // holds nothing: `take_into` left `f` empty
+                self.dispatch_io(id, ev.readiness);
+                return;
+            }
+            Taken::Stale => {
+                core::mem::forget(call); // holds nothing: `take_into` left `f` empty
+                self.dispatch_dead_key(ev);
+                return;
+            }
+            Taken::Nothing => {
+                core::mem::forget(call); // holds nothing: `take_into` left `f` empty
+                return;
+            }
+        };
         call.fd = fd;
         call.lp.counters.events_dispatched += 1;
         let outcome = if call.lp.watchdog.is_none() {

@@ -19,6 +19,9 @@ const NONE: u32 = 0;
 /// A slot: a generation and either a value or the next free slot.
 struct Entry<T> {
     generation: u32,
+    /// A word for the slab's user, kept across removal (it fills what would be padding next to
+    /// `generation` for the handler table's slots).
+    tag: u32,
     state: State<T>,
 }
 
@@ -108,6 +111,7 @@ impl<T, const N: usize> Slab<T, N> {
             let index = self.hwm;
             self.entries[index as usize].write(Entry {
                 generation: 0,
+                tag: 0,
                 state: State::Occupied(value),
             });
             self.hwm += 1;
@@ -125,6 +129,7 @@ impl<T, const N: usize> Slab<T, N> {
             Some(Entry {
                 generation: g,
                 state: State::Occupied(v),
+                ..
             }) if *g == generation => Some(v),
             _ => None,
         }
@@ -149,19 +154,37 @@ impl<T, const N: usize> Slab<T, N> {
             Some(Entry {
                 generation,
                 state: State::Occupied(v),
+                ..
             }) => Some((v, *generation)),
             _ => None,
         }
     }
 
-    /// The value and generation at `index`, if occupied, mutably.
+    /// The value, generation and tag at `index`, if occupied.
     #[inline]
-    pub(crate) fn get_by_index_mut(&mut self, index: u32) -> Option<(&mut T, u32)> {
-        match self.entry_mut(index) {
+    pub(crate) fn get_by_index_tagged(&self, index: u32) -> Option<(&T, u32, u32)> {
+        match self.entry(index) {
             Some(Entry {
                 generation,
+                tag,
                 state: State::Occupied(v),
-            }) => Some((v, *generation)),
+            }) => Some((v, *generation, *tag)),
+            _ => None,
+        }
+    }
+
+    /// The value at `(index, generation)` and its tag, mutably.
+    #[inline]
+    pub(crate) fn get_mut_tagged(
+        &mut self,
+        index: u32,
+        generation: u32,
+    ) -> Option<(&mut T, &mut u32)> {
+        let entry = self
+            .entry_mut(index)
+            .filter(|e| e.generation == generation)?;
+        match &mut entry.state {
+            State::Occupied(v) => Some((v, &mut entry.tag)),
             _ => None,
         }
     }

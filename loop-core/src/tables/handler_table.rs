@@ -69,29 +69,31 @@ pub(crate) struct Slot<F> {
     /// waits for its closure to be dropped.
     pub(crate) released: bool,
     /// This handler took over the kernel registration of a handler removed before it was
-    /// added, under that handler's key (same slot, generation [`alias`](Self::alias)), and
-    /// events under that key are its ([`HandlerTable::alias`]).
-    pub(crate) aliased: bool,
-    /// The kernel still holds that registration under the old key: cleared whenever the loop
-    /// gives the poller this handler's own key (events fetched under the old key before that
-    /// stay this handler's).
-    pub(crate) kernel_has_alias: bool,
-    /// The generation of the key the kernel reports for this handler while `aliased`.
-    pub(crate) alias: u32,
-    /// The table's poll epoch when the alias was made: an event with the old key from that
-    /// poll was fetched before this handler existed, and is not its.
-    pub(crate) alias_epoch: u32,
+    /// added ([`HandlerTable::alias`]): the low seven bits are how many generations that
+    /// handler's key is behind this one's (0: no alias), and events under it are this
+    /// handler's; [`KERNEL_HAS_ALIAS`] while the kernel still reports that key (cleared
+    /// whenever the loop gives the poller this handler's own key; events fetched under the
+    /// old key before that stay this handler's). One byte: it fills the slot's padding.
+    pub(crate) alias: u8,
 }
+
+/// [`Slot::alias`]: the kernel reports the old key.
+pub(crate) const KERNEL_HAS_ALIAS: u8 = 0x80;
+
+/// The largest generation distance an alias spans ([`Slot::alias`]'s low bits).
+const ALIAS_DELTA_MAX: u32 = 0x7f;
 
 impl<F> Slot<F> {
     /// The key the poller reports this registration's events under: its own id's, or the
     /// key of the removed handler whose registration it took over.
     #[inline]
     pub(crate) fn kernel_key(&self, id: HandlerId) -> u64 {
-        if self.kernel_has_alias {
+        if self.alias & KERNEL_HAS_ALIAS != 0 {
             HandlerId {
                 index: id.index,
-                generation: self.alias,
+                generation: id
+                    .generation
+                    .wrapping_sub(u32::from(self.alias & !KERNEL_HAS_ALIAS)),
             }
             .key()
         } else {
@@ -220,10 +222,7 @@ impl<F, const H: usize> HandlerTable<F, H> {
             handler: None,
             io: None,
             released: false,
-            aliased: false,
-            kernel_has_alias: false,
             alias: 0,
-            alias_epoch: 0,
         };
         let (index, generation) = self.slots.insert(slot).map_err(|_| InsertError::Full)?;
         self.index.insert(fd, index);
@@ -299,22 +298,15 @@ impl<F, const H: usize> HandlerTable<F, H> {
     ///
     /// One generation-checked lookup per event: an async I/O registration is told apart here
     /// too ([`Taken::Io`], `out` untouched).
-    ///
-    /// `id` is the event's key: if it is the old key of a registration a later handler took
-    /// over ([`alias`](Self::alias)), it becomes that handler's id.
     #[inline]
     pub(crate) fn take_into<'o>(
         &mut self,
-        id: &mut HandlerId,
+        id: HandlerId,
         ready: Readiness,
         out: &'o mut Option<F>,
     ) -> Taken<'o, F> {
-        let slot = match self.slots.get_mut(id.index, id.generation) {
-            Some(slot) => slot,
-            None => match Self::resolve_alias(&mut self.slots, self.epoch, id) {
-                Some(slot) => slot,
-                None => return Taken::Stale,
-            },
+        let Some(slot) = self.slots.get_mut(id.index, id.generation) else {
+            return Taken::Stale;
         };
         // The closure's test first: an I/O registration never has one (`handler` is always
         // `None` there), so a handler's event skips the `io` test.
@@ -330,38 +322,44 @@ impl<F, const H: usize> HandlerTable<F, H> {
         Taken::Nothing
     }
 
-    /// The handler whose registration is reported under `id`'s (dead) key, if one took it
-    /// over ([`alias`](Self::alias)) before a poll that began since: `id` becomes its id.
+    /// The handler whose registration the poller reports under the dead key `id`, if one
+    /// took it over ([`alias`](Self::alias)) before a poll that began since (events of the
+    /// poll during which it was made were fetched for the removed handler).
     #[cold]
     #[inline(never)]
-    fn resolve_alias<'s>(
-        slots: &'s mut Slab<Slot<F>, H>,
-        epoch: u32,
-        id: &mut HandlerId,
-    ) -> Option<&'s mut Slot<F>> {
-        let (slot, generation) = slots.get_by_index_mut(id.index)?;
-        if slot.aliased && slot.alias == id.generation && slot.alias_epoch != epoch {
-            id.generation = generation;
-            Some(slot)
-        } else {
-            None
-        }
+    pub(crate) fn alias_of(&self, id: HandlerId) -> Option<HandlerId> {
+        let (slot, generation, epoch) = self.slots.get_by_index_tagged(id.index)?;
+        let delta = slot.alias & !KERNEL_HAS_ALIAS;
+        let aliased = delta != 0 && generation.wrapping_sub(u32::from(delta)) == id.generation;
+        (aliased && epoch != self.epoch).then_some(HandlerId {
+            index: id.index,
+            generation,
+        })
     }
 
     /// `id` took over the registration the poller holds under `old` (the key of a removed
     /// handler of the same fd, in the same slot, with the same interest): events reported
     /// under `old` by polls that begin from now on are `id`'s. (One that began before, whose
     /// events may still be dispatched, fetched them for the removed handler: they stay
-    /// dead.) A `u32` epoch: after exactly 2^32 polls with no event in between, one poll's
-    /// events for `id` would be taken for old ones and dropped (a level-triggered
-    /// registration reports them again at the next poll).
-    pub(crate) fn alias(&mut self, id: HandlerId, old: HandlerId) {
+    /// dead.) `false` (nothing changed) if `old` is more than 127 generations behind: the
+    /// caller moves the registration to `id`'s key instead.
+    ///
+    /// The epoch is a `u32`: were an alias's first event to come exactly 2^32 polls after
+    /// it was made, it would be taken for an old one and dropped (the level-triggered
+    /// registration reports it again at the next poll).
+    pub(crate) fn alias(&mut self, id: HandlerId, old: HandlerId) -> bool {
+        let delta = id.generation.wrapping_sub(old.generation);
+        if delta == 0 || delta > ALIAS_DELTA_MAX {
+            return false;
+        }
         let epoch = self.epoch;
-        if let Some(slot) = self.slots.get_mut(id.index, id.generation) {
-            slot.aliased = true;
-            slot.kernel_has_alias = true;
-            slot.alias = old.generation;
-            slot.alias_epoch = epoch;
+        match self.slots.get_mut_tagged(id.index, id.generation) {
+            Some((slot, tag)) => {
+                slot.alias = delta as u8 | KERNEL_HAS_ALIAS;
+                *tag = epoch;
+                true
+            }
+            None => false,
         }
     }
 
@@ -479,7 +477,7 @@ impl<F, const H: usize> HandlerTable<F, H> {
     #[cfg(test)]
     fn take_for_call(&mut self, id: HandlerId, ready: Readiness) -> Option<(F, RawFd, Readiness)> {
         let mut out = None;
-        let Taken::Call(_, fd, r) = self.take_into(&mut { id }, ready, &mut out) else {
+        let Taken::Call(_, fd, r) = self.take_into(id, ready, &mut out) else {
             return None;
         };
         out.map(|f| (f, fd, r))
@@ -575,14 +573,14 @@ mod tests {
         t.set_io(io, false);
         let mut out = None;
         assert!(matches!(
-            t.take_into(&mut { io }, Readiness::READ, &mut out),
+            t.take_into(io, Readiness::READ, &mut out),
             Taken::Io
         ));
         assert!(out.is_none());
         assert!(t.io_slot(io).is_some());
         t.remove(3).unwrap();
         assert!(matches!(
-            t.take_into(&mut { io }, Readiness::READ, &mut out),
+            t.take_into(io, Readiness::READ, &mut out),
             Taken::Stale
         ));
     }
