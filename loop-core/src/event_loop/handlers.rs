@@ -701,29 +701,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// into the dispatch loop (its only caller): a call would cost ~10 instructions per event.
     #[inline(always)]
     pub(super) fn dispatch(&mut self, ev: PollEvent) {
-        self.dispatch_as(HandlerId::from_key(ev.key), ev);
-    }
-
-    /// An event whose key is dead: the old key of a registration a later handler took over
-    /// (see [`HandlerTable::alias`](crate::tables::handler_table)), or an event for a removed
-    /// handler (dropped; it may prove epoll's dup trap).
-    #[cold]
-    #[inline(never)]
-    fn dispatch_dead_key(&mut self, ev: PollEvent) {
-        match self.handlers.alias_of(HandlerId::from_key(ev.key)) {
-            Some(id) => self.dispatch_as(id, ev),
-            None => {
-                if !self.suspects.is_empty() || self.handlers.orphan_proven() {
-                    self.stale_event(ev.key);
-                }
-            }
-        }
-    }
-
-    /// [`dispatch`](Self::dispatch) to the handler `id` (the key's, or the one that took the
-    /// key's registration over).
-    #[inline(always)]
-    fn dispatch_as(&mut self, id: HandlerId, ev: PollEvent) {
+        let id = HandlerId::from_key(ev.key);
         // The guard puts the closure back (or drops it if the handler removed itself), also
         // when a panic unwinds through here: no fd stays registered without its closure.
         let mut call = HandlerCall {
@@ -733,7 +711,12 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             f: None,
         };
         let (f, fd, readiness) = match call.lp.handlers.take_into(id, ev.readiness, &mut call.f) {
-            Taken::Call(f, fd, readiness) => (f, fd, readiness),
+            Taken::Call(f, fd, readiness, generation) => {
+                // The handler's own id (the key may be the old one of a registration it took
+                // over): the closure goes back to it.
+                call.id = id.with_generation(generation);
+                (f, fd, readiness)
+            }
             Taken::Io => {
                 core::mem::forget(call); // holds nothing: `take_into` left `f` empty
                 self.dispatch_io(id, ev.readiness);
@@ -741,7 +724,9 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             }
             Taken::Stale => {
                 core::mem::forget(call); // holds nothing: `take_into` left `f` empty
-                self.dispatch_dead_key(ev);
+                if !self.suspects.is_empty() || self.handlers.orphan_proven() {
+                    self.stale_event(ev.key);
+                }
                 return;
             }
             Taken::Nothing => {

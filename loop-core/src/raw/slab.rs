@@ -160,15 +160,21 @@ impl<T, const N: usize> Slab<T, N> {
         }
     }
 
-    /// The value, generation and tag at `index`, if occupied.
+    /// The value at `index` and its generation, mutably, if it is occupied and its
+    /// generation is `generation` or `alt(value, its generation, its tag)` holds (tested only
+    /// when the generations differ).
     #[inline]
-    pub(crate) fn get_by_index_tagged(&self, index: u32) -> Option<(&T, u32, u32)> {
-        match self.entry(index) {
-            Some(Entry {
-                generation,
-                tag,
-                state: State::Occupied(v),
-            }) => Some((v, *generation, *tag)),
+    pub(crate) fn get_mut_or(
+        &mut self,
+        index: u32,
+        generation: u32,
+        alt: impl FnOnce(&T, u32, u32) -> bool,
+    ) -> Option<(&mut T, u32)> {
+        let entry = self.entry_mut(index)?;
+        let g = entry.generation;
+        let tag = entry.tag;
+        match &mut entry.state {
+            State::Occupied(v) if g == generation || alt(v, g, tag) => Some((v, g)),
             _ => None,
         }
     }

@@ -44,6 +44,15 @@ impl HandlerId {
         ((self.generation as u64) << 32) | self.index as u64
     }
 
+    /// The same slot with generation `generation`.
+    #[inline]
+    pub(crate) const fn with_generation(self, generation: u32) -> HandlerId {
+        HandlerId {
+            index: self.index,
+            generation,
+        }
+    }
+
     /// The handler id a poller key stands for.
     #[inline]
     pub const fn from_key(key: u64) -> HandlerId {
@@ -164,8 +173,10 @@ pub(crate) struct Deferred {
 /// What [`HandlerTable::take_into`] found for an event.
 pub(crate) enum Taken<'o, F> {
     /// The handler was moved out (into the caller's `out`, lent back here so the call needs
-    /// no second test that it is there) for a call with this fd and the readiness it may see.
-    Call(&'o mut F, RawFd, Readiness),
+    /// no second test that it is there) for a call with this fd and the readiness it may see;
+    /// the handler's generation (the key's, unless the key is the old one of a registration
+    /// the handler took over, [`HandlerTable::alias`]).
+    Call(&'o mut F, RawFd, Readiness, u32),
     /// An async I/O registration: wake its tasks instead.
     Io,
     /// A dead id: its handler was removed (the slot is free or serves a later handler).
@@ -298,6 +309,9 @@ impl<F, const H: usize> HandlerTable<F, H> {
     ///
     /// One generation-checked lookup per event: an async I/O registration is told apart here
     /// too ([`Taken::Io`], `out` untouched).
+    ///
+    /// An old key of a registration a later handler took over ([`alias`](Self::alias)) is
+    /// that handler's from the poll after the take-over on, tested in the same lookup.
     #[inline]
     pub(crate) fn take_into<'o>(
         &mut self,
@@ -305,7 +319,15 @@ impl<F, const H: usize> HandlerTable<F, H> {
         ready: Readiness,
         out: &'o mut Option<F>,
     ) -> Taken<'o, F> {
-        let Some(slot) = self.slots.get_mut(id.index, id.generation) else {
+        let epoch = self.epoch;
+        let aliased = |slot: &Slot<F>, generation: u32, made: u32| {
+            let delta = slot.alias & !KERNEL_HAS_ALIAS;
+            delta != 0
+                && generation.wrapping_sub(u32::from(delta)) == id.generation
+                && made != epoch
+        };
+        let Some((slot, generation)) = self.slots.get_mut_or(id.index, id.generation, aliased)
+        else {
             return Taken::Stale;
         };
         // The closure's test first: an I/O registration never has one (`handler` is always
@@ -313,28 +335,13 @@ impl<F, const H: usize> HandlerTable<F, H> {
         let visible = ready & slot.interest.visible();
         if !visible.is_empty() {
             if let Some(f) = slot.handler.take() {
-                return Taken::Call(out.insert(f), slot.fd, visible);
+                return Taken::Call(out.insert(f), slot.fd, visible, generation);
             }
         }
         if slot.io.is_some() {
             return Taken::Io;
         }
         Taken::Nothing
-    }
-
-    /// The handler whose registration the poller reports under the dead key `id`, if one
-    /// took it over ([`alias`](Self::alias)) before a poll that began since (events of the
-    /// poll during which it was made were fetched for the removed handler).
-    #[cold]
-    #[inline(never)]
-    pub(crate) fn alias_of(&self, id: HandlerId) -> Option<HandlerId> {
-        let (slot, generation, epoch) = self.slots.get_by_index_tagged(id.index)?;
-        let delta = slot.alias & !KERNEL_HAS_ALIAS;
-        let aliased = delta != 0 && generation.wrapping_sub(u32::from(delta)) == id.generation;
-        (aliased && epoch != self.epoch).then_some(HandlerId {
-            index: id.index,
-            generation,
-        })
     }
 
     /// `id` took over the registration the poller holds under `old` (the key of a removed
@@ -477,7 +484,7 @@ impl<F, const H: usize> HandlerTable<F, H> {
     #[cfg(test)]
     fn take_for_call(&mut self, id: HandlerId, ready: Readiness) -> Option<(F, RawFd, Readiness)> {
         let mut out = None;
-        let Taken::Call(_, fd, r) = self.take_into(id, ready, &mut out) else {
+        let Taken::Call(_, fd, r, _) = self.take_into(id, ready, &mut out) else {
             return None;
         };
         out.map(|f| (f, fd, r))
