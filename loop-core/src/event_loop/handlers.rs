@@ -1322,6 +1322,27 @@ mod alias_tests {
     }
 
     #[test]
+    fn a_take_over_chain_longer_than_the_alias_reach_moves_to_the_new_key_once() {
+        let log = Rc::new(Cell::new(0));
+        let mut lp = exact(&log);
+        for _ in 0..200 {
+            assert!(lp.remove_handler(3));
+            add_tagged(&mut lp, &log, 2).unwrap();
+        }
+        // 127 generations are reachable from the first key; the 128th re-add modifies (the
+        // kernel then holds that handler's own key) and the chain starts again from there.
+        assert_eq!(lp.poller.0.stats().modifies, 1);
+        log.set(0);
+        sim(&mut lp).set_ready(3, Readiness::READ);
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(
+            log.get(),
+            2,
+            "the key the kernel holds reaches the last handler"
+        );
+    }
+
+    #[test]
     fn a_deferred_remove_then_add_with_another_interest_modifies_as_before() {
         let log = Rc::new(Cell::new(0));
         let mut lp = exact(&log);
