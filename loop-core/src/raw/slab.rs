@@ -16,7 +16,9 @@ use crate::raw::zeroed::ZeroInit;
 /// "No slot" in the free list, which stores `index + 1`.
 const NONE: u32 = 0;
 
-/// A slot: a generation and either a value or the next free slot.
+/// A slot: a generation and either a value or the next free slot. `repr(C)`: the generation
+/// (read first by every lookup) sits right before the value's first bytes.
+#[repr(C)]
 struct Entry<T> {
     generation: u32,
     /// A word for the slab's user, kept across removal (it fills what would be padding next to

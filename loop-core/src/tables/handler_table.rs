@@ -63,17 +63,20 @@ impl HandlerId {
     }
 }
 
+/// `repr(C)`, in this order: what an event reads and writes (the closure, the fd, the
+/// interest, the flags) is contiguous, right after the slab's generation, so a dispatch
+/// touches two cache lines of the slot; the async I/O waiters, cold for an fd handler, come
+/// last.
+#[repr(C)]
 pub(crate) struct Slot<F> {
+    /// `None` while the handler is running (and always for an I/O registration).
+    pub(crate) handler: Option<F>,
     pub(crate) fd: RawFd,
     pub(crate) interest: Interest,
     /// The handler's closure owns the fd (`add_owned_handler*`) and closes it when dropped:
     /// its deregistration is never deferred, so the fd is closed only after the poller forgot
     /// it.
     pub(crate) owned: bool,
-    /// `None` while the handler is running (and always for an I/O registration).
-    pub(crate) handler: Option<F>,
-    /// For an async I/O registration (`crate::task::io`): who waits, and what was seen.
-    pub(crate) io: Option<IoWaiters>,
     /// Closing the loop has deregistered the fd; the slot only
     /// waits for its closure to be dropped.
     pub(crate) released: bool,
@@ -84,6 +87,8 @@ pub(crate) struct Slot<F> {
     /// whenever the loop gives the poller this handler's own key; events fetched under the
     /// old key before that stay this handler's). One byte: it fills the slot's padding.
     pub(crate) alias: u8,
+    /// For an async I/O registration (`crate::task::io`): who waits, and what was seen.
+    pub(crate) io: Option<IoWaiters>,
 }
 
 /// [`Slot::alias`]: the kernel reports the old key.
