@@ -251,6 +251,36 @@ fn readiness(flags: EventFlags) -> Readiness {
     ready
 }
 
+impl<const N: usize> Epoll<N> {
+    /// The rest of a wait's translation from the first of the poller's own keys (the
+    /// notifier's, or the timer's, which is marked expired) at `raw[from]`: own keys are
+    /// dropped, the loop's keys move up to fill the gap. Returns how many events `events`
+    /// holds.
+    #[cold]
+    #[inline(never)]
+    fn own_key_from(&mut self, from: usize, n: usize, events: &mut [PollEvent]) -> usize {
+        let mut out = from;
+        for i in from..n.min(self.events.0.len()) {
+            let event = self.events.0[i];
+            let key = event.data.u64();
+            if key >= TIMER_KEY {
+                if key == TIMER_KEY {
+                    self.timer.expired();
+                }
+                continue;
+            }
+            if let Some(slot) = events.get_mut(out) {
+                *slot = PollEvent {
+                    key,
+                    readiness: readiness(event.flags),
+                };
+                out += 1;
+            }
+        }
+        out
+    }
+}
+
 impl<const N: usize> Poller for Epoll<N> {
     type Notifier = EventFdNotifier;
 
@@ -328,29 +358,22 @@ impl<const N: usize> Poller for Epoll<N> {
         let raw = &mut self.events.0[..room];
         let n = epoll::wait(&self.epoll, &mut *raw, epoll_timeout).map_err(errno)?;
 
-        // `n <= room <= events.len()`, so `out` never runs out (the kernel reports at most
-        // `room`: the clamp says so to the compiler, where `get(..n)` would test and fall back
-        // to an empty slice); one comparison (`>= TIMER_KEY`) tells the poller's own keys
-        // apart, and what `out` has left gives the count (no counter per event).
-        let capacity = events.len();
-        let mut out = events.iter_mut();
+        // `n <= room <= events.len()` (the kernel reports at most `room`: the clamp says so to
+        // the compiler), so event `i` goes to `events[i]` with no test that there is room,
+        // until one of the poller's own keys (one comparison, `>= TIMER_KEY`, tells them
+        // apart): from there, `own_key_from` compacts what is left.
         let n = n.min(raw.len());
-        for event in &raw[..n] {
+        for (i, (event, slot)) in raw[..n].iter().zip(events.iter_mut()).enumerate() {
             let key = event.data.u64();
             if key >= TIMER_KEY {
-                if key == TIMER_KEY {
-                    self.timer.expired();
-                }
-                continue;
+                return Ok(self.own_key_from(i, n, events));
             }
-            if let Some(slot) = out.next() {
-                *slot = PollEvent {
-                    key,
-                    readiness: readiness(event.flags),
-                };
-            }
+            *slot = PollEvent {
+                key,
+                readiness: readiness(event.flags),
+            };
         }
-        Ok(capacity - out.len())
+        Ok(n.min(events.len()))
     }
 
     fn notifier(&self) -> &EventFdNotifier {
@@ -450,6 +473,32 @@ mod tests {
             let (ours, mut peer) = UnixStream::pair().unwrap();
             peer.write_all(b"x").unwrap(); // never read: level-triggered, ready every poll
             (ours, peer)
+        }
+
+        #[test]
+        fn the_pollers_own_keys_anywhere_in_a_wait_are_dropped_and_the_rest_kept_in_order() {
+            use loop_core::Notify;
+            let mut poller = Epoll::new().unwrap();
+            let (a, _pa) = readable();
+            poller.notifier().notify().unwrap(); // ready first: the kernel reports it first
+            let (b, _pb) = readable();
+            poller
+                .register(a.as_raw_fd(), 1, Interest::READ.registered(), Mode::Level)
+                .unwrap();
+            poller
+                .register(b.as_raw_fd(), 2, Interest::READ.registered(), Mode::Level)
+                .unwrap();
+            let mut events = [PollEvent::default(); 4];
+            let n = poller.wait(&mut events, Some(Duration::ZERO)).unwrap();
+            let mut keys: std::vec::Vec<u64> = events[..n].iter().map(|e| e.key).collect();
+            keys.sort_unstable();
+            assert_eq!(keys, [1, 2]);
+            assert!(events[..n].iter().all(|e| e.readiness == Readiness::READ));
+            // A buffer with room for one: one of the two, never an own key.
+            poller.notifier().notify().unwrap();
+            let mut one = [PollEvent::default(); 1];
+            let n = poller.wait(&mut one, Some(Duration::ZERO)).unwrap();
+            assert!(n <= 1 && one[..n].iter().all(|e| e.key == 1 || e.key == 2));
         }
 
         #[test]
