@@ -1,7 +1,7 @@
 //! fd handlers: adding, updating and removing them, and the async I/O registrations' readiness.
 
 use super::*;
-use crate::tables::handler_table::{Deferred, Taken, KERNEL_HAS_ALIAS};
+use crate::tables::handler_table::{alias_delta, Deferred, Taken, KERNEL_HAS_ALIAS};
 
 impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventLoop<P, H, T, Q> {
     // ---------------------------------------------------------------------------------------
@@ -241,7 +241,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// closed, or its number now names another file, which has no registration), do what the
     /// removal deferred and register afresh, so the caller sees exactly the errors a plain
     /// registration gives.
-    #[inline(never)]
+    #[inline]
     fn take_over_registration(
         &mut self,
         fd: RawFd,
@@ -252,27 +252,37 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         handler: bool,
     ) -> Result<(), Error> {
         let key = id.key();
-        let old_id = HandlerId::from_key(old.key);
-        if handler
-            && mode == Mode::Level
-            && old.interest == interest
-            && old.key as u32 == key as u32 // the same slot (a key's low half)
-            && self.poller.register_eexist_is_exact()
-        {
-            match self.poller.register(fd, key, interest, mode) {
-                Ok(()) => {
-                    self.handlers.note_possible_orphan();
-                    return Ok(());
+        let keep = handler && mode == Mode::Level && old.interest == interest;
+        if let Some(delta) = keep.then(|| alias_delta(id, old.key)).flatten() {
+            if self.poller.register_eexist_is_exact() {
+                match self.poller.register(fd, key, interest, mode) {
+                    Ok(()) => {
+                        self.handlers.note_possible_orphan();
+                        return Ok(());
+                    }
+                    Err(Error::Os {
+                        errno: Errno::EEXIST,
+                    }) => {
+                        self.handlers.set_alias(id, delta);
+                        return Ok(());
+                    }
+                    Err(_) => {} // closed, or refused: as below
                 }
-                Err(Error::Os {
-                    errno: Errno::EEXIST,
-                }) if self.handlers.alias(id, old_id) => return Ok(()),
-                Err(Error::Os {
-                    errno: Errno::EEXIST,
-                }) => {} // too many generations behind: modify, below
-                Err(_) => {} // closed, or refused: as below
             }
         }
+        self.move_registration(fd, key, interest, mode)
+    }
+
+    /// [`take_over_registration`](Self::take_over_registration) by `modify`, and if that is
+    /// refused, by the deferred deregistration and a fresh registration.
+    #[inline(never)]
+    fn move_registration(
+        &mut self,
+        fd: RawFd,
+        key: u64,
+        interest: Interest,
+        mode: Mode,
+    ) -> Result<(), Error> {
         if self.poller.modify(fd, key, interest, mode).is_ok() {
             return Ok(());
         }

@@ -91,6 +91,17 @@ pub(crate) struct Slot<F> {
     pub(crate) io: Option<IoWaiters>,
 }
 
+/// How many generations the key `old` is behind `id`, if `id` may take its registration over
+/// as an alias ([`HandlerTable::set_alias`]): the same slot, 1 to 127 generations behind
+/// (`None` beyond: the registration is moved to `id`'s key instead, and a chain of
+/// take-overs starts again from there).
+#[inline]
+pub(crate) fn alias_delta(id: HandlerId, old: u64) -> Option<u8> {
+    let old = HandlerId::from_key(old);
+    let delta = id.generation.wrapping_sub(old.generation);
+    (old.index == id.index && delta != 0 && delta <= ALIAS_DELTA_MAX).then_some(delta as u8)
+}
+
 /// [`Slot::alias`]: the kernel reports the old key.
 pub(crate) const KERNEL_HAS_ALIAS: u8 = 0x80;
 
@@ -349,29 +360,20 @@ impl<F, const H: usize> HandlerTable<F, H> {
         Taken::Nothing
     }
 
-    /// `id` took over the registration the poller holds under `old` (the key of a removed
-    /// handler of the same fd, in the same slot, with the same interest): events reported
-    /// under `old` by polls that begin from now on are `id`'s. (One that began before, whose
-    /// events may still be dispatched, fetched them for the removed handler: they stay
-    /// dead.) `false` (nothing changed) if `old` is more than 127 generations behind: the
-    /// caller moves the registration to `id`'s key instead.
+    /// `id` took over the registration the poller holds under an old key `delta` generations
+    /// behind ([`alias_delta`]: the key of a removed handler of the same fd, in the same
+    /// slot, with the same interest): events reported under that key by polls that begin
+    /// from now on are `id`'s. (One that began before, whose events may still be dispatched,
+    /// fetched them for the removed handler: they stay dead.)
     ///
     /// The epoch is a `u32`: were an alias's first event to come exactly 2^32 polls after
     /// it was made, it would be taken for an old one and dropped (the level-triggered
     /// registration reports it again at the next poll).
-    pub(crate) fn alias(&mut self, id: HandlerId, old: HandlerId) -> bool {
-        let delta = id.generation.wrapping_sub(old.generation);
-        if delta == 0 || delta > ALIAS_DELTA_MAX {
-            return false;
-        }
+    pub(crate) fn set_alias(&mut self, id: HandlerId, delta: u8) {
         let epoch = self.epoch;
-        match self.slots.get_mut_tagged(id.index, id.generation) {
-            Some((slot, tag)) => {
-                slot.alias = delta as u8 | KERNEL_HAS_ALIAS;
-                *tag = epoch;
-                true
-            }
-            None => false,
+        if let Some((slot, tag)) = self.slots.get_mut_tagged(id.index, id.generation) {
+            slot.alias = delta | KERNEL_HAS_ALIAS;
+            *tag = epoch;
         }
     }
 
