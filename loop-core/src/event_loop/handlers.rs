@@ -556,6 +556,11 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// `Poller::modify` (to the new handler's key and interest) instead of a `deregister` and
     /// a `register`; a removal not followed by an add is deregistered before the next poll
     /// (and before [`poller_mut`](Self::poller_mut) hands the poller out, and by `close`).
+    /// On a poller whose `EEXIST` is exact ([`Poller::register_eexist_is_exact`]: epoll), an
+    /// add with the removed handler's interest costs what libev's does instead: one
+    /// `register` the kernel refuses with `EEXIST` (half the kernel time of a modify at 10^4
+    /// fds); the registration stays under the removed handler's key, which the loop maps to
+    /// the new handler for the polls after the add.
     ///
     /// What stays as without it: the removed handler is never called after
     /// `remove_handler` returns, its id is dead, its closure dropped, an owned fd
