@@ -251,6 +251,36 @@ fn readiness(flags: EventFlags) -> Readiness {
     ready
 }
 
+impl<const N: usize> Epoll<N> {
+    /// The rest of a wait's translation from the first of the poller's own keys (the
+    /// notifier's, or the timer's, which is marked expired) at `raw[from]`: own keys are
+    /// dropped, the loop's keys move up to fill the gap. Returns how many events `events`
+    /// holds.
+    #[cold]
+    #[inline(never)]
+    fn own_key_from(&mut self, from: usize, n: usize, events: &mut [PollEvent]) -> usize {
+        let mut out = from;
+        for i in from..n.min(self.events.0.len()) {
+            let event = self.events.0[i];
+            let key = event.data.u64();
+            if key >= TIMER_KEY {
+                if key == TIMER_KEY {
+                    self.timer.expired();
+                }
+                continue;
+            }
+            if let Some(slot) = events.get_mut(out) {
+                *slot = PollEvent {
+                    key,
+                    readiness: readiness(event.flags),
+                };
+                out += 1;
+            }
+        }
+        out
+    }
+}
+
 impl<const N: usize> Poller for Epoll<N> {
     type Notifier = EventFdNotifier;
 
@@ -328,29 +358,22 @@ impl<const N: usize> Poller for Epoll<N> {
         let raw = &mut self.events.0[..room];
         let n = epoll::wait(&self.epoll, &mut *raw, epoll_timeout).map_err(errno)?;
 
-        // `n <= room <= events.len()`, so `out` never runs out (the kernel reports at most
-        // `room`: the clamp says so to the compiler, where `get(..n)` would test and fall back
-        // to an empty slice); one comparison (`>= TIMER_KEY`) tells the poller's own keys
-        // apart, and what `out` has left gives the count (no counter per event).
-        let capacity = events.len();
-        let mut out = events.iter_mut();
+        // `n <= room <= events.len()` (the kernel reports at most `room`: the clamp says so to
+        // the compiler), so event `i` goes to `events[i]` with no test that there is room,
+        // until one of the poller's own keys (one comparison, `>= TIMER_KEY`, tells them
+        // apart): from there, `own_key_from` compacts what is left.
         let n = n.min(raw.len());
-        for event in &raw[..n] {
+        for (i, (event, slot)) in raw[..n].iter().zip(events.iter_mut()).enumerate() {
             let key = event.data.u64();
             if key >= TIMER_KEY {
-                if key == TIMER_KEY {
-                    self.timer.expired();
-                }
-                continue;
+                return Ok(self.own_key_from(i, n, events));
             }
-            if let Some(slot) = out.next() {
-                *slot = PollEvent {
-                    key,
-                    readiness: readiness(event.flags),
-                };
-            }
+            *slot = PollEvent {
+                key,
+                readiness: readiness(event.flags),
+            };
         }
-        Ok(capacity - out.len())
+        Ok(n.min(events.len()))
     }
 
     fn notifier(&self) -> &EventFdNotifier {
@@ -375,6 +398,13 @@ impl<const N: usize> Poller for Epoll<N> {
     #[inline]
     fn forked(&self) -> bool {
         self.fork.forked()
+    }
+
+    /// `true`: epoll keys registrations by open file and fd number, so `EPOLL_CTL_ADD`'s
+    /// `EEXIST` proves the file `fd` names now is registered (as it was), and a success that
+    /// it was not.
+    fn register_eexist_is_exact(&self) -> bool {
+        true
     }
 }
 
@@ -414,6 +444,145 @@ impl<const N: usize> fmt::Debug for Epoll<N> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Deferred removal on epoll: a handler removed and re-added with the same interest keeps
+    /// the kernel registration (a refused `EPOLL_CTL_ADD`), and the kernel's old key reaches
+    /// only the new handler, from the next poll on.
+    mod deferred_take_over {
+        extern crate std;
+        use super::*;
+        use loop_core::EventLoop;
+        use std::cell::Cell;
+        use std::io::Write;
+        use std::os::unix::net::UnixStream;
+        use std::rc::Rc;
+
+        type Lp = EventLoop<Epoll, 8, 4, 4>;
+
+        fn counting(lp: &mut Lp, fd: RawFd, n: &Rc<Cell<u32>>) {
+            let n = n.clone();
+            lp.add_handler(fd, Interest::READ, move |_, _, _| {
+                n.set(n.get() + 1);
+                Ok(())
+            })
+            .map_err(|r| r.error)
+            .unwrap();
+        }
+
+        fn readable() -> (UnixStream, UnixStream) {
+            let (ours, mut peer) = UnixStream::pair().unwrap();
+            peer.write_all(b"x").unwrap(); // never read: level-triggered, ready every poll
+            (ours, peer)
+        }
+
+        #[test]
+        fn the_pollers_own_keys_anywhere_in_a_wait_are_dropped_and_the_rest_kept_in_order() {
+            use loop_core::Notify;
+            let mut poller = Epoll::new().unwrap();
+            let (a, _pa) = readable();
+            poller.notifier().notify().unwrap(); // ready first: the kernel reports it first
+            let (b, _pb) = readable();
+            poller
+                .register(a.as_raw_fd(), 1, Interest::READ.registered(), Mode::Level)
+                .unwrap();
+            poller
+                .register(b.as_raw_fd(), 2, Interest::READ.registered(), Mode::Level)
+                .unwrap();
+            let mut events = [PollEvent::default(); 4];
+            let n = poller.wait(&mut events, Some(Duration::ZERO)).unwrap();
+            let mut keys: std::vec::Vec<u64> = events[..n].iter().map(|e| e.key).collect();
+            keys.sort_unstable();
+            assert_eq!(keys, [1, 2]);
+            assert!(events[..n].iter().all(|e| e.readiness == Readiness::READ));
+            // A buffer with room for one: one of the two, never an own key.
+            poller.notifier().notify().unwrap();
+            let mut one = [PollEvent::default(); 1];
+            let n = poller.wait(&mut one, Some(Duration::ZERO)).unwrap();
+            assert!(n <= 1 && one[..n].iter().all(|e| e.key == 1 || e.key == 2));
+        }
+
+        #[test]
+        fn a_removed_and_re_added_handler_keeps_the_registration_and_gets_the_events() {
+            let mut lp = Lp::with_poller(Epoll::new().unwrap());
+            lp.set_deferred_removal(true);
+            let (ours, _peer) = readable();
+            let fd = ours.as_raw_fd();
+            let (old, new) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
+            counting(&mut lp, fd, &old);
+            lp.run_once(Some(Duration::ZERO)).unwrap();
+            assert_eq!(old.get(), 1);
+            for round in 1..=3 {
+                assert!(lp.remove_handler(fd));
+                counting(&mut lp, fd, &new);
+                lp.run_once(Some(Duration::ZERO)).unwrap();
+                assert_eq!((old.get(), new.get()), (1, round));
+            }
+            // Removed for good: deregistered before the next poll.
+            assert!(lp.remove_handler(fd));
+            lp.run_once(Some(Duration::ZERO)).unwrap();
+            assert_eq!(
+                lp.poller_mut().deregister(fd),
+                Err(Error::Os {
+                    errno: Errno::ENOENT
+                })
+            );
+        }
+
+        #[test]
+        fn a_closed_and_reused_number_is_registered_for_its_new_file() {
+            let mut lp = Lp::with_poller(Epoll::new().unwrap());
+            lp.set_deferred_removal(true);
+            let (ours, peer) = readable();
+            let fd = ours.as_raw_fd();
+            let (old, new) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
+            counting(&mut lp, fd, &old);
+            assert!(lp.remove_handler(fd));
+            drop((ours, peer)); // the kernel drops the registration with the file
+            let (again, _peer) = readable();
+            let reused = again.as_raw_fd();
+            counting(&mut lp, reused, &new);
+            lp.run_once(Some(Duration::ZERO)).unwrap();
+            assert_eq!((old.get(), new.get()), (0, 1), "fd {fd} reused as {reused}");
+            lp.run_once(Some(Duration::ZERO)).unwrap();
+            assert_eq!(new.get(), 2);
+        }
+
+        #[test]
+        fn a_handler_re_added_during_a_pass_misses_that_passs_events_only() {
+            let mut lp = Lp::with_poller(Epoll::new().unwrap());
+            lp.set_deferred_removal(true);
+            let (x, _px) = readable();
+            let (y, _py) = readable();
+            let (xfd, yfd) = (x.as_raw_fd(), y.as_raw_fd());
+            let (old_y, new_y) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
+            counting(&mut lp, yfd, &old_y);
+            let n = new_y.clone();
+            let replaced = Rc::new(Cell::new(false));
+            let r = replaced.clone();
+            lp.add_handler(xfd, Interest::READ, move |lp, _, _| {
+                if !r.replace(true) {
+                    assert!(lp.remove_handler(yfd));
+                    counting(lp, yfd, &n);
+                }
+                Ok(())
+            })
+            .map_err(|r| r.error)
+            .unwrap();
+            lp.run_once(Some(Duration::ZERO)).unwrap();
+            assert!(replaced.get());
+            assert!(
+                old_y.get() <= 1,
+                "the old handler: at most before its removal"
+            );
+            assert_eq!(
+                new_y.get(),
+                0,
+                "y's event of this poll was fetched for the old one"
+            );
+            lp.run_once(Some(Duration::ZERO)).unwrap();
+            assert_eq!(new_y.get(), 1);
+        }
+    }
 
     #[test]
     fn epoll_is_send_and_static() {

@@ -16,9 +16,14 @@ use crate::raw::zeroed::ZeroInit;
 /// "No slot" in the free list, which stores `index + 1`.
 const NONE: u32 = 0;
 
-/// A slot: a generation and either a value or the next free slot.
+/// A slot: a generation and either a value or the next free slot. `repr(C)`: the generation
+/// (read first by every lookup) sits right before the value's first bytes.
+#[repr(C)]
 struct Entry<T> {
     generation: u32,
+    /// A word for the slab's user, kept across removal (it fills what would be padding next to
+    /// `generation` for the handler table's slots).
+    tag: u32,
     state: State<T>,
 }
 
@@ -108,6 +113,7 @@ impl<T, const N: usize> Slab<T, N> {
             let index = self.hwm;
             self.entries[index as usize].write(Entry {
                 generation: 0,
+                tag: 0,
                 state: State::Occupied(value),
             });
             self.hwm += 1;
@@ -125,6 +131,7 @@ impl<T, const N: usize> Slab<T, N> {
             Some(Entry {
                 generation: g,
                 state: State::Occupied(v),
+                ..
             }) if *g == generation => Some(v),
             _ => None,
         }
@@ -149,7 +156,43 @@ impl<T, const N: usize> Slab<T, N> {
             Some(Entry {
                 generation,
                 state: State::Occupied(v),
+                ..
             }) => Some((v, *generation)),
+            _ => None,
+        }
+    }
+
+    /// The value at `index` and its generation, mutably, if it is occupied and its
+    /// generation is `generation` or `alt(value, its generation, its tag)` holds (tested only
+    /// when the generations differ).
+    #[inline]
+    pub(crate) fn get_mut_or(
+        &mut self,
+        index: u32,
+        generation: u32,
+        alt: impl FnOnce(&T, u32, u32) -> bool,
+    ) -> Option<(&mut T, u32)> {
+        let entry = self.entry_mut(index)?;
+        let g = entry.generation;
+        let tag = entry.tag;
+        match &mut entry.state {
+            State::Occupied(v) if g == generation || alt(v, g, tag) => Some((v, g)),
+            _ => None,
+        }
+    }
+
+    /// The value at `(index, generation)` and its tag, mutably.
+    #[inline]
+    pub(crate) fn get_mut_tagged(
+        &mut self,
+        index: u32,
+        generation: u32,
+    ) -> Option<(&mut T, &mut u32)> {
+        let entry = self
+            .entry_mut(index)
+            .filter(|e| e.generation == generation)?;
+        match &mut entry.state {
+            State::Occupied(v) => Some((v, &mut entry.tag)),
             _ => None,
         }
     }

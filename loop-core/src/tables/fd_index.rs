@@ -52,6 +52,11 @@ impl<const H: usize> FdIndex<H> {
         }
         let want = fd as u32 + 1;
         let mut pos = Self::home(fd);
+        // The common case first, without the loop: fds are dense, so `fd` sits at home.
+        let e = self.at(pos);
+        if e.fd_plus_one == want {
+            return Some(e.slot);
+        }
         for _ in 0..Self::POSITIONS {
             let e = self.at(pos);
             if e.fd_plus_one == want {
@@ -95,6 +100,15 @@ impl<const H: usize> FdIndex<H> {
         let want = fd as u32 + 1;
         let n = Self::POSITIONS;
         let mut pos = Self::home(fd);
+        // The common case first: `fd` at home with nothing after it to shift back.
+        let e = self.at(pos);
+        if e.fd_plus_one == want && self.at((pos + 1) % n).fd_plus_one == 0 {
+            *self.at_mut(pos) = Entry {
+                fd_plus_one: 0,
+                slot: 0,
+            };
+            return Some(e.slot);
+        }
         let mut found = None;
         for _ in 0..n {
             let e = self.at(pos);

@@ -44,6 +44,15 @@ impl HandlerId {
         ((self.generation as u64) << 32) | self.index as u64
     }
 
+    /// The same slot with generation `generation`.
+    #[inline]
+    pub(crate) const fn with_generation(self, generation: u32) -> HandlerId {
+        HandlerId {
+            index: self.index,
+            generation,
+        }
+    }
+
     /// The handler id a poller key stands for.
     #[inline]
     pub const fn from_key(key: u64) -> HandlerId {
@@ -54,20 +63,68 @@ impl HandlerId {
     }
 }
 
+/// `repr(C)`, in this order: what an event reads and writes (the closure, the fd, the
+/// interest, the flags) is contiguous, right after the slab's generation, so a dispatch
+/// touches two cache lines of the slot; the async I/O waiters, cold for an fd handler, come
+/// last.
+#[repr(C)]
 pub(crate) struct Slot<F> {
+    /// `None` while the handler is running (and always for an I/O registration).
+    pub(crate) handler: Option<F>,
     pub(crate) fd: RawFd,
     pub(crate) interest: Interest,
     /// The handler's closure owns the fd (`add_owned_handler*`) and closes it when dropped:
     /// its deregistration is never deferred, so the fd is closed only after the poller forgot
     /// it.
     pub(crate) owned: bool,
-    /// `None` while the handler is running (and always for an I/O registration).
-    pub(crate) handler: Option<F>,
-    /// For an async I/O registration (`crate::task::io`): who waits, and what was seen.
-    pub(crate) io: Option<IoWaiters>,
     /// Closing the loop has deregistered the fd; the slot only
     /// waits for its closure to be dropped.
     pub(crate) released: bool,
+    /// This handler took over the kernel registration of a handler removed before it was
+    /// added ([`HandlerTable::alias`]): the low seven bits are how many generations that
+    /// handler's key is behind this one's (0: no alias), and events under it are this
+    /// handler's; [`KERNEL_HAS_ALIAS`] while the kernel still reports that key (cleared
+    /// whenever the loop gives the poller this handler's own key; events fetched under the
+    /// old key before that stay this handler's). One byte: it fills the slot's padding.
+    pub(crate) alias: u8,
+    /// For an async I/O registration (`crate::task::io`): who waits, and what was seen.
+    pub(crate) io: Option<IoWaiters>,
+}
+
+/// How many generations the key `old` is behind `id`, if `id` may take its registration over
+/// as an alias ([`HandlerTable::set_alias`]): the same slot, 1 to 127 generations behind
+/// (`None` beyond: the registration is moved to `id`'s key instead, and a chain of
+/// take-overs starts again from there).
+#[inline]
+pub(crate) fn alias_delta(id: HandlerId, old: u64) -> Option<u8> {
+    let old = HandlerId::from_key(old);
+    let delta = id.generation.wrapping_sub(old.generation);
+    (old.index == id.index && delta != 0 && delta <= ALIAS_DELTA_MAX).then_some(delta as u8)
+}
+
+/// [`Slot::alias`]: the kernel reports the old key.
+pub(crate) const KERNEL_HAS_ALIAS: u8 = 0x80;
+
+/// The largest generation distance an alias spans ([`Slot::alias`]'s low bits).
+const ALIAS_DELTA_MAX: u32 = 0x7f;
+
+impl<F> Slot<F> {
+    /// The key the poller reports this registration's events under: its own id's, or the
+    /// key of the removed handler whose registration it took over.
+    #[inline]
+    pub(crate) fn kernel_key(&self, id: HandlerId) -> u64 {
+        if self.alias & KERNEL_HAS_ALIAS != 0 {
+            HandlerId {
+                index: id.index,
+                generation: id
+                    .generation
+                    .wrapping_sub(u32::from(self.alias & !KERNEL_HAS_ALIAS)),
+            }
+            .key()
+        } else {
+            id.key()
+        }
+    }
 }
 
 /// The tasks waiting on an async I/O registration, and the readiness seen since they last
@@ -87,10 +144,14 @@ pub(crate) struct HandlerTable<F, const H: usize> {
     slots: Slab<Slot<F>, H>,
     index: FdIndex<H>,
     changes: Changes,
+    /// Moves on when a poll begins (wrapping): tells the events of the poll during which an
+    /// alias was made (not the new handler's) from later ones.
+    epoch: u32,
 }
 
 // SAFETY: the slab and the index are zero-valid (see their impls); `Changes` is integers and
-// booleans, all-zero an empty list with both flags clear.
+// booleans (and `Interest` bit sets, for which zero is empty), all-zero an empty list with
+// every flag clear; `epoch` is an integer.
 unsafe impl<F, const H: usize> ZeroInit for HandlerTable<F, H> {}
 
 /// How many deregistrations may wait for the next poll (see [`Changes`]).
@@ -103,7 +164,7 @@ pub(crate) const DEFERRED: usize = 16;
 /// and its closure dropped when `remove_handler` returns.
 pub(crate) struct Changes {
     /// fds whose handler was removed while their registration stays with the poller.
-    fds: [RawFd; DEFERRED],
+    fds: [Deferred; DEFERRED],
     len: u32,
     /// A deferred deregistration found the fd closed, or a re-add found its number naming
     /// another file: if a `dup` keeps the old file open, its registration outlives the handler
@@ -116,11 +177,22 @@ pub(crate) struct Changes {
     enabled: bool,
 }
 
+/// A registration whose deregistration waits: the fd, and the key and interest the poller
+/// holds for it.
+#[derive(Clone, Copy)]
+pub(crate) struct Deferred {
+    pub(crate) fd: RawFd,
+    pub(crate) interest: Interest,
+    pub(crate) key: u64,
+}
+
 /// What [`HandlerTable::take_into`] found for an event.
 pub(crate) enum Taken<'o, F> {
     /// The handler was moved out (into the caller's `out`, lent back here so the call needs
-    /// no second test that it is there) for a call with this fd and the readiness it may see.
-    Call(&'o mut F, RawFd, Readiness),
+    /// no second test that it is there) for a call with this fd and the readiness it may see;
+    /// the handler's generation (the key's, unless the key is the old one of a registration
+    /// the handler took over, [`HandlerTable::alias`]).
+    Call(&'o mut F, RawFd, Readiness, u32),
     /// An async I/O registration: wake its tasks instead.
     Io,
     /// A dead id: its handler was removed (the slot is free or serves a later handler).
@@ -177,6 +249,7 @@ impl<F, const H: usize> HandlerTable<F, H> {
             handler: None,
             io: None,
             released: false,
+            alias: 0,
         };
         let (index, generation) = self.slots.insert(slot).map_err(|_| InsertError::Full)?;
         self.index.insert(fd, index);
@@ -252,6 +325,9 @@ impl<F, const H: usize> HandlerTable<F, H> {
     ///
     /// One generation-checked lookup per event: an async I/O registration is told apart here
     /// too ([`Taken::Io`], `out` untouched).
+    ///
+    /// An old key of a registration a later handler took over ([`alias`](Self::alias)) is
+    /// that handler's from the poll after the take-over on, tested in the same lookup.
     #[inline]
     pub(crate) fn take_into<'o>(
         &mut self,
@@ -259,7 +335,15 @@ impl<F, const H: usize> HandlerTable<F, H> {
         ready: Readiness,
         out: &'o mut Option<F>,
     ) -> Taken<'o, F> {
-        let Some(slot) = self.slots.get_mut(id.index, id.generation) else {
+        let epoch = self.epoch;
+        let aliased = |slot: &Slot<F>, generation: u32, made: u32| {
+            let delta = slot.alias & !KERNEL_HAS_ALIAS;
+            delta != 0
+                && generation.wrapping_sub(u32::from(delta)) == id.generation
+                && made != epoch
+        };
+        let Some((slot, generation)) = self.slots.get_mut_or(id.index, id.generation, aliased)
+        else {
             return Taken::Stale;
         };
         // The closure's test first: an I/O registration never has one (`handler` is always
@@ -267,13 +351,30 @@ impl<F, const H: usize> HandlerTable<F, H> {
         let visible = ready & slot.interest.visible();
         if !visible.is_empty() {
             if let Some(f) = slot.handler.take() {
-                return Taken::Call(out.insert(f), slot.fd, visible);
+                return Taken::Call(out.insert(f), slot.fd, visible, generation);
             }
         }
         if slot.io.is_some() {
             return Taken::Io;
         }
         Taken::Nothing
+    }
+
+    /// `id` took over the registration the poller holds under an old key `delta` generations
+    /// behind ([`alias_delta`]: the key of a removed handler of the same fd, in the same
+    /// slot, with the same interest): events reported under that key by polls that begin
+    /// from now on are `id`'s. (One that began before, whose events may still be dispatched,
+    /// fetched them for the removed handler: they stay dead.)
+    ///
+    /// The epoch is a `u32`: were an alias's first event to come exactly 2^32 polls after
+    /// it was made, it would be taken for an old one and dropped (the level-triggered
+    /// registration reports it again at the next poll).
+    pub(crate) fn set_alias(&mut self, id: HandlerId, delta: u8) {
+        let epoch = self.epoch;
+        if let Some((slot, tag)) = self.slots.get_mut_tagged(id.index, id.generation) {
+            slot.alias = delta | KERNEL_HAS_ALIAS;
+            *tag = epoch;
+        }
     }
 
     /// Put a handler back from `from` after its call: `true` if it went back (`from` is
@@ -301,15 +402,15 @@ impl<F, const H: usize> HandlerTable<F, H> {
         self.changes.enabled = on;
     }
 
-    /// Defer the deregistration of `fd`, whose handler was just removed, to the next poll
-    /// (or to a re-add of `fd`). `false` if the list is full: deregister now.
+    /// Defer the deregistration of `d.fd`, whose handler was just removed, to the next poll
+    /// (or to a re-add of the fd). `false` if the list is full: deregister now.
     #[inline]
-    pub(crate) fn defer_deregister(&mut self, fd: RawFd) -> bool {
+    pub(crate) fn defer_deregister(&mut self, d: Deferred) -> bool {
         let c = &mut self.changes;
         c.removed_since_poll = true;
         match c.fds.get_mut(c.len as usize) {
             Some(free) => {
-                *free = fd;
+                *free = d;
                 c.len += 1;
                 true
             }
@@ -323,19 +424,19 @@ impl<F, const H: usize> HandlerTable<F, H> {
         self.changes.removed_since_poll = true;
     }
 
-    /// Take `fd` off the deferred list: `true` if it was there, i.e. its old registration is
-    /// still with the poller, for the caller to take over with a `modify`.
+    /// Take `fd` off the deferred list: `Some` if it was there, i.e. its old registration is
+    /// still with the poller (under the key and interest returned), for the caller to take
+    /// over.
     #[inline]
-    pub(crate) fn take_deferred(&mut self, fd: RawFd) -> bool {
+    pub(crate) fn take_deferred(&mut self, fd: RawFd) -> Option<Deferred> {
         let c = &mut self.changes;
         let len = c.len as usize;
         // The latest removal first: bench.c removes and adds one fd after the other.
-        let Some(at) = c.fds[..len].iter().rposition(|&f| f == fd) else {
-            return false;
-        };
+        let at = c.fds[..len].iter().rposition(|d| d.fd == fd)?;
+        let found = c.fds[at];
         c.fds[at] = c.fds[len - 1];
         c.len -= 1;
-        true
+        Some(found)
     }
 
     /// Whether deregistrations wait for the next poll.
@@ -349,13 +450,14 @@ impl<F, const H: usize> HandlerTable<F, H> {
         let c = &mut self.changes;
         let len = c.len.checked_sub(1)?;
         c.len = len;
-        Some(c.fds[len as usize])
+        Some(c.fds[len as usize].fd)
     }
 
     /// A poll begins: the events it reports were fetched after every removal so far.
     #[inline(always)]
     pub(crate) fn poll_begins(&mut self) {
         self.changes.removed_since_poll = false;
+        self.epoch = self.epoch.wrapping_add(1);
     }
 
     /// A registration may have outlived its handler (see [`Changes::orphan_possible`]).
@@ -389,7 +491,7 @@ impl<F, const H: usize> HandlerTable<F, H> {
     #[cfg(test)]
     fn take_for_call(&mut self, id: HandlerId, ready: Readiness) -> Option<(F, RawFd, Readiness)> {
         let mut out = None;
-        let Taken::Call(_, fd, r) = self.take_into(id, ready, &mut out) else {
+        let Taken::Call(_, fd, r, _) = self.take_into(id, ready, &mut out) else {
             return None;
         };
         out.map(|f| (f, fd, r))
