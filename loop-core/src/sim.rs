@@ -186,6 +186,8 @@ pub struct SimPoller<const N: usize = 64> {
     notifier: SimNotifier,
     stats: SimStats,
     forked: bool,
+    /// Answer `register_eexist_is_exact` with `true` (see [`SimPoller::set_exact_eexist`]).
+    exact_eexist: bool,
 }
 
 impl<const N: usize> Default for SimPoller<N> {
@@ -240,6 +242,7 @@ impl<const N: usize> SimPoller<N> {
                 clock_reads: 0,
             },
             forked: false,
+            exact_eexist: false,
         }
     }
 
@@ -493,6 +496,22 @@ impl<const N: usize> SimPoller<N> {
         self.regs.iter().find(|r| r.fd == fd).map(|r| r.interest)
     }
 
+    /// The key `fd` is registered with, if it is.
+    ///
+    /// ```
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{EventLoop, Interest};
+    ///
+    /// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+    /// let id = lp.add_handler(3, Interest::READ, |_, _, _| Ok(()))?;
+    /// assert_eq!(lp.poller().key(3), Some(id.key()));
+    /// assert_eq!(lp.poller().key(4), None);
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
+    pub fn key(&self, fd: RawFd) -> Option<u64> {
+        self.regs.iter().find(|r| r.fd == fd).map(|r| r.key)
+    }
+
     /// Pretend this is (or is not) a child process after `fork`: `register`, `modify` and
     /// `deregister` then return [`Error::Forked`] and `wait` `Errno::ECHILD`, as real pollers
     /// do in a child (see the [`poller`](crate::poller) module docs, "Fork").
@@ -507,6 +526,35 @@ impl<const N: usize> SimPoller<N> {
     /// ```
     pub fn set_forked(&mut self, forked: bool) {
         self.forked = forked;
+    }
+
+    /// Claim (or stop claiming) that `register`'s `EEXIST` is exact, as epoll's is (see
+    /// [`Poller::register_eexist_is_exact`]): the loop's deferred removal then takes a
+    /// removed-and-re-added registration over as it does on epoll (a refused `register`, the
+    /// old key mapped to the new handler) instead of with a `modify`. True of the simulation
+    /// as long as no fd is [`close_keeping_registration`](Self::close_keeping_registration)'d
+    /// (a trapped registration still answers `EEXIST` for a reused number). Off by default.
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use loop_core::sim::SimPoller;
+    /// use loop_core::{EventLoop, Interest, Poller};
+    ///
+    /// let mut poller: SimPoller = SimPoller::new();
+    /// poller.set_exact_eexist(true);
+    /// assert!(poller.register_eexist_is_exact());
+    /// let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(poller);
+    /// lp.set_deferred_removal(true);
+    /// lp.add_handler(3, Interest::READ, |_, _, _| Ok(()))?;
+    /// lp.remove_handler(3);
+    /// lp.add_handler(3, Interest::READ, |_, _, _| Ok(()))?; // same interest: kept as it is
+    /// let stats = lp.poller().stats();
+    /// assert_eq!((stats.registers, stats.modifies, stats.deregisters), (2, 0, 0));
+    /// # let _ = Duration::ZERO;
+    /// # Ok::<(), loop_core::Error>(())
+    /// ```
+    pub fn set_exact_eexist(&mut self, on: bool) {
+        self.exact_eexist = on;
     }
 
     /// Call counts (see [`SimStats`]).
@@ -671,6 +719,10 @@ impl<const N: usize> Poller for SimPoller<N> {
 
     fn forked(&self) -> bool {
         self.forked
+    }
+
+    fn register_eexist_is_exact(&self) -> bool {
+        self.exact_eexist
     }
 }
 

@@ -83,9 +83,11 @@ pub(crate) struct Slot<F> {
     /// This handler took over the kernel registration of a handler removed before it was
     /// added ([`HandlerTable::alias`]): the low seven bits are how many generations that
     /// handler's key is behind this one's (0: no alias), and events under it are this
-    /// handler's; [`KERNEL_HAS_ALIAS`] while the kernel still reports that key (cleared
-    /// whenever the loop gives the poller this handler's own key; events fetched under the
-    /// old key before that stay this handler's). One byte: it fills the slot's padding.
+    /// handler's; [`KERNEL_HAS_ALIAS`] while the kernel still reports that key. The whole
+    /// byte is cleared whenever the loop gives the poller this handler's own key (or none):
+    /// the old key then dies, also for events a poll already fetched under it (the
+    /// level-triggered registration reports them again at the next poll, under the
+    /// handler's own key). One byte: it fills the slot's padding.
     pub(crate) alias: u8,
     /// For an async I/O registration (`crate::task::io`): who waits, and what was seen.
     pub(crate) io: Option<IoWaiters>,
