@@ -76,6 +76,8 @@ const IN_RUN: u32 = u32::MAX - 2;
 /// Popped by [`TimerHeap::pop_due_slot`], its closure still in the slot until
 /// [`TimerHeap::take_running`] (called right after: no other operation sees this state).
 const POPPED: u32 = u32::MAX - 3;
+/// Waiting in the wheel (see [`wheel`]), not in the heap.
+const IN_WHEEL: u32 = u32::MAX - 4;
 
 /// "No slot" in the run's links and the free list, which store `index + 1`.
 const NIL: u32 = 0;
@@ -131,7 +133,10 @@ pub(crate) struct TimerHeap<F, const T: usize> {
     meta: [Meta; T],
     /// Live slots: sequence | [`NEEDS_DROP`].
     seq: [u64; T],
-    link: [Link; T],
+    /// Run members' and wheel members' links, then the wheel's list heads.
+    links: wheel::Links<T>,
+    /// The wheel in front of the heap: far timers, unsorted, in buckets (see [`wheel`]).
+    wheel: wheel::Wheel,
     /// Initialised exactly for live slots whose timer is waiting (not running).
     fns: Closures<F, T>,
     /// Nodes in the heap.
@@ -220,7 +225,11 @@ pub(crate) enum Next {
 
 impl<F, const T: usize> TimerHeap<F, T> {
     /// Compile-time guard: positions, markers and `index + 1` must fit in a `u32`.
-    const CAPACITY_FITS: () = assert!(T < POPPED as usize, "timer capacity must be below 2^32 - 4");
+    /// (The wheel's sentinels are link indices from `T`, below `IN_WHEEL` too.)
+    const CAPACITY_FITS: () = assert!(
+        T + wheel::BUCKETS < IN_WHEEL as usize,
+        "timer capacity must be below 2^32 - 600"
+    );
 
     /// Number of live timers (scheduled or running).
     #[inline]
@@ -231,7 +240,7 @@ impl<F, const T: usize> TimerHeap<F, T> {
     /// Number of timers waiting (in the heap or the run).
     #[inline]
     pub(crate) fn scheduled(&self) -> usize {
-        (self.len + self.run_len) as usize
+        (self.len + self.run_len + self.wheel_len()) as usize
     }
 
     /// The sequence number the next insert will get; timers with a sequence at or above a
@@ -459,14 +468,14 @@ impl<F, const T: usize> TimerHeap<F, T> {
     #[inline]
     fn run_push(&mut self, slot: u32, deadline: u64) {
         let tail = self.run_tail;
-        self.link[slot as usize] = Link {
+        self.links.slots[slot as usize] = Link {
             deadline,
             prev: tail,
             next: NIL,
         };
         match tail {
             NIL => self.run_head = slot + 1,
-            t => self.link[(t - 1) as usize].next = slot + 1,
+            t => self.links.slots[(t - 1) as usize].next = slot + 1,
         }
         self.run_tail = slot + 1;
         self.run_len += 1;
@@ -476,14 +485,14 @@ impl<F, const T: usize> TimerHeap<F, T> {
     /// Take `slot` out of the run.
     #[inline]
     fn run_unlink(&mut self, slot: u32) {
-        let Link { prev, next, .. } = self.link[slot as usize];
+        let Link { prev, next, .. } = self.links.slots[slot as usize];
         match prev {
             NIL => self.run_head = next,
-            p => self.link[(p - 1) as usize].next = next,
+            p => self.links.slots[(p - 1) as usize].next = next,
         }
         match next {
             NIL => self.run_tail = prev,
-            n => self.link[(n - 1) as usize].prev = prev,
+            n => self.links.slots[(n - 1) as usize].prev = prev,
         }
         self.run_len -= 1;
     }
@@ -495,30 +504,33 @@ impl<F, const T: usize> TimerHeap<F, T> {
     fn run_requeue(&mut self, slot: u32, deadline: u64) -> bool {
         let tail = self.run_tail;
         let me = slot + 1;
-        let Link { prev, next, .. } = self.link[slot as usize];
+        let Link { prev, next, .. } = self.links.slots[slot as usize];
         if tail == me {
             // Already last: it stays last if it does not go before its predecessor.
-            if prev != NIL && deadline < self.link[(prev - 1) as usize].deadline {
+            if prev != NIL && deadline < self.links.slots[(prev - 1) as usize].deadline {
                 return false;
             }
-            self.link[slot as usize].deadline = deadline;
+            self.links.slots[slot as usize].deadline = deadline;
         } else {
             // `tail` is another member (the run holds `slot`, so it is not empty), and `next`
             // is not NIL (`slot` is not last).
-            if tail == NIL || next == NIL || deadline < self.link[(tail - 1) as usize].deadline {
+            if tail == NIL
+                || next == NIL
+                || deadline < self.links.slots[(tail - 1) as usize].deadline
+            {
                 return false;
             }
             match prev {
                 NIL => self.run_head = next,
-                p => self.link[(p - 1) as usize].next = next,
+                p => self.links.slots[(p - 1) as usize].next = next,
             }
-            self.link[(next - 1) as usize].prev = prev;
-            self.link[slot as usize] = Link {
+            self.links.slots[(next - 1) as usize].prev = prev;
+            self.links.slots[slot as usize] = Link {
                 deadline,
                 prev: tail,
                 next: NIL,
             };
-            self.link[(tail - 1) as usize].next = me;
+            self.links.slots[(tail - 1) as usize].next = me;
             self.run_tail = me;
         }
         self.stamp(slot);
@@ -531,8 +543,10 @@ impl<F, const T: usize> TimerHeap<F, T> {
     fn file(&mut self, slot: u32, deadline: u64) {
         self.stamp(slot);
         let tail = self.run_tail;
-        if tail == NIL || deadline >= self.link[(tail - 1) as usize].deadline {
+        if tail == NIL || deadline >= self.links.slots[(tail - 1) as usize].deadline {
             self.run_push(slot, deadline);
+        } else if self.wheel_takes(deadline) {
+            self.wheel_push(slot, deadline);
         } else {
             let pos = self.len as usize;
             self.len += 1;
@@ -648,7 +662,9 @@ impl<F, const T: usize> TimerHeap<F, T> {
                 if any_needs_drop && self.seq[h.index as usize] & NEEDS_DROP != 0 {
                     return Quick::NeedsDrop;
                 }
-                if p == IN_RUN {
+                if p == IN_WHEEL {
+                    self.wheel_unlink(h.index);
+                } else if p == IN_RUN {
                     self.run_unlink(h.index);
                 } else {
                     // SAFETY: a live, waiting slot's heap position is below `self.len`.
@@ -692,7 +708,9 @@ impl<F, const T: usize> TimerHeap<F, T> {
             // POPPED: not observable (`take_running` follows `pop_due_slot` at once).
             CANCELLED_WHILE_RUNNING | POPPED => Cancel::NotPending,
             p => {
-                if p == IN_RUN {
+                if p == IN_WHEEL {
+                    self.wheel_unlink(h.index);
+                } else if p == IN_RUN {
                     self.run_unlink(h.index);
                 } else {
                     // SAFETY: a live, waiting slot's heap position is below `self.len`.
@@ -725,6 +743,23 @@ impl<F, const T: usize> TimerHeap<F, T> {
                     self.run_unlink(h.index);
                     self.file(h.index, deadline);
                 }
+                true
+            }
+            Some(IN_WHEEL) => {
+                if self.wheel_requeue(h.index, deadline) {
+                    self.stamp(h.index);
+                } else {
+                    self.wheel_unlink(h.index);
+                    self.file(h.index, deadline);
+                }
+                true
+            }
+            Some(p) if self.wheel_takes(deadline) => {
+                // Far now: out of the heap (which keeps only near timers), into the wheel
+                // (or the run).
+                // SAFETY: a live, waiting slot's heap position is below `self.len`.
+                unsafe { self.remove_at(p as usize) };
+                self.file(h.index, deadline);
                 true
             }
             Some(p) => {
@@ -766,6 +801,7 @@ impl<F, const T: usize> TimerHeap<F, T> {
         self.run_tail = NIL;
         self.free_head = NIL;
         self.fresh = 0;
+        self.wheel_clear();
         for i in 0..fresh {
             let m = &mut self.meta[i];
             if m.generation & 1 == 0 {
@@ -786,7 +822,7 @@ impl<F, const T: usize> TimerHeap<F, T> {
         match self.run_head {
             NIL => None,
             h => Some(Node {
-                deadline: self.link[(h - 1) as usize].deadline,
+                deadline: self.links.slots[(h - 1) as usize].deadline,
                 slot: h - 1,
             }),
         }
@@ -809,13 +845,18 @@ impl<F, const T: usize> TimerHeap<F, T> {
     /// The earliest deadline, if any timer is scheduled.
     #[inline]
     pub(crate) fn peek_deadline(&self) -> Option<Instant> {
-        let run = self.run_first().map(|n| n.deadline);
-        let root = (self.len > 0).then(|| self.heap.nodes[0].deadline);
-        match (run, root) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-        .map(Instant::from_nanos)
+        let near = self.near_min();
+        let next = if self.settled() {
+            near
+        } else {
+            // Only timers added since the last pop (which settles) can be here: walking the
+            // wheel's earliest bucket costs at most one step per such timer.
+            match (near, self.wheel_min()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        };
+        next.map(Instant::from_nanos)
     }
 
     /// Pop the next timer if it is due at `now` and was scheduled before `seq_limit`. Its
@@ -840,6 +881,8 @@ impl<F, const T: usize> TimerHeap<F, T> {
         now: Instant,
         seq_limit: u64,
     ) -> Option<(TimerHandle, Instant)> {
+        self.wheel.last_now = now.as_nanos();
+        self.settle();
         let (node, in_heap) = self.first()?;
         if node.deadline > now.as_nanos() {
             return None;
@@ -922,3 +965,4 @@ impl<F, const T: usize> Drop for TimerHeap<F, T> {
 
 #[cfg(test)]
 mod tests;
+mod wheel;

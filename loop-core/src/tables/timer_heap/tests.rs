@@ -279,6 +279,43 @@ fn dropping_or_clearing_drops_each_waiting_closure_once() {
 /// is hit often.
 #[test]
 fn matches_a_list_model_under_random_operations() {
+    list_model(
+        |now, rnd| now + rnd(4) * 10 + if rnd(3) == 0 { rnd(40) } else { 0 },
+        |rnd| rnd(25),
+    );
+}
+
+/// Far and near deadlines at every wheel level (and past the end of time, saturated): timers
+/// migrate from the wheel to the heap through every level and still fire in deadline, then
+/// sequence, order; cancel and re-arm work wherever the timer is.
+#[test]
+fn matches_a_list_model_with_deadlines_at_every_wheel_level() {
+    let wheel_high = list_model(
+        |now, rnd| {
+            let shift = rnd(64) as u32;
+            match rnd(6) {
+                0 => now.saturating_add(rnd(4) << shift),
+                1 => u64::MAX - rnd(2),
+                2 => now + rnd(3) * 4096,
+                _ => now.saturating_add(rnd(1 << 20) >> (shift % 20)),
+            }
+        },
+        |rnd| match rnd(8) {
+            0 => rnd(1 << 30),
+            1 => 1 << rnd(40),
+            _ => rnd(1 << 14),
+        },
+    );
+    assert!(wheel_high > 8, "the wheel was exercised: {wheel_high}");
+}
+
+/// Random inserts, cancels, re-arms and pops against a list model; returns the most timers
+/// the wheel held at once.
+fn list_model(
+    mut pick: impl FnMut(u64, &mut dyn FnMut(u64) -> u64) -> u64,
+    mut step: impl FnMut(&mut dyn FnMut(u64) -> u64) -> u64,
+) -> u32 {
+    let mut wheel_high = 0;
     const CAP: usize = 48;
     let mut h: TimerHeap<u32, CAP> = zeroed();
     // (handle, deadline, seq, id) of waiting timers.
@@ -295,7 +332,7 @@ fn matches_a_list_model_under_random_operations() {
     };
     let iterations = if cfg!(miri) { 600 } else { 20_000 };
     for id in 0..iterations {
-        let deadline = now + rnd(4) * 10 + if rnd(3) == 0 { rnd(40) } else { 0 };
+        let deadline = pick(now, &mut rnd);
         match rnd(8) {
             0..=2 => match h.insert(at(deadline), id) {
                 Ok(t) => {
@@ -327,7 +364,7 @@ fn matches_a_list_model_under_random_operations() {
                 assert!(!h.is_pending(t));
             }
             _ => {
-                now += rnd(25);
+                now = now.saturating_add(step(&mut rnd));
                 let limit = h.next_seq();
                 loop {
                     let want = model
@@ -343,7 +380,7 @@ fn matches_a_list_model_under_random_operations() {
                             let (mt, md, _, mid) = model.remove(k);
                             assert_eq!((t, f, d), (mt, mid, at(md)));
                             if rnd(3) == 0 {
-                                let next = now + 1 + rnd(30);
+                                let next = pick(now, &mut rnd).max(now.saturating_add(1));
                                 assert!(h.finish(t, f, Next::At(at(next))).is_none());
                                 model.push((t, next, seq, f));
                                 seq += 1;
@@ -361,10 +398,12 @@ fn matches_a_list_model_under_random_operations() {
         assert_eq!(h.scheduled(), model.len());
         let first = model.iter().map(|e| e.1).min().map(at);
         assert_eq!(h.peek_deadline(), first);
+        wheel_high = wheel_high.max(h.wheel_len());
         if dead.len() > 64 {
             dead.drain(..32);
         }
     }
+    wheel_high
 }
 
 #[test]

@@ -1,0 +1,288 @@
+//! The hierarchical wheel in front of the heap: far timers wait here, unsorted, so that the
+//! heap holds only the near ones and stays small (cache-resident) however many timers wait.
+//!
+//! Deadlines are counted in level-0 ticks of `2^G` ns. Level `l` has 64 buckets of `64^l`
+//! ticks each; a timer goes to the level of the highest base-64 digit in which its tick
+//! differs from the wheel's current tick `cur`, in the bucket of that digit (the classic
+//! hierarchical wheel, as Linux's and tokio's, but in nanoseconds and with 64-bit deadlines
+//! covered entirely by `LEVELS` levels: no overflow list). Invariants:
+//!
+//! * every wheel member's tick is above `cur` (its deadline is at or after `H`, the end of
+//!   the current tick), and it sits in the bucket its deadline gives against `cur`;
+//! * a timer whose tick is at or below `cur` goes to the heap (or the run) instead.
+//!
+//! The heap and the run are exact, so their earliest timer is the next to fire whenever it
+//! is before `H`. When it is not (or they are empty) and the wheel holds timers, the wheel
+//! *advances* ([`TimerHeap::settle`]): `cur` jumps to the start of the earliest non-empty
+//! bucket, whose timers are refiled: into lower levels, or into the heap once their tick is
+//! `cur`. Order among equal deadlines is kept by the sequence numbers, which the heap
+//! compares once the timers reach it; a bucket's list order does not matter.
+//!
+//! Buckets are circular doubly linked lists through the timers' [`Link`]s, each with a
+//! sentinel after the `T` slots' links (indices `T..T + BUCKETS`), so unlinking a timer needs
+//! neither its bucket nor a branch on the list's ends. A bucket's bit in `occupied` says
+//! whether its list is in use: the sentinel's contents are meaningless while the bit is
+//! clear, which keeps the all-zero table empty.
+
+use super::{Link, Node, TimerHeap, IN_WHEEL};
+
+/// A level-0 tick is `2^G` ns (4.1 µs).
+pub(super) const G: u32 = 12;
+/// Buckets per level: one base-64 digit of the tick.
+const BITS: u32 = 6;
+/// Enough levels for every 64-bit deadline: `64 - G` bits of ticks, 6 per level.
+pub(super) const LEVELS: usize = (64 - G as usize).div_ceil(BITS as usize);
+/// Buckets in all.
+pub(super) const BUCKETS: usize = LEVELS << BITS;
+
+/// The links of the `T` slots, then the wheel buckets' sentinels: one index space, so a list
+/// step never asks which of the two it is in.
+#[repr(C)]
+pub(super) struct Links<const T: usize> {
+    pub(super) slots: [Link; T],
+    heads: [Link; BUCKETS],
+}
+
+impl<const T: usize> Links<T> {
+    /// Link `i` of the shared index space (a slot below `T`, a sentinel from `T`). An index
+    /// past the end is clamped to the last sentinel (never produced: indices come from
+    /// `alloc` and [`bucket_of`]).
+    #[inline(always)]
+    fn at(&mut self, i: u32) -> &mut Link {
+        debug_assert!((i as usize) < T + BUCKETS);
+        let i = (i as usize).min(T + BUCKETS - 1);
+        // SAFETY: `Links` is `repr(C)` with two arrays of `Link` and nothing else: the arrays
+        // are contiguous (a `Link`'s size is a multiple of its alignment, so no padding sits
+        // between them), so the struct is `T + BUCKETS` links in a row, and `i` is clamped
+        // below that. The pointer is derived from `&mut self`, covering the whole struct.
+        unsafe { &mut *(self as *mut Self).cast::<Link>().add(i) }
+    }
+
+    /// As [`at`](Self::at), shared.
+    #[inline(always)]
+    fn get(&self, i: u32) -> Link {
+        debug_assert!((i as usize) < T + BUCKETS);
+        let i = (i as usize).min(T + BUCKETS - 1);
+        // SAFETY: as in `at`.
+        unsafe { *(self as *const Self).cast::<Link>().add(i) }
+    }
+}
+
+/// The wheel's state besides the links.
+#[derive(Clone, Copy)]
+pub(super) struct Wheel {
+    /// Non-empty buckets, one bit per bucket, one word per level.
+    occupied: [u64; LEVELS],
+    /// The current tick (`deadline >> G`): wheel members' ticks are above it.
+    cur: u64,
+    /// Timers in the wheel.
+    pub(super) len: u32,
+    /// The latest `now` a pop was asked about: where an empty wheel restarts from.
+    pub(super) last_now: u64,
+}
+
+/// The bucket (`level * 64 + digit`) of a deadline whose tick is above `cur`.
+#[inline(always)]
+fn bucket_of(cur: u64, deadline: u64) -> usize {
+    let tick = deadline >> G;
+    // `| 1`: never zero (the tick is above `cur`, so they differ; this only keeps the
+    // arithmetic total).
+    let differ = (tick ^ cur) | 1;
+    let level = (63 - differ.leading_zeros()) / BITS;
+    let digit = (tick >> (level * BITS)) & 63;
+    ((level as usize) << BITS) | digit as usize
+}
+
+impl<F, const T: usize> TimerHeap<F, T> {
+    /// Timers in the wheel.
+    #[inline(always)]
+    pub(super) fn wheel_len(&self) -> u32 {
+        self.wheel.len
+    }
+
+    /// Whether a deadline belongs to the wheel (its tick is past the current one). An empty
+    /// wheel first restarts at the latest `now` seen, so that it serves the timers of the
+    /// coming moments however far it had advanced (or not) before.
+    #[inline(always)]
+    pub(super) fn wheel_takes(&mut self, deadline: u64) -> bool {
+        if self.wheel.len == 0 {
+            self.wheel.cur = self.wheel.last_now >> G;
+        }
+        deadline >> G > self.wheel.cur
+    }
+
+    /// Put live slot `slot` in the wheel at `deadline` (whose tick is above the current one).
+    #[inline(always)]
+    pub(super) fn wheel_push(&mut self, slot: u32, deadline: u64) {
+        self.wheel_link(slot, deadline);
+        self.wheel.len += 1;
+        self.meta[slot as usize].pos = IN_WHEEL;
+    }
+
+    /// Append `slot` to its bucket's list (its position and the count are the caller's).
+    #[inline(always)]
+    fn wheel_link(&mut self, slot: u32, deadline: u64) {
+        let b = bucket_of(self.wheel.cur, deadline);
+        let sentinel = (T + b) as u32;
+        let (level, bit) = (b >> BITS, 1u64 << (b & 63));
+        let occupied = &mut self.wheel.occupied[level];
+        if *occupied & bit == 0 {
+            *occupied |= bit;
+            *self.links.at(sentinel) = Link {
+                deadline: 0,
+                prev: slot,
+                next: slot,
+            };
+            *self.links.at(slot) = Link {
+                deadline,
+                prev: sentinel,
+                next: sentinel,
+            };
+        } else {
+            let tail = self.links.get(sentinel).prev;
+            *self.links.at(slot) = Link {
+                deadline,
+                prev: tail,
+                next: sentinel,
+            };
+            self.links.at(tail).next = slot;
+            self.links.at(sentinel).prev = slot;
+        }
+    }
+
+    /// Take wheel member `slot` out of its bucket.
+    #[inline(always)]
+    pub(super) fn wheel_unlink(&mut self, slot: u32) {
+        let Link { prev, next, .. } = self.links.get(slot);
+        self.links.at(prev).next = next;
+        self.links.at(next).prev = prev;
+        if prev == next && prev as usize >= T {
+            // The sentinel's own neighbours: the bucket is empty now.
+            let b = prev as usize - T;
+            self.wheel.occupied[b >> BITS] &= !(1u64 << (b & 63));
+        }
+        self.wheel.len -= 1;
+    }
+
+    /// Re-arm wheel member `slot` in place if `deadline` keeps it in the same bucket (only
+    /// its deadline changes; the caller stamps the new sequence). `false`, with nothing
+    /// changed, otherwise.
+    #[inline(always)]
+    pub(super) fn wheel_requeue(&mut self, slot: u32, deadline: u64) -> bool {
+        let old = self.links.slots[slot as usize].deadline;
+        let cur = self.wheel.cur;
+        if deadline >> G > cur && bucket_of(cur, deadline) == bucket_of(cur, old) {
+            self.links.slots[slot as usize].deadline = deadline;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The earliest deadline of the heap and the run.
+    #[inline(always)]
+    pub(super) fn near_min(&self) -> Option<u64> {
+        let run = self.run_first().map(|n| n.deadline);
+        let root = (self.len > 0).then(|| self.heap.nodes[0].deadline);
+        match (run, root) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether the heap and the run hold the next timer: the wheel is empty, or their
+    /// earliest timer is before every wheel member.
+    #[inline(always)]
+    pub(super) fn settled(&self) -> bool {
+        self.wheel.len == 0 || self.near_min().is_some_and(|d| d >> G <= self.wheel.cur)
+    }
+
+    /// Advance the wheel until the heap and the run hold the next timer.
+    #[inline]
+    pub(super) fn settle(&mut self) {
+        while !self.settled() {
+            self.advance();
+        }
+    }
+
+    /// The earliest non-empty bucket after the current tick: `(level, digit)`.
+    #[inline]
+    fn next_bucket(&self) -> Option<(usize, u32)> {
+        let cur = self.wheel.cur;
+        for (level, &occupied) in self.wheel.occupied.iter().enumerate() {
+            let digit = (cur >> (level as u32 * BITS)) & 63;
+            // Buckets after the current digit (the current one is empty at every level: its
+            // timers would be at a lower level, or in the heap).
+            let after = occupied & ((u64::MAX << digit) << 1);
+            if after != 0 {
+                return Some((level, after.trailing_zeros()));
+            }
+        }
+        None
+    }
+
+    /// Jump to the earliest non-empty bucket and refile its timers (into lower levels, or
+    /// into the heap once their tick is the current one).
+    #[cold]
+    #[inline(never)]
+    fn advance(&mut self) {
+        let Some((level, digit)) = self.next_bucket() else {
+            // Not reached: `occupied` is exact, so a non-empty wheel has a next bucket. Keep
+            // the count honest rather than loop.
+            self.wheel.len = 0;
+            return;
+        };
+        let shift = (level as u32 + 1) * BITS;
+        let high = self.wheel.cur.checked_shr(shift).unwrap_or(0);
+        let high = high.checked_shl(shift).unwrap_or(0);
+        self.wheel.cur = high | (u64::from(digit) << (level as u32 * BITS));
+        let b = (level << BITS) | digit as usize;
+        self.wheel.occupied[level] &= !(1u64 << digit);
+        let sentinel = (T + b) as u32;
+        let cur = self.wheel.cur;
+        let mut i = self.links.get(sentinel).next;
+        while i != sentinel {
+            let Link { deadline, next, .. } = self.links.get(i);
+            if deadline >> G <= cur {
+                self.wheel.len -= 1;
+                let pos = self.len as usize;
+                self.len += 1;
+                // SAFETY: `pos < self.len <= T` (every timer in the heap is live, at most
+                // `T`), and `i` is a live slot (a wheel member).
+                unsafe { self.sift_up_from(pos, 0, Node { deadline, slot: i }) };
+            } else {
+                // A lower level (its digit at this level is `digit`, now the current one).
+                self.wheel_link(i, deadline);
+            }
+            i = next;
+        }
+    }
+
+    /// The earliest wheel deadline, found without moving anything (the earliest non-empty
+    /// bucket walked): for a peek at a wheel that was not advanced since timers were added.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn wheel_min(&self) -> Option<u64> {
+        let (level, digit) = self.next_bucket()?;
+        let sentinel = (T + ((level << BITS) | digit as usize)) as u32;
+        let mut i = self.links.get(sentinel).next;
+        let mut min = u64::MAX;
+        while i != sentinel {
+            let l = self.links.get(i);
+            min = min.min(l.deadline);
+            i = l.next;
+        }
+        Some(min)
+    }
+
+    /// Forget every wheel member (the table is being cleared).
+    #[inline]
+    pub(super) fn wheel_clear(&mut self) {
+        self.wheel = Wheel {
+            occupied: [0; LEVELS],
+            cur: 0,
+            len: 0,
+            last_now: 0,
+        };
+    }
+}
