@@ -663,7 +663,8 @@ impl<F, const T: usize> TimerHeap<F, T> {
                     return Quick::NeedsDrop;
                 }
                 if p == IN_WHEEL {
-                    self.wheel_unlink(h.index);
+                    // SAFETY: the slot is in the wheel (its position says so).
+                    unsafe { self.wheel_unlink(h.index) };
                 } else if p == IN_RUN {
                     self.run_unlink(h.index);
                 } else {
@@ -709,7 +710,8 @@ impl<F, const T: usize> TimerHeap<F, T> {
             CANCELLED_WHILE_RUNNING | POPPED => Cancel::NotPending,
             p => {
                 if p == IN_WHEEL {
-                    self.wheel_unlink(h.index);
+                    // SAFETY: the slot is in the wheel (its position says so).
+                    unsafe { self.wheel_unlink(h.index) };
                 } else if p == IN_RUN {
                     self.run_unlink(h.index);
                 } else {
@@ -746,10 +748,11 @@ impl<F, const T: usize> TimerHeap<F, T> {
                 true
             }
             Some(IN_WHEEL) => {
-                if self.wheel_requeue(h.index, deadline) {
+                // SAFETY (both): the slot is in the wheel (its position says so).
+                if unsafe { self.wheel_requeue(h.index, deadline) } {
                     self.stamp(h.index);
                 } else {
-                    self.wheel_unlink(h.index);
+                    unsafe { self.wheel_unlink(h.index) };
                     self.file(h.index, deadline);
                 }
                 true

@@ -44,27 +44,31 @@ pub(super) struct Links<const T: usize> {
 }
 
 impl<const T: usize> Links<T> {
-    /// Link `i` of the shared index space (a slot below `T`, a sentinel from `T`). An index
-    /// past the end is clamped to the last sentinel (never produced: indices come from
-    /// `alloc` and [`bucket_of`]).
+    /// Link `i` of the shared index space (a slot below `T`, a sentinel from `T`).
+    ///
+    /// # Safety
+    /// `i < T + BUCKETS`. (Every index the wheel stores is: slots come from `alloc`, below
+    /// `T`, and sentinels are `T + bucket_of(..)`, below `T + BUCKETS`.)
     #[inline(always)]
-    fn at(&mut self, i: u32) -> &mut Link {
+    unsafe fn at(&mut self, i: u32) -> &mut Link {
         debug_assert!((i as usize) < T + BUCKETS);
-        let i = (i as usize).min(T + BUCKETS - 1);
         // SAFETY: `Links` is `repr(C)` with two arrays of `Link` and nothing else: the arrays
         // are contiguous (a `Link`'s size is a multiple of its alignment, so no padding sits
-        // between them), so the struct is `T + BUCKETS` links in a row, and `i` is clamped
-        // below that. The pointer is derived from `&mut self`, covering the whole struct.
-        unsafe { &mut *(self as *mut Self).cast::<Link>().add(i) }
+        // between them), so the struct is `T + BUCKETS` links in a row, and `i` is below that
+        // (the caller's promise). The pointer is derived from `&mut self`, covering the whole
+        // struct.
+        unsafe { &mut *(self as *mut Self).cast::<Link>().add(i as usize) }
     }
 
     /// As [`at`](Self::at), shared.
+    ///
+    /// # Safety
+    /// As [`at`](Self::at).
     #[inline(always)]
-    fn get(&self, i: u32) -> Link {
+    unsafe fn get(&self, i: u32) -> Link {
         debug_assert!((i as usize) < T + BUCKETS);
-        let i = (i as usize).min(T + BUCKETS - 1);
         // SAFETY: as in `at`.
-        unsafe { *(self as *const Self).cast::<Link>().add(i) }
+        unsafe { *(self as *const Self).cast::<Link>().add(i as usize) }
     }
 }
 
@@ -114,69 +118,108 @@ impl<F, const T: usize> TimerHeap<F, T> {
     /// Put live slot `slot` in the wheel at `deadline` (whose tick is above the current one).
     #[inline(always)]
     pub(super) fn wheel_push(&mut self, slot: u32, deadline: u64) {
-        self.wheel_link(slot, deadline);
+        debug_assert!((slot as usize) < T);
+        // SAFETY: `slot` is a live slot, below `T`.
+        unsafe { self.wheel_link(slot, deadline, bucket_of(self.wheel.cur, deadline)) };
         self.wheel.len += 1;
         self.meta[slot as usize].pos = IN_WHEEL;
     }
 
-    /// Append `slot` to its bucket's list (its position and the count are the caller's).
+    /// Append `slot` to bucket `b`'s list (its position and the count are the caller's).
+    ///
+    /// # Safety
+    /// `slot < T` and `b < BUCKETS`.
     #[inline(always)]
-    fn wheel_link(&mut self, slot: u32, deadline: u64) {
-        let b = bucket_of(self.wheel.cur, deadline);
+    unsafe fn wheel_link(&mut self, slot: u32, deadline: u64, b: usize) {
         let sentinel = (T + b) as u32;
         let (level, bit) = (b >> BITS, 1u64 << (b & 63));
         let occupied = &mut self.wheel.occupied[level];
-        if *occupied & bit == 0 {
-            *occupied |= bit;
-            *self.links.at(sentinel) = Link {
-                deadline: 0,
-                prev: slot,
-                next: slot,
-            };
-            *self.links.at(slot) = Link {
-                deadline,
-                prev: sentinel,
-                next: sentinel,
-            };
-        } else {
-            let tail = self.links.get(sentinel).prev;
-            *self.links.at(slot) = Link {
-                deadline,
-                prev: tail,
-                next: sentinel,
-            };
-            self.links.at(tail).next = slot;
-            self.links.at(sentinel).prev = slot;
+        // SAFETY: `slot < T` and `sentinel < T + BUCKETS` (the caller's promise); `tail`, a
+        // sentinel's neighbour in a list in use, is a slot or that sentinel.
+        unsafe {
+            if *occupied & bit == 0 {
+                *occupied |= bit;
+                *self.links.at(sentinel) = Link {
+                    deadline: 0,
+                    prev: slot,
+                    next: slot,
+                };
+                *self.links.at(slot) = Link {
+                    deadline,
+                    prev: sentinel,
+                    next: sentinel,
+                };
+            } else {
+                let tail = self.links.get(sentinel).prev;
+                *self.links.at(slot) = Link {
+                    deadline,
+                    prev: tail,
+                    next: sentinel,
+                };
+                self.links.at(tail).next = slot;
+                self.links.at(sentinel).prev = slot;
+            }
         }
     }
 
-    /// Take wheel member `slot` out of its bucket.
+    /// Take wheel member `slot` out of its bucket (the count is the caller's).
+    ///
+    /// # Safety
+    /// `slot` is a wheel member (so below `T`, and its neighbours are slots or its bucket's
+    /// sentinel).
     #[inline(always)]
-    pub(super) fn wheel_unlink(&mut self, slot: u32) {
-        let Link { prev, next, .. } = self.links.get(slot);
-        self.links.at(prev).next = next;
-        self.links.at(next).prev = prev;
-        if prev == next && prev as usize >= T {
-            // The sentinel's own neighbours: the bucket is empty now.
-            let b = prev as usize - T;
-            self.wheel.occupied[b >> BITS] &= !(1u64 << (b & 63));
+    unsafe fn wheel_detach(&mut self, slot: u32) {
+        // SAFETY: `slot` and its neighbours are in the index space (the caller's promise).
+        unsafe {
+            let Link { prev, next, .. } = self.links.get(slot);
+            self.links.at(prev).next = next;
+            self.links.at(next).prev = prev;
+            if prev == next && prev as usize >= T {
+                // The sentinel's own neighbours: the bucket is empty now.
+                let b = prev as usize - T;
+                self.wheel.occupied[b >> BITS] &= !(1u64 << (b & 63));
+            }
         }
+    }
+
+    /// Take wheel member `slot` out of the wheel.
+    ///
+    /// # Safety
+    /// `slot` is a wheel member (its position is [`IN_WHEEL`]).
+    #[inline(always)]
+    pub(super) unsafe fn wheel_unlink(&mut self, slot: u32) {
+        // SAFETY: the caller's promise.
+        unsafe { self.wheel_detach(slot) };
         self.wheel.len -= 1;
     }
 
-    /// Re-arm wheel member `slot` in place if `deadline` keeps it in the same bucket (only
-    /// its deadline changes; the caller stamps the new sequence). `false`, with nothing
-    /// changed, otherwise.
+    /// Re-arm wheel member `slot` at `deadline` within the wheel: in place when the bucket
+    /// stays the same (only its deadline changes), else moved to its new bucket. The caller
+    /// stamps the new sequence. `false`, with nothing changed, when `deadline` is not for the
+    /// wheel any more (its tick is the current one or before).
+    ///
+    /// # Safety
+    /// `slot` is a wheel member (its position is [`IN_WHEEL`]).
     #[inline(always)]
-    pub(super) fn wheel_requeue(&mut self, slot: u32, deadline: u64) -> bool {
-        let old = self.links.slots[slot as usize].deadline;
+    pub(super) unsafe fn wheel_requeue(&mut self, slot: u32, deadline: u64) -> bool {
         let cur = self.wheel.cur;
-        if deadline >> G > cur && bucket_of(cur, deadline) == bucket_of(cur, old) {
-            self.links.slots[slot as usize].deadline = deadline;
-            true
-        } else {
-            false
+        if deadline >> G <= cur {
+            return false;
         }
+        let b = bucket_of(cur, deadline);
+        let link = &mut self.links.slots[slot as usize];
+        let old = link.deadline;
+        if b == bucket_of(cur, old) {
+            link.deadline = deadline;
+        } else {
+            // SAFETY: `slot` is a wheel member (the caller's promise), below `T`, and
+            // `b < BUCKETS`.
+            unsafe {
+                self.wheel_detach(slot);
+                self.wheel_link(slot, deadline, b);
+            }
+        }
+        true
     }
 
     /// The earliest deadline of the heap and the run.
@@ -240,9 +283,13 @@ impl<F, const T: usize> TimerHeap<F, T> {
         self.wheel.occupied[level] &= !(1u64 << digit);
         let sentinel = (T + b) as u32;
         let cur = self.wheel.cur;
-        let mut i = self.links.get(sentinel).next;
+        // SAFETY (every `get` and `wheel_link` below): the sentinel is below `T + BUCKETS`
+        // (`b < BUCKETS`); the list's members are slots (below `T`) linked in a circle back
+        // to it; the new buckets are below `BUCKETS` too.
+        let mut i = unsafe { self.links.get(sentinel) }.next;
         while i != sentinel {
-            let Link { deadline, next, .. } = self.links.get(i);
+            // SAFETY: see above.
+            let Link { deadline, next, .. } = unsafe { self.links.get(i) };
             if deadline >> G <= cur {
                 self.wheel.len -= 1;
                 let pos = self.len as usize;
@@ -252,7 +299,8 @@ impl<F, const T: usize> TimerHeap<F, T> {
                 unsafe { self.sift_up_from(pos, 0, Node { deadline, slot: i }) };
             } else {
                 // A lower level (its digit at this level is `digit`, now the current one).
-                self.wheel_link(i, deadline);
+                // SAFETY: see above.
+                unsafe { self.wheel_link(i, deadline, bucket_of(cur, deadline)) };
             }
             i = next;
         }
@@ -265,10 +313,13 @@ impl<F, const T: usize> TimerHeap<F, T> {
     pub(super) fn wheel_min(&self) -> Option<u64> {
         let (level, digit) = self.next_bucket()?;
         let sentinel = (T + ((level << BITS) | digit as usize)) as u32;
-        let mut i = self.links.get(sentinel).next;
+        // SAFETY (both `get`s): the sentinel is below `T + BUCKETS`, and its list's members
+        // are slots, below `T`, linked in a circle back to it.
+        let mut i = unsafe { self.links.get(sentinel) }.next;
         let mut min = u64::MAX;
         while i != sentinel {
-            let l = self.links.get(i);
+            // SAFETY: see above.
+            let l = unsafe { self.links.get(i) };
             min = min.min(l.deadline);
             i = l.next;
         }
