@@ -617,6 +617,28 @@ impl<F, const T: usize> TimerHeap<F, T> {
         self.insert_flagged(deadline, f, true)
     }
 
+    /// Schedule the closure `make` builds at `deadline`, building it straight into its slot
+    /// (no copy of the closure through the stack); `make` comes back, unbuilt, when the table
+    /// is full. `needs_drop` as for [`insert_flagged`](Self::insert_flagged).
+    #[inline(always)]
+    pub(crate) fn insert_with<M: FnOnce() -> F>(
+        &mut self,
+        deadline: Instant,
+        make: M,
+        needs_drop: bool,
+    ) -> Result<TimerHandle, M> {
+        let Some(index) = self.alloc() else {
+            return Err(make);
+        };
+        self.fns.0[index as usize].write(make());
+        self.seq[index as usize] = if needs_drop { NEEDS_DROP } else { 0 };
+        self.file(index, deadline.as_nanos());
+        Ok(TimerHandle {
+            index,
+            generation: self.meta[index as usize].generation,
+        })
+    }
+
     /// Schedule `f` at `deadline`; the closure comes back when the table is full.
     /// `needs_drop` false says that dropping `f` does nothing (its captures have no drop
     /// glue, though `F` itself may have a `Drop` impl, as `InlineFn` does): a cancel then

@@ -25,6 +25,7 @@
 //! clear, which keeps the all-zero table empty.
 
 use super::{Link, Node, TimerHeap, IN_WHEEL};
+use crate::time::Instant;
 
 /// A level-0 tick is `2^G` ns (4.1 µs).
 pub(super) const G: u32 = 12;
@@ -102,6 +103,12 @@ impl<F, const T: usize> TimerHeap<F, T> {
     #[inline(always)]
     pub(super) fn wheel_len(&self) -> u32 {
         self.wheel.len
+    }
+
+    /// Tell the wheel what time it is (a hint: where an empty wheel restarts from).
+    #[inline(always)]
+    pub(crate) fn note_now(&mut self, now: Instant) {
+        self.wheel.last_now = now.as_nanos();
     }
 
     /// Whether a deadline belongs to the wheel (its tick is past the current one). An empty
