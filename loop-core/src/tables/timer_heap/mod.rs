@@ -874,7 +874,7 @@ impl<F, const T: usize> TimerHeap<F, T> {
         let next = if self.settled() {
             near
         } else {
-            // Only timers added since the last pop (which settles) can be here: walking the
+            // Only timers added since the last pop (which advances the wheel) can be here: walking the
             // wheel's earliest bucket costs at most one step per such timer.
             match (near, self.wheel_min()) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -907,8 +907,14 @@ impl<F, const T: usize> TimerHeap<F, T> {
         seq_limit: u64,
     ) -> Option<(TimerHandle, Instant)> {
         self.wheel.last_now = now.as_nanos();
-        self.settle();
-        let (node, in_heap) = self.first()?;
+        // The heap's and the run's first, once the wheel has handed over everything before it.
+        let (node, in_heap) = loop {
+            let first = self.first();
+            if self.settled_at(first.map(|(n, _)| n.deadline)) {
+                break first?;
+            }
+            self.advance();
+        };
         if node.deadline > now.as_nanos() {
             return None;
         }
