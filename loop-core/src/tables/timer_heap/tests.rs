@@ -498,3 +498,156 @@ fn quick_cancel_removes_timers_without_drop_glue_and_leaves_the_others_untouched
     assert_eq!(h.cancel_quick(running, false), Quick::NotPending);
     assert_eq!(h.finish(running, f, Next::Done), Some(3));
 }
+
+/// One second in ns: far enough for the wheel's upper levels.
+const SEC: u64 = 1_000_000_000;
+
+/// A run member far in the future: later inserts that go before it (all of them here) go to
+/// the wheel or the heap, not the run.
+fn block_the_run<const T: usize>(h: &mut TimerHeap<u32, T>) -> TimerHandle {
+    h.insert(at(u64::MAX - 1), 0).unwrap()
+}
+
+#[test]
+fn timers_migrating_from_the_wheel_to_the_heap_keep_deadline_then_fifo_order() {
+    let mut h: TimerHeap<u32, 64> = zeroed();
+    block_the_run(&mut h);
+    for (id, d) in [
+        (1, 10 * SEC),
+        (2, 10 * SEC),
+        (3, 10 * SEC),
+        (4, 10 * SEC + 1),
+        (5, 5 * SEC),
+        (6, 10 * SEC),
+        (7, 100),
+        (8, 3600 * SEC),
+        (9, 10 * SEC - 1),
+    ] {
+        h.insert(at(d), id).unwrap();
+    }
+    assert!(h.wheel_len() >= 6, "far timers wait in the wheel");
+    assert_eq!(h.peek_deadline(), Some(at(100)));
+    assert_eq!(drain(&mut h, 20 * SEC), [7, 5, 9, 1, 2, 3, 6, 4]);
+    assert_eq!(h.peek_deadline(), Some(at(3600 * SEC)));
+    assert_eq!(drain(&mut h, 3600 * SEC), [8]);
+    assert_eq!(h.scheduled(), 1); // the run's blocker
+}
+
+#[test]
+fn a_timer_re_armed_in_the_wheel_goes_after_timers_already_at_its_deadline() {
+    let mut h: TimerHeap<u32, 16> = zeroed();
+    block_the_run(&mut h);
+    let a = h.insert(at(7 * SEC), 1).unwrap();
+    h.insert(at(9 * SEC), 2).unwrap();
+    h.insert(at(8 * SEC), 3).unwrap();
+    // Same bucket (re-armed in place), then another level.
+    assert!(h.reset(a, at(9 * SEC)));
+    assert_eq!(drain(&mut h, 10 * SEC), [3, 2, 1]);
+    let b = h.insert(at(20 * SEC), 4).unwrap();
+    h.insert(at(30 * SEC), 5).unwrap();
+    assert!(h.reset(b, at(3000 * SEC))); // far: a higher level
+    assert!(h.reset(b, at(30 * SEC))); // back, after 5
+    assert_eq!(drain(&mut h, 40 * SEC), [5, 4]);
+}
+
+#[test]
+fn cancel_removes_a_timer_from_the_heap_the_run_and_every_wheel_level() {
+    let mut h: TimerHeap<u32, 32> = zeroed();
+    let run = block_the_run(&mut h);
+    let near = h.insert(at(10), 1).unwrap(); // heap
+    let level0 = h.insert(at(100_000), 2).unwrap();
+    let level1 = h.insert(at(30_000_000), 3).unwrap();
+    let level2 = h.insert(at(2 * SEC), 4).unwrap();
+    let level3 = h.insert(at(100 * SEC), 5).unwrap();
+    let top = h.insert(at(u64::MAX / 2), 6).unwrap();
+    let kept = h.insert(at(2 * SEC), 7).unwrap();
+    assert!(h.wheel_len() >= 5);
+    for (t, id) in [
+        (level2, 4),
+        (near, 1),
+        (top, 6),
+        (level0, 2),
+        (level3, 5),
+        (run, 0),
+    ] {
+        assert_eq!(h.cancel(t).removed(), Some(id));
+        assert_eq!(h.cancel(t).removed(), None, "a second cancel is a no-op");
+        assert!(!h.is_pending(t));
+    }
+    assert_eq!(h.scheduled(), 2);
+    assert_eq!(h.peek_deadline(), Some(at(30_000_000)));
+    // Migrated into the heap by a pop, then cancelled there.
+    assert!(h.pop_due(at(1_000), u64::MAX).is_none());
+    assert_eq!(h.cancel(level1).removed(), Some(3));
+    assert!(h.is_pending(kept));
+    assert_eq!(drain(&mut h, u64::MAX), [7]);
+    assert_eq!(h.len(), 0);
+}
+
+#[test]
+fn deadlines_at_the_end_of_time_fire_in_order_and_fifo() {
+    let mut h: TimerHeap<u32, 16> = zeroed();
+    h.insert(at(5), 1).unwrap(); // the run's head
+    for (id, d) in [
+        (2, u64::MAX),
+        (3, 1 << 63),
+        (4, u64::MAX),
+        (5, u64::MAX - 1),
+        (6, 6),
+        (7, (1 << 63) - 1),
+        (8, u64::MAX),
+    ] {
+        h.insert(at(d), id).unwrap();
+    }
+    assert_eq!(drain(&mut h, (1 << 63) - 1), [1, 6, 7]);
+    assert_eq!(h.peek_deadline(), Some(at(1 << 63)));
+    assert_eq!(drain(&mut h, u64::MAX), [3, 5, 2, 4, 8]);
+    // And from a clock near the end of time, a wheel restarting there.
+    h.insert(at(u64::MAX - 3 * SEC), 9).unwrap();
+    h.insert(at(u64::MAX), 10).unwrap();
+    h.insert(at(u64::MAX - 5 * SEC), 11).unwrap();
+    assert_eq!(drain(&mut h, u64::MAX), [11, 9, 10]);
+}
+
+#[test]
+fn a_full_table_of_wheel_timers_hands_the_closure_back_until_one_is_cancelled() {
+    let mut h: TimerHeap<u32, 8> = zeroed();
+    block_the_run(&mut h);
+    let hs: Vec<TimerHandle> = (1..8)
+        .map(|i| h.insert(at(i * 3 * SEC), i as u32).unwrap())
+        .collect();
+    assert_eq!(h.wheel_len(), 7);
+    assert_eq!(h.insert(at(SEC), 99).unwrap_err(), 99);
+    assert_eq!(h.cancel(hs[3]).removed(), Some(4));
+    h.insert(at(SEC), 99).unwrap();
+    assert_eq!(drain(&mut h, 30 * SEC), [99, 1, 2, 3, 5, 6, 7]);
+}
+
+#[test]
+fn peek_is_exact_before_any_pop_moved_the_wheel() {
+    let mut h: TimerHeap<u32, 16> = zeroed();
+    block_the_run(&mut h);
+    h.insert(at(50 * SEC), 1).unwrap();
+    h.insert(at(40 * SEC + 12_345), 2).unwrap();
+    h.insert(at(45 * SEC), 3).unwrap();
+    // Nothing popped yet: the earliest is still in a wheel bucket with the others.
+    assert_eq!(h.peek_deadline(), Some(at(40 * SEC + 12_345)));
+    assert!(h.pop_due(at(40 * SEC), u64::MAX).is_none());
+    assert_eq!(h.peek_deadline(), Some(at(40 * SEC + 12_345)));
+}
+
+#[test]
+fn an_empty_wheel_restarts_at_the_latest_time_seen() {
+    let mut h: TimerHeap<u32, 16> = zeroed();
+    block_the_run(&mut h);
+    h.insert(at(1000 * SEC), 1).unwrap();
+    assert_eq!(drain(&mut h, 1000 * SEC), [1]);
+    assert_eq!(h.wheel_len(), 0);
+    // Near that time: the wheel takes them (it does not count from zero any more), and they
+    // come out in order.
+    for (id, ms) in [(2, 3), (3, 1), (4, 2)] {
+        h.insert(at(1000 * SEC + ms * 1_000_000), id).unwrap();
+    }
+    assert_eq!(h.wheel_len(), 3);
+    assert_eq!(drain(&mut h, 1001 * SEC), [3, 4, 2]);
+}
