@@ -770,10 +770,12 @@ impl<F, const T: usize> TimerHeap<F, T> {
                 true
             }
             Some(IN_WHEEL) => {
-                // SAFETY (both): the slot is in the wheel (its position says so).
-                if unsafe { self.wheel_requeue(h.index, deadline) } {
+                // SAFETY: the slot is in the wheel (its position says so).
+                let requeued = unsafe { self.wheel_requeue(h.index, deadline) };
+                if requeued {
                     self.stamp(h.index);
                 } else {
+                    // SAFETY: still in the wheel (`wheel_requeue` changed nothing).
                     unsafe { self.wheel_unlink(h.index) };
                     self.file(h.index, deadline);
                 }

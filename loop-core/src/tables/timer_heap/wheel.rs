@@ -293,9 +293,10 @@ impl<F, const T: usize> TimerHeap<F, T> {
         // of one, so two misses are in flight (the order does not matter: the heap and the
         // lower buckets sort it out). The members still to refile are `a` to `b` along the
         // list.
-        // SAFETY (every `get` below): the sentinel is below `T + BUCKETS` (`b < BUCKETS`);
-        // the list's members are slots (below `T`) linked in a circle back to it, and
-        // refiling one rewrites only its own link and another bucket's list.
+        // Every `get` below: the sentinel is below `T + BUCKETS` (`b < BUCKETS`); the list's
+        // members are slots (below `T`) linked in a circle back to it, and refiling one
+        // rewrites only its own link and another bucket's list.
+        // SAFETY: see above.
         let head = unsafe { self.links.get(sentinel) };
         let (mut a, mut b) = (head.next, head.prev);
         loop {
@@ -340,8 +341,9 @@ impl<F, const T: usize> TimerHeap<F, T> {
     pub(super) fn wheel_min(&self) -> Option<u64> {
         let (level, digit) = self.next_bucket()?;
         let sentinel = (T + ((level << BITS) | digit as usize)) as u32;
-        // SAFETY (both `get`s): the sentinel is below `T + BUCKETS`, and its list's members
-        // are slots, below `T`, linked in a circle back to it.
+        // Both `get`s: the sentinel is below `T + BUCKETS`, and its list's members are
+        // slots, below `T`, linked in a circle back to it.
+        // SAFETY: see above.
         let mut i = unsafe { self.links.get(sentinel) }.next;
         let mut min = u64::MAX;
         while i != sentinel {
