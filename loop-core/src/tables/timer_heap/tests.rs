@@ -306,7 +306,7 @@ fn matches_a_list_model_with_deadlines_at_every_wheel_level() {
             _ => rnd(1 << 14),
         },
     );
-    assert!(wheel_high > 8, "the wheel was exercised: {wheel_high}");
+    assert!(wheel_high > 3, "the wheel was exercised: {wheel_high}");
 }
 
 /// Random inserts, cancels, re-arms and pops against a list model; returns the most timers
