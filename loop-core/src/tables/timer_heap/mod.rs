@@ -1,8 +1,9 @@
-//! The timer table: fixed capacity, FIFO among equal deadlines, O(log n) insert, cancel and
-//! re-arm, and O(1) for the commonest timeout pattern (every timer armed with the same delay).
+//! The timer table: fixed capacity, FIFO among equal deadlines, O(1) insert, cancel and
+//! re-arm for far timers (a hierarchical wheel), O(log n) in a small heap for near ones, and
+//! O(1) for the commonest timeout pattern (every timer armed with the same delay).
 //!
 //! Timers are ordered by `(deadline, sequence)`: the sequence is taken at insert and re-arm,
-//! so equal deadlines fire first-in first-out. A waiting timer sits in one of two places:
+//! so equal deadlines fire first-in first-out. A waiting timer sits in one of three places:
 //!
 //! * **the run**: a doubly linked list, sorted, that only ever grows at its tail. A timer whose
 //!   deadline is at or after the run's last one is appended in O(1): its sequence is the
@@ -10,21 +11,28 @@
 //!   timer (idle timeouts, keep-alives: `call_later(30 s)` and `reset_timer(now + 30 s)` on
 //!   each activity), every insert and re-arm is an append, every cancel an unlink, every fire a
 //!   pop from the front: libev's "timeout list" trick, done automatically.
-//! * **the heap**: every other timer, in libev's layout: a 4-ary min-heap of 16-byte nodes
+//! * **the wheel** ([`wheel`]): timers due after the current 16 µs tick, unsorted, in buckets
+//!   of a hierarchical timing wheel (64 buckets a level, ticks of `2^14` ns, nine levels
+//!   cover every 64-bit deadline). Insert, cancel and re-arm are list operations. As time
+//!   comes, a bucket's timers move down a level, and those of the current tick into the heap
+//!   (their closures prefetched on the way, so the pops that follow find them in cache).
+//! * **the heap**: the timers of the current tick (and any earlier), in libev's layout: a
+//!   4-ary min-heap of 16-byte nodes
 //!   (deadline and slot index, four children in one cache line). Nodes compare by deadline (one
 //!   64-bit compare); the sequence, kept beside the slot, is read only on equal deadlines.
 //!   Removal (cancel, fire) is bottom-up: the hole left by the removed node walks down to a
 //!   leaf along the smaller children (three compares per level instead of four) and the heap's
 //!   last node is sifted up from there, usually not at all.
 //!
-//! The next timer is the smaller of the heap's root and the run's head. Each timer's position
-//! (heap index, or "in the run") is kept, so cancellation is a real removal, never a dead entry
+//! The next timer is the smaller of the heap's root and the run's head, once the wheel has
+//! handed over every timer before it (each pop first advances the wheel that far). Each
+//! timer's position (heap index, "in the run" or "in the wheel") is kept, so cancellation is a real removal, never a dead entry
 //! left for later (ARCHITECTURE.md, "Traps").
 //!
 //! Per-timer state is split by how hot it is: `meta` (generation and position, 8 bytes: read by
 //! every handle operation, written by every heap move), `seq` (8 bytes: the sequence and the
-//! "closure needs drop" bit: ties, fire and cancel), `link` (the run's deadline and
-//! neighbours, 16 bytes: run members only) and the closures. A cancel touches the closure only
+//! "closure needs drop" bit: ties, fire and cancel), `link` (the run's or the wheel's deadline
+//! and neighbours, 16 bytes) and the closures. A cancel touches the closure only
 //! when it has drop glue: one without is left in its slot unread (dropping it would do
 //! nothing). Slots are
 //! handed out last-freed first (the free list threads through `meta`), and from index 0
