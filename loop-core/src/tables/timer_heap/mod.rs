@@ -550,6 +550,12 @@ impl<F, const T: usize> TimerHeap<F, T> {
     #[inline]
     fn file(&mut self, slot: u32, deadline: u64) {
         self.stamp(slot);
+        self.file_stamped(slot, deadline);
+    }
+
+    /// [`file`](Self::file) for a slot whose sequence was just taken.
+    #[inline(always)]
+    fn file_stamped(&mut self, slot: u32, deadline: u64) {
         let tail = self.run_tail;
         if tail == NIL || deadline >= self.links.slots[(tail - 1) as usize].deadline {
             self.run_push(slot, deadline);
@@ -639,8 +645,9 @@ impl<F, const T: usize> TimerHeap<F, T> {
             return Err(make);
         };
         self.fns.0[index as usize].write(make());
-        self.seq[index as usize] = if needs_drop { NEEDS_DROP } else { 0 };
-        self.file(index, deadline.as_nanos());
+        let seq = self.take_seq();
+        self.seq[index as usize] = if needs_drop { NEEDS_DROP | seq } else { seq };
+        self.file_stamped(index, deadline.as_nanos());
         Ok(TimerHandle {
             index,
             generation: self.meta[index as usize].generation,
