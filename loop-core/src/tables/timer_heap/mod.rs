@@ -891,8 +891,10 @@ impl<F, const T: usize> TimerHeap<F, T> {
         let next = if self.settled() {
             near
         } else {
-            // Only timers added since the last pop (which advances the wheel) can be here: walking the
-            // wheel's earliest bucket costs at most one step per such timer.
+            // Exact all the same: the earliest wheel bucket, walked. The loop peeks right after
+            // popping its due timers (a pop advances the wheel), except in an iteration that
+            // began with no timer at all: then every wheel member was added in it, and the
+            // walk costs at most one step per such timer.
             match (near, self.wheel_min()) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
