@@ -13,10 +13,14 @@
 //!
 //! The heap and the run are exact, so their earliest timer is the next to fire whenever it
 //! is before `H`. When it is not (or they are empty) and the wheel holds timers, the wheel
-//! *advances* (at each pop, [`TimerHeap::advance`]): `cur` jumps to the start of the earliest non-empty
-//! bucket, whose timers are refiled: into lower levels, or into the heap once their tick is
-//! `cur`. Order among equal deadlines is kept by the sequence numbers, which the heap
-//! compares once the timers reach it; a bucket's list order does not matter.
+//! *advances* (at each pop, [`TimerHeap::advance`]): `cur` jumps to the start of the earliest
+//! non-empty bucket, whose timers are refiled: into lower levels, or into the heap once their
+//! tick is `cur` (their closures prefetched then: they fire within the batch). Order among
+//! equal deadlines is kept by the sequence numbers, which the heap compares once the timers
+//! reach it; a bucket's list order does not matter.
+//!
+//! An empty wheel restarts at the latest time it was told (each pop's `now`, and
+//! `call_later`'s base), so the timers of the coming moments land in its lowest levels.
 //!
 //! Buckets are circular doubly linked lists through the timers' [`Link`]s, each with a
 //! sentinel after the `T` slots' links (indices `T..T + BUCKETS`), so unlinking a timer needs
