@@ -42,8 +42,11 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             Next::Done
         };
         let drop_glue = has_drop_glue(&wrapper);
-        let timer = InlineFn::once_named::<F, _>(wrapper);
-        Ok(self.schedule(deadline, timer, drop_glue))
+        Ok(self.schedule_with(
+            deadline,
+            move || InlineFn::once_named::<F, _>(wrapper),
+            drop_glue,
+        ))
     }
 
     /// Run `f` once, `delay` from now.
@@ -79,8 +82,9 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     where
         F: FnOnce(&mut Self) + 'static,
     {
-        let deadline = self.cached_now() + delay;
-        self.call_at(deadline, f)
+        let now = self.cached_now();
+        self.timers.note_now(now);
+        self.call_at(now + delay, f)
     }
 
     /// Call `f` periodically (Tornado 5.1's `PeriodicCallback`): first at now + period, then on
@@ -159,6 +163,25 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             Err(self.full(Resource::Timers))
         } else {
             Ok(())
+        }
+    }
+
+    /// Insert the timer `make` builds (straight into its slot), whose closure has drop glue
+    /// if `drop_glue` (known at compile time).
+    #[inline(always)]
+    pub(super) fn schedule_with(
+        &mut self,
+        deadline: Instant,
+        make: impl FnOnce() -> TimerFn<P, H, T, Q>,
+        drop_glue: bool,
+    ) -> TimerHandle {
+        if drop_glue {
+            self.timer_drop_glue = true;
+        }
+        match self.timers.insert_with(deadline, make, drop_glue) {
+            Ok(h) => h,
+            // Capacity was checked by the caller, and nothing runs in between.
+            Err(_) => unreachable!("timer capacity checked before insert"),
         }
     }
 

@@ -1,8 +1,9 @@
-//! The timer table: fixed capacity, FIFO among equal deadlines, O(log n) insert, cancel and
-//! re-arm, and O(1) for the commonest timeout pattern (every timer armed with the same delay).
+//! The timer table: fixed capacity, FIFO among equal deadlines, O(1) insert, cancel and
+//! re-arm for far timers (a hierarchical wheel), O(log n) in a small heap for near ones, and
+//! O(1) for the commonest timeout pattern (every timer armed with the same delay).
 //!
 //! Timers are ordered by `(deadline, sequence)`: the sequence is taken at insert and re-arm,
-//! so equal deadlines fire first-in first-out. A waiting timer sits in one of two places:
+//! so equal deadlines fire first-in first-out. A waiting timer sits in one of three places:
 //!
 //! * **the run**: a doubly linked list, sorted, that only ever grows at its tail. A timer whose
 //!   deadline is at or after the run's last one is appended in O(1): its sequence is the
@@ -10,21 +11,28 @@
 //!   timer (idle timeouts, keep-alives: `call_later(30 s)` and `reset_timer(now + 30 s)` on
 //!   each activity), every insert and re-arm is an append, every cancel an unlink, every fire a
 //!   pop from the front: libev's "timeout list" trick, done automatically.
-//! * **the heap**: every other timer, in libev's layout: a 4-ary min-heap of 16-byte nodes
+//! * **the wheel** ([`wheel`]): timers due after the current 16 µs tick, unsorted, in buckets
+//!   of a hierarchical timing wheel (64 buckets a level, ticks of `2^14` ns, nine levels
+//!   cover every 64-bit deadline). Insert, cancel and re-arm are list operations. As time
+//!   comes, a bucket's timers move down a level, and those of the current tick into the heap
+//!   (their closures prefetched on the way, so the pops that follow find them in cache).
+//! * **the heap**: the timers of the current tick (and any earlier), in libev's layout: a
+//!   4-ary min-heap of 16-byte nodes
 //!   (deadline and slot index, four children in one cache line). Nodes compare by deadline (one
 //!   64-bit compare); the sequence, kept beside the slot, is read only on equal deadlines.
 //!   Removal (cancel, fire) is bottom-up: the hole left by the removed node walks down to a
 //!   leaf along the smaller children (three compares per level instead of four) and the heap's
 //!   last node is sifted up from there, usually not at all.
 //!
-//! The next timer is the smaller of the heap's root and the run's head. Each timer's position
-//! (heap index, or "in the run") is kept, so cancellation is a real removal, never a dead entry
+//! The next timer is the smaller of the heap's root and the run's head, once the wheel has
+//! handed over every timer before it (each pop first advances the wheel that far). Each
+//! timer's position (heap index, "in the run" or "in the wheel") is kept, so cancellation is a real removal, never a dead entry
 //! left for later (ARCHITECTURE.md, "Traps").
 //!
 //! Per-timer state is split by how hot it is: `meta` (generation and position, 8 bytes: read by
 //! every handle operation, written by every heap move), `seq` (8 bytes: the sequence and the
-//! "closure needs drop" bit: ties, fire and cancel), `link` (the run's deadline and
-//! neighbours, 16 bytes: run members only) and the closures. A cancel touches the closure only
+//! "closure needs drop" bit: ties, fire and cancel), `link` (the run's or the wheel's deadline
+//! and neighbours, 16 bytes) and the closures. A cancel touches the closure only
 //! when it has drop glue: one without is left in its slot unread (dropping it would do
 //! nothing). Slots are
 //! handed out last-freed first (the free list threads through `meta`), and from index 0
@@ -76,6 +84,8 @@ const IN_RUN: u32 = u32::MAX - 2;
 /// Popped by [`TimerHeap::pop_due_slot`], its closure still in the slot until
 /// [`TimerHeap::take_running`] (called right after: no other operation sees this state).
 const POPPED: u32 = u32::MAX - 3;
+/// Waiting in the wheel (see [`wheel`]), not in the heap.
+const IN_WHEEL: u32 = u32::MAX - 4;
 
 /// "No slot" in the run's links and the free list, which store `index + 1`.
 const NIL: u32 = 0;
@@ -131,7 +141,10 @@ pub(crate) struct TimerHeap<F, const T: usize> {
     meta: [Meta; T],
     /// Live slots: sequence | [`NEEDS_DROP`].
     seq: [u64; T],
-    link: [Link; T],
+    /// Run members' and wheel members' links, then the wheel's list heads.
+    links: wheel::Links<T>,
+    /// The wheel in front of the heap: far timers, unsorted, in buckets (see [`wheel`]).
+    wheel: wheel::Wheel,
     /// Initialised exactly for live slots whose timer is waiting (not running).
     fns: Closures<F, T>,
     /// Nodes in the heap.
@@ -220,7 +233,11 @@ pub(crate) enum Next {
 
 impl<F, const T: usize> TimerHeap<F, T> {
     /// Compile-time guard: positions, markers and `index + 1` must fit in a `u32`.
-    const CAPACITY_FITS: () = assert!(T < POPPED as usize, "timer capacity must be below 2^32 - 4");
+    /// (The wheel's sentinels are link indices from `T`, below `IN_WHEEL` too.)
+    const CAPACITY_FITS: () = assert!(
+        T + wheel::BUCKETS < IN_WHEEL as usize,
+        "timer capacity must be below 2^32 - 600"
+    );
 
     /// Number of live timers (scheduled or running).
     #[inline]
@@ -231,7 +248,7 @@ impl<F, const T: usize> TimerHeap<F, T> {
     /// Number of timers waiting (in the heap or the run).
     #[inline]
     pub(crate) fn scheduled(&self) -> usize {
-        (self.len + self.run_len) as usize
+        (self.len + self.run_len + self.wheel_len()) as usize
     }
 
     /// The sequence number the next insert will get; timers with a sequence at or above a
@@ -459,14 +476,14 @@ impl<F, const T: usize> TimerHeap<F, T> {
     #[inline]
     fn run_push(&mut self, slot: u32, deadline: u64) {
         let tail = self.run_tail;
-        self.link[slot as usize] = Link {
+        self.links.slots[slot as usize] = Link {
             deadline,
             prev: tail,
             next: NIL,
         };
         match tail {
             NIL => self.run_head = slot + 1,
-            t => self.link[(t - 1) as usize].next = slot + 1,
+            t => self.links.slots[(t - 1) as usize].next = slot + 1,
         }
         self.run_tail = slot + 1;
         self.run_len += 1;
@@ -476,14 +493,14 @@ impl<F, const T: usize> TimerHeap<F, T> {
     /// Take `slot` out of the run.
     #[inline]
     fn run_unlink(&mut self, slot: u32) {
-        let Link { prev, next, .. } = self.link[slot as usize];
+        let Link { prev, next, .. } = self.links.slots[slot as usize];
         match prev {
             NIL => self.run_head = next,
-            p => self.link[(p - 1) as usize].next = next,
+            p => self.links.slots[(p - 1) as usize].next = next,
         }
         match next {
             NIL => self.run_tail = prev,
-            n => self.link[(n - 1) as usize].prev = prev,
+            n => self.links.slots[(n - 1) as usize].prev = prev,
         }
         self.run_len -= 1;
     }
@@ -495,30 +512,33 @@ impl<F, const T: usize> TimerHeap<F, T> {
     fn run_requeue(&mut self, slot: u32, deadline: u64) -> bool {
         let tail = self.run_tail;
         let me = slot + 1;
-        let Link { prev, next, .. } = self.link[slot as usize];
+        let Link { prev, next, .. } = self.links.slots[slot as usize];
         if tail == me {
             // Already last: it stays last if it does not go before its predecessor.
-            if prev != NIL && deadline < self.link[(prev - 1) as usize].deadline {
+            if prev != NIL && deadline < self.links.slots[(prev - 1) as usize].deadline {
                 return false;
             }
-            self.link[slot as usize].deadline = deadline;
+            self.links.slots[slot as usize].deadline = deadline;
         } else {
             // `tail` is another member (the run holds `slot`, so it is not empty), and `next`
             // is not NIL (`slot` is not last).
-            if tail == NIL || next == NIL || deadline < self.link[(tail - 1) as usize].deadline {
+            if tail == NIL
+                || next == NIL
+                || deadline < self.links.slots[(tail - 1) as usize].deadline
+            {
                 return false;
             }
             match prev {
                 NIL => self.run_head = next,
-                p => self.link[(p - 1) as usize].next = next,
+                p => self.links.slots[(p - 1) as usize].next = next,
             }
-            self.link[(next - 1) as usize].prev = prev;
-            self.link[slot as usize] = Link {
+            self.links.slots[(next - 1) as usize].prev = prev;
+            self.links.slots[slot as usize] = Link {
                 deadline,
                 prev: tail,
                 next: NIL,
             };
-            self.link[(tail - 1) as usize].next = me;
+            self.links.slots[(tail - 1) as usize].next = me;
             self.run_tail = me;
         }
         self.stamp(slot);
@@ -530,9 +550,17 @@ impl<F, const T: usize> TimerHeap<F, T> {
     #[inline]
     fn file(&mut self, slot: u32, deadline: u64) {
         self.stamp(slot);
+        self.file_stamped(slot, deadline);
+    }
+
+    /// [`file`](Self::file) for a slot whose sequence was just taken.
+    #[inline(always)]
+    fn file_stamped(&mut self, slot: u32, deadline: u64) {
         let tail = self.run_tail;
-        if tail == NIL || deadline >= self.link[(tail - 1) as usize].deadline {
+        if tail == NIL || deadline >= self.links.slots[(tail - 1) as usize].deadline {
             self.run_push(slot, deadline);
+        } else if self.wheel_takes(deadline) {
+            self.wheel_push(slot, deadline);
         } else {
             let pos = self.len as usize;
             self.len += 1;
@@ -603,6 +631,29 @@ impl<F, const T: usize> TimerHeap<F, T> {
         self.insert_flagged(deadline, f, true)
     }
 
+    /// Schedule the closure `make` builds at `deadline`, building it straight into its slot
+    /// (no copy of the closure through the stack); `make` comes back, unbuilt, when the table
+    /// is full. `needs_drop` as for [`insert_flagged`](Self::insert_flagged).
+    #[inline(always)]
+    pub(crate) fn insert_with<M: FnOnce() -> F>(
+        &mut self,
+        deadline: Instant,
+        make: M,
+        needs_drop: bool,
+    ) -> Result<TimerHandle, M> {
+        let Some(index) = self.alloc() else {
+            return Err(make);
+        };
+        self.fns.0[index as usize].write(make());
+        let seq = self.take_seq();
+        self.seq[index as usize] = if needs_drop { NEEDS_DROP | seq } else { seq };
+        self.file_stamped(index, deadline.as_nanos());
+        Ok(TimerHandle {
+            index,
+            generation: self.meta[index as usize].generation,
+        })
+    }
+
     /// Schedule `f` at `deadline`; the closure comes back when the table is full.
     /// `needs_drop` false says that dropping `f` does nothing (its captures have no drop
     /// glue, though `F` itself may have a `Drop` impl, as `InlineFn` does): a cancel then
@@ -648,7 +699,10 @@ impl<F, const T: usize> TimerHeap<F, T> {
                 if any_needs_drop && self.seq[h.index as usize] & NEEDS_DROP != 0 {
                     return Quick::NeedsDrop;
                 }
-                if p == IN_RUN {
+                if p == IN_WHEEL {
+                    // SAFETY: the slot is in the wheel (its position says so).
+                    unsafe { self.wheel_unlink(h.index) };
+                } else if p == IN_RUN {
                     self.run_unlink(h.index);
                 } else {
                     // SAFETY: a live, waiting slot's heap position is below `self.len`.
@@ -692,7 +746,10 @@ impl<F, const T: usize> TimerHeap<F, T> {
             // POPPED: not observable (`take_running` follows `pop_due_slot` at once).
             CANCELLED_WHILE_RUNNING | POPPED => Cancel::NotPending,
             p => {
-                if p == IN_RUN {
+                if p == IN_WHEEL {
+                    // SAFETY: the slot is in the wheel (its position says so).
+                    unsafe { self.wheel_unlink(h.index) };
+                } else if p == IN_RUN {
                     self.run_unlink(h.index);
                 } else {
                     // SAFETY: a live, waiting slot's heap position is below `self.len`.
@@ -725,6 +782,26 @@ impl<F, const T: usize> TimerHeap<F, T> {
                     self.run_unlink(h.index);
                     self.file(h.index, deadline);
                 }
+                true
+            }
+            Some(IN_WHEEL) => {
+                // SAFETY: the slot is in the wheel (its position says so).
+                let requeued = unsafe { self.wheel_requeue(h.index, deadline) };
+                if requeued {
+                    self.stamp(h.index);
+                } else {
+                    // SAFETY: still in the wheel (`wheel_requeue` changed nothing).
+                    unsafe { self.wheel_unlink(h.index) };
+                    self.file(h.index, deadline);
+                }
+                true
+            }
+            Some(p) if self.wheel_takes(deadline) => {
+                // Far now: out of the heap (which keeps only near timers), into the wheel
+                // (or the run).
+                // SAFETY: a live, waiting slot's heap position is below `self.len`.
+                unsafe { self.remove_at(p as usize) };
+                self.file(h.index, deadline);
                 true
             }
             Some(p) => {
@@ -766,6 +843,7 @@ impl<F, const T: usize> TimerHeap<F, T> {
         self.run_tail = NIL;
         self.free_head = NIL;
         self.fresh = 0;
+        self.wheel_clear();
         for i in 0..fresh {
             let m = &mut self.meta[i];
             if m.generation & 1 == 0 {
@@ -786,7 +864,7 @@ impl<F, const T: usize> TimerHeap<F, T> {
         match self.run_head {
             NIL => None,
             h => Some(Node {
-                deadline: self.link[(h - 1) as usize].deadline,
+                deadline: self.links.slots[(h - 1) as usize].deadline,
                 slot: h - 1,
             }),
         }
@@ -809,13 +887,20 @@ impl<F, const T: usize> TimerHeap<F, T> {
     /// The earliest deadline, if any timer is scheduled.
     #[inline]
     pub(crate) fn peek_deadline(&self) -> Option<Instant> {
-        let run = self.run_first().map(|n| n.deadline);
-        let root = (self.len > 0).then(|| self.heap.nodes[0].deadline);
-        match (run, root) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-        .map(Instant::from_nanos)
+        let near = self.near_min();
+        let next = if self.settled() {
+            near
+        } else {
+            // Exact all the same: the earliest wheel bucket, walked. The loop peeks right after
+            // popping its due timers (a pop advances the wheel), except in an iteration that
+            // began with no timer at all: then every wheel member was added in it, and the
+            // walk costs at most one step per such timer.
+            match (near, self.wheel_min()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        };
+        next.map(Instant::from_nanos)
     }
 
     /// Pop the next timer if it is due at `now` and was scheduled before `seq_limit`. Its
@@ -840,7 +925,15 @@ impl<F, const T: usize> TimerHeap<F, T> {
         now: Instant,
         seq_limit: u64,
     ) -> Option<(TimerHandle, Instant)> {
-        let (node, in_heap) = self.first()?;
+        self.wheel.last_now = now.as_nanos();
+        // The heap's and the run's first, once the wheel has handed over everything before it.
+        let (node, in_heap) = loop {
+            let first = self.first();
+            if self.settled_at(first.map(|(n, _)| n.deadline)) {
+                break first?;
+            }
+            self.advance();
+        };
         if node.deadline > now.as_nanos() {
             return None;
         }
@@ -922,3 +1015,4 @@ impl<F, const T: usize> Drop for TimerHeap<F, T> {
 
 #[cfg(test)]
 mod tests;
+mod wheel;

@@ -279,6 +279,43 @@ fn dropping_or_clearing_drops_each_waiting_closure_once() {
 /// is hit often.
 #[test]
 fn matches_a_list_model_under_random_operations() {
+    list_model(
+        |now, rnd| now + rnd(4) * 10 + if rnd(3) == 0 { rnd(40) } else { 0 },
+        |rnd| rnd(25),
+    );
+}
+
+/// Far and near deadlines at every wheel level (and past the end of time, saturated): timers
+/// migrate from the wheel to the heap through every level and still fire in deadline, then
+/// sequence, order; cancel and re-arm work wherever the timer is.
+#[test]
+fn matches_a_list_model_with_deadlines_at_every_wheel_level() {
+    let wheel_high = list_model(
+        |now, rnd| {
+            let shift = rnd(64) as u32;
+            match rnd(6) {
+                0 => now.saturating_add(rnd(4) << shift),
+                1 => u64::MAX - rnd(2),
+                2 => now + rnd(3) * 4096,
+                _ => now.saturating_add(rnd(1 << 20) >> (shift % 20)),
+            }
+        },
+        |rnd| match rnd(8) {
+            0 => rnd(1 << 30),
+            1 => 1 << rnd(40),
+            _ => rnd(1 << 14),
+        },
+    );
+    assert!(wheel_high > 3, "the wheel was exercised: {wheel_high}");
+}
+
+/// Random inserts, cancels, re-arms and pops against a list model; returns the most timers
+/// the wheel held at once.
+fn list_model(
+    mut pick: impl FnMut(u64, &mut dyn FnMut(u64) -> u64) -> u64,
+    mut step: impl FnMut(&mut dyn FnMut(u64) -> u64) -> u64,
+) -> u32 {
+    let mut wheel_high = 0;
     const CAP: usize = 48;
     let mut h: TimerHeap<u32, CAP> = zeroed();
     // (handle, deadline, seq, id) of waiting timers.
@@ -295,7 +332,7 @@ fn matches_a_list_model_under_random_operations() {
     };
     let iterations = if cfg!(miri) { 600 } else { 20_000 };
     for id in 0..iterations {
-        let deadline = now + rnd(4) * 10 + if rnd(3) == 0 { rnd(40) } else { 0 };
+        let deadline = pick(now, &mut rnd);
         match rnd(8) {
             0..=2 => match h.insert(at(deadline), id) {
                 Ok(t) => {
@@ -327,7 +364,7 @@ fn matches_a_list_model_under_random_operations() {
                 assert!(!h.is_pending(t));
             }
             _ => {
-                now += rnd(25);
+                now = now.saturating_add(step(&mut rnd));
                 let limit = h.next_seq();
                 loop {
                     let want = model
@@ -343,7 +380,7 @@ fn matches_a_list_model_under_random_operations() {
                             let (mt, md, _, mid) = model.remove(k);
                             assert_eq!((t, f, d), (mt, mid, at(md)));
                             if rnd(3) == 0 {
-                                let next = now + 1 + rnd(30);
+                                let next = pick(now, &mut rnd).max(now.saturating_add(1));
                                 assert!(h.finish(t, f, Next::At(at(next))).is_none());
                                 model.push((t, next, seq, f));
                                 seq += 1;
@@ -361,10 +398,12 @@ fn matches_a_list_model_under_random_operations() {
         assert_eq!(h.scheduled(), model.len());
         let first = model.iter().map(|e| e.1).min().map(at);
         assert_eq!(h.peek_deadline(), first);
+        wheel_high = wheel_high.max(h.wheel_len());
         if dead.len() > 64 {
             dead.drain(..32);
         }
     }
+    wheel_high
 }
 
 #[test]
@@ -458,4 +497,157 @@ fn quick_cancel_removes_timers_without_drop_glue_and_leaves_the_others_untouched
     assert_eq!(h.cancel_quick(running, false), Quick::Running);
     assert_eq!(h.cancel_quick(running, false), Quick::NotPending);
     assert_eq!(h.finish(running, f, Next::Done), Some(3));
+}
+
+/// One second in ns: far enough for the wheel's upper levels.
+const SEC: u64 = 1_000_000_000;
+
+/// A run member far in the future: later inserts that go before it (all of them here) go to
+/// the wheel or the heap, not the run.
+fn block_the_run<const T: usize>(h: &mut TimerHeap<u32, T>) -> TimerHandle {
+    h.insert(at(u64::MAX - 1), 0).unwrap()
+}
+
+#[test]
+fn timers_migrating_from_the_wheel_to_the_heap_keep_deadline_then_fifo_order() {
+    let mut h: TimerHeap<u32, 64> = zeroed();
+    block_the_run(&mut h);
+    for (id, d) in [
+        (1, 10 * SEC),
+        (2, 10 * SEC),
+        (3, 10 * SEC),
+        (4, 10 * SEC + 1),
+        (5, 5 * SEC),
+        (6, 10 * SEC),
+        (7, 100),
+        (8, 3600 * SEC),
+        (9, 10 * SEC - 1),
+    ] {
+        h.insert(at(d), id).unwrap();
+    }
+    assert!(h.wheel_len() >= 6, "far timers wait in the wheel");
+    assert_eq!(h.peek_deadline(), Some(at(100)));
+    assert_eq!(drain(&mut h, 20 * SEC), [7, 5, 9, 1, 2, 3, 6, 4]);
+    assert_eq!(h.peek_deadline(), Some(at(3600 * SEC)));
+    assert_eq!(drain(&mut h, 3600 * SEC), [8]);
+    assert_eq!(h.scheduled(), 1); // the run's blocker
+}
+
+#[test]
+fn a_timer_re_armed_in_the_wheel_goes_after_timers_already_at_its_deadline() {
+    let mut h: TimerHeap<u32, 16> = zeroed();
+    block_the_run(&mut h);
+    let a = h.insert(at(7 * SEC), 1).unwrap();
+    h.insert(at(9 * SEC), 2).unwrap();
+    h.insert(at(8 * SEC), 3).unwrap();
+    // Same bucket (re-armed in place), then another level.
+    assert!(h.reset(a, at(9 * SEC)));
+    assert_eq!(drain(&mut h, 10 * SEC), [3, 2, 1]);
+    let b = h.insert(at(20 * SEC), 4).unwrap();
+    h.insert(at(30 * SEC), 5).unwrap();
+    assert!(h.reset(b, at(3000 * SEC))); // far: a higher level
+    assert!(h.reset(b, at(30 * SEC))); // back, after 5
+    assert_eq!(drain(&mut h, 40 * SEC), [5, 4]);
+}
+
+#[test]
+fn cancel_removes_a_timer_from_the_heap_the_run_and_every_wheel_level() {
+    let mut h: TimerHeap<u32, 32> = zeroed();
+    let run = block_the_run(&mut h);
+    let near = h.insert(at(10), 1).unwrap(); // heap
+    let level0 = h.insert(at(100_000), 2).unwrap();
+    let level1 = h.insert(at(30_000_000), 3).unwrap();
+    let level2 = h.insert(at(2 * SEC), 4).unwrap();
+    let level3 = h.insert(at(100 * SEC), 5).unwrap();
+    let top = h.insert(at(u64::MAX / 2), 6).unwrap();
+    let kept = h.insert(at(2 * SEC), 7).unwrap();
+    assert!(h.wheel_len() >= 5);
+    for (t, id) in [
+        (level2, 4),
+        (near, 1),
+        (top, 6),
+        (level0, 2),
+        (level3, 5),
+        (run, 0),
+    ] {
+        assert_eq!(h.cancel(t).removed(), Some(id));
+        assert_eq!(h.cancel(t).removed(), None, "a second cancel is a no-op");
+        assert!(!h.is_pending(t));
+    }
+    assert_eq!(h.scheduled(), 2);
+    assert_eq!(h.peek_deadline(), Some(at(30_000_000)));
+    // Migrated into the heap by a pop, then cancelled there.
+    assert!(h.pop_due(at(1_000), u64::MAX).is_none());
+    assert_eq!(h.cancel(level1).removed(), Some(3));
+    assert!(h.is_pending(kept));
+    assert_eq!(drain(&mut h, u64::MAX), [7]);
+    assert_eq!(h.len(), 0);
+}
+
+#[test]
+fn deadlines_at_the_end_of_time_fire_in_order_and_fifo() {
+    let mut h: TimerHeap<u32, 16> = zeroed();
+    h.insert(at(5), 1).unwrap(); // the run's head
+    for (id, d) in [
+        (2, u64::MAX),
+        (3, 1 << 63),
+        (4, u64::MAX),
+        (5, u64::MAX - 1),
+        (6, 6),
+        (7, (1 << 63) - 1),
+        (8, u64::MAX),
+    ] {
+        h.insert(at(d), id).unwrap();
+    }
+    assert_eq!(drain(&mut h, (1 << 63) - 1), [1, 6, 7]);
+    assert_eq!(h.peek_deadline(), Some(at(1 << 63)));
+    assert_eq!(drain(&mut h, u64::MAX), [3, 5, 2, 4, 8]);
+    // And from a clock near the end of time, a wheel restarting there.
+    h.insert(at(u64::MAX - 3 * SEC), 9).unwrap();
+    h.insert(at(u64::MAX), 10).unwrap();
+    h.insert(at(u64::MAX - 5 * SEC), 11).unwrap();
+    assert_eq!(drain(&mut h, u64::MAX), [11, 9, 10]);
+}
+
+#[test]
+fn a_full_table_of_wheel_timers_hands_the_closure_back_until_one_is_cancelled() {
+    let mut h: TimerHeap<u32, 8> = zeroed();
+    block_the_run(&mut h);
+    let hs: Vec<TimerHandle> = (1..8)
+        .map(|i| h.insert(at(i * 3 * SEC), i as u32).unwrap())
+        .collect();
+    assert_eq!(h.wheel_len(), 7);
+    assert_eq!(h.insert(at(SEC), 99).unwrap_err(), 99);
+    assert_eq!(h.cancel(hs[3]).removed(), Some(4));
+    h.insert(at(SEC), 99).unwrap();
+    assert_eq!(drain(&mut h, 30 * SEC), [99, 1, 2, 3, 5, 6, 7]);
+}
+
+#[test]
+fn peek_is_exact_before_any_pop_moved_the_wheel() {
+    let mut h: TimerHeap<u32, 16> = zeroed();
+    block_the_run(&mut h);
+    h.insert(at(50 * SEC), 1).unwrap();
+    h.insert(at(40 * SEC + 12_345), 2).unwrap();
+    h.insert(at(45 * SEC), 3).unwrap();
+    // Nothing popped yet: the earliest is still in a wheel bucket with the others.
+    assert_eq!(h.peek_deadline(), Some(at(40 * SEC + 12_345)));
+    assert!(h.pop_due(at(40 * SEC), u64::MAX).is_none());
+    assert_eq!(h.peek_deadline(), Some(at(40 * SEC + 12_345)));
+}
+
+#[test]
+fn an_empty_wheel_restarts_at_the_latest_time_seen() {
+    let mut h: TimerHeap<u32, 16> = zeroed();
+    block_the_run(&mut h);
+    h.insert(at(1000 * SEC), 1).unwrap();
+    assert_eq!(drain(&mut h, 1000 * SEC), [1]);
+    assert_eq!(h.wheel_len(), 0);
+    // Near that time: the wheel takes them (it does not count from zero any more), and they
+    // come out in order.
+    for (id, ms) in [(2, 3), (3, 1), (4, 2)] {
+        h.insert(at(1000 * SEC + ms * 1_000_000), id).unwrap();
+    }
+    assert_eq!(h.wheel_len(), 3);
+    assert_eq!(drain(&mut h, 1001 * SEC), [3, 4, 2]);
 }
