@@ -47,6 +47,7 @@
 
 use core::mem::MaybeUninit;
 
+use crate::raw::inline_fn::InitInPlace;
 use crate::raw::zeroed::ZeroInit;
 use crate::time::Instant;
 
@@ -476,18 +477,23 @@ impl<F, const T: usize> TimerHeap<F, T> {
     #[inline]
     fn run_push(&mut self, slot: u32, deadline: u64) {
         let tail = self.run_tail;
-        self.links.slots[slot as usize] = Link {
-            deadline,
-            prev: tail,
-            next: NIL,
-        };
-        match tail {
-            NIL => self.run_head = slot + 1,
-            t => self.links.slots[(t - 1) as usize].next = slot + 1,
+        debug_assert!((slot as usize) < T && (tail as usize) <= T);
+        // SAFETY (each access below): `slot` is a live slot, below `T`, and so is the run's
+        // tail member (`tail - 1`) when the run is not empty.
+        unsafe {
+            *self.links.slots.get_unchecked_mut(slot as usize) = Link {
+                deadline,
+                prev: tail,
+                next: NIL,
+            };
+            match tail {
+                NIL => self.run_head = slot + 1,
+                t => self.links.slots.get_unchecked_mut((t - 1) as usize).next = slot + 1,
+            }
+            self.meta.get_unchecked_mut(slot as usize).pos = IN_RUN;
         }
         self.run_tail = slot + 1;
         self.run_len += 1;
-        self.meta[slot as usize].pos = IN_RUN;
     }
 
     /// Take `slot` out of the run.
@@ -557,7 +563,11 @@ impl<F, const T: usize> TimerHeap<F, T> {
     #[inline(always)]
     fn file_stamped(&mut self, slot: u32, deadline: u64) {
         let tail = self.run_tail;
-        if tail == NIL || deadline >= self.links.slots[(tail - 1) as usize].deadline {
+        debug_assert!((tail as usize) <= T);
+        // SAFETY: a non-empty run's tail (`tail - 1`) is a live slot, below `T`.
+        if tail == NIL
+            || deadline >= unsafe { self.links.slots.get_unchecked((tail - 1) as usize).deadline }
+        {
             self.run_push(slot, deadline);
         } else if self.wheel_takes(deadline) {
             self.wheel_push(slot, deadline);
@@ -569,25 +579,36 @@ impl<F, const T: usize> TimerHeap<F, T> {
         }
     }
 
-    /// A free slot, made live (odd generation), or `None` when all `T` are live.
-    #[inline]
-    fn alloc(&mut self) -> Option<u32> {
+    /// A free slot, made live (odd generation), and its new generation; `None` when all `T`
+    /// are live.
+    #[inline(always)]
+    fn alloc(&mut self) -> Option<(u32, u32)> {
         #[allow(clippy::let_unit_value)]
         let () = Self::CAPACITY_FITS;
+        // One test for a full table: every slot is live, on the free list, or fresh (at or
+        // above `fresh`): `free` puts each freed slot on the list unless it empties the
+        // table, which makes every slot fresh again. So with a slot not live, the list or the
+        // fresh range has one.
+        if self.live as usize >= T {
+            return None;
+        }
         let slot = if self.free_head != NIL {
             let s = self.free_head - 1;
-            self.free_head = self.meta.get(s as usize)?.pos;
+            debug_assert!((s as usize) < T);
+            // SAFETY: the free list holds only slots below `T` (`free` pushes live slots).
+            self.free_head = unsafe { self.meta.get_unchecked(s as usize).pos };
             s
-        } else if (self.fresh as usize) < T {
+        } else {
             self.fresh += 1;
             self.fresh - 1
-        } else {
-            return None;
         };
-        let m = self.meta.get_mut(slot as usize)?;
+        debug_assert!((slot as usize) < T);
+        // SAFETY: a free-list slot is below `T` (above); a fresh one is below `T` because
+        // the table is not full and the free list is empty (see the top).
+        let m = unsafe { self.meta.get_unchecked_mut(slot as usize) };
         m.generation = m.generation.wrapping_add(1);
         self.live += 1;
-        Some(slot)
+        Some((slot, m.generation))
     }
 
     /// Free a live slot whose closure is already out. Once no slot is live, slots are handed
@@ -631,27 +652,30 @@ impl<F, const T: usize> TimerHeap<F, T> {
         self.insert_flagged(deadline, f, true)
     }
 
-    /// Schedule the closure `make` builds at `deadline`, building it straight into its slot
-    /// (no copy of the closure through the stack); `make` comes back, unbuilt, when the table
+    /// Schedule the closure `init` builds at `deadline`, building it straight into its slot
+    /// (no copy of the closure through the stack); `init` comes back, unrun, when the table
     /// is full. `needs_drop` as for [`insert_flagged`](Self::insert_flagged).
     #[inline(always)]
-    pub(crate) fn insert_with<M: FnOnce() -> F>(
+    pub(crate) fn insert_in_place<I: InitInPlace<F>>(
         &mut self,
         deadline: Instant,
-        make: M,
+        init: I,
         needs_drop: bool,
-    ) -> Result<TimerHandle, M> {
-        let Some(index) = self.alloc() else {
-            return Err(make);
+    ) -> Result<TimerHandle, I> {
+        let Some((index, generation)) = self.alloc() else {
+            return Err(init);
         };
-        self.fns.0[index as usize].write(make());
+        // SAFETY: `alloc` hands out slots below `T`. `InitInPlace` promises the slot is
+        // initialised when `init` returns (it cannot unwind), as a waiting slot's closure is.
+        init.init(unsafe { self.fns.0.get_unchecked_mut(index as usize) });
         let seq = self.take_seq();
-        self.seq[index as usize] = if needs_drop { NEEDS_DROP | seq } else { seq };
+        // SAFETY: as above.
+        unsafe {
+            *self.seq.get_unchecked_mut(index as usize) =
+                if needs_drop { NEEDS_DROP | seq } else { seq };
+        }
         self.file_stamped(index, deadline.as_nanos());
-        Ok(TimerHandle {
-            index,
-            generation: self.meta[index as usize].generation,
-        })
+        Ok(TimerHandle { index, generation })
     }
 
     /// Schedule `f` at `deadline`; the closure comes back when the table is full.
@@ -665,16 +689,13 @@ impl<F, const T: usize> TimerHeap<F, T> {
         f: F,
         needs_drop: bool,
     ) -> Result<TimerHandle, F> {
-        let Some(index) = self.alloc() else {
+        let Some((index, generation)) = self.alloc() else {
             return Err(f);
         };
         self.fns.0[index as usize].write(f);
         self.seq[index as usize] = if needs_drop { NEEDS_DROP } else { 0 };
         self.file(index, deadline.as_nanos());
-        Ok(TimerHandle {
-            index,
-            generation: self.meta[index as usize].generation,
-        })
+        Ok(TimerHandle { index, generation })
     }
 
     /// [`cancel_hinted`](Self::cancel_hinted) for every timer whose closure needs no drop
