@@ -275,6 +275,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// assert!(!lp.reset_timer(h, later)); // it fired: nothing to move
     /// # Ok::<(), loop_core::Error>(())
     /// ```
+    #[inline]
     pub fn reset_timer(&mut self, h: TimerHandle, deadline: Instant) -> bool {
         self.timers.reset(h, deadline)
     }
@@ -293,6 +294,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// lp.run().unwrap();
     /// assert_eq!(lp.now().as_nanos(), 40_000_000_000);
     /// ```
+    #[inline]
     pub fn reset_timer_later(&mut self, h: TimerHandle, delay: Duration) -> bool {
         let deadline = self.cached_now() + delay;
         self.timers.reset(h, deadline)

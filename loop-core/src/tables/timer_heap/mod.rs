@@ -289,7 +289,9 @@ impl<F, const T: usize> TimerHeap<F, T> {
     #[inline(always)]
     fn stamp(&mut self, slot: u32) {
         let seq = self.take_seq();
-        let s = &mut self.seq[slot as usize];
+        debug_assert!((slot as usize) < T);
+        // SAFETY: only live slots, below `T`, are stamped.
+        let s = unsafe { self.seq.get_unchecked_mut(slot as usize) };
         *s = (*s & NEEDS_DROP) | seq;
     }
 
@@ -518,33 +520,48 @@ impl<F, const T: usize> TimerHeap<F, T> {
     fn run_requeue(&mut self, slot: u32, deadline: u64) -> bool {
         let tail = self.run_tail;
         let me = slot + 1;
-        let Link { prev, next, .. } = self.links.slots[slot as usize];
+        debug_assert!((slot as usize) < T && (tail as usize) <= T);
+        // Every index below is a run member's (`slot`, its neighbours `prev - 1` and
+        // `next - 1` when not NIL, the tail `tail - 1` when not NIL): live slots, below `T`.
+        let links = &mut self.links.slots;
+        // SAFETY: `slot` is a run member (above).
+        let Link { prev, next, .. } = unsafe { *links.get_unchecked(slot as usize) };
+        debug_assert!((prev as usize) <= T && (next as usize) <= T);
         if tail == me {
             // Already last: it stays last if it does not go before its predecessor.
-            if prev != NIL && deadline < self.links.slots[(prev - 1) as usize].deadline {
-                return false;
-            }
-            self.links.slots[slot as usize].deadline = deadline;
-        } else {
-            // `tail` is another member (the run holds `slot`, so it is not empty), and `next`
-            // is not NIL (`slot` is not last).
-            if tail == NIL
-                || next == NIL
-                || deadline < self.links.slots[(tail - 1) as usize].deadline
+            // SAFETY: `prev` is not NIL: a run member (above).
+            if prev != NIL
+                && deadline < unsafe { links.get_unchecked((prev - 1) as usize) }.deadline
             {
                 return false;
             }
-            match prev {
-                NIL => self.run_head = next,
-                p => self.links.slots[(p - 1) as usize].next = next,
+            // SAFETY: `slot` is a run member.
+            unsafe { links.get_unchecked_mut(slot as usize) }.deadline = deadline;
+        } else {
+            // `tail` is another member (the run holds `slot`, so it is not empty), and `next`
+            // is not NIL (`slot` is not last).
+            // SAFETY: `tail` is not NIL when read: a run member (above).
+            if tail == NIL
+                || next == NIL
+                || deadline < unsafe { links.get_unchecked((tail - 1) as usize) }.deadline
+            {
+                return false;
             }
-            self.links.slots[(next - 1) as usize].prev = prev;
-            self.links.slots[slot as usize] = Link {
-                deadline,
-                prev: tail,
-                next: NIL,
-            };
-            self.links.slots[(tail - 1) as usize].next = me;
+            // SAFETY (each access): `prev` (when not NIL), `next`, `slot` and `tail` are run
+            // members (above; `next` and `tail` are not NIL here).
+            unsafe {
+                match prev {
+                    NIL => self.run_head = next,
+                    p => links.get_unchecked_mut((p - 1) as usize).next = next,
+                }
+                links.get_unchecked_mut((next - 1) as usize).prev = prev;
+                *links.get_unchecked_mut(slot as usize) = Link {
+                    deadline,
+                    prev: tail,
+                    next: NIL,
+                };
+                links.get_unchecked_mut((tail - 1) as usize).next = me;
+            }
             self.run_tail = me;
         }
         self.stamp(slot);
@@ -794,29 +811,51 @@ impl<F, const T: usize> TimerHeap<F, T> {
     /// Move a scheduled timer to a new deadline, as if it had just been inserted there (it
     /// goes after timers already due at the same instant). Returns `false` for a handle that
     /// is not waiting.
+    ///
+    /// The commonest case, a run member that goes to the run's tail again (one delay for
+    /// every timer), is inlined; the rest is out of line.
+    #[inline(always)]
     pub(crate) fn reset(&mut self, h: TimerHandle, deadline: Instant) -> bool {
         let deadline = deadline.as_nanos();
-        match self.live_pos(h) {
+        let Some(p) = self.live_pos(h) else {
+            return false;
+        };
+        if p == IN_WHEEL {
+            return self.reset_in_wheel(h.index, deadline);
+        }
+        if p == IN_RUN && self.run_requeue(h.index, deadline) {
+            return true;
+        }
+        self.reset_from(h, p, deadline)
+    }
+
+    /// [`reset`](Self::reset) of wheel member `slot`.
+    #[inline(never)]
+    fn reset_in_wheel(&mut self, slot: u32, deadline: u64) -> bool {
+        // SAFETY: the slot is in the wheel (the caller saw its position say so).
+        let requeued = unsafe { self.wheel_requeue(slot, deadline) };
+        if requeued {
+            self.stamp(slot);
+        } else {
+            // SAFETY: still in the wheel (`wheel_requeue` changed nothing).
+            unsafe { self.wheel_unlink(slot) };
+            self.file(slot, deadline);
+        }
+        true
+    }
+
+    /// [`reset`](Self::reset) of live slot `h` at position `p`, past the inlined case (a
+    /// run member is here because it does not go last).
+    #[inline(never)]
+    fn reset_from(&mut self, h: TimerHandle, p: u32, deadline: u64) -> bool {
+        match Some(p) {
             None | Some(RUNNING | CANCELLED_WHILE_RUNNING | POPPED) => false,
             Some(IN_RUN) => {
-                if !self.run_requeue(h.index, deadline) {
-                    self.run_unlink(h.index);
-                    self.file(h.index, deadline);
-                }
+                self.run_unlink(h.index);
+                self.file(h.index, deadline);
                 true
             }
-            Some(IN_WHEEL) => {
-                // SAFETY: the slot is in the wheel (its position says so).
-                let requeued = unsafe { self.wheel_requeue(h.index, deadline) };
-                if requeued {
-                    self.stamp(h.index);
-                } else {
-                    // SAFETY: still in the wheel (`wheel_requeue` changed nothing).
-                    unsafe { self.wheel_unlink(h.index) };
-                    self.file(h.index, deadline);
-                }
-                true
-            }
+            Some(IN_WHEEL) => self.reset_in_wheel(h.index, deadline),
             Some(p) if self.wheel_takes(deadline) => {
                 // Far now: out of the heap (which keeps only near timers), into the wheel
                 // (or the run).
