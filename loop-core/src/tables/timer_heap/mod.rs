@@ -475,25 +475,48 @@ impl<F, const T: usize> TimerHeap<F, T> {
         unsafe { self.sift_up_from(hole, pos, moved) };
     }
 
-    /// Append `slot` to the run.
+    /// The link of slot `slot`.
+    ///
+    /// # Safety
+    /// `slot < T` (every slot the table hands out is).
+    #[inline(always)]
+    unsafe fn link(&self, slot: u32) -> Link {
+        debug_assert!((slot as usize) < T);
+        // SAFETY: `slot < T` (the caller's promise).
+        unsafe { *self.links.slots.get_unchecked(slot as usize) }
+    }
+
+    /// [`link`](Self::link), to write.
+    ///
+    /// # Safety
+    /// As [`link`](Self::link).
+    #[inline(always)]
+    unsafe fn link_mut(&mut self, slot: u32) -> &mut Link {
+        debug_assert!((slot as usize) < T);
+        // SAFETY: `slot < T` (the caller's promise).
+        unsafe { self.links.slots.get_unchecked_mut(slot as usize) }
+    }
+
+    /// Append live slot `slot` to the run.
     #[inline]
     fn run_push(&mut self, slot: u32, deadline: u64) {
         let tail = self.run_tail;
-        debug_assert!((slot as usize) < T && (tail as usize) <= T);
-        // SAFETY (each access below): `slot` is a live slot, below `T`, and so is the run's
-        // tail member (`tail - 1`) when the run is not empty.
+        // SAFETY: `slot` is live: below `T`.
         unsafe {
-            *self.links.slots.get_unchecked_mut(slot as usize) = Link {
+            *self.link_mut(slot) = Link {
                 deadline,
                 prev: tail,
                 next: NIL,
-            };
-            match tail {
-                NIL => self.run_head = slot + 1,
-                t => self.links.slots.get_unchecked_mut((t - 1) as usize).next = slot + 1,
             }
-            self.meta.get_unchecked_mut(slot as usize).pos = IN_RUN;
+        };
+        match tail {
+            NIL => self.run_head = slot + 1,
+            // SAFETY: a non-empty run's tail (`t - 1`) is a live slot, below `T`.
+            t => unsafe { self.link_mut(t - 1) }.next = slot + 1,
         }
+        debug_assert!((slot as usize) < T);
+        // SAFETY: `slot` is live: below `T`.
+        unsafe { self.meta.get_unchecked_mut(slot as usize) }.pos = IN_RUN;
         self.run_tail = slot + 1;
         self.run_len += 1;
     }
@@ -518,50 +541,51 @@ impl<F, const T: usize> TimerHeap<F, T> {
     /// sequence). `false`, with nothing changed, when it does not go last.
     #[inline(always)]
     fn run_requeue(&mut self, slot: u32, deadline: u64) -> bool {
+        // Every link read or written below is a run member's: `slot`, its neighbours
+        // (`prev - 1`, `next - 1`) and the tail (`tail - 1`), each read only when not NIL.
+        // Run members are live slots, below `T`.
         let tail = self.run_tail;
         let me = slot + 1;
-        debug_assert!((slot as usize) < T && (tail as usize) <= T);
-        // Every index below is a run member's (`slot`, its neighbours `prev - 1` and
-        // `next - 1` when not NIL, the tail `tail - 1` when not NIL): live slots, below `T`.
-        let links = &mut self.links.slots;
-        // SAFETY: `slot` is a run member (above).
-        let Link { prev, next, .. } = unsafe { *links.get_unchecked(slot as usize) };
-        debug_assert!((prev as usize) <= T && (next as usize) <= T);
+        // SAFETY: a run member (above).
+        let Link { prev, next, .. } = unsafe { self.link(slot) };
         if tail == me {
             // Already last: it stays last if it does not go before its predecessor.
-            // SAFETY: `prev` is not NIL: a run member (above).
-            if prev != NIL
-                && deadline < unsafe { links.get_unchecked((prev - 1) as usize) }.deadline
-            {
-                return false;
+            if prev != NIL {
+                // SAFETY: a run member, not NIL (above).
+                let before = unsafe { self.link(prev - 1) }.deadline;
+                if deadline < before {
+                    return false;
+                }
             }
-            // SAFETY: `slot` is a run member.
-            unsafe { links.get_unchecked_mut(slot as usize) }.deadline = deadline;
+            // SAFETY: a run member (above).
+            unsafe { self.link_mut(slot) }.deadline = deadline;
         } else {
             // `tail` is another member (the run holds `slot`, so it is not empty), and `next`
             // is not NIL (`slot` is not last).
-            // SAFETY: `tail` is not NIL when read: a run member (above).
-            if tail == NIL
-                || next == NIL
-                || deadline < unsafe { links.get_unchecked((tail - 1) as usize) }.deadline
-            {
+            if tail == NIL || next == NIL {
                 return false;
             }
-            // SAFETY (each access): `prev` (when not NIL), `next`, `slot` and `tail` are run
-            // members (above; `next` and `tail` are not NIL here).
+            // SAFETY: a run member, not NIL (above).
+            if deadline < unsafe { self.link(tail - 1) }.deadline {
+                return false;
+            }
+            match prev {
+                NIL => self.run_head = next,
+                // SAFETY: a run member, not NIL (above).
+                p => unsafe { self.link_mut(p - 1) }.next = next,
+            }
+            // SAFETY: a run member, not NIL (above).
+            unsafe { self.link_mut(next - 1) }.prev = prev;
+            // SAFETY: a run member (above).
             unsafe {
-                match prev {
-                    NIL => self.run_head = next,
-                    p => links.get_unchecked_mut((p - 1) as usize).next = next,
-                }
-                links.get_unchecked_mut((next - 1) as usize).prev = prev;
-                *links.get_unchecked_mut(slot as usize) = Link {
+                *self.link_mut(slot) = Link {
                     deadline,
                     prev: tail,
                     next: NIL,
-                };
-                links.get_unchecked_mut((tail - 1) as usize).next = me;
-            }
+                }
+            };
+            // SAFETY: a run member, not NIL (above).
+            unsafe { self.link_mut(tail - 1) }.next = me;
             self.run_tail = me;
         }
         self.stamp(slot);
@@ -580,11 +604,8 @@ impl<F, const T: usize> TimerHeap<F, T> {
     #[inline(always)]
     fn file_stamped(&mut self, slot: u32, deadline: u64) {
         let tail = self.run_tail;
-        debug_assert!((tail as usize) <= T);
         // SAFETY: a non-empty run's tail (`tail - 1`) is a live slot, below `T`.
-        if tail == NIL
-            || deadline >= unsafe { self.links.slots.get_unchecked((tail - 1) as usize).deadline }
-        {
+        if tail == NIL || deadline >= unsafe { self.link(tail - 1) }.deadline {
             self.run_push(slot, deadline);
         } else if self.wheel_takes(deadline) {
             self.wheel_push(slot, deadline);
