@@ -1,6 +1,7 @@
 //! Timers: one-shot and periodic, and the guard that settles a due timer after its call.
 
 use super::*;
+use crate::raw::inline_fn::{InitInPlace, OnceNamed};
 
 impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventLoop<P, H, T, Q> {
     // ---------------------------------------------------------------------------------------
@@ -30,23 +31,22 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// assert_eq!(lp.now(), at);
     /// # Ok::<(), loop_core::Error>(())
     /// ```
+    #[inline(always)]
     pub fn call_at<F>(&mut self, deadline: Instant, f: F) -> Result<TimerHandle, Refused<F>>
     where
         F: FnOnce(&mut Self) + 'static,
     {
-        if let Err(error) = self.timer_room() {
-            return Err(Refused { error, value: f });
+        // Inlined (the insert is a few dozen instructions, as the call would be); the
+        // refusal is out of line.
+        if self.closed || self.timers.len() >= T {
+            return Err(self.refuse_timer(f));
         }
         let wrapper = move |lp: &mut Self, _deadline: Instant| {
             f(lp);
             Next::Done
         };
         let drop_glue = has_drop_glue(&wrapper);
-        Ok(self.schedule_with(
-            deadline,
-            move || InlineFn::once_named::<F, _>(wrapper),
-            drop_glue,
-        ))
+        Ok(self.schedule_with(deadline, OnceNamed::<F, _>::new(wrapper), drop_glue))
     }
 
     /// Run `f` once, `delay` from now.
@@ -78,6 +78,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// lp.run().unwrap();
     /// assert_eq!(lp.now().as_nanos(), 5_000_000_000); // ran at once, not at 6 s
     /// ```
+    #[inline(always)]
     pub fn call_later<F>(&mut self, delay: Duration, f: F) -> Result<TimerHandle, Refused<F>>
     where
         F: FnOnce(&mut Self) + 'static,
@@ -154,6 +155,18 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         Ok(self.schedule(first, timer, drop_glue))
     }
 
+    /// The refusal of a timer that [`timer_room`](Self::timer_room) turns away.
+    #[cold]
+    #[inline(never)]
+    fn refuse_timer<F>(&self, f: F) -> Refused<F> {
+        let error = match self.timer_room() {
+            Err(error) => error,
+            // Not reached (the caller saw a closed loop or a full table); full it is.
+            Ok(()) => self.full(Resource::Timers),
+        };
+        Refused { error, value: f }
+    }
+
     /// `Ok` if a timer can be added now: the loop is open and the heap has room.
     #[inline]
     pub(super) fn timer_room(&self) -> Result<(), Error> {
@@ -166,19 +179,19 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         }
     }
 
-    /// Insert the timer `make` builds (straight into its slot), whose closure has drop glue
-    /// if `drop_glue` (known at compile time).
+    /// Insert the timer `init` writes straight into its slot, whose closure has drop glue if
+    /// `drop_glue` (known at compile time).
     #[inline(always)]
     pub(super) fn schedule_with(
         &mut self,
         deadline: Instant,
-        make: impl FnOnce() -> TimerFn<P, H, T, Q>,
+        init: impl InitInPlace<TimerFn<P, H, T, Q>>,
         drop_glue: bool,
     ) -> TimerHandle {
         if drop_glue {
             self.timer_drop_glue = true;
         }
-        match self.timers.insert_with(deadline, make, drop_glue) {
+        match self.timers.insert_in_place(deadline, init, drop_glue) {
             Ok(h) => h,
             // Capacity was checked by the caller, and nothing runs in between.
             Err(_) => unreachable!("timer capacity checked before insert"),
@@ -262,6 +275,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// assert!(!lp.reset_timer(h, later)); // it fired: nothing to move
     /// # Ok::<(), loop_core::Error>(())
     /// ```
+    #[inline]
     pub fn reset_timer(&mut self, h: TimerHandle, deadline: Instant) -> bool {
         self.timers.reset(h, deadline)
     }
@@ -280,6 +294,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// lp.run().unwrap();
     /// assert_eq!(lp.now().as_nanos(), 40_000_000_000);
     /// ```
+    #[inline]
     pub fn reset_timer_later(&mut self, h: TimerHandle, delay: Duration) -> bool {
         let deadline = self.cached_now() + delay;
         self.timers.reset(h, deadline)

@@ -227,6 +227,67 @@ impl<A: ?Sized + 'static, X: 'static, R: Default + 'static> InlineFn<A, X, R> {
         // SAFETY: FITS proved `F` fits; the vtable was made for `F`.
         unsafe { Self::store(f, &OnceThunk::<F, N, A, X, R>::VTABLE) }
     }
+
+    /// [`once_named`](Self::once_named) built straight into `slot`: only the table pointer
+    /// and the closure's own bytes are written (the rest of the storage stays as it was, as
+    /// `MaybeUninit` bytes may), with no copy of the value through the stack. `slot` is
+    /// initialised afterwards; whatever it held before is overwritten, not dropped.
+    #[inline(always)]
+    pub(crate) fn write_once_named<N, F: FnOnce(&mut A, X) -> R + 'static>(
+        slot: &mut MaybeUninit<Self>,
+        f: F,
+    ) {
+        #[allow(clippy::let_unit_value)]
+        let () = OnceThunk::<F, N, A, X, R>::FITS;
+        let p = slot.as_mut_ptr();
+        // SAFETY: `p` is valid for writes and aligned (it comes from `&mut MaybeUninit<Self>`);
+        // `addr_of_mut!` takes the fields' addresses without reading or referencing the
+        // uninitialised value. FITS proved that `F` fits the storage with the storage's
+        // alignment, and the table was made for `F`. Afterwards every field is initialised:
+        // `vtable` written, `storage` is `MaybeUninit` bytes (valid whatever they hold) now
+        // holding the live `F`, `_not_send` zero-sized: the invariant of this type holds.
+        unsafe {
+            ptr::addr_of_mut!((*p).vtable).write(&OnceThunk::<F, N, A, X, R>::VTABLE);
+            ptr::addr_of_mut!((*p).storage).cast::<F>().write(f);
+        }
+    }
+}
+
+/// A value that builds a `V` straight into its place.
+///
+/// # Safety
+/// [`init`](Self::init) initialises the slot it is handed, and does not unwind: a table
+/// that hands it a slot counts the slot initialised once it returns.
+pub(crate) unsafe trait InitInPlace<V> {
+    /// Write the value into `slot` (whatever `slot` held is overwritten, not dropped).
+    fn init(self, slot: &mut MaybeUninit<V>);
+}
+
+/// A `FnOnce` to be stored as an [`InlineFn`] named after `N`, built in place
+/// ([`InlineFn::write_once_named`]).
+pub(crate) struct OnceNamed<N, F>(F, PhantomData<fn() -> N>);
+
+impl<N, F> OnceNamed<N, F> {
+    /// Wrap `f`.
+    #[inline(always)]
+    pub(crate) fn new(f: F) -> Self {
+        OnceNamed(f, PhantomData)
+    }
+}
+
+// SAFETY: `write_once_named` initialises the slot with two plain writes (no call that could
+// unwind).
+unsafe impl<N, F, A, X, R> InitInPlace<InlineFn<A, X, R>> for OnceNamed<N, F>
+where
+    F: FnOnce(&mut A, X) -> R + 'static,
+    A: ?Sized + 'static,
+    X: 'static,
+    R: Default + 'static,
+{
+    #[inline(always)]
+    fn init(self, slot: &mut MaybeUninit<InlineFn<A, X, R>>) {
+        InlineFn::write_once_named::<N, F>(slot, self.0);
+    }
 }
 
 impl<A: ?Sized + 'static, X: 'static, R: 'static> Drop for InlineFn<A, X, R> {
@@ -294,6 +355,47 @@ mod tests {
         assert_eq!(Rc::strong_count(&rc), 1);
         assert_eq!(f.call(&mut (), ()), 0);
         assert_eq!(rc.get(), 1);
+    }
+
+    #[test]
+    fn once_built_in_place_runs_once_and_drops_its_captures_once() {
+        let rc = Rc::new(Cell::new(0));
+        let held = rc.clone();
+        let mut slot = MaybeUninit::<InlineFn<(), (), u8>>::uninit();
+        InlineFn::write_once_named::<(), _>(&mut slot, move |_: &mut (), ()| {
+            held.set(held.get() + 1);
+            7
+        });
+        // SAFETY: `write_once_named` initialised the slot.
+        let mut f = unsafe { slot.assume_init() };
+        assert_eq!(Rc::strong_count(&rc), 2);
+        assert_eq!(f.call(&mut (), ()), 7);
+        assert_eq!(Rc::strong_count(&rc), 1);
+        assert_eq!(f.call(&mut (), ()), 0);
+        drop(f);
+        assert_eq!((rc.get(), Rc::strong_count(&rc)), (1, 1));
+        // Unrun: dropping it drops the captures, once.
+        let held = rc.clone();
+        let mut slot = MaybeUninit::<InlineFn<(), (), u8>>::uninit();
+        InlineFn::write_once_named::<(), _>(&mut slot, move |_: &mut (), ()| {
+            let _ = &held;
+            1
+        });
+        // SAFETY: as above.
+        drop(unsafe { slot.assume_init() });
+        assert_eq!(Rc::strong_count(&rc), 1);
+    }
+
+    #[test]
+    fn largest_once_built_in_place_round_trips_its_bytes() {
+        let data: [u8; INLINE_CAPTURE_BYTES] = core::array::from_fn(|i| i as u8 + 1);
+        let mut slot = MaybeUninit::<InlineFn<(), usize, u8>>::uninit();
+        InlineFn::write_once_named::<(), _>(&mut slot, move |_: &mut (), i| {
+            data[0].wrapping_add(data[i])
+        });
+        // SAFETY: `write_once_named` initialised the slot.
+        let mut f = unsafe { slot.assume_init() };
+        assert_eq!(f.call(&mut (), INLINE_CAPTURE_BYTES - 1), 1 + 56);
     }
 
     #[test]

@@ -47,6 +47,7 @@
 
 use core::mem::MaybeUninit;
 
+use crate::raw::inline_fn::InitInPlace;
 use crate::raw::zeroed::ZeroInit;
 use crate::time::Instant;
 
@@ -288,7 +289,9 @@ impl<F, const T: usize> TimerHeap<F, T> {
     #[inline(always)]
     fn stamp(&mut self, slot: u32) {
         let seq = self.take_seq();
-        let s = &mut self.seq[slot as usize];
+        debug_assert!((slot as usize) < T);
+        // SAFETY: only live slots, below `T`, are stamped.
+        let s = unsafe { self.seq.get_unchecked_mut(slot as usize) };
         *s = (*s & NEEDS_DROP) | seq;
     }
 
@@ -472,22 +475,50 @@ impl<F, const T: usize> TimerHeap<F, T> {
         unsafe { self.sift_up_from(hole, pos, moved) };
     }
 
-    /// Append `slot` to the run.
+    /// The link of slot `slot`.
+    ///
+    /// # Safety
+    /// `slot < T` (every slot the table hands out is).
+    #[inline(always)]
+    unsafe fn link(&self, slot: u32) -> Link {
+        debug_assert!((slot as usize) < T);
+        // SAFETY: `slot < T` (the caller's promise).
+        unsafe { *self.links.slots.get_unchecked(slot as usize) }
+    }
+
+    /// [`link`](Self::link), to write.
+    ///
+    /// # Safety
+    /// As [`link`](Self::link).
+    #[inline(always)]
+    unsafe fn link_mut(&mut self, slot: u32) -> &mut Link {
+        debug_assert!((slot as usize) < T);
+        // SAFETY: `slot < T` (the caller's promise).
+        unsafe { self.links.slots.get_unchecked_mut(slot as usize) }
+    }
+
+    /// Append live slot `slot` to the run.
     #[inline]
     fn run_push(&mut self, slot: u32, deadline: u64) {
         let tail = self.run_tail;
-        self.links.slots[slot as usize] = Link {
-            deadline,
-            prev: tail,
-            next: NIL,
+        // SAFETY: `slot` is live: below `T`.
+        unsafe {
+            *self.link_mut(slot) = Link {
+                deadline,
+                prev: tail,
+                next: NIL,
+            }
         };
         match tail {
             NIL => self.run_head = slot + 1,
-            t => self.links.slots[(t - 1) as usize].next = slot + 1,
+            // SAFETY: a non-empty run's tail (`t - 1`) is a live slot, below `T`.
+            t => unsafe { self.link_mut(t - 1) }.next = slot + 1,
         }
+        debug_assert!((slot as usize) < T);
+        // SAFETY: `slot` is live: below `T`.
+        unsafe { self.meta.get_unchecked_mut(slot as usize) }.pos = IN_RUN;
         self.run_tail = slot + 1;
         self.run_len += 1;
-        self.meta[slot as usize].pos = IN_RUN;
     }
 
     /// Take `slot` out of the run.
@@ -510,35 +541,51 @@ impl<F, const T: usize> TimerHeap<F, T> {
     /// sequence). `false`, with nothing changed, when it does not go last.
     #[inline(always)]
     fn run_requeue(&mut self, slot: u32, deadline: u64) -> bool {
+        // Every link read or written below is a run member's: `slot`, its neighbours
+        // (`prev - 1`, `next - 1`) and the tail (`tail - 1`), each read only when not NIL.
+        // Run members are live slots, below `T`.
         let tail = self.run_tail;
         let me = slot + 1;
-        let Link { prev, next, .. } = self.links.slots[slot as usize];
+        // SAFETY: a run member (above).
+        let Link { prev, next, .. } = unsafe { self.link(slot) };
         if tail == me {
             // Already last: it stays last if it does not go before its predecessor.
-            if prev != NIL && deadline < self.links.slots[(prev - 1) as usize].deadline {
-                return false;
+            if prev != NIL {
+                // SAFETY: a run member, not NIL (above).
+                let before = unsafe { self.link(prev - 1) }.deadline;
+                if deadline < before {
+                    return false;
+                }
             }
-            self.links.slots[slot as usize].deadline = deadline;
+            // SAFETY: a run member (above).
+            unsafe { self.link_mut(slot) }.deadline = deadline;
         } else {
             // `tail` is another member (the run holds `slot`, so it is not empty), and `next`
             // is not NIL (`slot` is not last).
-            if tail == NIL
-                || next == NIL
-                || deadline < self.links.slots[(tail - 1) as usize].deadline
-            {
+            if tail == NIL || next == NIL {
+                return false;
+            }
+            // SAFETY: a run member, not NIL (above).
+            if deadline < unsafe { self.link(tail - 1) }.deadline {
                 return false;
             }
             match prev {
                 NIL => self.run_head = next,
-                p => self.links.slots[(p - 1) as usize].next = next,
+                // SAFETY: a run member, not NIL (above).
+                p => unsafe { self.link_mut(p - 1) }.next = next,
             }
-            self.links.slots[(next - 1) as usize].prev = prev;
-            self.links.slots[slot as usize] = Link {
-                deadline,
-                prev: tail,
-                next: NIL,
+            // SAFETY: a run member, not NIL (above).
+            unsafe { self.link_mut(next - 1) }.prev = prev;
+            // SAFETY: a run member (above).
+            unsafe {
+                *self.link_mut(slot) = Link {
+                    deadline,
+                    prev: tail,
+                    next: NIL,
+                }
             };
-            self.links.slots[(tail - 1) as usize].next = me;
+            // SAFETY: a run member, not NIL (above).
+            unsafe { self.link_mut(tail - 1) }.next = me;
             self.run_tail = me;
         }
         self.stamp(slot);
@@ -557,7 +604,8 @@ impl<F, const T: usize> TimerHeap<F, T> {
     #[inline(always)]
     fn file_stamped(&mut self, slot: u32, deadline: u64) {
         let tail = self.run_tail;
-        if tail == NIL || deadline >= self.links.slots[(tail - 1) as usize].deadline {
+        // SAFETY: a non-empty run's tail (`tail - 1`) is a live slot, below `T`.
+        if tail == NIL || deadline >= unsafe { self.link(tail - 1) }.deadline {
             self.run_push(slot, deadline);
         } else if self.wheel_takes(deadline) {
             self.wheel_push(slot, deadline);
@@ -569,25 +617,36 @@ impl<F, const T: usize> TimerHeap<F, T> {
         }
     }
 
-    /// A free slot, made live (odd generation), or `None` when all `T` are live.
-    #[inline]
-    fn alloc(&mut self) -> Option<u32> {
+    /// A free slot, made live (odd generation), and its new generation; `None` when all `T`
+    /// are live.
+    #[inline(always)]
+    fn alloc(&mut self) -> Option<(u32, u32)> {
         #[allow(clippy::let_unit_value)]
         let () = Self::CAPACITY_FITS;
+        // One test for a full table: every slot is live, on the free list, or fresh (at or
+        // above `fresh`): `free` puts each freed slot on the list unless it empties the
+        // table, which makes every slot fresh again. So with a slot not live, the list or the
+        // fresh range has one.
+        if self.live as usize >= T {
+            return None;
+        }
         let slot = if self.free_head != NIL {
             let s = self.free_head - 1;
-            self.free_head = self.meta.get(s as usize)?.pos;
+            debug_assert!((s as usize) < T);
+            // SAFETY: the free list holds only slots below `T` (`free` pushes live slots).
+            self.free_head = unsafe { self.meta.get_unchecked(s as usize).pos };
             s
-        } else if (self.fresh as usize) < T {
+        } else {
             self.fresh += 1;
             self.fresh - 1
-        } else {
-            return None;
         };
-        let m = self.meta.get_mut(slot as usize)?;
+        debug_assert!((slot as usize) < T);
+        // SAFETY: a free-list slot is below `T` (above); a fresh one is below `T` because
+        // the table is not full and the free list is empty (see the top).
+        let m = unsafe { self.meta.get_unchecked_mut(slot as usize) };
         m.generation = m.generation.wrapping_add(1);
         self.live += 1;
-        Some(slot)
+        Some((slot, m.generation))
     }
 
     /// Free a live slot whose closure is already out. Once no slot is live, slots are handed
@@ -631,27 +690,30 @@ impl<F, const T: usize> TimerHeap<F, T> {
         self.insert_flagged(deadline, f, true)
     }
 
-    /// Schedule the closure `make` builds at `deadline`, building it straight into its slot
-    /// (no copy of the closure through the stack); `make` comes back, unbuilt, when the table
+    /// Schedule the closure `init` builds at `deadline`, building it straight into its slot
+    /// (no copy of the closure through the stack); `init` comes back, unrun, when the table
     /// is full. `needs_drop` as for [`insert_flagged`](Self::insert_flagged).
     #[inline(always)]
-    pub(crate) fn insert_with<M: FnOnce() -> F>(
+    pub(crate) fn insert_in_place<I: InitInPlace<F>>(
         &mut self,
         deadline: Instant,
-        make: M,
+        init: I,
         needs_drop: bool,
-    ) -> Result<TimerHandle, M> {
-        let Some(index) = self.alloc() else {
-            return Err(make);
+    ) -> Result<TimerHandle, I> {
+        let Some((index, generation)) = self.alloc() else {
+            return Err(init);
         };
-        self.fns.0[index as usize].write(make());
+        // SAFETY: `alloc` hands out slots below `T`. `InitInPlace` promises the slot is
+        // initialised when `init` returns (it cannot unwind), as a waiting slot's closure is.
+        init.init(unsafe { self.fns.0.get_unchecked_mut(index as usize) });
         let seq = self.take_seq();
-        self.seq[index as usize] = if needs_drop { NEEDS_DROP | seq } else { seq };
+        // SAFETY: as above.
+        unsafe {
+            *self.seq.get_unchecked_mut(index as usize) =
+                if needs_drop { NEEDS_DROP | seq } else { seq };
+        }
         self.file_stamped(index, deadline.as_nanos());
-        Ok(TimerHandle {
-            index,
-            generation: self.meta[index as usize].generation,
-        })
+        Ok(TimerHandle { index, generation })
     }
 
     /// Schedule `f` at `deadline`; the closure comes back when the table is full.
@@ -665,16 +727,13 @@ impl<F, const T: usize> TimerHeap<F, T> {
         f: F,
         needs_drop: bool,
     ) -> Result<TimerHandle, F> {
-        let Some(index) = self.alloc() else {
+        let Some((index, generation)) = self.alloc() else {
             return Err(f);
         };
         self.fns.0[index as usize].write(f);
         self.seq[index as usize] = if needs_drop { NEEDS_DROP } else { 0 };
         self.file(index, deadline.as_nanos());
-        Ok(TimerHandle {
-            index,
-            generation: self.meta[index as usize].generation,
-        })
+        Ok(TimerHandle { index, generation })
     }
 
     /// [`cancel_hinted`](Self::cancel_hinted) for every timer whose closure needs no drop
@@ -773,29 +832,51 @@ impl<F, const T: usize> TimerHeap<F, T> {
     /// Move a scheduled timer to a new deadline, as if it had just been inserted there (it
     /// goes after timers already due at the same instant). Returns `false` for a handle that
     /// is not waiting.
+    ///
+    /// The commonest case, a run member that goes to the run's tail again (one delay for
+    /// every timer), is inlined; the rest is out of line.
+    #[inline(always)]
     pub(crate) fn reset(&mut self, h: TimerHandle, deadline: Instant) -> bool {
         let deadline = deadline.as_nanos();
-        match self.live_pos(h) {
+        let Some(p) = self.live_pos(h) else {
+            return false;
+        };
+        if p == IN_WHEEL {
+            return self.reset_in_wheel(h.index, deadline);
+        }
+        if p == IN_RUN && self.run_requeue(h.index, deadline) {
+            return true;
+        }
+        self.reset_from(h, p, deadline)
+    }
+
+    /// [`reset`](Self::reset) of wheel member `slot`.
+    #[inline(never)]
+    fn reset_in_wheel(&mut self, slot: u32, deadline: u64) -> bool {
+        // SAFETY: the slot is in the wheel (the caller saw its position say so).
+        let requeued = unsafe { self.wheel_requeue(slot, deadline) };
+        if requeued {
+            self.stamp(slot);
+        } else {
+            // SAFETY: still in the wheel (`wheel_requeue` changed nothing).
+            unsafe { self.wheel_unlink(slot) };
+            self.file(slot, deadline);
+        }
+        true
+    }
+
+    /// [`reset`](Self::reset) of live slot `h` at position `p`, past the inlined case (a
+    /// run member is here because it does not go last).
+    #[inline(never)]
+    fn reset_from(&mut self, h: TimerHandle, p: u32, deadline: u64) -> bool {
+        match Some(p) {
             None | Some(RUNNING | CANCELLED_WHILE_RUNNING | POPPED) => false,
             Some(IN_RUN) => {
-                if !self.run_requeue(h.index, deadline) {
-                    self.run_unlink(h.index);
-                    self.file(h.index, deadline);
-                }
+                self.run_unlink(h.index);
+                self.file(h.index, deadline);
                 true
             }
-            Some(IN_WHEEL) => {
-                // SAFETY: the slot is in the wheel (its position says so).
-                let requeued = unsafe { self.wheel_requeue(h.index, deadline) };
-                if requeued {
-                    self.stamp(h.index);
-                } else {
-                    // SAFETY: still in the wheel (`wheel_requeue` changed nothing).
-                    unsafe { self.wheel_unlink(h.index) };
-                    self.file(h.index, deadline);
-                }
-                true
-            }
+            Some(IN_WHEEL) => self.reset_in_wheel(h.index, deadline),
             Some(p) if self.wheel_takes(deadline) => {
                 // Far now: out of the heap (which keeps only near timers), into the wheel
                 // (or the run).

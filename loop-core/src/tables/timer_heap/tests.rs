@@ -57,6 +57,38 @@ fn cancel_removes_for_real_and_stale_cancel_is_a_noop() {
     );
 }
 
+/// A `u32` "closure" built in place, as the loop builds its timers.
+#[derive(Debug, PartialEq)]
+struct Put(u32);
+
+// SAFETY: `init` writes the slot (a plain write: it cannot unwind).
+unsafe impl InitInPlace<u32> for Put {
+    fn init(self, slot: &mut MaybeUninit<u32>) {
+        slot.write(self.0);
+    }
+}
+
+#[test]
+fn built_in_place_timers_keep_fifo_order_and_a_full_table_hands_the_builder_back_unrun() {
+    let mut h: TimerHeap<u32, 3> = zeroed();
+    let a = h.insert_in_place(at(5), Put(1), true).unwrap();
+    h.insert_in_place(at(5), Put(2), false).unwrap();
+    h.insert(at(2), 3).unwrap();
+    assert_eq!(h.insert_in_place(at(1), Put(4), true), Err(Put(4)));
+    assert_eq!(
+        h.cancel(a).removed(),
+        Some(1),
+        "needs-drop kept: handed back"
+    );
+    h.insert_in_place(at(5), Put(5), true).unwrap();
+    assert_eq!(drain(&mut h, 10), [3, 2, 5]);
+    // Emptied: built from slot 0 again, under a new generation.
+    let b = h.insert_in_place(at(1), Put(6), true).unwrap();
+    assert_ne!(a, b);
+    assert!(!h.is_pending(a));
+    assert_eq!(drain(&mut h, 10), [6]);
+}
+
 #[test]
 fn full_heap_hands_the_closure_back() {
     let mut h: TimerHeap<u32, 2> = zeroed();
@@ -334,16 +366,25 @@ fn list_model(
     for id in 0..iterations {
         let deadline = pick(now, &mut rnd);
         match rnd(8) {
-            0..=2 => match h.insert(at(deadline), id) {
-                Ok(t) => {
-                    model.push((t, deadline, seq, id));
-                    seq += 1;
+            0..=2 => {
+                // Both ways of inserting: by value, and built in place (the loop's way).
+                let r = if id % 2 == 0 {
+                    h.insert(at(deadline), id)
+                } else {
+                    h.insert_in_place(at(deadline), Put(id), true)
+                        .map_err(|Put(back)| back)
+                };
+                match r {
+                    Ok(t) => {
+                        model.push((t, deadline, seq, id));
+                        seq += 1;
+                    }
+                    Err(back) => {
+                        assert_eq!(back, id);
+                        assert_eq!(model.len(), CAP);
+                    }
                 }
-                Err(back) => {
-                    assert_eq!(back, id);
-                    assert_eq!(model.len(), CAP);
-                }
-            },
+            }
             3 if !model.is_empty() => {
                 let k = rnd(model.len() as u64) as usize;
                 let (t, _, _, want) = model.remove(k);
