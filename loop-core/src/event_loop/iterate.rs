@@ -93,16 +93,15 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             self.stop_requested = false;
             return Ok(());
         }
-        let running = Running::enter(self);
-        let result = if io_only {
-            // Its wait takes a reading (or forgets the cached time) before any handler runs.
-            running.lp.io_only_pass(timeout)
-        } else {
+        if !io_only {
             // As `begin_run`: the cached time of an earlier pass is stale (the loop may have
-            // sat idle since), and this pass may run callbacks before it reads the clock.
-            running.lp.clock.set(None);
-            running.lp.iterate(timeout)
-        };
+            // sat idle since), and this pass may run callbacks before it reads the clock. (An
+            // I/O-only pass's wait takes a reading, or forgets the cached time, before any
+            // handler runs.)
+            self.clock.set(None);
+        }
+        let running = Running::enter(self);
+        let result = running.lp.iterate(timeout);
         let result = result.map(drop);
         drop(running);
         result
@@ -171,16 +170,55 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     }
 
     /// One iteration, in the order of the module doc. `Ok(false)` when stopped.
+    ///
+    /// An I/O-only pass ([`only_io`](Self::only_io)) skips steps 1–6, which would find
+    /// nothing to run, and polls with `cap` (no work waiting, no timer); any other pass runs
+    /// them out of line ([`full_pass_steps`](Self::full_pass_steps)). Both then fall through
+    /// the same poll and dispatch: one inlined copy of the hot path, not one per kind of pass.
+    #[inline(always)]
     pub(super) fn iterate(&mut self, cap: Option<Duration>) -> Result<bool, Error> {
-        if self.only_io() {
-            return self.io_only_pass(cap);
+        let timeout = if self.only_io() {
+            self.counters.iterations += 1;
+            if self.stop_requested || self.closed {
+                return Ok(false);
+            }
+            cap
+        } else {
+            match self.full_pass_steps(cap) {
+                Ok(timeout) => timeout,
+                Err(end) => return end,
+            }
+        };
+        // Steps 8 and 9: poll, then dispatch what the poller reported.
+        let waited = self.timed_wait(timeout);
+        if let Some(exec) = self.executor {
+            // Set by `full_pass_steps` (a loop with an executor never has an I/O-only pass).
+            exec.set_sleeping(false);
         }
+        let n = match self.count_poll(waited) {
+            Ok(n) => n,
+            Err(errno) => return self.poll_failed(errno),
+        };
+        self.dispatch_events(n);
+        Ok(true)
+    }
+
+    /// Steps 1–7 of a pass with more than I/O to do: the fork check, the callbacks, remote
+    /// callbacks, signal handlers, tasks and due timers, the poll timeout and the stop check,
+    /// and the executor's `sleeping` flag raised for the wait. `Ok(timeout)`: poll with it
+    /// (the caller lowers the flag after the wait); `Err(result)`: the iteration ends with
+    /// `result` without polling.
+    #[inline(never)]
+    fn full_pass_steps(
+        &mut self,
+        cap: Option<Duration>,
+    ) -> Result<Option<Duration>, Result<bool, Error>> {
         // A pass with other work checks for a fork first (an I/O-only one leaves it to the
         // poller's wait): a handler, callback or task that forked must not have the child run
         // this pass's callbacks, timers and tasks. (A loop closed during the run still ends it
         // with `Ok`, below.)
         if self.poller.forked() {
-            return self.usable().map(|()| false);
+            return Err(self.usable().map(|()| false));
         }
         let snapshot = self.begin_iteration();
         self.run_callbacks(snapshot.callbacks);
@@ -190,38 +228,21 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         if let Some(now) = snapshot.now {
             self.run_due_timers(now, snapshot.timer_seq);
         }
-        let timeout = self.poll_timeout(cap);
+        let mut timeout = self.poll_timeout(cap);
         if self.stop_requested || self.closed {
-            return Ok(false);
+            return Err(Ok(false));
         }
-        self.poll_and_dispatch(timeout)
-    }
-
-    /// An iteration with nothing but fds to watch ([`only_io`](Self::only_io)): steps 1–6
-    /// would find nothing to run, and step 7's timeout is `cap` (no work waiting, no timer).
-    #[inline(always)]
-    fn io_only_pass(&mut self, cap: Option<Duration>) -> Result<bool, Error> {
-        self.counters.iterations += 1;
-        if self.stop_requested || self.closed {
-            return Ok(false);
+        // Tasks woken from other threads while the loop sleeps must wake the poller: raise
+        // the executor's `sleeping` flag first, then look at the ready flags once more
+        // (wakers do the opposite).
+        if let Some(exec) = self.executor {
+            exec.set_sleeping(true);
+            if exec.any_ready() {
+                timeout = Some(Duration::ZERO);
+            }
         }
-        let n = match self.poll_io_only(cap) {
-            Ok(n) => n,
-            Err(errno) => return self.poll_failed(errno),
-        };
-        self.dispatch_events(n);
-        Ok(true)
-    }
-
-    /// Steps 8 and 9: poll, then dispatch what the poller reported.
-    #[inline(always)]
-    fn poll_and_dispatch(&mut self, timeout: Option<Duration>) -> Result<bool, Error> {
-        let n = match self.poll(timeout) {
-            Ok(n) => n,
-            Err(errno) => return self.poll_failed(errno),
-        };
-        self.dispatch_events(n);
-        Ok(true)
+        self.sample_high_water();
+        Ok(timeout)
     }
 
     /// A wait that failed: `EINTR` ends the iteration (the next one polls again); `ECHILD`
@@ -316,25 +337,6 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         }
     }
 
-    /// Wait for events. Tasks woken from other threads while the loop sleeps must wake the
-    /// poller: raise the executor's `sleeping` flag first, then look at the ready flags once
-    /// more (wakers do the opposite).
-    #[inline]
-    fn poll(&mut self, mut timeout: Option<Duration>) -> Result<usize, Errno> {
-        if let Some(exec) = self.executor {
-            exec.set_sleeping(true);
-            if exec.any_ready() {
-                timeout = Some(Duration::ZERO);
-            }
-        }
-        self.sample_high_water();
-        let waited = self.timed_wait(timeout);
-        if let Some(exec) = self.executor {
-            exec.set_sleeping(false);
-        }
-        self.count_poll(waited)
-    }
-
     /// The poller's wait; a wait that may block is timed into `idle_time` (two clock reads),
     /// a non-blocking one (`Some(ZERO)`) is not: it is work, not idleness, and costs no clock
     /// read.
@@ -366,14 +368,6 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             c.events_max_poll = c.events_max_poll.max(n);
         }
         waited
-    }
-
-    /// [`poll`](Self::poll) for an I/O-only iteration (no executor, timers or callbacks: their
-    /// high-water marks cannot move, and the handlers' is raised when one is added).
-    #[inline(always)]
-    fn poll_io_only(&mut self, timeout: Option<Duration>) -> Result<usize, Errno> {
-        let waited = self.timed_wait(timeout);
-        self.count_poll(waited)
     }
 
     /// Raise the tables' high-water marks to their current lengths.
