@@ -460,8 +460,14 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// # let _ = (Duration::ZERO, Readiness::READ);
     /// # Ok::<(), loop_core::Error>(())
     /// ```
+    #[inline]
     pub fn update_handler(&mut self, fd: impl Into<Fd>, interest: Interest) -> Result<(), Error> {
-        let fd = fd.into().raw();
+        self.update_handler_raw(fd.into().raw(), interest)
+    }
+
+    /// [`update_handler`](Self::update_handler) past the fd conversion: one copy whatever
+    /// the callers' fd types.
+    fn update_handler_raw(&mut self, fd: RawFd, interest: Interest) -> Result<(), Error> {
         let interest = interest.registered();
         let Some((id, slot)) = self.handlers.lookup_mut(fd) else {
             return Err(Error::NotRegistered { fd });
@@ -515,8 +521,14 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// assert!(!lp.remove_handler(3)); // unknown fd: a no-op
     /// # Ok::<(), loop_core::Error>(())
     /// ```
+    #[inline]
     pub fn remove_handler(&mut self, fd: impl Into<Fd>) -> bool {
-        let fd = fd.into().raw();
+        self.remove_handler_raw(fd.into().raw())
+    }
+
+    /// [`remove_handler`](Self::remove_handler) past the fd conversion: one copy whatever
+    /// the callers' fd types.
+    fn remove_handler_raw(&mut self, fd: RawFd) -> bool {
         let Some((id, slot)) = self.handlers.remove(fd) else {
             return false;
         };

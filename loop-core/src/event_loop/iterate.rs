@@ -93,15 +93,16 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             self.stop_requested = false;
             return Ok(());
         }
-        if !io_only {
-            // As `begin_run`: the cached time of an earlier pass is stale (the loop may have
-            // sat idle since), and this pass may run callbacks before it reads the clock. (An
-            // I/O-only pass's wait takes a reading, or forgets the cached time, before any
-            // handler runs.)
-            self.clock.set(None);
-        }
         let running = Running::enter(self);
-        let result = running.lp.iterate(timeout);
+        let result = if io_only {
+            // Its wait takes a reading (or forgets the cached time) before any handler runs.
+            running.lp.io_only_pass(timeout)
+        } else {
+            // As `begin_run`: the cached time of an earlier pass is stale (the loop may have
+            // sat idle since), and this pass may run callbacks before it reads the clock.
+            running.lp.clock.set(None);
+            running.lp.iterate(timeout)
+        };
         let result = result.map(drop);
         drop(running);
         result
@@ -174,8 +175,10 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// An I/O-only pass ([`only_io`](Self::only_io)) skips steps 1–6, which would find
     /// nothing to run, and polls with `cap` (no work waiting, no timer); any other pass runs
     /// them out of line ([`full_pass_steps`](Self::full_pass_steps)). Both then fall through
-    /// the same poll and dispatch: one inlined copy of the hot path, not one per kind of pass.
-    #[inline(always)]
+    /// the same poll and dispatch: one copy of it, not one per kind of pass. Never inlined:
+    /// `run`, `run_sync` and `run_once` (for a pass that is not I/O-only) share it, and
+    /// `run_once`'s own I/O-only pass keeps the registers to itself.
+    #[inline(never)]
     pub(super) fn iterate(&mut self, cap: Option<Duration>) -> Result<bool, Error> {
         let timeout = if self.only_io() {
             self.counters.iterations += 1;
@@ -195,6 +198,24 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             // Set by `full_pass_steps` (a loop with an executor never has an I/O-only pass).
             exec.set_sleeping(false);
         }
+        let n = match self.count_poll(waited) {
+            Ok(n) => n,
+            Err(errno) => return self.poll_failed(errno),
+        };
+        self.dispatch_events(n);
+        Ok(true)
+    }
+
+    /// `run_once`'s iteration with nothing but fds to watch ([`only_io`](Self::only_io)): as
+    /// [`iterate`](Self::iterate)'s I/O-only branch, inlined into `run_once` (bench.c-style
+    /// callers run one pass at a time).
+    #[inline(always)]
+    fn io_only_pass(&mut self, cap: Option<Duration>) -> Result<bool, Error> {
+        self.counters.iterations += 1;
+        if self.stop_requested || self.closed {
+            return Ok(false);
+        }
+        let waited = self.timed_wait(cap);
         let n = match self.count_poll(waited) {
             Ok(n) => n,
             Err(errno) => return self.poll_failed(errno),
