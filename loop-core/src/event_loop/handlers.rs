@@ -767,11 +767,12 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         };
         call.fd = fd;
         call.lp.counters.events_dispatched += 1;
-        let outcome = if call.lp.watchdog.is_none() {
-            let lp = &mut *call.lp;
-            panic::catch(|| f.call(lp, (fd, readiness)))
-        } else {
-            call.call_watched(readiness)
+        let outcome = match call.lp.watched_call {
+            None => {
+                let lp = &mut *call.lp;
+                panic::catch(|| f.call(lp, (fd, readiness)))
+            }
+            Some(watched) => watched(&mut call, readiness),
         };
         match outcome {
             Ok(Ok(())) => {
@@ -829,8 +830,12 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     }
 }
 
+/// [`HandlerCall::call_watched`], kept by the loop while a watchdog or beacon is set.
+pub(super) type WatchedCall<P, const H: usize, const T: usize, const Q: usize> =
+    for<'a, 'b> fn(&'b mut HandlerCall<'a, P, H, T, Q>, Readiness) -> Result<HandlerResult, Caught>;
+
 /// An fd handler's closure, out of its slot for the call; put back on drop.
-struct HandlerCall<'a, P: Poller + 'static, const H: usize, const T: usize, const Q: usize> {
+pub(super) struct HandlerCall<'a, P: Poller + 'static, const H: usize, const T: usize, const Q: usize> {
     lp: &'a mut EventLoop<P, H, T, Q>,
     id: HandlerId,
     fd: RawFd,
@@ -842,9 +847,10 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>
 {
     /// The call under the watchdog: its beacon names the handler while it runs, and a call
     /// longer than the threshold is reported. Apart from the plain call so that a loop with
-    /// no watchdog pays one test per event for it.
-    #[inline(never)]
-    fn call_watched(&mut self, readiness: Readiness) -> Result<HandlerResult, Caught> {
+    /// no watchdog pays one test per event for it, and reached through
+    /// [`WatchedCall`] so that a loop that never sets one does not link it.
+    #[inline]
+    pub(super) fn call_watched(&mut self, readiness: Readiness) -> Result<HandlerResult, Caught> {
         let (id, fd) = (self.id, self.fd);
         let started = self
             .lp

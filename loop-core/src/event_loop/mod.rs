@@ -342,6 +342,9 @@ pub struct EventLoop<
     stop_requested: bool,
     error_hook: Option<InlineFn<(), Failure, ()>>,
     watchdog: Option<Watchdog>,
+    /// The handler call under the watchdog, set with `watchdog` (`Some` exactly when it is):
+    /// a program that never sets a watchdog or a beacon does not link that path.
+    watched_call: Option<handlers::WatchedCall<P, H, T, Q>>,
     counters: Counters,
     /// `close()` was called: everything is refused from now on.
     closed: bool,
