@@ -44,6 +44,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         let notifier = self.poller.notifier().try_clone()?;
         remote.attach(notifier)?;
         self.remote = Some(remote);
+        self.run_remote = Some(Self::run_remote_callbacks_now);
         self.remote_wake = Some(&remote.wake_entry);
         Ok(LoopHandle::new(remote))
     }
@@ -410,8 +411,17 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// Run the `n` callbacks other threads had queued on the [`Remote`] when the iteration
     /// began. A producer may have claimed a cell and not finished writing it: that one is
     /// picked up by the next iteration (its wake is already pending).
+    /// Reached through `run_remote`, set by [`attach_remote`](Self::attach_remote): a program
+    /// that never attaches a remote queue does not link this step.
     #[inline]
     pub(super) fn run_remote_callbacks(&mut self, n: usize) {
+        if let Some(run) = self.run_remote {
+            run(self, n);
+        }
+    }
+
+    /// [`run_remote_callbacks`](Self::run_remote_callbacks) for an attached remote queue.
+    fn run_remote_callbacks_now(&mut self, n: usize) {
         for _ in 0..n {
             let Some(r) = self.remote else { break };
             let Some(SendFn(cb)) = r.pop() else { break };

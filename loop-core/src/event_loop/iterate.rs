@@ -364,21 +364,17 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     #[inline(always)]
     fn timed_wait(&mut self, timeout: Option<Duration>) -> Result<usize, Errno> {
         self.changes_before_poll();
-        // One inlined wait for both cases (the poller's wait is inlined into each caller).
-        let before = if timeout.is_some_and(|t| t.is_zero()) {
+        if timeout.is_some_and(|t| t.is_zero()) {
             // No reading after this poll: forget the cached time, so the next `call_later`
             // reads the clock (and caches it) instead of counting from an older iteration.
             self.clock.set(None);
-            None
-        } else {
-            Some(self.poller.now())
-        };
-        let waited = self.poller.wait(&mut self.events, timeout);
-        if let Some(before) = before {
-            let after = self.poller.now();
-            self.set_clock(after);
-            self.counters.idle_time += after - before;
+            return self.poller.wait(&mut self.events, timeout);
         }
+        let before = self.poller.now();
+        let waited = self.poller.wait(&mut self.events, timeout);
+        let after = self.poller.now();
+        self.set_clock(after);
+        self.counters.idle_time += after - before;
         waited
     }
 

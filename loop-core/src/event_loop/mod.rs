@@ -365,6 +365,8 @@ pub struct EventLoop<
     /// code that hands the loop to the task layer as a `dyn LoopOps`, so a program that never
     /// attaches an executor does not link the async bridge (about 7 KB of a static binary).
     exec_hooks: Option<&'static ExecHooks<Self>>,
+    /// The remote callbacks' step, set with `remote` (`Some` exactly when it is).
+    run_remote: Option<fn(&mut Self, usize)>,
     /// A panic a periodic callback's wrapper caught (it goes on with its schedule); the call
     /// site reports it, naming the timer.
     caught: Option<Caught>,
