@@ -324,10 +324,11 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         };
         let now = (self.timers.scheduled() > 0).then(|| self.now());
         let timer_seq = self.timers.next_seq();
-        let signals = if self.signal_count > 0 {
-            signal::take_pending(self.remote_wake)
-        } else {
-            0
+        // Through the hooks `add_signal_handler` sets (before `signal_count` can be above
+        // zero): a program with no signal handler does not link the registry's polling.
+        let signals = match self.signal_hooks {
+            Some(hooks) if self.signal_count > 0 => (hooks.take_pending)(self.remote_wake),
+            _ => 0,
         };
         Snapshot {
             callbacks,
@@ -345,7 +346,10 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     fn poll_timeout(&self, cap: Option<Duration>) -> Option<Duration> {
         let pending = !self.callbacks.is_empty()
             || self.remote.is_some_and(|r| !r.is_empty())
-            || (self.signal_count > 0 && signal::any_pending(self.remote_wake))
+            || (self.signal_count > 0
+                && self
+                    .signal_hooks
+                    .is_some_and(|hooks| (hooks.any_pending)(self.remote_wake)))
             || self.executor.is_some_and(|e| e.any_ready());
         let timeout = if pending {
             Some(Duration::ZERO)
