@@ -446,6 +446,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     const EXEC_HOOKS: ExecHooks<Self> = ExecHooks {
         run_tasks: Self::run_tasks_now,
         drop_tasks: Self::drop_tasks_now,
+        dispatch_io: Self::dispatch_io,
     };
 
     /// Teardown: drop every task (with the loop current), which detaches the executor.
@@ -479,6 +480,9 @@ pub(super) struct ExecHooks<L> {
     pub(super) run_tasks: fn(&mut L),
     /// Teardown: drop every task.
     pub(super) drop_tasks: fn(&mut L),
+    /// Dispatch: wake the tasks waiting on an async I/O registration (only the task layer,
+    /// through the executor, makes one).
+    pub(super) dispatch_io: fn(&mut L, HandlerId, Readiness) -> bool,
 }
 
 /// `run_sync`'s future, pinned in place: dropped exactly once, with the loop current, on

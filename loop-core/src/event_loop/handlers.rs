@@ -750,7 +750,12 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             }
             Taken::Io => {
                 core::mem::forget(call); // holds nothing: `take_into` left `f` empty
-                self.dispatch_io(id, ev.readiness);
+                // Only the task layer makes I/O registrations, and it is reached through the
+                // executor's hooks (set for good when one is attached): a program without
+                // one does not link this step.
+                if let Some(hooks) = self.exec_hooks {
+                    (hooks.dispatch_io)(self, id, ev.readiness);
+                }
                 return;
             }
             Taken::Stale => {
@@ -784,7 +789,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     }
 
     /// Wake the tasks waiting on an async I/O registration. `false` if `id` is not one.
-    #[inline]
+    /// Reached through `ExecHooks::dispatch_io`.
     pub(super) fn dispatch_io(&mut self, id: HandlerId, readiness: Readiness) -> bool {
         let Some(slot) = self.handlers.io_slot(id) else {
             return false;
