@@ -750,9 +750,9 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             }
             Taken::Io => {
                 core::mem::forget(call); // holds nothing: `take_into` left `f` empty
-                // Only the task layer makes I/O registrations, and it is reached through the
-                // executor's hooks (set for good when one is attached): a program without
-                // one does not link this step.
+                                         // Only the task layer makes I/O registrations, and it is reached through the
+                                         // executor's hooks (set for good when one is attached): a program without
+                                         // one does not link this step.
                 if let Some(hooks) = self.exec_hooks {
                     (hooks.dispatch_io)(self, id, ev.readiness);
                 }
@@ -840,7 +840,13 @@ pub(super) type WatchedCall<P, const H: usize, const T: usize, const Q: usize> =
     for<'a, 'b> fn(&'b mut HandlerCall<'a, P, H, T, Q>, Readiness) -> Result<HandlerResult, Caught>;
 
 /// An fd handler's closure, out of its slot for the call; put back on drop.
-pub(super) struct HandlerCall<'a, P: Poller + 'static, const H: usize, const T: usize, const Q: usize> {
+pub(super) struct HandlerCall<
+    'a,
+    P: Poller + 'static,
+    const H: usize,
+    const T: usize,
+    const Q: usize,
+> {
     lp: &'a mut EventLoop<P, H, T, Q>,
     id: HandlerId,
     fd: RawFd,
