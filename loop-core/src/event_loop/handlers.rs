@@ -933,6 +933,36 @@ mod tests {
     use std::cell::Cell;
     use std::rc::Rc;
 
+    #[test]
+    fn a_handler_call_is_watched_exactly_while_a_watchdog_or_beacon_is_set() {
+        static BEACON: Beacon = Beacon::new();
+        let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+        let seen = Rc::new(Cell::new(None::<bool>));
+        let s = seen.clone();
+        lp.add_handler(3, Interest::READ, move |_, _, _| {
+            s.set(Some(BEACON.running().is_some()));
+            Ok(())
+        })
+        .map_err(|r| r.error)
+        .unwrap();
+        lp.poller_mut().set_ready(3, Readiness::READ);
+        let reports = Rc::new(Cell::new(0));
+        let r = reports.clone();
+        lp.set_watchdog(Duration::ZERO, move |_| r.set(r.get() + 1));
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!((reports.get(), seen.get()), (1, Some(false)));
+        lp.clear_watchdog();
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(reports.get(), 1);
+        lp.set_beacon(Some(&BEACON));
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(seen.get(), Some(true));
+        lp.set_beacon(None);
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!((reports.get(), seen.get()), (1, Some(false)));
+        assert!(lp.watched_call.is_none());
+    }
+
     type Lp = EventLoop<SimPoller<8>, 4, 4, 4>;
 
     #[test]
