@@ -561,6 +561,28 @@ mod tests {
     }
 
     #[test]
+    fn a_loop_without_callback_capacity_refuses_callbacks_and_still_runs_timers_and_handlers() {
+        let calls = Rc::new(Cell::new(0));
+        let mut lp: EventLoop<SimPoller<8>, 4, 4, 0> = EventLoop::with_poller(SimPoller::new());
+        assert!(lp.add_callback(|_| panic!("never queued")).is_err());
+        let c = calls.clone();
+        lp.add_handler(3, Interest::READ, move |_, _, _| {
+            c.set(c.get() + 1);
+            Ok(())
+        })
+        .map_err(|r| r.error)
+        .unwrap();
+        lp.poller_mut().set_ready(3, Readiness::READ);
+        let c = calls.clone();
+        lp.call_later(Duration::ZERO, move |_| c.set(c.get() + 10))
+            .map_err(|r| r.error)
+            .unwrap();
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(calls.get(), 11);
+        assert_eq!(lp.callback_count(), 0);
+    }
+
+    #[test]
     fn run_once_refuses_a_nested_run_and_a_closed_loop_as_before() {
         let calls = Rc::new(Cell::new(0));
         let mut lp = ready_loop(&calls);
