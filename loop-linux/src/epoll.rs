@@ -169,7 +169,9 @@ impl<const N: usize> Epoll<N> {
     }
 
     /// Run one `epoll_ctl` on a raw fd from the loop (`key`, `interest` and `mode` only for
-    /// an add or a modify, whose key is checked first). One body for the three operations.
+    /// an add or a modify, whose key is checked first). One body for the three operations
+    /// (inlined, with the operation known, where the optimizer finds it worth it).
+    #[inline]
     fn ctl(
         &self,
         op: Ctl,

@@ -466,7 +466,8 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     }
 
     /// [`update_handler`](Self::update_handler) past the fd conversion: one copy whatever
-    /// the callers' fd types.
+    /// the callers' fd types. Inlined where the optimizer finds it worth it (not for size).
+    #[inline]
     fn update_handler_raw(&mut self, fd: RawFd, interest: Interest) -> Result<(), Error> {
         let interest = interest.registered();
         let Some((id, slot)) = self.handlers.lookup_mut(fd) else {
@@ -527,7 +528,8 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     }
 
     /// [`remove_handler`](Self::remove_handler) past the fd conversion: one copy whatever
-    /// the callers' fd types.
+    /// the callers' fd types. Inlined where the optimizer finds it worth it (not for size).
+    #[inline]
     fn remove_handler_raw(&mut self, fd: RawFd) -> bool {
         let Some((id, slot)) = self.handlers.remove(fd) else {
             return false;
