@@ -259,7 +259,7 @@ impl ForkGuard {
     ///
     /// # Errors
     /// [`Errno::ECHILD`] when the object was created in another process.
-    #[inline]
+    #[inline(always)]
     pub fn check_wait(self) -> Result<(), Errno> {
         self.check().map_err(|_| Errno::ECHILD)
     }

@@ -44,6 +44,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         let notifier = self.poller.notifier().try_clone()?;
         remote.attach(notifier)?;
         self.remote = Some(remote);
+        self.run_remote = Some(Self::run_remote_callbacks_now);
         self.remote_wake = Some(&remote.wake_entry);
         Ok(LoopHandle::new(remote))
     }
@@ -410,8 +411,17 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// Run the `n` callbacks other threads had queued on the [`Remote`] when the iteration
     /// began. A producer may have claimed a cell and not finished writing it: that one is
     /// picked up by the next iteration (its wake is already pending).
+    /// Reached through `run_remote`, set by [`attach_remote`](Self::attach_remote): a program
+    /// that never attaches a remote queue does not link this step.
     #[inline]
     pub(super) fn run_remote_callbacks(&mut self, n: usize) {
+        if let Some(run) = self.run_remote {
+            run(self, n);
+        }
+    }
+
+    /// [`run_remote_callbacks`](Self::run_remote_callbacks) for an attached remote queue.
+    fn run_remote_callbacks_now(&mut self, n: usize) {
         for _ in 0..n {
             let Some(r) = self.remote else { break };
             let Some(SendFn(cb)) = r.pop() else { break };
@@ -436,6 +446,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     const EXEC_HOOKS: ExecHooks<Self> = ExecHooks {
         run_tasks: Self::run_tasks_now,
         drop_tasks: Self::drop_tasks_now,
+        dispatch_io: Self::dispatch_io,
     };
 
     /// Teardown: drop every task (with the loop current), which detaches the executor.
@@ -469,6 +480,9 @@ pub(super) struct ExecHooks<L> {
     pub(super) run_tasks: fn(&mut L),
     /// Teardown: drop every task.
     pub(super) drop_tasks: fn(&mut L),
+    /// Dispatch: wake the tasks waiting on an async I/O registration (only the task layer,
+    /// through the executor, makes one).
+    pub(super) dispatch_io: fn(&mut L, HandlerId, Readiness) -> bool,
 }
 
 /// `run_sync`'s future, pinned in place: dropped exactly once, with the loop current, on

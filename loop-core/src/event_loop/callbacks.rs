@@ -88,6 +88,9 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// nothing to restore (its captures are dropped while unwinding).
     #[inline]
     pub(super) fn run_callbacks(&mut self, n: usize) {
+        if Q == 0 {
+            return; // no capacity: `add_callback` refuses every callback, none is ever queued
+        }
         for _ in 0..n {
             let Some(cb) = self.callbacks.pop() else {
                 break; // emptied by `close()`

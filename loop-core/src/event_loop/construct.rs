@@ -74,6 +74,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             addr_of_mut!((*p).stop_requested).write(false);
             addr_of_mut!((*p).error_hook).write(None);
             addr_of_mut!((*p).watchdog).write(None);
+            addr_of_mut!((*p).watched_call).write(None);
             addr_of_mut!((*p).counters).write(Counters::default());
             addr_of_mut!((*p).closed).write(false);
             addr_of_mut!((*p).remote).write(None);
@@ -83,6 +84,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             addr_of_mut!((*p).suspects).write(heapless::Vec::new());
             addr_of_mut!((*p).executor).write(None);
             addr_of_mut!((*p).exec_hooks).write(None);
+            addr_of_mut!((*p).run_remote).write(None);
             addr_of_mut!((*p).signal_hooks).write(None);
             addr_of_mut!((*p).caught).write(None);
             addr_of_mut!((*p).timer_drop_glue).write(false);

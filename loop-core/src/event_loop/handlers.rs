@@ -460,8 +460,15 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// # let _ = (Duration::ZERO, Readiness::READ);
     /// # Ok::<(), loop_core::Error>(())
     /// ```
+    #[inline]
     pub fn update_handler(&mut self, fd: impl Into<Fd>, interest: Interest) -> Result<(), Error> {
-        let fd = fd.into().raw();
+        self.update_handler_raw(fd.into().raw(), interest)
+    }
+
+    /// [`update_handler`](Self::update_handler) past the fd conversion: one copy whatever
+    /// the callers' fd types. Inlined where the optimizer finds it worth it (not for size).
+    #[inline]
+    fn update_handler_raw(&mut self, fd: RawFd, interest: Interest) -> Result<(), Error> {
         let interest = interest.registered();
         let Some((id, slot)) = self.handlers.lookup_mut(fd) else {
             return Err(Error::NotRegistered { fd });
@@ -515,8 +522,15 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// assert!(!lp.remove_handler(3)); // unknown fd: a no-op
     /// # Ok::<(), loop_core::Error>(())
     /// ```
+    #[inline]
     pub fn remove_handler(&mut self, fd: impl Into<Fd>) -> bool {
-        let fd = fd.into().raw();
+        self.remove_handler_raw(fd.into().raw())
+    }
+
+    /// [`remove_handler`](Self::remove_handler) past the fd conversion: one copy whatever
+    /// the callers' fd types. Inlined where the optimizer finds it worth it (not for size).
+    #[inline]
+    fn remove_handler_raw(&mut self, fd: RawFd) -> bool {
         let Some((id, slot)) = self.handlers.remove(fd) else {
             return false;
         };
@@ -738,7 +752,12 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             }
             Taken::Io => {
                 core::mem::forget(call); // holds nothing: `take_into` left `f` empty
-                self.dispatch_io(id, ev.readiness);
+                                         // Only the task layer makes I/O registrations, and it is reached through the
+                                         // executor's hooks (set for good when one is attached): a program without
+                                         // one does not link this step.
+                if let Some(hooks) = self.exec_hooks {
+                    (hooks.dispatch_io)(self, id, ev.readiness);
+                }
                 return;
             }
             Taken::Stale => {
@@ -755,11 +774,12 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         };
         call.fd = fd;
         call.lp.counters.events_dispatched += 1;
-        let outcome = if call.lp.watchdog.is_none() {
-            let lp = &mut *call.lp;
-            panic::catch(|| f.call(lp, (fd, readiness)))
-        } else {
-            call.call_watched(readiness)
+        let outcome = match call.lp.watched_call {
+            None => {
+                let lp = &mut *call.lp;
+                panic::catch(|| f.call(lp, (fd, readiness)))
+            }
+            Some(watched) => watched(&mut call, readiness),
         };
         match outcome {
             Ok(Ok(())) => {
@@ -771,7 +791,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     }
 
     /// Wake the tasks waiting on an async I/O registration. `false` if `id` is not one.
-    #[inline]
+    /// Reached through `ExecHooks::dispatch_io`.
     pub(super) fn dispatch_io(&mut self, id: HandlerId, readiness: Readiness) -> bool {
         let Some(slot) = self.handlers.io_slot(id) else {
             return false;
@@ -817,8 +837,18 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     }
 }
 
+/// [`HandlerCall::call_watched`], kept by the loop while a watchdog or beacon is set.
+pub(super) type WatchedCall<P, const H: usize, const T: usize, const Q: usize> =
+    for<'a, 'b> fn(&'b mut HandlerCall<'a, P, H, T, Q>, Readiness) -> Result<HandlerResult, Caught>;
+
 /// An fd handler's closure, out of its slot for the call; put back on drop.
-struct HandlerCall<'a, P: Poller + 'static, const H: usize, const T: usize, const Q: usize> {
+pub(super) struct HandlerCall<
+    'a,
+    P: Poller + 'static,
+    const H: usize,
+    const T: usize,
+    const Q: usize,
+> {
     lp: &'a mut EventLoop<P, H, T, Q>,
     id: HandlerId,
     fd: RawFd,
@@ -830,9 +860,10 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>
 {
     /// The call under the watchdog: its beacon names the handler while it runs, and a call
     /// longer than the threshold is reported. Apart from the plain call so that a loop with
-    /// no watchdog pays one test per event for it.
-    #[inline(never)]
-    fn call_watched(&mut self, readiness: Readiness) -> Result<HandlerResult, Caught> {
+    /// no watchdog pays one test per event for it, and reached through
+    /// [`WatchedCall`] so that a loop that never sets one does not link it.
+    #[inline]
+    pub(super) fn call_watched(&mut self, readiness: Readiness) -> Result<HandlerResult, Caught> {
         let (id, fd) = (self.id, self.fd);
         let started = self
             .lp
@@ -903,6 +934,36 @@ mod tests {
     use crate::sim::SimPoller;
     use std::cell::Cell;
     use std::rc::Rc;
+
+    #[test]
+    fn a_handler_call_is_watched_exactly_while_a_watchdog_or_beacon_is_set() {
+        static BEACON: Beacon = Beacon::new();
+        let mut lp: EventLoop<SimPoller, 4, 4, 4> = EventLoop::with_poller(SimPoller::new());
+        let seen = Rc::new(Cell::new(None::<bool>));
+        let s = seen.clone();
+        lp.add_handler(3, Interest::READ, move |_, _, _| {
+            s.set(Some(BEACON.running().is_some()));
+            Ok(())
+        })
+        .map_err(|r| r.error)
+        .unwrap();
+        lp.poller_mut().set_ready(3, Readiness::READ);
+        let reports = Rc::new(Cell::new(0));
+        let r = reports.clone();
+        lp.set_watchdog(Duration::ZERO, move |_| r.set(r.get() + 1));
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!((reports.get(), seen.get()), (1, Some(false)));
+        lp.clear_watchdog();
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(reports.get(), 1);
+        lp.set_beacon(Some(&BEACON));
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(seen.get(), Some(true));
+        lp.set_beacon(None);
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!((reports.get(), seen.get()), (1, Some(false)));
+        assert!(lp.watched_call.is_none());
+    }
 
     type Lp = EventLoop<SimPoller<8>, 4, 4, 4>;
 

@@ -171,16 +171,75 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     }
 
     /// One iteration, in the order of the module doc. `Ok(false)` when stopped.
+    ///
+    /// An I/O-only pass ([`only_io`](Self::only_io)) skips steps 1–6, which would find
+    /// nothing to run, and polls with `cap` (no work waiting, no timer); any other pass runs
+    /// them out of line ([`full_pass_steps`](Self::full_pass_steps)). Both then fall through
+    /// the same poll and dispatch: one copy of it, not one per kind of pass. Never inlined:
+    /// `run`, `run_sync` and `run_once` (for a pass that is not I/O-only) share it, and
+    /// `run_once`'s own I/O-only pass keeps the registers to itself.
+    #[inline(never)]
     pub(super) fn iterate(&mut self, cap: Option<Duration>) -> Result<bool, Error> {
-        if self.only_io() {
-            return self.io_only_pass(cap);
+        let timeout = if self.only_io() {
+            self.counters.iterations += 1;
+            if self.stop_requested || self.closed {
+                return Ok(false);
+            }
+            cap
+        } else {
+            match self.full_pass_steps(cap) {
+                Ok(timeout) => timeout,
+                Err(end) => return end,
+            }
+        };
+        // Steps 8 and 9: poll, then dispatch what the poller reported.
+        let waited = self.timed_wait(timeout);
+        if let Some(exec) = self.executor {
+            // Set by `full_pass_steps` (a loop with an executor never has an I/O-only pass).
+            exec.set_sleeping(false);
         }
+        let n = match self.count_poll(waited) {
+            Ok(n) => n,
+            Err(errno) => return self.poll_failed(errno),
+        };
+        self.dispatch_events(n);
+        Ok(true)
+    }
+
+    /// `run_once`'s iteration with nothing but fds to watch ([`only_io`](Self::only_io)): as
+    /// [`iterate`](Self::iterate)'s I/O-only branch, inlined into `run_once` (bench.c-style
+    /// callers run one pass at a time).
+    #[inline(always)]
+    fn io_only_pass(&mut self, cap: Option<Duration>) -> Result<bool, Error> {
+        self.counters.iterations += 1;
+        if self.stop_requested || self.closed {
+            return Ok(false);
+        }
+        let waited = self.timed_wait(cap);
+        let n = match self.count_poll(waited) {
+            Ok(n) => n,
+            Err(errno) => return self.poll_failed(errno),
+        };
+        self.dispatch_events(n);
+        Ok(true)
+    }
+
+    /// Steps 1–7 of a pass with more than I/O to do: the fork check, the callbacks, remote
+    /// callbacks, signal handlers, tasks and due timers, the poll timeout and the stop check,
+    /// and the executor's `sleeping` flag raised for the wait. `Ok(timeout)`: poll with it
+    /// (the caller lowers the flag after the wait); `Err(result)`: the iteration ends with
+    /// `result` without polling.
+    #[inline(never)]
+    fn full_pass_steps(
+        &mut self,
+        cap: Option<Duration>,
+    ) -> Result<Option<Duration>, Result<bool, Error>> {
         // A pass with other work checks for a fork first (an I/O-only one leaves it to the
         // poller's wait): a handler, callback or task that forked must not have the child run
         // this pass's callbacks, timers and tasks. (A loop closed during the run still ends it
         // with `Ok`, below.)
         if self.poller.forked() {
-            return self.usable().map(|()| false);
+            return Err(self.usable().map(|()| false));
         }
         let snapshot = self.begin_iteration();
         self.run_callbacks(snapshot.callbacks);
@@ -190,38 +249,21 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         if let Some(now) = snapshot.now {
             self.run_due_timers(now, snapshot.timer_seq);
         }
-        let timeout = self.poll_timeout(cap);
+        let mut timeout = self.poll_timeout(cap);
         if self.stop_requested || self.closed {
-            return Ok(false);
+            return Err(Ok(false));
         }
-        self.poll_and_dispatch(timeout)
-    }
-
-    /// An iteration with nothing but fds to watch ([`only_io`](Self::only_io)): steps 1–6
-    /// would find nothing to run, and step 7's timeout is `cap` (no work waiting, no timer).
-    #[inline(always)]
-    fn io_only_pass(&mut self, cap: Option<Duration>) -> Result<bool, Error> {
-        self.counters.iterations += 1;
-        if self.stop_requested || self.closed {
-            return Ok(false);
+        // Tasks woken from other threads while the loop sleeps must wake the poller: raise
+        // the executor's `sleeping` flag first, then look at the ready flags once more
+        // (wakers do the opposite).
+        if let Some(exec) = self.executor {
+            exec.set_sleeping(true);
+            if exec.any_ready() {
+                timeout = Some(Duration::ZERO);
+            }
         }
-        let n = match self.poll_io_only(cap) {
-            Ok(n) => n,
-            Err(errno) => return self.poll_failed(errno),
-        };
-        self.dispatch_events(n);
-        Ok(true)
-    }
-
-    /// Steps 8 and 9: poll, then dispatch what the poller reported.
-    #[inline(always)]
-    fn poll_and_dispatch(&mut self, timeout: Option<Duration>) -> Result<bool, Error> {
-        let n = match self.poll(timeout) {
-            Ok(n) => n,
-            Err(errno) => return self.poll_failed(errno),
-        };
-        self.dispatch_events(n);
-        Ok(true)
+        self.sample_high_water();
+        Ok(timeout)
     }
 
     /// A wait that failed: `EINTR` ends the iteration (the next one polls again); `ECHILD`
@@ -282,10 +324,11 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         };
         let now = (self.timers.scheduled() > 0).then(|| self.now());
         let timer_seq = self.timers.next_seq();
-        let signals = if self.signal_count > 0 {
-            signal::take_pending(self.remote_wake)
-        } else {
-            0
+        // Through the hooks `add_signal_handler` sets (before `signal_count` can be above
+        // zero): a program with no signal handler does not link the registry's polling.
+        let signals = match self.signal_hooks {
+            Some(hooks) if self.signal_count > 0 => (hooks.take_pending)(self.remote_wake),
+            _ => 0,
         };
         Snapshot {
             callbacks,
@@ -303,7 +346,10 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     fn poll_timeout(&self, cap: Option<Duration>) -> Option<Duration> {
         let pending = !self.callbacks.is_empty()
             || self.remote.is_some_and(|r| !r.is_empty())
-            || (self.signal_count > 0 && signal::any_pending(self.remote_wake))
+            || (self.signal_count > 0
+                && self
+                    .signal_hooks
+                    .is_some_and(|hooks| (hooks.any_pending)(self.remote_wake)))
             || self.executor.is_some_and(|e| e.any_ready());
         let timeout = if pending {
             Some(Duration::ZERO)
@@ -314,25 +360,6 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             (Some(t), Some(c)) => Some(t.min(c)),
             (t, c) => t.or(c),
         }
-    }
-
-    /// Wait for events. Tasks woken from other threads while the loop sleeps must wake the
-    /// poller: raise the executor's `sleeping` flag first, then look at the ready flags once
-    /// more (wakers do the opposite).
-    #[inline]
-    fn poll(&mut self, mut timeout: Option<Duration>) -> Result<usize, Errno> {
-        if let Some(exec) = self.executor {
-            exec.set_sleeping(true);
-            if exec.any_ready() {
-                timeout = Some(Duration::ZERO);
-            }
-        }
-        self.sample_high_water();
-        let waited = self.timed_wait(timeout);
-        if let Some(exec) = self.executor {
-            exec.set_sleeping(false);
-        }
-        self.count_poll(waited)
     }
 
     /// The poller's wait; a wait that may block is timed into `idle_time` (two clock reads),
@@ -366,14 +393,6 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             c.events_max_poll = c.events_max_poll.max(n);
         }
         waited
-    }
-
-    /// [`poll`](Self::poll) for an I/O-only iteration (no executor, timers or callbacks: their
-    /// high-water marks cannot move, and the handlers' is raised when one is added).
-    #[inline(always)]
-    fn poll_io_only(&mut self, timeout: Option<Duration>) -> Result<usize, Errno> {
-        let waited = self.timed_wait(timeout);
-        self.count_poll(waited)
     }
 
     /// Raise the tables' high-water marks to their current lengths.
@@ -539,6 +558,28 @@ mod tests {
         lp.poller_mut().set_forked(false);
         lp.run_once(Some(Duration::ZERO)).unwrap();
         assert_eq!(calls.get(), 11);
+    }
+
+    #[test]
+    fn a_loop_without_callback_capacity_refuses_callbacks_and_still_runs_timers_and_handlers() {
+        let calls = Rc::new(Cell::new(0));
+        let mut lp: EventLoop<SimPoller<8>, 4, 4, 0> = EventLoop::with_poller(SimPoller::new());
+        assert!(lp.add_callback(|_| panic!("never queued")).is_err());
+        let c = calls.clone();
+        lp.add_handler(3, Interest::READ, move |_, _, _| {
+            c.set(c.get() + 1);
+            Ok(())
+        })
+        .map_err(|r| r.error)
+        .unwrap();
+        lp.poller_mut().set_ready(3, Readiness::READ);
+        let c = calls.clone();
+        lp.call_later(Duration::ZERO, move |_| c.set(c.get() + 10))
+            .map_err(|r| r.error)
+            .unwrap();
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(calls.get(), 11);
+        assert_eq!(lp.callback_count(), 0);
     }
 
     #[test]

@@ -342,6 +342,9 @@ pub struct EventLoop<
     stop_requested: bool,
     error_hook: Option<InlineFn<(), Failure, ()>>,
     watchdog: Option<Watchdog>,
+    /// The handler call under the watchdog, set with `watchdog` (`Some` exactly when it is):
+    /// a program that never sets a watchdog or a beacon does not link that path.
+    watched_call: Option<handlers::WatchedCall<P, H, T, Q>>,
     counters: Counters,
     /// `close()` was called: everything is refused from now on.
     closed: bool,
@@ -362,6 +365,8 @@ pub struct EventLoop<
     /// code that hands the loop to the task layer as a `dyn LoopOps`, so a program that never
     /// attaches an executor does not link the async bridge (about 7 KB of a static binary).
     exec_hooks: Option<&'static ExecHooks<Self>>,
+    /// The remote callbacks' step, set with `remote` (`Some` exactly when it is).
+    run_remote: Option<fn(&mut Self, usize)>,
     /// A panic a periodic callback's wrapper caught (it goes on with its schedule); the call
     /// site reports it, naming the timer.
     caught: Option<Caught>,

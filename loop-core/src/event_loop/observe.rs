@@ -535,6 +535,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             hook: Some(InlineFn::new(move |_: &mut (), b| hook(b))),
             beacon,
         });
+        self.sync_watched_call();
     }
 
     /// Remove the watchdog hook (a beacon stays set). See [`set_watchdog`](Self::set_watchdog)
@@ -546,6 +547,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             hook: None,
             beacon: Some(beacon),
         });
+        self.sync_watched_call();
     }
 
     /// Publish on `beacon`, from now on, which closure (handler, timer, callback, signal
@@ -598,6 +600,15 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             }
             (None, None) => {}
         }
+        self.sync_watched_call();
+    }
+
+    /// Keep `watched_call` in step with `watchdog` (`Some` exactly when it is).
+    fn sync_watched_call(&mut self) {
+        self.watched_call = match self.watchdog {
+            Some(_) => Some(|call, readiness| call.call_watched(readiness)),
+            None => None,
+        };
     }
 
     /// The loop's counters (a copy; see [`Counters`] for an example).

@@ -18,6 +18,8 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// What [`signal_hooks`](Self::signal_hooks) points to once a handler was added.
     const SIGNAL_HOOKS: SignalHooks<Self> = SignalHooks {
         run: Self::run_signal_handlers_in,
+        take_pending: signal::take_pending,
+        any_pending: signal::any_pending,
         release: Self::release_signals,
         drop: Self::drop_signal_handlers,
     };
@@ -248,6 +250,10 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
 pub(super) struct SignalHooks<L> {
     /// Run the handlers of the signals in the mask.
     pub(super) run: fn(&mut L, u64),
+    /// Take the signals that arrived for the loop with this remote wake entry.
+    pub(super) take_pending: fn(Option<&'static WakeEntry>) -> u64,
+    /// Whether signals arrived for it that it has not taken yet.
+    pub(super) any_pending: fn(Option<&'static WakeEntry>) -> bool,
     /// Restore the dispositions, release the registry entry.
     pub(super) release: fn(&mut L),
     /// Drop the handlers.

@@ -124,6 +124,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> Drop
         // (`teardown` closes the remote).
         self.teardown();
         let hooks = (self.error_hook.take(), self.watchdog.take());
+        self.watched_call = None;
         if panic::catch(move || drop(hooks)).is_err() {
             self.counters.panics += 1;
         }
