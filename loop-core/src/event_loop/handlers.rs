@@ -192,7 +192,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
 
     /// [`reserve_registered`](Self::reserve_registered); `handler`: for an fd handler (not an
     /// async I/O registration), which may take over a deferred registration without moving
-    /// it to its own key ([`HandlerTable::alias`](crate::tables::handler_table)).
+    /// it to its own key ([`HandlerTable::set_alias`](crate::tables::handler_table)).
     fn reserve_registered_as(
         &mut self,
         fd: RawFd,

@@ -81,13 +81,12 @@ pub(crate) struct Slot<F> {
     /// waits for its closure to be dropped.
     pub(crate) released: bool,
     /// This handler took over the kernel registration of a handler removed before it was
-    /// added ([`HandlerTable::alias`]): the low seven bits are how many generations that
-    /// handler's key is behind this one's (0: no alias), and events under it are this
-    /// handler's; [`KERNEL_HAS_ALIAS`] while the kernel still reports that key. The whole
-    /// byte is cleared whenever the loop gives the poller this handler's own key (or none):
-    /// the old key then dies, also for events a poll already fetched under it (the
-    /// level-triggered registration reports them again at the next poll, under the
-    /// handler's own key). One byte: it fills the slot's padding.
+    /// added ([`HandlerTable::set_alias`]): how many generations that handler's key is behind
+    /// this one's (0: no alias; at most 127), while the kernel still reports that key, and
+    /// events under it are this handler's. Cleared whenever the loop gives the poller this
+    /// handler's own key (or none): the old key then dies, also for events a poll already
+    /// fetched under it (the level-triggered registration reports them again at the next
+    /// poll, under the handler's own key). One byte: it fills the slot's padding.
     pub(crate) alias: u8,
     /// For an async I/O registration (`crate::task::io`): who waits, and what was seen.
     pub(crate) io: Option<IoWaiters>,
@@ -104,10 +103,7 @@ pub(crate) fn alias_delta(id: HandlerId, old: u64) -> Option<u8> {
     (old.index == id.index && delta != 0 && delta <= ALIAS_DELTA_MAX).then_some(delta as u8)
 }
 
-/// [`Slot::alias`]: the kernel reports the old key.
-pub(crate) const KERNEL_HAS_ALIAS: u8 = 0x80;
-
-/// The largest generation distance an alias spans ([`Slot::alias`]'s low bits).
+/// The largest generation distance an alias spans ([`Slot::alias`]).
 const ALIAS_DELTA_MAX: u32 = 0x7f;
 
 impl<F> Slot<F> {
@@ -115,12 +111,10 @@ impl<F> Slot<F> {
     /// key of the removed handler whose registration it took over.
     #[inline]
     pub(crate) fn kernel_key(&self, id: HandlerId) -> u64 {
-        if self.alias & KERNEL_HAS_ALIAS != 0 {
+        if self.alias != 0 {
             HandlerId {
                 index: id.index,
-                generation: id
-                    .generation
-                    .wrapping_sub(u32::from(self.alias & !KERNEL_HAS_ALIAS)),
+                generation: id.generation.wrapping_sub(u32::from(self.alias)),
             }
             .key()
         } else {
@@ -193,7 +187,7 @@ pub(crate) enum Taken<'o, F> {
     /// The handler was moved out (into the caller's `out`, lent back here so the call needs
     /// no second test that it is there) for a call with this fd and the readiness it may see;
     /// the handler's generation (the key's, unless the key is the old one of a registration
-    /// the handler took over, [`HandlerTable::alias`]).
+    /// the handler took over, [`HandlerTable::set_alias`]).
     Call(&'o mut F, RawFd, Readiness, u32),
     /// An async I/O registration: wake its tasks instead.
     Io,
@@ -339,7 +333,7 @@ impl<F, const H: usize> HandlerTable<F, H> {
     ) -> Taken<'o, F> {
         let epoch = self.epoch;
         let aliased = |slot: &Slot<F>, generation: u32, made: u32| {
-            let delta = slot.alias & !KERNEL_HAS_ALIAS;
+            let delta = slot.alias;
             delta != 0
                 && generation.wrapping_sub(u32::from(delta)) == id.generation
                 && made != epoch
@@ -374,7 +368,7 @@ impl<F, const H: usize> HandlerTable<F, H> {
     pub(crate) fn set_alias(&mut self, id: HandlerId, delta: u8) {
         let epoch = self.epoch;
         if let Some((slot, tag)) = self.slots.get_mut_tagged(id.index, id.generation) {
-            slot.alias = delta | KERNEL_HAS_ALIAS;
+            slot.alias = delta;
             *tag = epoch;
         }
     }
