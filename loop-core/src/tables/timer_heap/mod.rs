@@ -758,20 +758,33 @@ impl<F, const T: usize> TimerHeap<F, T> {
                 if any_needs_drop && self.seq[h.index as usize] & NEEDS_DROP != 0 {
                     return Quick::NeedsDrop;
                 }
-                if p == IN_WHEEL {
-                    // SAFETY: the slot is in the wheel (its position says so).
-                    unsafe { self.wheel_unlink(h.index) };
-                } else if p == IN_RUN {
-                    self.run_unlink(h.index);
-                } else {
-                    // SAFETY: a live, waiting slot's heap position is below `self.len`.
-                    unsafe { self.remove_at(p as usize) };
-                }
+                // SAFETY: `h` names a live slot (its generation matched) that waits at `p` (not
+                // running, popped or cancelled: the arms above).
+                unsafe { self.unlink_waiting(h.index, p) };
                 // The closure is left where it is, unread: forgetting it is what dropping it
                 // would do.
                 self.free(h.index);
                 Quick::Removed
             }
+        }
+    }
+
+    /// Take waiting slot `slot` out of the structure its position `p` names: the wheel, the
+    /// run of equal delays or the heap.
+    ///
+    /// # Safety
+    /// `slot` is live and waiting, and `p` is its position (`IN_WHEEL`, `IN_RUN`, or its
+    /// index in the heap).
+    #[inline(always)]
+    unsafe fn unlink_waiting(&mut self, slot: u32, p: u32) {
+        if p == IN_WHEEL {
+            // SAFETY: the slot is in the wheel (its position says so, the caller's promise).
+            unsafe { self.wheel_unlink(slot) };
+        } else if p == IN_RUN {
+            self.run_unlink(slot);
+        } else {
+            // SAFETY: a live, waiting slot's heap position is below `self.len`.
+            unsafe { self.remove_at(p as usize) };
         }
     }
 
@@ -805,15 +818,9 @@ impl<F, const T: usize> TimerHeap<F, T> {
             // POPPED: not observable (`take_running` follows `pop_due_slot` at once).
             CANCELLED_WHILE_RUNNING | POPPED => Cancel::NotPending,
             p => {
-                if p == IN_WHEEL {
-                    // SAFETY: the slot is in the wheel (its position says so).
-                    unsafe { self.wheel_unlink(h.index) };
-                } else if p == IN_RUN {
-                    self.run_unlink(h.index);
-                } else {
-                    // SAFETY: a live, waiting slot's heap position is below `self.len`.
-                    unsafe { self.remove_at(p as usize) };
-                }
+                // SAFETY: `h` names a live slot (its generation matched) that waits at `p` (not
+                // running, popped or cancelled: the arms above).
+                unsafe { self.unlink_waiting(h.index, p) };
                 if any_needs_drop && self.seq[h.index as usize] & NEEDS_DROP != 0 {
                     // SAFETY: the slot is live and was waiting; it is freed right below.
                     let f = unsafe { self.take_fn(h.index) };
