@@ -1045,11 +1045,17 @@ mod tests {
         assert_eq!(lp.poller_mut().interest(3), None);
     }
 
-    #[test]
-    fn a_handler_replacing_itself_under_deferral_is_not_called_again_in_the_same_pass() {
-        let log = Rc::new(Cell::new(0));
-        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
-        lp.set_deferred_removal(true);
+    /// A handler for fd 3 that logs 1, removes itself and adds a replacement that logs 2
+    /// (`log` collects the digits in call order).
+    pub(super) fn add_self_replacing<
+        P: Poller + 'static,
+        const H: usize,
+        const T: usize,
+        const Q: usize,
+    >(
+        lp: &mut EventLoop<P, H, T, Q>,
+        log: &Rc<Cell<u32>>,
+    ) {
         let l = log.clone();
         lp.add_handler(3, Interest::READ, move |lp, fd, _| {
             l.set(l.get() * 10 + 1);
@@ -1064,6 +1070,14 @@ mod tests {
         })
         .map_err(|r| r.error)
         .unwrap();
+    }
+
+    #[test]
+    fn a_handler_replacing_itself_under_deferral_is_not_called_again_in_the_same_pass() {
+        let log = Rc::new(Cell::new(0));
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        lp.set_deferred_removal(true);
+        add_self_replacing(&mut lp, &log);
         // The same event twice in one poll (e.g. fetched before the replacement).
         let key = lp.handler_id(3).unwrap().key();
         lp.poller_mut().inject_event(key, Readiness::READ);
@@ -1306,20 +1320,7 @@ mod alias_tests {
         let log = Rc::new(Cell::new(0));
         let mut lp: Lp = EventLoop::with_poller(Exact(SimPoller::new()));
         lp.set_deferred_removal(true);
-        let l = log.clone();
-        lp.add_handler(3, Interest::READ, move |lp, fd, _| {
-            l.set(l.get() * 10 + 1);
-            assert!(lp.remove_handler(fd));
-            let l2 = l.clone();
-            lp.add_handler(fd, Interest::READ, move |_, _, _| {
-                l2.set(l2.get() * 10 + 2);
-                Ok(())
-            })
-            .map(drop)
-            .map_err(|_| HandlerError::Other("re-add refused"))
-        })
-        .map_err(|r| r.error)
-        .unwrap();
+        super::tests::add_self_replacing(&mut lp, &log);
         let key = lp.handler_id(3).unwrap().key();
         sim(&mut lp).inject_event(key, Readiness::READ);
         sim(&mut lp).inject_event(key, Readiness::READ); // fetched before the replacement

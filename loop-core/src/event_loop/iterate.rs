@@ -519,7 +519,12 @@ mod tests {
 
     /// A loop with one ready handler counting its calls.
     fn ready_loop(calls: &Rc<Cell<u32>>) -> Lp {
-        let mut lp = Lp::with_poller(SimPoller::new());
+        ready_loop_with(calls)
+    }
+
+    /// [`ready_loop`] with any callback capacity.
+    fn ready_loop_with<const Q: usize>(calls: &Rc<Cell<u32>>) -> EventLoop<SimPoller<8>, 4, 8, Q> {
+        let mut lp = EventLoop::with_poller(SimPoller::new());
         let c = calls.clone();
         lp.add_handler(3, Interest::READ, move |_, _, _| {
             c.set(c.get() + 1);
@@ -563,16 +568,8 @@ mod tests {
     #[test]
     fn a_loop_without_callback_capacity_refuses_callbacks_and_still_runs_timers_and_handlers() {
         let calls = Rc::new(Cell::new(0));
-        let mut lp: EventLoop<SimPoller<8>, 4, 4, 0> = EventLoop::with_poller(SimPoller::new());
+        let mut lp = ready_loop_with::<0>(&calls);
         assert!(lp.add_callback(|_| panic!("never queued")).is_err());
-        let c = calls.clone();
-        lp.add_handler(3, Interest::READ, move |_, _, _| {
-            c.set(c.get() + 1);
-            Ok(())
-        })
-        .map_err(|r| r.error)
-        .unwrap();
-        lp.poller_mut().set_ready(3, Readiness::READ);
         let c = calls.clone();
         lp.call_later(Duration::ZERO, move |_| c.set(c.get() + 10))
             .map_err(|r| r.error)
