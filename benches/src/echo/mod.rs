@@ -87,6 +87,24 @@ fn server_cpu_ns() -> Option<u64> {
     s.split_whitespace().next()?.parse().ok()
 }
 
+/// The server thread's user and system CPU time so far, in clock ticks (`utime` and `stime`,
+/// fields 14 and 15 of `/proc/self/task/TID/stat`); `None` if unknown. The kernel splits the
+/// thread's exact run time between the two by tick sampling, so a split is only meaningful
+/// summed over many rounds (see [`EchoSamples::user_ticks`]).
+fn server_cpu_ticks() -> Option<(u64, u64)> {
+    let tid = SERVER_TID.load(Ordering::Acquire);
+    if tid == 0 {
+        return None;
+    }
+    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count from after it.
+    let rest = &s[s.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11); // field 3 is the first after ')'
+    let utime = fields.next()?.parse().ok()?;
+    let stime = fields.next()?.parse().ok()?;
+    Some((utime, stime))
+}
+
 /// A running server: how to stop it, and its thread.
 pub struct ServerHandle {
     /// Asks the server to stop (from any thread) and wakes it. Kept until the thread is joined:
@@ -155,6 +173,12 @@ pub struct EchoSamples {
     /// The server thread's CPU time per request in the measured phase, ns, one entry per
     /// round (where it could be read).
     pub cpu_ns_per_req: Vec<f64>,
+    /// The server thread's user-space and system clock ticks in the measured phases, summed
+    /// over the rounds: the share of the server's CPU spent outside the kernel, which bounds
+    /// what a faster loop could gain (every server makes the same system calls).
+    pub user_ticks: u64,
+    /// See [`user_ticks`](Self::user_ticks).
+    pub sys_ticks: u64,
 }
 
 impl Samples for EchoSamples {
@@ -166,8 +190,14 @@ impl Samples for EchoSamples {
         self.rps.append(&mut other.rps);
         self.lat_us.append(&mut other.lat_us);
         self.cpu_ns_per_req.append(&mut other.cpu_ns_per_req);
+        self.user_ticks += other.user_ticks;
+        self.sys_ticks += other.sys_ticks;
     }
 }
+
+/// What the client thread brings back from a round: its measured phase, the latencies, and
+/// the server thread's CPU time (ns) and (user, system) ticks over that phase.
+type ClientOutcome = (Phase, Vec<u32>, Option<u64>, Option<(u64, u64)>);
 
 /// Runs one round of `case` against the server `spawn` starts.
 ///
@@ -194,7 +224,7 @@ pub fn drive(case: &EchoCase, spawn: Spawn) -> io::Result<EchoSamples> {
     );
     let load = std::thread::Builder::new()
         .name("echo-client".into())
-        .spawn(move || -> io::Result<(Phase, Vec<u32>, Option<u64>)> {
+        .spawn(move || -> io::Result<ClientOutcome> {
             if let Some((_, cpu)) = cpus {
                 pin_to_cpu(cpu);
             }
@@ -202,18 +232,23 @@ pub fn drive(case: &EchoCase, spawn: Spawn) -> io::Result<EchoSamples> {
             c.connect(addr, conns)?;
             c.run(msg, max, warmup)?;
             let cpu_before = server_cpu_ns();
+            let ticks_before = server_cpu_ticks();
             let phase = c.run(msg, max, time)?;
             let cpu = cpu_before
                 .zip(server_cpu_ns())
                 .map(|(a, b)| b.saturating_sub(a));
+            let ticks = ticks_before
+                .zip(server_cpu_ticks())
+                .map(|(a, b)| (b.0.saturating_sub(a.0), b.1.saturating_sub(a.1)));
             c.disconnect();
-            Ok((phase, std::mem::take(&mut c.lat_ns), cpu))
+            Ok((phase, std::mem::take(&mut c.lat_ns), cpu, ticks))
         })?;
     let result = load
         .join()
         .map_err(|_| io::Error::other("client thread panicked"));
     let stopped = server.shutdown();
-    let (phase, lat, cpu) = result??;
+    let (phase, lat, cpu, ticks) = result??;
+    let (user_ticks, sys_ticks) = ticks.unwrap_or((0, 0));
     stopped?;
     if phase.requests == 0 {
         return Err(io::Error::other("no request completed"));
@@ -225,6 +260,8 @@ pub fn drive(case: &EchoCase, spawn: Spawn) -> io::Result<EchoSamples> {
             .map(|ns| ns as f64 / phase.requests as f64)
             .into_iter()
             .collect(),
+        user_ticks,
+        sys_ticks,
     })
 }
 
@@ -280,8 +317,17 @@ pub fn run(quick: bool, peers: &[Peer<EchoCase, EchoSamples>]) -> Report {
                         let cpu = Stats::of(&mut s.cpu_ns_per_req);
                         report.push(&label, p.name, p.role, s.rps);
                         if let (Some(row), Some(l)) = (report.rows.last_mut(), lat) {
+                            let ticks = s.user_ticks + s.sys_ticks;
+                            let user = if ticks > 0 {
+                                format!(
+                                    " ({:.1}% in user space over {ticks} ticks)",
+                                    100.0 * s.user_ticks as f64 / ticks as f64
+                                )
+                            } else {
+                                String::new()
+                            };
                             let cpu = cpu.map_or(String::new(), |c| {
-                                format!("; server CPU {} ns/req", num(c.p50))
+                                format!("; server CPU {} ns/req{user}", num(c.p50))
                             });
                             row.note = Some(format!(
                                 "latency p50 {} µs, p99 {} µs{cpu}",
