@@ -629,6 +629,61 @@ mod tests {
         assert_eq!(woke, at(5));
     }
 
+    /// One schedule of near and far timers (ms to an hour), with a cancel, re-arms and a
+    /// periodic callback, through a loop whose timer table has no wheel and one whose table
+    /// has one: the same timers fire at the same instants in the same order.
+    #[test]
+    fn far_and_near_timers_fire_alike_with_and_without_the_timer_wheel() {
+        use crate::tables::timer_heap::WHEEL_ABOVE;
+        type Fired = Rc<RefCell<Vec<(u32, u64)>>>;
+        fn schedule<const T: usize>() -> Vec<(u32, u64)> {
+            let mut lp: EventLoop<SimPoller<4>, 4, T, 8> = EventLoop::with_poller(SimPoller::new());
+            let fired = Fired::default();
+            let log = |id: u32| {
+                let fired = fired.clone();
+                move |lp: &mut EventLoop<SimPoller<4>, 4, T, 8>| {
+                    fired.borrow_mut().push((id, lp.now().as_nanos()))
+                }
+            };
+            let ms = Duration::from_millis;
+            lp.call_later(s(3600), log(1)).unwrap();
+            lp.call_later(ms(2), log(2)).unwrap();
+            let cancelled = lp.call_later(s(10), log(3)).unwrap();
+            lp.call_later(s(10), log(4)).unwrap();
+            let moved = lp.call_later(s(600), log(5)).unwrap();
+            lp.call_later(ms(30), log(6)).unwrap();
+            lp.call_at(at(10), log(7)).unwrap(); // equal to 4's deadline: after it
+            let f = fired.clone();
+            lp.add_periodic(crate::Periodic::every(s(1000)), move |lp| {
+                f.borrow_mut().push((8, lp.now().as_nanos()))
+            })
+            .unwrap();
+            assert!(lp.remove_timeout(cancelled));
+            assert!(lp.reset_timer(moved, at(5))); // from far to near
+            lp.call_at(at(3600), |lp| lp.stop()).unwrap(); // after 1: same deadline
+            lp.run().unwrap();
+            let out = fired.borrow().clone();
+            out
+        }
+        let heap_only = schedule::<16>();
+        assert_eq!(heap_only, schedule::<{ WHEEL_ABOVE + 8 }>());
+        let secs = |n: u64| n * 1_000_000_000;
+        assert_eq!(
+            heap_only,
+            [
+                (2, 2_000_000),
+                (6, 30_000_000),
+                (5, secs(5)),
+                (4, secs(10)),
+                (7, secs(10)),
+                (8, secs(1000)),
+                (8, secs(2000)),
+                (8, secs(3000)),
+                (1, secs(3600)),
+            ]
+        );
+    }
+
     #[test]
     fn remove_timeout_reports_pending_and_drops_captures_once_with_or_without_drop_glue() {
         let mut lp: Lp = EventLoop::with_poller(SimPoller::new());

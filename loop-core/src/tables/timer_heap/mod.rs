@@ -24,6 +24,10 @@
 //!   leaf along the smaller children (three compares per level instead of four) and the heap's
 //!   last node is sifted up from there, usually not at all.
 //!
+//! A table for at most [`WHEEL_ABOVE`] timers has no wheel (a constant on `T`, so none of its
+//! code is compiled in): every waiting timer is in the run or the heap, which is then at most
+//! three levels deep. Same order, same outcomes; only where a far timer waits differs.
+//!
 //! The next timer is the smaller of the heap's root and the run's head, once the wheel has
 //! handed over every timer before it (each pop first advances the wheel that far). Each
 //! timer's position (heap index, "in the run" or "in the wheel") is kept, so cancellation is a real removal, never a dead entry
@@ -232,7 +236,16 @@ pub(crate) enum Next {
     At(Instant),
 }
 
+/// Tables for at most this many timers have no wheel: every waiting timer is in the heap or
+/// the run. With so few timers the heap is at most three levels deep, so the wheel would only
+/// add work (and code: a small loop's binary links none of it).
+pub(crate) const WHEEL_ABOVE: usize = 64;
+
 impl<F, const T: usize> TimerHeap<F, T> {
+    /// Whether this table puts far timers in the wheel (`T` above [`WHEEL_ABOVE`]); a
+    /// constant, so a table without one compiles none of the wheel's code.
+    pub(super) const WHEEL: bool = T > WHEEL_ABOVE;
+
     /// Compile-time guard: positions, markers and `index + 1` must fit in a `u32`.
     /// (The wheel's sentinels are link indices from `T`, below `IN_WHEEL` too.)
     const CAPACITY_FITS: () = assert!(
@@ -777,7 +790,7 @@ impl<F, const T: usize> TimerHeap<F, T> {
     /// index in the heap).
     #[inline(always)]
     unsafe fn unlink_waiting(&mut self, slot: u32, p: u32) {
-        if p == IN_WHEEL {
+        if Self::WHEEL && p == IN_WHEEL {
             // SAFETY: the slot is in the wheel (its position says so, the caller's promise).
             unsafe { self.wheel_unlink(slot) };
         } else if p == IN_RUN {
@@ -848,7 +861,7 @@ impl<F, const T: usize> TimerHeap<F, T> {
         let Some(p) = self.live_pos(h) else {
             return false;
         };
-        if p == IN_WHEEL {
+        if Self::WHEEL && p == IN_WHEEL {
             return self.reset_in_wheel(h.index, deadline);
         }
         if p == IN_RUN && self.run_requeue(h.index, deadline) {
@@ -883,7 +896,8 @@ impl<F, const T: usize> TimerHeap<F, T> {
                 self.file(h.index, deadline);
                 true
             }
-            Some(IN_WHEEL) => self.reset_in_wheel(h.index, deadline),
+            // (Only with a wheel: without one no position is `IN_WHEEL`.)
+            Some(IN_WHEEL) => Self::WHEEL && self.reset_in_wheel(h.index, deadline),
             Some(p) if self.wheel_takes(deadline) => {
                 // Far now: out of the heap (which keeps only near timers), into the wheel
                 // (or the run).
