@@ -770,8 +770,7 @@ fn a_table_of_at_most_wheel_above_timers_keeps_every_timer_in_the_heap_or_the_ru
         assert_eq!(drain(&mut h, u64::MAX / 2), [2, 4, 1, 3]);
         in_wheel
     }
-    assert!(!TimerHeap::<u32, SMALL>::WHEEL);
-    assert!(TimerHeap::<u32, LARGE>::WHEEL);
+    const { assert!(!TimerHeap::<u32, SMALL>::WHEEL && TimerHeap::<u32, LARGE>::WHEEL) };
     assert_eq!(
         far_timers::<5>() + far_timers::<16>() + far_timers::<SMALL>(),
         0
