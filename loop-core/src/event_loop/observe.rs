@@ -603,10 +603,15 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         self.sync_watched_call();
     }
 
-    /// Keep `watched_call` in step with `watchdog` (`Some` exactly when it is).
+    /// Keep `watched_call` and `watched_timer` in step with `watchdog` (`Some` exactly when
+    /// it is).
     fn sync_watched_call(&mut self) {
         self.watched_call = match self.watchdog {
             Some(_) => Some(|call, readiness| call.call_watched(readiness)),
+            None => None,
+        };
+        self.watched_timer = match self.watchdog {
+            Some(_) => Some(|call, deadline| call.call_watched(deadline)),
             None => None,
         };
     }

@@ -623,11 +623,18 @@ impl<F, const T: usize> TimerHeap<F, T> {
         } else if self.wheel_takes(deadline) {
             self.wheel_push(slot, deadline);
         } else {
-            let pos = self.len as usize;
-            self.len += 1;
-            // SAFETY: `pos < self.len` now, and `slot` is live.
-            unsafe { self.sift_up_from(pos, 0, Node { deadline, slot }) };
+            self.heap_push(slot, deadline);
         }
+    }
+
+    /// Put live slot `slot` in the heap at `deadline`. Out of line: one copy for every insert
+    /// and re-arm site (the run's append is the inlined fast path).
+    #[inline(never)]
+    fn heap_push(&mut self, slot: u32, deadline: u64) {
+        let pos = self.len as usize;
+        self.len += 1;
+        // SAFETY: `pos < self.len` now, and `slot` is live.
+        unsafe { self.sift_up_from(pos, 0, Node { deadline, slot }) };
     }
 
     /// A free slot, made live (odd generation), and its new generation; `None` when all `T`
