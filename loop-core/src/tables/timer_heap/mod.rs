@@ -797,9 +797,13 @@ impl<F, const T: usize> TimerHeap<F, T> {
     /// index in the heap).
     #[inline(always)]
     unsafe fn unlink_waiting(&mut self, slot: u32, p: u32) {
-        if Self::WHEEL && p == IN_WHEEL {
-            // SAFETY: the slot is in the wheel (its position says so, the caller's promise).
-            unsafe { self.wheel_unlink(slot) };
+        if p == IN_WHEEL {
+            // (Only a table with a wheel has timers there.)
+            if Self::WHEEL {
+                // SAFETY: the slot is in the wheel (its position says so, the caller's
+                // promise).
+                unsafe { self.wheel_unlink(slot) };
+            }
         } else if p == IN_RUN {
             self.run_unlink(slot);
         } else {
