@@ -24,9 +24,10 @@
 //!   leaf along the smaller children (three compares per level instead of four) and the heap's
 //!   last node is sifted up from there, usually not at all.
 //!
-//! A table for at most [`WHEEL_ABOVE`] timers has no wheel (a constant on `T`, so none of its
-//! code is compiled in): every waiting timer is in the run or the heap, which is then at most
-//! three levels deep. Same order, same outcomes; only where a far timer waits differs.
+//! A table for at most [`WHEEL_ABOVE`] timers has neither the wheel nor the run (constants on
+//! `T`, so none of their code is compiled in): every waiting timer is in the heap, which is
+//! then at most four levels deep. Same order, same outcomes; only where a timer waits
+//! differs.
 //!
 //! The next timer is the smaller of the heap's root and the run's head, once the wheel has
 //! handed over every timer before it (each pop first advances the wheel that far). Each
@@ -236,15 +237,19 @@ pub(crate) enum Next {
     At(Instant),
 }
 
-/// Tables for at most this many timers have no wheel: every waiting timer is in the heap or
-/// the run. With so few timers the heap is at most three levels deep, so the wheel would only
-/// add work (and code: a small loop's binary links none of it).
+/// Tables for at most this many timers have no wheel and no run: every waiting timer is in the
+/// heap. With so few timers the heap is at most four levels deep, so the wheel and the run
+/// would only add work (and code: a small loop's binary links none of it).
 pub(crate) const WHEEL_ABOVE: usize = 64;
 
 impl<F, const T: usize> TimerHeap<F, T> {
     /// Whether this table puts far timers in the wheel (`T` above [`WHEEL_ABOVE`]); a
     /// constant, so a table without one compiles none of the wheel's code.
     pub(super) const WHEEL: bool = T > WHEEL_ABOVE;
+
+    /// Whether this table appends timers that go last to the run (`T` above [`WHEEL_ABOVE`],
+    /// as for the wheel); a smaller table keeps every timer in the heap.
+    pub(super) const RUN: bool = T > WHEEL_ABOVE;
 
     /// Compile-time guard: positions, markers and `index + 1` must fit in a `u32`.
     /// (The wheel's sentinels are link indices from `T`, below `IN_WHEEL` too.)
@@ -618,7 +623,7 @@ impl<F, const T: usize> TimerHeap<F, T> {
     fn file_stamped(&mut self, slot: u32, deadline: u64) {
         let tail = self.run_tail;
         // SAFETY: a non-empty run's tail (`tail - 1`) is a live slot, below `T`.
-        if tail == NIL || deadline >= unsafe { self.link(tail - 1) }.deadline {
+        if Self::RUN && (tail == NIL || deadline >= unsafe { self.link(tail - 1) }.deadline) {
             self.run_push(slot, deadline);
         } else if self.wheel_takes(deadline) {
             self.wheel_push(slot, deadline);
@@ -805,7 +810,9 @@ impl<F, const T: usize> TimerHeap<F, T> {
                 unsafe { self.wheel_unlink(slot) };
             }
         } else if p == IN_RUN {
-            self.run_unlink(slot);
+            if Self::RUN {
+                self.run_unlink(slot);
+            }
         } else {
             // SAFETY: a live, waiting slot's heap position is below `self.len`.
             unsafe { self.remove_at(p as usize) };
@@ -875,7 +882,7 @@ impl<F, const T: usize> TimerHeap<F, T> {
         if Self::WHEEL && p == IN_WHEEL {
             return self.reset_in_wheel(h.index, deadline);
         }
-        if p == IN_RUN && self.run_requeue(h.index, deadline) {
+        if Self::RUN && p == IN_RUN && self.run_requeue(h.index, deadline) {
             return true;
         }
         self.reset_from(h, p, deadline)
@@ -903,6 +910,10 @@ impl<F, const T: usize> TimerHeap<F, T> {
         match Some(p) {
             None | Some(RUNNING | CANCELLED_WHILE_RUNNING | POPPED) => false,
             Some(IN_RUN) => {
+                // (Only with a run: without one no position is `IN_RUN`.)
+                if !Self::RUN {
+                    return false;
+                }
                 self.run_unlink(h.index);
                 self.file(h.index, deadline);
                 true
@@ -974,6 +985,9 @@ impl<F, const T: usize> TimerHeap<F, T> {
     /// The run's head as a node, if the run is not empty.
     #[inline(always)]
     fn run_first(&self) -> Option<Node> {
+        if !Self::RUN {
+            return None;
+        }
         match self.run_head {
             NIL => None,
             h => Some(Node {

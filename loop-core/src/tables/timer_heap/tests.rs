@@ -24,6 +24,24 @@ fn assert_wheel<const T: usize>(h: &TimerHeap<u32, T>, with_wheel: impl FnOnce(u
     }
 }
 
+/// Where the waiting timers are, as a table of `T` should hold them: `heap` in the heap and
+/// `run` in the run if it has a run, all in the heap if it has none.
+fn assert_layout<const T: usize>(h: &TimerHeap<u32, T>, heap: u32, run: u32) {
+    if TimerHeap::<u32, T>::RUN {
+        assert_eq!(
+            (h.len, h.run_len),
+            (heap, run),
+            "(heap, run) in a table of {T}"
+        );
+    } else {
+        assert_eq!(
+            (h.len, h.run_len),
+            (heap + run, 0),
+            "a table of {T} has no run"
+        );
+    }
+}
+
 fn drain<const T: usize>(h: &mut TimerHeap<u32, T>, now: u64) -> Vec<u32> {
     let mut out = Vec::new();
     while let Some((handle, f, _)) = h.pop_due(at(now), u64::MAX) {
@@ -194,14 +212,17 @@ fn many_random_operations_keep_the_heap_ordered() {
 
 #[test]
 fn equal_delay_timers_go_to_the_run_and_fire_fifo() {
-    let mut h: TimerHeap<u32, 16> = zeroed();
+    equal_delays::<16>();
+    equal_delays::<LARGE>();
+}
+
+fn equal_delays<const T: usize>() {
+    let mut h: TimerHeap<u32, T> = zeroed();
     let hs: Vec<_> = (0..6u32)
         .map(|i| h.insert(at(100 + u64::from(i / 2)), i).unwrap())
         .collect();
-    assert_eq!(
-        h.len, 0,
-        "non-decreasing deadlines are all appended to the run"
-    );
+    // Non-decreasing deadlines are all appended to the run.
+    assert_layout(&h, 0, 6);
     assert_eq!(h.scheduled(), 6);
     assert!(
         h.cancel(hs[2]).removed().is_some(),
@@ -211,27 +232,37 @@ fn equal_delay_timers_go_to_the_run_and_fire_fifo() {
         h.reset(hs[0], at(102)),
         "re-armed to the tail, behind equal deadlines"
     );
-    assert_eq!(h.len, 0);
+    assert_layout(&h, 0, 5);
     assert_eq!(drain(&mut h, 1000), [1, 3, 4, 5, 0]);
 }
 
 #[test]
 fn run_and_heap_merge_in_deadline_then_sequence_order() {
-    let mut h: TimerHeap<u32, 16> = zeroed();
+    run_and_heap::<16>();
+    run_and_heap::<LARGE>();
+}
+
+fn run_and_heap<const T: usize>() {
+    let mut h: TimerHeap<u32, T> = zeroed();
     h.insert(at(50), 1).unwrap(); // run
     h.insert(at(60), 2).unwrap(); // run
     h.insert(at(50), 3).unwrap(); // heap: before the run's tail, equal to its head
     h.insert(at(10), 4).unwrap(); // heap
     h.insert(at(60), 5).unwrap(); // run, equal to its tail
     h.insert(at(55), 6).unwrap(); // heap
-    assert_eq!((h.len, h.run_len), (3, 3));
+    assert_layout(&h, 3, 3);
     assert_eq!(h.peek_deadline(), Some(at(10)));
     assert_eq!(drain(&mut h, 1000), [4, 1, 3, 6, 2, 5]);
 }
 
 #[test]
 fn run_member_reset_earlier_moves_into_the_heap() {
-    let mut h: TimerHeap<u32, 8> = zeroed();
+    reset_earlier::<8>();
+    reset_earlier::<LARGE>();
+}
+
+fn reset_earlier<const T: usize>() {
+    let mut h: TimerHeap<u32, T> = zeroed();
     let a = h.insert(at(10), 1).unwrap();
     h.insert(at(20), 2).unwrap();
     assert!(h.reset(a, at(30)));
@@ -240,18 +271,22 @@ fn run_member_reset_earlier_moves_into_the_heap() {
         h.reset(b, at(5)),
         "earlier than the run's tail: into the heap"
     );
-    assert_eq!((h.len, h.run_len), (1, 2));
+    assert_layout(&h, 1, 2);
     assert_eq!(h.peek_deadline(), Some(at(5)));
     assert_eq!(drain(&mut h, 100), [3, 2, 1]);
 }
 
 #[test]
 fn seq_limit_holds_back_a_new_run_head() {
-    let mut h: TimerHeap<u32, 4> = zeroed();
-    let limit = h.next_seq();
-    h.insert(at(0), 1).unwrap();
-    assert!(h.pop_due(at(100), limit).is_none());
-    assert_eq!(drain(&mut h, 100), [1]);
+    fn hold_back<const T: usize>() {
+        let mut h: TimerHeap<u32, T> = zeroed();
+        let limit = h.next_seq();
+        h.insert(at(0), 1).unwrap();
+        assert!(h.pop_due(at(100), limit).is_none());
+        assert_eq!(drain(&mut h, 100), [1]);
+    }
+    hold_back::<4>();
+    hold_back::<LARGE>();
 }
 
 #[test]
@@ -530,7 +565,12 @@ fn cancelling_a_running_timer_says_so_once_then_not_pending() {
 
 #[test]
 fn re_arming_run_members_in_place_keeps_deadline_then_fifo_order() {
-    let mut h: TimerHeap<u32, 16> = zeroed();
+    re_arm_in_place::<16>();
+    re_arm_in_place::<LARGE>();
+}
+
+fn re_arm_in_place<const T: usize>() {
+    let mut h: TimerHeap<u32, T> = zeroed();
     // A run of five: 10, 10, 20, 20, 30.
     let hs: Vec<_> = [(10, 0), (10, 1), (20, 2), (20, 3), (30, 4)]
         .iter()
@@ -568,8 +608,8 @@ fn quick_cancel_removes_timers_without_drop_glue_and_leaves_the_others_untouched
 /// One second in ns: far enough for the wheel's upper levels.
 const SEC: u64 = 1_000_000_000;
 
-/// A run member far in the future: later inserts that go before it (all of them here) go to
-/// the wheel or the heap, not the run.
+/// A timer far in the future (a run member in a table with a run): later inserts that go
+/// before it (all of them here) go to the wheel or the heap, not the run.
 fn block_the_run<const T: usize>(h: &mut TimerHeap<u32, T>) -> TimerHandle {
     h.insert(at(u64::MAX - 1), 0).unwrap()
 }
@@ -753,8 +793,9 @@ fn an_empty_wheel_restarts_at_the_latest_time_seen() {
 }
 
 #[test]
-fn a_table_of_at_most_wheel_above_timers_keeps_every_timer_in_the_heap_or_the_run() {
-    fn far_timers<const T: usize>() -> u32 {
+fn a_table_of_at_most_wheel_above_timers_keeps_every_timer_in_the_heap() {
+    /// Where five timers wait (wheel, run, heap): one far in the future, then four before it.
+    fn far_timers<const T: usize>() -> (u32, u32, u32) {
         let mut h: TimerHeap<u32, T> = zeroed();
         block_the_run(&mut h);
         for (id, d) in [
@@ -766,14 +807,16 @@ fn a_table_of_at_most_wheel_above_timers_keeps_every_timer_in_the_heap_or_the_ru
             h.insert(at(d), id).unwrap();
         }
         assert_eq!(h.scheduled(), 5);
-        let in_wheel = h.wheel_len();
+        let layout = (h.wheel_len(), h.run_len, h.len);
         assert_eq!(drain(&mut h, u64::MAX / 2), [2, 4, 1, 3]);
-        in_wheel
+        layout
     }
-    const { assert!(!TimerHeap::<u32, SMALL>::WHEEL && TimerHeap::<u32, LARGE>::WHEEL) };
-    assert_eq!(
-        far_timers::<5>() + far_timers::<16>() + far_timers::<SMALL>(),
-        0
-    );
-    assert_eq!(far_timers::<LARGE>(), 4);
+    const {
+        assert!(!TimerHeap::<u32, SMALL>::WHEEL && TimerHeap::<u32, LARGE>::WHEEL);
+        assert!(!TimerHeap::<u32, SMALL>::RUN && TimerHeap::<u32, LARGE>::RUN);
+    };
+    assert_eq!(far_timers::<5>(), (0, 0, 5));
+    assert_eq!(far_timers::<16>(), (0, 0, 5));
+    assert_eq!(far_timers::<SMALL>(), (0, 0, 5));
+    assert_eq!(far_timers::<LARGE>(), (4, 1, 0));
 }
