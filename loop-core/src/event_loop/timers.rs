@@ -346,10 +346,12 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             // settles it also when a panic unwinds through here.
             let mut call = TimerCall {
                 handle,
-                f: self.timers.take_running(handle),
+                f: None,
                 lp: self,
                 next: Next::Done,
             };
+            // Straight into the guard (one move of the closure, not two).
+            call.lp.timers.take_running_into(handle, &mut call.f);
             let mut outcome = match call.lp.watched_timer {
                 None => call.call(deadline),
                 Some(watched) => watched(&mut call, deadline),

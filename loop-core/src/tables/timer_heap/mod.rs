@@ -1103,6 +1103,18 @@ impl<F, const T: usize> TimerHeap<F, T> {
         Some(unsafe { self.take_fn(h.index) })
     }
 
+    /// [`take_running`](Self::take_running), moving the closure into `out` (left as it was
+    /// for any other handle).
+    #[inline(always)]
+    pub(crate) fn take_running_into(&mut self, h: TimerHandle, out: &mut Option<F>) {
+        if self.live_pos(h) != Some(POPPED) {
+            return;
+        }
+        self.meta[h.index as usize].pos = RUNNING;
+        // SAFETY: as in `take_running`.
+        *out = Some(unsafe { self.take_fn(h.index) });
+    }
+
     /// Free a timer popped by [`pop_due`](Self::pop_due) whose closure is spent (or was
     /// cancelled while it ran); the caller drops the closure. Does nothing for any other
     /// handle (stale: the table was cleared meanwhile).
