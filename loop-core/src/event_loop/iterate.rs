@@ -239,7 +239,12 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         // this pass's callbacks, timers and tasks. (A loop closed during the run still ends it
         // with `Ok`, below.)
         if self.poller.forked() {
-            return Err(self.usable().map(|()| false));
+            // As `usable` says (without asking the poller again): a closed loop says so first.
+            if self.closed {
+                return Err(Err(Error::Closed));
+            }
+            crate::log::log_warn!("ioloop: loop used after fork: refused (build a new loop)");
+            return Err(Err(Error::Forked));
         }
         let snapshot = self.begin_iteration();
         self.run_callbacks(snapshot.callbacks);
