@@ -251,6 +251,16 @@ impl<F, const T: usize> TimerHeap<F, T> {
     /// as for the wheel); a smaller table keeps every timer in the heap.
     pub(super) const RUN: bool = T > WHEEL_ABOVE;
 
+    /// [`prefetch`] for a table too large to stay in the cache (one with a wheel); a smaller
+    /// one (at most [`WHEEL_ABOVE`] timers) is cache-resident while in use, and the hints
+    /// would only cost instructions.
+    #[inline(always)]
+    fn hint<X>(p: *const X) {
+        if Self::WHEEL {
+            prefetch(p);
+        }
+    }
+
     /// Compile-time guard: positions, markers and `index + 1` must fit in a `u32`.
     /// (The wheel's sentinels are link indices from `T`, below `IN_WHEEL` too.)
     const CAPACITY_FITS: () = assert!(
@@ -450,8 +460,8 @@ impl<F, const T: usize> TimerHeap<F, T> {
         // Both are needed later whatever the path: the slot of the node that moves (its
         // position is written last) and the first children of `pos`. Start their misses now,
         // beside the parent's below.
-        prefetch(self.meta.as_ptr().wrapping_add(moved.slot as usize));
-        prefetch(self.heap.nodes.as_ptr().wrapping_add(ARITY * pos + 1));
+        Self::hint(self.meta.as_ptr().wrapping_add(moved.slot as usize));
+        Self::hint(self.heap.nodes.as_ptr().wrapping_add(ARITY * pos + 1));
         // SAFETY: `0 < pos < len`, so its parent is a heap position below `len`.
         if pos > 0 && self.less(moved, unsafe { self.node((pos - 1) / ARITY) }) {
             // SAFETY: `pos < len <= T`; `moved` is a valid node whose slot is live.
@@ -471,7 +481,7 @@ impl<F, const T: usize> TimerHeap<F, T> {
             // (Past the end of the heap, or of the array, a prefetch is a no-op.)
             let grand = self.heap.nodes.as_ptr().wrapping_add(ARITY * first + 1);
             for k in 0..ARITY {
-                prefetch(grand.wrapping_add(ARITY * k));
+                Self::hint(grand.wrapping_add(ARITY * k));
             }
             // SAFETY: `first + 3 < len <= self.len`: the children are heap positions.
             let best = unsafe { self.min4(first) };
@@ -839,7 +849,7 @@ impl<F, const T: usize> TimerHeap<F, T> {
         let p = m.pos;
         if any_needs_drop {
             // The needs-drop bit is read after the removal: start its miss now, to overlap it.
-            prefetch(self.seq.as_ptr().wrapping_add(h.index as usize));
+            Self::hint(self.seq.as_ptr().wrapping_add(h.index as usize));
         }
         match p {
             RUNNING => {
@@ -1065,8 +1075,8 @@ impl<F, const T: usize> TimerHeap<F, T> {
             return None;
         }
         let slot = node.slot as usize;
-        prefetch(self.fns.0.as_ptr().wrapping_add(slot));
-        prefetch(self.meta.as_ptr().wrapping_add(slot));
+        Self::hint(self.fns.0.as_ptr().wrapping_add(slot));
+        Self::hint(self.meta.as_ptr().wrapping_add(slot));
         // Only a timer filed after the limit was taken has a sequence at or above it: when
         // none was, the sequence need not be read.
         if self.next_seq > seq_limit && self.seq_of(node.slot) >= seq_limit {
@@ -1078,7 +1088,9 @@ impl<F, const T: usize> TimerHeap<F, T> {
         } else {
             self.run_unlink(node.slot);
         }
-        let m = &mut self.meta[node.slot as usize];
+        debug_assert!((node.slot as usize) < T);
+        // SAFETY: heap nodes and run members name live slots, below `T`.
+        let m = unsafe { self.meta.get_unchecked_mut(node.slot as usize) };
         m.pos = POPPED;
         Some((
             TimerHandle {
