@@ -385,7 +385,8 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         let waited = self.poller.wait(&mut self.events, timeout);
         let after = self.poller.now();
         self.set_clock(after);
-        self.counters.idle_time += after - before;
+        let waited_ns = after.as_nanos().saturating_sub(before.as_nanos());
+        self.idle_ns = self.idle_ns.saturating_add(waited_ns);
         waited
     }
 

@@ -348,6 +348,10 @@ pub struct EventLoop<
     /// The same for a due timer's call.
     watched_timer: Option<timers::WatchedTimer<P, H, T, Q>>,
     counters: Counters,
+    /// `counters.idle_time` in nanoseconds, kept here (saturating) and put into the copy
+    /// `counters()` hands out: one add per wait, no `Duration` arithmetic (or its overflow
+    /// panic).
+    idle_ns: u64,
     /// `close()` was called: everything is refused from now on.
     closed: bool,
     remote: Option<&'static dyn RemoteQueue<Self>>,

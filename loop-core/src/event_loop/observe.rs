@@ -618,7 +618,10 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
 
     /// The loop's counters (a copy; see [`Counters`] for an example).
     pub fn counters(&self) -> Counters {
-        self.counters
+        Counters {
+            idle_time: Duration::from_nanos(self.idle_ns),
+            ..self.counters
+        }
     }
 
     /// Call `hook` for every [`Failure`] inside the running loop (a handler's error, a caught
