@@ -339,19 +339,24 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// or timer of this iteration does not run.
     #[inline]
     pub(super) fn run_due_timers(&mut self, now: Instant, seq_limit: u64) {
-        while let Some((handle, deadline)) = self.timers.pop_due_slot(now, seq_limit) {
-            self.counters.timers_fired += 1;
-            let source = Source::Timer { handle };
+        loop {
             // Until the guard is dropped the timer's slot is marked running; the guard
-            // settles it also when a panic unwinds through here.
+            // settles it also when a panic unwinds through here. The closure goes straight
+            // from its slot into the guard (one move, not two).
             let mut call = TimerCall {
-                handle,
+                handle: TimerHandle::NONE,
                 f: None,
                 lp: self,
                 next: Next::Done,
             };
-            // Straight into the guard (one move of the closure, not two).
-            call.lp.timers.take_running_into(handle, &mut call.f);
+            let Some((handle, deadline)) = call.lp.timers.pop_due_into(now, seq_limit, &mut call.f)
+            else {
+                core::mem::forget(call); // holds nothing
+                return;
+            };
+            call.handle = handle;
+            call.lp.counters.timers_fired += 1;
+            let source = Source::Timer { handle };
             let mut outcome = match call.lp.watched_timer {
                 None => call.call(deadline),
                 Some(watched) => watched(&mut call, deadline),

@@ -82,6 +82,14 @@ pub struct TimerHandle {
     generation: u32,
 }
 
+impl TimerHandle {
+    /// A handle that names no timer (generation 0 is never a live slot's).
+    pub(crate) const NONE: TimerHandle = TimerHandle {
+        index: u32::MAX,
+        generation: 0,
+    };
+}
+
 /// Positions below these are heap positions.
 const RUNNING: u32 = u32::MAX;
 const CANCELLED_WHILE_RUNNING: u32 = u32::MAX - 1;
@@ -277,7 +285,8 @@ impl<F, const T: usize> TimerHeap<F, T> {
     /// Number of timers waiting (in the heap or the run).
     #[inline]
     pub(crate) fn scheduled(&self) -> usize {
-        (self.len + self.run_len + self.wheel_len()) as usize
+        let run = if Self::RUN { self.run_len } else { 0 };
+        (self.len + run + self.wheel_len()) as usize
     }
 
     /// The sequence number the next insert will get; timers with a sequence at or above a
@@ -714,8 +723,10 @@ impl<F, const T: usize> TimerHeap<F, T> {
     /// caller makes it not waiting (running or free) before the slot is read again.
     #[inline]
     unsafe fn take_fn(&mut self, slot: u32) -> F {
-        // SAFETY: the caller guarantees the closure is initialised, and it is read once.
-        unsafe { self.fns.0[slot as usize].assume_init_read() }
+        debug_assert!((slot as usize) < T);
+        // SAFETY: the caller guarantees the closure is initialised (so the slot is live, below
+        // `T`), and it is read once.
+        unsafe { self.fns.0.get_unchecked(slot as usize).assume_init_read() }
     }
 
     /// Schedule `f` at `deadline`, to be handed back by a cancel; the closure comes back when
@@ -1062,7 +1073,7 @@ impl<F, const T: usize> TimerHeap<F, T> {
         now: Instant,
         seq_limit: u64,
     ) -> Option<(TimerHandle, Instant)> {
-        self.wheel.last_now = now.as_nanos();
+        self.note_now(now);
         // The heap's and the run's first, once the wheel has handed over everything before it.
         let (node, in_heap) = loop {
             let first = self.first();
@@ -1115,16 +1126,23 @@ impl<F, const T: usize> TimerHeap<F, T> {
         Some(unsafe { self.take_fn(h.index) })
     }
 
-    /// [`take_running`](Self::take_running), moving the closure into `out` (left as it was
-    /// for any other handle).
+    /// [`pop_due`](Self::pop_due), moving the closure into `out` (the loop's call guard):
+    /// the timer is marked running at once.
     #[inline(always)]
-    pub(crate) fn take_running_into(&mut self, h: TimerHandle, out: &mut Option<F>) {
-        if self.live_pos(h) != Some(POPPED) {
-            return;
-        }
-        self.meta[h.index as usize].pos = RUNNING;
-        // SAFETY: as in `take_running`.
+    pub(crate) fn pop_due_into(
+        &mut self,
+        now: Instant,
+        seq_limit: u64,
+        out: &mut Option<F>,
+    ) -> Option<(TimerHandle, Instant)> {
+        let (h, deadline) = self.pop_due_slot(now, seq_limit)?;
+        debug_assert!((h.index as usize) < T);
+        // SAFETY: a popped timer's slot is below `T` (a heap node's or run member's).
+        unsafe { self.meta.get_unchecked_mut(h.index as usize) }.pos = RUNNING;
+        // SAFETY: just popped: live, its closure still initialised; marked running above, so
+        // it is not read again until `finish` writes it back.
         *out = Some(unsafe { self.take_fn(h.index) });
+        Some((h, deadline))
     }
 
     /// Free a timer popped by [`pop_due`](Self::pop_due) whose closure is spent (or was

@@ -117,7 +117,9 @@ impl<F, const T: usize> TimerHeap<F, T> {
     /// Tell the wheel what time it is (a hint: where an empty wheel restarts from).
     #[inline(always)]
     pub(crate) fn note_now(&mut self, now: Instant) {
-        self.wheel.last_now = now.as_nanos();
+        if Self::WHEEL {
+            self.wheel.last_now = now.as_nanos();
+        }
     }
 
     /// Whether a deadline belongs to the wheel (its tick is past the current one). An empty
