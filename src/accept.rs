@@ -654,7 +654,7 @@ impl<F> Acceptor<F> {
             return Err(HandlerError::Os(errno));
         }
         let delay = Duration::from_millis(u64::from(self.backoff_ms));
-        if schedule_rearm(lp, fd, id, delay, None).is_err() {
+        if !schedule_rearm(lp, fd, id, delay, None) {
             // Not expected (a slot was free): arm again at once rather than stay disarmed.
             rearm(lp, fd, id);
             return Err(HandlerError::Other(BACKOFF_NO_TIMER));
@@ -869,7 +869,7 @@ impl AcceptLimit {
         }
         if own_room {
             if let Some(id) = lp.handler_id(fd) {
-                let _ = schedule_rearm(lp, fd, id, BACKOFF_MIN, Some(self));
+                schedule_rearm(lp, fd, id, BACKOFF_MIN, Some(self));
             }
         }
     }
@@ -898,14 +898,15 @@ impl AcceptLimit {
 /// A timer that gives the listener its READ interest back, if the same registration is still
 /// in place: through `limit` (counted as a resume) if it was the limit's pause and the limit
 /// is still paused, else directly (the `EMFILE` back-off). One closure type for both, so one
-/// timer thunk is compiled per loop type, not two.
+/// timer thunk is compiled per loop type, not two. `false` if the loop refused the timer (its
+/// table is full, or it is closed).
 fn schedule_rearm<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>(
     lp: &mut EventLoop<P, H, T, Q>,
     fd: RawFd,
     id: HandlerId,
     delay: Duration,
     limit: Option<&'static AcceptLimit>,
-) -> Result<loop_core::TimerHandle, Error> {
+) -> bool {
     lp.call_later(delay, move |lp| match limit {
         Some(limit) => {
             if lp.handler_id(fd) == Some(id) && limit.is_paused() {
@@ -914,7 +915,7 @@ fn schedule_rearm<P: Poller + 'static, const H: usize, const T: usize, const Q: 
         }
         None => rearm(lp, fd, id),
     })
-    .map_err(|r| r.error)
+    .is_ok()
 }
 
 fn rearm<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>(
@@ -927,7 +928,7 @@ fn rearm<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>(
     }
     if lp.update_handler(fd, Interest::READ).is_err() {
         // The kernel refused (ENOMEM): try again later rather than never accept again.
-        let _ = schedule_rearm(lp, fd, id, BACKOFF_MAX, None);
+        schedule_rearm(lp, fd, id, BACKOFF_MAX, None);
     }
 }
 

@@ -12,7 +12,9 @@
 //! `T` live timers with the closure handed back.
 //!
 //! The capacity is small (`T = 8`) so that `Full` is hit often; one property uses 64 timers so
-//! the 4-ary heap grows past three levels. Cases: 512 per property by default; set
+//! the 4-ary heap grows past three levels, and one 72, a table large enough for the timer
+//! wheel and the run of equal delays (the others, at most 64 timers, keep every timer in the
+//! heap). Cases: 512 per property by default; set
 //! `PROPTEST_CASES` for longer runs.
 
 use std::cell::RefCell;
@@ -707,6 +709,16 @@ proptest! {
     ) {
         // Three levels of the 4-ary heap and more: sift paths the 8-timer loop never takes.
         check::<64>(&ops)?;
+    }
+
+    #[test]
+    fn a_loop_whose_timer_table_has_a_wheel_fires_in_the_same_order(
+        ops in prop::collection::vec(op(), 1..80)
+    ) {
+        // Tables above 64 timers keep far timers in a wheel in front of the heap, and timers
+        // that go last in the run (the ones above have neither): the far jumps of the clock
+        // put timers in the wheel, equal and growing deadlines in the run.
+        check::<72>(&ops)?;
     }
 
     #[test]

@@ -75,7 +75,9 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             addr_of_mut!((*p).error_hook).write(None);
             addr_of_mut!((*p).watchdog).write(None);
             addr_of_mut!((*p).watched_call).write(None);
+            addr_of_mut!((*p).watched_timer).write(None);
             addr_of_mut!((*p).counters).write(Counters::default());
+            addr_of_mut!((*p).idle_ns).write(0);
             addr_of_mut!((*p).closed).write(false);
             addr_of_mut!((*p).remote).write(None);
             addr_of_mut!((*p).remote_wake).write(None);

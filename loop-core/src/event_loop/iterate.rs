@@ -174,8 +174,9 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     ///
     /// An I/O-only pass ([`only_io`](Self::only_io)) skips steps 1–6, which would find
     /// nothing to run, and polls with `cap` (no work waiting, no timer); any other pass runs
-    /// them out of line ([`full_pass_steps`](Self::full_pass_steps)). Both then fall through
-    /// the same poll and dispatch: one copy of it, not one per kind of pass. Never inlined:
+    /// them ([`full_pass_steps`](Self::full_pass_steps), its only call site, so inlined here).
+    /// Both then fall through the same poll and dispatch: one copy of it, not one per kind of
+    /// pass. Never inlined:
     /// `run`, `run_sync` and `run_once` (for a pass that is not I/O-only) share it, and
     /// `run_once`'s own I/O-only pass keeps the registers to itself.
     #[inline(never)]
@@ -228,8 +229,9 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// callbacks, signal handlers, tasks and due timers, the poll timeout and the stop check,
     /// and the executor's `sleeping` flag raised for the wait. `Ok(timeout)`: poll with it
     /// (the caller lowers the flag after the wait); `Err(result)`: the iteration ends with
-    /// `result` without polling.
-    #[inline(never)]
+    /// `result` without polling. Inlined into [`iterate`](Self::iterate), its only caller: no
+    /// call, and no result to pass back through memory.
+    #[inline(always)]
     fn full_pass_steps(
         &mut self,
         cap: Option<Duration>,
@@ -239,7 +241,12 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         // this pass's callbacks, timers and tasks. (A loop closed during the run still ends it
         // with `Ok`, below.)
         if self.poller.forked() {
-            return Err(self.usable().map(|()| false));
+            // As `usable` says (without asking the poller again): a closed loop says so first.
+            if self.closed {
+                return Err(Err(Error::Closed));
+            }
+            crate::log::log_warn!("ioloop: loop used after fork: refused (build a new loop)");
+            return Err(Err(Error::Forked));
         }
         let snapshot = self.begin_iteration();
         self.run_callbacks(snapshot.callbacks);
@@ -378,7 +385,8 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         let waited = self.poller.wait(&mut self.events, timeout);
         let after = self.poller.now();
         self.set_clock(after);
-        self.counters.idle_time += after - before;
+        let waited_ns = after.as_nanos().saturating_sub(before.as_nanos());
+        self.idle_ns = self.idle_ns.saturating_add(waited_ns);
         waited
     }
 

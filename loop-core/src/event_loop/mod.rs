@@ -345,7 +345,13 @@ pub struct EventLoop<
     /// The handler call under the watchdog, set with `watchdog` (`Some` exactly when it is):
     /// a program that never sets a watchdog or a beacon does not link that path.
     watched_call: Option<handlers::WatchedCall<P, H, T, Q>>,
+    /// The same for a due timer's call.
+    watched_timer: Option<timers::WatchedTimer<P, H, T, Q>>,
     counters: Counters,
+    /// `counters.idle_time` in nanoseconds, kept here (saturating) and put into the copy
+    /// `counters()` hands out: one add per wait, no `Duration` arithmetic (or its overflow
+    /// panic).
+    idle_ns: u64,
     /// `close()` was called: everything is refused from now on.
     closed: bool,
     remote: Option<&'static dyn RemoteQueue<Self>>,

@@ -603,17 +603,25 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         self.sync_watched_call();
     }
 
-    /// Keep `watched_call` in step with `watchdog` (`Some` exactly when it is).
+    /// Keep `watched_call` and `watched_timer` in step with `watchdog` (`Some` exactly when
+    /// it is).
     fn sync_watched_call(&mut self) {
         self.watched_call = match self.watchdog {
             Some(_) => Some(|call, readiness| call.call_watched(readiness)),
+            None => None,
+        };
+        self.watched_timer = match self.watchdog {
+            Some(_) => Some(|call, deadline| call.call_watched(deadline)),
             None => None,
         };
     }
 
     /// The loop's counters (a copy; see [`Counters`] for an example).
     pub fn counters(&self) -> Counters {
-        self.counters
+        Counters {
+            idle_time: Duration::from_nanos(self.idle_ns),
+            ..self.counters
+        }
     }
 
     /// Call `hook` for every [`Failure`] inside the running loop (a handler's error, a caught

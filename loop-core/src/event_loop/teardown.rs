@@ -125,6 +125,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> Drop
         self.teardown();
         let hooks = (self.error_hook.take(), self.watchdog.take());
         self.watched_call = None;
+        self.watched_timer = None;
         if panic::catch(move || drop(hooks)).is_err() {
             self.counters.panics += 1;
         }

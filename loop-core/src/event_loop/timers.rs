@@ -339,34 +339,34 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// or timer of this iteration does not run.
     #[inline]
     pub(super) fn run_due_timers(&mut self, now: Instant, seq_limit: u64) {
-        while let Some((handle, deadline)) = self.timers.pop_due_slot(now, seq_limit) {
-            self.counters.timers_fired += 1;
-            let source = Source::Timer { handle };
+        loop {
             // Until the guard is dropped the timer's slot is marked running; the guard
-            // settles it also when a panic unwinds through here.
+            // settles it also when a panic unwinds through here. The closure goes straight
+            // from its slot into the guard (one move, not two).
             let mut call = TimerCall {
-                handle,
-                f: self.timers.take_running(handle),
+                handle: TimerHandle::NONE,
+                f: None,
                 lp: self,
                 next: Next::Done,
             };
-            let started = call
-                .lp
-                .watch_start(|| call.f.as_ref().map_or("", |f| f.name()));
-            let mut outcome = Ok(());
-            if let Some(f) = call.f.as_mut() {
-                let lp = &mut *call.lp;
-                match panic::catch(|| f.call(lp, deadline)) {
-                    Ok(next) => call.next = next,
-                    Err(caught) => outcome = Err(caught),
-                }
-            }
+            let Some((handle, deadline)) = call.lp.timers.pop_due_into(now, seq_limit, &mut call.f)
+            else {
+                core::mem::forget(call); // holds nothing
+                return;
+            };
+            call.handle = handle;
+            call.lp.counters.timers_fired += 1;
+            let source = Source::Timer { handle };
+            let mut outcome = match call.lp.watched_timer {
+                None => call.call(deadline),
+                Some(watched) => watched(&mut call, deadline),
+            };
             if let Some(caught) = call.lp.caught.take() {
                 outcome = Err(caught); // a periodic callback's, caught by its wrapper
             }
-            let name = || call.f.as_ref().map_or("", |f| f.name());
-            call.lp.watch_end(started, source, name);
-            let name = outcome.is_err().then(name);
+            let name = outcome
+                .is_err()
+                .then(|| call.f.as_ref().map_or("", |f| f.name()));
             call.put_back();
             core::mem::forget(call); // holds nothing any more
             if let (Err(caught), Some(name)) = (outcome, name) {
@@ -382,9 +382,14 @@ fn has_drop_glue<W>(_: &W) -> bool {
     core::mem::needs_drop::<W>()
 }
 
+/// [`TimerCall::call_watched`], kept by the loop while a watchdog or beacon is set.
+pub(super) type WatchedTimer<P, const H: usize, const T: usize, const Q: usize> =
+    for<'a, 'b> fn(&'b mut TimerCall<'a, P, H, T, Q>, Instant) -> Result<(), Caught>;
+
 /// A due timer's closure, out of the heap for the call; settled on drop: re-armed if it asked
 /// to be (`next`), else freed. A panic that unwinds through leaves `next` at `Done`.
-struct TimerCall<'a, P: Poller + 'static, const H: usize, const T: usize, const Q: usize> {
+pub(super) struct TimerCall<'a, P: Poller + 'static, const H: usize, const T: usize, const Q: usize>
+{
     lp: &'a mut EventLoop<P, H, T, Q>,
     handle: TimerHandle,
     f: Option<TimerFn<P, H, T, Q>>,
@@ -394,6 +399,34 @@ struct TimerCall<'a, P: Poller + 'static, const H: usize, const T: usize, const 
 impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize>
     TimerCall<'_, P, H, T, Q>
 {
+    /// Call the closure (due at `deadline`), keeping what it asks for next.
+    #[inline(always)]
+    fn call(&mut self, deadline: Instant) -> Result<(), Caught> {
+        if let Some(f) = self.f.as_mut() {
+            let lp = &mut *self.lp;
+            self.next = panic::catch(|| f.call(lp, deadline))?;
+        }
+        Ok(())
+    }
+
+    /// [`call`](Self::call) under the watchdog: its beacon names the timer while it runs, and
+    /// a call longer than the threshold is reported. Reached through [`WatchedTimer`] (as the
+    /// handlers' watched call): a program that never sets a watchdog or a beacon does not link
+    /// it, and a loop without one pays one test per timer for it.
+    #[inline]
+    pub(super) fn call_watched(&mut self, deadline: Instant) -> Result<(), Caught> {
+        let started = self
+            .lp
+            .watch_start(|| self.f.as_ref().map_or("", |f| f.name()));
+        let outcome = self.call(deadline);
+        let source = Source::Timer {
+            handle: self.handle,
+        };
+        let name = || self.f.as_ref().map_or("", |f| f.name());
+        self.lp.watch_end(started, source, name);
+        outcome
+    }
+
     /// What `Drop` does; called at the call site on the normal way out (as for handlers).
     #[inline(always)]
     fn put_back(&mut self) {
@@ -627,6 +660,99 @@ mod tests {
             )
             .unwrap();
         assert_eq!(woke, at(5));
+    }
+
+    #[test]
+    fn a_timer_call_is_watched_exactly_while_a_watchdog_or_beacon_is_set() {
+        use crate::Beacon;
+        use core::cell::Cell;
+        static BEACON: Beacon = Beacon::new();
+        let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+        let seen = Rc::new(Cell::new(None::<bool>));
+        let fire = |lp: &mut Lp| {
+            let s = seen.clone();
+            lp.call_later(Duration::ZERO, move |_| {
+                s.set(Some(BEACON.running().is_some()))
+            })
+            .unwrap()
+        };
+        let reports = Rc::new(RefCell::new(Vec::new()));
+        let r = reports.clone();
+        lp.set_watchdog(Duration::ZERO, move |b| r.borrow_mut().push(b.source));
+        let h = fire(&mut lp);
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(*reports.borrow(), [Source::Timer { handle: h }]);
+        assert_eq!(seen.get(), Some(false));
+        lp.clear_watchdog();
+        fire(&mut lp);
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(reports.borrow().len(), 1, "not watched any more");
+        lp.set_beacon(Some(&BEACON));
+        fire(&mut lp);
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(seen.get(), Some(true), "the beacon names the running timer");
+        lp.set_beacon(None);
+        seen.set(None);
+        fire(&mut lp);
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(seen.get(), Some(false));
+        assert_eq!(reports.borrow().len(), 1);
+        assert!(lp.watched_timer.is_none());
+    }
+
+    /// One schedule of near and far timers (ms to an hour), with a cancel, re-arms and a
+    /// periodic callback, through a loop whose timer table has no wheel and one whose table
+    /// has one: the same timers fire at the same instants in the same order.
+    #[test]
+    fn far_and_near_timers_fire_alike_with_and_without_the_timer_wheel() {
+        use crate::tables::timer_heap::WHEEL_ABOVE;
+        type Fired = Rc<RefCell<Vec<(u32, u64)>>>;
+        fn schedule<const T: usize>() -> Vec<(u32, u64)> {
+            let mut lp: EventLoop<SimPoller<4>, 4, T, 8> = EventLoop::with_poller(SimPoller::new());
+            let fired = Fired::default();
+            let log = |id: u32| {
+                let fired = fired.clone();
+                move |lp: &mut EventLoop<SimPoller<4>, 4, T, 8>| {
+                    fired.borrow_mut().push((id, lp.now().as_nanos()))
+                }
+            };
+            let ms = Duration::from_millis;
+            lp.call_later(s(3600), log(1)).unwrap();
+            lp.call_later(ms(2), log(2)).unwrap();
+            let cancelled = lp.call_later(s(10), log(3)).unwrap();
+            lp.call_later(s(10), log(4)).unwrap();
+            let moved = lp.call_later(s(600), log(5)).unwrap();
+            lp.call_later(ms(30), log(6)).unwrap();
+            lp.call_at(at(10), log(7)).unwrap(); // equal to 4's deadline: after it
+            let f = fired.clone();
+            lp.add_periodic(crate::Periodic::every(s(1000)), move |lp| {
+                f.borrow_mut().push((8, lp.now().as_nanos()))
+            })
+            .unwrap();
+            assert!(lp.remove_timeout(cancelled));
+            assert!(lp.reset_timer(moved, at(5))); // from far to near
+            lp.call_at(at(3600), |lp| lp.stop()).unwrap(); // after 1: same deadline
+            lp.run().unwrap();
+            let out = fired.borrow().clone();
+            out
+        }
+        let heap_only = schedule::<16>();
+        assert_eq!(heap_only, schedule::<{ WHEEL_ABOVE + 8 }>());
+        let secs = |n: u64| n * 1_000_000_000;
+        assert_eq!(
+            heap_only,
+            [
+                (2, 2_000_000),
+                (6, 30_000_000),
+                (5, secs(5)),
+                (4, secs(10)),
+                (7, secs(10)),
+                (8, secs(1000)),
+                (8, secs(2000)),
+                (8, secs(3000)),
+                (1, secs(3600)),
+            ]
+        );
     }
 
     #[test]

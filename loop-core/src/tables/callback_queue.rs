@@ -20,14 +20,19 @@ pub(crate) struct CallbackQueue<F, const Q: usize> {
 unsafe impl<F, const Q: usize> ZeroInit for CallbackQueue<F, Q> {}
 
 impl<F, const Q: usize> CallbackQueue<F, Q> {
+    /// Queued callbacks; always 0 (a constant) in a queue of no capacity.
     #[inline]
     pub(crate) fn len(&self) -> usize {
-        self.len
+        if Q == 0 {
+            0
+        } else {
+            self.len
+        }
     }
 
     #[inline]
     pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     /// Append `f`, or hand it back when the queue is full.

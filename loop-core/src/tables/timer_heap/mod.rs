@@ -24,6 +24,11 @@
 //!   leaf along the smaller children (three compares per level instead of four) and the heap's
 //!   last node is sifted up from there, usually not at all.
 //!
+//! A table for at most [`WHEEL_ABOVE`] timers has neither the wheel nor the run (constants on
+//! `T`, so none of their code is compiled in): every waiting timer is in the heap, which is
+//! then at most four levels deep. Same order, same outcomes; only where a timer waits
+//! differs.
+//!
 //! The next timer is the smaller of the heap's root and the run's head, once the wheel has
 //! handed over every timer before it (each pop first advances the wheel that far). Each
 //! timer's position (heap index, "in the run" or "in the wheel") is kept, so cancellation is a real removal, never a dead entry
@@ -75,6 +80,14 @@ use crate::time::Instant;
 pub struct TimerHandle {
     index: u32,
     generation: u32,
+}
+
+impl TimerHandle {
+    /// A handle that names no timer (generation 0 is never a live slot's).
+    pub(crate) const NONE: TimerHandle = TimerHandle {
+        index: u32::MAX,
+        generation: 0,
+    };
 }
 
 /// Positions below these are heap positions.
@@ -232,7 +245,30 @@ pub(crate) enum Next {
     At(Instant),
 }
 
+/// Tables for at most this many timers have no wheel and no run: every waiting timer is in the
+/// heap. With so few timers the heap is at most four levels deep, so the wheel and the run
+/// would only add work (and code: a small loop's binary links none of it).
+pub(crate) const WHEEL_ABOVE: usize = 64;
+
 impl<F, const T: usize> TimerHeap<F, T> {
+    /// Whether this table puts far timers in the wheel (`T` above [`WHEEL_ABOVE`]); a
+    /// constant, so a table without one compiles none of the wheel's code.
+    pub(super) const WHEEL: bool = T > WHEEL_ABOVE;
+
+    /// Whether this table appends timers that go last to the run (`T` above [`WHEEL_ABOVE`],
+    /// as for the wheel); a smaller table keeps every timer in the heap.
+    pub(super) const RUN: bool = T > WHEEL_ABOVE;
+
+    /// [`prefetch`] for a table too large to stay in the cache (one with a wheel); a smaller
+    /// one (at most [`WHEEL_ABOVE`] timers) is cache-resident while in use, and the hints
+    /// would only cost instructions.
+    #[inline(always)]
+    fn hint<X>(p: *const X) {
+        if Self::WHEEL {
+            prefetch(p);
+        }
+    }
+
     /// Compile-time guard: positions, markers and `index + 1` must fit in a `u32`.
     /// (The wheel's sentinels are link indices from `T`, below `IN_WHEEL` too.)
     const CAPACITY_FITS: () = assert!(
@@ -249,7 +285,8 @@ impl<F, const T: usize> TimerHeap<F, T> {
     /// Number of timers waiting (in the heap or the run).
     #[inline]
     pub(crate) fn scheduled(&self) -> usize {
-        (self.len + self.run_len + self.wheel_len()) as usize
+        let run = if Self::RUN { self.run_len } else { 0 };
+        (self.len + run + self.wheel_len()) as usize
     }
 
     /// The sequence number the next insert will get; timers with a sequence at or above a
@@ -432,8 +469,8 @@ impl<F, const T: usize> TimerHeap<F, T> {
         // Both are needed later whatever the path: the slot of the node that moves (its
         // position is written last) and the first children of `pos`. Start their misses now,
         // beside the parent's below.
-        prefetch(self.meta.as_ptr().wrapping_add(moved.slot as usize));
-        prefetch(self.heap.nodes.as_ptr().wrapping_add(ARITY * pos + 1));
+        Self::hint(self.meta.as_ptr().wrapping_add(moved.slot as usize));
+        Self::hint(self.heap.nodes.as_ptr().wrapping_add(ARITY * pos + 1));
         // SAFETY: `0 < pos < len`, so its parent is a heap position below `len`.
         if pos > 0 && self.less(moved, unsafe { self.node((pos - 1) / ARITY) }) {
             // SAFETY: `pos < len <= T`; `moved` is a valid node whose slot is live.
@@ -453,7 +490,7 @@ impl<F, const T: usize> TimerHeap<F, T> {
             // (Past the end of the heap, or of the array, a prefetch is a no-op.)
             let grand = self.heap.nodes.as_ptr().wrapping_add(ARITY * first + 1);
             for k in 0..ARITY {
-                prefetch(grand.wrapping_add(ARITY * k));
+                Self::hint(grand.wrapping_add(ARITY * k));
             }
             // SAFETY: `first + 3 < len <= self.len`: the children are heap positions.
             let best = unsafe { self.min4(first) };
@@ -605,16 +642,23 @@ impl<F, const T: usize> TimerHeap<F, T> {
     fn file_stamped(&mut self, slot: u32, deadline: u64) {
         let tail = self.run_tail;
         // SAFETY: a non-empty run's tail (`tail - 1`) is a live slot, below `T`.
-        if tail == NIL || deadline >= unsafe { self.link(tail - 1) }.deadline {
+        if Self::RUN && (tail == NIL || deadline >= unsafe { self.link(tail - 1) }.deadline) {
             self.run_push(slot, deadline);
         } else if self.wheel_takes(deadline) {
             self.wheel_push(slot, deadline);
         } else {
-            let pos = self.len as usize;
-            self.len += 1;
-            // SAFETY: `pos < self.len` now, and `slot` is live.
-            unsafe { self.sift_up_from(pos, 0, Node { deadline, slot }) };
+            self.heap_push(slot, deadline);
         }
+    }
+
+    /// Put live slot `slot` in the heap at `deadline`. Out of line: one copy for every insert
+    /// and re-arm site (the run's append is the inlined fast path).
+    #[inline(never)]
+    fn heap_push(&mut self, slot: u32, deadline: u64) {
+        let pos = self.len as usize;
+        self.len += 1;
+        // SAFETY: `pos < self.len` now, and `slot` is live.
+        unsafe { self.sift_up_from(pos, 0, Node { deadline, slot }) };
     }
 
     /// A free slot, made live (odd generation), and its new generation; `None` when all `T`
@@ -679,8 +723,10 @@ impl<F, const T: usize> TimerHeap<F, T> {
     /// caller makes it not waiting (running or free) before the slot is read again.
     #[inline]
     unsafe fn take_fn(&mut self, slot: u32) -> F {
-        // SAFETY: the caller guarantees the closure is initialised, and it is read once.
-        unsafe { self.fns.0[slot as usize].assume_init_read() }
+        debug_assert!((slot as usize) < T);
+        // SAFETY: the caller guarantees the closure is initialised (so the slot is live, below
+        // `T`), and it is read once.
+        unsafe { self.fns.0.get_unchecked(slot as usize).assume_init_read() }
     }
 
     /// Schedule `f` at `deadline`, to be handed back by a cancel; the closure comes back when
@@ -778,10 +824,16 @@ impl<F, const T: usize> TimerHeap<F, T> {
     #[inline(always)]
     unsafe fn unlink_waiting(&mut self, slot: u32, p: u32) {
         if p == IN_WHEEL {
-            // SAFETY: the slot is in the wheel (its position says so, the caller's promise).
-            unsafe { self.wheel_unlink(slot) };
+            // (Only a table with a wheel has timers there.)
+            if Self::WHEEL {
+                // SAFETY: the slot is in the wheel (its position says so, the caller's
+                // promise).
+                unsafe { self.wheel_unlink(slot) };
+            }
         } else if p == IN_RUN {
-            self.run_unlink(slot);
+            if Self::RUN {
+                self.run_unlink(slot);
+            }
         } else {
             // SAFETY: a live, waiting slot's heap position is below `self.len`.
             unsafe { self.remove_at(p as usize) };
@@ -808,7 +860,7 @@ impl<F, const T: usize> TimerHeap<F, T> {
         let p = m.pos;
         if any_needs_drop {
             // The needs-drop bit is read after the removal: start its miss now, to overlap it.
-            prefetch(self.seq.as_ptr().wrapping_add(h.index as usize));
+            Self::hint(self.seq.as_ptr().wrapping_add(h.index as usize));
         }
         match p {
             RUNNING => {
@@ -848,10 +900,10 @@ impl<F, const T: usize> TimerHeap<F, T> {
         let Some(p) = self.live_pos(h) else {
             return false;
         };
-        if p == IN_WHEEL {
+        if Self::WHEEL && p == IN_WHEEL {
             return self.reset_in_wheel(h.index, deadline);
         }
-        if p == IN_RUN && self.run_requeue(h.index, deadline) {
+        if Self::RUN && p == IN_RUN && self.run_requeue(h.index, deadline) {
             return true;
         }
         self.reset_from(h, p, deadline)
@@ -879,11 +931,16 @@ impl<F, const T: usize> TimerHeap<F, T> {
         match Some(p) {
             None | Some(RUNNING | CANCELLED_WHILE_RUNNING | POPPED) => false,
             Some(IN_RUN) => {
+                // (Only with a run: without one no position is `IN_RUN`.)
+                if !Self::RUN {
+                    return false;
+                }
                 self.run_unlink(h.index);
                 self.file(h.index, deadline);
                 true
             }
-            Some(IN_WHEEL) => self.reset_in_wheel(h.index, deadline),
+            // (Only with a wheel: without one no position is `IN_WHEEL`.)
+            Some(IN_WHEEL) => Self::WHEEL && self.reset_in_wheel(h.index, deadline),
             Some(p) if self.wheel_takes(deadline) => {
                 // Far now: out of the heap (which keeps only near timers), into the wheel
                 // (or the run).
@@ -949,6 +1006,9 @@ impl<F, const T: usize> TimerHeap<F, T> {
     /// The run's head as a node, if the run is not empty.
     #[inline(always)]
     fn run_first(&self) -> Option<Node> {
+        if !Self::RUN {
+            return None;
+        }
         match self.run_head {
             NIL => None,
             h => Some(Node {
@@ -1013,7 +1073,7 @@ impl<F, const T: usize> TimerHeap<F, T> {
         now: Instant,
         seq_limit: u64,
     ) -> Option<(TimerHandle, Instant)> {
-        self.wheel.last_now = now.as_nanos();
+        self.note_now(now);
         // The heap's and the run's first, once the wheel has handed over everything before it.
         let (node, in_heap) = loop {
             let first = self.first();
@@ -1026,8 +1086,8 @@ impl<F, const T: usize> TimerHeap<F, T> {
             return None;
         }
         let slot = node.slot as usize;
-        prefetch(self.fns.0.as_ptr().wrapping_add(slot));
-        prefetch(self.meta.as_ptr().wrapping_add(slot));
+        Self::hint(self.fns.0.as_ptr().wrapping_add(slot));
+        Self::hint(self.meta.as_ptr().wrapping_add(slot));
         // Only a timer filed after the limit was taken has a sequence at or above it: when
         // none was, the sequence need not be read.
         if self.next_seq > seq_limit && self.seq_of(node.slot) >= seq_limit {
@@ -1039,7 +1099,9 @@ impl<F, const T: usize> TimerHeap<F, T> {
         } else {
             self.run_unlink(node.slot);
         }
-        let m = &mut self.meta[node.slot as usize];
+        debug_assert!((node.slot as usize) < T);
+        // SAFETY: heap nodes and run members name live slots, below `T`.
+        let m = unsafe { self.meta.get_unchecked_mut(node.slot as usize) };
         m.pos = POPPED;
         Some((
             TimerHandle {
@@ -1062,6 +1124,25 @@ impl<F, const T: usize> TimerHeap<F, T> {
         // not read it); it is marked running above, so it is not read again until `finish`
         // writes it back.
         Some(unsafe { self.take_fn(h.index) })
+    }
+
+    /// [`pop_due`](Self::pop_due), moving the closure into `out` (the loop's call guard):
+    /// the timer is marked running at once.
+    #[inline(always)]
+    pub(crate) fn pop_due_into(
+        &mut self,
+        now: Instant,
+        seq_limit: u64,
+        out: &mut Option<F>,
+    ) -> Option<(TimerHandle, Instant)> {
+        let (h, deadline) = self.pop_due_slot(now, seq_limit)?;
+        debug_assert!((h.index as usize) < T);
+        // SAFETY: a popped timer's slot is below `T` (a heap node's or run member's).
+        unsafe { self.meta.get_unchecked_mut(h.index as usize) }.pos = RUNNING;
+        // SAFETY: just popped: live, its closure still initialised; marked running above, so
+        // it is not read again until `finish` writes it back.
+        *out = Some(unsafe { self.take_fn(h.index) });
+        Some((h, deadline))
     }
 
     /// Free a timer popped by [`pop_due`](Self::pop_due) whose closure is spent (or was

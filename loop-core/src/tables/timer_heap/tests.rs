@@ -7,6 +7,41 @@ fn at(n: u64) -> Instant {
     Instant::from_nanos(n)
 }
 
+/// The largest table without a wheel, and one just large enough to have one: tests that
+/// pin behaviour (not layout) run at both, so the heap-only mode and the wheel keep the same
+/// coverage.
+const SMALL: usize = WHEEL_ABOVE;
+const LARGE: usize = WHEEL_ABOVE + 8;
+
+/// The timers in the wheel as a table of `T` should hold them: `with_wheel` if it has a wheel,
+/// none if it has not.
+fn assert_wheel<const T: usize>(h: &TimerHeap<u32, T>, with_wheel: impl FnOnce(u32) -> bool) {
+    if TimerHeap::<u32, T>::WHEEL {
+        let n = h.wheel_len();
+        assert!(with_wheel(n), "a table of {T} with a wheel holds {n} there");
+    } else {
+        assert_eq!(h.wheel_len(), 0, "a table of {T} has no wheel");
+    }
+}
+
+/// Where the waiting timers are, as a table of `T` should hold them: `heap` in the heap and
+/// `run` in the run if it has a run, all in the heap if it has none.
+fn assert_layout<const T: usize>(h: &TimerHeap<u32, T>, heap: u32, run: u32) {
+    if TimerHeap::<u32, T>::RUN {
+        assert_eq!(
+            (h.len, h.run_len),
+            (heap, run),
+            "(heap, run) in a table of {T}"
+        );
+    } else {
+        assert_eq!(
+            (h.len, h.run_len),
+            (heap + run, 0),
+            "a table of {T} has no run"
+        );
+    }
+}
+
 fn drain<const T: usize>(h: &mut TimerHeap<u32, T>, now: u64) -> Vec<u32> {
     let mut out = Vec::new();
     while let Some((handle, f, _)) = h.pop_due(at(now), u64::MAX) {
@@ -177,14 +212,17 @@ fn many_random_operations_keep_the_heap_ordered() {
 
 #[test]
 fn equal_delay_timers_go_to_the_run_and_fire_fifo() {
-    let mut h: TimerHeap<u32, 16> = zeroed();
+    equal_delays::<16>();
+    equal_delays::<LARGE>();
+}
+
+fn equal_delays<const T: usize>() {
+    let mut h: TimerHeap<u32, T> = zeroed();
     let hs: Vec<_> = (0..6u32)
         .map(|i| h.insert(at(100 + u64::from(i / 2)), i).unwrap())
         .collect();
-    assert_eq!(
-        h.len, 0,
-        "non-decreasing deadlines are all appended to the run"
-    );
+    // Non-decreasing deadlines are all appended to the run.
+    assert_layout(&h, 0, 6);
     assert_eq!(h.scheduled(), 6);
     assert!(
         h.cancel(hs[2]).removed().is_some(),
@@ -194,27 +232,37 @@ fn equal_delay_timers_go_to_the_run_and_fire_fifo() {
         h.reset(hs[0], at(102)),
         "re-armed to the tail, behind equal deadlines"
     );
-    assert_eq!(h.len, 0);
+    assert_layout(&h, 0, 5);
     assert_eq!(drain(&mut h, 1000), [1, 3, 4, 5, 0]);
 }
 
 #[test]
 fn run_and_heap_merge_in_deadline_then_sequence_order() {
-    let mut h: TimerHeap<u32, 16> = zeroed();
+    run_and_heap::<16>();
+    run_and_heap::<LARGE>();
+}
+
+fn run_and_heap<const T: usize>() {
+    let mut h: TimerHeap<u32, T> = zeroed();
     h.insert(at(50), 1).unwrap(); // run
     h.insert(at(60), 2).unwrap(); // run
     h.insert(at(50), 3).unwrap(); // heap: before the run's tail, equal to its head
     h.insert(at(10), 4).unwrap(); // heap
     h.insert(at(60), 5).unwrap(); // run, equal to its tail
     h.insert(at(55), 6).unwrap(); // heap
-    assert_eq!((h.len, h.run_len), (3, 3));
+    assert_layout(&h, 3, 3);
     assert_eq!(h.peek_deadline(), Some(at(10)));
     assert_eq!(drain(&mut h, 1000), [4, 1, 3, 6, 2, 5]);
 }
 
 #[test]
 fn run_member_reset_earlier_moves_into_the_heap() {
-    let mut h: TimerHeap<u32, 8> = zeroed();
+    reset_earlier::<8>();
+    reset_earlier::<LARGE>();
+}
+
+fn reset_earlier<const T: usize>() {
+    let mut h: TimerHeap<u32, T> = zeroed();
     let a = h.insert(at(10), 1).unwrap();
     h.insert(at(20), 2).unwrap();
     assert!(h.reset(a, at(30)));
@@ -223,18 +271,22 @@ fn run_member_reset_earlier_moves_into_the_heap() {
         h.reset(b, at(5)),
         "earlier than the run's tail: into the heap"
     );
-    assert_eq!((h.len, h.run_len), (1, 2));
+    assert_layout(&h, 1, 2);
     assert_eq!(h.peek_deadline(), Some(at(5)));
     assert_eq!(drain(&mut h, 100), [3, 2, 1]);
 }
 
 #[test]
 fn seq_limit_holds_back_a_new_run_head() {
-    let mut h: TimerHeap<u32, 4> = zeroed();
-    let limit = h.next_seq();
-    h.insert(at(0), 1).unwrap();
-    assert!(h.pop_due(at(100), limit).is_none());
-    assert_eq!(drain(&mut h, 100), [1]);
+    fn hold_back<const T: usize>() {
+        let mut h: TimerHeap<u32, T> = zeroed();
+        let limit = h.next_seq();
+        h.insert(at(0), 1).unwrap();
+        assert!(h.pop_due(at(100), limit).is_none());
+        assert_eq!(drain(&mut h, 100), [1]);
+    }
+    hold_back::<4>();
+    hold_back::<LARGE>();
 }
 
 #[test]
@@ -311,10 +363,14 @@ fn dropping_or_clearing_drops_each_waiting_closure_once() {
 /// is hit often.
 #[test]
 fn matches_a_list_model_under_random_operations() {
-    list_model(
-        |now, rnd| now + rnd(4) * 10 + if rnd(3) == 0 { rnd(40) } else { 0 },
-        |rnd| rnd(25),
-    );
+    fn model<const CAP: usize>() {
+        list_model::<CAP>(
+            |now, rnd| now + rnd(4) * 10 + if rnd(3) == 0 { rnd(40) } else { 0 },
+            |rnd| rnd(25),
+        );
+    }
+    model::<48>();
+    model::<LARGE>();
 }
 
 /// Far and near deadlines at every wheel level (and past the end of time, saturated): timers
@@ -322,33 +378,37 @@ fn matches_a_list_model_under_random_operations() {
 /// sequence, order; cancel and re-arm work wherever the timer is.
 #[test]
 fn matches_a_list_model_with_deadlines_at_every_wheel_level() {
-    let wheel_high = list_model(
-        |now, rnd| {
-            let shift = rnd(64) as u32;
-            match rnd(6) {
-                0 => now.saturating_add(rnd(4) << shift),
-                1 => u64::MAX - rnd(2),
-                2 => now + rnd(3) * 4096,
-                _ => now.saturating_add(rnd(1 << 20) >> (shift % 20)),
-            }
-        },
-        |rnd| match rnd(8) {
-            0 => rnd(1 << 30),
-            1 => 1 << rnd(40),
-            _ => rnd(1 << 14),
-        },
-    );
+    assert_eq!(model::<48>(), 0, "no wheel at 48");
+    let wheel_high = model::<LARGE>();
     assert!(wheel_high > 3, "the wheel was exercised: {wheel_high}");
+
+    fn model<const CAP: usize>() -> u32 {
+        list_model::<CAP>(
+            |now, rnd| {
+                let shift = rnd(64) as u32;
+                match rnd(6) {
+                    0 => now.saturating_add(rnd(4) << shift),
+                    1 => u64::MAX - rnd(2),
+                    2 => now + rnd(3) * 4096,
+                    _ => now.saturating_add(rnd(1 << 20) >> (shift % 20)),
+                }
+            },
+            |rnd| match rnd(8) {
+                0 => rnd(1 << 30),
+                1 => 1 << rnd(40),
+                _ => rnd(1 << 14),
+            },
+        )
+    }
 }
 
-/// Random inserts, cancels, re-arms and pops against a list model; returns the most timers
-/// the wheel held at once.
-fn list_model(
+/// Random inserts, cancels, re-arms and pops against a list model, in a table of `CAP`;
+/// returns the most timers the wheel held at once.
+fn list_model<const CAP: usize>(
     mut pick: impl FnMut(u64, &mut dyn FnMut(u64) -> u64) -> u64,
     mut step: impl FnMut(&mut dyn FnMut(u64) -> u64) -> u64,
 ) -> u32 {
     let mut wheel_high = 0;
-    const CAP: usize = 48;
     let mut h: TimerHeap<u32, CAP> = zeroed();
     // (handle, deadline, seq, id) of waiting timers.
     let mut model: Vec<(TimerHandle, u64, u64, u32)> = Vec::new();
@@ -505,7 +565,12 @@ fn cancelling_a_running_timer_says_so_once_then_not_pending() {
 
 #[test]
 fn re_arming_run_members_in_place_keeps_deadline_then_fifo_order() {
-    let mut h: TimerHeap<u32, 16> = zeroed();
+    re_arm_in_place::<16>();
+    re_arm_in_place::<LARGE>();
+}
+
+fn re_arm_in_place<const T: usize>() {
+    let mut h: TimerHeap<u32, T> = zeroed();
     // A run of five: 10, 10, 20, 20, 30.
     let hs: Vec<_> = [(10, 0), (10, 1), (20, 2), (20, 3), (30, 4)]
         .iter()
@@ -543,15 +608,20 @@ fn quick_cancel_removes_timers_without_drop_glue_and_leaves_the_others_untouched
 /// One second in ns: far enough for the wheel's upper levels.
 const SEC: u64 = 1_000_000_000;
 
-/// A run member far in the future: later inserts that go before it (all of them here) go to
-/// the wheel or the heap, not the run.
+/// A timer far in the future (a run member in a table with a run): later inserts that go
+/// before it (all of them here) go to the wheel or the heap, not the run.
 fn block_the_run<const T: usize>(h: &mut TimerHeap<u32, T>) -> TimerHandle {
     h.insert(at(u64::MAX - 1), 0).unwrap()
 }
 
 #[test]
 fn timers_migrating_from_the_wheel_to_the_heap_keep_deadline_then_fifo_order() {
-    let mut h: TimerHeap<u32, 64> = zeroed();
+    migrating::<SMALL>();
+    migrating::<LARGE>();
+}
+
+fn migrating<const T: usize>() {
+    let mut h: TimerHeap<u32, T> = zeroed();
     block_the_run(&mut h);
     for (id, d) in [
         (1, 10 * SEC),
@@ -566,7 +636,7 @@ fn timers_migrating_from_the_wheel_to_the_heap_keep_deadline_then_fifo_order() {
     ] {
         h.insert(at(d), id).unwrap();
     }
-    assert!(h.wheel_len() >= 6, "far timers wait in the wheel");
+    assert_wheel(&h, |n| n >= 6); // far timers wait in the wheel
     assert_eq!(h.peek_deadline(), Some(at(100)));
     assert_eq!(drain(&mut h, 20 * SEC), [7, 5, 9, 1, 2, 3, 6, 4]);
     assert_eq!(h.peek_deadline(), Some(at(3600 * SEC)));
@@ -576,7 +646,12 @@ fn timers_migrating_from_the_wheel_to_the_heap_keep_deadline_then_fifo_order() {
 
 #[test]
 fn a_timer_re_armed_in_the_wheel_goes_after_timers_already_at_its_deadline() {
-    let mut h: TimerHeap<u32, 16> = zeroed();
+    re_armed::<16>();
+    re_armed::<LARGE>();
+}
+
+fn re_armed<const T: usize>() {
+    let mut h: TimerHeap<u32, T> = zeroed();
     block_the_run(&mut h);
     let a = h.insert(at(7 * SEC), 1).unwrap();
     h.insert(at(9 * SEC), 2).unwrap();
@@ -593,7 +668,12 @@ fn a_timer_re_armed_in_the_wheel_goes_after_timers_already_at_its_deadline() {
 
 #[test]
 fn cancel_removes_a_timer_from_the_heap_the_run_and_every_wheel_level() {
-    let mut h: TimerHeap<u32, 32> = zeroed();
+    cancel_everywhere::<32>();
+    cancel_everywhere::<LARGE>();
+}
+
+fn cancel_everywhere<const T: usize>() {
+    let mut h: TimerHeap<u32, T> = zeroed();
     let run = block_the_run(&mut h);
     let near = h.insert(at(10), 1).unwrap(); // heap
     let level0 = h.insert(at(100_000), 2).unwrap();
@@ -602,7 +682,7 @@ fn cancel_removes_a_timer_from_the_heap_the_run_and_every_wheel_level() {
     let level3 = h.insert(at(100 * SEC), 5).unwrap();
     let top = h.insert(at(u64::MAX / 2), 6).unwrap();
     let kept = h.insert(at(2 * SEC), 7).unwrap();
-    assert!(h.wheel_len() >= 5);
+    assert_wheel(&h, |n| n >= 5);
     for (t, id) in [
         (level2, 4),
         (near, 1),
@@ -627,7 +707,12 @@ fn cancel_removes_a_timer_from_the_heap_the_run_and_every_wheel_level() {
 
 #[test]
 fn deadlines_at_the_end_of_time_fire_in_order_and_fifo() {
-    let mut h: TimerHeap<u32, 16> = zeroed();
+    end_of_time::<16>();
+    end_of_time::<LARGE>();
+}
+
+fn end_of_time<const T: usize>() {
+    let mut h: TimerHeap<u32, T> = zeroed();
     h.insert(at(5), 1).unwrap(); // the run's head
     for (id, d) in [
         (2, u64::MAX),
@@ -652,21 +737,35 @@ fn deadlines_at_the_end_of_time_fire_in_order_and_fifo() {
 
 #[test]
 fn a_full_table_of_wheel_timers_hands_the_closure_back_until_one_is_cancelled() {
-    let mut h: TimerHeap<u32, 8> = zeroed();
+    full_of_far_timers::<8>();
+    full_of_far_timers::<LARGE>();
+}
+
+fn full_of_far_timers<const T: usize>() {
+    let mut h: TimerHeap<u32, T> = zeroed();
     block_the_run(&mut h);
-    let hs: Vec<TimerHandle> = (1..8)
+    let hs: Vec<TimerHandle> = (1..T as u64)
         .map(|i| h.insert(at(i * 3 * SEC), i as u32).unwrap())
         .collect();
-    assert_eq!(h.wheel_len(), 7);
+    assert_wheel(&h, |n| n as usize == T - 1);
     assert_eq!(h.insert(at(SEC), 99).unwrap_err(), 99);
     assert_eq!(h.cancel(hs[3]).removed(), Some(4));
     h.insert(at(SEC), 99).unwrap();
-    assert_eq!(drain(&mut h, 30 * SEC), [99, 1, 2, 3, 5, 6, 7]);
+    let want: Vec<u32> = [99]
+        .into_iter()
+        .chain((1..T as u32).filter(|&i| i != 4))
+        .collect();
+    assert_eq!(drain(&mut h, 3 * T as u64 * SEC), want);
 }
 
 #[test]
 fn peek_is_exact_before_any_pop_moved_the_wheel() {
-    let mut h: TimerHeap<u32, 16> = zeroed();
+    peek_exact::<16>();
+    peek_exact::<LARGE>();
+}
+
+fn peek_exact<const T: usize>() {
+    let mut h: TimerHeap<u32, T> = zeroed();
     block_the_run(&mut h);
     h.insert(at(50 * SEC), 1).unwrap();
     h.insert(at(40 * SEC + 12_345), 2).unwrap();
@@ -679,7 +778,7 @@ fn peek_is_exact_before_any_pop_moved_the_wheel() {
 
 #[test]
 fn an_empty_wheel_restarts_at_the_latest_time_seen() {
-    let mut h: TimerHeap<u32, 16> = zeroed();
+    let mut h: TimerHeap<u32, LARGE> = zeroed();
     block_the_run(&mut h);
     h.insert(at(1000 * SEC), 1).unwrap();
     assert_eq!(drain(&mut h, 1000 * SEC), [1]);
@@ -691,4 +790,33 @@ fn an_empty_wheel_restarts_at_the_latest_time_seen() {
     }
     assert_eq!(h.wheel_len(), 3);
     assert_eq!(drain(&mut h, 1001 * SEC), [3, 4, 2]);
+}
+
+#[test]
+fn a_table_of_at_most_wheel_above_timers_keeps_every_timer_in_the_heap() {
+    /// Where five timers wait (wheel, run, heap): one far in the future, then four before it.
+    fn far_timers<const T: usize>() -> (u32, u32, u32) {
+        let mut h: TimerHeap<u32, T> = zeroed();
+        block_the_run(&mut h);
+        for (id, d) in [
+            (1, 3600 * SEC),
+            (2, 5 * SEC),
+            (3, u64::MAX / 2),
+            (4, 5 * SEC),
+        ] {
+            h.insert(at(d), id).unwrap();
+        }
+        assert_eq!(h.scheduled(), 5);
+        let layout = (h.wheel_len(), h.run_len, h.len);
+        assert_eq!(drain(&mut h, u64::MAX / 2), [2, 4, 1, 3]);
+        layout
+    }
+    const {
+        assert!(!TimerHeap::<u32, SMALL>::WHEEL && TimerHeap::<u32, LARGE>::WHEEL);
+        assert!(!TimerHeap::<u32, SMALL>::RUN && TimerHeap::<u32, LARGE>::RUN);
+    };
+    assert_eq!(far_timers::<5>(), (0, 0, 5));
+    assert_eq!(far_timers::<16>(), (0, 0, 5));
+    assert_eq!(far_timers::<SMALL>(), (0, 0, 5));
+    assert_eq!(far_timers::<LARGE>(), (4, 1, 0));
 }

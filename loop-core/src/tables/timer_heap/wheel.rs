@@ -107,13 +107,19 @@ impl<F, const T: usize> TimerHeap<F, T> {
     /// Timers in the wheel.
     #[inline(always)]
     pub(super) fn wheel_len(&self) -> u32 {
-        self.wheel.len
+        if Self::WHEEL {
+            self.wheel.len
+        } else {
+            0
+        }
     }
 
     /// Tell the wheel what time it is (a hint: where an empty wheel restarts from).
     #[inline(always)]
     pub(crate) fn note_now(&mut self, now: Instant) {
-        self.wheel.last_now = now.as_nanos();
+        if Self::WHEEL {
+            self.wheel.last_now = now.as_nanos();
+        }
     }
 
     /// Whether a deadline belongs to the wheel (its tick is past the current one). An empty
@@ -121,6 +127,9 @@ impl<F, const T: usize> TimerHeap<F, T> {
     /// coming moments however far it had advanced (or not) before.
     #[inline(always)]
     pub(super) fn wheel_takes(&mut self, deadline: u64) -> bool {
+        if !Self::WHEEL {
+            return false;
+        }
         if self.wheel.len == 0 {
             self.wheel.cur = self.wheel.last_now >> G;
         }
@@ -255,7 +264,7 @@ impl<F, const T: usize> TimerHeap<F, T> {
     /// [`settled`](Self::settled), given the earliest deadline of the heap and the run.
     #[inline(always)]
     pub(super) fn settled_at(&self, near: Option<u64>) -> bool {
-        self.wheel.len == 0 || near.is_some_and(|d| d >> G <= self.wheel.cur)
+        self.wheel_len() == 0 || near.is_some_and(|d| d >> G <= self.wheel.cur)
     }
 
     /// The earliest non-empty bucket after the current tick: `(level, digit)`.
