@@ -169,8 +169,8 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         wrap: impl FnOnce(V) -> HandlerFn<P, H, T, Q>,
     ) -> Result<HandlerId, Refused<V>> {
         match self.reserve_registered_as(fd, interest, owned, Mode::Level, true) {
-            Ok(id) => {
-                self.handlers.set_handler(id, wrap(value));
+            Ok((id, alias)) => {
+                self.handlers.set_handler(id, wrap(value), alias);
                 Ok(id)
             }
             Err(error) => Err(Refused { error, value }),
@@ -187,12 +187,15 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         owned: bool,
         mode: Mode,
     ) -> Result<HandlerId, Error> {
+        // Not an fd handler: never an alias.
         self.reserve_registered_as(fd, interest, owned, mode, false)
+            .map(|(id, _)| id)
     }
 
     /// [`reserve_registered`](Self::reserve_registered); `handler`: for an fd handler (not an
     /// async I/O registration), which may take over a deferred registration without moving
-    /// it to its own key ([`HandlerTable::set_alias`](crate::tables::handler_table)).
+    /// it to its own key: then the alias distance comes back with the id, for
+    /// [`HandlerTable::set_handler`](crate::tables::handler_table) (0: none).
     fn reserve_registered_as(
         &mut self,
         fd: RawFd,
@@ -200,7 +203,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         owned: bool,
         mode: Mode,
         handler: bool,
-    ) -> Result<HandlerId, Error> {
+    ) -> Result<(HandlerId, u8), Error> {
         self.usable()?;
         if fd < 0 {
             return Err(Error::InvalidFd { fd });
@@ -214,16 +217,21 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         let registered = if let Some(old) = self.handlers.take_deferred(fd) {
             self.take_over_registration(fd, id, interest, mode, old, handler)
         } else {
-            self.poller.register(fd, id.key(), interest, mode)
+            self.poller
+                .register(fd, id.key(), interest, mode)
+                .map(|()| 0)
         };
-        if let Err(error) = registered {
-            self.handlers.remove_id(id);
-            return Err(error);
-        }
+        let alias = match registered {
+            Ok(alias) => alias,
+            Err(error) => {
+                self.handlers.remove_id(id);
+                return Err(error);
+            }
+        };
         // Raised here rather than before each poll: an I/O-only iteration samples nothing.
         let c = &mut self.counters;
         c.handlers_high_water = c.handlers_high_water.max(self.handlers.len());
-        Ok(id)
+        Ok((id, alias))
     }
 
     /// Register `fd` for a new handler while the registration of its removed handler is still
@@ -233,7 +241,8 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// exact ([`Poller::register_eexist_is_exact`], epoll) does what libev does: a `register`,
     /// which the kernel refuses with `EEXIST` while the file is still registered (it then
     /// stays as it is, and the table maps the old key to the new handler, from the next
-    /// poll on), or accepts if the number now names another file (the old registration is
+    /// poll on: the alias distance returned, which the caller gives the table with the
+    /// handler), or accepts if the number now names another file (the old registration is
     /// gone with its file, or outlives it behind a `dup`: the next stale event tells). A
     /// refused register costs the kernel half of what a `modify` does (measured at 10^4 fds).
     ///
@@ -250,7 +259,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         mode: Mode,
         old: Deferred,
         handler: bool,
-    ) -> Result<(), Error> {
+    ) -> Result<u8, Error> {
         let key = id.key();
         let keep = handler && mode == Mode::Level && old.interest == interest;
         if let Some(delta) = keep.then(|| alias_delta(id, old.key)).flatten() {
@@ -258,19 +267,16 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
                 match self.poller.register(fd, key, interest, mode) {
                     Ok(()) => {
                         self.handlers.note_possible_orphan();
-                        return Ok(());
+                        return Ok(0);
                     }
                     Err(Error::Os {
                         errno: Errno::EEXIST,
-                    }) => {
-                        self.handlers.set_alias(id, delta);
-                        return Ok(());
-                    }
+                    }) => return Ok(delta),
                     Err(_) => {} // closed, or refused: as below
                 }
             }
         }
-        self.move_registration(fd, key, interest, mode)
+        self.move_registration(fd, key, interest, mode).map(|()| 0)
     }
 
     /// [`take_over_registration`](Self::take_over_registration) by `modify`, and if that is

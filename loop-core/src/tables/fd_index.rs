@@ -19,6 +19,10 @@ struct Entry {
     slot: u32,
 }
 
+/// A position past the end: where [`FdIndex::probe`] finds no room (a zero-capacity table;
+/// the loop refuses negative fds before).
+const NOWHERE: usize = usize::MAX;
+
 pub(crate) struct FdIndex<const H: usize> {
     buckets: [[Entry; 2]; H],
 }
@@ -70,26 +74,49 @@ impl<const H: usize> FdIndex<H> {
         None
     }
 
-    /// Record `fd → slot`. The caller has checked that `fd` is absent and that fewer than `H`
-    /// fds are recorded (so a free position always exists).
-    pub(crate) fn insert(&mut self, fd: RawFd, slot: u32) {
-        debug_assert!(fd >= 0 && self.get(fd).is_none());
+    /// One probe for an add: `Err(slot)` if `fd` is recorded, else `Ok(position)`, the
+    /// position where [`set`](Self::set) records it (while nothing else changes the index in
+    /// between). Saves the second probe of a `get` followed by an `insert`.
+    #[inline]
+    pub(crate) fn probe(&self, fd: RawFd) -> Result<usize, u32> {
+        if H == 0 || fd < 0 {
+            return Ok(NOWHERE);
+        }
+        let want = fd as u32 + 1;
         let mut pos = Self::home(fd);
         for _ in 0..Self::POSITIONS {
-            let e = self.at_mut(pos);
+            let e = self.at(pos);
+            if e.fd_plus_one == want {
+                return Err(e.slot);
+            }
             if e.fd_plus_one == 0 {
-                *e = Entry {
-                    fd_plus_one: fd as u32 + 1,
-                    slot,
-                };
-                return;
+                return Ok(pos);
             }
             pos = (pos + 1) % Self::POSITIONS;
         }
-        debug_assert!(
-            false,
-            "fd index full: the handler table let more than H fds in"
-        );
+        Ok(NOWHERE)
+    }
+
+    /// Record `fd → slot` at the position [`probe`](Self::probe) returned for `fd`. The
+    /// caller has checked that fewer than `H` fds are recorded (so the probe found a free
+    /// position; [`NOWHERE`] records nothing).
+    #[inline]
+    pub(crate) fn set(&mut self, pos: usize, fd: RawFd, slot: u32) {
+        debug_assert!(fd >= 0 && pos < Self::POSITIONS && self.get(fd).is_none());
+        if let Some(e) = self.buckets.get_mut(pos / 2) {
+            e[pos % 2] = Entry {
+                fd_plus_one: fd as u32 + 1,
+                slot,
+            };
+        }
+    }
+
+    /// Record `fd → slot` (tests: the table probes once and [`set`](Self::set)s).
+    #[cfg(test)]
+    pub(crate) fn insert(&mut self, fd: RawFd, slot: u32) {
+        if let Ok(pos) = self.probe(fd) {
+            self.set(pos, fd, slot);
+        }
     }
 
     /// Forget `fd`, returning its slot.

@@ -81,7 +81,7 @@ pub(crate) struct Slot<F> {
     /// waits for its closure to be dropped.
     pub(crate) released: bool,
     /// This handler took over the kernel registration of a handler removed before it was
-    /// added ([`HandlerTable::set_alias`]): how many generations that handler's key is behind
+    /// added ([`HandlerTable::set_handler`]): how many generations that handler's key is behind
     /// this one's (0: no alias; at most 127), while the kernel still reports that key, and
     /// events under it are this handler's. Cleared whenever the loop gives the poller this
     /// handler's own key (or none): the old key then dies, also for events a poll already
@@ -93,7 +93,7 @@ pub(crate) struct Slot<F> {
 }
 
 /// How many generations the key `old` is behind `id`, if `id` may take its registration over
-/// as an alias ([`HandlerTable::set_alias`]): the same slot, 1 to 127 generations behind
+/// as an alias ([`HandlerTable::set_handler`]): the same slot, 1 to 127 generations behind
 /// (`None` beyond: the registration is moved to `id`'s key instead, and a chain of
 /// take-overs starts again from there).
 #[inline]
@@ -187,7 +187,7 @@ pub(crate) enum Taken<'o, F> {
     /// The handler was moved out (into the caller's `out`, lent back here so the call needs
     /// no second test that it is there) for a call with this fd and the readiness it may see;
     /// the handler's generation (the key's, unless the key is the old one of a registration
-    /// the handler took over, [`HandlerTable::set_alias`]).
+    /// the handler took over, [`HandlerTable::set_handler`]).
     Call(&'o mut F, RawFd, Readiness, u32),
     /// An async I/O registration: wake its tasks instead.
     Io,
@@ -235,9 +235,9 @@ impl<F, const H: usize> HandlerTable<F, H> {
         interest: Interest,
         owned: bool,
     ) -> Result<HandlerId, InsertError> {
-        if self.index.get(fd).is_some() {
+        let Ok(pos) = self.index.probe(fd) else {
             return Err(InsertError::Duplicate);
-        }
+        };
         let slot = Slot {
             fd,
             interest,
@@ -248,7 +248,7 @@ impl<F, const H: usize> HandlerTable<F, H> {
             alias: 0,
         };
         let (index, generation) = self.slots.insert(slot).map_err(|_| InsertError::Full)?;
-        self.index.insert(fd, index);
+        self.index.set(pos, fd, index);
         Ok(HandlerId { index, generation })
     }
 
@@ -273,10 +273,27 @@ impl<F, const H: usize> HandlerTable<F, H> {
             .filter(|s| s.io.is_some())
     }
 
-    /// Give a reserved slot its handler.
-    pub(crate) fn set_handler(&mut self, id: HandlerId, f: F) {
-        if let Some(slot) = self.slots.get_mut(id.index, id.generation) {
+    /// Give a reserved slot its handler, and (`alias` not 0) the registration it took over:
+    /// one lookup for both.
+    ///
+    /// With `alias` (an [`alias_delta`]) the handler took over the registration the poller
+    /// holds under an old key `alias` generations behind (the key of a removed handler of the
+    /// same fd, in the same slot, with the same interest): events reported under that key by
+    /// polls that begin from now on are its. (One that began before, whose events may still
+    /// be dispatched, fetched them for the removed handler: they stay dead.)
+    ///
+    /// The epoch is a `u32`: were an alias's first event to come exactly 2^32 polls after
+    /// it was made, it would be taken for an old one and dropped (the level-triggered
+    /// registration reports it again at the next poll).
+    #[inline]
+    pub(crate) fn set_handler(&mut self, id: HandlerId, f: F, alias: u8) {
+        let epoch = self.epoch;
+        if let Some((slot, tag)) = self.slots.get_mut_tagged(id.index, id.generation) {
             slot.handler = Some(f);
+            if alias != 0 {
+                slot.alias = alias;
+                *tag = epoch;
+            }
         }
     }
 
@@ -291,7 +308,7 @@ impl<F, const H: usize> HandlerTable<F, H> {
     ) -> Result<HandlerId, (InsertError, F)> {
         match self.reserve(fd, interest, owned) {
             Ok(id) => {
-                self.set_handler(id, f);
+                self.set_handler(id, f, 0);
                 Ok(id)
             }
             Err(e) => Err((e, f)),
@@ -354,23 +371,6 @@ impl<F, const H: usize> HandlerTable<F, H> {
             return Taken::Io;
         }
         Taken::Nothing
-    }
-
-    /// `id` took over the registration the poller holds under an old key `delta` generations
-    /// behind ([`alias_delta`]: the key of a removed handler of the same fd, in the same
-    /// slot, with the same interest): events reported under that key by polls that begin
-    /// from now on are `id`'s. (One that began before, whose events may still be dispatched,
-    /// fetched them for the removed handler: they stay dead.)
-    ///
-    /// The epoch is a `u32`: were an alias's first event to come exactly 2^32 polls after
-    /// it was made, it would be taken for an old one and dropped (the level-triggered
-    /// registration reports it again at the next poll).
-    pub(crate) fn set_alias(&mut self, id: HandlerId, delta: u8) {
-        let epoch = self.epoch;
-        if let Some((slot, tag)) = self.slots.get_mut_tagged(id.index, id.generation) {
-            slot.alias = delta;
-            *tag = epoch;
-        }
     }
 
     /// Put a handler back from `from` after its call: `true` if it went back (`from` is
