@@ -170,7 +170,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     ) -> Result<HandlerId, Refused<V>> {
         match self.reserve_registered_as(fd, interest, owned, Mode::Level, true) {
             Ok((id, alias)) => {
-                self.handlers.set_handler(id, wrap(value), alias);
+                self.handlers.set_handler(id, || wrap(value), alias);
                 Ok(id)
             }
             Err(error) => Err(Refused { error, value }),
@@ -568,10 +568,24 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
                 }
             }
         }
-        if let Some(f) = slot.handler {
-            self.release(f, Source::Handler { id, fd });
-        }
+        let mut handler = slot.handler;
+        self.release_in_place(&mut handler, Source::Handler { id, fd });
         true
+    }
+
+    /// [`release`](Self::release) for a closure kept in an `Option`, dropped where it is
+    /// (`None` afterwards, also if its drop panicked): no copy of the 64 bytes into the
+    /// guarded call, and the closure's name read only if its drop panicked.
+    #[inline]
+    fn release_in_place(&mut self, f: &mut Option<HandlerFn<P, H, T, Q>>, source: Source) {
+        let Some(name) = f.as_ref().map(InlineFn::namer) else {
+            return;
+        };
+        // An assignment drops the old value in place; should that drop panic, the new value
+        // is written on the unwinding path too, so `f` is `None` either way.
+        if let Err(caught) = panic::catch(|| *f = None) {
+            self.panicked(source, name(), caught);
+        }
     }
 
     /// Defer the kernel side of [`remove_handler`](Self::remove_handler) to the next poll
@@ -1049,6 +1063,61 @@ mod tests {
         add_tagged(&mut lp, &log, 2).unwrap();
         assert!(lp.remove_handler(3));
         assert_eq!(lp.poller_mut().interest(3), None);
+    }
+
+    /// Counts its drops, and panics in the first one.
+    struct PanicsOnDrop(Rc<Cell<u32>>);
+
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            self.0.set(self.0.get() + 1);
+            if self.0.get() == 1 {
+                panic!("capture drop");
+            }
+        }
+    }
+
+    #[test]
+    fn a_removed_handler_whose_capture_panics_on_drop_is_reported_named_and_dropped_once() {
+        for deferred in [false, true] {
+            let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+            lp.set_deferred_removal(deferred);
+            let failures = Rc::new(Cell::new((0, false)));
+            let f = failures.clone();
+            lp.set_error_hook(move |failure| {
+                if let Failure::Panicked { name, source, .. } = failure {
+                    let named = name.contains("handlers")
+                        && source
+                            == Source::Handler {
+                                id: HandlerId::from_key(0),
+                                fd: 3,
+                            };
+                    f.set((f.get().0 + 1, named));
+                }
+            });
+            let drops = Rc::new(Cell::new(0));
+            let capture = PanicsOnDrop(drops.clone());
+            lp.add_handler(3, Interest::READ, move |_, _, _| {
+                let _ = &capture;
+                Ok(())
+            })
+            .map_err(|r| r.error)
+            .unwrap();
+            assert!(lp.remove_handler(3));
+            assert_eq!(drops.get(), 1, "dropped once, at removal");
+            assert_eq!(
+                failures.get(),
+                (1, true),
+                "reported once, by name and source"
+            );
+            assert_eq!(lp.counters().panics, 1);
+            assert_eq!(lp.handler_count(), 0);
+            // The loop goes on: the fd can be added again, and a poll runs.
+            add_tagged(&mut lp, &Rc::new(Cell::new(0)), 1).unwrap();
+            lp.run_once(Some(Duration::ZERO)).unwrap();
+            drop(lp);
+            assert_eq!(drops.get(), 1, "never dropped again");
+        }
     }
 
     /// A handler for fd 3 that logs 1, removes itself and adds a replacement that logs 2

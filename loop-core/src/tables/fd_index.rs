@@ -119,14 +119,16 @@ impl<const H: usize> FdIndex<H> {
         }
     }
 
-    /// Forget `fd`, returning its slot.
+    /// Forget `fd`, returning its slot. Inlined: the common case is a few instructions, the
+    /// rest is out of line.
+    #[inline]
     pub(crate) fn remove(&mut self, fd: RawFd) -> Option<u32> {
         if H == 0 || fd < 0 {
             return None;
         }
         let want = fd as u32 + 1;
         let n = Self::POSITIONS;
-        let mut pos = Self::home(fd);
+        let pos = Self::home(fd);
         // The common case first: `fd` at home with nothing after it to shift back.
         let e = self.at(pos);
         if e.fd_plus_one == want && self.at((pos + 1) % n).fd_plus_one == 0 {
@@ -136,6 +138,15 @@ impl<const H: usize> FdIndex<H> {
             };
             return Some(e.slot);
         }
+        self.remove_probing(fd)
+    }
+
+    /// [`remove`](Self::remove) past its common case: probe, then shift back.
+    #[inline(never)]
+    fn remove_probing(&mut self, fd: RawFd) -> Option<u32> {
+        let want = fd as u32 + 1;
+        let n = Self::POSITIONS;
+        let mut pos = Self::home(fd);
         let mut found = None;
         for _ in 0..n {
             let e = self.at(pos);
@@ -199,6 +210,30 @@ mod tests {
         assert_eq!(ix.get(3), None);
         assert_eq!(ix.remove(3), None);
         assert_eq!(ix.get(-1), None);
+    }
+
+    #[test]
+    fn probe_finds_a_recorded_fd_or_the_position_set_records_it_at() {
+        let mut ix: FdIndex<4> = zeroed();
+        assert_eq!(ix.probe(3), Ok(3), "an empty index: the fd's home");
+        ix.set(3, 3, 30);
+        assert_eq!(ix.probe(3), Err(30));
+        // 11 has the same home (11 % 8): the next free position after it.
+        let pos = ix.probe(11).unwrap();
+        assert_eq!(pos, 4);
+        ix.set(pos, 11, 110);
+        assert_eq!((ix.get(3), ix.get(11)), (Some(30), Some(110)));
+        assert_eq!(ix.probe(11), Err(110));
+        // Removing the first keeps the second reachable (shifted back), and probing agrees.
+        assert_eq!(ix.remove(3), Some(30));
+        assert_eq!(ix.probe(11), Err(110));
+        assert_eq!(ix.probe(3), Ok(4), "3's run now ends after 11");
+        assert!(
+            ix.probe(-1).is_ok_and(|p| p == NOWHERE),
+            "a negative fd: nowhere"
+        );
+        let empty: FdIndex<0> = zeroed();
+        assert_eq!(empty.probe(0), Ok(NOWHERE), "no room at all");
     }
 
     #[test]

@@ -287,11 +287,14 @@ impl<F, const H: usize> HandlerTable<F, H> {
     /// The epoch is a `u32`: were an alias's first event to come exactly 2^32 polls after
     /// it was made, it would be taken for an old one and dropped (the level-triggered
     /// registration reports it again at the next poll).
+    ///
+    /// The closure is made by `make` once the slot is found, so it is built straight into the
+    /// slot rather than on the stack and copied (64 bytes).
     #[inline]
-    pub(crate) fn set_handler(&mut self, id: HandlerId, f: F, alias: u8) {
+    pub(crate) fn set_handler(&mut self, id: HandlerId, make: impl FnOnce() -> F, alias: u8) {
         let epoch = self.epoch;
         if let Some((slot, tag)) = self.slots.get_mut_tagged(id.index, id.generation) {
-            slot.handler = Some(f);
+            slot.handler = Some(make());
             if alias != 0 {
                 slot.alias = alias;
                 *tag = epoch;
@@ -310,7 +313,7 @@ impl<F, const H: usize> HandlerTable<F, H> {
     ) -> Result<HandlerId, (InsertError, F)> {
         match self.reserve(fd, interest, owned) {
             Ok(id) => {
-                self.set_handler(id, f, 0);
+                self.set_handler(id, || f, 0);
                 Ok(id)
             }
             Err(e) => Err((e, f)),
@@ -621,6 +624,60 @@ mod tests {
         let (f, _, _) = t.take_for_call(id, Readiness::READ).unwrap();
         t.remove(1);
         assert_eq!(t.restore(id, f), Err(9));
+    }
+
+    #[test]
+    fn take_deferred_finds_any_entry_latest_first_and_keeps_the_rest() {
+        let mut t: HandlerTable<u8, 4> = zeroed();
+        for fd in [5, 6, 7] {
+            let key = fd as u64;
+            assert!(t.defer_deregister(Deferred {
+                fd,
+                interest: Interest::READ,
+                key
+            }));
+        }
+        assert!(t.take_deferred(9).is_none(), "never deferred");
+        assert_eq!(t.take_deferred(7).map(|d| d.key), Some(7), "the last one");
+        assert_eq!(
+            t.take_deferred(5).map(|d| d.key),
+            Some(5),
+            "one before the last"
+        );
+        assert!(t.take_deferred(5).is_none(), "taken once");
+        assert_eq!(t.pop_deferred(), Some(6));
+        assert!(!t.has_deferred());
+        assert!(t.take_deferred(6).is_none(), "an empty list");
+    }
+
+    #[test]
+    fn set_handler_with_an_alias_maps_the_old_key_from_the_next_poll_on() {
+        let mut t: HandlerTable<u8, 4> = zeroed();
+        let old = t.insert(3, Interest::READ, false, 1).ok().unwrap();
+        t.remove(3).unwrap();
+        let new = t.reserve(3, Interest::READ, false).ok().unwrap();
+        let delta = alias_delta(new, old.key()).unwrap();
+        t.set_handler(new, || 2, delta);
+        // Events of the poll during which the alias was made are the removed handler's.
+        assert!(t.take_for_call(old, Readiness::READ).is_none());
+        t.poll_begins();
+        let mut out = None;
+        let Taken::Call(_, fd, _, generation) = t.take_into(old, Readiness::READ, &mut out) else {
+            panic!("the old key of the next poll reaches the new handler")
+        };
+        assert_eq!(
+            (out, fd, new.with_generation(generation)),
+            (Some(2), 3, new)
+        );
+        // Without an alias the old key stays dead.
+        let mut u: HandlerTable<u8, 4> = zeroed();
+        let old = u.insert(3, Interest::READ, false, 1).ok().unwrap();
+        u.remove(3).unwrap();
+        let new = u.reserve(3, Interest::READ, false).ok().unwrap();
+        u.set_handler(new, || 2, 0);
+        u.poll_begins();
+        assert!(u.take_for_call(old, Readiness::READ).is_none());
+        assert_eq!(u.take_for_call(new, Readiness::READ).map(|c| c.0), Some(2));
     }
 
     #[test]
