@@ -537,7 +537,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// the callers' fd types. Inlined where the optimizer finds it worth it (not for size).
     #[inline]
     fn remove_handler_raw(&mut self, fd: RawFd) -> bool {
-        let Some((id, slot)) = self.handlers.remove(fd) else {
+        let Some((id, mut slot)) = self.handlers.remove(fd) else {
             return false;
         };
         self.handlers.note_removal();
@@ -568,8 +568,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
                 }
             }
         }
-        let mut handler = slot.handler;
-        self.release_in_place(&mut handler, Source::Handler { id, fd });
+        self.release_in_place(&mut slot.handler, Source::Handler { id, fd });
         true
     }
 
