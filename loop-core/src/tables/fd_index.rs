@@ -33,14 +33,16 @@ unsafe impl<const H: usize> ZeroInit for FdIndex<H> {}
 impl<const H: usize> FdIndex<H> {
     const POSITIONS: usize = 2 * H;
 
+    /// Position `pos` of the flat table (the buckets seen as `2·H` entries: one index
+    /// computation instead of a bucket and a half).
     #[inline]
     fn at(&self, pos: usize) -> Entry {
-        self.buckets[pos / 2][pos % 2]
+        self.buckets.as_flattened()[pos]
     }
 
     #[inline]
     fn at_mut(&mut self, pos: usize) -> &mut Entry {
-        &mut self.buckets[pos / 2][pos % 2]
+        &mut self.buckets.as_flattened_mut()[pos]
     }
 
     #[inline]
@@ -103,8 +105,8 @@ impl<const H: usize> FdIndex<H> {
     #[inline]
     pub(crate) fn set(&mut self, pos: usize, fd: RawFd, slot: u32) {
         debug_assert!(fd >= 0 && pos < Self::POSITIONS && self.get(fd).is_none());
-        if let Some(e) = self.buckets.get_mut(pos / 2) {
-            e[pos % 2] = Entry {
+        if let Some(e) = self.buckets.as_flattened_mut().get_mut(pos) {
+            *e = Entry {
                 fd_plus_one: fd as u32 + 1,
                 slot,
             };
