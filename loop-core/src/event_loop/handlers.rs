@@ -169,8 +169,8 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         wrap: impl FnOnce(V) -> HandlerFn<P, H, T, Q>,
     ) -> Result<HandlerId, Refused<V>> {
         match self.reserve_registered_as(fd, interest, owned, Mode::Level, true) {
-            Ok(id) => {
-                self.handlers.set_handler(id, wrap(value));
+            Ok((id, alias)) => {
+                self.handlers.set_handler(id, || wrap(value), alias);
                 Ok(id)
             }
             Err(error) => Err(Refused { error, value }),
@@ -187,12 +187,15 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         owned: bool,
         mode: Mode,
     ) -> Result<HandlerId, Error> {
+        // Not an fd handler: never an alias.
         self.reserve_registered_as(fd, interest, owned, mode, false)
+            .map(|(id, _)| id)
     }
 
     /// [`reserve_registered`](Self::reserve_registered); `handler`: for an fd handler (not an
     /// async I/O registration), which may take over a deferred registration without moving
-    /// it to its own key ([`HandlerTable::set_alias`](crate::tables::handler_table)).
+    /// it to its own key: then the alias distance comes back with the id, for
+    /// [`HandlerTable::set_handler`](crate::tables::handler_table) (0: none).
     fn reserve_registered_as(
         &mut self,
         fd: RawFd,
@@ -200,7 +203,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         owned: bool,
         mode: Mode,
         handler: bool,
-    ) -> Result<HandlerId, Error> {
+    ) -> Result<(HandlerId, u8), Error> {
         self.usable()?;
         if fd < 0 {
             return Err(Error::InvalidFd { fd });
@@ -214,16 +217,21 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         let registered = if let Some(old) = self.handlers.take_deferred(fd) {
             self.take_over_registration(fd, id, interest, mode, old, handler)
         } else {
-            self.poller.register(fd, id.key(), interest, mode)
+            self.poller
+                .register(fd, id.key(), interest, mode)
+                .map(|()| 0)
         };
-        if let Err(error) = registered {
-            self.handlers.remove_id(id);
-            return Err(error);
-        }
+        let alias = match registered {
+            Ok(alias) => alias,
+            Err(error) => {
+                self.handlers.remove_id(id);
+                return Err(error);
+            }
+        };
         // Raised here rather than before each poll: an I/O-only iteration samples nothing.
         let c = &mut self.counters;
         c.handlers_high_water = c.handlers_high_water.max(self.handlers.len());
-        Ok(id)
+        Ok((id, alias))
     }
 
     /// Register `fd` for a new handler while the registration of its removed handler is still
@@ -233,7 +241,8 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// exact ([`Poller::register_eexist_is_exact`], epoll) does what libev does: a `register`,
     /// which the kernel refuses with `EEXIST` while the file is still registered (it then
     /// stays as it is, and the table maps the old key to the new handler, from the next
-    /// poll on), or accepts if the number now names another file (the old registration is
+    /// poll on: the alias distance returned, which the caller gives the table with the
+    /// handler), or accepts if the number now names another file (the old registration is
     /// gone with its file, or outlives it behind a `dup`: the next stale event tells). A
     /// refused register costs the kernel half of what a `modify` does (measured at 10^4 fds).
     ///
@@ -250,7 +259,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         mode: Mode,
         old: Deferred,
         handler: bool,
-    ) -> Result<(), Error> {
+    ) -> Result<u8, Error> {
         let key = id.key();
         let keep = handler && mode == Mode::Level && old.interest == interest;
         if let Some(delta) = keep.then(|| alias_delta(id, old.key)).flatten() {
@@ -258,19 +267,16 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
                 match self.poller.register(fd, key, interest, mode) {
                     Ok(()) => {
                         self.handlers.note_possible_orphan();
-                        return Ok(());
+                        return Ok(0);
                     }
                     Err(Error::Os {
                         errno: Errno::EEXIST,
-                    }) => {
-                        self.handlers.set_alias(id, delta);
-                        return Ok(());
-                    }
+                    }) => return Ok(delta),
                     Err(_) => {} // closed, or refused: as below
                 }
             }
         }
-        self.move_registration(fd, key, interest, mode)
+        self.move_registration(fd, key, interest, mode).map(|()| 0)
     }
 
     /// [`take_over_registration`](Self::take_over_registration) by `modify`, and if that is
@@ -531,7 +537,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// the callers' fd types. Inlined where the optimizer finds it worth it (not for size).
     #[inline]
     fn remove_handler_raw(&mut self, fd: RawFd) -> bool {
-        let Some((id, slot)) = self.handlers.remove(fd) else {
+        let Some((id, mut slot)) = self.handlers.remove(fd) else {
             return false;
         };
         self.handlers.note_removal();
@@ -562,10 +568,23 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
                 }
             }
         }
-        if let Some(f) = slot.handler {
-            self.release(f, Source::Handler { id, fd });
-        }
+        self.release_in_place(&mut slot.handler, Source::Handler { id, fd });
         true
+    }
+
+    /// [`release`](Self::release) for a closure kept in an `Option`, dropped where it is
+    /// (`None` afterwards, also if its drop panicked): no copy of the 64 bytes into the
+    /// guarded call, and the closure's name read only if its drop panicked.
+    #[inline]
+    fn release_in_place(&mut self, f: &mut Option<HandlerFn<P, H, T, Q>>, source: Source) {
+        let Some(name) = f.as_ref().map(InlineFn::namer) else {
+            return;
+        };
+        // An assignment drops the old value in place; should that drop panic, the new value
+        // is written on the unwinding path too, so `f` is `None` either way.
+        if let Err(caught) = panic::catch(|| *f = None) {
+            self.panicked(source, name(), caught);
+        }
     }
 
     /// Defer the kernel side of [`remove_handler`](Self::remove_handler) to the next poll
@@ -1043,6 +1062,61 @@ mod tests {
         add_tagged(&mut lp, &log, 2).unwrap();
         assert!(lp.remove_handler(3));
         assert_eq!(lp.poller_mut().interest(3), None);
+    }
+
+    /// Counts its drops, and panics in the first one.
+    struct PanicsOnDrop(Rc<Cell<u32>>);
+
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            self.0.set(self.0.get() + 1);
+            if self.0.get() == 1 {
+                panic!("capture drop");
+            }
+        }
+    }
+
+    #[test]
+    fn a_removed_handler_whose_capture_panics_on_drop_is_reported_named_and_dropped_once() {
+        for deferred in [false, true] {
+            let mut lp: Lp = EventLoop::with_poller(SimPoller::new());
+            lp.set_deferred_removal(deferred);
+            let failures = Rc::new(Cell::new((0, false)));
+            let f = failures.clone();
+            lp.set_error_hook(move |failure| {
+                if let Failure::Panicked { name, source, .. } = failure {
+                    let named = name.contains("handlers")
+                        && source
+                            == Source::Handler {
+                                id: HandlerId::from_key(0),
+                                fd: 3,
+                            };
+                    f.set((f.get().0 + 1, named));
+                }
+            });
+            let drops = Rc::new(Cell::new(0));
+            let capture = PanicsOnDrop(drops.clone());
+            lp.add_handler(3, Interest::READ, move |_, _, _| {
+                let _ = &capture;
+                Ok(())
+            })
+            .map_err(|r| r.error)
+            .unwrap();
+            assert!(lp.remove_handler(3));
+            assert_eq!(drops.get(), 1, "dropped once, at removal");
+            assert_eq!(
+                failures.get(),
+                (1, true),
+                "reported once, by name and source"
+            );
+            assert_eq!(lp.counters().panics, 1);
+            assert_eq!(lp.handler_count(), 0);
+            // The loop goes on: the fd can be added again, and a poll runs.
+            add_tagged(&mut lp, &Rc::new(Cell::new(0)), 1).unwrap();
+            lp.run_once(Some(Duration::ZERO)).unwrap();
+            drop(lp);
+            assert_eq!(drops.get(), 1, "never dropped again");
+        }
     }
 
     /// A handler for fd 3 that logs 1, removes itself and adds a replacement that logs 2

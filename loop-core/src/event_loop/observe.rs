@@ -473,9 +473,10 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         f: InlineFn<A, X, R>,
         source: Source,
     ) {
-        let name = f.name();
+        // The name's function, not the name: it is called only if the drop panicked.
+        let name = f.namer();
         if let Err(caught) = panic::catch(move || drop(f)) {
-            self.panicked(source, name, caught);
+            self.panicked(source, name(), caught);
         }
     }
 

@@ -208,6 +208,13 @@ impl<A: ?Sized + 'static, X: 'static, R: 'static> InlineFn<A, X, R> {
     pub(crate) fn name(&self) -> &'static str {
         (self.vtable.name)()
     }
+
+    /// The function that returns [`name`](Self::name): one load, for a caller that needs
+    /// the name only on a rare path after the value is gone (`EventLoop::release`).
+    #[inline]
+    pub(crate) fn namer(&self) -> fn() -> &'static str {
+        self.vtable.name
+    }
 }
 
 impl<A: ?Sized + 'static, X: 'static, R: Default + 'static> InlineFn<A, X, R> {

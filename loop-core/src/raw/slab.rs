@@ -104,7 +104,9 @@ impl<T, const N: usize> Slab<T, N> {
             let State::Vacant { next_free } = entry.state else {
                 return Err(value);
             };
-            entry.state = State::Occupied(value);
+            // Replaced, not assigned: the old state is `Vacant` (tested above), which owns
+            // nothing, and an assignment would still call the state's drop glue on it.
+            core::mem::forget(core::mem::replace(&mut entry.state, State::Occupied(value)));
             let generation = entry.generation;
             self.free_head = next_free;
             self.len += 1;

@@ -19,6 +19,10 @@ struct Entry {
     slot: u32,
 }
 
+/// A position past the end: where [`FdIndex::probe`] finds no room (a zero-capacity table;
+/// the loop refuses negative fds before).
+const NOWHERE: usize = usize::MAX;
+
 pub(crate) struct FdIndex<const H: usize> {
     buckets: [[Entry; 2]; H],
 }
@@ -29,14 +33,16 @@ unsafe impl<const H: usize> ZeroInit for FdIndex<H> {}
 impl<const H: usize> FdIndex<H> {
     const POSITIONS: usize = 2 * H;
 
+    /// Position `pos` of the flat table (the buckets seen as `2·H` entries: one index
+    /// computation instead of a bucket and a half).
     #[inline]
     fn at(&self, pos: usize) -> Entry {
-        self.buckets[pos / 2][pos % 2]
+        self.buckets.as_flattened()[pos]
     }
 
     #[inline]
     fn at_mut(&mut self, pos: usize) -> &mut Entry {
-        &mut self.buckets[pos / 2][pos % 2]
+        &mut self.buckets.as_flattened_mut()[pos]
     }
 
     #[inline]
@@ -70,36 +76,61 @@ impl<const H: usize> FdIndex<H> {
         None
     }
 
-    /// Record `fd → slot`. The caller has checked that `fd` is absent and that fewer than `H`
-    /// fds are recorded (so a free position always exists).
-    pub(crate) fn insert(&mut self, fd: RawFd, slot: u32) {
-        debug_assert!(fd >= 0 && self.get(fd).is_none());
+    /// One probe for an add: `Err(slot)` if `fd` is recorded, else `Ok(position)`, the
+    /// position where [`set`](Self::set) records it (while nothing else changes the index in
+    /// between). Saves the second probe of a `get` followed by an `insert`.
+    #[inline]
+    pub(crate) fn probe(&self, fd: RawFd) -> Result<usize, u32> {
+        if H == 0 || fd < 0 {
+            return Ok(NOWHERE);
+        }
+        let want = fd as u32 + 1;
         let mut pos = Self::home(fd);
         for _ in 0..Self::POSITIONS {
-            let e = self.at_mut(pos);
+            let e = self.at(pos);
+            if e.fd_plus_one == want {
+                return Err(e.slot);
+            }
             if e.fd_plus_one == 0 {
-                *e = Entry {
-                    fd_plus_one: fd as u32 + 1,
-                    slot,
-                };
-                return;
+                return Ok(pos);
             }
             pos = (pos + 1) % Self::POSITIONS;
         }
-        debug_assert!(
-            false,
-            "fd index full: the handler table let more than H fds in"
-        );
+        Ok(NOWHERE)
     }
 
-    /// Forget `fd`, returning its slot.
+    /// Record `fd → slot` at the position [`probe`](Self::probe) returned for `fd`. The
+    /// caller has checked that fewer than `H` fds are recorded (so the probe found a free
+    /// position; [`NOWHERE`] records nothing).
+    #[inline]
+    pub(crate) fn set(&mut self, pos: usize, fd: RawFd, slot: u32) {
+        debug_assert!(fd >= 0 && pos < Self::POSITIONS && self.get(fd).is_none());
+        if let Some(e) = self.buckets.as_flattened_mut().get_mut(pos) {
+            *e = Entry {
+                fd_plus_one: fd as u32 + 1,
+                slot,
+            };
+        }
+    }
+
+    /// Record `fd → slot` (tests: the table probes once and [`set`](Self::set)s).
+    #[cfg(test)]
+    pub(crate) fn insert(&mut self, fd: RawFd, slot: u32) {
+        if let Ok(pos) = self.probe(fd) {
+            self.set(pos, fd, slot);
+        }
+    }
+
+    /// Forget `fd`, returning its slot. Inlined: the common case is a few instructions, the
+    /// rest is out of line.
+    #[inline]
     pub(crate) fn remove(&mut self, fd: RawFd) -> Option<u32> {
         if H == 0 || fd < 0 {
             return None;
         }
         let want = fd as u32 + 1;
         let n = Self::POSITIONS;
-        let mut pos = Self::home(fd);
+        let pos = Self::home(fd);
         // The common case first: `fd` at home with nothing after it to shift back.
         let e = self.at(pos);
         if e.fd_plus_one == want && self.at((pos + 1) % n).fd_plus_one == 0 {
@@ -109,6 +140,15 @@ impl<const H: usize> FdIndex<H> {
             };
             return Some(e.slot);
         }
+        self.remove_probing(fd)
+    }
+
+    /// [`remove`](Self::remove) past its common case: probe, then shift back.
+    #[inline(never)]
+    fn remove_probing(&mut self, fd: RawFd) -> Option<u32> {
+        let want = fd as u32 + 1;
+        let n = Self::POSITIONS;
+        let mut pos = Self::home(fd);
         let mut found = None;
         for _ in 0..n {
             let e = self.at(pos);
@@ -172,6 +212,30 @@ mod tests {
         assert_eq!(ix.get(3), None);
         assert_eq!(ix.remove(3), None);
         assert_eq!(ix.get(-1), None);
+    }
+
+    #[test]
+    fn probe_finds_a_recorded_fd_or_the_position_set_records_it_at() {
+        let mut ix: FdIndex<4> = zeroed();
+        assert_eq!(ix.probe(3), Ok(3), "an empty index: the fd's home");
+        ix.set(3, 3, 30);
+        assert_eq!(ix.probe(3), Err(30));
+        // 11 has the same home (11 % 8): the next free position after it.
+        let pos = ix.probe(11).unwrap();
+        assert_eq!(pos, 4);
+        ix.set(pos, 11, 110);
+        assert_eq!((ix.get(3), ix.get(11)), (Some(30), Some(110)));
+        assert_eq!(ix.probe(11), Err(110));
+        // Removing the first keeps the second reachable (shifted back), and probing agrees.
+        assert_eq!(ix.remove(3), Some(30));
+        assert_eq!(ix.probe(11), Err(110));
+        assert_eq!(ix.probe(3), Ok(4), "3's run now ends after 11");
+        assert!(
+            ix.probe(-1).is_ok_and(|p| p == NOWHERE),
+            "a negative fd: nowhere"
+        );
+        let empty: FdIndex<0> = zeroed();
+        assert_eq!(empty.probe(0), Ok(NOWHERE), "no room at all");
     }
 
     #[test]

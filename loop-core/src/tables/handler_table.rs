@@ -81,7 +81,7 @@ pub(crate) struct Slot<F> {
     /// waits for its closure to be dropped.
     pub(crate) released: bool,
     /// This handler took over the kernel registration of a handler removed before it was
-    /// added ([`HandlerTable::set_alias`]): how many generations that handler's key is behind
+    /// added ([`HandlerTable::set_handler`]): how many generations that handler's key is behind
     /// this one's (0: no alias; at most 127), while the kernel still reports that key, and
     /// events under it are this handler's. Cleared whenever the loop gives the poller this
     /// handler's own key (or none): the old key then dies, also for events a poll already
@@ -93,7 +93,7 @@ pub(crate) struct Slot<F> {
 }
 
 /// How many generations the key `old` is behind `id`, if `id` may take its registration over
-/// as an alias ([`HandlerTable::set_alias`]): the same slot, 1 to 127 generations behind
+/// as an alias ([`HandlerTable::set_handler`]): the same slot, 1 to 127 generations behind
 /// (`None` beyond: the registration is moved to `id`'s key instead, and a chain of
 /// take-overs starts again from there).
 #[inline]
@@ -187,7 +187,7 @@ pub(crate) enum Taken<'o, F> {
     /// The handler was moved out (into the caller's `out`, lent back here so the call needs
     /// no second test that it is there) for a call with this fd and the readiness it may see;
     /// the handler's generation (the key's, unless the key is the old one of a registration
-    /// the handler took over, [`HandlerTable::set_alias`]).
+    /// the handler took over, [`HandlerTable::set_handler`]).
     Call(&'o mut F, RawFd, Readiness, u32),
     /// An async I/O registration: wake its tasks instead.
     Io,
@@ -228,16 +228,18 @@ impl<F, const H: usize> HandlerTable<F, H> {
 
     /// Reserve a slot for `fd` with no handler yet (it is set once the poller accepted the
     /// fd, so a refusal can hand the caller's closure back untouched). The fd must be
-    /// non-negative (the loop checks).
+    /// non-negative (the loop checks). Inlined into the loop's one caller (saves the call's
+    /// register spills on every add).
+    #[inline]
     pub(crate) fn reserve(
         &mut self,
         fd: RawFd,
         interest: Interest,
         owned: bool,
     ) -> Result<HandlerId, InsertError> {
-        if self.index.get(fd).is_some() {
+        let Ok(pos) = self.index.probe(fd) else {
             return Err(InsertError::Duplicate);
-        }
+        };
         let slot = Slot {
             fd,
             interest,
@@ -248,7 +250,7 @@ impl<F, const H: usize> HandlerTable<F, H> {
             alias: 0,
         };
         let (index, generation) = self.slots.insert(slot).map_err(|_| InsertError::Full)?;
-        self.index.insert(fd, index);
+        self.index.set(pos, fd, index);
         Ok(HandlerId { index, generation })
     }
 
@@ -273,10 +275,30 @@ impl<F, const H: usize> HandlerTable<F, H> {
             .filter(|s| s.io.is_some())
     }
 
-    /// Give a reserved slot its handler.
-    pub(crate) fn set_handler(&mut self, id: HandlerId, f: F) {
-        if let Some(slot) = self.slots.get_mut(id.index, id.generation) {
-            slot.handler = Some(f);
+    /// Give a reserved slot its handler, and (`alias` not 0) the registration it took over:
+    /// one lookup for both.
+    ///
+    /// With `alias` (an [`alias_delta`]) the handler took over the registration the poller
+    /// holds under an old key `alias` generations behind (the key of a removed handler of the
+    /// same fd, in the same slot, with the same interest): events reported under that key by
+    /// polls that begin from now on are its. (One that began before, whose events may still
+    /// be dispatched, fetched them for the removed handler: they stay dead.)
+    ///
+    /// The epoch is a `u32`: were an alias's first event to come exactly 2^32 polls after
+    /// it was made, it would be taken for an old one and dropped (the level-triggered
+    /// registration reports it again at the next poll).
+    ///
+    /// The closure is made by `make` once the slot is found, so it is built straight into the
+    /// slot rather than on the stack and copied (64 bytes).
+    #[inline]
+    pub(crate) fn set_handler(&mut self, id: HandlerId, make: impl FnOnce() -> F, alias: u8) {
+        let epoch = self.epoch;
+        if let Some((slot, tag)) = self.slots.get_mut_tagged(id.index, id.generation) {
+            slot.handler = Some(make());
+            if alias != 0 {
+                slot.alias = alias;
+                *tag = epoch;
+            }
         }
     }
 
@@ -291,7 +313,7 @@ impl<F, const H: usize> HandlerTable<F, H> {
     ) -> Result<HandlerId, (InsertError, F)> {
         match self.reserve(fd, interest, owned) {
             Ok(id) => {
-                self.set_handler(id, f);
+                self.set_handler(id, || f, 0);
                 Ok(id)
             }
             Err(e) => Err((e, f)),
@@ -356,23 +378,6 @@ impl<F, const H: usize> HandlerTable<F, H> {
         Taken::Nothing
     }
 
-    /// `id` took over the registration the poller holds under an old key `delta` generations
-    /// behind ([`alias_delta`]: the key of a removed handler of the same fd, in the same
-    /// slot, with the same interest): events reported under that key by polls that begin
-    /// from now on are `id`'s. (One that began before, whose events may still be dispatched,
-    /// fetched them for the removed handler: they stay dead.)
-    ///
-    /// The epoch is a `u32`: were an alias's first event to come exactly 2^32 polls after
-    /// it was made, it would be taken for an old one and dropped (the level-triggered
-    /// registration reports it again at the next poll).
-    pub(crate) fn set_alias(&mut self, id: HandlerId, delta: u8) {
-        let epoch = self.epoch;
-        if let Some((slot, tag)) = self.slots.get_mut_tagged(id.index, id.generation) {
-            slot.alias = delta;
-            *tag = epoch;
-        }
-    }
-
     /// Put a handler back from `from` after its call: `true` if it went back (`from` is
     /// empty). If its registration was removed meanwhile, `from` keeps it, for the caller to
     /// drop (`false`).
@@ -427,11 +432,17 @@ impl<F, const H: usize> HandlerTable<F, H> {
     pub(crate) fn take_deferred(&mut self, fd: RawFd) -> Option<Deferred> {
         let c = &mut self.changes;
         let len = c.len as usize;
-        // The latest removal first: bench.c removes and adds one fd after the other.
-        let at = c.fds[..len].iter().rposition(|d| d.fd == fd)?;
+        // The latest removal first: bench.c removes and adds one fd after the other, so the
+        // fd is the last one, found without the search.
+        let last = len.checked_sub(1)?;
+        let at = if c.fds.get(last).is_some_and(|d| d.fd == fd) {
+            last
+        } else {
+            c.fds.get(..last)?.iter().rposition(|d| d.fd == fd)?
+        };
         let found = c.fds[at];
-        c.fds[at] = c.fds[len - 1];
-        c.len -= 1;
+        c.fds[at] = c.fds[last];
+        c.len = last as u32;
         Some(found)
     }
 
@@ -613,6 +624,60 @@ mod tests {
         let (f, _, _) = t.take_for_call(id, Readiness::READ).unwrap();
         t.remove(1);
         assert_eq!(t.restore(id, f), Err(9));
+    }
+
+    #[test]
+    fn take_deferred_finds_any_entry_latest_first_and_keeps_the_rest() {
+        let mut t: HandlerTable<u8, 4> = zeroed();
+        for fd in [5, 6, 7] {
+            let key = fd as u64;
+            assert!(t.defer_deregister(Deferred {
+                fd,
+                interest: Interest::READ,
+                key
+            }));
+        }
+        assert!(t.take_deferred(9).is_none(), "never deferred");
+        assert_eq!(t.take_deferred(7).map(|d| d.key), Some(7), "the last one");
+        assert_eq!(
+            t.take_deferred(5).map(|d| d.key),
+            Some(5),
+            "one before the last"
+        );
+        assert!(t.take_deferred(5).is_none(), "taken once");
+        assert_eq!(t.pop_deferred(), Some(6));
+        assert!(!t.has_deferred());
+        assert!(t.take_deferred(6).is_none(), "an empty list");
+    }
+
+    #[test]
+    fn set_handler_with_an_alias_maps_the_old_key_from_the_next_poll_on() {
+        let mut t: HandlerTable<u8, 4> = zeroed();
+        let old = t.insert(3, Interest::READ, false, 1).ok().unwrap();
+        t.remove(3).unwrap();
+        let new = t.reserve(3, Interest::READ, false).ok().unwrap();
+        let delta = alias_delta(new, old.key()).unwrap();
+        t.set_handler(new, || 2, delta);
+        // Events of the poll during which the alias was made are the removed handler's.
+        assert!(t.take_for_call(old, Readiness::READ).is_none());
+        t.poll_begins();
+        let mut out = None;
+        let Taken::Call(_, fd, _, generation) = t.take_into(old, Readiness::READ, &mut out) else {
+            panic!("the old key of the next poll reaches the new handler")
+        };
+        assert_eq!(
+            (out, fd, new.with_generation(generation)),
+            (Some(2), 3, new)
+        );
+        // Without an alias the old key stays dead.
+        let mut u: HandlerTable<u8, 4> = zeroed();
+        let old = u.insert(3, Interest::READ, false, 1).ok().unwrap();
+        u.remove(3).unwrap();
+        let new = u.reserve(3, Interest::READ, false).ok().unwrap();
+        u.set_handler(new, || 2, 0);
+        u.poll_begins();
+        assert!(u.take_for_call(old, Readiness::READ).is_none());
+        assert_eq!(u.take_for_call(new, Readiness::READ).map(|c| c.0), Some(2));
     }
 
     #[test]
