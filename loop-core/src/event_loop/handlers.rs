@@ -170,7 +170,9 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     ) -> Result<HandlerId, Refused<V>> {
         match self.reserve_registered_as(fd, interest, owned, Mode::Level, true) {
             Ok((id, alias)) => {
-                self.handlers.set_handler(id, || wrap(value), alias);
+                if let Some(place) = self.handlers.handler_place(id, alias) {
+                    *place = Some(wrap(value));
+                }
                 Ok(id)
             }
             Err(error) => Err(Refused { error, value }),
@@ -195,7 +197,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     /// [`reserve_registered`](Self::reserve_registered); `handler`: for an fd handler (not an
     /// async I/O registration), which may take over a deferred registration without moving
     /// it to its own key: then the alias distance comes back with the id, for
-    /// [`HandlerTable::set_handler`](crate::tables::handler_table) (0: none).
+    /// [`HandlerTable::handler_place`](crate::tables::handler_table) (0: none).
     fn reserve_registered_as(
         &mut self,
         fd: RawFd,

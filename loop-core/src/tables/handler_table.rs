@@ -275,8 +275,10 @@ impl<F, const H: usize> HandlerTable<F, H> {
             .filter(|s| s.io.is_some())
     }
 
-    /// Give a reserved slot its handler, and (`alias` not 0) the registration it took over:
-    /// one lookup for both.
+    /// The place for a reserved slot's handler, with (`alias` not 0) the registration it took
+    /// over recorded: one lookup for both. The caller builds the closure straight into the
+    /// place (no 64-byte copy from the stack); this part is out of line, one copy for every
+    /// kind of handler. `None` if `id` is not live (never, right after a reserve).
     ///
     /// With `alias` (an [`alias_delta`]) the handler took over the registration the poller
     /// holds under an old key `alias` generations behind (the key of a removed handler of the
@@ -287,18 +289,22 @@ impl<F, const H: usize> HandlerTable<F, H> {
     /// The epoch is a `u32`: were an alias's first event to come exactly 2^32 polls after
     /// it was made, it would be taken for an old one and dropped (the level-triggered
     /// registration reports it again at the next poll).
-    ///
-    /// The closure is made by `make` once the slot is found, so it is built straight into the
-    /// slot rather than on the stack and copied (64 bytes).
-    #[inline]
-    pub(crate) fn set_handler(&mut self, id: HandlerId, make: impl FnOnce() -> F, alias: u8) {
+    #[inline(never)]
+    pub(crate) fn handler_place(&mut self, id: HandlerId, alias: u8) -> Option<&mut Option<F>> {
         let epoch = self.epoch;
-        if let Some((slot, tag)) = self.slots.get_mut_tagged(id.index, id.generation) {
-            slot.handler = Some(make());
-            if alias != 0 {
-                slot.alias = alias;
-                *tag = epoch;
-            }
+        let (slot, tag) = self.slots.get_mut_tagged(id.index, id.generation)?;
+        if alias != 0 {
+            slot.alias = alias;
+            *tag = epoch;
+        }
+        Some(&mut slot.handler)
+    }
+
+    /// [`handler_place`](Self::handler_place) filled with `make()` (tests).
+    #[cfg(test)]
+    pub(crate) fn set_handler(&mut self, id: HandlerId, make: impl FnOnce() -> F, alias: u8) {
+        if let Some(place) = self.handler_place(id, alias) {
+            *place = Some(make());
         }
     }
 
