@@ -66,8 +66,9 @@ pub fn recv(fd: impl AsFd, buf: &mut [u8]) -> rustix::io::Result<usize> {
     rustix::net::recv(fd, buf, RecvFlags::empty()).map(|(k, _)| k)
 }
 
-/// `send(fd, "e", 1, 0)`, bench.c's write; `true` if the byte went out.
-#[inline]
+/// `send(fd, "e", 1, 0)`, bench.c's write; `true` if the byte went out. Always inlined (see
+/// `Chain::on_readable`).
+#[inline(always)]
 pub fn send_byte(fd: impl AsFd) -> bool {
     matches!(rustix::net::send(fd, b"e", SendFlags::empty()), Ok(1))
 }
