@@ -1021,7 +1021,18 @@ mod tests {
         lp
     }
 
-    fn add_tagged(lp: &mut Lp, log: &Rc<Cell<u32>>, tag: u32) -> Result<HandlerId, Error> {
+    /// Add a handler for fd 3 that appends `tag` to `log`'s digits (any poller: the alias
+    /// tests use it with an exact-`EEXIST` one).
+    pub(super) fn add_tagged<
+        P: Poller + 'static,
+        const H: usize,
+        const T: usize,
+        const Q: usize,
+    >(
+        lp: &mut EventLoop<P, H, T, Q>,
+        log: &Rc<Cell<u32>>,
+        tag: u32,
+    ) -> Result<HandlerId, Error> {
         let l = log.clone();
         lp.add_handler(3, Interest::READ, move |_, _, _| {
             l.set(l.get() * 10 + tag);
@@ -1285,6 +1296,7 @@ mod io_registration_tests {
 #[cfg(test)]
 mod alias_tests {
     extern crate std;
+    use super::tests::add_tagged;
     use super::*;
     use crate::sim::{SimNotifier, SimPoller};
     use std::cell::Cell;
@@ -1338,15 +1350,6 @@ mod alias_tests {
         lp.set_deferred_removal(true);
         add_tagged(&mut lp, log, 1).unwrap();
         lp
-    }
-
-    fn add_tagged(lp: &mut Lp, log: &Rc<Cell<u32>>, tag: u32) -> Result<HandlerId, Error> {
-        let l = log.clone();
-        lp.add_handler(3, Interest::READ, move |_, _, _| {
-            l.set(l.get() * 10 + tag);
-            Ok(())
-        })
-        .map_err(|r| r.error)
     }
 
     fn sim(lp: &mut Lp) -> &mut SimPoller<8> {
