@@ -363,6 +363,23 @@ pub fn peers() -> Vec<Peer<ChainCase, ChainSamples>> {
         Peer::new("polling", Role::Peer, polling_peer::run),
         Peer::new("tokio AsyncFd", Role::Peer, tokio_peer::run),
     ]
+    .into_iter()
+    .chain(diag_peers())
+    .collect()
+}
+
+/// With `IOLOOP_BENCH_CHAIN_DIAG` set: the floor with its handler behind a function pointer
+/// (every library calls a user's handler so; the floor and the mio and polling peers have it
+/// inlined into their loops), to see what that call costs apart from everything else.
+fn diag_peers() -> Vec<Peer<ChainCase, ChainSamples>> {
+    if std::env::var_os("IOLOOP_BENCH_CHAIN_DIAG").is_none() {
+        return Vec::new();
+    }
+    vec![Peer::new(
+        "raw epoll, handler via pointer (diag)",
+        Role::Peer,
+        raw_epoll::run_via_pointer,
+    )]
 }
 
 /// Runs the workload.

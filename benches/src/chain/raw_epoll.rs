@@ -10,7 +10,7 @@
 //! per fd, what a loop without a change list pays for bench.c's `event_del` + `event_add`.
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use rustix::event::epoll::{self, CreateFlags, Event, EventData, EventFlags};
 use rustix::event::Timespec;
@@ -22,6 +22,24 @@ const EVENTS: usize = 1024;
 
 /// Runs one chain case.
 pub fn run(case: &ChainCase) -> io::Result<ChainSamples> {
+    run_impl::<false>(case)
+}
+
+/// The floor with its handler called through a function pointer the optimizer cannot see
+/// through, as a library calls a user's handler (a diagnostic row: `IOLOOP_BENCH_CHAIN_DIAG=1`).
+/// Everything else is the floor's code.
+pub fn run_via_pointer(case: &ChainCase) -> io::Result<ChainSamples> {
+    run_impl::<true>(case)
+}
+
+/// The handler the diagnostic row calls through a pointer.
+fn handle(chain: &Chain, fd: &OwnedFd, i: usize) {
+    chain.on_readable(fd, i);
+}
+
+/// [`run`], or with `VIA_POINTER` [`run_via_pointer`] (one copy of the loop each).
+fn run_impl<const VIA_POINTER: bool>(case: &ChainCase) -> io::Result<ChainSamples> {
+    let handler: fn(&Chain, &OwnedFd, usize) = std::hint::black_box(handle);
     let pairs = &*case.pairs;
     let chain = Chain::new(pairs);
     let ep = epoll::create(CreateFlags::CLOEXEC)?;
@@ -66,7 +84,11 @@ pub fn run(case: &ChainCase) -> io::Result<ChainSamples> {
             let k = epoll::wait(&ep, &mut events[..], Some(&zero))?;
             for ev in &events[..k] {
                 let i = by_fd[ev.data.u64() as usize] as usize;
-                chain.on_readable(&pairs.rd[i], i);
+                if VIA_POINTER {
+                    handler(&chain, &pairs.rd[i], i);
+                } else {
+                    chain.on_readable(&pairs.rd[i], i);
+                }
             }
             Ok(())
         },
