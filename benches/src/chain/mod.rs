@@ -39,6 +39,10 @@
 //! raises a new edge) and one `send` per byte read while writes remain. With `a = 1` this is
 //! exactly bench.c; with `a = 100` a pair holding two bytes is served by one callback instead
 //! of two, in every peer alike. What differs between rows is the loop, not the handler.
+//! The handler is always inlined where a peer's code calls it: into the floor's, mio's and
+//! polling's loops, into ioloop's and tokio's closures, into libev's C callback.
+//! `IOLOOP_BENCH_CHAIN_DIAG=1` adds the floor with its handler behind a function pointer, to
+//! show what a library's call to a user's handler costs by itself.
 
 pub mod callgrind;
 pub mod ioloop_peer;
