@@ -199,12 +199,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             // Set by `full_pass_steps` (a loop with an executor never has an I/O-only pass).
             exec.set_sleeping(false);
         }
-        let n = match self.count_poll(waited) {
-            Ok(n) => n,
-            Err(errno) => return self.poll_failed(errno),
-        };
-        self.dispatch_events(n);
-        Ok(true)
+        self.dispatch_polled(waited)
     }
 
     /// `run_once`'s iteration with nothing but fds to watch ([`only_io`](Self::only_io)): as
@@ -217,6 +212,14 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             return Ok(false);
         }
         let waited = self.timed_wait(cap);
+        self.dispatch_polled(waited)
+    }
+
+    /// After the wait, in both kinds of pass: count the poll, then dispatch what it reported
+    /// (`Ok(true)`), or end the iteration with the poll's failure. Inlined into each pass:
+    /// written once, compiled where each pass needs it.
+    #[inline(always)]
+    fn dispatch_polled(&mut self, waited: Result<usize, Errno>) -> Result<bool, Error> {
         let n = match self.count_poll(waited) {
             Ok(n) => n,
             Err(errno) => return self.poll_failed(errno),
