@@ -845,3 +845,37 @@ proptest! {
         check_deferred(&ops, exact)?;
     }
 }
+
+/// Found by the property above (CI run of abf23e0): a handler that took over its removed
+/// predecessor's registration (exact `EEXIST`) has an event in the same poll as a handler
+/// called before it, which changes its interest.
+#[test]
+fn an_aliased_handler_whose_interest_an_earlier_handler_changes_in_the_same_pass() {
+    let ops = [
+        Op::Add {
+            fd: 0,
+            interest: 0,
+            act: Act::Nothing,
+        },
+        Op::Add {
+            fd: 3,
+            interest: 0,
+            act: Act::UpdateOther(7, 0),
+        },
+        Op::Add {
+            fd: 7,
+            interest: 2,
+            act: Act::Nothing,
+        },
+        Op::Remove { fd: 7 },
+        Op::Add {
+            fd: 7,
+            interest: 2,
+            act: Act::Nothing,
+        },
+        Op::SetReady { fd: 3, bits: 4 },
+        Op::SetReady { fd: 7, bits: 4 },
+        Op::SetReady { fd: 0, bits: 1 },
+    ];
+    check_deferred(&ops, true).unwrap();
+}

@@ -485,14 +485,12 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
             return Ok(());
         }
         self.poller.modify(fd, id.key(), interest, Mode::Level)?;
-        if let Some((_, slot)) = self.handlers.lookup_mut(fd) {
-            slot.interest = interest;
-            // The poller has the handler's own key now: the old key dies at once. An event
-            // this poll fetched under it is dropped, and the level-triggered registration
-            // reports it again at the next poll, under the handler's key (a key the poller no
-            // longer holds never reaches a handler in a later poll).
-            slot.alias = 0;
-        }
+        slot.interest = interest;
+        // The poller has the handler's own key now: an old key it took over dies with this
+        // poll (an event this poll fetched under it is still the handler's, as it would have
+        // been under its own key; a key the poller no longer holds never reaches a handler
+        // in a later poll).
+        self.handlers.retire_alias(id);
         Ok(())
     }
 
@@ -1440,6 +1438,42 @@ mod alias_tests {
         lp.run_once(Some(Duration::ZERO)).unwrap();
         assert_eq!(lp.poller.0.resets(), 1);
         assert_eq!(log.get(), 2);
+    }
+
+    #[test]
+    fn an_event_fetched_under_the_old_key_still_reaches_a_handler_whose_interest_changes_in_that_pass(
+    ) {
+        let log = Rc::new(Cell::new(0));
+        let mut lp: Lp = EventLoop::with_poller(Exact(SimPoller::new()));
+        lp.set_deferred_removal(true);
+        // Fd 1's handler, registered (so reported) first, changes fd 3's interest: the poller
+        // gets fd 3's own key while fd 3's event, fetched under the old one, is still to be
+        // dispatched.
+        lp.add_handler(1, Interest::READ, |lp, _, _| {
+            lp.update_handler(3, Interest::READ | Interest::WRITE)?;
+            Ok(())
+        })
+        .map_err(|r| r.error)
+        .unwrap();
+        let old = add_tagged(&mut lp, &log, 1).unwrap();
+        assert!(lp.remove_handler(3));
+        add_tagged(&mut lp, &log, 2).unwrap();
+        lp.run_once(Some(Duration::ZERO)).unwrap(); // the take-over is from an earlier poll
+        assert_eq!(lp.poller.0.key(3), Some(old.key()), "taken over, not moved");
+        sim(&mut lp).set_ready(1, Readiness::READ);
+        sim(&mut lp).set_ready(3, Readiness::READ);
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(
+            log.get(),
+            2,
+            "called in the pass its event was fetched, once"
+        );
+        // From the next poll on the old key is dead.
+        sim(&mut lp).clear_ready(1);
+        sim(&mut lp).clear_ready(3);
+        sim(&mut lp).inject_event(old.key(), Readiness::READ);
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+        assert_eq!(log.get(), 2, "the old key reaches nothing any more");
     }
 
     #[test]

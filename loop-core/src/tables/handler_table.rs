@@ -83,10 +83,11 @@ pub(crate) struct Slot<F> {
     /// This handler took over the kernel registration of a handler removed before it was
     /// added ([`HandlerTable::set_handler`]): how many generations that handler's key is behind
     /// this one's (0: no alias; at most 127), while the kernel still reports that key, and
-    /// events under it are this handler's. Cleared whenever the loop gives the poller this
-    /// handler's own key (or none): the old key then dies, also for events a poll already
-    /// fetched under it (the level-triggered registration reports them again at the next
-    /// poll, under the handler's own key). One byte: it fills the slot's padding.
+    /// events under it are this handler's. When the loop gives the poller this handler's own
+    /// key, the alias is retired ([`HandlerTable::retire_alias`]): [`DYING`] is set, and the
+    /// old key stays this handler's only for the events the current poll already fetched
+    /// under it (as they would have been under its own key), never in a later poll. One
+    /// byte: it fills the slot's padding.
     pub(crate) alias: u8,
     /// For an async I/O registration (`crate::task::io`): who waits, and what was seen.
     pub(crate) io: Option<IoWaiters>,
@@ -106,12 +107,16 @@ pub(crate) fn alias_delta(id: HandlerId, old: u64) -> Option<u8> {
 /// The largest generation distance an alias spans ([`Slot::alias`]).
 const ALIAS_DELTA_MAX: u32 = 0x7f;
 
+/// In [`Slot::alias`]: the poller has the handler's own key now; the old key (the distance in
+/// the low bits) is good only for events of the poll the slot's tag names.
+const DYING: u8 = 0x80;
+
 impl<F> Slot<F> {
     /// The key the poller reports this registration's events under: its own id's, or the
     /// key of the removed handler whose registration it took over.
     #[inline]
     pub(crate) fn kernel_key(&self, id: HandlerId) -> u64 {
-        if self.alias != 0 {
+        if self.alias != 0 && self.alias & DYING == 0 {
             HandlerId {
                 index: id.index,
                 generation: id.generation.wrapping_sub(u32::from(self.alias)),
@@ -300,6 +305,27 @@ impl<F, const H: usize> HandlerTable<F, H> {
         Some(&mut slot.handler)
     }
 
+    /// The loop gave the poller `id`'s own key (an interest change): an alias it had
+    /// ([`Slot::alias`]) retires. Events the current poll fetched under the old key stay the
+    /// handler's (none can come under its own key in the same poll: the poller held only the
+    /// old one when they were fetched), unless the alias was made during this very poll,
+    /// whose events under that key were the removed handler's; from the next poll on the old
+    /// key is dead.
+    pub(crate) fn retire_alias(&mut self, id: HandlerId) {
+        let epoch = self.epoch;
+        if let Some((slot, tag)) = self.slots.get_mut_tagged(id.index, id.generation) {
+            if slot.alias == 0 || slot.alias & DYING != 0 {
+                return; // none, or already retired in this poll (or dead)
+            }
+            if *tag == epoch {
+                slot.alias = 0; // made during this poll: nothing fetched is its
+            } else {
+                slot.alias |= DYING;
+                *tag = epoch;
+            }
+        }
+    }
+
     /// [`handler_place`](Self::handler_place) filled with `make()` (tests).
     #[cfg(test)]
     pub(crate) fn set_handler(&mut self, id: HandlerId, make: impl FnOnce() -> F, alias: u8) {
@@ -350,8 +376,9 @@ impl<F, const H: usize> HandlerTable<F, H> {
     /// One generation-checked lookup per event: an async I/O registration is told apart here
     /// too ([`Taken::Io`], `out` untouched).
     ///
-    /// An old key of a registration a later handler took over ([`alias`](Self::alias)) is
-    /// that handler's from the poll after the take-over on, tested in the same lookup.
+    /// An old key of a registration a later handler took over ([`Slot::alias`]) is that
+    /// handler's from the poll after the take-over on, until the poll after it was retired
+    /// ([`retire_alias`](Self::retire_alias)), tested in the same lookup.
     #[inline]
     pub(crate) fn take_into<'o>(
         &mut self,
@@ -360,11 +387,13 @@ impl<F, const H: usize> HandlerTable<F, H> {
         out: &'o mut Option<F>,
     ) -> Taken<'o, F> {
         let epoch = self.epoch;
-        let aliased = |slot: &Slot<F>, generation: u32, made: u32| {
-            let delta = slot.alias;
+        // A live alias: from the poll after it was made on; a dying one: only in the poll
+        // during which it was retired (the slot's tag says which, in both cases).
+        let aliased = |slot: &Slot<F>, generation: u32, tag: u32| {
+            let delta = slot.alias & !DYING;
             delta != 0
                 && generation.wrapping_sub(u32::from(delta)) == id.generation
-                && made != epoch
+                && (tag == epoch) == (slot.alias & DYING != 0)
         };
         let Some((slot, generation)) = self.slots.get_mut_or(id.index, id.generation, aliased)
         else {
