@@ -478,7 +478,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
     #[inline]
     fn update_handler_raw(&mut self, fd: RawFd, interest: Interest) -> Result<(), Error> {
         let interest = interest.registered();
-        let Some((id, slot)) = self.handlers.lookup_mut(fd) else {
+        let Some((id, slot, tag, epoch)) = self.handlers.lookup_mut(fd) else {
             return Err(Error::NotRegistered { fd });
         };
         if slot.interest == interest {
@@ -490,7 +490,7 @@ impl<P: Poller + 'static, const H: usize, const T: usize, const Q: usize> EventL
         // poll (an event this poll fetched under it is still the handler's, as it would have
         // been under its own key; a key the poller no longer holds never reaches a handler
         // in a later poll).
-        self.handlers.retire_alias(id);
+        slot.retire_alias(tag, epoch);
         Ok(())
     }
 

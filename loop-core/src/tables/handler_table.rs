@@ -84,7 +84,7 @@ pub(crate) struct Slot<F> {
     /// added ([`HandlerTable::set_handler`]): how many generations that handler's key is behind
     /// this one's (0: no alias; at most 127), while the kernel still reports that key, and
     /// events under it are this handler's. When the loop gives the poller this handler's own
-    /// key, the alias is retired ([`HandlerTable::retire_alias`]): [`DYING`] is set, and the
+    /// key, the alias is retired ([`Slot::retire_alias`]): [`DYING`] is set, and the
     /// old key stays this handler's only for the events the current poll already fetched
     /// under it (as they would have been under its own key), never in a later poll. One
     /// byte: it fills the slot's padding.
@@ -112,6 +112,25 @@ const ALIAS_DELTA_MAX: u32 = 0x7f;
 const DYING: u8 = 0x80;
 
 impl<F> Slot<F> {
+    /// The loop gave the poller this handler's own key (an interest change): an alias it had
+    /// ([`alias`](Self::alias)) retires (`tag` is the slot's tag, `epoch` the current poll).
+    /// Events the current poll fetched under the old key stay the handler's (none can come
+    /// under its own key in the same poll: the poller held only the old one when they were
+    /// fetched), unless the alias was made during this very poll, whose events under that
+    /// key were the removed handler's; from the next poll on the old key is dead.
+    #[inline]
+    pub(crate) fn retire_alias(&mut self, tag: &mut u32, epoch: u32) {
+        if self.alias == 0 || self.alias & DYING != 0 {
+            return; // none, or already retired in this poll (or dead)
+        }
+        if *tag == epoch {
+            self.alias = 0; // made during this poll: nothing fetched is its
+        } else {
+            self.alias |= DYING;
+            *tag = epoch;
+        }
+    }
+
     /// The key the poller reports this registration's events under: its own id's, or the
     /// key of the removed handler whose registration it took over.
     #[inline]
@@ -222,13 +241,18 @@ impl<F, const H: usize> HandlerTable<F, H> {
         Some((HandlerId { index, generation }, slot))
     }
 
-    /// The slot for `fd`, mutably.
+    /// The slot for `fd`, mutably, with its tag and the current poll (an interest change
+    /// needs both for [`Slot::retire_alias`]).
     #[inline]
-    pub(crate) fn lookup_mut(&mut self, fd: RawFd) -> Option<(HandlerId, &mut Slot<F>)> {
+    pub(crate) fn lookup_mut(
+        &mut self,
+        fd: RawFd,
+    ) -> Option<(HandlerId, &mut Slot<F>, &mut u32, u32)> {
+        let epoch = self.epoch;
         let index = self.index.get(fd)?;
         let (_, generation) = self.slots.get_by_index(index)?;
-        let slot = self.slots.get_mut(index, generation)?;
-        Some((HandlerId { index, generation }, slot))
+        let (slot, tag) = self.slots.get_mut_tagged(index, generation)?;
+        Some((HandlerId { index, generation }, slot, tag, epoch))
     }
 
     /// Reserve a slot for `fd` with no handler yet (it is set once the poller accepted the
@@ -305,27 +329,6 @@ impl<F, const H: usize> HandlerTable<F, H> {
         Some(&mut slot.handler)
     }
 
-    /// The loop gave the poller `id`'s own key (an interest change): an alias it had
-    /// ([`Slot::alias`]) retires. Events the current poll fetched under the old key stay the
-    /// handler's (none can come under its own key in the same poll: the poller held only the
-    /// old one when they were fetched), unless the alias was made during this very poll,
-    /// whose events under that key were the removed handler's; from the next poll on the old
-    /// key is dead.
-    pub(crate) fn retire_alias(&mut self, id: HandlerId) {
-        let epoch = self.epoch;
-        if let Some((slot, tag)) = self.slots.get_mut_tagged(id.index, id.generation) {
-            if slot.alias == 0 || slot.alias & DYING != 0 {
-                return; // none, or already retired in this poll (or dead)
-            }
-            if *tag == epoch {
-                slot.alias = 0; // made during this poll: nothing fetched is its
-            } else {
-                slot.alias |= DYING;
-                *tag = epoch;
-            }
-        }
-    }
-
     /// [`handler_place`](Self::handler_place) filled with `make()` (tests).
     #[cfg(test)]
     pub(crate) fn set_handler(&mut self, id: HandlerId, make: impl FnOnce() -> F, alias: u8) {
@@ -378,7 +381,7 @@ impl<F, const H: usize> HandlerTable<F, H> {
     ///
     /// An old key of a registration a later handler took over ([`Slot::alias`]) is that
     /// handler's from the poll after the take-over on, until the poll after it was retired
-    /// ([`retire_alias`](Self::retire_alias)), tested in the same lookup.
+    /// ([`Slot::retire_alias`]), tested in the same lookup.
     #[inline]
     pub(crate) fn take_into<'o>(
         &mut self,
