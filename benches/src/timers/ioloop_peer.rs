@@ -24,46 +24,65 @@ use std::cell::Cell;
 use std::io;
 use std::time::{Duration, Instant};
 
-use loop_core::{EventLoop, TimerHandle};
+use loop_core::{EventLoop, OpenPoller, TimerHandle};
 use loop_linux::Epoll;
 
-use super::{start, stop, wait_until_due, TimerCase, TimerSamples};
+use super::manual_clock::{ManualClock, PhaseClock};
+use super::{start, stop, TimerCase, TimerSamples};
 use crate::sys::io_err;
 
 /// Runs one timer case on a loop sized for it.
 pub fn run(case: &TimerCase) -> io::Result<TimerSamples> {
-    sized(case, false)
+    sized::<Epoll>(case, false)
 }
 
 /// Runs one timer case with `call_at` and one clock read per phase.
 pub fn run_call_at(case: &TimerCase) -> io::Result<TimerSamples> {
-    sized(case, true)
+    sized::<Epoll>(case, true)
 }
 
-fn sized(case: &TimerCase, at: bool) -> io::Result<TimerSamples> {
+/// [`run`] on a clock that moves by fixed steps (see `manual_clock.rs`): for instruction
+/// counts that are the same in every run.
+pub fn run_manual_clock(case: &TimerCase) -> io::Result<TimerSamples> {
+    sized::<ManualClock<Epoll>>(case, false)
+}
+
+/// [`run_call_at`] on a clock that moves by fixed steps.
+pub fn run_call_at_manual_clock(case: &TimerCase) -> io::Result<TimerSamples> {
+    sized::<ManualClock<Epoll>>(case, true)
+}
+
+fn sized<P: OpenPoller + PhaseClock + 'static>(
+    case: &TimerCase,
+    at: bool,
+) -> io::Result<TimerSamples> {
     match case.n {
-        n if n <= 1 << 14 => run_sized::<{ 1 << 14 }>(case, at),
-        n if n <= 1 << 17 => run_sized::<{ 1 << 17 }>(case, at),
-        n if n <= 1 << 20 => run_sized::<{ 1 << 20 }>(case, at),
+        n if n <= 1 << 14 => run_sized::<P, { 1 << 14 }>(case, at),
+        n if n <= 1 << 17 => run_sized::<P, { 1 << 17 }>(case, at),
+        n if n <= 1 << 20 => run_sized::<P, { 1 << 20 }>(case, at),
         n => Err(io::Error::other(format!(
             "no loop size configured for {n} timers"
         ))),
     }
 }
 
-fn run_sized<const T: usize>(case: &TimerCase, at: bool) -> io::Result<TimerSamples> {
+fn run_sized<P: OpenPoller + PhaseClock + 'static, const T: usize>(
+    case: &TimerCase,
+    at: bool,
+) -> io::Result<TimerSamples> {
     let n = case.n;
     let inp = &*case.inputs;
-    let mut lp = Lp::<T>::new_boxed().map_err(io_err)?;
+    let mut lp = Lp::<P, T>::new_boxed().map_err(io_err)?;
     let fired: &'static Cell<u64> = Box::leak(Box::new(Cell::new(0)));
     let mut handles: Vec<TimerHandle> = Vec::with_capacity(n);
     // One closure value (it is `Copy`), so every timer has the same callback type.
-    let bump = move |_: &mut Lp<T>| fired.set(fired.get() + 1);
+    let bump = move |_: &mut Lp<P, T>| fired.set(fired.get() + 1);
     let full = |()| io::Error::other("timer table full");
     let mut out = TimerSamples::with_capacity(case.iters);
 
     for _ in 0..case.iters {
         handles.clear();
+        lp.poller().next_phase();
         in_loop(&mut lp, &mut |lp| {
             let t0 = start();
             if at {
@@ -80,6 +99,7 @@ fn run_sized<const T: usize>(case: &TimerCase, at: bool) -> io::Result<TimerSamp
             Ok(())
         })?;
 
+        lp.poller().next_phase();
         in_loop(&mut lp, &mut |lp| {
             let t0 = start();
             if at {
@@ -96,6 +116,7 @@ fn run_sized<const T: usize>(case: &TimerCase, at: bool) -> io::Result<TimerSamp
             Ok(())
         })?;
 
+        lp.poller().next_phase();
         in_loop(&mut lp, &mut |lp| {
             let t0 = start();
             for &i in &inp.cancel {
@@ -112,7 +133,7 @@ fn run_sized<const T: usize>(case: &TimerCase, at: bool) -> io::Result<TimerSamp
         for d in &inp.fire {
             lp.call_later(*d, bump).map_err(|_| full(()))?;
         }
-        wait_until_due(Instant::now());
+        lp.poller().until_due(Instant::now());
         let t0 = start();
         while fired.get() < n as u64 {
             lp.run_once(Some(Duration::ZERO)).map_err(io_err)?;
@@ -123,20 +144,20 @@ fn run_sized<const T: usize>(case: &TimerCase, at: bool) -> io::Result<TimerSamp
     Ok(out)
 }
 
-type Lp<const T: usize> = EventLoop<Epoll, 4, T, 4>;
+type Lp<P, const T: usize> = EventLoop<P, 4, T, 4>;
 
 /// Runs `f` as a callback inside one loop iteration (`run_once`), as a server's handlers run.
-fn in_loop<const T: usize>(
-    lp: &mut Lp<T>,
-    f: &mut dyn FnMut(&mut Lp<T>) -> io::Result<()>,
+fn in_loop<P: OpenPoller + 'static, const T: usize>(
+    lp: &mut Lp<P, T>,
+    f: &mut dyn FnMut(&mut Lp<P, T>) -> io::Result<()>,
 ) -> io::Result<()> {
     let mut result = Err(io::Error::other("phase callback did not run"));
-    let mut call = |lp: &mut Lp<T>| result = f(lp);
-    let p: *mut (dyn FnMut(&mut Lp<T>) + '_) = &mut call;
+    let mut call = |lp: &mut Lp<P, T>| result = f(lp);
+    let p: *mut (dyn FnMut(&mut Lp<P, T>) + '_) = &mut call;
     // SAFETY: only the trait object's lifetime is erased: the callback runs inside the
     // `run_once` below, while `call` is still borrowed here, and it is gone when that returns
     // (the one callback queued is run by that iteration, or dropped unrun with the error).
-    let p: *mut (dyn FnMut(&mut Lp<T>) + 'static) = unsafe { std::mem::transmute(p) };
+    let p: *mut (dyn FnMut(&mut Lp<P, T>) + 'static) = unsafe { std::mem::transmute(p) };
     // SAFETY: `p` is valid for the whole `run_once` (see above) and called once, alone.
     lp.add_callback(move |lp| unsafe { (*p)(lp) })
         .map_err(|_| io::Error::other("callback queue full"))?;

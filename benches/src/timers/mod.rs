@@ -37,6 +37,7 @@ pub mod callgrind;
 pub mod heap;
 pub mod ioloop_peer;
 pub mod libev_peer;
+pub mod manual_clock;
 pub mod tokio_peer;
 
 use std::sync::Arc;
