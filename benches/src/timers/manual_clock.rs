@@ -136,7 +136,7 @@ mod tests {
     use loop_linux::Epoll;
 
     #[test]
-    fn the_clock_reads_what_was_set_and_moves_only_when_told() {
+    fn the_clock_reads_its_start_and_moves_only_when_told() {
         let mut p = ManualClock::<Epoll>::open().unwrap();
         assert_eq!(p.now(), START);
         let mut events = [PollEvent::default(); 4];
