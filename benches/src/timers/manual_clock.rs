@@ -1,4 +1,4 @@
-//! A poller whose clock the benchmark sets: the instruction counts of ioloop's timer phases
+//! A poller whose clock the benchmark moves: the instruction counts of ioloop's timer phases
 //! under callgrind (`--only timers-callgrind`) are then the same in every run.
 //!
 //! With the poller's own clock, what a phase executes depends on the wall-clock instants it
@@ -10,6 +10,9 @@
 //! inputs run the same instructions.
 //!
 //! Only the callgrind child uses it (see `callgrind.rs`); the timed runs keep the real clock.
+//! Its waits are the wrapped poller's, in real time, so the benchmark passes zero timeouts
+//! (`run_once(Some(Duration::ZERO))`): a timeout the loop computed from this clock would block
+//! for that long on the real one.
 //! The per-timer code does not change: the loop reads its clock once per pass, and every
 //! per-timer operation uses that cached reading either way.
 
